@@ -1,0 +1,474 @@
+//! Event envelope and payloads (DESIGN §5).
+//!
+//! An event is `{event_id, type, occurred_at, booking_id, version, data}`. `type` is also the AMQP
+//! routing key, and ends in its schema version (`.v1`): a change that breaks a consumer gets a new
+//! type rather than a new meaning for an old one. `data` is a snapshot of everything consumers need.
+//!
+//! `version` counts the changes of one booking. Consumers converge to the latest version they have
+//! seen and skip older ones, so messages may arrive late, twice, or out of order.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One message on `connecx.events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub booking_id: Uuid,
+    /// The booking's version this event describes (starts at 1, +1 per change).
+    pub version: i64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl Envelope {
+    /// A fresh envelope for `event`, stamped now.
+    pub fn new(booking_id: Uuid, version: i64, event: Event) -> Self {
+        Self {
+            event_id: Uuid::new_v4(),
+            occurred_at: Utc::now(),
+            booking_id,
+            version,
+            event,
+        }
+    }
+
+    /// The routing key (= the event's `type`).
+    pub fn routing_key(&self) -> &'static str {
+        self.event.event_type()
+    }
+
+    /// The building the event belongs to, for routing alerts to its managers.
+    pub fn building(&self) -> &Building {
+        match &self.event {
+            Event::VisitorBookingCreated(b)
+            | Event::VisitorBookingRescheduled(b)
+            | Event::VisitorBookingCancelled(b) => &b.building,
+            Event::FacilityBookingCreated(b)
+            | Event::FacilityBookingRescheduled(b)
+            | Event::FacilityBookingCancelled(b) => &b.building,
+            Event::VisitorAccessGranted(r)
+            | Event::VisitorAccessUpdated(r)
+            | Event::VisitorAccessRevoked(r)
+            | Event::VisitorAccessFailed(r) => &r.booking.building,
+            Event::FacilityAccessGranted(r)
+            | Event::FacilityAccessDeferred(r)
+            | Event::FacilityAccessRevoked(r)
+            | Event::FacilityAccessExpired(r)
+            | Event::FacilityAccessFailed(r) => &r.booking.building,
+        }
+    }
+
+    /// Encodes the envelope as the JSON body of an AMQP message.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing these plain structs cannot fail: every map key is a string.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes an AMQP message body.
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
+/// Every event type, with its payload. The serde tag is the wire `type` and routing key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    #[serde(rename = "visitor_booking.created.v1")]
+    VisitorBookingCreated(VisitorBooking),
+    #[serde(rename = "visitor_booking.rescheduled.v1")]
+    VisitorBookingRescheduled(VisitorBooking),
+    #[serde(rename = "visitor_booking.cancelled.v1")]
+    VisitorBookingCancelled(VisitorBooking),
+
+    #[serde(rename = "facility_booking.created.v1")]
+    FacilityBookingCreated(FacilityBooking),
+    #[serde(rename = "facility_booking.rescheduled.v1")]
+    FacilityBookingRescheduled(FacilityBooking),
+    #[serde(rename = "facility_booking.cancelled.v1")]
+    FacilityBookingCancelled(FacilityBooking),
+
+    #[serde(rename = "visitor_access.granted.v1")]
+    VisitorAccessGranted(VisitorAccessResult),
+    #[serde(rename = "visitor_access.updated.v1")]
+    VisitorAccessUpdated(VisitorAccessResult),
+    #[serde(rename = "visitor_access.revoked.v1")]
+    VisitorAccessRevoked(VisitorAccessResult),
+    #[serde(rename = "visitor_access.failed.v1")]
+    VisitorAccessFailed(VisitorAccessResult),
+
+    #[serde(rename = "facility_access.granted.v1")]
+    FacilityAccessGranted(FacilityAccessResult),
+    #[serde(rename = "facility_access.deferred.v1")]
+    FacilityAccessDeferred(FacilityAccessResult),
+    #[serde(rename = "facility_access.revoked.v1")]
+    FacilityAccessRevoked(FacilityAccessResult),
+    #[serde(rename = "facility_access.expired.v1")]
+    FacilityAccessExpired(FacilityAccessResult),
+    #[serde(rename = "facility_access.failed.v1")]
+    FacilityAccessFailed(FacilityAccessResult),
+}
+
+impl Event {
+    /// The wire `type`, which is also the routing key.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::VisitorBookingCreated(_) => "visitor_booking.created.v1",
+            Event::VisitorBookingRescheduled(_) => "visitor_booking.rescheduled.v1",
+            Event::VisitorBookingCancelled(_) => "visitor_booking.cancelled.v1",
+            Event::FacilityBookingCreated(_) => "facility_booking.created.v1",
+            Event::FacilityBookingRescheduled(_) => "facility_booking.rescheduled.v1",
+            Event::FacilityBookingCancelled(_) => "facility_booking.cancelled.v1",
+            Event::VisitorAccessGranted(_) => "visitor_access.granted.v1",
+            Event::VisitorAccessUpdated(_) => "visitor_access.updated.v1",
+            Event::VisitorAccessRevoked(_) => "visitor_access.revoked.v1",
+            Event::VisitorAccessFailed(_) => "visitor_access.failed.v1",
+            Event::FacilityAccessGranted(_) => "facility_access.granted.v1",
+            Event::FacilityAccessDeferred(_) => "facility_access.deferred.v1",
+            Event::FacilityAccessRevoked(_) => "facility_access.revoked.v1",
+            Event::FacilityAccessExpired(_) => "facility_access.expired.v1",
+            Event::FacilityAccessFailed(_) => "facility_access.failed.v1",
+        }
+    }
+
+    /// Every wire type this crate knows, for tests and documentation.
+    pub const ALL_TYPES: [&'static str; 15] = [
+        "visitor_booking.created.v1",
+        "visitor_booking.rescheduled.v1",
+        "visitor_booking.cancelled.v1",
+        "facility_booking.created.v1",
+        "facility_booking.rescheduled.v1",
+        "facility_booking.cancelled.v1",
+        "visitor_access.granted.v1",
+        "visitor_access.updated.v1",
+        "visitor_access.revoked.v1",
+        "visitor_access.failed.v1",
+        "facility_access.granted.v1",
+        "facility_access.deferred.v1",
+        "facility_access.revoked.v1",
+        "facility_access.expired.v1",
+        "facility_access.failed.v1",
+    ];
+}
+
+/// The building a booking belongs to, as the consumers need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Building {
+    pub id: String,
+    pub name: String,
+    /// IANA time zone name, e.g. `Australia/Sydney`.
+    pub timezone: String,
+    /// Who is told when a person must act. May be empty: alerts then go to the ops address.
+    pub manager_emails: Vec<String>,
+    /// The iPassan site this building maps to, when it has one.
+    pub ipassan_site: Option<String>,
+    pub double_booking_policy: DoubleBookingPolicy,
+}
+
+/// What happens to a second facility booking while Salto already holds the slot (DESIGN §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoubleBookingPolicy {
+    /// The booking waits and is granted by itself when the slot frees.
+    #[default]
+    Auto,
+    /// The manager enables it by hand.
+    Manual,
+}
+
+/// A booking's window, in UTC and in the building's wall-clock time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingWindow {
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// `starts_at` on the building's clock.
+    pub local_starts_at: NaiveDateTime,
+    /// `ends_at` on the building's clock.
+    pub local_ends_at: NaiveDateTime,
+}
+
+/// Whether the booking is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingState {
+    Booked,
+    Cancelled,
+}
+
+/// The resident who made a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resident {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub apartment_id: String,
+    /// The iPassan person this resident is synced to (the visitee), if any.
+    pub ipassan_person_id: Option<String>,
+}
+
+/// The visitor a resident expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Visitor {
+    pub name: String,
+    pub email: String,
+}
+
+/// Snapshot carried by `visitor_booking.*` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorBooking {
+    pub building: Building,
+    pub window: BookingWindow,
+    pub resident: Resident,
+    pub visitor: Visitor,
+    /// "Provide building and apartment access" was ticked.
+    pub provide_access: bool,
+    pub state: BookingState,
+}
+
+/// A facility (games room, gym …) as Salto knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facility {
+    pub id: String,
+    pub name: String,
+    /// Salto `ExtZoneID` ("Access Control Facility ID"). booking-api refuses bookings without it.
+    pub zone_id: String,
+}
+
+/// An apartment as Salto knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Apartment {
+    pub id: String,
+    /// Salto `ExtGroupID` of the apartment's User Access Level ("Access Control ID").
+    pub access_level_id: String,
+}
+
+/// Who asked for a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookedBy {
+    pub user_id: String,
+    pub role: Role,
+    /// Name and email when the booker is a known resident (managers are reached via the building).
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// The role a connecX user acts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Resident,
+    Manager,
+}
+
+/// Snapshot carried by `facility_booking.*` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacilityBooking {
+    pub building: Building,
+    pub window: BookingWindow,
+    pub facility: Facility,
+    pub apartment: Apartment,
+    pub booked_by: BookedBy,
+    pub state: BookingState,
+}
+
+/// Why access could not be given, in words a resident or a manager can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessFailure {
+    /// Stable machine code, e.g. `visitee_not_found`, `double_booking`, `salto_not_found`.
+    pub code: String,
+    /// Human text (also shown to the manager).
+    pub message: String,
+    /// A person (the building manager) must act for access to be given.
+    pub needs_manager: bool,
+}
+
+/// Payload of `visitor_access.*` events: the snapshot acted on and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorAccessResult {
+    pub booking: VisitorBooking,
+    /// The PIN (granted / updated only).
+    pub pin: Option<String>,
+    pub failure: Option<AccessFailure>,
+}
+
+/// Payload of `facility_access.*` events: the snapshot acted on and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacilityAccessResult {
+    pub booking: FacilityBooking,
+    /// For `deferred`: the booking that holds the (access level, zone) slot.
+    pub held_by: Option<Uuid>,
+    pub failure: Option<AccessFailure>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn building() -> Building {
+        Building {
+            id: "b-1".into(),
+            name: "Harbour View".into(),
+            timezone: "Australia/Sydney".into(),
+            manager_emails: vec!["manager@example.com".into()],
+            ipassan_site: Some("site-1".into()),
+            double_booking_policy: DoubleBookingPolicy::Auto,
+        }
+    }
+
+    fn window() -> BookingWindow {
+        BookingWindow {
+            starts_at: Utc.with_ymd_and_hms(2026, 12, 1, 7, 0, 0).unwrap(),
+            ends_at: Utc.with_ymd_and_hms(2026, 12, 1, 11, 0, 0).unwrap(),
+            local_starts_at: NaiveDateTime::parse_from_str(
+                "2026-12-01T18:00:00",
+                "%Y-%m-%dT%H:%M:%S",
+            )
+            .unwrap(),
+            local_ends_at: NaiveDateTime::parse_from_str(
+                "2026-12-01T22:00:00",
+                "%Y-%m-%dT%H:%M:%S",
+            )
+            .unwrap(),
+        }
+    }
+
+    fn visitor_booking() -> VisitorBooking {
+        VisitorBooking {
+            building: building(),
+            window: window(),
+            resident: Resident {
+                id: "r-1".into(),
+                name: "Ana Lee".into(),
+                email: "ana@example.com".into(),
+                apartment_id: "a-501".into(),
+                ipassan_person_id: Some("p-123".into()),
+            },
+            visitor: Visitor {
+                name: "Bo Tan".into(),
+                email: "bo@example.com".into(),
+            },
+            provide_access: true,
+            state: BookingState::Booked,
+        }
+    }
+
+    fn facility_booking() -> FacilityBooking {
+        FacilityBooking {
+            building: building(),
+            window: window(),
+            facility: Facility {
+                id: "f-1".into(),
+                name: "Games room".into(),
+                zone_id: "GAMES-ROOM".into(),
+            },
+            apartment: Apartment {
+                id: "a-501".into(),
+                access_level_id: "501-56".into(),
+            },
+            booked_by: BookedBy {
+                user_id: "r-1".into(),
+                role: Role::Resident,
+                name: None,
+                email: None,
+            },
+            state: BookingState::Booked,
+        }
+    }
+
+    fn one_of_each() -> Vec<Event> {
+        let v = visitor_booking;
+        let f = facility_booking;
+        let vr = |pin: Option<&str>| VisitorAccessResult {
+            booking: v(),
+            pin: pin.map(String::from),
+            failure: None,
+        };
+        let fr = || FacilityAccessResult {
+            booking: f(),
+            held_by: Some(Uuid::nil()),
+            failure: Some(AccessFailure {
+                code: "double_booking".into(),
+                message: "held".into(),
+                needs_manager: false,
+            }),
+        };
+        vec![
+            Event::VisitorBookingCreated(v()),
+            Event::VisitorBookingRescheduled(v()),
+            Event::VisitorBookingCancelled(v()),
+            Event::FacilityBookingCreated(f()),
+            Event::FacilityBookingRescheduled(f()),
+            Event::FacilityBookingCancelled(f()),
+            Event::VisitorAccessGranted(vr(Some("012345"))),
+            Event::VisitorAccessUpdated(vr(Some("012345"))),
+            Event::VisitorAccessRevoked(vr(None)),
+            Event::VisitorAccessFailed(vr(None)),
+            Event::FacilityAccessGranted(fr()),
+            Event::FacilityAccessDeferred(fr()),
+            Event::FacilityAccessRevoked(fr()),
+            Event::FacilityAccessExpired(fr()),
+            Event::FacilityAccessFailed(fr()),
+        ]
+    }
+
+    #[test]
+    fn every_event_survives_a_round_trip_through_json() {
+        for event in one_of_each() {
+            let envelope = Envelope::new(Uuid::new_v4(), 3, event);
+            let back = Envelope::from_json(&envelope.to_json()).unwrap();
+            assert_eq!(back, envelope);
+        }
+    }
+
+    #[test]
+    fn the_wire_type_is_the_routing_key_and_every_type_is_listed() {
+        let types: Vec<_> = one_of_each().iter().map(Event::event_type).collect();
+        assert_eq!(types, Event::ALL_TYPES.to_vec());
+        for event in one_of_each() {
+            let envelope = Envelope::new(Uuid::new_v4(), 1, event);
+            let json: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+            assert_eq!(json["type"], envelope.routing_key());
+            assert!(json["data"].is_object());
+        }
+    }
+
+    #[test]
+    fn the_envelope_has_the_documented_shape() {
+        let envelope = Envelope::new(
+            Uuid::nil(),
+            1,
+            Event::VisitorBookingCreated(visitor_booking()),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+        let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "booking_id",
+                "data",
+                "event_id",
+                "occurred_at",
+                "type",
+                "version"
+            ]
+        );
+        assert_eq!(
+            json["data"]["window"]["local_starts_at"],
+            "2026-12-01T18:00:00"
+        );
+        assert_eq!(json["data"]["building"]["double_booking_policy"], "auto");
+    }
+
+    #[test]
+    fn an_unknown_type_or_a_broken_body_is_an_error_not_a_panic() {
+        let unknown = br#"{"event_id":"00000000-0000-0000-0000-000000000000","occurred_at":"2026-01-01T00:00:00Z","booking_id":"00000000-0000-0000-0000-000000000000","version":1,"type":"visitor_booking.created.v9","data":{}}"#;
+        assert!(Envelope::from_json(unknown).is_err());
+        assert!(Envelope::from_json(b"not json").is_err());
+        assert!(Envelope::from_json(b"{}").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The messages the connecX access-integration services exchange, and the names they meet under.
+//!
+//! Everything that crosses between two services is defined here once: the event envelope, every
+//! event's payload (a full snapshot, so a consumer never has to call its producer back), the
+//! routing keys, the exchanges, the queues and the headers the worker runtime writes. No I/O.
+
+pub mod events;
+pub mod topology;
+
+pub use events::*;
+pub use topology::*;

@@ -1,0 +1,570 @@
+//! The worker runtime (DESIGN §4): consume a queue, hand each message to the service's handler,
+//! and act on the outcome — ack, retry through the tier queues, or dead-letter.
+//!
+//! A worker never loses a message: it acks only after the outcome is safely on the broker (the
+//! retry or dead-letter publish was confirmed); if that publish fails the message is requeued.
+//! When the connection drops, unacked messages return to the queue and the worker reconnects with
+//! backoff, forever, until it is told to stop. Handlers must therefore be idempotent: a message may
+//! be handled again after a crash or a lost ack.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use contracts::{DEAD_LETTER_EXCHANGE, Envelope, QueueSpec, headers, retry_queue_name};
+
+use super::publisher::{Outgoing, publish_confirmed};
+use super::{AmqpError, Headers, connect, topology};
+use crate::config::{AmqpSettings, RetryTiers};
+
+/// What a handler says about a message it could not handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth trying again later (a timeout, a 503, a dropped connection).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Trying again cannot help (bad input, a refusal); a person must look.
+    #[error("permanent: {0}")]
+    Permanent(String),
+    /// The message is not something this worker can read at all (poison).
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// One delivery, as handlers see it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub body: Vec<u8>,
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub headers: Headers,
+    /// How many times this message has been through a retry tier.
+    pub retry_count: u32,
+    /// The broker has delivered this message before (a crash or a lost ack).
+    pub redelivered: bool,
+}
+
+/// Handles raw messages (the dead-letter consumer, which must accept anything).
+pub trait MessageHandler: Send + Sync + 'static {
+    fn handle(&self, message: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Handles events; what most workers implement. Wrap it in [`Events`] to run it.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle(&self, envelope: Envelope) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Adapts an [`EventHandler`]: a body that is not a known event is permanent (a dead letter).
+pub struct Events<H>(pub H);
+
+impl<H: EventHandler> MessageHandler for Events<H> {
+    async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
+        let envelope = Envelope::from_json(&message.body)
+            .map_err(|e| HandlerError::Malformed(format!("not a known event ({e})")))?;
+        self.0.handle(envelope).await
+    }
+}
+
+/// What to do with a message after its handler ran. A plain function of the outcome, the retry
+/// count and the tiers, so the policy is tested without a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    /// Republish to tier `tier` (1-based) and ack.
+    Retry {
+        tier: usize,
+        error: String,
+    },
+    /// Publish to `connecx.dead` and ack.
+    DeadLetter {
+        kind: &'static str,
+        error: String,
+    },
+}
+
+pub fn decide(
+    outcome: &Result<(), HandlerError>,
+    retry_count: u32,
+    tiers: &RetryTiers,
+) -> Disposition {
+    match outcome {
+        Ok(()) => Disposition::Ack,
+        Err(HandlerError::Permanent(error)) => Disposition::DeadLetter {
+            kind: "permanent",
+            error: error.clone(),
+        },
+        Err(HandlerError::Malformed(error)) => Disposition::DeadLetter {
+            kind: "malformed",
+            error: error.clone(),
+        },
+        Err(HandlerError::Transient(error)) => {
+            let next = retry_count as usize + 1;
+            match tiers.delay_before(next) {
+                Some(_) => Disposition::Retry {
+                    tier: next,
+                    error: error.clone(),
+                },
+                None => Disposition::DeadLetter {
+                    kind: "transient_exhausted",
+                    error: error.clone(),
+                },
+            }
+        }
+    }
+}
+
+/// Why a worker stopped other than by being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+}
+
+/// Consumes one queue with one handler.
+pub struct Worker<H> {
+    queue: QueueSpec,
+    amqp: AmqpSettings,
+    tiers: RetryTiers,
+    handler: Arc<H>,
+    /// How long in-flight messages may take to finish at shutdown.
+    drain_timeout: Duration,
+}
+
+impl<H: EventHandler> Worker<Events<H>> {
+    /// A worker whose handler takes events.
+    pub fn new(queue: QueueSpec, amqp: AmqpSettings, tiers: RetryTiers, handler: H) -> Self {
+        Worker::for_messages(queue, amqp, tiers, Events(handler))
+    }
+}
+
+impl<H: MessageHandler> Worker<H> {
+    /// A worker whose handler takes raw messages.
+    pub fn for_messages(
+        queue: QueueSpec,
+        amqp: AmqpSettings,
+        tiers: RetryTiers,
+        handler: H,
+    ) -> Self {
+        Self {
+            queue,
+            amqp,
+            tiers,
+            handler: Arc::new(handler),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
+        self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// Consumes until `shutdown` is cancelled. Connection failures are retried with backoff.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let mut backoff = Backoff::new();
+        while !shutdown.is_cancelled() {
+            match self.consume_once(&shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::warn!(queue = self.queue.name, %error, retry_in = ?delay, "broker link lost; reconnecting");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        tracing::info!(queue = self.queue.name, "worker stopped");
+        Ok(())
+    }
+
+    /// One connection's life. `Ok` = stopped on request; `Err` = the link broke.
+    async fn consume_once(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), AmqpError> {
+        let connection = connect(&self.amqp, self.queue.name).await?;
+        let consume_channel = connection
+            .create_channel()
+            .await
+            .map_err(AmqpError::Channel)?;
+        topology::declare_consumer_queue(
+            &consume_channel,
+            &self.queue,
+            &self.tiers,
+            self.amqp.delivery_limit,
+        )
+        .await?;
+        consume_channel
+            .basic_qos(self.amqp.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(AmqpError::Channel)?;
+        let publish_channel = connection
+            .create_channel()
+            .await
+            .map_err(AmqpError::Channel)?;
+        publish_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(AmqpError::Channel)?;
+        let mut consumer = consume_channel
+            .basic_consume(
+                self.queue.name.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(AmqpError::Channel)?;
+        let consumer_tag = consumer.tag();
+        tracing::info!(
+            queue = self.queue.name,
+            prefetch = self.amqp.prefetch,
+            "consuming"
+        );
+        backoff.reset();
+
+        let mut in_flight = JoinSet::new();
+        let outcome = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let step = Step {
+                            queue: self.queue,
+                            tiers: self.tiers.clone(),
+                            handler: Arc::clone(&self.handler),
+                            publish_channel: publish_channel.clone(),
+                        };
+                        in_flight.spawn(step.run(delivery));
+                    }
+                    Some(Err(error)) => break Err(AmqpError::Channel(error)),
+                    None => break Err(AmqpError::ConsumerClosed),
+                },
+            }
+        };
+        if outcome.is_ok() {
+            // Stop receiving, then let what we hold finish: acked work is done work.
+            let _ = consume_channel
+                .basic_cancel(consumer_tag, BasicCancelOptions::default())
+                .await;
+        }
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                queue = self.queue.name,
+                left = in_flight.len(),
+                "drain timed out; unfinished messages will be redelivered"
+            );
+            in_flight.abort_all();
+        }
+        close(&connection, &consume_channel, &publish_channel).await;
+        outcome
+    }
+}
+
+async fn close(connection: &Connection, consume: &Channel, publish: &Channel) {
+    let _ = publish.close(200, "bye".into()).await;
+    let _ = consume.close(200, "bye".into()).await;
+    let _ = connection.close(200, "bye".into()).await;
+}
+
+/// Everything one message needs, moved into its task.
+struct Step<H> {
+    queue: QueueSpec,
+    tiers: RetryTiers,
+    handler: Arc<H>,
+    publish_channel: Channel,
+}
+
+impl<H: MessageHandler> Step<H> {
+    async fn run(self, delivery: Delivery) {
+        let headers = Headers::from_field_table(delivery.properties.headers().as_ref());
+        let message = Message {
+            body: delivery.data.clone(),
+            routing_key: delivery.routing_key.as_str().to_owned(),
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned()),
+            retry_count: headers
+                .get_i64(headers::RETRY_COUNT)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            redelivered: delivery.redelivered,
+            headers,
+        };
+        let span = tracing::info_span!(
+            "message",
+            queue = self.queue.name,
+            routing_key = %message.routing_key,
+            message_id = message.message_id.as_deref().unwrap_or(""),
+            retry_count = message.retry_count,
+            redelivered = message.redelivered,
+        );
+        self.handle(delivery, message).instrument(span).await;
+    }
+
+    async fn handle(self, delivery: Delivery, message: Message) {
+        let started = Instant::now();
+        // A panicking handler is our bug, not the message's: it becomes a dead letter with the
+        // panic text instead of a crash loop.
+        let handler = Arc::clone(&self.handler);
+        let for_handler = message.clone();
+        let outcome = match tokio::spawn(async move { handler.handle(&for_handler).await }).await {
+            Ok(outcome) => outcome,
+            Err(join_error) => Err(HandlerError::Permanent(format!(
+                "handler panicked: {join_error}"
+            ))),
+        };
+        let disposition = decide(&outcome, message.retry_count, &self.tiers);
+        let elapsed = started.elapsed();
+        let labels = [("queue", self.queue.name.to_owned())];
+        metrics::histogram!("connecx_handler_seconds", &labels).record(elapsed.as_secs_f64());
+        let published = match &disposition {
+            Disposition::Ack => {
+                tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "handled");
+                metrics::counter!("connecx_messages_handled_total", &labels).increment(1);
+                Ok(())
+            }
+            Disposition::Retry { tier, error } => {
+                tracing::warn!(tier, %error, "transient failure; retrying later");
+                metrics::counter!("connecx_messages_retried_total", &labels).increment(1);
+                self.publish_retry(&message, *tier, error).await
+            }
+            Disposition::DeadLetter { kind, error } => {
+                tracing::error!(kind, %error, "giving up; dead-lettering");
+                metrics::counter!(
+                    "connecx_messages_dead_lettered_total",
+                    &[
+                        ("queue", self.queue.name.to_owned()),
+                        ("kind", (*kind).to_owned())
+                    ]
+                )
+                .increment(1);
+                self.publish_dead_letter(&message, kind, error).await
+            }
+        };
+        let acked = match published {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err(error) => {
+                // The outcome is not on the broker: hand the message back rather than lose it.
+                tracing::error!(%error, "could not record the outcome; requeueing");
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(error) = acked {
+            tracing::warn!(%error, "ack/nack failed; the broker will redeliver");
+        }
+    }
+
+    fn carried_headers(&self, message: &Message, error: &str) -> Headers {
+        let mut out = message.headers.clone();
+        if out.get_str(headers::FIRST_FAILED_AT).is_none() {
+            out.set(headers::FIRST_FAILED_AT, Utc::now().to_rfc3339());
+        }
+        if out.get_str(headers::ORIGINAL_ROUTING_KEY).is_none() {
+            out.set(headers::ORIGINAL_ROUTING_KEY, message.routing_key.clone());
+        }
+        out.set(headers::ERROR, truncate(error, 2000));
+        out
+    }
+
+    async fn publish_retry(
+        &self,
+        message: &Message,
+        tier: usize,
+        error: &str,
+    ) -> Result<(), super::PublishError> {
+        let mut headers = self.carried_headers(message, error);
+        headers.set(
+            headers::RETRY_COUNT,
+            i64::try_from(tier).unwrap_or(i64::MAX),
+        );
+        let routing_key = retry_queue_name(self.queue.name, tier);
+        publish_confirmed(
+            &self.publish_channel,
+            &[Outgoing {
+                exchange: "",
+                routing_key: &routing_key,
+                body: &message.body,
+                message_id: message.message_id.as_deref(),
+                headers,
+            }],
+        )
+        .await
+    }
+
+    async fn publish_dead_letter(
+        &self,
+        message: &Message,
+        kind: &str,
+        error: &str,
+    ) -> Result<(), super::PublishError> {
+        let mut headers = self.carried_headers(message, error);
+        headers.set(headers::RETRY_COUNT, i64::from(message.retry_count));
+        headers.set(headers::SERVICE, self.queue.name);
+        headers.set(headers::ERROR_KIND, kind);
+        headers.set(headers::ORIGINAL_QUEUE, self.queue.name);
+        headers.set(headers::DEAD_LETTER_ID, uuid::Uuid::new_v4().to_string());
+        let routing_key = headers
+            .get_str(headers::ORIGINAL_ROUTING_KEY)
+            .unwrap_or_default()
+            .to_owned();
+        publish_confirmed(
+            &self.publish_channel,
+            &[Outgoing {
+                exchange: dead_letter_exchange(&self.queue),
+                routing_key: &routing_key,
+                body: &message.body,
+                message_id: message.message_id.as_deref(),
+                headers,
+            }],
+        )
+        .await
+    }
+}
+
+/// Where this queue's dead letters go: the queue's own dead-letter exchange, so that the dead
+/// letter consumer's failures park instead of looping back to itself.
+fn dead_letter_exchange(queue: &QueueSpec) -> &'static str {
+    if queue.dead_letter_exchange.is_empty() {
+        DEAD_LETTER_EXCHANGE
+    } else {
+        queue.dead_letter_exchange
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Reconnection delays: 0.5 s doubling to 30 s.
+struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            current: Duration::from_millis(500),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(Duration::from_secs(30));
+        delay
+    }
+
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiers() -> RetryTiers {
+        "1s,2s".parse().unwrap()
+    }
+
+    #[test]
+    fn success_is_acked() {
+        assert_eq!(decide(&Ok(()), 0, &tiers()), Disposition::Ack);
+    }
+
+    #[test]
+    fn a_transient_failure_climbs_the_tiers_then_dead_letters() {
+        let failure = Err(HandlerError::Transient("503".into()));
+        assert_eq!(
+            decide(&failure, 0, &tiers()),
+            Disposition::Retry {
+                tier: 1,
+                error: "503".into()
+            }
+        );
+        assert_eq!(
+            decide(&failure, 1, &tiers()),
+            Disposition::Retry {
+                tier: 2,
+                error: "503".into()
+            }
+        );
+        assert_eq!(
+            decide(&failure, 2, &tiers()),
+            Disposition::DeadLetter {
+                kind: "transient_exhausted",
+                error: "503".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_permanent_failure_dead_letters_at_once() {
+        let failure = Err(HandlerError::Permanent("403 site".into()));
+        assert_eq!(
+            decide(&failure, 0, &tiers()),
+            Disposition::DeadLetter {
+                kind: "permanent",
+                error: "403 site".into()
+            }
+        );
+        let poison = Err(HandlerError::Malformed("x".into()));
+        assert!(matches!(
+            decide(&poison, 0, &tiers()),
+            Disposition::DeadLetter {
+                kind: "malformed",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn with_no_tiers_a_transient_failure_is_a_dead_letter() {
+        let none = RetryTiers(Vec::new());
+        assert!(matches!(
+            decide(&Err(HandlerError::Transient("x".into())), 0, &none),
+            Disposition::DeadLetter {
+                kind: "transient_exhausted",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn long_errors_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("ééé", 2), "éé…");
+        assert_eq!(truncate("ab", 5), "ab");
+    }
+}

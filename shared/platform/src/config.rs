@@ -1,0 +1,489 @@
+//! Configuration loading (DESIGN §10).
+//!
+//! Layers, later ones winning: the settings' own defaults (serde), `config/default.toml`,
+//! `config/{CONNECX_ENVIRONMENT}.toml` (default `local`), then environment variables
+//! `CONNECX__SECTION__KEY`. Secrets come only from the environment. Every service reads the same
+//! key names, so one ConfigMap serves them all. Loading fails with a message naming the bad key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}` (env CONNECX__{env}) {problem}")]
+    Invalid {
+        key: String,
+        env: String,
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// A key that was read but makes no sense.
+    pub fn invalid(key: &str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            env: key.replace('.', "__").to_uppercase(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Settings check themselves after loading: serde says what is missing, this says what is wrong.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Loads settings from the files and the process environment.
+pub fn load<S: DeserializeOwned + Validate>() -> Result<S, ConfigError> {
+    load_with_env(None)
+}
+
+/// Loads settings with `env` in place of the process environment (tests).
+pub fn load_with_env<S: DeserializeOwned + Validate>(
+    env: Option<HashMap<String, String>>,
+) -> Result<S, ConfigError> {
+    let environment = env
+        .as_ref()
+        .and_then(|e| e.get("CONNECX_ENVIRONMENT").cloned())
+        .or_else(|| std::env::var("CONNECX_ENVIRONMENT").ok())
+        .unwrap_or_else(|| "local".to_owned());
+    let settings: S = config::Config::builder()
+        .add_source(config::File::with_name("config/default").required(false))
+        .add_source(config::File::with_name(&format!("config/{environment}")).required(false))
+        .add_source(
+            config::Environment::with_prefix("CONNECX")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(env),
+        )
+        .build()?
+        .try_deserialize()?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// `CONNECX__DATABASE__*`
+#[derive(Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// e.g. `postgres://postgres@127.0.0.1:5432/connecx`
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl Validate for DatabaseSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid(
+                "database.url",
+                "must be a postgres:// URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `CONNECX__AMQP__*`
+#[derive(Clone, Deserialize)]
+pub struct AmqpSettings {
+    /// e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` (vhost included).
+    pub url: String,
+    /// Unacknowledged messages one consumer may hold (and handle concurrently).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// Broker-side crash-loop guard: deliveries after which the broker dead-letters a message.
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+}
+
+fn default_prefetch() -> u16 {
+    16
+}
+
+fn default_delivery_limit() -> u32 {
+    5
+}
+
+impl fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("url", &redact_url(&self.url))
+            .field("prefetch", &self.prefetch)
+            .field("delivery_limit", &self.delivery_limit)
+            .finish()
+    }
+}
+
+impl Validate for AmqpSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            return Err(ConfigError::invalid(
+                "amqp.url",
+                "must be an amqp:// or amqps:// URL",
+            ));
+        }
+        if self.prefetch == 0 {
+            return Err(ConfigError::invalid("amqp.prefetch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `CONNECX__LOG__*`
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// Human-readable lines locally, one JSON object per line in production.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// `CONNECX__RETRY__TIERS`: how long a transient failure waits before each retry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RetrySettings {
+    #[serde(default)]
+    pub tiers: RetryTiers,
+}
+
+/// Delays of the retry tiers, e.g. `10s,1m,5m,30m,2h`. After the last tier, a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryTiers(pub Vec<Duration>);
+
+impl Default for RetryTiers {
+    fn default() -> Self {
+        Self(
+            [10, 60, 300, 1800, 7200]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+        )
+    }
+}
+
+impl RetryTiers {
+    /// The delay before retry number `attempt` (1-based), or `None` when the tiers are used up.
+    pub fn delay_before(&self, attempt: usize) -> Option<Duration> {
+        attempt.checked_sub(1).and_then(|i| self.0.get(i)).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromStr for RetryTiers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Ok(Self(Vec::new()));
+        }
+        s.split(',')
+            .map(|part| {
+                let delay = humantime::parse_duration(part.trim()).map_err(|e| {
+                    format!(
+                        "`{}` is not a duration ({e}); use e.g. 10s,1m,2h",
+                        part.trim()
+                    )
+                })?;
+                if delay.is_zero() || delay.as_millis() > u128::from(u32::MAX) {
+                    return Err(format!("`{}` must be between 1ms and 49 days", part.trim()));
+                }
+                Ok(delay)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetryTiers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            List(Vec<String>),
+        }
+        let text = match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => text,
+            Raw::List(parts) => parts.join(","),
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `CONNECX__HTTP__*`
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// 0 picks a free port (tests).
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            host: default_host(),
+            port: default_port(),
+        }
+    }
+}
+
+fn default_host() -> String {
+    "0.0.0.0".to_owned()
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+/// `CONNECX__SMTP__*`
+#[derive(Clone, Deserialize)]
+pub struct SmtpSettings {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// The From: of every mail, e.g. `connecX <no-reply@connecx.example>`.
+    pub from: String,
+    /// Seconds before an SMTP conversation is given up (then retried as transient).
+    #[serde(default = "default_smtp_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_smtp_port() -> u16 {
+    25
+}
+
+fn default_smtp_timeout_secs() -> u64 {
+    10
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+impl Validate for SmtpSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.host.trim().is_empty() {
+            return Err(ConfigError::invalid("smtp.host", "must not be empty"));
+        }
+        if self.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::invalid(
+                "smtp.from",
+                "must be a mailbox like `connecX <no-reply@example.com>`",
+            ));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(ConfigError::invalid(
+                "smtp.password",
+                "username and password go together",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a local mail sink).
+    #[default]
+    None,
+    Starttls,
+    Tls,
+}
+
+/// `CONNECX__OPS__*`
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpsSettings {
+    /// Where alerts go when no building manager is known.
+    pub alert_email: String,
+}
+
+impl Validate for OpsSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.alert_email.parse::<lettre::Address>().is_err() {
+            return Err(ConfigError::invalid(
+                "ops.alert_email",
+                "must be an email address",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Hides the password of a URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Example {
+        database: DatabaseSettings,
+        amqp: AmqpSettings,
+        #[serde(default)]
+        retry: RetrySettings,
+    }
+
+    impl Validate for Example {
+        fn validate(&self) -> Result<(), ConfigError> {
+            self.database.validate()?;
+            self.amqp.validate()
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn settings_come_from_connecx_environment_variables() {
+        let loaded: Example = load_with_env(env(&[
+            ("CONNECX__DATABASE__URL", "postgres://u:secret@h/db"),
+            (
+                "CONNECX__AMQP__URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ),
+            ("CONNECX__AMQP__PREFETCH", "4"),
+            ("CONNECX__RETRY__TIERS", "1s,2m"),
+        ]))
+        .unwrap();
+        assert_eq!(loaded.amqp.prefetch, 4);
+        assert_eq!(
+            loaded.retry.tiers.0,
+            vec![Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        assert!(!format!("{loaded:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        let err = load_with_env::<Example>(env(&[("CONNECX__DATABASE__URL", "postgres://h/db")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("amqp"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named_with_its_environment_variable() {
+        let err = load_with_env::<Example>(env(&[
+            ("CONNECX__DATABASE__URL", "mysql://h/db"),
+            ("CONNECX__AMQP__URL", "amqp://h"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("CONNECX__DATABASE__URL"), "{err}");
+        let err = load_with_env::<Example>(env(&[
+            ("CONNECX__DATABASE__URL", "postgres://h/db"),
+            ("CONNECX__AMQP__URL", "amqp://h"),
+            ("CONNECX__RETRY__TIERS", "10s,soon"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn retry_tiers_default_to_the_design_and_count_from_one() {
+        let tiers = RetryTiers::default();
+        assert_eq!(tiers.delay_before(1), Some(Duration::from_secs(10)));
+        assert_eq!(tiers.delay_before(5), Some(Duration::from_secs(7200)));
+        assert_eq!(tiers.delay_before(6), None);
+        assert_eq!(tiers.delay_before(0), None);
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("amqp://guest:guest@h:5672/%2f"),
+            "amqp://guest:<redacted>@h:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Plumbing every connecX service shares: configuration, telemetry, shutdown, the PostgreSQL pool,
+//! and RabbitMQ (topology, confirmed publishing, and the worker runtime that retries and
+//! dead-letters). A service supplies its handler and its settings; it never talks to lapin itself.
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod shutdown;
+pub mod telemetry;

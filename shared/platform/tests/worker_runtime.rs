@@ -1,0 +1,378 @@
+//! The worker runtime against the real broker: retries, dead letters, poison, lost connections.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use contracts::{
+    BookingState, BookingWindow, Building, DEAD_LETTER_EXCHANGE, DoubleBookingPolicy, Envelope,
+    Event, QueueSpec, Resident, Visitor, VisitorBooking, headers,
+};
+use lapin::ExchangeKind;
+use platform::amqp::{EventHandler, HandlerError, Publisher, Worker};
+use platform::config::{AmqpSettings, RetryTiers};
+use testkit::TestBroker;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const QUEUE: QueueSpec = QueueSpec {
+    name: "ipassan-sync",
+    exchange: contracts::EVENTS_EXCHANGE,
+    bindings: &["visitor_booking.#"],
+    dead_letter_exchange: DEAD_LETTER_EXCHANGE,
+};
+
+/// A handler whose answer per booking is scripted: it fails as told, then succeeds.
+#[derive(Clone, Default)]
+struct Scripted {
+    failures: Arc<Mutex<HashMap<Uuid, Vec<HandlerError>>>>,
+    attempts: Arc<Mutex<HashMap<Uuid, u32>>>,
+    handled: Arc<Mutex<Vec<Uuid>>>,
+    delay: Duration,
+}
+
+impl Scripted {
+    fn fail(&self, booking: Uuid, errors: Vec<HandlerError>) {
+        self.failures.lock().unwrap().insert(booking, errors);
+    }
+    fn attempts(&self, booking: Uuid) -> u32 {
+        self.attempts
+            .lock()
+            .unwrap()
+            .get(&booking)
+            .copied()
+            .unwrap_or(0)
+    }
+    fn handled(&self) -> Vec<Uuid> {
+        self.handled.lock().unwrap().clone()
+    }
+}
+
+impl EventHandler for Scripted {
+    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        *self
+            .attempts
+            .lock()
+            .unwrap()
+            .entry(envelope.booking_id)
+            .or_default() += 1;
+        tokio::time::sleep(self.delay).await;
+        let next_failure = {
+            let mut failures = self.failures.lock().unwrap();
+            failures
+                .get_mut(&envelope.booking_id)
+                .and_then(|f| (!f.is_empty()).then(|| f.remove(0)))
+        };
+        match next_failure {
+            Some(error) => Err(error),
+            None => {
+                self.handled.lock().unwrap().push(envelope.booking_id);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn booking_event(booking_id: Uuid) -> Envelope {
+    let now = chrono::Utc::now();
+    Envelope::new(
+        booking_id,
+        1,
+        Event::VisitorBookingCreated(VisitorBooking {
+            building: Building {
+                id: "b-1".into(),
+                name: "Harbour View".into(),
+                timezone: "Australia/Sydney".into(),
+                manager_emails: vec!["manager@example.com".into()],
+                ipassan_site: Some("site-1".into()),
+                double_booking_policy: DoubleBookingPolicy::Auto,
+            },
+            window: BookingWindow {
+                starts_at: now,
+                ends_at: now,
+                local_starts_at: now.naive_utc(),
+                local_ends_at: now.naive_utc(),
+            },
+            resident: Resident {
+                id: "r-1".into(),
+                name: "Ana".into(),
+                email: "ana@example.com".into(),
+                apartment_id: "a-1".into(),
+                ipassan_person_id: Some("p-1".into()),
+            },
+            visitor: Visitor {
+                name: "Bo".into(),
+                email: "bo@example.com".into(),
+            },
+            provide_access: true,
+            state: BookingState::Booked,
+        }),
+    )
+}
+
+struct Running {
+    broker: TestBroker,
+    handler: Scripted,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_worker(tiers: &str, handler: Scripted) -> Running {
+    platform::telemetry::init_for_tests();
+    let broker = TestBroker::create().await;
+    let settings = AmqpSettings {
+        url: broker.url.clone(),
+        prefetch: 8,
+        delivery_limit: 5,
+    };
+    let worker = Worker::new(
+        QUEUE,
+        settings,
+        tiers.parse::<RetryTiers>().unwrap(),
+        handler.clone(),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run(stop).await.unwrap() }
+    });
+    // The queue exists once the worker has declared it.
+    wait_until(Duration::from_secs(10), || async {
+        broker.connection_count().await > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Running {
+        broker,
+        handler,
+        stop,
+        task,
+    }
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn publisher(broker: &TestBroker) -> Publisher {
+    Publisher::new(
+        &AmqpSettings {
+            url: broker.url.clone(),
+            prefetch: 1,
+            delivery_limit: 5,
+        },
+        "test",
+    )
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_through_the_tiers_then_succeeds() {
+    let handler = Scripted::default();
+    let run = start_worker("200ms,300ms,400ms", handler.clone()).await;
+    let booking = Uuid::new_v4();
+    run.handler.fail(
+        booking,
+        vec![
+            HandlerError::Transient("503".into()),
+            HandlerError::Transient("503".into()),
+        ],
+    );
+    publisher(&run.broker)
+        .await
+        .publish_event(&booking_event(booking))
+        .await
+        .unwrap();
+
+    wait_until(Duration::from_secs(10), || async {
+        run.handler.handled().contains(&booking)
+    })
+    .await;
+    assert_eq!(run.handler.attempts(booking), 3);
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permanent_failure_becomes_a_dead_letter_with_the_reason() {
+    let handler = Scripted::default();
+    let run = start_worker("200ms", handler.clone()).await;
+    let mut dead = run
+        .broker
+        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
+        .await;
+    let booking = Uuid::new_v4();
+    run.handler.fail(
+        booking,
+        vec![HandlerError::Permanent("403 Access Denied: site".into())],
+    );
+    let event = booking_event(booking);
+    publisher(&run.broker)
+        .await
+        .publish_event(&event)
+        .await
+        .unwrap();
+
+    let letter = dead
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("a dead letter");
+    assert_eq!(Envelope::from_json(&letter.body).unwrap(), event);
+    assert_eq!(
+        letter.headers.get_str(headers::ERROR_KIND),
+        Some("permanent")
+    );
+    assert_eq!(
+        letter.headers.get_str(headers::SERVICE),
+        Some("ipassan-sync")
+    );
+    assert_eq!(
+        letter.headers.get_str(headers::ORIGINAL_QUEUE),
+        Some("ipassan-sync")
+    );
+    assert_eq!(
+        letter.headers.get_str(headers::ORIGINAL_ROUTING_KEY),
+        Some("visitor_booking.created.v1")
+    );
+    assert!(
+        letter
+            .headers
+            .get_str(headers::ERROR)
+            .unwrap()
+            .contains("403 Access Denied")
+    );
+    assert!(letter.headers.get_str(headers::DEAD_LETTER_ID).is_some());
+    assert_eq!(
+        run.handler.attempts(booking),
+        1,
+        "a permanent failure is not retried"
+    );
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn exhausted_retries_become_a_dead_letter() {
+    let handler = Scripted::default();
+    let run = start_worker("100ms,100ms", handler.clone()).await;
+    let mut dead = run
+        .broker
+        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
+        .await;
+    let booking = Uuid::new_v4();
+    run.handler
+        .fail(booking, vec![HandlerError::Transient("timeout".into()); 10]);
+    publisher(&run.broker)
+        .await
+        .publish_event(&booking_event(booking))
+        .await
+        .unwrap();
+
+    let letter = dead
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("a dead letter");
+    assert_eq!(
+        letter.headers.get_str(headers::ERROR_KIND),
+        Some("transient_exhausted")
+    );
+    assert_eq!(letter.headers.get_i64(headers::RETRY_COUNT), Some(2));
+    assert!(letter.headers.get_str(headers::FIRST_FAILED_AT).is_some());
+    assert_eq!(run.handler.attempts(booking), 3);
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going() {
+    let handler = Scripted::default();
+    let run = start_worker("100ms", handler.clone()).await;
+    let mut dead = run
+        .broker
+        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
+        .await;
+    run.broker
+        .publish_raw("visitor_booking.created.v1", b"this is not json")
+        .await;
+
+    let letter = dead
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("a dead letter");
+    assert_eq!(letter.body, b"this is not json");
+    assert_eq!(
+        letter.headers.get_str(headers::ERROR_KIND),
+        Some("malformed")
+    );
+
+    let booking = Uuid::new_v4();
+    publisher(&run.broker)
+        .await
+        .publish_event(&booking_event(booking))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        run.handler.handled().contains(&booking)
+    })
+    .await;
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn killing_the_broker_connections_mid_stream_loses_no_message() {
+    let handler = Scripted {
+        delay: Duration::from_millis(40),
+        ..Default::default()
+    };
+    let run = start_worker("100ms", handler.clone()).await;
+    let publisher = publisher(&run.broker).await;
+    let bookings: Vec<Uuid> = (0..400).map(|_| Uuid::new_v4()).collect();
+    let events: Vec<Envelope> = bookings.iter().map(|b| booking_event(*b)).collect();
+    publisher.publish_events(&events).await.unwrap();
+
+    // Cut the connections twice while the worker is busy (8 in flight, 40 ms each).
+    for threshold in [40, 160] {
+        wait_until(Duration::from_secs(20), || async {
+            run.handler.handled().len() >= threshold
+        })
+        .await;
+        assert!(
+            run.handler.handled().len() < bookings.len(),
+            "the worker finished before the cut"
+        );
+        run.broker.close_connections().await;
+    }
+
+    wait_until(Duration::from_secs(60), || async {
+        let handled = run.handler.handled();
+        bookings.iter().all(|b| handled.contains(b))
+    })
+    .await;
+    assert_eq!(run.broker.queue_depth("ipassan-sync").await, 0);
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unroutable_publish_is_an_error_not_a_success() {
+    let broker = TestBroker::create().await;
+    let publisher = publisher(&broker).await;
+    // No queue is bound to connecx.events in a fresh vhost.
+    let error = publisher
+        .publish_event(&booking_event(Uuid::new_v4()))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("could not route"), "{error}");
+}

@@ -1,0 +1,11 @@
+//! Test support for the connecX services: a fresh PostgreSQL database and a fresh RabbitMQ vhost
+//! per test on the machine's real servers, and a real SMTP mail sink. Test infrastructure: it
+//! panics with a message saying what to start when a server is missing.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod broker;
+pub mod db;
+pub mod mail_sink;
+
+pub use broker::{EventTap, Tapped, TestBroker};
+pub use db::TestDb;
