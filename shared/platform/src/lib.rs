@@ -6,4 +6,5 @@ pub mod amqp;
 pub mod config;
 pub mod db;
 pub mod shutdown;
+pub mod snapshots;
 pub mod telemetry;

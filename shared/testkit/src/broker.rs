@@ -140,6 +140,34 @@ impl TestBroker {
         depth
     }
 
+    /// Waits until `queue` exists (a service declares its queues when it starts consuming).
+    pub async fn wait_for_queue(&self, queue: &str, timeout: Duration) {
+        let connection = self.connect().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let channel = connection.create_channel().await.expect("channel");
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if declared.is_ok() {
+                let _ = connection.close(200, "bye".into()).await;
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "queue {queue} was not declared within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Observes what is published to `connecx.events` under `binding` (`#` for everything).
     pub async fn tap(&self, binding: &str) -> EventTap {
         self.tap_exchange(EVENTS_EXCHANGE, ExchangeKind::Topic, binding)

@@ -1,0 +1,132 @@
+//! notifier: turns outcomes into emails. Today it owns the dead-letter path: every message any
+//! worker (or the broker) gives up on is stored here and mailed to the building's managers, and
+//! the ops CLI lists, shows, replays or discards them. Result-event mails (PINs, grants, double
+//! bookings) plug into [`results`].
+
+pub mod alerts;
+pub mod cli;
+pub mod dead_letter;
+pub mod delivery;
+pub mod mailer;
+pub mod results;
+pub mod store;
+pub mod templates;
+
+use std::future::Future;
+
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use contracts::{NOTIFIER_DEAD_LETTERS_QUEUE, NOTIFIER_QUEUE};
+use platform::amqp::Worker;
+use platform::config::{
+    AmqpSettings, ConfigError, DatabaseSettings, LogSettings, OpsSettings, RetrySettings,
+    SmtpSettings, Validate,
+};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The notifier's schema in the shared database.
+pub const SCHEMA: &str = "notifier";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub smtp: SmtpSettings,
+    pub ops: OpsSettings,
+    #[serde(default)]
+    pub retry: RetrySettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.amqp.validate()?;
+        self.smtp.validate()?;
+        self.ops.validate()
+    }
+}
+
+/// What the ops CLI needs: no SMTP.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CliSettings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+impl Validate for CliSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.amqp.validate()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] platform::db::DbError),
+    #[error("SMTP settings: {0}")]
+    Smtp(#[from] mailer::MailError),
+}
+
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    mailer: mailer::Mailer,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        let mailer = mailer::Mailer::new(&settings.smtp)?;
+        Ok(Self {
+            settings,
+            pool,
+            mailer,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Consumes result events and dead letters until `shutdown` completes.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let token = platform::shutdown::token_for(shutdown);
+        let tiers = self.settings.retry.tiers.clone();
+        let alerts = Worker::for_messages(
+            NOTIFIER_DEAD_LETTERS_QUEUE,
+            self.settings.amqp.clone(),
+            tiers.clone(),
+            alerts::DeadLetterAlerts {
+                pool: self.pool.clone(),
+                mailer: self.mailer.clone(),
+                ops_address: self.settings.ops.alert_email.clone(),
+            },
+        );
+        let results = Worker::new(
+            NOTIFIER_QUEUE,
+            self.settings.amqp.clone(),
+            tiers,
+            results::ResultMails,
+        );
+        let (a, r) = tokio::join!(alerts.run(token.clone()), results.run(token.clone()));
+        a?;
+        r?;
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+/// Connects what the ops CLI needs (the notifier's schema, migrated).
+pub async fn cli_pool(settings: &CliSettings) -> Result<PgPool, StartupError> {
+    Ok(platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?)
+}

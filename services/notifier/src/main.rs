@@ -1,0 +1,62 @@
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+/// notifier: emails for access outcomes and dead letters. With no command, runs the service.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and act on dead letters.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Lists open dead letters, newest first.
+    List {
+        /// Include replayed and discarded ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Shows one dead letter whole.
+    Show { id: Uuid },
+    /// Republishes it to the queue it came from, with a fresh retry budget.
+    Replay { id: Uuid },
+    /// Closes it without republishing.
+    Discard { id: Uuid },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        None => {
+            let settings = platform::config::load::<notifier::Settings>()?;
+            platform::telemetry::init("notifier", &settings.log);
+            notifier::Application::build(settings)
+                .await?
+                .run_until_stopped(platform::shutdown::signal())
+                .await
+        }
+        Some(Command::DeadLetters(command)) => {
+            let settings = platform::config::load::<notifier::CliSettings>()?;
+            let pool = notifier::cli_pool(&settings).await?;
+            let output = match command {
+                DeadLetterCommand::List { all } => notifier::cli::list(&pool, all).await?,
+                DeadLetterCommand::Show { id } => notifier::cli::show(&pool, id).await?,
+                DeadLetterCommand::Discard { id } => notifier::cli::discard(&pool, id).await?,
+                DeadLetterCommand::Replay { id } => {
+                    let publisher = platform::amqp::Publisher::new(&settings.amqp, "notifier-cli");
+                    notifier::cli::replay(&pool, &publisher, id).await?
+                }
+            };
+            print!("{output}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The notifier's own tables: dead letters and the sent-mail ledger that makes sending idempotent.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::dead_letter::DeadLetter;
+
+/// A stored dead letter, as the ops CLI lists and shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredDeadLetter {
+    pub id: Uuid,
+    pub received_at: DateTime<Utc>,
+    pub status: String,
+    pub service: String,
+    pub original_queue: String,
+    pub routing_key: String,
+    pub error_kind: String,
+    pub error: String,
+    pub retry_count: i64,
+    pub first_failed_at: Option<DateTime<Utc>>,
+    pub event_type: Option<String>,
+    pub booking_id: Option<Uuid>,
+    pub building_id: Option<String>,
+    pub message_id: Option<String>,
+    pub headers: serde_json::Value,
+    pub body: Vec<u8>,
+}
+
+/// Stores a dead letter once; a redelivery of the same one changes nothing.
+pub async fn insert_dead_letter(pool: &PgPool, letter: &DeadLetter) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO dead_letters (id, service, original_queue, routing_key, error_kind, error, retry_count,
+             first_failed_at, event_type, booking_id, building_id, message_id, headers, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(letter.id)
+    .bind(&letter.service)
+    .bind(&letter.original_queue)
+    .bind(&letter.routing_key)
+    .bind(&letter.error_kind)
+    .bind(&letter.error)
+    .bind(letter.retry_count)
+    .bind(letter.first_failed_at)
+    .bind(letter.event_type())
+    .bind(letter.booking_id())
+    .bind(letter.building_id())
+    .bind(&letter.message_id)
+    .bind(&letter.headers)
+    .bind(&letter.body)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, received_at, status, service, original_queue, routing_key, error_kind, error, retry_count, \
+                       first_failed_at, event_type, booking_id, building_id, message_id, headers, body";
+
+pub async fn list_dead_letters(
+    pool: &PgPool,
+    include_closed: bool,
+    limit: i64,
+) -> Result<Vec<StoredDeadLetter>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM dead_letters WHERE $1 OR status = 'open' ORDER BY received_at DESC LIMIT $2"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(include_closed)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn get_dead_letter(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<StoredDeadLetter>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM dead_letters WHERE id = $1");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Moves an open dead letter to `replayed` or `discarded`; `false` when it was not open.
+pub async fn close_dead_letter(pool: &PgPool, id: Uuid, status: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE dead_letters SET status = $2, status_changed_at = now() WHERE id = $1 AND status = 'open'",
+    )
+    .bind(id)
+    .bind(status)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether a mail about `dedup_key` already went (or was refused for good) to `recipient`.
+pub async fn already_mailed(
+    pool: &PgPool,
+    dedup_key: &str,
+    recipient: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sent_mail WHERE dedup_key = $1 AND recipient = lower($2))",
+    )
+    .bind(dedup_key)
+    .bind(recipient)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn record_mail(
+    pool: &PgPool,
+    dedup_key: &str,
+    recipient: &str,
+    outcome: &str,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sent_mail (dedup_key, recipient, outcome, detail) VALUES ($1, lower($2), $3, $4)
+         ON CONFLICT (dedup_key, recipient) DO NOTHING",
+    )
+    .bind(dedup_key)
+    .bind(recipient)
+    .bind(outcome)
+    .bind(detail)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

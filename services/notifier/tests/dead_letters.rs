@@ -1,0 +1,343 @@
+//! The dead-letter path end to end on real RabbitMQ, PostgreSQL and SMTP: a worker gives up on a
+//! message, the notifier stores it and mails the building's managers; ops can replay it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use contracts::{
+    BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope, Event,
+    IPASSAN_SYNC_QUEUE, Resident, Visitor, VisitorBooking,
+};
+use platform::amqp::{EventHandler, HandlerError, Publisher, Worker};
+use platform::config::{
+    AmqpSettings, DatabaseSettings, LogSettings, OpsSettings, RetrySettings, SmtpSettings, SmtpTls,
+};
+use testkit::mail_sink::MailSink;
+use testkit::{TestBroker, TestDb};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const MANAGER: &str = "manager@harbour.example";
+const OPS: &str = "ops@connecx.example";
+
+struct Stack {
+    db: TestDb,
+    broker: TestBroker,
+    mail: MailSink,
+    stop: CancellationToken,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn amqp(broker: &TestBroker) -> AmqpSettings {
+    AmqpSettings {
+        url: broker.url.clone(),
+        prefetch: 8,
+        delivery_limit: 5,
+    }
+}
+
+fn settings(db: &TestDb, broker: &TestBroker, mail: &MailSink) -> notifier::Settings {
+    notifier::Settings {
+        database: DatabaseSettings {
+            url: db.url.clone(),
+            max_connections: 5,
+        },
+        amqp: amqp(broker),
+        smtp: SmtpSettings {
+            host: mail.host(),
+            port: mail.port(),
+            username: None,
+            password: None,
+            tls: SmtpTls::None,
+            from: "connecX <no-reply@connecx.example>".into(),
+            timeout_secs: 5,
+        },
+        ops: OpsSettings {
+            alert_email: OPS.into(),
+        },
+        retry: RetrySettings {
+            tiers: "200ms,200ms,200ms".parse().unwrap(),
+        },
+        log: LogSettings::default(),
+    }
+}
+
+/// The notifier plus a worker on the ipassan-sync queue whose handler always fails as told.
+async fn start(failure: HandlerError) -> Stack {
+    platform::telemetry::init_for_tests();
+    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+    let mail = MailSink::start();
+    let stop = CancellationToken::new();
+    let app = notifier::Application::build(settings(&db, &broker, &mail))
+        .await
+        .unwrap();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        app.run_until_stopped(async move { token.cancelled().await })
+            .await
+            .unwrap()
+    });
+    let failing = Worker::new(
+        IPASSAN_SYNC_QUEUE,
+        amqp(&broker),
+        "100ms,100ms".parse().unwrap(),
+        AlwaysFails(failure),
+    );
+    tokio::spawn(failing.run(stop.clone()));
+    // Both consumers have declared their queues once these exist.
+    for queue in ["notifier.dead-letters", "ipassan-sync"] {
+        broker.wait_for_queue(queue, Duration::from_secs(10)).await;
+    }
+    Stack {
+        db,
+        broker,
+        mail,
+        stop,
+    }
+}
+
+struct AlwaysFails(HandlerError);
+
+impl EventHandler for AlwaysFails {
+    async fn handle(&self, _: Envelope) -> Result<(), HandlerError> {
+        Err(self.0.clone())
+    }
+}
+
+fn visit(managers: &[&str]) -> Envelope {
+    let now = chrono::Utc::now();
+    Envelope::new(
+        Uuid::new_v4(),
+        1,
+        Event::VisitorBookingCreated(VisitorBooking {
+            building: Building {
+                id: "harbour".into(),
+                name: "Harbour View".into(),
+                timezone: "Australia/Sydney".into(),
+                manager_emails: managers.iter().map(|m| m.to_string()).collect(),
+                ipassan_site: Some("site-1".into()),
+                double_booking_policy: DoubleBookingPolicy::Auto,
+            },
+            window: BookingWindow {
+                starts_at: now,
+                ends_at: now,
+                local_starts_at: now.naive_utc(),
+                local_ends_at: now.naive_utc(),
+            },
+            resident: Resident {
+                id: "r-1".into(),
+                name: "Ana Lee".into(),
+                email: "ana@example.com".into(),
+                apartment_id: "a-501".into(),
+                ipassan_person_id: Some("p-123".into()),
+            },
+            visitor: Visitor {
+                name: "Bo Tan".into(),
+                email: "bo@example.com".into(),
+            },
+            provide_access: true,
+            state: BookingState::Booked,
+        }),
+    )
+}
+
+async fn publish(stack: &Stack, envelope: &Envelope) {
+    Publisher::new(&amqp(&stack.broker), "test")
+        .publish_event(envelope)
+        .await
+        .unwrap();
+}
+
+async fn stored_dead_letters(stack: &Stack) -> Vec<(Uuid, String, String)> {
+    let pool = stack.db.pool(notifier::SCHEMA).await;
+    sqlx::query_as("SELECT id, error_kind, status FROM dead_letters ORDER BY received_at")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_permanent_failure_mails_the_building_manager_once_with_the_reason() {
+    let stack = start(HandlerError::Permanent(
+        "iPassan answered 403 Access Denied for site site-1".into(),
+    ))
+    .await;
+    let event = visit(&[MANAGER]);
+    publish(&stack, &event).await;
+
+    let alert = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("an alert to the manager");
+    assert!(
+        alert.subject.contains(&event.booking_id.to_string()),
+        "{}",
+        alert.subject
+    );
+    assert!(
+        alert.text_body.contains("403 Access Denied"),
+        "{}",
+        alert.text_body
+    );
+    assert!(alert.text_body.contains("ipassan-sync"));
+    assert!(alert.text_body.contains("Attempts:      1"));
+    assert!(
+        alert
+            .html_body
+            .as_deref()
+            .unwrap_or_default()
+            .contains("403 Access Denied")
+    );
+    let stored = stored_dead_letters(&stack).await;
+    assert_eq!(stored.len(), 1);
+    assert!(
+        alert.text_body.contains(&stored[0].0.to_string()),
+        "the mail names the dead letter id"
+    );
+
+    // Nothing else is sent: one failure, one alert.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stack.mail.mails().len(), 1);
+    assert!(stack.mail.mails_to(OPS).is_empty());
+}
+
+#[tokio::test]
+async fn exhausted_retries_end_in_an_alert_that_counts_the_attempts() {
+    let stack = start(HandlerError::Transient("iPassan timed out".into())).await;
+    let event = visit(&[MANAGER]);
+    publish(&stack, &event).await;
+
+    let alert = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("an alert");
+    assert!(
+        alert.text_body.contains("transient_exhausted"),
+        "{}",
+        alert.text_body
+    );
+    assert!(
+        alert.text_body.contains("Attempts:      3"),
+        "{}",
+        alert.text_body
+    );
+    assert!(alert.text_body.contains("iPassan timed out"));
+}
+
+#[tokio::test]
+async fn a_poison_message_reaches_the_ops_address_and_the_worker_keeps_running() {
+    let stack = start(HandlerError::Permanent("unused".into())).await;
+    stack
+        .broker
+        .publish_raw("visitor_booking.created.v1", b"{ definitely not an event")
+        .await;
+
+    let alert = stack
+        .mail
+        .wait_for_mail_to(OPS, Duration::from_secs(15))
+        .await
+        .expect("an alert to ops");
+    assert!(alert.text_body.contains("malformed"), "{}", alert.text_body);
+    // The failing worker is still consuming: a real event after the poison also dead-letters.
+    publish(&stack, &visit(&[MANAGER])).await;
+    stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("the next message is handled");
+}
+
+#[tokio::test]
+async fn while_smtp_refuses_the_alert_waits_and_then_goes_exactly_once() {
+    let stack = start(HandlerError::Permanent("refused".into())).await;
+    stack.mail.set_refusing(true);
+    publish(&stack, &visit(&[MANAGER, "second@harbour.example"])).await;
+    // The dead letter is stored at once even though no mail can go.
+    for _ in 0..100 {
+        if !stored_dead_letters(&stack).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored_dead_letters(&stack).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.mail.set_refusing(false);
+
+    let mails = stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(mails.len(), 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        stack.mail.mails_to(MANAGER).len(),
+        1,
+        "no duplicate after the retries"
+    );
+    assert_eq!(stack.mail.mails_to("second@harbour.example").len(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_letter_can_be_listed_shown_replayed_and_discarded() {
+    let stack = start(HandlerError::Permanent("zone unknown".into())).await;
+    let event = visit(&[MANAGER]);
+    publish(&stack, &event).await;
+    stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("first alert");
+    let pool = stack.db.pool(notifier::SCHEMA).await;
+    let id = stored_dead_letters(&stack).await[0].0;
+
+    let listing = notifier::cli::list(&pool, false).await.unwrap();
+    assert!(
+        listing.contains(&id.to_string()) && listing.contains("zone unknown"),
+        "{listing}"
+    );
+    let shown = notifier::cli::show(&pool, id).await.unwrap();
+    assert!(
+        shown.contains(&event.booking_id.to_string())
+            && shown.contains("visitor_booking.created.v1"),
+        "{shown}"
+    );
+
+    // Replay sends it back to ipassan-sync, which fails again: a new dead letter, a new alert.
+    let publisher = Publisher::new(&amqp(&stack.broker), "test-cli");
+    notifier::cli::replay(&pool, &publisher, id).await.unwrap();
+    let mails = stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(
+        mails.len(),
+        2,
+        "the replayed message failed again and was reported again"
+    );
+    let stored = stored_dead_letters(&stack).await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].2, "replayed");
+    let replay_error = notifier::cli::replay(&pool, &publisher, id)
+        .await
+        .unwrap_err();
+    assert!(
+        replay_error.to_string().contains("already replayed"),
+        "{replay_error}"
+    );
+
+    notifier::cli::discard(&pool, stored[1].0).await.unwrap();
+    assert!(
+        notifier::cli::list(&pool, false)
+            .await
+            .unwrap()
+            .contains("no open dead letters")
+    );
+    assert!(
+        notifier::cli::show(&pool, Uuid::new_v4())
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("no dead letter")
+    );
+}
