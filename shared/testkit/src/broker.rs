@@ -1,9 +1,12 @@
 //! A fresh RabbitMQ virtual host per test, on the machine's real broker.
 //!
 //! A vhost isolates a test's exchanges and queues completely, and lets a test cut only its own
-//! connections (`rabbitmqctl close_all_connections -p <vhost>`) while other tests run beside it.
+//! connections while other tests run beside it. Vhosts are made and removed through the
+//! management HTTP API (`rabbitmq-plugins enable rabbitmq_management`): it answers in
+//! milliseconds and any number of tests may call it at once, unlike `rabbitmqctl`, whose CLI nodes
+//! exhaust their distribution ports when many tests start together. A vhost is deleted when its
+//! test ends (and ones left by killed runs are swept), so quorum queues do not pile up.
 
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,29 +22,12 @@ use contracts::{EVENTS_EXCHANGE, Envelope};
 
 const PREFIX: &str = "connecx-test-";
 
-/// A vhost that exists for one test.
-#[derive(Debug, Clone)]
+/// A vhost that exists for one test; deleted when dropped.
+#[derive(Debug)]
 pub struct TestBroker {
     pub vhost: String,
     /// `amqp://guest:guest@127.0.0.1:5672/<vhost>`
     pub url: String,
-}
-
-fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run rabbitmqctl ({e}); is RabbitMQ installed?"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "rabbitmqctl {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
 }
 
 fn unix_now() -> u64 {
@@ -53,6 +39,59 @@ fn unix_now() -> u64 {
 
 fn host() -> String {
     std::env::var("CONNECX_TEST_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1:5672".to_owned())
+}
+
+/// The management API: `CONNECX_TEST_RABBITMQ_API`, default `http://127.0.0.1:15672/api`.
+fn api_base() -> String {
+    std::env::var("CONNECX_TEST_RABBITMQ_API")
+        .unwrap_or_else(|_| "http://127.0.0.1:15672/api".to_owned())
+}
+
+/// Percent-encodes one path segment (vhost and connection names contain `/`, spaces, `>`).
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One call to the management API (blocking; also used from `Drop`).
+fn management(method: &str, path: &str, body: Option<serde_json::Value>) -> Result<String, String> {
+    let url = format!("{}{path}", api_base());
+    let agent = ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build(),
+    );
+    let auth = "Basic Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
+    let response = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Authorization", auth).call(),
+        ("DELETE", _) => agent.delete(&url).header("Authorization", auth).call(),
+        (_, Some(body)) => agent
+            .put(&url)
+            .header("Authorization", auth)
+            .send_json(body),
+        (_, None) => agent.put(&url).header("Authorization", auth).send_empty(),
+    };
+    let mut response = response.map_err(|e| {
+        format!(
+            "the RabbitMQ management API is not reachable at {url} ({e}). Start RabbitMQ with \
+             `rabbitmq-server -detached` and enable the API with \
+             `rabbitmq-plugins enable rabbitmq_management`."
+        )
+    })?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    if (200..300).contains(&status) || (method == "DELETE" && status == 404) {
+        Ok(text)
+    } else {
+        Err(format!("{method} {url} answered {status}: {text}"))
+    }
 }
 
 impl TestBroker {
@@ -68,40 +107,47 @@ impl TestBroker {
             sweep_stale_vhosts();
         }
         let vhost = format!("{PREFIX}{}-{}", unix_now(), uuid::Uuid::new_v4().simple());
-        let hint = "Start RabbitMQ with `rabbitmq-server -detached`.";
-        rabbitmqctl(&["add_vhost", &vhost]).unwrap_or_else(|e| panic!("{e}\n{hint}"));
-        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"])
-            .unwrap_or_else(|e| panic!("{e}\n{hint}"));
-        let url = format!("amqp://guest:guest@{}/{vhost}", host());
+        let path = segment(&vhost);
+        management("PUT", &format!("/vhosts/{path}"), None).unwrap_or_else(|e| panic!("{e}"));
+        management(
+            "PUT",
+            &format!("/permissions/{path}/guest"),
+            Some(serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("amqp://guest:guest@{}/{path}", host());
         TestBroker { vhost, url }
     }
 
-    /// Forcibly closes every client connection of this vhost, as a broker restart would.
-    pub async fn close_connections(&self) {
-        let vhost = self.vhost.clone();
+    /// Forcibly closes every client connection of this vhost, as a broker restart would, and
+    /// says how many it closed. The management API lists a new connection a moment late, so this
+    /// waits (up to 10 s) until there is at least one to close.
+    pub async fn close_connections(&self) -> usize {
+        let vhost = segment(&self.vhost);
         tokio::task::spawn_blocking(move || {
-            rabbitmqctl(&[
-                "close_all_connections",
-                "-p",
-                &vhost,
-                "test: connection killed",
-            ])
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut names = connection_names(&vhost);
+            while names.is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                names = connection_names(&vhost);
+            }
+            names
+                .iter()
+                .filter(|name| {
+                    management("DELETE", &format!("/connections/{}", segment(name)), None).is_ok()
+                })
+                .count()
         })
         .await
-        .expect("rabbitmqctl task")
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("close connections task")
     }
 
     /// How many client connections this vhost has now.
     pub async fn connection_count(&self) -> usize {
-        let vhost = self.vhost.clone();
-        tokio::task::spawn_blocking(move || {
-            rabbitmqctl(&["list_connections", "-q", "--no-table-headers", "vhost"])
-                .map(|out| out.lines().filter(|l| l.trim() == vhost).count())
-                .unwrap_or(0)
-        })
-        .await
-        .unwrap_or(0)
+        let vhost = segment(&self.vhost);
+        tokio::task::spawn_blocking(move || connection_names(&vhost).len())
+            .await
+            .unwrap_or(0)
     }
 
     pub async fn connect(&self) -> Connection {
@@ -317,19 +363,45 @@ impl EventTap {
     }
 }
 
-/// Deletes test vhosts older than two hours (left behind by killed runs).
+/// Names of the client connections of a vhost (the management API lists them a few seconds late
+/// at most; callers poll).
+fn connection_names(vhost_segment: &str) -> Vec<String> {
+    management("GET", &format!("/vhosts/{vhost_segment}/connections"), None)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Vec<serde_json::Value>>(&text).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        // Blocking is fine here: tests end right after, and a leftover vhost costs the broker
+        // memory and start-up time for as long as it exists.
+        let path = format!("/vhosts/{}", segment(&self.vhost));
+        let _ = std::thread::spawn(move || management("DELETE", &path, None)).join();
+    }
+}
+
+/// Deletes test vhosts older than an hour (left behind by killed runs).
 fn sweep_stale_vhosts() {
-    let Ok(listing) = rabbitmqctl(&["list_vhosts", "-q", "--no-table-headers"]) else {
+    let Ok(listing) = management("GET", "/vhosts?columns=name", None) else {
         return;
     };
-    let cutoff = unix_now().saturating_sub(2 * 3600);
-    for vhost in listing.lines().map(str::trim) {
+    let names: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&listing)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect();
+    let cutoff = unix_now().saturating_sub(3600);
+    for vhost in names {
         let created = vhost
             .strip_prefix(PREFIX)
             .and_then(|rest| rest.split('-').next())
             .and_then(|ts| ts.parse::<u64>().ok());
         if created.is_some_and(|ts| ts < cutoff) {
-            let _ = rabbitmqctl(&["delete_vhost", vhost]);
+            let _ = management("DELETE", &format!("/vhosts/{}", segment(&vhost)), None);
         }
     }
 }
