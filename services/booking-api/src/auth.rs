@@ -1,0 +1,263 @@
+//! Who is calling: the connecX backend's JWT (HS256) and the scope it gives.
+//!
+//! Claims: `sub` (user id), `role` (`resident` | `manager`), `building_id`, `apartment_id`
+//! (residents), `exp`. A missing, malformed, wrongly signed or expired token is a 401. What a
+//! valid caller may touch is decided by the routes with the helpers here: residents act on their
+//! own bookings, managers within their building (DESIGN §6).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use contracts::Role;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{ApartmentId, BuildingId, ResidentId};
+use crate::problem::Problem;
+
+/// The claims of a connecX token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenClaims {
+    pub sub: String,
+    pub role: Role,
+    pub building_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apartment_id: Option<String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Checks tokens signed with the shared HS256 secret.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Authenticator {
+    pub fn hs256(secret: &str, leeway_secs: u64) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = leeway_secs;
+        validation.validate_exp = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    /// The caller a bearer token names, or the 401 to answer.
+    pub fn verify(&self, token: &str) -> Result<Caller, Problem> {
+        let claims = jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => {
+                    Problem::unauthorized("token_expired", "the token has expired")
+                }
+                _ => Problem::unauthorized("invalid_token", "the token is not valid"),
+            })?
+            .claims;
+        Caller::from_claims(claims)
+    }
+}
+
+/// Mints a token (the demo seed and tests; production tokens come from the connecX backend).
+pub fn mint_token(
+    secret: &str,
+    claims: &TokenClaims,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: String,
+    pub role: Role,
+    pub building_id: BuildingId,
+    /// Set for residents.
+    pub apartment_id: Option<ApartmentId>,
+}
+
+impl Caller {
+    fn from_claims(claims: TokenClaims) -> Result<Self, Problem> {
+        let invalid = |what: &str| {
+            Problem::unauthorized("invalid_token", format!("the token's {what} is not valid"))
+        };
+        let building_id =
+            BuildingId::parse(claims.building_id).map_err(|_| invalid("building_id"))?;
+        if claims.sub.is_empty() || claims.sub.len() > 255 {
+            return Err(invalid("sub"));
+        }
+        let apartment_id = match (claims.role, claims.apartment_id) {
+            (Role::Resident, Some(apartment)) => {
+                Some(ApartmentId::parse(apartment).map_err(|_| invalid("apartment_id"))?)
+            }
+            (Role::Resident, None) => return Err(invalid("apartment_id")),
+            (Role::Manager, _) => None,
+        };
+        if claims.role == Role::Resident {
+            ResidentId::parse(claims.sub.clone()).map_err(|_| invalid("sub"))?;
+        }
+        Ok(Self {
+            user_id: claims.sub,
+            role: claims.role,
+            building_id,
+            apartment_id,
+        })
+    }
+
+    pub fn is_manager(&self) -> bool {
+        self.role == Role::Manager
+    }
+
+    /// 403 unless the caller is a manager.
+    pub fn require_manager(&self) -> Result<(), Problem> {
+        if self.is_manager() {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(
+                "managers_only",
+                "only the building's managers may do this",
+            ))
+        }
+    }
+
+    /// The resident the caller is, when a resident.
+    pub fn resident_id(&self) -> Option<ResidentId> {
+        match self.role {
+            Role::Resident => ResidentId::parse(self.user_id.clone()).ok(),
+            Role::Manager => None,
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let authenticator = Arc::<Authenticator>::from_ref(state);
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(Problem::unauthorized(
+                "missing_token",
+                "send `Authorization: Bearer <token>`",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Problem::unauthorized(
+                    "invalid_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        authenticator.verify(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+
+    fn claims(role: Role, exp_offset: i64) -> TokenClaims {
+        TokenClaims {
+            sub: "r-1".into(),
+            role,
+            building_id: "b-1".into(),
+            apartment_id: Some("a-1".into()),
+            exp: (chrono::Utc::now().timestamp() + exp_offset) as u64,
+        }
+    }
+
+    #[test]
+    fn a_valid_token_names_the_caller() {
+        let token = mint_token(SECRET, &claims(Role::Resident, 60)).unwrap();
+        let caller = Authenticator::hs256(SECRET, 0).verify(&token).unwrap();
+        assert_eq!(caller.user_id, "r-1");
+        assert_eq!(caller.building_id.as_str(), "b-1");
+        assert_eq!(caller.resident_id().unwrap().as_str(), "r-1");
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let token = mint_token(
+            "another-secret-another-secret-another",
+            &claims(Role::Manager, 60),
+        )
+        .unwrap();
+        let problem = Authenticator::hs256(SECRET, 0).verify(&token).unwrap_err();
+        assert_eq!(
+            (problem.status, problem.code.as_str()),
+            (401, "invalid_token")
+        );
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let token = mint_token(SECRET, &claims(Role::Manager, -120)).unwrap();
+        let problem = Authenticator::hs256(SECRET, 0).verify(&token).unwrap_err();
+        assert_eq!(
+            (problem.status, problem.code.as_str()),
+            (401, "token_expired")
+        );
+    }
+
+    #[test]
+    fn a_resident_token_without_an_apartment_or_with_a_bad_building_is_refused() {
+        let mut c = claims(Role::Resident, 60);
+        c.apartment_id = None;
+        let token = mint_token(SECRET, &c).unwrap();
+        assert_eq!(
+            Authenticator::hs256(SECRET, 0)
+                .verify(&token)
+                .unwrap_err()
+                .status,
+            401
+        );
+        let mut c = claims(Role::Manager, 60);
+        c.building_id = "b/1".into();
+        let token = mint_token(SECRET, &c).unwrap();
+        assert_eq!(
+            Authenticator::hs256(SECRET, 0)
+                .verify(&token)
+                .unwrap_err()
+                .status,
+            401
+        );
+    }
+
+    #[test]
+    fn an_unknown_role_is_refused() {
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "x", "role": "admin", "building_id": "b-1", "exp": chrono::Utc::now().timestamp() + 60}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            Authenticator::hs256(SECRET, 0)
+                .verify(&token)
+                .unwrap_err()
+                .status,
+            401
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Field rules for what clients send: names, email addresses, time zones and the IDs of the
+//! outside systems. Each rule is a plain function returning the reason in words; [`FieldErrors`]
+//! collects them per field so one answer can name every field that is wrong.
+
+use std::str::FromStr;
+
+use chrono_tz::Tz;
+use serde::Serialize;
+
+/// One field that is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// Path of the field in the request, e.g. `visitor.email`.
+    pub field: String,
+    /// Stable machine code, e.g. `invalid_email`.
+    pub code: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(
+        field: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Collects field errors while a request is checked.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+
+    /// Records `result`'s error under `field`, passing its value through.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, Rule>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(rule) => {
+                self.0.push(FieldError::new(field, rule.code, rule.message));
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_vec(self) -> Vec<FieldError> {
+        self.0
+    }
+}
+
+/// A broken rule: a code and a message, before it is attached to a field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rule {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The longest display name accepted (people, buildings, facilities).
+pub const MAX_NAME_LEN: usize = 200;
+/// The longest ID of an outside system accepted (Salto ExtIDs, iPassan ids and sites).
+pub const MAX_EXTERNAL_ID_LEN: usize = 128;
+
+/// A human-readable name: trimmed, not empty, no control characters.
+pub fn name(candidate: &str) -> Result<String, Rule> {
+    let trimmed = candidate.trim();
+    if trimmed.is_empty() {
+        return Err(Rule::new("required", "must not be empty"));
+    }
+    if trimmed.chars().count() > MAX_NAME_LEN {
+        return Err(Rule::new(
+            "too_long",
+            format!("must be at most {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Rule::new(
+            "invalid_characters",
+            "must not contain control characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// An email address a mail can be sent to (parsed as the notifier's mailer will parse it).
+pub fn email(candidate: &str) -> Result<String, Rule> {
+    let trimmed = candidate.trim();
+    match trimmed.parse::<lettre::Address>() {
+        Ok(address) => Ok(address.to_string()),
+        Err(_) => Err(Rule::new(
+            "invalid_email",
+            format!("`{trimmed}` is not an email address"),
+        )),
+    }
+}
+
+/// An IANA time zone name such as `Australia/Sydney`.
+pub fn timezone(candidate: &str) -> Result<Tz, Rule> {
+    Tz::from_str(candidate.trim()).map_err(|_| {
+        Rule::new(
+            "invalid_timezone",
+            format!("`{candidate}` is not an IANA time zone name (e.g. `Australia/Sydney`)"),
+        )
+    })
+}
+
+/// An identifier of an outside system (Salto ExtID, iPassan person id or site): trimmed, not
+/// empty, printable, at most 128 characters. These are set by a manager from another system's
+/// screens, so the rule is only what every system can store.
+pub fn external_id(candidate: &str) -> Result<String, Rule> {
+    let trimmed = candidate.trim();
+    if trimmed.is_empty() {
+        return Err(Rule::new(
+            "required",
+            "must not be empty (send null to unset it)",
+        ));
+    }
+    if trimmed.chars().count() > MAX_EXTERNAL_ID_LEN {
+        return Err(Rule::new(
+            "too_long",
+            format!("must be at most {MAX_EXTERNAL_ID_LEN} characters"),
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Rule::new(
+            "invalid_characters",
+            "must not contain control characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A connecX identifier (`[A-Za-z0-9_-]{1,64}`).
+pub fn connecx_id(candidate: &str) -> Result<(), Rule> {
+    super::ids::check_id(candidate).map_err(|e| Rule::new("invalid_id", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_must_not_be_empty() {
+        assert_eq!(name("  Ana Lee ").unwrap(), "Ana Lee");
+        assert_eq!(name("   ").unwrap_err().code, "required");
+        assert_eq!(name(&"x".repeat(201)).unwrap_err().code, "too_long");
+        assert_eq!(name("a\u{0}b").unwrap_err().code, "invalid_characters");
+    }
+
+    #[test]
+    fn emails_must_be_addresses() {
+        assert_eq!(email(" bo@example.com ").unwrap(), "bo@example.com");
+        for bad in [
+            "",
+            "bo",
+            "bo@",
+            "@example.com",
+            "bo example@x.com",
+            "<bo@x.com>",
+        ] {
+            assert_eq!(email(bad).unwrap_err().code, "invalid_email", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn time_zones_must_be_iana_names() {
+        assert_eq!(
+            timezone("Australia/Sydney").unwrap(),
+            chrono_tz::Australia::Sydney
+        );
+        assert_eq!(timezone("UTC").unwrap(), chrono_tz::UTC);
+        for bad in ["", "Mars/Olympus", "+10:00", "AEST "] {
+            assert!(timezone(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn external_ids_are_printable_and_bounded() {
+        assert_eq!(external_id(" 501-56 ").unwrap(), "501-56");
+        assert_eq!(external_id("").unwrap_err().code, "required");
+        assert_eq!(external_id(&"z".repeat(129)).unwrap_err().code, "too_long");
+        assert_eq!(external_id("a\tb").unwrap_err().code, "invalid_characters");
+    }
+
+    #[test]
+    fn errors_are_collected_per_field() {
+        let mut errors = FieldErrors::new();
+        assert_eq!(errors.check("name", name("Ana")), Some("Ana".to_owned()));
+        assert_eq!(errors.check("visitor.email", email("nope")), None);
+        let errors = errors.into_vec();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "visitor.email");
+        assert_eq!(errors[0].code, "invalid_email");
+    }
+}

@@ -1,0 +1,284 @@
+//! Booking windows: the time rules every booking obeys, and their building-local form.
+//!
+//! A window is stored and compared in UTC. Consumers also need the building's wall-clock time
+//! (iPassan takes site-local times, Salto takes a date and hours), so events carry both; the
+//! conversion lives here once. A facility booking must lie within one building-local day because
+//! Salto grants it as one Period (a date) plus one Timetable (hours on that date).
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// A checked booking window: `starts_at < ends_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VisitWindow {
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+}
+
+/// Why a window is refused. Each names the field a client must change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("ends_at must be after starts_at")]
+    EndsNotAfterStarts,
+    #[error("the booking must end in the future")]
+    EndsInPast,
+    #[error(
+        "a facility booking must lie within one building-local day ({day}, {timezone}); it may end at the following midnight at the latest"
+    )]
+    SpansLocalDays { day: NaiveDate, timezone: String },
+}
+
+impl WindowError {
+    /// The stable problem code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::EndsNotAfterStarts => "ends_not_after_starts",
+            Self::EndsInPast => "ends_in_past",
+            Self::SpansLocalDays { .. } => "spans_several_local_days",
+        }
+    }
+
+    /// The field a client must change.
+    pub fn field(&self) -> &'static str {
+        "ends_at"
+    }
+}
+
+impl VisitWindow {
+    /// A window for a new or changed booking: it must end after it starts, and in the future.
+    pub fn new(
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, WindowError> {
+        if ends_at <= starts_at {
+            return Err(WindowError::EndsNotAfterStarts);
+        }
+        if ends_at <= now {
+            return Err(WindowError::EndsInPast);
+        }
+        Ok(Self { starts_at, ends_at })
+    }
+
+    /// A window read back from storage, where the rules were checked when it was written.
+    pub fn stored(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Self {
+        Self { starts_at, ends_at }
+    }
+
+    pub fn starts_at(&self) -> DateTime<Utc> {
+        self.starts_at
+    }
+
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.ends_at
+    }
+
+    /// The window as events carry it: UTC plus the building's wall clock.
+    pub fn in_zone(&self, zone: Tz) -> contracts::BookingWindow {
+        contracts::BookingWindow {
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            local_starts_at: local_time(self.starts_at, zone),
+            local_ends_at: local_time(self.ends_at, zone),
+        }
+    }
+
+    /// Checks the facility rule: the whole window lies within the building-local day it starts on.
+    /// Ending exactly at the next local midnight (e.g. 20:00–24:00) is within the day.
+    pub fn check_single_local_day(&self, zone: Tz) -> Result<(), WindowError> {
+        let day = local_time(self.starts_at, zone).date();
+        let next_day_starts = match day.succ_opt() {
+            Some(next) => start_of_local_day(next, zone),
+            None => None,
+        };
+        match next_day_starts {
+            Some(limit) if self.ends_at <= limit => Ok(()),
+            _ => Err(WindowError::SpansLocalDays {
+                day,
+                timezone: zone.name().to_owned(),
+            }),
+        }
+    }
+}
+
+/// `at` on the wall clock of `zone`.
+pub fn local_time(at: DateTime<Utc>, zone: Tz) -> NaiveDateTime {
+    at.with_timezone(&zone).naive_local()
+}
+
+/// The first instant of `day` in `zone`. Usually local midnight; where a DST change skips
+/// midnight (e.g. São Paulo until 2019), the first wall-clock minute that exists that day.
+pub fn start_of_local_day(day: NaiveDate, zone: Tz) -> Option<DateTime<Utc>> {
+    let midnight = day.and_hms_opt(0, 0, 0)?;
+    // No zone skips more than a few hours; a day ends after 24 hours of wall clock at most.
+    (0..=(24 * 60)).find_map(|minutes| {
+        let wall = midnight + Duration::minutes(minutes);
+        zone.from_local_datetime(&wall)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn naive(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").unwrap()
+    }
+
+    const SYDNEY: Tz = chrono_tz::Australia::Sydney;
+    const LONG_AGO: &str = "2000-01-01T00:00:00Z";
+
+    fn window(start: &str, end: &str) -> VisitWindow {
+        VisitWindow::new(utc(start), utc(end), utc(LONG_AGO)).unwrap()
+    }
+
+    #[test]
+    fn a_window_must_end_after_it_starts() {
+        let now = utc(LONG_AGO);
+        let t = utc("2026-12-01T10:00:00Z");
+        assert_eq!(
+            VisitWindow::new(t, t, now),
+            Err(WindowError::EndsNotAfterStarts)
+        );
+        assert_eq!(
+            VisitWindow::new(t, t - Duration::hours(1), now),
+            Err(WindowError::EndsNotAfterStarts)
+        );
+    }
+
+    #[test]
+    fn a_window_that_already_ended_is_refused_but_one_under_way_is_fine() {
+        let now = utc("2026-12-01T10:00:00Z");
+        assert_eq!(
+            VisitWindow::new(
+                utc("2026-12-01T08:00:00Z"),
+                utc("2026-12-01T09:00:00Z"),
+                now
+            ),
+            Err(WindowError::EndsInPast)
+        );
+        assert!(
+            VisitWindow::new(
+                utc("2026-12-01T09:00:00Z"),
+                utc("2026-12-01T11:00:00Z"),
+                now
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_local_window_is_on_the_buildings_clock() {
+        // Sydney is UTC+11 in December (daylight time).
+        let local = window("2026-12-01T07:00:00Z", "2026-12-01T11:00:00Z").in_zone(SYDNEY);
+        assert_eq!(local.local_starts_at, naive("2026-12-01T18:00"));
+        assert_eq!(local.local_ends_at, naive("2026-12-01T22:00"));
+        assert_eq!(local.starts_at, utc("2026-12-01T07:00:00Z"));
+    }
+
+    #[test]
+    fn the_local_window_follows_the_dst_change_inside_it() {
+        // Sydney leaves daylight time on 2026-04-05 at 03:00 (+11) → 02:00 (+10).
+        let local = window("2026-04-04T14:30:00Z", "2026-04-04T17:30:00Z").in_zone(SYDNEY);
+        assert_eq!(local.local_starts_at, naive("2026-04-05T01:30"));
+        assert_eq!(local.local_ends_at, naive("2026-04-05T03:30"));
+        // Sydney enters daylight time on 2026-10-04 at 02:00 (+10) → 03:00 (+11).
+        let local = window("2026-10-03T15:30:00Z", "2026-10-03T16:30:00Z").in_zone(SYDNEY);
+        assert_eq!(local.local_starts_at, naive("2026-10-04T01:30"));
+        assert_eq!(local.local_ends_at, naive("2026-10-04T03:30"));
+    }
+
+    #[test]
+    fn a_facility_booking_within_one_local_day_is_accepted() {
+        // 18:00–22:00 Sydney.
+        let w = window("2026-12-01T07:00:00Z", "2026-12-01T11:00:00Z");
+        assert!(w.check_single_local_day(SYDNEY).is_ok());
+    }
+
+    #[test]
+    fn a_facility_booking_may_end_at_the_next_local_midnight_but_not_after() {
+        // 20:00–24:00 Sydney (+11).
+        let w = window("2026-12-01T09:00:00Z", "2026-12-01T13:00:00Z");
+        assert!(w.check_single_local_day(SYDNEY).is_ok());
+        // 20:00–00:01.
+        let w = window("2026-12-01T09:00:00Z", "2026-12-01T13:01:00Z");
+        assert_eq!(
+            w.check_single_local_day(SYDNEY),
+            Err(WindowError::SpansLocalDays {
+                day: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+                timezone: "Australia/Sydney".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_local_day_is_the_buildings_not_utcs() {
+        // 09:00–13:00 Sydney on 2 Dec is 22:00 (1 Dec) – 02:00 (2 Dec) UTC: one local day.
+        let w = window("2026-12-01T22:00:00Z", "2026-12-02T02:00:00Z");
+        assert!(w.check_single_local_day(SYDNEY).is_ok());
+        // 10:00–12:00 UTC on one UTC day is 21:00–23:00 Sydney: fine; 12:00–14:00 UTC crosses
+        // Sydney midnight (23:00–01:00).
+        assert!(
+            window("2026-12-01T10:00:00Z", "2026-12-01T12:00:00Z")
+                .check_single_local_day(SYDNEY)
+                .is_ok()
+        );
+        assert!(
+            window("2026-12-01T12:00:00Z", "2026-12-01T14:00:00Z")
+                .check_single_local_day(SYDNEY)
+                .is_err()
+        );
+        assert!(
+            window("2026-12-01T12:00:00Z", "2026-12-01T14:00:00Z")
+                .check_single_local_day(chrono_tz::UTC)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_local_day_rule_holds_on_dst_days() {
+        // 5 April 2026 in Sydney has 25 hours: 00:00 (+11) is 13:00 UTC on the 4th, the next
+        // midnight (+10) is 14:00 UTC on the 5th.
+        let whole_long_day = window("2026-04-04T13:00:00Z", "2026-04-05T14:00:00Z");
+        assert!(whole_long_day.check_single_local_day(SYDNEY).is_ok());
+        assert!(
+            window("2026-04-04T13:00:00Z", "2026-04-05T14:01:00Z")
+                .check_single_local_day(SYDNEY)
+                .is_err()
+        );
+        // 4 October 2026 has 23 hours: 00:00 (+10) is 14:00 UTC on the 3rd, the next midnight
+        // (+11) is 13:00 UTC on the 4th.
+        assert!(
+            window("2026-10-03T14:00:00Z", "2026-10-04T13:00:00Z")
+                .check_single_local_day(SYDNEY)
+                .is_ok()
+        );
+        assert!(
+            window("2026-10-03T14:00:00Z", "2026-10-04T13:30:00Z")
+                .check_single_local_day(SYDNEY)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_day_whose_midnight_was_skipped_starts_at_its_first_minute() {
+        // São Paulo entered daylight time on 2018-11-04 at 00:00 → 01:00 (-03 → -02).
+        let zone = chrono_tz::America::Sao_Paulo;
+        let day = NaiveDate::from_ymd_opt(2018, 11, 4).unwrap();
+        assert_eq!(
+            start_of_local_day(day, zone),
+            Some(utc("2018-11-04T03:00:00Z"))
+        );
+        // 3 Nov 22:00 → 4 Nov 01:00 local (the first minute of the 4th): within the 3rd.
+        let w = window("2018-11-04T01:00:00Z", "2018-11-04T03:00:00Z");
+        assert!(w.check_single_local_day(zone).is_ok());
+        let w = window("2018-11-04T01:00:00Z", "2018-11-04T03:01:00Z");
+        assert!(w.check_single_local_day(zone).is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! booking-api: the connecX booking service (DESIGN §6).
+//!
+//! An axum JSON API for visitor and facility bookings and the building directory; every write
+//! stores its event in a transactional outbox that a relay publishes to RabbitMQ; a consumer of
+//! `booking-api.results` applies the workers' access outcomes back onto the bookings.
+//! [`Application::build`] then [`Application::run_until_stopped`] — `main` only loads settings.
+
+pub mod auth;
+pub mod domain;
+pub mod extract;
+pub mod idempotency;
+pub mod notifications;
+pub mod openapi;
+pub mod outbox;
+pub mod problem;
+pub mod results;
+pub mod routes;
+pub mod settings;
+pub mod snapshot;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod waiting;
+
+pub use outbox::OutboxSettings;
+pub use settings::{AuthSettings, Settings};
+pub use startup::{Application, RunError, StartupError};

@@ -1,0 +1,140 @@
+//! PostgreSQL LISTEN/NOTIFY, shared by the whole process over one connection.
+//!
+//! Two channels: `booking_outbox` (an event was committed: wake the relay) and `booking_access`
+//! (a result changed a booking's access: wake requests waiting with `Prefer: wait`). NOTIFY is sent
+//! inside the writing transaction, so it is delivered only on commit, and it reaches every replica
+//! listening on the database, so a request waits correctly whichever replica applied the result.
+//! Notifications sent while the listening connection was down are lost; after reconnecting the hub
+//! tells everyone to re-read (`Resync`), and the relay also polls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgNotification};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const OUTBOX_CHANNEL: &str = "booking_outbox";
+pub const ACCESS_CHANNEL: &str = "booking_access";
+
+/// A change of some booking's access outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessChanged {
+    Booking(Uuid),
+    /// Notifications may have been missed: re-read whatever you wait for.
+    Resync,
+}
+
+/// The process's view of the notification channels. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifications {
+    outbox: Arc<Notify>,
+    access: broadcast::Sender<AccessChanged>,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Notifications {
+    pub fn new() -> Self {
+        let (access, _) = broadcast::channel(1024);
+        Self {
+            outbox: Arc::new(Notify::new()),
+            access,
+        }
+    }
+
+    /// Completes when an event may be waiting in the outbox.
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        self.outbox.clone()
+    }
+
+    /// Access changes from now on. Subscribe *before* reading the state you wait on.
+    pub fn subscribe_access(&self) -> broadcast::Receiver<AccessChanged> {
+        self.access.subscribe()
+    }
+
+    fn resync(&self) {
+        self.outbox.notify_one();
+        let _ = self.access.send(AccessChanged::Resync);
+    }
+
+    fn dispatch(&self, notification: &PgNotification) {
+        match notification.channel() {
+            OUTBOX_CHANNEL => self.outbox.notify_one(),
+            ACCESS_CHANNEL => {
+                let change = Uuid::parse_str(notification.payload())
+                    .map(AccessChanged::Booking)
+                    .unwrap_or(AccessChanged::Resync);
+                // No receiver is fine: nobody is waiting.
+                let _ = self.access.send(change);
+            }
+            _ => {}
+        }
+    }
+
+    /// Listens until `shutdown`, reconnecting after failures.
+    pub async fn run_listener(self, pool: PgPool, shutdown: CancellationToken) {
+        loop {
+            match listen(&pool).await {
+                Ok(mut listener) => {
+                    tracing::debug!("listening for booking notifications");
+                    self.resync();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            received = listener.try_recv() => match received {
+                                Ok(Some(notification)) => self.dispatch(&notification),
+                                // Lost and reconnecting: whatever came meanwhile is gone.
+                                Ok(None) => self.resync(),
+                                Err(sqlx::Error::PoolClosed) => return,
+                                Err(error) => {
+                                    tracing::warn!(%error, "notification listener failed; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(error) => tracing::warn!(%error, "cannot listen for notifications; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener
+        .listen_all([OUTBOX_CHANNEL, ACCESS_CHANNEL])
+        .await?;
+    Ok(listener)
+}
+
+/// Inside a writing transaction: wake the relays once it commits.
+pub async fn notify_outbox(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inside a writing transaction: wake whoever waits on `booking_id`'s access once it commits.
+pub async fn notify_access(conn: &mut PgConnection, booking_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ACCESS_CHANNEL)
+        .bind(booking_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! The transactional outbox (DESIGN §6): every write stores its event in the same transaction as
+//! the change ([`enqueue`]), and the relay ([`Relay`]) publishes stored events to RabbitMQ with
+//! publisher confirms, then marks them sent.
+//!
+//! Replicas share the table safely: each takes a batch with `FOR UPDATE SKIP LOCKED`, and a row
+//! is only taken once every earlier unsent row of the same booking is sent, so one booking's
+//! events leave in version order even with several relays. Delivery is at least once (a crash
+//! between the confirm and the commit republishes a batch); consumers are idempotent by design.
+//! While the broker is down the rows simply wait, and the relay retries with a capped backoff,
+//! logging each failed attempt and the recovery.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use contracts::Envelope;
+use platform::amqp::{PublishError, Publisher};
+use serde::Deserialize;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Relay tuning (`CONNECX__OUTBOX__*`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutboxSettings {
+    /// How often the relay looks for rows even without a notification.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Rows published per round.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: i64,
+    /// The longest pause between attempts while the broker is unreachable.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// How long one round of publishing may wait for the broker's confirms.
+    #[serde(default = "default_publish_timeout_secs")]
+    pub publish_timeout_secs: u64,
+    /// Sent rows are kept this long for inspection, then deleted.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1_000
+}
+fn default_batch_size() -> i64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_publish_timeout_secs() -> u64 {
+    30
+}
+fn default_retention_hours() -> u64 {
+    7 * 24
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: default_poll_interval_ms(),
+            batch_size: default_batch_size(),
+            max_backoff_ms: default_max_backoff_ms(),
+            publish_timeout_secs: default_publish_timeout_secs(),
+            retention_hours: default_retention_hours(),
+        }
+    }
+}
+
+/// Stores `envelope` for publishing, inside the caller's transaction, and wakes the relays on commit.
+pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, booking_id, event_type, envelope) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(envelope.event_id)
+    .bind(envelope.booking_id)
+    .bind(envelope.routing_key())
+    .bind(Json(envelope))
+    .execute(&mut *conn)
+    .await?;
+    crate::notifications::notify_outbox(conn).await
+}
+
+/// The pause before attempt `failures + 1`: 250 ms doubling, capped at `max`.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(250);
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    base.saturating_mul(factor)
+        .min(max)
+        .max(Duration::from_millis(1))
+}
+
+/// Why a round of the relay failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("broker unreachable: {0}")]
+    Broker(String),
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Nothing due.
+    Idle,
+    /// `sent` published; `refused` set aside for a later attempt (unroutable or nacked).
+    Published { sent: usize, refused: usize },
+}
+
+/// Publishes the outbox until told to stop.
+pub struct Relay {
+    pool: PgPool,
+    publisher: Publisher,
+    wake: Arc<Notify>,
+    settings: OutboxSettings,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        publisher: Publisher,
+        wake: Arc<Notify>,
+        settings: OutboxSettings,
+    ) -> Self {
+        Self {
+            pool,
+            publisher,
+            wake,
+            settings,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let max_backoff = Duration::from_millis(self.settings.max_backoff_ms.max(1));
+        let mut failures: u32 = 0;
+        let mut failing_since: Option<Instant> = None;
+        tracing::info!("outbox relay started");
+        while !shutdown.is_cancelled() {
+            match self.round().await {
+                Ok(Round::Published { sent, refused }) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(
+                            published = sent,
+                            failed_attempts = failures,
+                            outage_secs = since.elapsed().as_secs(),
+                            "outbox relay: broker reachable again, publishing the backlog"
+                        );
+                    }
+                    failures = 0;
+                    metrics::counter!("booking_outbox_published_total").increment(sent as u64);
+                    if sent == 0 && refused > 0 {
+                        self.idle(poll, &shutdown).await;
+                    }
+                }
+                Ok(Round::Idle) => {
+                    if failing_since.take().is_some() {
+                        tracing::info!("outbox relay: broker reachable again");
+                    }
+                    failures = 0;
+                    self.update_pending_gauge().await;
+                    self.idle(poll, &shutdown).await;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    failing_since.get_or_insert_with(Instant::now);
+                    let delay = backoff(failures, max_backoff);
+                    let pending = self.update_pending_gauge().await;
+                    metrics::counter!("booking_outbox_publish_failures_total").increment(1);
+                    tracing::warn!(
+                        %error,
+                        attempt = failures,
+                        pending,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "outbox relay cannot publish; the events stay in the outbox and will be retried"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn idle(&self, poll: Duration, shutdown: &CancellationToken) {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = self.wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+
+    /// Publishes how many events wait and how old the oldest is (the relay's lag), and returns
+    /// the count for the logs.
+    async fn update_pending_gauge(&self) -> Option<i64> {
+        let row: Option<(i64, Option<f64>)> = sqlx::query_as(
+            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
+             FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .ok();
+        let (pending, oldest) = row?;
+        metrics::gauge!("booking_outbox_pending").set(pending as f64);
+        metrics::gauge!("booking_outbox_oldest_pending_seconds").set(oldest.unwrap_or(0.0));
+        Some(pending)
+    }
+
+    /// Takes one batch of due rows, publishes it, and records the outcome, all in one transaction
+    /// (the row locks keep other replicas off these rows meanwhile).
+    async fn round(&self) -> Result<Round, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, Json<serde_json::Value>)> = sqlx::query_as(
+            "SELECT o.id, o.envelope FROM outbox o
+             WHERE o.sent_at IS NULL AND o.parked_at IS NULL
+               AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
+               AND NOT EXISTS (
+                   SELECT 1 FROM outbox e
+                   WHERE e.booking_id = o.booking_id AND e.id < o.id
+                     AND e.sent_at IS NULL AND e.parked_at IS NULL)
+             ORDER BY o.id
+             LIMIT $1
+             FOR UPDATE OF o SKIP LOCKED",
+        )
+        .bind(self.settings.batch_size.max(1))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Round::Idle);
+        }
+
+        let mut batch: Vec<(i64, Envelope)> = Vec::with_capacity(rows.len());
+        for (id, Json(value)) in rows {
+            match serde_json::from_value::<Envelope>(value) {
+                Ok(envelope) => batch.push((id, envelope)),
+                Err(error) => {
+                    tracing::error!(outbox_id = id, %error, "outbox row cannot be decoded; parked for a person to look at");
+                    sqlx::query(
+                        "UPDATE outbox SET parked_at = now(), last_error = $2 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(format!("cannot decode: {error}"))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        let envelopes: Vec<Envelope> = batch.iter().map(|(_, e)| e.clone()).collect();
+        let outcome = match self.publish(&envelopes).await {
+            Ok(()) => {
+                let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+                mark_sent(&mut tx, &ids).await?;
+                Ok(Round::Published {
+                    sent: ids.len(),
+                    refused: 0,
+                })
+            }
+            Err(PublishFailure::Refused(_)) => self.publish_one_by_one(&mut tx, &batch).await,
+            Err(PublishFailure::Unreachable(error)) => {
+                let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+                mark_attempt_failed(&mut tx, &ids, &error, None).await?;
+                Err(RelayError::Broker(error))
+            }
+        };
+        tx.commit().await?;
+        outcome
+    }
+
+    /// After a batch had a refused message: find which, publish the others, and put the refused
+    /// ones back for a later attempt so they do not hold up the rest.
+    async fn publish_one_by_one(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[(i64, Envelope)],
+    ) -> Result<Round, RelayError> {
+        let (mut sent, mut refused) = (0, 0);
+        for (index, (id, envelope)) in batch.iter().enumerate() {
+            match self.publish(std::slice::from_ref(envelope)).await {
+                Ok(()) => {
+                    mark_sent(tx, &[*id]).await?;
+                    sent += 1;
+                }
+                Err(PublishFailure::Refused(error)) => {
+                    let attempts: i32 =
+                        sqlx::query_scalar("SELECT attempts FROM outbox WHERE id = $1")
+                            .bind(id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let delay = backoff(
+                        u32::try_from(attempts).unwrap_or(0).saturating_add(1),
+                        Duration::from_millis(self.settings.max_backoff_ms.max(1)),
+                    );
+                    tracing::warn!(
+                        event_id = %envelope.event_id,
+                        booking_id = %envelope.booking_id,
+                        event_type = envelope.routing_key(),
+                        %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "the broker refused an event; it stays in the outbox and is retried"
+                    );
+                    mark_attempt_failed(tx, &[*id], &error, Some(delay)).await?;
+                    refused += 1;
+                }
+                Err(PublishFailure::Unreachable(error)) => {
+                    let rest: Vec<i64> = batch[index..].iter().map(|(id, _)| *id).collect();
+                    mark_attempt_failed(tx, &rest, &error, None).await?;
+                    return Err(RelayError::Broker(error));
+                }
+            }
+        }
+        Ok(Round::Published { sent, refused })
+    }
+
+    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), PublishFailure> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let timeout = Duration::from_secs(self.settings.publish_timeout_secs.max(1));
+        match tokio::time::timeout(timeout, self.publisher.publish_events(envelopes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error @ (PublishError::Unroutable { .. } | PublishError::Nacked { .. }))) => {
+                Err(PublishFailure::Refused(error.to_string()))
+            }
+            Ok(Err(error)) => Err(PublishFailure::Unreachable(error.to_string())),
+            Err(_) => Err(PublishFailure::Unreachable(format!(
+                "no confirm from the broker within {}s",
+                timeout.as_secs()
+            ))),
+        }
+    }
+}
+
+/// A failed publish: the message was refused, or the broker could not be reached at all.
+enum PublishFailure {
+    Refused(String),
+    Unreachable(String),
+}
+
+async fn mark_sent(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1, last_attempt_at = now(),
+             next_attempt_at = NULL
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn mark_attempt_failed(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    error: &str,
+    retry_in: Option<Duration>,
+) -> Result<(), sqlx::Error> {
+    let retry_ms = retry_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = now(), last_error = $2,
+             next_attempt_at = CASE WHEN $3::bigint IS NULL THEN NULL
+                                    ELSE now() + make_interval(secs => $3::bigint / 1000.0) END
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(error)
+    .bind(retry_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes sent rows older than the retention.
+pub async fn purge_sent(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    let result =
+        sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1::bigint)")
+            .bind(secs)
+            .execute(pool)
+            .await?;
+    Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_quarter_second_and_is_capped() {
+        let max = Duration::from_secs(30);
+        assert_eq!(backoff(1, max), Duration::from_millis(250));
+        assert_eq!(backoff(2, max), Duration::from_millis(500));
+        assert_eq!(backoff(5, max), Duration::from_secs(4));
+        assert_eq!(backoff(9, max), Duration::from_secs(30));
+        assert_eq!(backoff(u32::MAX, max), Duration::from_secs(30));
+        assert_eq!(
+            backoff(3, Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! Admin upserts (managers only): buildings, apartments, facilities and residents, keyed by
+//! connecX's own ids. The building always comes from the manager's token, so a manager can only
+//! ever write their own building's records. 201 when created, 200 when updated. A changed ID
+//! takes effect for later operations; existing grants keep the ID they were made with.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+
+use super::{json_response, registered_building};
+use crate::auth::Caller;
+use crate::domain::ids::ApartmentId;
+use crate::domain::validation::{self, FieldError, FieldErrors};
+use crate::extract::{ApiJson, EntityIdPath};
+use crate::problem::{Problem, ProblemDetails};
+use crate::state::AppState;
+use crate::store::Upsert;
+use crate::store::buildings::{self, BuildingRecord};
+use crate::store::directory::{self, ResidentRecord};
+
+/// What happens to a second facility booking while the slot is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DoubleBookingPolicy {
+    /// The booking waits and is granted when the slot frees.
+    #[default]
+    Auto,
+    /// The manager enables it by hand.
+    Manual,
+}
+
+impl From<DoubleBookingPolicy> for contracts::DoubleBookingPolicy {
+    fn from(policy: DoubleBookingPolicy) -> Self {
+        match policy {
+            DoubleBookingPolicy::Auto => Self::Auto,
+            DoubleBookingPolicy::Manual => Self::Manual,
+        }
+    }
+}
+
+/// A building.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildingRequest {
+    pub name: String,
+    /// IANA time zone, e.g. `Australia/Sydney`.
+    pub timezone: String,
+    /// Who is told when a person must act.
+    #[serde(default)]
+    pub manager_emails: Vec<String>,
+    /// The iPassan site of the building.
+    #[serde(default)]
+    pub ipassan_site: Option<String>,
+    /// `auto` (default) or `manual`.
+    #[serde(default)]
+    pub double_booking_policy: DoubleBookingPolicy,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BuildingView {
+    pub id: String,
+    pub name: String,
+    pub timezone: String,
+    pub manager_emails: Vec<String>,
+    pub ipassan_site: Option<String>,
+    pub double_booking_policy: DoubleBookingPolicy,
+}
+
+/// An apartment.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApartmentRequest {
+    /// Salto access level ExtID ("Access Control ID"); facility bookings need it. Null unsets it.
+    #[serde(default)]
+    pub access_control_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApartmentView {
+    pub id: String,
+    pub access_control_id: Option<String>,
+}
+
+/// A facility.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FacilityRequest {
+    pub name: String,
+    /// Salto Zone ExtID ("Access Control Facility ID"); bookings need it. Null unsets it.
+    #[serde(default)]
+    pub access_control_facility_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FacilityView {
+    pub id: String,
+    pub name: String,
+    pub access_control_facility_id: Option<String>,
+}
+
+/// A resident (the id is the `sub` of the resident's token).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResidentRequest {
+    pub name: String,
+    pub email: String,
+    pub apartment_id: ApartmentId,
+    /// The iPassan person (visitee) this resident is; visitor access needs it. Null unsets it.
+    #[serde(default)]
+    pub ipassan_person_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ResidentView {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub apartment_id: String,
+    pub ipassan_person_id: Option<String>,
+}
+
+fn status_of(upsert: Upsert) -> StatusCode {
+    match upsert {
+        Upsert::Created => StatusCode::CREATED,
+        Upsert::Updated => StatusCode::OK,
+    }
+}
+
+fn optional_external_id(
+    errors: &mut FieldErrors,
+    field: &str,
+    value: Option<&str>,
+) -> Option<String> {
+    value.and_then(|v| errors.check(field, validation::external_id(v)))
+}
+
+/// Creates or replaces the manager's own building.
+#[utoipa::path(
+    put, path = "/v1/buildings/{id}", tag = "admin",
+    params(("id" = String, Path, description = "connecX building id")),
+    request_body = BuildingRequest,
+    responses(
+        (status = 200, description = "Updated", body = BuildingView),
+        (status = 201, description = "Created", body = BuildingView),
+        (status = 403, description = "Not a manager, or not the token's building", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_building(
+    State(app): State<AppState>,
+    caller: Caller,
+    EntityIdPath(id): EntityIdPath,
+    body: ApiJson<BuildingRequest>,
+) -> Result<Response, Problem> {
+    caller.require_manager()?;
+    if caller.building_id.as_str() != id {
+        return Err(Problem::forbidden(
+            "not_your_building",
+            "a manager may only set up their own building",
+        ));
+    }
+    let request = body.value;
+    let mut errors = FieldErrors::new();
+    let name = errors.check("name", validation::name(&request.name));
+    let zone = errors.check("timezone", validation::timezone(&request.timezone));
+    let mut manager_emails: Vec<String> = Vec::new();
+    for (index, email) in request.manager_emails.iter().enumerate() {
+        if let Some(email) = errors.check(
+            &format!("manager_emails[{index}]"),
+            validation::email(email),
+        ) && !manager_emails
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(&email))
+        {
+            manager_emails.push(email);
+        }
+    }
+    let ipassan_site =
+        optional_external_id(&mut errors, "ipassan_site", request.ipassan_site.as_deref());
+    let (Some(name), Some(zone)) = (name, zone) else {
+        return Err(Problem::validation(errors.into_vec()));
+    };
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors.into_vec()));
+    }
+    let upsert = buildings::upsert(
+        &app.pool,
+        &BuildingRecord {
+            id: &id,
+            name: &name,
+            timezone: zone.name(),
+            manager_emails: &manager_emails,
+            ipassan_site: ipassan_site.as_deref(),
+            double_booking_policy: request.double_booking_policy.into(),
+        },
+    )
+    .await?;
+    tracing::info!(building_id = %id, ?upsert, "building saved");
+    let view = BuildingView {
+        id,
+        name,
+        timezone: zone.name().to_owned(),
+        manager_emails,
+        ipassan_site,
+        double_booking_policy: request.double_booking_policy,
+    };
+    Ok(json_response(status_of(upsert), &view, HeaderMap::new()))
+}
+
+/// Creates or replaces an apartment of the manager's building.
+#[utoipa::path(
+    put, path = "/v1/apartments/{id}", tag = "admin",
+    params(("id" = String, Path, description = "connecX apartment id")),
+    request_body = ApartmentRequest,
+    responses(
+        (status = 200, description = "Updated", body = ApartmentView),
+        (status = 201, description = "Created", body = ApartmentView),
+        (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_apartment(
+    State(app): State<AppState>,
+    caller: Caller,
+    EntityIdPath(id): EntityIdPath,
+    body: ApiJson<ApartmentRequest>,
+) -> Result<Response, Problem> {
+    caller.require_manager()?;
+    let mut errors = FieldErrors::new();
+    let access_control_id = optional_external_id(
+        &mut errors,
+        "access_control_id",
+        body.value.access_control_id.as_deref(),
+    );
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors.into_vec()));
+    }
+    let mut tx = app.pool.begin().await?;
+    let building = registered_building(&mut tx, caller.building_id.as_str()).await?;
+    let upsert =
+        directory::upsert_apartment(&mut *tx, &building.id, &id, access_control_id.as_deref())
+            .await?;
+    tx.commit().await?;
+    tracing::info!(building_id = %building.id, apartment_id = %id, ?upsert, "apartment saved");
+    Ok(json_response(
+        status_of(upsert),
+        &ApartmentView {
+            id,
+            access_control_id,
+        },
+        HeaderMap::new(),
+    ))
+}
+
+/// Creates or replaces a facility of the manager's building.
+#[utoipa::path(
+    put, path = "/v1/facilities/{id}", tag = "admin",
+    params(("id" = String, Path, description = "connecX facility id")),
+    request_body = FacilityRequest,
+    responses(
+        (status = 200, description = "Updated", body = FacilityView),
+        (status = 201, description = "Created", body = FacilityView),
+        (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_facility(
+    State(app): State<AppState>,
+    caller: Caller,
+    EntityIdPath(id): EntityIdPath,
+    body: ApiJson<FacilityRequest>,
+) -> Result<Response, Problem> {
+    caller.require_manager()?;
+    let request = body.value;
+    let mut errors = FieldErrors::new();
+    let name = errors.check("name", validation::name(&request.name));
+    let zone_id = optional_external_id(
+        &mut errors,
+        "access_control_facility_id",
+        request.access_control_facility_id.as_deref(),
+    );
+    let Some(name) = name.filter(|_| errors.is_empty()) else {
+        return Err(Problem::validation(errors.into_vec()));
+    };
+    let mut tx = app.pool.begin().await?;
+    let building = registered_building(&mut tx, caller.building_id.as_str()).await?;
+    let upsert =
+        directory::upsert_facility(&mut *tx, &building.id, &id, &name, zone_id.as_deref()).await?;
+    tx.commit().await?;
+    tracing::info!(building_id = %building.id, facility_id = %id, ?upsert, "facility saved");
+    let view = FacilityView {
+        id,
+        name,
+        access_control_facility_id: zone_id,
+    };
+    Ok(json_response(status_of(upsert), &view, HeaderMap::new()))
+}
+
+/// Creates or replaces a resident of the manager's building.
+#[utoipa::path(
+    put, path = "/v1/residents/{id}", tag = "admin",
+    params(("id" = String, Path, description = "connecX user id of the resident")),
+    request_body = ResidentRequest,
+    responses(
+        (status = 200, description = "Updated", body = ResidentView),
+        (status = 201, description = "Created", body = ResidentView),
+        (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "e.g. `unknown_apartment`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_resident(
+    State(app): State<AppState>,
+    caller: Caller,
+    EntityIdPath(id): EntityIdPath,
+    body: ApiJson<ResidentRequest>,
+) -> Result<Response, Problem> {
+    caller.require_manager()?;
+    let request = body.value;
+    let mut errors = FieldErrors::new();
+    let name = errors.check("name", validation::name(&request.name));
+    let email = errors.check("email", validation::email(&request.email));
+    let person = optional_external_id(
+        &mut errors,
+        "ipassan_person_id",
+        request.ipassan_person_id.as_deref(),
+    );
+    let (Some(name), Some(email)) = (name, email) else {
+        return Err(Problem::validation(errors.into_vec()));
+    };
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors.into_vec()));
+    }
+    let mut tx = app.pool.begin().await?;
+    let building = registered_building(&mut tx, caller.building_id.as_str()).await?;
+    if directory::find_apartment(&mut *tx, &building.id, request.apartment_id.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(Problem::validation(vec![FieldError::new(
+            "apartment_id",
+            "unknown_apartment",
+            format!(
+                "apartment {} is not registered in this building; PUT /v1/apartments/{} first",
+                request.apartment_id, request.apartment_id
+            ),
+        )]));
+    }
+    let upsert = directory::upsert_resident(
+        &mut *tx,
+        &ResidentRecord {
+            building_id: &building.id,
+            id: &id,
+            name: &name,
+            email: &email,
+            apartment_id: request.apartment_id.as_str(),
+            ipassan_person_id: person.as_deref(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(building_id = %building.id, resident_id = %id, ?upsert, "resident saved");
+    let view = ResidentView {
+        id,
+        name,
+        email,
+        apartment_id: request.apartment_id.to_string(),
+        ipassan_person_id: person,
+    };
+    Ok(json_response(status_of(upsert), &view, HeaderMap::new()))
+}

@@ -1,0 +1,570 @@
+//! `/v1/facility-bookings`: an apartment books a facility (games room, gym …) for part of one
+//! building-local day; salto-sync then puts the facility's zone on the apartment's Salto access
+//! level. Residents book and see only their own apartment's bookings; managers act for any
+//! apartment of their building. A facility or apartment without its Access Control ID cannot be
+//! booked: the 422 names what the manager must set.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, FixedOffset, Utc};
+use contracts::Role;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::visitor_bookings::key_reused;
+use super::{
+    BookingState, LIST_LIMIT, TimePatch, cancelled_problem, creation_headers, json_response,
+    registered_building, window_problem,
+};
+use crate::auth::Caller;
+use crate::domain::access::{AccessStatus, BookingKind};
+use crate::domain::ids::{ApartmentId, FacilityId};
+use crate::domain::validation::FieldError;
+use crate::domain::window::VisitWindow;
+use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
+use crate::idempotency::{self, Claim};
+use crate::problem::{Problem, ProblemDetails};
+use crate::snapshot::{self, Change};
+use crate::state::AppState;
+use crate::store::buildings::BuildingRow;
+use crate::store::directory::{self, ApartmentRow, FacilityRow};
+use crate::store::facility_bookings::{self as store, FacilityBookingRow, NewFacilityBooking};
+
+const PATH: &str = "/v1/facility-bookings";
+
+/// A new facility booking.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFacilityBookingRequest {
+    pub facility_id: FacilityId,
+    /// Managers: the apartment booking (required). Residents: omit it (it is yours).
+    #[serde(default)]
+    pub apartment_id: Option<ApartmentId>,
+    /// RFC 3339 with offset.
+    pub starts_at: DateTime<FixedOffset>,
+    /// RFC 3339 with offset; after `starts_at`, on the same building-local day (or its end).
+    pub ends_at: DateTime<FixedOffset>,
+}
+
+/// Changeable fields of a facility booking (anything else is a 422 naming the field).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct FacilityBookingPatch {
+    pub starts_at: Option<DateTime<FixedOffset>>,
+    pub ends_at: Option<DateTime<FixedOffset>>,
+}
+
+/// A facility booking as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FacilityBookingView {
+    pub id: Uuid,
+    pub state: BookingState,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub facility_id: String,
+    pub apartment_id: String,
+    pub access: FacilityAccessView,
+    /// +1 with every change.
+    pub version: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FacilityAccessView {
+    pub status: AccessStatus,
+    /// Why access failed or is deferred, in words.
+    pub reason: Option<String>,
+    /// Why access failed, as a stable code.
+    pub reason_code: Option<String>,
+    /// For `deferred`: the booking holding the slot.
+    pub held_by: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FacilityBookingList {
+    pub items: Vec<FacilityBookingView>,
+}
+
+fn view(row: &FacilityBookingRow) -> FacilityBookingView {
+    FacilityBookingView {
+        id: row.id,
+        state: row.state().into(),
+        starts_at: row.starts_at,
+        ends_at: row.ends_at,
+        facility_id: row.facility_id.clone(),
+        apartment_id: row.apartment_id.clone(),
+        access: FacilityAccessView {
+            status: row.access_status(),
+            reason: row.access_reason.clone(),
+            reason_code: row.access_reason_code.clone(),
+            held_by: row.access_held_by,
+        },
+        version: row.version,
+    }
+}
+
+/// 404 for another building's booking, 403 for another apartment's booking in the same building.
+fn check_scope(caller: &Caller, row: &FacilityBookingRow) -> Result<(), Problem> {
+    if caller.building_id.as_str() != row.building_id {
+        return Err(not_found());
+    }
+    if caller.role == Role::Resident
+        && caller.apartment_id.as_ref().map(ApartmentId::as_str) != Some(row.apartment_id.as_str())
+    {
+        return Err(Problem::forbidden(
+            "not_your_booking",
+            "residents can see and change only their apartment's bookings",
+        ));
+    }
+    Ok(())
+}
+
+fn not_found() -> Problem {
+    Problem::not_found("booking_not_found", "there is no such booking")
+}
+
+/// The apartment a new booking is for: residents book for their own, managers name one.
+fn booking_apartment(
+    caller: &Caller,
+    requested: Option<&ApartmentId>,
+) -> Result<ApartmentId, Problem> {
+    match (caller.role, &caller.apartment_id) {
+        (Role::Resident, Some(own)) => match requested {
+            Some(other) if other != own => Err(Problem::forbidden(
+                "not_your_apartment",
+                "residents book facilities only for their own apartment",
+            )),
+            _ => Ok(own.clone()),
+        },
+        (Role::Resident, None) => Err(Problem::forbidden(
+            "not_your_apartment",
+            "the token names no apartment",
+        )),
+        (Role::Manager, _) => requested.cloned().ok_or_else(|| {
+            Problem::validation(vec![FieldError::new(
+                "apartment_id",
+                "missing_field",
+                "managers must name the apartment the booking is for",
+            )])
+        }),
+    }
+}
+
+/// The facility and its Salto Zone ID, or the 422 saying what the manager must set.
+async fn bookable_facility(
+    conn: &mut sqlx::PgConnection,
+    building_id: &str,
+    facility_id: &str,
+) -> Result<(FacilityRow, String), Problem> {
+    let facility = directory::find_facility(&mut *conn, building_id, facility_id)
+        .await?
+        .ok_or_else(|| {
+            Problem::unprocessable(
+                "unknown_facility",
+                format!("facility {facility_id} is not registered in this building"),
+            )
+            .with_field("facility_id")
+        })?;
+    match facility.access_control_facility_id.clone() {
+        Some(zone_id) => Ok((facility, zone_id)),
+        None => Err(Problem::unprocessable(
+            "facility_access_control_id_missing",
+            format!(
+                "facility {facility_id} has no Access Control Facility ID (Salto Zone ID); a manager must set access_control_facility_id with PUT /v1/facilities/{facility_id}"
+            ),
+        )
+        .with_field("facility_id")),
+    }
+}
+
+/// The apartment and its Salto access level ExtID, or the 422 saying what the manager must set.
+async fn bookable_apartment(
+    conn: &mut sqlx::PgConnection,
+    building_id: &str,
+    apartment_id: &str,
+) -> Result<(ApartmentRow, String), Problem> {
+    let apartment = directory::find_apartment(&mut *conn, building_id, apartment_id)
+        .await?
+        .ok_or_else(|| {
+            Problem::unprocessable(
+                "unknown_apartment",
+                format!("apartment {apartment_id} is not registered in this building"),
+            )
+            .with_field("apartment_id")
+        })?;
+    match apartment.access_control_id.clone() {
+        Some(level) => Ok((apartment, level)),
+        None => Err(Problem::unprocessable(
+            "apartment_access_control_id_missing",
+            format!(
+                "apartment {apartment_id} has no Access Control ID (Salto access level ExtID); a manager must set access_control_id with PUT /v1/apartments/{apartment_id}"
+            ),
+        )
+        .with_field("apartment_id")),
+    }
+}
+
+/// Checks a window for a facility booking of `building`: ends after it starts, in the future, and
+/// within one building-local day.
+fn facility_window(
+    building: &BuildingRow,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    blamed: &str,
+) -> Result<VisitWindow, Problem> {
+    let window =
+        VisitWindow::new(starts_at, ends_at, Utc::now()).map_err(|e| window_problem(&e, blamed))?;
+    let zone = building.zone().map_err(|e| Problem::internal(&e))?;
+    window
+        .check_single_local_day(zone)
+        .map_err(|e| window_problem(&e, blamed))?;
+    Ok(window)
+}
+
+/// The resident row of a resident caller, for `booked_by` (managers have none).
+async fn booker(
+    conn: &mut sqlx::PgConnection,
+    row: &FacilityBookingRow,
+) -> Result<Option<directory::ResidentRow>, Problem> {
+    if row.booked_by_role != "resident" {
+        return Ok(None);
+    }
+    Ok(directory::find_resident(conn, &row.building_id, &row.booked_by_user_id).await?)
+}
+
+/// Creates a facility booking.
+#[utoipa::path(
+    post, path = "/v1/facility-bookings", tag = "facility bookings",
+    request_body = NewFacilityBookingRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h answers with the first booking"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (N ≤ 10): wait up to N seconds for the access outcome"),
+    ),
+    responses(
+        (status = 201, description = "Booked", body = FacilityBookingView),
+        (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "Another apartment", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid; e.g. `spans_several_local_days`, `facility_access_control_id_missing`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: ApiJson<NewFacilityBookingRequest>,
+) -> Result<Response, Problem> {
+    let idempotency_key = IdempotencyKey::from_headers(&headers)?;
+    let wait = preferred_wait(&headers);
+    let request = body.value;
+    let (starts_at, ends_at) = (
+        request.starts_at.with_timezone(&Utc),
+        request.ends_at.with_timezone(&Utc),
+    );
+    VisitWindow::new(starts_at, ends_at, Utc::now()).map_err(|e| window_problem(&e, "ends_at"))?;
+    let apartment_id = booking_apartment(&caller, request.apartment_id.as_ref())?;
+    let building_id = caller.building_id.as_str();
+    let booking_id = Uuid::new_v4();
+
+    let mut tx = app.pool.begin().await?;
+    if let Some(key) = &idempotency_key {
+        let hash = idempotency::fingerprint("POST", PATH, &body.raw);
+        match idempotency::claim(
+            &mut tx,
+            &caller,
+            key,
+            &hash,
+            BookingKind::Facility,
+            booking_id,
+        )
+        .await?
+        {
+            Claim::Fresh => {}
+            Claim::Replay {
+                kind: BookingKind::Facility,
+                booking_id,
+            } => {
+                tx.rollback().await?;
+                return respond(&app, booking_id, true, wait).await;
+            }
+            Claim::Replay { .. } | Claim::Mismatch => return Err(key_reused()),
+        }
+    }
+    let building = registered_building(&mut tx, building_id).await?;
+    let window = facility_window(&building, starts_at, ends_at, "ends_at")?;
+    let (facility, zone_id) =
+        bookable_facility(&mut tx, building_id, request.facility_id.as_str()).await?;
+    let (apartment, access_level_id) =
+        bookable_apartment(&mut tx, building_id, apartment_id.as_str()).await?;
+    let row = store::insert(
+        &mut tx,
+        &NewFacilityBooking {
+            id: booking_id,
+            building_id,
+            facility_id: &facility.id,
+            apartment_id: &apartment.id,
+            zone_id: &zone_id,
+            access_level_id: &access_level_id,
+            window,
+            booked_by_user_id: &caller.user_id,
+            booked_by_role: caller.role,
+        },
+    )
+    .await?;
+    let booked_by = booker(&mut tx, &row).await?;
+    let envelope = snapshot::facility_envelope(
+        Change::Created,
+        &building,
+        &facility,
+        &row,
+        booked_by.as_ref(),
+    )
+    .map_err(|e| Problem::internal(&e))?;
+    crate::outbox::enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    tracing::info!(booking_id = %row.id, version = row.version, facility_id = %row.facility_id, "facility booking created");
+    respond(&app, row.id, false, wait).await
+}
+
+async fn respond(
+    app: &AppState,
+    booking_id: Uuid,
+    replayed: bool,
+    wait: Option<std::time::Duration>,
+) -> Result<Response, Problem> {
+    let load = || async {
+        store::find(&app.pool, booking_id)
+            .await?
+            .ok_or_else(|| sqlx::Error::RowNotFound)
+    };
+    let row = match wait {
+        Some(wait) => {
+            crate::waiting::while_pending(
+                &app.notifications,
+                &app.shutdown,
+                booking_id,
+                wait,
+                load,
+                |row: &FacilityBookingRow| row.access_status() == AccessStatus::Pending,
+            )
+            .await?
+        }
+        None => load().await?,
+    };
+    let headers = creation_headers(&format!("{PATH}/{}", row.id), replayed, wait);
+    Ok(json_response(StatusCode::CREATED, &view(&row), headers))
+}
+
+/// Lists facility bookings: a resident's apartment's, or all of the manager's building.
+#[utoipa::path(
+    get, path = "/v1/facility-bookings", tag = "facility bookings",
+    responses((status = 200, body = FacilityBookingList), (status = 401, body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
+    let apartment = match caller.role {
+        Role::Resident => caller.apartment_id.as_ref().map(ApartmentId::as_str),
+        Role::Manager => None,
+    };
+    let rows = store::list(
+        &app.pool,
+        caller.building_id.as_str(),
+        apartment,
+        LIST_LIMIT,
+    )
+    .await?;
+    let items = rows.iter().map(view).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &FacilityBookingList { items },
+        HeaderMap::new(),
+    ))
+}
+
+/// Shows one facility booking.
+#[utoipa::path(
+    get, path = "/v1/facility-bookings/{id}", tag = "facility bookings",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = FacilityBookingView),
+        (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    BookingIdPath(id): BookingIdPath,
+) -> Result<Response, Problem> {
+    let row = store::find(&app.pool, id).await?.ok_or_else(not_found)?;
+    check_scope(&caller, &row)?;
+    Ok(json_response(StatusCode::OK, &view(&row), HeaderMap::new()))
+}
+
+/// Moves a facility booking's window; only `starts_at` and `ends_at` may change.
+#[utoipa::path(
+    patch, path = "/v1/facility-bookings/{id}", tag = "facility bookings",
+    params(("id" = Uuid, Path)),
+    request_body = FacilityBookingPatch,
+    responses(
+        (status = 200, body = FacilityBookingView),
+        (status = 409, description = "Cancelled", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "e.g. `field_not_patchable`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch(
+    State(app): State<AppState>,
+    caller: Caller,
+    BookingIdPath(id): BookingIdPath,
+    body: ApiJson<Value>,
+) -> Result<Response, Problem> {
+    let patch = TimePatch::from_body(&body.value)?;
+    let mut tx = app.pool.begin().await?;
+    let row = store::find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(not_found)?;
+    check_scope(&caller, &row)?;
+    if row.state() == contracts::BookingState::Cancelled {
+        return Err(cancelled_problem());
+    }
+    let starts_at = patch.starts_at.unwrap_or(row.starts_at);
+    let ends_at = patch.ends_at.unwrap_or(row.ends_at);
+    if (starts_at, ends_at) == (row.starts_at, row.ends_at) {
+        tx.rollback().await?;
+        return Ok(json_response(StatusCode::OK, &view(&row), HeaderMap::new()));
+    }
+    let building = registered_building(&mut tx, &row.building_id).await?;
+    let window = facility_window(&building, starts_at, ends_at, patch.blamed_field())?;
+    // The IDs now in force apply to this change (DESIGN §6: a changed ID affects later operations).
+    let (facility, zone_id) =
+        bookable_facility(&mut tx, &row.building_id, &row.facility_id).await?;
+    let (_, access_level_id) =
+        bookable_apartment(&mut tx, &row.building_id, &row.apartment_id).await?;
+    let updated = store::reschedule(&mut tx, id, window, &zone_id, &access_level_id).await?;
+    let booked_by = booker(&mut tx, &updated).await?;
+    let envelope = snapshot::facility_envelope(
+        Change::Rescheduled,
+        &building,
+        &facility,
+        &updated,
+        booked_by.as_ref(),
+    )
+    .map_err(|e| Problem::internal(&e))?;
+    crate::outbox::enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    tracing::info!(booking_id = %id, version = updated.version, "facility booking rescheduled");
+    Ok(json_response(
+        StatusCode::OK,
+        &view(&updated),
+        HeaderMap::new(),
+    ))
+}
+
+/// Cancels a facility booking (cancelling again changes nothing).
+#[utoipa::path(
+    delete, path = "/v1/facility-bookings/{id}", tag = "facility bookings",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "Cancelled", body = FacilityBookingView), (status = 404, body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(app): State<AppState>,
+    caller: Caller,
+    BookingIdPath(id): BookingIdPath,
+) -> Result<Response, Problem> {
+    let mut tx = app.pool.begin().await?;
+    let row = store::find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(not_found)?;
+    check_scope(&caller, &row)?;
+    if row.state() == contracts::BookingState::Cancelled {
+        tx.rollback().await?;
+        return Ok(json_response(StatusCode::OK, &view(&row), HeaderMap::new()));
+    }
+    let building = registered_building(&mut tx, &row.building_id).await?;
+    let facility = directory::find_facility(&mut *tx, &row.building_id, &row.facility_id)
+        .await?
+        .ok_or_else(|| Problem::internal(&sqlx::Error::RowNotFound))?;
+    let apartment = directory::find_apartment(&mut *tx, &row.building_id, &row.apartment_id)
+        .await?
+        .ok_or_else(|| Problem::internal(&sqlx::Error::RowNotFound))?;
+    // A cancellation must always go through: when a manager has since unset an ID, the one the
+    // booking was last announced with is used.
+    let zone_id = facility
+        .access_control_facility_id
+        .clone()
+        .unwrap_or_else(|| row.zone_id.clone());
+    let access_level_id = apartment
+        .access_control_id
+        .clone()
+        .unwrap_or_else(|| row.access_level_id.clone());
+    let cancelled = store::cancel(&mut tx, id, &zone_id, &access_level_id).await?;
+    let booked_by = booker(&mut tx, &cancelled).await?;
+    let envelope = snapshot::facility_envelope(
+        Change::Cancelled,
+        &building,
+        &facility,
+        &cancelled,
+        booked_by.as_ref(),
+    )
+    .map_err(|e| Problem::internal(&e))?;
+    crate::outbox::enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    tracing::info!(booking_id = %id, version = cancelled.version, "facility booking cancelled");
+    Ok(json_response(
+        StatusCode::OK,
+        &view(&cancelled),
+        HeaderMap::new(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::BuildingId;
+
+    fn caller(role: Role, apartment: Option<&str>) -> Caller {
+        Caller {
+            user_id: "u-1".into(),
+            role,
+            building_id: BuildingId::parse("b-1").unwrap(),
+            apartment_id: apartment.map(|a| ApartmentId::parse(a).unwrap()),
+        }
+    }
+
+    #[test]
+    fn residents_book_only_for_their_own_apartment() {
+        let resident = caller(Role::Resident, Some("a-1"));
+        assert_eq!(booking_apartment(&resident, None).unwrap().as_str(), "a-1");
+        let own = ApartmentId::parse("a-1").unwrap();
+        assert_eq!(
+            booking_apartment(&resident, Some(&own)).unwrap().as_str(),
+            "a-1"
+        );
+        let other = ApartmentId::parse("a-2").unwrap();
+        let problem = booking_apartment(&resident, Some(&other)).unwrap_err();
+        assert_eq!(
+            (problem.status, problem.code.as_str()),
+            (403, "not_your_apartment")
+        );
+    }
+
+    #[test]
+    fn managers_must_name_the_apartment() {
+        let manager = caller(Role::Manager, None);
+        let other = ApartmentId::parse("a-2").unwrap();
+        assert_eq!(
+            booking_apartment(&manager, Some(&other)).unwrap().as_str(),
+            "a-2"
+        );
+        assert_eq!(
+            booking_apartment(&manager, None)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("apartment_id")
+        );
+    }
+}

@@ -1,0 +1,586 @@
+//! `/v1/visitor-bookings`: a resident expects a visitor; with `provide_access` the visitor gets a
+//! PIN from iPassan (via ipassan-sync). Residents see and change only their own bookings, managers
+//! those of their building. Every change stores its event in the same transaction (outbox).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, FixedOffset, Utc};
+use contracts::Role;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    BookingState, LIST_LIMIT, TimePatch, cancelled_problem, creation_headers, json_response,
+    registered_building, window_problem,
+};
+use crate::auth::Caller;
+use crate::domain::access::{AccessStatus, BookingKind};
+use crate::domain::ids::ResidentId;
+use crate::domain::validation::{self, FieldError, FieldErrors};
+use crate::domain::window::{VisitWindow, WindowError};
+use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
+use crate::idempotency::{self, Claim};
+use crate::problem::{Problem, ProblemDetails};
+use crate::snapshot::{self, Change};
+use crate::state::AppState;
+use crate::store::directory::{self, ResidentRow};
+use crate::store::visitor_bookings::{self as store, NewVisitorBooking, VisitorBookingRow};
+
+const PATH: &str = "/v1/visitor-bookings";
+
+/// A new visitor booking.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewVisitorBookingRequest {
+    pub visitor: VisitorInput,
+    /// RFC 3339 with offset.
+    pub starts_at: DateTime<FixedOffset>,
+    /// RFC 3339 with offset; after `starts_at`.
+    pub ends_at: DateTime<FixedOffset>,
+    /// Give the visitor building and apartment access (a PIN).
+    pub provide_access: bool,
+    /// Managers: the resident the visitor comes to (required). Residents: omit it (it is you).
+    #[serde(default)]
+    pub resident_id: Option<ResidentId>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VisitorInput {
+    pub name: String,
+    pub email: String,
+}
+
+/// Changeable fields of a visitor booking (anything else is a 422 naming the field).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct VisitorBookingPatch {
+    pub starts_at: Option<DateTime<FixedOffset>>,
+    pub ends_at: Option<DateTime<FixedOffset>>,
+}
+
+/// A visitor booking as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VisitorBookingView {
+    pub id: Uuid,
+    pub state: BookingState,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub visitor: VisitorView,
+    pub provide_access: bool,
+    pub resident_id: String,
+    pub access: VisitorAccessView,
+    /// +1 with every change.
+    pub version: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VisitorView {
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VisitorAccessView {
+    pub status: AccessStatus,
+    /// The visitor's PIN (a string: leading zeros matter). Shown only to the booking's resident
+    /// and the building's managers.
+    pub pin: Option<String>,
+    /// Why access failed, in words.
+    pub reason: Option<String>,
+    /// Why access failed, as a stable code.
+    pub reason_code: Option<String>,
+}
+
+impl std::fmt::Debug for VisitorAccessView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VisitorAccessView")
+            .field("status", &self.status)
+            .field("pin", &self.pin.as_ref().map(|_| "<redacted>"))
+            .field("reason_code", &self.reason_code)
+            .finish()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VisitorBookingList {
+    pub items: Vec<VisitorBookingView>,
+}
+
+/// The PIN is for the booking's resident and the building's managers only.
+fn may_see_pin(caller: &Caller, row: &VisitorBookingRow) -> bool {
+    caller.building_id.as_str() == row.building_id
+        && match caller.role {
+            Role::Manager => true,
+            Role::Resident => caller.user_id == row.resident_id,
+        }
+}
+
+fn view(caller: &Caller, row: &VisitorBookingRow) -> VisitorBookingView {
+    VisitorBookingView {
+        id: row.id,
+        state: row.state().into(),
+        starts_at: row.starts_at,
+        ends_at: row.ends_at,
+        visitor: VisitorView {
+            name: row.visitor_name.clone(),
+            email: row.visitor_email.clone(),
+        },
+        provide_access: row.provide_access,
+        resident_id: row.resident_id.clone(),
+        access: VisitorAccessView {
+            status: row.access_status(),
+            pin: if may_see_pin(caller, row) {
+                row.access_pin.clone()
+            } else {
+                None
+            },
+            reason: row.access_reason.clone(),
+            reason_code: row.access_reason_code.clone(),
+        },
+        version: row.version,
+    }
+}
+
+/// 404 for another building's booking (its existence is not revealed), 403 for another
+/// resident's booking in the same building.
+fn check_scope(caller: &Caller, row: &VisitorBookingRow) -> Result<(), Problem> {
+    if caller.building_id.as_str() != row.building_id {
+        return Err(Problem::not_found(
+            "booking_not_found",
+            "there is no such booking",
+        ));
+    }
+    if caller.role == Role::Resident && caller.user_id != row.resident_id {
+        return Err(Problem::forbidden(
+            "not_your_booking",
+            "residents can see and change only their own bookings",
+        ));
+    }
+    Ok(())
+}
+
+/// What a creation request says once its fields are checked.
+struct CheckedVisit {
+    visitor_name: String,
+    visitor_email: String,
+    window: VisitWindow,
+}
+
+fn check_new(
+    request: &NewVisitorBookingRequest,
+    now: DateTime<Utc>,
+) -> Result<CheckedVisit, Problem> {
+    let mut errors = FieldErrors::new();
+    let visitor_name = errors.check("visitor.name", validation::name(&request.visitor.name));
+    let visitor_email = errors.check("visitor.email", validation::email(&request.visitor.email));
+    let window = match VisitWindow::new(
+        request.starts_at.with_timezone(&Utc),
+        request.ends_at.with_timezone(&Utc),
+        now,
+    ) {
+        Ok(window) => Some(window),
+        Err(error) => {
+            errors.push(FieldError::new(
+                error.field(),
+                error.code(),
+                error.to_string(),
+            ));
+            None
+        }
+    };
+    match (visitor_name, visitor_email, window) {
+        (Some(visitor_name), Some(visitor_email), Some(window)) if errors.is_empty() => {
+            Ok(CheckedVisit {
+                visitor_name,
+                visitor_email,
+                window,
+            })
+        }
+        _ => Err(Problem::validation(errors.into_vec())),
+    }
+}
+
+/// The resident a new booking is for: residents book for themselves, managers name the resident.
+fn booking_resident(caller: &Caller, requested: Option<&ResidentId>) -> Result<String, Problem> {
+    match caller.role {
+        Role::Resident => match requested {
+            Some(other) if other.as_str() != caller.user_id => Err(Problem::forbidden(
+                "not_your_resident_id",
+                "residents book visitors only for themselves",
+            )),
+            _ => Ok(caller.user_id.clone()),
+        },
+        Role::Manager => requested.map(|r| r.as_str().to_owned()).ok_or_else(|| {
+            Problem::validation(vec![FieldError::new(
+                "resident_id",
+                "missing_field",
+                "managers must name the resident the visitor comes to",
+            )])
+        }),
+    }
+}
+
+fn not_synced(resident: &ResidentRow) -> Problem {
+    Problem::unprocessable(
+        "resident_not_synced_to_ipassan",
+        format!(
+            "resident {} has no iPassan person linked, so no access can be given; a manager must set their ipassan_person_id",
+            resident.id
+        ),
+    )
+}
+
+async fn resident_of(
+    conn: &mut sqlx::PgConnection,
+    building_id: &str,
+    resident_id: &str,
+) -> Result<ResidentRow, Problem> {
+    directory::find_resident(conn, building_id, resident_id).await?.ok_or_else(|| {
+        Problem::unprocessable(
+            "unknown_resident",
+            format!("resident {resident_id} is not registered in this building; a manager must PUT /v1/residents/{resident_id} first"),
+        )
+        .with_field("resident_id")
+    })
+}
+
+/// Creates a visitor booking.
+#[utoipa::path(
+    post, path = "/v1/visitor-bookings", tag = "visitor bookings",
+    request_body = NewVisitorBookingRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h answers with the first booking"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (N ≤ 10): wait up to N seconds for the access outcome"),
+    ),
+    responses(
+        (status = 201, description = "Booked", body = VisitorBookingView),
+        (status = 400, description = "Unreadable body", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "Out of scope", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid; e.g. `resident_not_synced_to_ipassan`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: ApiJson<NewVisitorBookingRequest>,
+) -> Result<Response, Problem> {
+    let idempotency_key = IdempotencyKey::from_headers(&headers)?;
+    let wait = preferred_wait(&headers);
+    let request = body.value;
+    let checked = check_new(&request, Utc::now())?;
+    let resident_id = booking_resident(&caller, request.resident_id.as_ref())?;
+    let building_id = caller.building_id.as_str();
+    let booking_id = Uuid::new_v4();
+
+    let mut tx = app.pool.begin().await?;
+    if let Some(key) = &idempotency_key {
+        let hash = idempotency::fingerprint("POST", PATH, &body.raw);
+        match idempotency::claim(
+            &mut tx,
+            &caller,
+            key,
+            &hash,
+            BookingKind::Visitor,
+            booking_id,
+        )
+        .await?
+        {
+            Claim::Fresh => {}
+            Claim::Replay {
+                kind: BookingKind::Visitor,
+                booking_id,
+            } => {
+                tx.rollback().await?;
+                return respond(&app, &caller, booking_id, StatusCode::CREATED, true, wait).await;
+            }
+            Claim::Replay { .. } | Claim::Mismatch => return Err(key_reused()),
+        }
+    }
+    let building = registered_building(&mut tx, building_id).await?;
+    let resident = resident_of(&mut tx, building_id, &resident_id).await?;
+    if request.provide_access && resident.ipassan_person_id.is_none() {
+        // Dropping the transaction rolls back the idempotency claim too: nothing is stored.
+        return Err(not_synced(&resident));
+    }
+    let row = store::insert(
+        &mut tx,
+        &NewVisitorBooking {
+            id: booking_id,
+            building_id,
+            resident_id: &resident.id,
+            visitor_name: &checked.visitor_name,
+            visitor_email: &checked.visitor_email,
+            provide_access: request.provide_access,
+            window: checked.window,
+            booked_by_user_id: &caller.user_id,
+            booked_by_role: caller.role,
+        },
+    )
+    .await?;
+    let envelope = snapshot::visitor_envelope(Change::Created, &building, &resident, &row)
+        .map_err(|e| Problem::internal(&e))?;
+    crate::outbox::enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    tracing::info!(booking_id = %row.id, version = row.version, provide_access = row.provide_access, "visitor booking created");
+    respond(&app, &caller, row.id, StatusCode::CREATED, false, wait).await
+}
+
+pub(super) fn key_reused() -> Problem {
+    Problem::unprocessable(
+        "idempotency_key_reused",
+        "this Idempotency-Key was already used for a different request; use a new key",
+    )
+}
+
+/// Answers with the booking, after waiting for its access outcome when asked to.
+async fn respond(
+    app: &AppState,
+    caller: &Caller,
+    booking_id: Uuid,
+    status: StatusCode,
+    replayed: bool,
+    wait: Option<std::time::Duration>,
+) -> Result<Response, Problem> {
+    let load = || async {
+        store::find(&app.pool, booking_id)
+            .await?
+            .ok_or_else(|| sqlx::Error::RowNotFound)
+    };
+    let row = match wait {
+        Some(wait) => {
+            crate::waiting::while_pending(
+                &app.notifications,
+                &app.shutdown,
+                booking_id,
+                wait,
+                load,
+                |row: &VisitorBookingRow| row.access_status() == AccessStatus::Pending,
+            )
+            .await?
+        }
+        None => load().await?,
+    };
+    let headers = creation_headers(&format!("{PATH}/{}", row.id), replayed, wait);
+    Ok(json_response(status, &view(caller, &row), headers))
+}
+
+/// Lists visitor bookings: a resident's own, or all of the manager's building.
+#[utoipa::path(
+    get, path = "/v1/visitor-bookings", tag = "visitor bookings",
+    responses(
+        (status = 200, body = VisitorBookingList),
+        (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
+    let resident = caller.resident_id();
+    let rows = store::list(
+        &app.pool,
+        caller.building_id.as_str(),
+        resident.as_ref().map(|r| r.as_str()),
+        LIST_LIMIT,
+    )
+    .await?;
+    let items = rows.iter().map(|row| view(&caller, row)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &VisitorBookingList { items },
+        HeaderMap::new(),
+    ))
+}
+
+/// Shows one visitor booking.
+#[utoipa::path(
+    get, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = VisitorBookingView),
+        (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "Another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    BookingIdPath(id): BookingIdPath,
+) -> Result<Response, Problem> {
+    let row = store::find(&app.pool, id).await?.ok_or_else(not_found)?;
+    check_scope(&caller, &row)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &view(&caller, &row),
+        HeaderMap::new(),
+    ))
+}
+
+fn not_found() -> Problem {
+    Problem::not_found("booking_not_found", "there is no such booking")
+}
+
+/// Moves a visitor booking's window; only `starts_at` and `ends_at` may change.
+#[utoipa::path(
+    patch, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings",
+    params(("id" = Uuid, Path)),
+    request_body = VisitorBookingPatch,
+    responses(
+        (status = 200, body = VisitorBookingView),
+        (status = 409, description = "Cancelled", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "e.g. `field_not_patchable`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch(
+    State(app): State<AppState>,
+    caller: Caller,
+    BookingIdPath(id): BookingIdPath,
+    body: ApiJson<Value>,
+) -> Result<Response, Problem> {
+    let patch = TimePatch::from_body(&body.value)?;
+    let mut tx = app.pool.begin().await?;
+    let row = store::find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(not_found)?;
+    check_scope(&caller, &row)?;
+    if row.state() == contracts::BookingState::Cancelled {
+        return Err(cancelled_problem());
+    }
+    let starts_at = patch.starts_at.unwrap_or(row.starts_at);
+    let ends_at = patch.ends_at.unwrap_or(row.ends_at);
+    if (starts_at, ends_at) == (row.starts_at, row.ends_at) {
+        // Nothing changes: no new version, no event.
+        tx.rollback().await?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &view(&caller, &row),
+            HeaderMap::new(),
+        ));
+    }
+    let window = VisitWindow::new(starts_at, ends_at, Utc::now())
+        .map_err(|e: WindowError| window_problem(&e, patch.blamed_field()))?;
+    let building = registered_building(&mut tx, &row.building_id).await?;
+    let resident = resident_of(&mut tx, &row.building_id, &row.resident_id).await?;
+    if row.provide_access && resident.ipassan_person_id.is_none() {
+        return Err(not_synced(&resident));
+    }
+    let updated = store::reschedule(&mut tx, id, window).await?;
+    let envelope = snapshot::visitor_envelope(Change::Rescheduled, &building, &resident, &updated)
+        .map_err(|e| Problem::internal(&e))?;
+    crate::outbox::enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    tracing::info!(booking_id = %id, version = updated.version, "visitor booking rescheduled");
+    Ok(json_response(
+        StatusCode::OK,
+        &view(&caller, &updated),
+        HeaderMap::new(),
+    ))
+}
+
+/// Cancels a visitor booking (cancelling again changes nothing).
+#[utoipa::path(
+    delete, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Cancelled", body = VisitorBookingView),
+        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(app): State<AppState>,
+    caller: Caller,
+    BookingIdPath(id): BookingIdPath,
+) -> Result<Response, Problem> {
+    let mut tx = app.pool.begin().await?;
+    let row = store::find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(not_found)?;
+    check_scope(&caller, &row)?;
+    if row.state() == contracts::BookingState::Cancelled {
+        tx.rollback().await?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &view(&caller, &row),
+            HeaderMap::new(),
+        ));
+    }
+    let building = registered_building(&mut tx, &row.building_id).await?;
+    let resident = resident_of(&mut tx, &row.building_id, &row.resident_id).await?;
+    let cancelled = store::cancel(&mut tx, id).await?;
+    let envelope = snapshot::visitor_envelope(Change::Cancelled, &building, &resident, &cancelled)
+        .map_err(|e| Problem::internal(&e))?;
+    crate::outbox::enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    tracing::info!(booking_id = %id, version = cancelled.version, "visitor booking cancelled");
+    Ok(json_response(
+        StatusCode::OK,
+        &view(&caller, &cancelled),
+        HeaderMap::new(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(role: Role, user: &str, building: &str) -> Caller {
+        Caller {
+            user_id: user.into(),
+            role,
+            building_id: crate::domain::ids::BuildingId::parse(building).unwrap(),
+            apartment_id: None,
+        }
+    }
+
+    fn request(body: serde_json::Value) -> NewVisitorBookingRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn a_new_booking_names_every_bad_field() {
+        let now = Utc::now();
+        let problem = match check_new(
+            &request(serde_json::json!({
+                "visitor": {"name": " ", "email": "nope"},
+                "starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T09:00:00Z",
+                "provide_access": true
+            })),
+            now,
+        ) {
+            Err(problem) => problem,
+            Ok(_) => panic!("accepted"),
+        };
+        let fields: Vec<_> = problem.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["visitor.name", "visitor.email", "ends_at"]);
+    }
+
+    #[test]
+    fn residents_book_for_themselves_and_managers_name_the_resident() {
+        let resident = caller(Role::Resident, "r-1", "b-1");
+        assert_eq!(booking_resident(&resident, None).unwrap(), "r-1");
+        let other = ResidentId::parse("r-2").unwrap();
+        assert_eq!(
+            booking_resident(&resident, Some(&other))
+                .unwrap_err()
+                .status,
+            403
+        );
+        let manager = caller(Role::Manager, "m-1", "b-1");
+        assert_eq!(booking_resident(&manager, Some(&other)).unwrap(), "r-2");
+        assert_eq!(
+            booking_resident(&manager, None)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("resident_id")
+        );
+    }
+}

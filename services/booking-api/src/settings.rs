@@ -1,0 +1,138 @@
+//! booking-api's configuration (DESIGN §10): the shared keys plus `auth` and `outbox`.
+
+use std::fmt;
+
+use platform::config::{
+    AmqpSettings, ConfigError, DatabaseSettings, HttpSettings, LogSettings, RetrySettings, Validate,
+};
+use serde::Deserialize;
+
+use crate::outbox::OutboxSettings;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    #[serde(default)]
+    pub http: HttpSettings,
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Retry tiers of the results consumer.
+    #[serde(default)]
+    pub retry: RetrySettings,
+    #[serde(default)]
+    pub outbox: OutboxSettings,
+}
+
+/// `CONNECX__AUTH__*`
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    /// HS256 secret shared with the connecX backend (environment only).
+    pub jwt_secret: String,
+    /// Clock skew tolerated on `exp`, in seconds.
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+}
+
+fn default_leeway_secs() -> u64 {
+    30
+}
+
+/// RFC 7518 §3.2: an HS256 key must have at least 256 bits.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &"<redacted>")
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.amqp.validate()?;
+        if self.auth.jwt_secret.len() < MIN_JWT_SECRET_BYTES {
+            return Err(ConfigError::invalid(
+                "auth.jwt_secret",
+                format!(
+                    "must be at least {MIN_JWT_SECRET_BYTES} bytes (an HS256 key needs 256 bits)"
+                ),
+            ));
+        }
+        if self.outbox.batch_size < 1 {
+            return Err(ConfigError::invalid(
+                "outbox.batch_size",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn settings_load_from_the_environment_with_defaults() {
+        let settings: Settings = platform::config::load_with_env(env(&[
+            ("CONNECX__DATABASE__URL", "postgres://postgres@127.0.0.1/db"),
+            (
+                "CONNECX__AMQP__URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ),
+            ("CONNECX__AUTH__JWT_SECRET", SECRET),
+            ("CONNECX__HTTP__PORT", "9090"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.http.port, 9090);
+        assert_eq!(settings.outbox.batch_size, 100);
+        assert!(!format!("{settings:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_by_name() {
+        let err = platform::config::load_with_env::<Settings>(env(&[
+            ("CONNECX__DATABASE__URL", "postgres://postgres@127.0.0.1/db"),
+            (
+                "CONNECX__AMQP__URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ),
+            ("CONNECX__AUTH__JWT_SECRET", "short"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("CONNECX__AUTH__JWT_SECRET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_jwt_secret_is_named() {
+        let err = platform::config::load_with_env::<Settings>(env(&[
+            ("CONNECX__DATABASE__URL", "postgres://postgres@127.0.0.1/db"),
+            (
+                "CONNECX__AMQP__URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("auth"), "{err}");
+    }
+}

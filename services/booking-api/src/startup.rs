@@ -1,0 +1,213 @@
+//! Building and running the service: the database (migrated), the HTTP listener, and the three
+//! long-running parts — HTTP server, outbox relay and results consumer — plus the notification
+//! listener they share, all stopped by one shutdown future (DESIGN §10).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::amqp::{Publisher, Worker};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::notifications::Notifications;
+use crate::outbox::Relay;
+use crate::results::ResultsHandler;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database schema this service owns.
+pub const SCHEMA: &str = "booking";
+
+/// How long background tasks may take to finish after the server stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] platform::db::DbError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Why the service stopped other than by being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("HTTP server failed: {0}")]
+    Server(#[source] std::io::Error),
+    #[error("results consumer failed: {0}")]
+    Consumer(#[source] platform::amqp::WorkerError),
+    #[error("a background task panicked: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A built, not yet running, booking-api.
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    listener: TcpListener,
+    port: u16,
+}
+
+impl Application {
+    /// Connects and migrates the database and binds the listener (port 0 picks a free one). The
+    /// broker is not needed yet: bookings are accepted while it is down, and published later.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        let address = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| StartupError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { address, source })?
+            .port();
+        Ok(Self {
+            settings,
+            pool,
+            listener,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The service's pool (tests look at the outbox through it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves HTTP, relays the outbox and consumes results until `shutdown` completes, then stops
+    /// taking requests, lets in-flight ones finish, and stops the background tasks.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let token = platform::shutdown::token_for(shutdown);
+        let Self {
+            settings,
+            pool,
+            listener,
+            port,
+        } = self;
+        let publisher = Publisher::new(&settings.amqp, "booking-api");
+        let notifications = Notifications::new();
+        let state = AppState {
+            pool: pool.clone(),
+            authenticator: Arc::new(Authenticator::hs256(
+                &settings.auth.jwt_secret,
+                settings.auth.leeway_secs,
+            )),
+            publisher: publisher.clone(),
+            notifications: notifications.clone(),
+            shutdown: token.clone(),
+            prometheus: crate::telemetry::prometheus(),
+        };
+
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(
+            notifications
+                .clone()
+                .run_listener(pool.clone(), token.clone()),
+        );
+        let relay = Relay::new(
+            pool.clone(),
+            publisher,
+            notifications.outbox_wake(),
+            settings.outbox.clone(),
+        );
+        tasks.spawn(relay.run(token.clone()));
+        tasks.spawn(housekeeping(
+            pool.clone(),
+            settings.outbox.retention_hours,
+            token.clone(),
+        ));
+        let consumer_token = token.clone();
+        let consumer = Worker::new(
+            contracts::BOOKING_API_RESULTS_QUEUE,
+            settings.amqp.clone(),
+            settings.retry.tiers.clone(),
+            ResultsHandler::new(pool.clone()),
+        );
+        let consumer = tokio::spawn(async move { consumer.run(consumer_token).await });
+
+        let app = crate::routes::router(state);
+        tracing::info!(port, "booking-api listening");
+        let server_token = token.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_token.cancelled().await })
+            .await;
+        // However the server ended, everything else stops too.
+        token.cancel();
+
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            let mut first_error = None;
+            while let Some(joined) = tasks.join_next().await {
+                if let Err(error) = joined {
+                    first_error.get_or_insert(RunError::Task(error));
+                }
+            }
+            match consumer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(RunError::Consumer(error));
+                }
+                Err(error) => {
+                    first_error.get_or_insert(RunError::Task(error));
+                }
+            }
+            first_error
+        })
+        .await;
+        pool.close().await;
+        served.map_err(RunError::Server)?;
+        match drained {
+            Ok(Some(error)) => Err(error),
+            Ok(None) => {
+                tracing::info!("booking-api stopped");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "background tasks did not stop within {DRAIN_TIMEOUT:?}; stopping anyway"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Hourly: forget idempotency keys older than 24 h and sent outbox rows past their retention.
+async fn housekeeping(pool: PgPool, retention_hours: u64, shutdown: CancellationToken) {
+    let retention = Duration::from_secs(retention_hours.saturating_mul(3600));
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every_hour.tick() => {}
+        }
+        match crate::idempotency::purge_expired(&pool).await {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "expired idempotency keys deleted"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot delete expired idempotency keys"),
+        }
+        match crate::outbox::purge_sent(&pool, retention).await {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "old sent outbox rows deleted"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot delete old outbox rows"),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use metrics_exporter_prometheus::PrometheusHandle;
+use platform::amqp::Publisher;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::notifications::Notifications;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub authenticator: Arc<Authenticator>,
+    /// For `/readyz` (the relay has its own handle on the same connection).
+    pub publisher: Publisher,
+    pub notifications: Notifications,
+    /// Cancelled at shutdown: `Prefer: wait` stops waiting.
+    pub shutdown: CancellationToken,
+    pub prometheus: PrometheusHandle,
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        state.authenticator.clone()
+    }
+}

@@ -1,0 +1,54 @@
+//! The `booking` schema: one module per table, each holding its rows and the SQL that reads and
+//! writes them. Functions take a connection (`&mut *tx` inside a transaction) or the pool, so
+//! routes decide the transaction boundaries and the store stays plain SQL.
+
+pub mod buildings;
+pub mod directory;
+pub mod facility_bookings;
+pub mod visitor_bookings;
+
+/// Whether an upsert made a new row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Created,
+    Updated,
+}
+
+impl Upsert {
+    fn from_inserted(inserted: bool) -> Self {
+        if inserted {
+            Self::Created
+        } else {
+            Self::Updated
+        }
+    }
+}
+
+/// A booking's lifecycle state as stored.
+pub fn state_from_stored(text: &str) -> contracts::BookingState {
+    match text {
+        "cancelled" => contracts::BookingState::Cancelled,
+        _ => contracts::BookingState::Booked,
+    }
+}
+
+pub fn state_to_stored(state: contracts::BookingState) -> &'static str {
+    match state {
+        contracts::BookingState::Booked => "booked",
+        contracts::BookingState::Cancelled => "cancelled",
+    }
+}
+
+pub fn role_to_stored(role: contracts::Role) -> &'static str {
+    match role {
+        contracts::Role::Resident => "resident",
+        contracts::Role::Manager => "manager",
+    }
+}
+
+pub fn role_from_stored(text: &str) -> contracts::Role {
+    match text {
+        "manager" => contracts::Role::Manager,
+        _ => contracts::Role::Resident,
+    }
+}

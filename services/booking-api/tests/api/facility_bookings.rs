@@ -1,0 +1,214 @@
+//! Facility bookings: one building-local day, an apartment's own, and only when the manager has
+//! given the facility and the apartment their Salto IDs.
+
+use std::time::Duration;
+
+use contracts::{BookingState, Event, Role};
+use serde_json::json;
+
+use crate::helpers::{BUILDING, body, local_tomorrow, problem, spawn_app, spawn_app_offline};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn a_facility_booking_is_announced_with_the_salto_ids_and_the_booker() {
+    let app = spawn_app().await;
+    let mut tap = app.broker().tap("facility_booking.#").await;
+    app.seed().await;
+    let ana = app.resident_ana();
+    let (starts_at, ends_at) = local_tomorrow(19, 21);
+    let response = app
+        .post(
+            "/v1/facility-bookings",
+            &ana,
+            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let created = body(response).await;
+    assert_eq!(created["apartment_id"], "apt-501");
+    assert_eq!(created["facility_id"], "games-room");
+    assert_eq!(
+        created["access"],
+        json!({"status": "pending", "reason": null, "reason_code": null, "held_by": null})
+    );
+
+    let event = tap.next(WAIT).await.expect("created event");
+    let Event::FacilityBookingCreated(snapshot) = &event.event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(event.version, 1);
+    assert_eq!(snapshot.facility.id, "games-room");
+    assert_eq!(snapshot.facility.name, "Games room");
+    assert_eq!(snapshot.facility.zone_id, "GAMES-ROOM");
+    assert_eq!(snapshot.apartment.id, "apt-501");
+    assert_eq!(snapshot.apartment.access_level_id, "501-56");
+    assert_eq!(snapshot.booked_by.user_id, "ana");
+    assert_eq!(snapshot.booked_by.role, Role::Resident);
+    assert_eq!(snapshot.booked_by.name.as_deref(), Some("Ana Lee"));
+    assert_eq!(
+        snapshot.booked_by.email.as_deref(),
+        Some("ana@residents.example")
+    );
+    assert_eq!(snapshot.building.timezone, "Australia/Sydney");
+    assert_eq!(
+        snapshot.window.local_starts_at.format("%H:%M").to_string(),
+        "19:00"
+    );
+    assert_eq!(
+        snapshot.window.local_starts_at.date(),
+        snapshot.window.local_ends_at.date()
+    );
+
+    // A changed Zone ID is used for the next change of the booking.
+    app.put(
+        "/v1/facilities/games-room",
+        &app.manager(),
+        json!({"name": "Games room", "access_control_facility_id": "GAMES-2"}),
+    )
+    .await;
+    let path = format!("/v1/facility-bookings/{}", created["id"].as_str().unwrap());
+    let (new_start, _) = local_tomorrow(20, 21);
+    let patched = body(
+        app.patch(&path, &ana, json!({"starts_at": new_start}))
+            .await,
+    )
+    .await;
+    assert_eq!(patched["version"], 2);
+    let event = tap.next(WAIT).await.expect("rescheduled event");
+    let Event::FacilityBookingRescheduled(snapshot) = &event.event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(snapshot.facility.zone_id, "GAMES-2");
+    assert_eq!(event.version, 2);
+
+    let cancelled = body(app.delete(&path, &ana).await).await;
+    assert_eq!(cancelled["version"], 3);
+    let event = tap.next(WAIT).await.expect("cancelled event");
+    let Event::FacilityBookingCancelled(snapshot) = &event.event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (snapshot.state, event.version),
+        (BookingState::Cancelled, 3)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_facility_booking_must_lie_within_one_building_local_day() {
+    let app = spawn_app_offline().await;
+    app.seed().await;
+    let ana = app.resident_ana();
+    let (starts_at, _) = local_tomorrow(22, 23);
+    // 22:00 to 01:00 the next day.
+    let next_day = (chrono::DateTime::parse_from_rfc3339(&starts_at).unwrap()
+        + chrono::Duration::hours(3))
+    .to_rfc3339();
+    let p = problem(
+        app.post(
+            "/v1/facility-bookings",
+            &ana,
+            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": next_day}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(
+        (p["code"].as_str(), p["field"].as_str()),
+        (Some("spans_several_local_days"), Some("ends_at"))
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains("Australia/Sydney"),
+        "{p}"
+    );
+    assert_eq!(app.outbox_rows().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn missing_salto_ids_say_what_the_manager_must_set() {
+    let app = spawn_app_offline().await;
+    app.seed().await;
+    let (starts_at, ends_at) = local_tomorrow(9, 10);
+    let p = problem(
+        app.post(
+            "/v1/facility-bookings",
+            &app.resident_ana(),
+            json!({"facility_id": "gym", "starts_at": starts_at, "ends_at": ends_at}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(
+        (p["code"].as_str(), p["field"].as_str()),
+        (
+            Some("facility_access_control_id_missing"),
+            Some("facility_id")
+        )
+    );
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("access_control_facility_id"),
+        "{p}"
+    );
+
+    let cy = app.token(Role::Resident, "cy", BUILDING, Some("apt-503"));
+    let p = problem(
+        app.post(
+            "/v1/facility-bookings",
+            &cy,
+            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(
+        (p["code"].as_str(), p["field"].as_str()),
+        (
+            Some("apartment_access_control_id_missing"),
+            Some("apartment_id")
+        )
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains("access_control_id"),
+        "{p}"
+    );
+
+    let p = problem(
+        app.post("/v1/facility-bookings", &app.manager(), json!({"facility_id": "sauna", "apartment_id": "apt-501", "starts_at": starts_at, "ends_at": ends_at}))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(p["code"], "unknown_facility");
+    let p = problem(
+        app.post(
+            "/v1/facility-bookings",
+            &app.manager(),
+            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(p["field"], "apartment_id");
+    assert_eq!(app.outbox_rows().await, 0);
+
+    // A manager books for an apartment of the building.
+    let response = app
+        .post("/v1/facility-bookings", &app.manager(), json!({"facility_id": "games-room", "apartment_id": "apt-502", "starts_at": starts_at, "ends_at": ends_at}))
+        .await;
+    assert_eq!(response.status(), 201);
+    // Bo lives in 502 and sees it; Ana does not.
+    let created = body(response).await;
+    let path = format!("/v1/facility-bookings/{}", created["id"].as_str().unwrap());
+    assert_eq!(app.get(&path, &app.resident_bo()).await.status(), 200);
+    problem(app.get(&path, &app.resident_ana()).await, 403).await;
+    app.stop().await;
+}

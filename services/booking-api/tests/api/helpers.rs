@@ -1,0 +1,482 @@
+//! Spawning booking-api for a test (zero2prod's `spawn_app`): a fresh database, a fresh RabbitMQ
+//! vhost, a random port, and helpers to seed a building, mint tokens and read what was logged.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use booking_api::auth::{TokenClaims, mint_token};
+use booking_api::outbox::OutboxSettings;
+use booking_api::{Application, AuthSettings, RunError, Settings};
+use contracts::Role;
+use platform::config::{
+    AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, RetrySettings, RetryTiers,
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::{TestBroker, TestDb};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::{AbortHandle, JoinHandle};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const BUILDING: &str = "harbour-view";
+pub const OTHER_BUILDING: &str = "river-side";
+
+/// Everything a test reads its logs from: the process's subscriber writes here.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = LOGS.lock() {
+            logs.extend_from_slice(buf);
+        }
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,booking_api=trace,platform=trace,tower_http=debug,sqlx=debug",
+            ))
+            .with_writer(|| Capture)
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+/// Everything logged in this process so far.
+pub fn captured_logs() -> String {
+    LOGS.lock()
+        .map(|l| String::from_utf8_lossy(&l).into_owned())
+        .unwrap_or_default()
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    broker: Option<TestBroker>,
+    /// For apps spawned without a broker: what they try to reach instead.
+    _unreachable: Option<BrokerProxy>,
+    /// The service's schema, for assertions on what it stored.
+    pub pool: PgPool,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+/// booking-api on a fresh database and vhost.
+pub async fn spawn_app() -> TestApp {
+    let broker = TestBroker::create().await;
+    let url = broker.url.clone();
+    spawn_app_with_amqp(broker, url).await
+}
+
+/// booking-api on a fresh database and no reachable broker, for tests that look only at the
+/// HTTP API: they do not need a vhost of the shared RabbitMQ, and they show the API does not
+/// depend on the broker being up (the outbox keeps the events).
+pub async fn spawn_app_offline() -> TestApp {
+    let nowhere = BrokerProxy::start(false).await;
+    let mut app = spawn(None, nowhere.url("offline")).await;
+    app._unreachable = Some(nowhere);
+    app
+}
+
+/// booking-api on a fresh database, talking to RabbitMQ at `amqp_url` (e.g. through a proxy);
+/// `broker` is the vhost the test observes.
+pub async fn spawn_app_with_amqp(broker: TestBroker, amqp_url: String) -> TestApp {
+    spawn(Some(broker), amqp_url).await
+}
+
+async fn spawn(broker: Option<TestBroker>, amqp_url: String) -> TestApp {
+    init_logs();
+    let db = TestDb::create().await;
+    let settings = Settings {
+        database: DatabaseSettings {
+            url: db.url.clone(),
+            max_connections: 5,
+        },
+        amqp: AmqpSettings {
+            url: amqp_url,
+            prefetch: 16,
+            delivery_limit: 5,
+        },
+        http: HttpSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+        },
+        auth: AuthSettings {
+            jwt_secret: SECRET.into(),
+            leeway_secs: 0,
+        },
+        log: LogSettings::default(),
+        retry: RetrySettings {
+            tiers: RetryTiers(vec![Duration::from_millis(200), Duration::from_millis(500)]),
+        },
+        outbox: OutboxSettings {
+            poll_interval_ms: 200,
+            max_backoff_ms: 500,
+            ..OutboxSettings::default()
+        },
+    };
+    let application = Application::build(settings)
+        .await
+        .unwrap_or_else(|e| panic!("booking-api did not start: {e}"));
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(application.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let pool = db.pool("booking").await;
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        broker,
+        _unreachable: None,
+        pool,
+        stop: Some(stop),
+        running: Some(running),
+    }
+}
+
+impl TestApp {
+    /// The vhost the app publishes to.
+    pub fn broker(&self) -> &TestBroker {
+        self.broker
+            .as_ref()
+            .expect("this test app was spawned without a broker")
+    }
+
+    /// Stops the service and waits until it has stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            let result = tokio::time::timeout(Duration::from_secs(20), running)
+                .await
+                .expect("booking-api stops within 20s");
+            result
+                .expect("booking-api task")
+                .expect("booking-api stopped cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn token(&self, role: Role, sub: &str, building: &str, apartment: Option<&str>) -> String {
+        token_with(SECRET, role, sub, building, apartment, 3600)
+    }
+
+    pub fn manager(&self) -> String {
+        self.token(Role::Manager, "manager-1", BUILDING, None)
+    }
+
+    pub fn resident_ana(&self) -> String {
+        self.token(Role::Resident, "ana", BUILDING, Some("apt-501"))
+    }
+
+    pub fn resident_bo(&self) -> String {
+        self.token(Role::Resident, "bo", BUILDING, Some("apt-502"))
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.send(reqwest::Method::PUT, path, Some(token), Some(&body))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, Some(token), Some(&body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.send(reqwest::Method::PATCH, path, Some(token), Some(&body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        self.send(reqwest::Method::DELETE, path, Some(token), None)
+            .await
+    }
+
+    /// Sets up Harbour View (Sydney): apartments 501 (Salto level) and 502, 503 (no Salto level),
+    /// the games room (Salto zone) and the gym (no zone), residents Ana (501, synced to iPassan),
+    /// Bo (502, synced) and Cy (503, not synced); and River Side with its own manager.
+    pub async fn seed(&self) {
+        let manager = self.manager();
+        let ok = |r: reqwest::Response| async move {
+            let status = r.status();
+            assert!(
+                status.is_success(),
+                "seeding failed: {status} {}",
+                r.text().await.unwrap_or_default()
+            );
+        };
+        ok(self
+            .put(
+                &format!("/v1/buildings/{BUILDING}"),
+                &manager,
+                json!({
+                    "name": "Harbour View",
+                    "timezone": "Australia/Sydney",
+                    "manager_emails": ["manager@harbour.example"],
+                    "ipassan_site": "site-7",
+                    "double_booking_policy": "auto"
+                }),
+            )
+            .await)
+        .await;
+        ok(self
+            .put(
+                "/v1/apartments/apt-501",
+                &manager,
+                json!({"access_control_id": "501-56"}),
+            )
+            .await)
+        .await;
+        ok(self
+            .put(
+                "/v1/apartments/apt-502",
+                &manager,
+                json!({"access_control_id": "502-56"}),
+            )
+            .await)
+        .await;
+        ok(self
+            .put(
+                "/v1/apartments/apt-503",
+                &manager,
+                json!({"access_control_id": null}),
+            )
+            .await)
+        .await;
+        ok(self
+            .put(
+                "/v1/facilities/games-room",
+                &manager,
+                json!({"name": "Games room", "access_control_facility_id": "GAMES-ROOM"}),
+            )
+            .await)
+        .await;
+        ok(self
+            .put("/v1/facilities/gym", &manager, json!({"name": "Gym"}))
+            .await)
+        .await;
+        for (id, name, apartment, person) in [
+            ("ana", "Ana Lee", "apt-501", Some("p-ana")),
+            ("bo", "Bo Tan", "apt-502", Some("p-bo")),
+            ("cy", "Cy Ng", "apt-503", None),
+        ] {
+            ok(self
+                .put(
+                    &format!("/v1/residents/{id}"),
+                    &manager,
+                    json!({"name": name, "email": format!("{id}@residents.example"), "apartment_id": apartment, "ipassan_person_id": person}),
+                )
+                .await)
+            .await;
+        }
+        let other = self.token(Role::Manager, "manager-2", OTHER_BUILDING, None);
+        ok(self
+            .put(
+                &format!("/v1/buildings/{OTHER_BUILDING}"),
+                &other,
+                json!({"name": "River Side", "timezone": "Europe/London", "manager_emails": ["m@river.example"]}),
+            )
+            .await)
+        .await;
+    }
+
+    /// Rows in the outbox (all, sent or not).
+    pub async fn outbox_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .expect("outbox count")
+    }
+}
+
+pub fn token_with(
+    secret: &str,
+    role: Role,
+    sub: &str,
+    building: &str,
+    apartment: Option<&str>,
+    expires_in: i64,
+) -> String {
+    let claims = TokenClaims {
+        sub: sub.into(),
+        role,
+        building_id: building.into(),
+        apartment_id: apartment.map(String::from),
+        exp: (chrono::Utc::now().timestamp() + expires_in).max(0) as u64,
+    };
+    mint_token(secret, &claims).expect("token")
+}
+
+/// A visitor booking body for tomorrow evening, Sydney time.
+pub fn visit(provide_access: bool) -> Value {
+    let (starts_at, ends_at) = tomorrow_evening();
+    json!({
+        "visitor": {"name": "Dee Visitor", "email": "dee@visitors.example"},
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "provide_access": provide_access
+    })
+}
+
+/// 18:00–22:00 tomorrow in Sydney, as RFC 3339 with the Sydney offset.
+pub fn tomorrow_evening() -> (String, String) {
+    local_tomorrow(18, 22)
+}
+
+/// `from`:00–`to`:00 tomorrow in Sydney.
+pub fn local_tomorrow(from: u32, to: u32) -> (String, String) {
+    use chrono::TimeZone;
+    let zone = chrono_tz::Australia::Sydney;
+    let day = chrono::Utc::now().with_timezone(&zone).date_naive() + chrono::Duration::days(1);
+    let at = |hour: u32| {
+        zone.from_local_datetime(&day.and_hms_opt(hour, 0, 0).expect("valid hour"))
+            .earliest()
+            .expect("hour exists")
+            .to_rfc3339()
+    };
+    (at(from), at(to))
+}
+
+pub async fn body(response: reqwest::Response) -> Value {
+    let text = response.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts `response` is a problem+json with `status` and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual, status, "expected {status}, got {actual}: {text}");
+    assert_eq!(content_type, "application/problem+json", "for {text}");
+    let json: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(json["status"], status);
+    assert!(json["code"].is_string(), "problem without a code: {json}");
+    json
+}
+
+/// A TCP proxy in front of RabbitMQ that a test can take down and bring back, as a broker
+/// outage looks to a client (connections refused and existing ones cut), without touching the
+/// real broker other tests share.
+pub struct BrokerProxy {
+    pub address: SocketAddr,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl BrokerProxy {
+    pub async fn start(up: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let address = listener.local_addr().expect("proxy address");
+        let is_up = Arc::new(AtomicBool::new(up));
+        let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let target =
+            std::env::var("CONNECX_TEST_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1:5672".into());
+        let accept = {
+            let is_up = is_up.clone();
+            let links = links.clone();
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !is_up.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    let target = target.clone();
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    if let Ok(mut links) = links.lock() {
+                        links.push(link.abort_handle());
+                    }
+                }
+            })
+            .abort_handle()
+        };
+        Self {
+            address,
+            up: is_up,
+            links,
+            accept,
+        }
+    }
+
+    /// The AMQP URL of `vhost` through this proxy.
+    pub fn url(&self, vhost: &str) -> String {
+        format!("amqp://guest:guest@{}/{vhost}", self.address)
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn go_down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Ok(mut links) = self.links.lock() {
+            for link in links.drain(..) {
+                link.abort();
+            }
+        }
+    }
+
+    pub fn come_up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for BrokerProxy {
+    fn drop(&mut self) {
+        self.go_down();
+        self.accept.abort();
+    }
+}

@@ -1,0 +1,15 @@
+//! booking-api against real PostgreSQL and RabbitMQ: each test spawns the service on a random
+//! port with its own database and vhost, and observes it as a client (and as the broker's other
+//! side) would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod authz;
+mod facility_bookings;
+mod helpers;
+mod idempotency;
+mod operations;
+mod outbox;
+mod results;
+mod validation;
+mod visitor_bookings;

@@ -1,0 +1,105 @@
+//! The transactional outbox: bookings are accepted while the broker is down, and their events
+//! are published once it is back.
+
+use std::time::Duration;
+
+use contracts::Event;
+use testkit::TestBroker;
+
+use crate::helpers::{BrokerProxy, body, spawn_app_with_amqp, visit};
+
+async fn unsent(app: &crate::helpers::TestApp) -> Vec<(i32, Option<String>)> {
+    sqlx::query_as("SELECT attempts, last_error FROM outbox WHERE sent_at IS NULL ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn events_wait_in_the_outbox_while_the_broker_is_down_and_go_out_when_it_is_back() {
+    let broker = TestBroker::create().await;
+    let proxy = BrokerProxy::start(false).await;
+    let url = proxy.url(&broker.vhost);
+    let app = spawn_app_with_amqp(broker, url).await;
+    let mut tap = app.broker().tap("visitor_booking.#").await;
+    app.seed().await;
+    let ana = app.resident_ana();
+
+    // The broker is unreachable from the start: the booking is accepted all the same.
+    let response = app.post("/v1/visitor-bookings", &ana, visit(true)).await;
+    assert_eq!(response.status(), 201);
+    let first = body(response).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(tap.next(Duration::from_millis(200)).await.is_none());
+    let waiting = unsent(&app).await;
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].0 >= 2, "the relay kept trying: {waiting:?}");
+    assert!(
+        waiting[0].1.as_deref().is_some_and(|e| !e.is_empty()),
+        "the failure is recorded: {waiting:?}"
+    );
+
+    proxy.come_up();
+    let event = tap
+        .next(Duration::from_secs(20))
+        .await
+        .expect("published once the broker is back");
+    assert_eq!(event.booking_id.to_string(), first["id"].as_str().unwrap());
+    assert!(matches!(event.event, Event::VisitorBookingCreated(_)));
+
+    // The broker goes away while the service is connected, and comes back.
+    proxy.go_down();
+    let second = body(app.post("/v1/visitor-bookings", &ana, visit(false)).await).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(unsent(&app).await.len(), 1, "the second event waits");
+    proxy.come_up();
+    let event = tap
+        .next(Duration::from_secs(20))
+        .await
+        .expect("second event published after the outage");
+    assert_eq!(event.booking_id.to_string(), second["id"].as_str().unwrap());
+    assert!(
+        tap.next(Duration::from_secs(1)).await.is_none(),
+        "nothing published twice"
+    );
+    assert!(unsent(&app).await.is_empty());
+    let logs = crate::helpers::captured_logs();
+    assert!(
+        logs.contains("outbox relay cannot publish"),
+        "the outage is logged"
+    );
+    assert!(
+        logs.contains("broker reachable again"),
+        "the recovery is logged"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_bookings_events_leave_in_version_order_after_an_outage() {
+    let broker = TestBroker::create().await;
+    let proxy = BrokerProxy::start(false).await;
+    let url = proxy.url(&broker.vhost);
+    let app = spawn_app_with_amqp(broker, url).await;
+    let mut tap = app.broker().tap("visitor_booking.#").await;
+    app.seed().await;
+    let ana = app.resident_ana();
+    let created = body(app.post("/v1/visitor-bookings", &ana, visit(true)).await).await;
+    let path = format!("/v1/visitor-bookings/{}", created["id"].as_str().unwrap());
+    let (_, later) = crate::helpers::local_tomorrow(18, 23);
+    app.patch(&path, &ana, serde_json::json!({"ends_at": later}))
+        .await;
+    app.delete(&path, &ana).await;
+    proxy.come_up();
+    let mut versions = Vec::new();
+    for _ in 0..3 {
+        versions.push(
+            tap.next(Duration::from_secs(20))
+                .await
+                .expect("event")
+                .version,
+        );
+    }
+    assert_eq!(versions, [1, 2, 3]);
+    app.stop().await;
+}

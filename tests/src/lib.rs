@@ -1,0 +1,204 @@
+//! The whole system in one process for end-to-end tests: booking-api, ipassan-sync, salto-sync
+//! and notifier, each built exactly as its `main` builds it, on a fresh database, a fresh RabbitMQ
+//! vhost and a real SMTP sink. Tests drive it through booking-api's HTTP API like the app does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use booking_api::auth::{TokenClaims, mint_token};
+use contracts::Role;
+use platform::config::{
+    AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, OpsSettings, RetrySettings, SmtpSettings, SmtpTls,
+};
+use serde_json::{Value, json};
+use testkit::mail_sink::MailSink;
+use testkit::{TestBroker, TestDb};
+use tokio_util::sync::CancellationToken;
+
+pub const BUILDING: &str = "harbour";
+pub const MANAGER_EMAIL: &str = "manager@harbour.example";
+pub const OPS_EMAIL: &str = "ops@connecx.example";
+const JWT_SECRET: &str = "an end-to-end secret of at least 32 bytes";
+
+/// Everything running; dropped = everything stopped.
+pub struct Stack {
+    pub db: TestDb,
+    pub broker: TestBroker,
+    pub mail: MailSink,
+    pub api: String,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// How long a retry tier waits in these tests.
+pub const TIERS: &str = "200ms,200ms";
+
+impl Stack {
+    pub async fn start() -> Stack {
+        platform::telemetry::init_for_tests();
+        let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+        let mail = MailSink::start();
+        let stop = CancellationToken::new();
+        let database = DatabaseSettings { url: db.url.clone(), max_connections: 3 };
+        let amqp = AmqpSettings { url: broker.url.clone(), prefetch: 16, delivery_limit: 5 };
+        let retry = RetrySettings { tiers: TIERS.parse().unwrap() };
+
+        let api = booking_api::Application::build(booking_api::Settings {
+            database: database.clone(),
+            amqp: amqp.clone(),
+            http: HttpSettings { host: "127.0.0.1".into(), port: 0 },
+            auth: booking_api::AuthSettings { jwt_secret: JWT_SECRET.into(), leeway_secs: 0 },
+            log: LogSettings::default(),
+            retry: retry.clone(),
+            outbox: Default::default(),
+        })
+        .await
+        .expect("booking-api starts");
+        let api_url = format!("http://127.0.0.1:{}", api.port());
+        spawn(&stop, |s| async move { api.run_until_stopped(s).await.map_err(anyhow::Error::from) });
+
+        let ipassan = ipassan_sync::Application::build(ipassan_sync::Settings {
+            database: database.clone(),
+            amqp: amqp.clone(),
+            retry: retry.clone(),
+            log: LogSettings::default(),
+        })
+        .await
+        .expect("ipassan-sync starts");
+        spawn(&stop, |s| ipassan.run_until_stopped(s));
+
+        let salto = salto_sync::Application::build(salto_sync::Settings {
+            database: database.clone(),
+            amqp: amqp.clone(),
+            retry: retry.clone(),
+            log: LogSettings::default(),
+        })
+        .await
+        .expect("salto-sync starts");
+        spawn(&stop, |s| salto.run_until_stopped(s));
+
+        let notifier = notifier::Application::build(notifier::Settings {
+            database,
+            amqp,
+            smtp: SmtpSettings {
+                host: mail.host(),
+                port: mail.port(),
+                username: None,
+                password: None,
+                tls: SmtpTls::None,
+                from: "connecX <no-reply@connecx.example>".into(),
+                timeout_secs: 5,
+            },
+            ops: OpsSettings { alert_email: OPS_EMAIL.into() },
+            retry,
+            log: LogSettings::default(),
+        })
+        .await
+        .expect("notifier starts");
+        spawn(&stop, |s| notifier.run_until_stopped(s));
+
+        for queue in ["ipassan-sync", "salto-sync", "notifier", "notifier.dead-letters", "booking-api.results"] {
+            broker.wait_for_queue(queue, Duration::from_secs(20)).await;
+        }
+        let stack = Stack { db, broker, mail, api: api_url, http: reqwest::Client::new(), stop };
+        stack.seed().await;
+        stack
+    }
+
+    pub fn token(&self, role: Role, sub: &str, apartment: Option<&str>) -> String {
+        let claims = TokenClaims {
+            sub: sub.into(),
+            role,
+            building_id: BUILDING.into(),
+            apartment_id: apartment.map(String::from),
+            exp: (chrono::Utc::now().timestamp() + 3600) as u64,
+        };
+        mint_token(JWT_SECRET, &claims).unwrap()
+    }
+
+    pub fn manager(&self) -> String {
+        self.token(Role::Manager, "manager-1", None)
+    }
+
+    /// Ana, resident of apartment 501, synced to iPassan person p-ana.
+    pub fn ana(&self) -> String {
+        self.token(Role::Resident, "ana", Some("apt-501"))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.api)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("booking-api answers");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn seed(&self) {
+        let manager = self.manager();
+        let puts = [
+            (
+                format!("/v1/buildings/{BUILDING}"),
+                json!({"name": "Harbour View", "timezone": "Australia/Sydney", "manager_emails": [MANAGER_EMAIL],
+                       "ipassan_site": "site-7", "double_booking_policy": "auto"}),
+            ),
+            ("/v1/apartments/apt-501".into(), json!({"access_control_id": "501-56"})),
+            ("/v1/facilities/games-room".into(), json!({"name": "Games room", "access_control_facility_id": "GAMES-ROOM"})),
+            (
+                "/v1/residents/ana".into(),
+                json!({"name": "Ana Lee", "email": "ana@residents.example", "apartment_id": "apt-501", "ipassan_person_id": "p-ana"}),
+            ),
+        ];
+        for (path, body) in puts {
+            let (status, answer) = self.send(reqwest::Method::PUT, &path, &manager, Some(body)).await;
+            assert!((200..300).contains(&status), "seeding {path} failed: {status} {answer}");
+        }
+    }
+}
+
+fn spawn<F, Fut>(stop: &CancellationToken, run: F)
+where
+    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let token = stop.clone();
+    let future = run(Box::pin(async move { token.cancelled().await }));
+    tokio::spawn(async move {
+        if let Err(error) = future.await {
+            panic!("a service stopped with an error: {error:#}");
+        }
+    });
+}
+
+/// Tomorrow 18:00–22:00 in Sydney, as RFC 3339 with offset.
+pub fn tomorrow_evening() -> (String, String) {
+    use chrono::{Days, TimeZone};
+    let tz: chrono_tz::Tz = "Australia/Sydney".parse().unwrap();
+    let day = chrono::Utc::now().with_timezone(&tz).date_naive().checked_add_days(Days::new(1)).unwrap();
+    let at = |h| tz.from_local_datetime(&day.and_hms_opt(h, 0, 0).unwrap()).single().unwrap().to_rfc3339();
+    (at(18), at(22))
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` saying what was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
