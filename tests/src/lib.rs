@@ -8,7 +8,8 @@ use std::time::Duration;
 use booking_api::auth::{TokenClaims, mint_token};
 use contracts::Role;
 use platform::config::{
-    AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, OpsSettings, RetrySettings, SmtpSettings, SmtpTls,
+    AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, OpsSettings, RetrySettings,
+    SmtpSettings, SmtpTls,
 };
 use serde_json::{Value, json};
 use testkit::mail_sink::MailSink;
@@ -45,15 +46,30 @@ impl Stack {
         let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
         let mail = MailSink::start();
         let stop = CancellationToken::new();
-        let database = DatabaseSettings { url: db.url.clone(), max_connections: 3 };
-        let amqp = AmqpSettings { url: broker.url.clone(), prefetch: 16, delivery_limit: 5 };
-        let retry = RetrySettings { tiers: TIERS.parse().unwrap() };
+        let database = DatabaseSettings {
+            url: db.url.clone(),
+            max_connections: 3,
+        };
+        let amqp = AmqpSettings {
+            url: broker.url.clone(),
+            prefetch: 16,
+            delivery_limit: 5,
+        };
+        let retry = RetrySettings {
+            tiers: TIERS.parse().unwrap(),
+        };
 
         let api = booking_api::Application::build(booking_api::Settings {
             database: database.clone(),
             amqp: amqp.clone(),
-            http: HttpSettings { host: "127.0.0.1".into(), port: 0 },
-            auth: booking_api::AuthSettings { jwt_secret: JWT_SECRET.into(), leeway_secs: 0 },
+            http: HttpSettings {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            auth: booking_api::AuthSettings {
+                jwt_secret: JWT_SECRET.into(),
+                leeway_secs: 0,
+            },
             log: LogSettings::default(),
             retry: retry.clone(),
             outbox: Default::default(),
@@ -61,7 +77,9 @@ impl Stack {
         .await
         .expect("booking-api starts");
         let api_url = format!("http://127.0.0.1:{}", api.port());
-        spawn(&stop, |s| async move { api.run_until_stopped(s).await.map_err(anyhow::Error::from) });
+        spawn(&stop, |s| async move {
+            api.run_until_stopped(s).await.map_err(anyhow::Error::from)
+        });
 
         let ipassan = ipassan_sync::Application::build(ipassan_sync::Settings {
             database: database.clone(),
@@ -95,7 +113,9 @@ impl Stack {
                 from: "connecX <no-reply@connecx.example>".into(),
                 timeout_secs: 5,
             },
-            ops: OpsSettings { alert_email: OPS_EMAIL.into() },
+            ops: OpsSettings {
+                alert_email: OPS_EMAIL.into(),
+            },
             retry,
             log: LogSettings::default(),
         })
@@ -103,10 +123,23 @@ impl Stack {
         .expect("notifier starts");
         spawn(&stop, |s| notifier.run_until_stopped(s));
 
-        for queue in ["ipassan-sync", "salto-sync", "notifier", "notifier.dead-letters", "booking-api.results"] {
+        for queue in [
+            "ipassan-sync",
+            "salto-sync",
+            "notifier",
+            "notifier.dead-letters",
+            "booking-api.results",
+        ] {
             broker.wait_for_queue(queue, Duration::from_secs(20)).await;
         }
-        let stack = Stack { db, broker, mail, api: api_url, http: reqwest::Client::new(), stop };
+        let stack = Stack {
+            db,
+            broker,
+            mail,
+            api: api_url,
+            http: reqwest::Client::new(),
+            stop,
+        };
         stack.seed().await;
         stack
     }
@@ -131,8 +164,17 @@ impl Stack {
         self.token(Role::Resident, "ana", Some("apt-501"))
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.api)).bearer_auth(token);
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -150,16 +192,27 @@ impl Stack {
                 json!({"name": "Harbour View", "timezone": "Australia/Sydney", "manager_emails": [MANAGER_EMAIL],
                        "ipassan_site": "site-7", "double_booking_policy": "auto"}),
             ),
-            ("/v1/apartments/apt-501".into(), json!({"access_control_id": "501-56"})),
-            ("/v1/facilities/games-room".into(), json!({"name": "Games room", "access_control_facility_id": "GAMES-ROOM"})),
+            (
+                "/v1/apartments/apt-501".into(),
+                json!({"access_control_id": "501-56"}),
+            ),
+            (
+                "/v1/facilities/games-room".into(),
+                json!({"name": "Games room", "access_control_facility_id": "GAMES-ROOM"}),
+            ),
             (
                 "/v1/residents/ana".into(),
                 json!({"name": "Ana Lee", "email": "ana@residents.example", "apartment_id": "apt-501", "ipassan_person_id": "p-ana"}),
             ),
         ];
         for (path, body) in puts {
-            let (status, answer) = self.send(reqwest::Method::PUT, &path, &manager, Some(body)).await;
-            assert!((200..300).contains(&status), "seeding {path} failed: {status} {answer}");
+            let (status, answer) = self
+                .send(reqwest::Method::PUT, &path, &manager, Some(body))
+                .await;
+            assert!(
+                (200..300).contains(&status),
+                "seeding {path} failed: {status} {answer}"
+            );
         }
     }
 }
@@ -182,8 +235,17 @@ where
 pub fn tomorrow_evening() -> (String, String) {
     use chrono::{Days, TimeZone};
     let tz: chrono_tz::Tz = "Australia/Sydney".parse().unwrap();
-    let day = chrono::Utc::now().with_timezone(&tz).date_naive().checked_add_days(Days::new(1)).unwrap();
-    let at = |h| tz.from_local_datetime(&day.and_hms_opt(h, 0, 0).unwrap()).single().unwrap().to_rfc3339();
+    let day = chrono::Utc::now()
+        .with_timezone(&tz)
+        .date_naive()
+        .checked_add_days(Days::new(1))
+        .unwrap();
+    let at = |h| {
+        tz.from_local_datetime(&day.and_hms_opt(h, 0, 0).unwrap())
+            .single()
+            .unwrap()
+            .to_rfc3339()
+    };
     (at(18), at(22))
 }
 
@@ -198,7 +260,10 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

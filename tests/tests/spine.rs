@@ -15,8 +15,10 @@ async fn book_visit(stack: &Stack) -> String {
             Method::POST,
             "/v1/visitor-bookings",
             &stack.ana(),
-            Some(json!({"visitor": {"name": "Bo Tan", "email": "bo@visitors.example"},
-                        "starts_at": starts_at, "ends_at": ends_at, "provide_access": true})),
+            Some(
+                json!({"visitor": {"name": "Bo Tan", "email": "bo@visitors.example"},
+                        "starts_at": starts_at, "ends_at": ends_at, "provide_access": true}),
+            ),
         )
         .await;
     assert_eq!(status, 201, "{booking}");
@@ -38,18 +40,36 @@ async fn version_held_by_ipassan_sync(stack: &Stack, booking: &str) -> Option<i6
 async fn a_booking_posted_to_the_api_reaches_its_worker_and_every_change_follows() {
     let stack = Stack::start().await;
     let booking = book_visit(&stack).await;
-    eventually("ipassan-sync to receive the booking", Duration::from_secs(15), || async {
-        (version_held_by_ipassan_sync(&stack, &booking).await == Some(1)).then_some(())
-    })
+    eventually(
+        "ipassan-sync to receive the booking",
+        Duration::from_secs(15),
+        || async {
+            (version_held_by_ipassan_sync(&stack, &booking).await == Some(1)).then_some(())
+        },
+    )
     .await;
 
-    let (status, _) = stack.send(Method::DELETE, &format!("/v1/visitor-bookings/{booking}"), &stack.ana(), None).await;
+    let (status, _) = stack
+        .send(
+            Method::DELETE,
+            &format!("/v1/visitor-bookings/{booking}"),
+            &stack.ana(),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
-    eventually("ipassan-sync to receive the cancellation", Duration::from_secs(15), || async {
-        (version_held_by_ipassan_sync(&stack, &booking).await == Some(2)).then_some(())
-    })
+    eventually(
+        "ipassan-sync to receive the cancellation",
+        Duration::from_secs(15),
+        || async {
+            (version_held_by_ipassan_sync(&stack, &booking).await == Some(2)).then_some(())
+        },
+    )
     .await;
-    assert!(stack.mail.mails().is_empty(), "nothing failed, so nobody was alerted");
+    assert!(
+        stack.mail.mails().is_empty(),
+        "nothing failed, so nobody was alerted"
+    );
 }
 
 #[tokio::test]
@@ -58,7 +78,10 @@ async fn a_worker_that_keeps_failing_ends_in_an_alert_email_to_the_building_mana
     // Break ipassan-sync's storage: every attempt now fails with a database error (transient),
     // so the booking climbs the retry tiers and is dead-lettered.
     let pool = stack.db.pool(ipassan_sync::SCHEMA).await;
-    sqlx::query("ALTER TABLE booking_snapshots RENAME TO booking_snapshots_gone").execute(&pool).await.unwrap();
+    sqlx::query("ALTER TABLE booking_snapshots RENAME TO booking_snapshots_gone")
+        .execute(&pool)
+        .await
+        .unwrap();
 
     let booking = book_visit(&stack).await;
     let alert = stack
@@ -67,23 +90,55 @@ async fn a_worker_that_keeps_failing_ends_in_an_alert_email_to_the_building_mana
         .await
         .expect("the manager is alerted");
     assert!(alert.subject.contains(&booking), "{}", alert.subject);
-    assert!(alert.text_body.contains("ipassan-sync"), "{}", alert.text_body);
-    assert!(alert.text_body.contains("transient_exhausted"), "{}", alert.text_body);
-    assert!(alert.text_body.contains("Attempts:      3"), "{}", alert.text_body);
-    assert!(alert.text_body.contains("booking_snapshots"), "the database error is quoted: {}", alert.text_body);
+    assert!(
+        alert.text_body.contains("ipassan-sync"),
+        "{}",
+        alert.text_body
+    );
+    assert!(
+        alert.text_body.contains("transient_exhausted"),
+        "{}",
+        alert.text_body
+    );
+    assert!(
+        alert.text_body.contains("Attempts:      3"),
+        "{}",
+        alert.text_body
+    );
+    assert!(
+        alert.text_body.contains("booking_snapshots"),
+        "the database error is quoted: {}",
+        alert.text_body
+    );
 
     // Once the cause is fixed, ops replay the dead letter and the booking gets through.
-    sqlx::query("ALTER TABLE booking_snapshots_gone RENAME TO booking_snapshots").execute(&pool).await.unwrap();
+    sqlx::query("ALTER TABLE booking_snapshots_gone RENAME TO booking_snapshots")
+        .execute(&pool)
+        .await
+        .unwrap();
     let notifier_pool = stack.db.pool(notifier::SCHEMA).await;
-    let dead_letter: uuid::Uuid = sqlx::query_scalar("SELECT id FROM dead_letters").fetch_one(&notifier_pool).await.unwrap();
+    let dead_letter: uuid::Uuid = sqlx::query_scalar("SELECT id FROM dead_letters")
+        .fetch_one(&notifier_pool)
+        .await
+        .unwrap();
     let publisher = platform::amqp::Publisher::new(
-        &platform::config::AmqpSettings { url: stack.broker.url.clone(), prefetch: 1, delivery_limit: 5 },
+        &platform::config::AmqpSettings {
+            url: stack.broker.url.clone(),
+            prefetch: 1,
+            delivery_limit: 5,
+        },
         "ops",
     );
-    notifier::cli::replay(&notifier_pool, &publisher, dead_letter).await.unwrap();
-    eventually("the replayed booking to reach ipassan-sync", Duration::from_secs(15), || async {
-        (version_held_by_ipassan_sync(&stack, &booking).await == Some(1)).then_some(())
-    })
+    notifier::cli::replay(&notifier_pool, &publisher, dead_letter)
+        .await
+        .unwrap();
+    eventually(
+        "the replayed booking to reach ipassan-sync",
+        Duration::from_secs(15),
+        || async {
+            (version_held_by_ipassan_sync(&stack, &booking).await == Some(1)).then_some(())
+        },
+    )
     .await;
     assert_eq!(stack.mail.mails().len(), 1, "one failure, one alert");
 }
@@ -91,9 +146,20 @@ async fn a_worker_that_keeps_failing_ends_in_an_alert_email_to_the_building_mana
 #[tokio::test]
 async fn a_message_no_worker_can_read_is_reported_to_ops_and_the_worker_carries_on() {
     let stack = Stack::start().await;
-    stack.broker.publish_raw("facility_booking.created.v1", b"\x00\x01 garbage").await;
-    let alert = stack.mail.wait_for_mail_to(OPS_EMAIL, Duration::from_secs(20)).await.expect("ops are alerted");
-    assert!(alert.text_body.contains("salto-sync"), "{}", alert.text_body);
+    stack
+        .broker
+        .publish_raw("facility_booking.created.v1", b"\x00\x01 garbage")
+        .await;
+    let alert = stack
+        .mail
+        .wait_for_mail_to(OPS_EMAIL, Duration::from_secs(20))
+        .await
+        .expect("ops are alerted");
+    assert!(
+        alert.text_body.contains("salto-sync"),
+        "{}",
+        alert.text_body
+    );
     assert!(alert.text_body.contains("malformed"), "{}", alert.text_body);
 
     // salto-sync still works: a real facility booking reaches it.
@@ -109,12 +175,18 @@ async fn a_message_no_worker_can_read_is_reported_to_ops_and_the_worker_carries_
     assert_eq!(status, 201, "{booking}");
     let id = uuid::Uuid::parse_str(booking["id"].as_str().unwrap()).unwrap();
     let pool = stack.db.pool(salto_sync::SCHEMA).await;
-    eventually("salto-sync to receive the booking", Duration::from_secs(15), || async {
-        sqlx::query_scalar::<_, i64>("SELECT version FROM booking_snapshots WHERE booking_id = $1")
+    eventually(
+        "salto-sync to receive the booking",
+        Duration::from_secs(15),
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT version FROM booking_snapshots WHERE booking_id = $1",
+            )
             .bind(id)
             .fetch_optional(&pool)
             .await
             .unwrap()
-    })
+        },
+    )
     .await;
 }

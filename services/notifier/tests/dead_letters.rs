@@ -341,3 +341,70 @@ async fn a_dead_letter_can_be_listed_shown_replayed_and_discarded() {
             .contains("no dead letter")
     );
 }
+
+#[tokio::test]
+async fn a_message_the_broker_itself_dead_letters_is_stored_and_reported() {
+    let stack = start(HandlerError::Permanent("unused".into())).await;
+    // salto-sync's queue with a delivery limit of 2, and no salto-sync running: a consumer that
+    // keeps crashing on the message makes the broker give up on it.
+    stack
+        .broker
+        .declare_queue(&contracts::SALTO_SYNC_QUEUE, 2)
+        .await;
+    let mut event = visit(&[MANAGER]);
+    event.event = match event.event {
+        Event::VisitorBookingCreated(_) => Event::FacilityBookingCreated(facility()),
+        other => other,
+    };
+    publish(&stack, &event).await;
+    let deliveries = stack.broker.crash_loop("salto-sync").await;
+    assert_eq!(
+        deliveries, 3,
+        "delivered up to the limit, then dead-lettered by the broker"
+    );
+
+    let alert = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("the manager is alerted");
+    assert!(
+        alert.text_body.contains("broker:delivery_limit"),
+        "{}",
+        alert.text_body
+    );
+    assert!(
+        alert.text_body.contains("delivered too many times"),
+        "{}",
+        alert.text_body
+    );
+    let stored = stored_dead_letters(&stack).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].1, "broker:delivery_limit");
+}
+
+fn facility() -> contracts::FacilityBooking {
+    let Event::VisitorBookingCreated(visit) = visit(&[MANAGER]).event else {
+        unreachable!()
+    };
+    contracts::FacilityBooking {
+        building: visit.building,
+        window: visit.window,
+        facility: contracts::Facility {
+            id: "games-room".into(),
+            name: "Games room".into(),
+            zone_id: "GAMES-ROOM".into(),
+        },
+        apartment: contracts::Apartment {
+            id: "a-501".into(),
+            access_level_id: "501-56".into(),
+        },
+        booked_by: contracts::BookedBy {
+            user_id: "r-1".into(),
+            role: contracts::Role::Resident,
+            name: None,
+            email: None,
+        },
+        state: BookingState::Booked,
+    }
+}

@@ -352,7 +352,10 @@ async fn killing_the_broker_connections_mid_stream_loses_no_message() {
             run.handler.handled().len() < bookings.len(),
             "the worker finished before the cut"
         );
-        assert!(run.broker.close_connections().await > 0, "a connection was cut");
+        assert!(
+            run.broker.close_connections().await > 0,
+            "a connection was cut"
+        );
     }
 
     wait_until(Duration::from_secs(60), || async {

@@ -214,6 +214,53 @@ impl TestBroker {
         }
     }
 
+    /// Declares a consumer queue exactly as its worker would, without consuming it.
+    pub async fn declare_queue(&self, spec: &contracts::QueueSpec, delivery_limit: u32) {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.expect("channel");
+        platform::amqp::topology::declare_consumer_queue(
+            &channel,
+            spec,
+            &platform::config::RetryTiers::default(),
+            delivery_limit,
+        )
+        .await
+        .expect("declare the queue");
+        let _ = connection.close(200, "bye".into()).await;
+    }
+
+    /// Plays a consumer that crashes on every delivery from `queue` (the message goes back to the
+    /// queue unacknowledged), until nothing is delivered for a second: the broker's delivery limit
+    /// then dead-letters the message by itself. Returns how many deliveries it saw.
+    pub async fn crash_loop(&self, queue: &str) -> usize {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.expect("channel");
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let mut deliveries = 0;
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_secs(1), consumer.next()).await
+        {
+            deliveries += 1;
+            let _ = delivery
+                .acker
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+        let _ = connection.close(200, "bye".into()).await;
+        deliveries
+    }
+
     /// Observes what is published to `connecx.events` under `binding` (`#` for everything).
     pub async fn tap(&self, binding: &str) -> EventTap {
         self.tap_exchange(EVENTS_EXCHANGE, ExchangeKind::Topic, binding)

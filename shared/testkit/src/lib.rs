@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod db;
 pub mod mail_sink;
+pub mod rabbitmq_definitions;
 
 pub use broker::{EventTap, Tapped, TestBroker};
 pub use db::TestDb;

@@ -1,0 +1,960 @@
+//! `devstack`: the whole connecX system on a developer machine, with one command
+//! (`scripts/run-local`, which builds the workspace and runs this).
+//!
+//! It expects PostgreSQL and RabbitMQ to run locally and says which command starts them when
+//! they do not answer; it creates the `connecx` database if it is missing. Then it starts, from
+//! the directory it was itself built into, the `mail-sink` and the four services with their
+//! `CONNECX__*` settings (DESIGN §10), and prints every line they write prefixed with their
+//! name. Once booking-api is ready it seeds a demo building through booking-api's own admin API
+//! (so the demo exercises the real code path, outbox included) and prints a `curl` that books a
+//! visitor as a resident, with a token ready to paste.
+//!
+//! The children run in process groups of their own, so a Ctrl-C in the terminal reaches only
+//! devstack, which then stops them in order: the services first (SIGTERM, SIGKILL after a grace
+//! period) and the mail sink last, so mails still being sent on the way out arrive. A second
+//! Ctrl-C kills at once. If any child dies on its own, devstack says so loudly and stops the rest
+//! — a half-running system would only mislead.
+//!
+//! `devstack --print-definitions` prints the RabbitMQ definitions of `deploy/rabbitmq/`.
+
+use std::io::{IsTerminal, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use chrono::{DateTime, Days, TimeZone, Utc};
+use chrono_tz::Tz;
+use clap::Parser;
+use contracts::Role;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use platform::config::AmqpSettings;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+/// Only for this machine: booking-api trusts tokens signed with it.
+const DEV_JWT_SECRET: &str = "connecx-devstack-local-only-secret-do-not-deploy";
+const MAIL_SINK: &str = "mail-sink";
+const START_POSTGRES: &str =
+    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+const START_RABBITMQ: &str = "rabbitmq-server -detached";
+/// Wide enough for every child's name, so the output lines up.
+const LABEL_WIDTH: usize = 12;
+/// How long the printed tokens stay valid.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Runs connecX locally: mail sink + booking-api + ipassan-sync + salto-sync + notifier, with a
+/// seeded demo building. Ctrl-C stops everything.
+#[derive(Parser)]
+struct Args {
+    /// booking-api's HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// The mail sink's SMTP port (the notifier sends there).
+    #[arg(long, default_value_t = 1025)]
+    smtp_port: u16,
+    /// The mail sink's web page.
+    #[arg(long, default_value_t = 8025)]
+    mail_port: u16,
+    /// HS256 secret booking-api checks tokens with and devstack signs the demo tokens with
+    /// [default: a fixed secret for local use only].
+    #[arg(
+        long,
+        env = "CONNECX_DEVSTACK_JWT_SECRET",
+        default_value = DEV_JWT_SECRET,
+        hide_default_value = true
+    )]
+    jwt_secret: String,
+    /// The database the services share; created when missing.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/connecx")]
+    database_url: String,
+    /// The broker, vhost included.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Where alerts go when no building manager is known.
+    #[arg(long, default_value = "ops@example.com")]
+    ops_email: String,
+    /// Where the service binaries are [default: the directory devstack itself is in].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Seconds to wait for booking-api's /readyz (the first start runs every migration).
+    #[arg(long, default_value_t = 120)]
+    ready_timeout: u64,
+    /// Seconds a child gets to stop after SIGTERM before it is killed.
+    #[arg(long, default_value_t = 10)]
+    stop_timeout: u64,
+    /// Print deploy/rabbitmq/definitions.json as the code defines it, and exit.
+    #[arg(long)]
+    print_definitions: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let outcome = if args.print_definitions {
+        print_definitions()
+    } else {
+        run(args).await
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\n{}devstack: {error:#}{}", Style::alert(), Style::reset());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_definitions() -> anyhow::Result<()> {
+    let definitions = testkit::rabbitmq_definitions::default_definitions();
+    println!("{}", serde_json::to_string_pretty(&definitions)?);
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    ensure_database(&args.database_url).await?;
+    check_rabbitmq(&args.amqp_url).await?;
+    check_ports_free(&args)?;
+    let children = children(&args);
+    let bin_dir = bin_dir(&args, &children)?;
+
+    let mut stack = Stack::new(Duration::from_secs(args.stop_timeout));
+    let mut ending = None;
+    for child in children {
+        if let Err(error) = stack.spawn(&bin_dir, child) {
+            ending = Some(Ending::Failed(error));
+            break;
+        }
+    }
+    let ending = match ending {
+        Some(failed) => failed,
+        None => match start_demo(&mut stack, &args).await {
+            Ok(()) => watch(&mut stack).await,
+            Err(ending) => ending,
+        },
+    };
+    stack.stop_all().await;
+    match ending {
+        Ending::StopRequested => Ok(()),
+        Ending::Died { name, status } => Err(anyhow!(
+            "{name} exited unexpectedly ({}); its last lines are above",
+            describe(&status)
+        )),
+        Ending::Failed(error) => Err(error),
+    }
+}
+
+/// Why devstack stops.
+enum Ending {
+    /// Ctrl-C, SIGTERM or a closed terminal.
+    StopRequested,
+    /// A child stopped on its own.
+    Died {
+        name: &'static str,
+        status: std::io::Result<ExitStatus>,
+    },
+    Failed(anyhow::Error),
+}
+
+/// Waits for booking-api, seeds the demo and prints how to use it — unless a child dies or a
+/// stop is requested first.
+async fn start_demo(stack: &mut Stack, args: &Args) -> Result<(), Ending> {
+    let api = format!("http://127.0.0.1:{}", args.http_port);
+    let bring_up = async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build an HTTP client")?;
+        wait_until_ready(&client, &api, Duration::from_secs(args.ready_timeout)).await?;
+        let tokens = seed_demo(&client, &api, &args.jwt_secret).await?;
+        let window = tomorrow_evening(Utc::now(), demo::TIMEZONE)?;
+        Ok::<_, anyhow::Error>((tokens, window))
+    };
+    tokio::select! {
+        result = bring_up => match result {
+            Ok((tokens, window)) => {
+                print_demo(args, &tokens, window);
+                Ok(())
+            }
+            Err(error) => Err(Ending::Failed(error)),
+        },
+        exit = stack.next_exit() => Err(died(exit)),
+        () = stop_requested() => Err(Ending::StopRequested),
+    }
+}
+
+/// Runs until a child dies or a stop is requested.
+async fn watch(stack: &mut Stack) -> Ending {
+    tokio::select! {
+        exit = stack.next_exit() => died(exit),
+        () = stop_requested() => Ending::StopRequested,
+    }
+}
+
+fn died(exit: Exit) -> Ending {
+    let banner = "!".repeat(78);
+    eprintln!(
+        "{}{banner}\n  {} EXITED UNEXPECTEDLY ({}) — stopping everything else\n{banner}{}",
+        Style::alert(),
+        exit.name,
+        describe(&exit.status),
+        Style::reset()
+    );
+    Ending::Died {
+        name: exit.name,
+        status: exit.status,
+    }
+}
+
+/// Ctrl-C, SIGTERM, or the terminal going away (SIGHUP: the children are in their own process
+/// groups, so nobody else would tell them).
+async fn stop_requested() {
+    let hangup = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                hangups.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = platform::shutdown::signal() => {}
+        () = hangup => {}
+    }
+}
+
+// ── What runs ──────────────────────────────────────────────────────────────────────────────
+
+/// One process devstack starts: a binary next to devstack, its arguments and its settings.
+struct ChildSpec {
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl ChildSpec {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    fn arg(mut self, arg: impl ToString) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    fn env(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.env.push((key, value.to_string()));
+        self
+    }
+
+    /// The settings every service reads (DESIGN §10).
+    fn with_database_and_broker(self, args: &Args) -> Self {
+        self.env("CONNECX__DATABASE__URL", &args.database_url)
+            .env("CONNECX__AMQP__URL", &args.amqp_url)
+    }
+}
+
+/// Everything devstack starts, in start order.
+fn children(args: &Args) -> Vec<ChildSpec> {
+    vec![
+        ChildSpec::new(MAIL_SINK)
+            .arg("--smtp-port")
+            .arg(args.smtp_port)
+            .arg("--http-port")
+            .arg(args.mail_port),
+        // ── Simulators ─────────────────────────────────────────────────────────────────────
+        // ipassan-sim and salto-sim (DESIGN §2) start here, before the workers that call them,
+        // once they exist: add a ChildSpec each (and a check in `check_ports_free` for their
+        // ports), then point the workers at them below with CONNECX__IPASSAN__BASE_URL /
+        // __CLIENT_ID / __CLIENT_SECRET and CONNECX__SALTO__URL / __AUTH_KIND, and seed the
+        // simulators (`POST /_sim/seed`) with the demo site's person and zone in `seed_demo`.
+        ChildSpec::new("booking-api")
+            .with_database_and_broker(args)
+            // Only this machine: the demo secret must not open the API to the network.
+            .env("CONNECX__HTTP__HOST", "127.0.0.1")
+            .env("CONNECX__HTTP__PORT", args.http_port)
+            .env("CONNECX__AUTH__JWT_SECRET", &args.jwt_secret),
+        ChildSpec::new("ipassan-sync").with_database_and_broker(args),
+        ChildSpec::new("salto-sync").with_database_and_broker(args),
+        ChildSpec::new("notifier")
+            .with_database_and_broker(args)
+            .env("CONNECX__SMTP__HOST", "127.0.0.1")
+            .env("CONNECX__SMTP__PORT", args.smtp_port)
+            .env("CONNECX__SMTP__TLS", "none")
+            .env("CONNECX__SMTP__FROM", "connecX <no-reply@connecx.example>")
+            .env("CONNECX__OPS__ALERT_EMAIL", &args.ops_email),
+    ]
+}
+
+fn bin_dir(args: &Args, children: &[ChildSpec]) -> anyhow::Result<PathBuf> {
+    let dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .context("cannot tell where devstack runs from; pass --bin-dir")?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("devstack has no parent directory; pass --bin-dir")?,
+    };
+    let missing: Vec<&str> = children
+        .iter()
+        .map(|child| child.name)
+        .filter(|name| !dir.join(name).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} not built in {}. Build everything with `cargo build --workspace --bins` \
+             (scripts/run-local does that before starting devstack).",
+            missing.join(", "),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+// ── Local servers ──────────────────────────────────────────────────────────────────────────
+
+/// Connects to PostgreSQL and creates the services' database when it is missing.
+async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(database_url)
+        .with_context(|| format!("--database-url `{database_url}` is not a PostgreSQL URL"))?;
+    let database = options
+        .get_database()
+        .context("--database-url must name a database, e.g. …/connecx")?
+        .to_owned();
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    let mut admin = timeout(
+        Duration::from_secs(5),
+        PgConnection::connect_with(&options.clone().database("postgres")),
+    )
+    .await
+    .map_err(|_| anyhow!("timed out"))
+    .and_then(|connected| connected.map_err(anyhow::Error::from))
+    .map_err(|error| {
+        anyhow!(
+            "PostgreSQL is not reachable at {server} ({error}).\nStart it with:\n  {START_POSTGRES}"
+        )
+    })?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&database)
+            .fetch_one(&mut admin)
+            .await
+            .context("cannot list PostgreSQL's databases")?;
+    if !exists {
+        let create = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => say(&format!("created database {database} on {server}")),
+            // Someone else created it meanwhile: just as good.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+            Err(error) => {
+                return Err(error).context(format!("cannot create database {database}"));
+            }
+        }
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
+async fn check_rabbitmq(amqp_url: &str) -> anyhow::Result<()> {
+    let settings = AmqpSettings {
+        url: amqp_url.to_owned(),
+        prefetch: 1,
+        delivery_limit: 1,
+    };
+    let connected = timeout(
+        Duration::from_secs(5),
+        platform::amqp::connect(&settings, "devstack (start-up check)"),
+    )
+    .await;
+    match connected {
+        Ok(Ok(connection)) => {
+            let _ = connection.close(200, "checked".into()).await;
+            Ok(())
+        }
+        Ok(Err(error)) => bail!("{error}.\nStart RabbitMQ with:\n  {START_RABBITMQ}"),
+        Err(_) => bail!(
+            "RabbitMQ did not answer within 5 s at {}.\nStart it with:\n  {START_RABBITMQ}",
+            platform::config::redact_url(amqp_url)
+        ),
+    }
+}
+
+/// A taken port would otherwise show up as a child dying with "address in use" among the logs.
+fn check_ports_free(args: &Args) -> anyhow::Result<()> {
+    for (port, flag) in [
+        (args.http_port, "--http-port"),
+        (args.smtp_port, "--smtp-port"),
+        (args.mail_port, "--mail-port"),
+    ] {
+        // The wildcard address collides with a listener on any local address.
+        if let Err(error) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
+            bail!(
+                "port {port} is taken ({error}) — is an earlier devstack still running? \
+                 Stop it, or choose another port with {flag}."
+            );
+        }
+    }
+    Ok(())
+}
+
+// ── The demo ───────────────────────────────────────────────────────────────────────────────
+
+/// The demo building. The IDs are what the simulators will be seeded with.
+mod demo {
+    pub const TIMEZONE: chrono_tz::Tz = chrono_tz::Australia::Sydney;
+    pub const BUILDING: &str = "demo";
+    pub const MANAGER: &str = "manager-demo";
+    pub const MANAGER_EMAIL: &str = "manager@demo.connecx.example";
+    pub const IPASSAN_SITE: &str = "demo-site";
+    pub const APARTMENT: &str = "apt-101";
+    /// Salto access level ExtID of the apartment.
+    pub const ACCESS_LEVEL: &str = "AL-APT-101";
+    pub const FACILITY: &str = "games-room";
+    /// Salto Zone ID of the facility.
+    pub const ZONE: &str = "GAMES-ROOM";
+    pub const SYNCED_RESIDENT: &str = "res-alice";
+    pub const IPASSAN_PERSON: &str = "p-1001";
+    pub const UNSYNCED_RESIDENT: &str = "res-bob";
+}
+
+/// Tokens for the demo's people, valid for [`TOKEN_LIFETIME`].
+struct DemoTokens {
+    manager: String,
+    synced_resident: String,
+    unsynced_resident: String,
+}
+
+/// The claims booking-api reads (DESIGN §6).
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    role: Role,
+    building_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    apartment_id: Option<&'a str>,
+    exp: i64,
+}
+
+fn mint(secret: &str, sub: &str, role: Role, apartment_id: Option<&str>) -> anyhow::Result<String> {
+    let lifetime = chrono::Duration::from_std(TOKEN_LIFETIME).context("token lifetime")?;
+    let claims = Claims {
+        sub,
+        role,
+        building_id: demo::BUILDING,
+        apartment_id,
+        exp: (Utc::now() + lifetime).timestamp(),
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .context("cannot sign a demo token")
+}
+
+async fn wait_until_ready(
+    client: &reqwest::Client,
+    api: &str,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    say(&format!("waiting for booking-api at {api}/readyz …"));
+    let deadline = Instant::now() + patience;
+    loop {
+        let last = match client.get(format!("{api}/readyz")).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => format!("it answered {}", response.status()),
+            Err(error) => format!("{error}"),
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "booking-api was not ready after {} s ({last}); its log above says why",
+                patience.as_secs()
+            );
+        }
+        sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Upserts the demo building through booking-api's admin API, as a manager would.
+async fn seed_demo(
+    client: &reqwest::Client,
+    api: &str,
+    secret: &str,
+) -> anyhow::Result<DemoTokens> {
+    let tokens = DemoTokens {
+        manager: mint(secret, demo::MANAGER, Role::Manager, None)?,
+        synced_resident: mint(
+            secret,
+            demo::SYNCED_RESIDENT,
+            Role::Resident,
+            Some(demo::APARTMENT),
+        )?,
+        unsynced_resident: mint(
+            secret,
+            demo::UNSYNCED_RESIDENT,
+            Role::Resident,
+            Some(demo::APARTMENT),
+        )?,
+    };
+    let admin = Admin {
+        client,
+        api,
+        token: &tokens.manager,
+    };
+    admin
+        .put(
+            &format!("/v1/buildings/{}", demo::BUILDING),
+            json!({
+                "name": "Demo Tower",
+                "timezone": demo::TIMEZONE.name(),
+                "manager_emails": [demo::MANAGER_EMAIL],
+                "ipassan_site": demo::IPASSAN_SITE,
+                "double_booking_policy": "auto",
+            }),
+        )
+        .await?;
+    admin
+        .put(
+            &format!("/v1/apartments/{}", demo::APARTMENT),
+            json!({ "access_control_id": demo::ACCESS_LEVEL }),
+        )
+        .await?;
+    admin
+        .put(
+            &format!("/v1/facilities/{}", demo::FACILITY),
+            json!({ "name": "Games room", "access_control_facility_id": demo::ZONE }),
+        )
+        .await?;
+    admin
+        .put(
+            &format!("/v1/residents/{}", demo::SYNCED_RESIDENT),
+            json!({
+                "name": "Alice Resident",
+                "email": "alice@demo.connecx.example",
+                "apartment_id": demo::APARTMENT,
+                "ipassan_person_id": demo::IPASSAN_PERSON,
+            }),
+        )
+        .await?;
+    admin
+        .put(
+            &format!("/v1/residents/{}", demo::UNSYNCED_RESIDENT),
+            json!({
+                "name": "Bob Resident",
+                "email": "bob@demo.connecx.example",
+                "apartment_id": demo::APARTMENT,
+                "ipassan_person_id": null,
+            }),
+        )
+        .await?;
+    say(&format!(
+        "seeded building `{}` through booking-api's admin API",
+        demo::BUILDING
+    ));
+    Ok(tokens)
+}
+
+/// booking-api's admin endpoints, called with a manager's token.
+struct Admin<'a> {
+    client: &'a reqwest::Client,
+    api: &'a str,
+    token: &'a str,
+}
+
+impl Admin<'_> {
+    /// An error answer stops devstack with booking-api's problem document.
+    async fn put(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .put(format!("{}{path}", self.api))
+            .bearer_auth(self.token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("seeding the demo: PUT {path} failed"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let problem = response.text().await.unwrap_or_default();
+        bail!("seeding the demo: PUT {path} with {body} answered {status}:\n{problem}")
+    }
+}
+
+/// Tomorrow 18:00–20:00 in the building's time zone: a visit that is always in the future and
+/// never crosses a DST change (those happen at night).
+fn tomorrow_evening(now: DateTime<Utc>, zone: Tz) -> anyhow::Result<(DateTime<Tz>, DateTime<Tz>)> {
+    let tomorrow = now
+        .with_timezone(&zone)
+        .date_naive()
+        .checked_add_days(Days::new(1))
+        .context("no tomorrow")?;
+    let at = |hour| {
+        tomorrow
+            .and_hms_opt(hour, 0, 0)
+            .and_then(|local| zone.from_local_datetime(&local).earliest())
+            .with_context(|| format!("{tomorrow} {hour}:00 does not exist in {zone}"))
+    };
+    Ok((at(18)?, at(20)?))
+}
+
+/// A visitor booking as the API takes it, fields in the order a reader expects.
+#[derive(Serialize)]
+struct VisitorBookingRequest<'a> {
+    visitor: Visitor<'a>,
+    starts_at: String,
+    ends_at: String,
+    provide_access: bool,
+}
+
+#[derive(Serialize)]
+struct Visitor<'a> {
+    name: &'a str,
+    email: &'a str,
+}
+
+fn print_demo(
+    args: &Args,
+    tokens: &DemoTokens,
+    (starts_at, ends_at): (DateTime<Tz>, DateTime<Tz>),
+) {
+    let api = format!("http://127.0.0.1:{}", args.http_port);
+    let booking = VisitorBookingRequest {
+        visitor: Visitor {
+            name: "Vera Visitor",
+            email: "vera@visitor.example",
+        },
+        starts_at: starts_at.to_rfc3339(),
+        ends_at: ends_at.to_rfc3339(),
+        provide_access: true,
+    };
+    let booking = serde_json::to_string(&booking).unwrap_or_default();
+    let rule = "═".repeat(78);
+    println!(
+        r#"
+{rule}
+connecX is running. Demo building `{building}` ({zone}), manager {manager_email}:
+  apartment {apartment} (Salto access level {access_level}), facility {facility} (Salto zone {zone_id}),
+  resident {alice} (iPassan person {person}) and resident {bob} (not synced to iPassan).
+
+Book a visitor for tomorrow evening as {alice} (token valid for 30 days):
+
+export CONNECX_TOKEN='{alice_token}'
+curl -sS -w '\n' -X POST {api}/v1/visitor-bookings \
+  -H "Authorization: Bearer $CONNECX_TOKEN" \
+  -H 'Content-Type: application/json' \
+  -d '{booking}'
+
+See it: all of {alice}'s visitor bookings, or the one with the "id" of that answer:
+
+curl -sS -w '\n' {api}/v1/visitor-bookings -H "Authorization: Bearer $CONNECX_TOKEN"
+curl -sS -w '\n' {api}/v1/visitor-bookings/<id> -H "Authorization: Bearer $CONNECX_TOKEN"
+
+  Mails (mail sink):  http://127.0.0.1:{mail_port}/
+  API docs:           {api}/docs
+  RabbitMQ:           {amqp} (queues at http://127.0.0.1:15672/#/queues, guest/guest)
+  {bob}'s token (his visitor bookings with access answer 422 resident_not_synced_to_ipassan):
+    {bob_token}
+  Manager token (admin PUTs, facility bookings):
+    {manager_token}
+Ctrl-C stops everything.
+{rule}
+"#,
+        building = demo::BUILDING,
+        zone = demo::TIMEZONE.name(),
+        manager_email = demo::MANAGER_EMAIL,
+        apartment = demo::APARTMENT,
+        access_level = demo::ACCESS_LEVEL,
+        facility = demo::FACILITY,
+        zone_id = demo::ZONE,
+        alice = demo::SYNCED_RESIDENT,
+        person = demo::IPASSAN_PERSON,
+        bob = demo::UNSYNCED_RESIDENT,
+        alice_token = tokens.synced_resident,
+        bob_token = tokens.unsynced_resident,
+        manager_token = tokens.manager,
+        mail_port = args.mail_port,
+        amqp = platform::config::redact_url(&args.amqp_url),
+    );
+}
+
+// ── Supervising the children ───────────────────────────────────────────────────────────────
+
+/// The children devstack started and what became of them.
+struct Stack {
+    children: Vec<RunningChild>,
+    exits: mpsc::UnboundedReceiver<Exit>,
+    /// Kept so `exits` never closes while devstack waits on it.
+    exits_sender: mpsc::UnboundedSender<Exit>,
+    grace: Duration,
+}
+
+struct RunningChild {
+    name: &'static str,
+    /// To the task that owns the process: signals to send its process group.
+    signals: mpsc::UnboundedSender<Signal>,
+    running: bool,
+}
+
+/// A child that stopped.
+struct Exit {
+    name: &'static str,
+    status: std::io::Result<ExitStatus>,
+}
+
+impl Stack {
+    fn new(grace: Duration) -> Self {
+        let (exits_sender, exits) = mpsc::unbounded_channel();
+        Self {
+            children: Vec::new(),
+            exits,
+            exits_sender,
+            grace,
+        }
+    }
+
+    fn spawn(&mut self, bin_dir: &Path, spec: ChildSpec) -> anyhow::Result<()> {
+        let program = bin_dir.join(spec.name);
+        let mut child = Command::new(&program)
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: the terminal's Ctrl-C goes to devstack alone, which then
+            // stops the children in order.
+            .process_group(0)
+            // If devstack fails before stopping them, they go too.
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let group = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw)
+            .with_context(|| format!("{} exited as it started", spec.name))?;
+        let label = label(spec.name, self.children.len());
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(forward_lines(stdout, label.clone(), Output::Stdout));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_lines(stderr, label, Output::Stderr));
+        }
+
+        let (signals, mut signal_requests) = mpsc::unbounded_channel();
+        let exits = self.exits_sender.clone();
+        let name = spec.name;
+        // The task owns the process until it is reaped, so a signal never reaches a recycled pid.
+        tokio::spawn(async move {
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    Some(signal) = signal_requests.recv() => {
+                        // ESRCH: already gone, which is what we wanted.
+                        let _ = killpg(group, signal);
+                    }
+                }
+            };
+            let _ = exits.send(Exit { name, status });
+        });
+        self.children.push(RunningChild {
+            name,
+            signals,
+            running: true,
+        });
+        Ok(())
+    }
+
+    /// The next child to stop, for whatever reason.
+    async fn next_exit(&mut self) -> Exit {
+        let Some(exit) = self.exits.recv().await else {
+            // Unreachable: `exits_sender` lives as long as `self`.
+            return std::future::pending().await;
+        };
+        if let Some(child) = self.children.iter_mut().find(|c| c.name == exit.name) {
+            child.running = false;
+        }
+        exit
+    }
+
+    /// Stops the services, then the mail sink: mails sent on the way out still arrive.
+    async fn stop_all(&mut self) {
+        self.stop(|name| name != MAIL_SINK).await;
+        self.stop(|_| true).await;
+    }
+
+    /// SIGTERM to the chosen children still running; SIGKILL to those that outlive the grace
+    /// period, or at once on a second Ctrl-C.
+    async fn stop(&mut self, chosen: impl Fn(&str) -> bool) {
+        let still_running = |stack: &Self| -> Vec<&'static str> {
+            stack
+                .children
+                .iter()
+                .filter(|c| c.running && chosen(c.name))
+                .map(|c| c.name)
+                .collect()
+        };
+        if still_running(self).is_empty() {
+            return;
+        }
+        self.signal(&still_running(self), Signal::SIGTERM);
+        let mut deadline = Instant::now() + self.grace;
+        let mut killed = false;
+        loop {
+            let waiting = still_running(self);
+            if waiting.is_empty() {
+                return;
+            }
+            tokio::select! {
+                exit = self.next_exit() => say(&format!("{} stopped ({})", exit.name, describe(&exit.status))),
+                () = sleep_until(deadline), if !killed => {
+                    say(&format!("{} still running after {} s: killing", waiting.join(", "), self.grace.as_secs()));
+                    self.signal(&waiting, Signal::SIGKILL);
+                    (killed, deadline) = (true, Instant::now());
+                }
+                () = stop_requested(), if !killed => {
+                    say(&format!("killing {}", waiting.join(", ")));
+                    self.signal(&waiting, Signal::SIGKILL);
+                    (killed, deadline) = (true, Instant::now());
+                }
+            }
+        }
+    }
+
+    fn signal(&self, names: &[&str], signal: Signal) {
+        for child in self.children.iter().filter(|c| names.contains(&c.name)) {
+            let _ = child.signals.send(signal);
+        }
+    }
+}
+
+fn describe(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("cannot tell how: {error}"),
+    }
+}
+
+// ── Output ─────────────────────────────────────────────────────────────────────────────────
+
+#[derive(Clone, Copy)]
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+/// Copies a child's output line by line, each prefixed with the child's label. Bytes that are
+/// not UTF-8 are shown replaced rather than dropping the line.
+async fn forward_lines(stream: impl AsyncRead + Unpin, label: String, output: Output) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\n', '\r']);
+                // A closed terminal must not take devstack down with a panic.
+                let _ = match output {
+                    Output::Stdout => writeln!(std::io::stdout().lock(), "{label}{text}"),
+                    Output::Stderr => writeln!(std::io::stderr().lock(), "{label}{text}"),
+                };
+            }
+        }
+    }
+}
+
+/// `   notifier │ ` in the child's colour.
+fn label(name: &str, index: usize) -> String {
+    const COLOURS: [u8; 6] = [36, 33, 32, 35, 34, 96];
+    format!(
+        "{}{name:>LABEL_WIDTH$} │{} ",
+        Style::colour(COLOURS[index % COLOURS.len()]),
+        Style::reset()
+    )
+}
+
+/// devstack's own lines, labelled like a child's.
+fn say(message: &str) {
+    println!(
+        "{}{:>LABEL_WIDTH$} │{} {message}",
+        Style::colour(1),
+        "devstack",
+        Style::reset()
+    );
+}
+
+/// ANSI colours, only when a person is watching.
+struct Style;
+
+impl Style {
+    fn enabled() -> bool {
+        std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    }
+
+    fn colour(code: u8) -> String {
+        if Self::enabled() {
+            format!("\x1b[{code}m")
+        } else {
+            String::new()
+        }
+    }
+
+    fn alert() -> String {
+        Self::colour(31)
+    }
+
+    fn reset() -> &'static str {
+        if Self::enabled() { "\x1b[0m" } else { "" }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_visit_is_tomorrow_evening_in_the_buildings_time_zone() {
+        // 23:30 UTC on 4 April is already 09:30 on 5 April in Sydney, hours after DST ended.
+        let now = Utc.with_ymd_and_hms(2026, 4, 4, 23, 30, 0).unwrap();
+        let (starts_at, ends_at) = tomorrow_evening(now, demo::TIMEZONE).unwrap();
+        assert_eq!(starts_at.to_rfc3339(), "2026-04-06T18:00:00+10:00");
+        assert_eq!(ends_at.to_rfc3339(), "2026-04-06T20:00:00+10:00");
+    }
+
+    #[test]
+    fn a_demo_token_carries_the_claims_booking_api_reads() {
+        let token = mint(DEV_JWT_SECRET, "res-alice", Role::Resident, Some("apt-101")).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(DEV_JWT_SECRET.as_bytes()),
+            &validation,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(claims["role"], "resident");
+        assert_eq!(claims["building_id"], "demo");
+        assert_eq!(claims["apartment_id"], "apt-101");
+        let days_left = (claims["exp"].as_i64().unwrap() - Utc::now().timestamp()) / 86_400;
+        assert!((29..=30).contains(&days_left), "{days_left}");
+    }
+}
