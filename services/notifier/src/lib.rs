@@ -1,13 +1,15 @@
-//! notifier: turns outcomes into emails. Today it owns the dead-letter path: every message any
-//! worker (or the broker) gives up on is stored here and mailed to the building's managers, and
-//! the ops CLI lists, shows, replays or discards them. Result-event mails (PINs, grants, double
-//! bookings) plug into [`results`].
+//! notifier: turns outcomes into emails. Result events become mails to residents, visitors and
+//! managers ([`results`], composed in [`mails`]); every message any worker (or the broker) gives
+//! up on is stored and mailed to the building's managers ([`alerts`]), and the ops CLI lists,
+//! shows, replays or discards those dead letters.
 
 pub mod alerts;
+pub mod calendar;
 pub mod cli;
 pub mod dead_letter;
 pub mod delivery;
 pub mod mailer;
+pub mod mails;
 pub mod results;
 pub mod store;
 pub mod templates;
@@ -116,7 +118,11 @@ impl Application {
             NOTIFIER_QUEUE,
             self.settings.amqp.clone(),
             tiers,
-            results::ResultMails,
+            results::ResultMails {
+                pool: self.pool.clone(),
+                mailer: self.mailer.clone(),
+                ops_address: self.settings.ops.alert_email.clone(),
+            },
         );
         let (a, r) = tokio::join!(alerts.run(token.clone()), results.run(token.clone()));
         a?;

@@ -1,21 +1,45 @@
-//! Result events (`visitor_access.*`, `facility_access.*`) → emails to residents and visitors.
-//!
-//! The mails for these arrive with the iPassan and Salto integrations; until then the events are
-//! logged and acknowledged, so the queue does not grow. No mail is invented.
+//! Result events (`visitor_access.*`, `facility_access.*`) → mails to residents, visitors and
+//! managers. Each mail goes once per (event, recipient); a result older than one already seen for
+//! the same booking (it arrived late) mails nobody, so a stale PIN never follows a cancellation.
+
+use sqlx::PgPool;
 
 use contracts::Envelope;
 use platform::amqp::{EventHandler, HandlerError};
+use platform::snapshots::{self, Recorded};
 
-pub struct ResultMails;
+use crate::delivery::deliver_once;
+use crate::mailer::Mailer;
+use crate::mails::mails_for;
+
+pub struct ResultMails {
+    pub pool: PgPool,
+    pub mailer: Mailer,
+    pub ops_address: String,
+}
 
 impl EventHandler for ResultMails {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
-        tracing::info!(
-            event_id = %envelope.event_id,
-            booking_id = %envelope.booking_id,
-            event_type = envelope.routing_key(),
-            "result event received; no template for it yet"
-        );
-        Ok(())
+        let recorded = snapshots::record(&self.pool, &envelope)
+            .await
+            .map_err(|e| HandlerError::Transient(format!("notifier database: {e}")))?;
+        if recorded == Recorded::Older {
+            tracing::info!(booking_id = %envelope.booking_id, version = envelope.version, "older than a result already seen; not mailed");
+            return Ok(());
+        }
+        let mails = mails_for(&envelope, &self.ops_address)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        if mails.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(booking_id = %envelope.booking_id, event_type = envelope.routing_key(), mails = mails.len(), "mailing result");
+        deliver_once(
+            &self.pool,
+            &self.mailer,
+            &format!("event:{}", envelope.event_id),
+            mails,
+            None,
+        )
+        .await
     }
 }

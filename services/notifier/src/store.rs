@@ -95,22 +95,32 @@ pub async fn close_dead_letter(pool: &PgPool, id: Uuid, status: &str) -> Result<
     Ok(done.rows_affected() == 1)
 }
 
-/// Whether a mail about `dedup_key` already went (or was refused for good) to `recipient`.
-pub async fn already_mailed(
+/// Claims the right to send the mail about `dedup_key` to `recipient`. `false` when it was sent,
+/// refused for good, or is being sent by someone else right now. A claim older than
+/// `stale_after_secs` (its sender died mid-send) can be taken over.
+pub async fn claim_mail(
     pool: &PgPool,
     dedup_key: &str,
     recipient: &str,
+    stale_after_secs: i64,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sent_mail WHERE dedup_key = $1 AND recipient = lower($2))",
+    let claimed: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO sent_mail (dedup_key, recipient, outcome) VALUES ($1, lower($2), 'sending')
+         ON CONFLICT (dedup_key, recipient) DO UPDATE SET at = now()
+          WHERE sent_mail.outcome = 'sending'
+            AND sent_mail.at < now() - make_interval(secs => $3)
+         RETURNING 1",
     )
     .bind(dedup_key)
     .bind(recipient)
-    .fetch_one(pool)
-    .await
+    .bind(stale_after_secs as f64)
+    .fetch_optional(pool)
+    .await?;
+    Ok(claimed.is_some())
 }
 
-pub async fn record_mail(
+/// Settles a claim: `sent` or `rejected` (for good).
+pub async fn settle_mail(
     pool: &PgPool,
     dedup_key: &str,
     recipient: &str,
@@ -118,8 +128,8 @@ pub async fn record_mail(
     detail: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO sent_mail (dedup_key, recipient, outcome, detail) VALUES ($1, lower($2), $3, $4)
-         ON CONFLICT (dedup_key, recipient) DO NOTHING",
+        "UPDATE sent_mail SET outcome = $3, detail = $4, at = now()
+          WHERE dedup_key = $1 AND recipient = lower($2)",
     )
     .bind(dedup_key)
     .bind(recipient)
@@ -128,4 +138,36 @@ pub async fn record_mail(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Gives a claim back (the send failed for now; a retry will claim it again).
+pub async fn release_mail(
+    pool: &PgPool,
+    dedup_key: &str,
+    recipient: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM sent_mail WHERE dedup_key = $1 AND recipient = lower($2) AND outcome = 'sending'",
+    )
+    .bind(dedup_key)
+    .bind(recipient)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Whether someone holds a claim on this mail that is not settled yet.
+pub async fn mail_in_flight(
+    pool: &PgPool,
+    dedup_key: &str,
+    recipient: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sent_mail
+                         WHERE dedup_key = $1 AND recipient = lower($2) AND outcome = 'sending')",
+    )
+    .bind(dedup_key)
+    .bind(recipient)
+    .fetch_one(pool)
+    .await
 }

@@ -34,15 +34,22 @@ fn environment() -> &'static Environment<'static> {
     })
 }
 
-const TEMPLATES: [(&str, &str); 2] = [
-    (
-        "dead_letter_alert.txt",
-        include_str!("../templates/dead_letter_alert.txt"),
-    ),
-    (
-        "dead_letter_alert.html",
-        include_str!("../templates/dead_letter_alert.html"),
-    ),
+/// Every template name `X` has `templates/X.txt` and `templates/X.html`.
+macro_rules! pairs {
+    ($($name:literal),* $(,)?) => {
+        [$(
+            (concat!($name, ".txt"), include_str!(concat!("../templates/", $name, ".txt"))),
+            (concat!($name, ".html"), include_str!(concat!("../templates/", $name, ".html"))),
+        )*]
+    };
+}
+
+const TEMPLATES: [(&str, &str); 10] = pairs![
+    "dead_letter_alert",
+    "visitor_access_resident",
+    "visitor_access_visitor",
+    "facility_access_resident",
+    "manager_action",
 ];
 
 /// Renders `<name>.txt` and `<name>.html` with the same context.

@@ -2,70 +2,18 @@
 //! message, the notifier stores it and mails the building's managers; ops can replay it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{MANAGER, OPS, Stack, amqp, publish, settings, visit};
+
 use std::time::Duration;
 
-use contracts::{
-    BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope, Event,
-    IPASSAN_SYNC_QUEUE, Resident, Visitor, VisitorBooking,
-};
+use contracts::{BookingState, Envelope, Event, IPASSAN_SYNC_QUEUE};
 use platform::amqp::{EventHandler, HandlerError, Publisher, Worker};
-use platform::config::{
-    AmqpSettings, DatabaseSettings, LogSettings, OpsSettings, RetrySettings, SmtpSettings, SmtpTls,
-};
 use testkit::mail_sink::MailSink;
 use testkit::{TestBroker, TestDb};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-const MANAGER: &str = "manager@harbour.example";
-const OPS: &str = "ops@connecx.example";
-
-struct Stack {
-    db: TestDb,
-    broker: TestBroker,
-    mail: MailSink,
-    stop: CancellationToken,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn amqp(broker: &TestBroker) -> AmqpSettings {
-    AmqpSettings {
-        url: broker.url.clone(),
-        prefetch: 8,
-        delivery_limit: 5,
-    }
-}
-
-fn settings(db: &TestDb, broker: &TestBroker, mail: &MailSink) -> notifier::Settings {
-    notifier::Settings {
-        database: DatabaseSettings {
-            url: db.url.clone(),
-            max_connections: 5,
-        },
-        amqp: amqp(broker),
-        smtp: SmtpSettings {
-            host: mail.host(),
-            port: mail.port(),
-            username: None,
-            password: None,
-            tls: SmtpTls::None,
-            from: "connecX <no-reply@connecx.example>".into(),
-            timeout_secs: 5,
-        },
-        ops: OpsSettings {
-            alert_email: OPS.into(),
-        },
-        retry: RetrySettings {
-            tiers: "200ms,200ms,200ms".parse().unwrap(),
-        },
-        log: LogSettings::default(),
-    }
-}
 
 /// The notifier plus a worker on the ipassan-sync queue whose handler always fails as told.
 async fn start(failure: HandlerError) -> Stack {
@@ -107,50 +55,6 @@ impl EventHandler for AlwaysFails {
     async fn handle(&self, _: Envelope) -> Result<(), HandlerError> {
         Err(self.0.clone())
     }
-}
-
-fn visit(managers: &[&str]) -> Envelope {
-    let now = chrono::Utc::now();
-    Envelope::new(
-        Uuid::new_v4(),
-        1,
-        Event::VisitorBookingCreated(VisitorBooking {
-            building: Building {
-                id: "harbour".into(),
-                name: "Harbour View".into(),
-                timezone: "Australia/Sydney".into(),
-                manager_emails: managers.iter().map(|m| m.to_string()).collect(),
-                ipassan_site: Some("site-1".into()),
-                double_booking_policy: DoubleBookingPolicy::Auto,
-            },
-            window: BookingWindow {
-                starts_at: now,
-                ends_at: now,
-                local_starts_at: now.naive_utc(),
-                local_ends_at: now.naive_utc(),
-            },
-            resident: Resident {
-                id: "r-1".into(),
-                name: "Ana Lee".into(),
-                email: "ana@example.com".into(),
-                apartment_id: "a-501".into(),
-                ipassan_person_id: Some("p-123".into()),
-            },
-            visitor: Visitor {
-                name: "Bo Tan".into(),
-                email: "bo@example.com".into(),
-            },
-            provide_access: true,
-            state: BookingState::Booked,
-        }),
-    )
-}
-
-async fn publish(stack: &Stack, envelope: &Envelope) {
-    Publisher::new(&amqp(&stack.broker), "test")
-        .publish_event(envelope)
-        .await
-        .unwrap();
 }
 
 async fn stored_dead_letters(stack: &Stack) -> Vec<(Uuid, String, String)> {

@@ -1,0 +1,374 @@
+//! Result events become the mails residents, visitors and managers expect, once each.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{MANAGER, publish, start_notifier, visit};
+use contracts::{
+    AccessFailure, Apartment, BookedBy, BookingState, DoubleBookingPolicy, Envelope, Event,
+    Facility, FacilityAccessResult, FacilityBooking, Role, VisitorAccessResult, VisitorBooking,
+};
+use uuid::Uuid;
+
+const RESIDENT: &str = "ana@example.com";
+const VISITOR: &str = "bo@example.com";
+
+fn visitor_booking() -> VisitorBooking {
+    match visit(&[MANAGER]).event {
+        Event::VisitorBookingCreated(booking) => booking,
+        _ => unreachable!(),
+    }
+}
+
+fn visitor_result(
+    booking_id: Uuid,
+    version: i64,
+    make: fn(VisitorAccessResult) -> Event,
+    pin: Option<&str>,
+) -> Envelope {
+    Envelope::new(
+        booking_id,
+        version,
+        make(VisitorAccessResult {
+            booking: visitor_booking(),
+            pin: pin.map(String::from),
+            failure: None,
+        }),
+    )
+}
+
+fn facility_result(
+    policy: DoubleBookingPolicy,
+    held_by: Option<Uuid>,
+    failure: Option<AccessFailure>,
+) -> FacilityAccessResult {
+    let mut building = visitor_booking().building;
+    building.double_booking_policy = policy;
+    FacilityAccessResult {
+        booking: FacilityBooking {
+            building,
+            window: visitor_booking().window,
+            facility: Facility {
+                id: "games-room".into(),
+                name: "Games room".into(),
+                zone_id: "GAMES-ROOM".into(),
+            },
+            apartment: Apartment {
+                id: "apt-501".into(),
+                access_level_id: "501-56".into(),
+            },
+            booked_by: BookedBy {
+                user_id: "ana".into(),
+                role: Role::Resident,
+                name: Some("Ana Lee".into()),
+                email: Some(RESIDENT.into()),
+            },
+            state: BookingState::Booked,
+        },
+        held_by,
+        failure,
+    }
+}
+
+#[tokio::test]
+async fn a_granted_visit_mails_the_code_and_an_invite_to_resident_and_visitor_once() {
+    let stack = start_notifier().await;
+    let booking = Uuid::new_v4();
+    let granted = visitor_result(booking, 1, Event::VisitorAccessGranted, Some("048213"));
+    publish(&stack, &granted).await;
+    publish(&stack, &granted).await; // delivered twice
+
+    let mails = stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(mails.len(), 2);
+    let resident = stack.mail.mails_to(RESIDENT).pop().expect("resident mail");
+    assert!(
+        resident.text_body.contains("048213"),
+        "{}",
+        resident.text_body
+    );
+    assert!(resident.text_body.contains("Bo Tan"));
+    let visitor = stack.mail.mails_to(VISITOR).pop().expect("visitor mail");
+    assert!(
+        visitor.text_body.contains("048213"),
+        "{}",
+        visitor.text_body
+    );
+    assert!(
+        visitor
+            .html_body
+            .as_deref()
+            .unwrap_or_default()
+            .contains("048213")
+    );
+    let invite = visitor
+        .attachment_of_type("text/calendar")
+        .expect("an .ics invite");
+    let ics = String::from_utf8_lossy(&invite.content);
+    assert!(ics.contains("METHOD:REQUEST"), "{ics}");
+    assert!(
+        ics.contains(&format!("UID:{booking}@visits.connecx")),
+        "{ics}"
+    );
+    assert!(ics.contains("SEQUENCE:1"), "{ics}");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        stack.mail.mails().len(),
+        2,
+        "the duplicate delivery mailed nobody"
+    );
+}
+
+#[tokio::test]
+async fn a_reschedule_updates_the_invite_and_a_cancellation_cancels_it() {
+    let stack = start_notifier().await;
+    let booking = Uuid::new_v4();
+    publish(
+        &stack,
+        &visitor_result(booking, 1, Event::VisitorAccessGranted, Some("111111")),
+    )
+    .await;
+    stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    publish(
+        &stack,
+        &visitor_result(booking, 2, Event::VisitorAccessUpdated, Some("111111")),
+    )
+    .await;
+    stack.mail.wait_for(4, Duration::from_secs(15)).await;
+    publish(
+        &stack,
+        &visitor_result(booking, 3, Event::VisitorAccessRevoked, None),
+    )
+    .await;
+    let mails = stack.mail.wait_for(6, Duration::from_secs(15)).await;
+    assert_eq!(mails.len(), 6);
+
+    let to_visitor = stack.mail.mails_to(VISITOR);
+    let ics: Vec<String> = to_visitor
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(
+                &m.attachment_of_type("text/calendar")
+                    .expect("invite")
+                    .content,
+            )
+            .into_owned()
+        })
+        .collect();
+    assert!(
+        ics[1].contains("METHOD:REQUEST") && ics[1].contains("SEQUENCE:2"),
+        "{}",
+        ics[1]
+    );
+    assert!(
+        ics[2].contains("METHOD:CANCEL") && ics[2].contains("SEQUENCE:3"),
+        "{}",
+        ics[2]
+    );
+    assert!(
+        ics.iter()
+            .all(|i| i.contains(&format!("UID:{booking}@visits.connecx"))),
+        "same UID throughout"
+    );
+    assert!(
+        to_visitor[2].subject.contains("cancelled"),
+        "{}",
+        to_visitor[2].subject
+    );
+    let to_resident = stack.mail.mails_to(RESIDENT);
+    assert!(
+        to_resident[2].text_body.contains("is cancelled"),
+        "{}",
+        to_resident[2].text_body
+    );
+    assert!(
+        !to_resident[2].text_body.contains("111111"),
+        "no code in the cancellation"
+    );
+}
+
+#[tokio::test]
+async fn a_late_grant_after_a_cancellation_mails_no_code() {
+    let stack = start_notifier().await;
+    let booking = Uuid::new_v4();
+    publish(
+        &stack,
+        &visitor_result(booking, 2, Event::VisitorAccessRevoked, None),
+    )
+    .await;
+    stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    publish(
+        &stack,
+        &visitor_result(booking, 1, Event::VisitorAccessGranted, Some("222222")),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stack.mail.mails().len(), 2);
+    assert!(
+        stack
+            .mail
+            .mails()
+            .iter()
+            .all(|m| !m.text_body.contains("222222"))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_visit_tells_the_resident_and_the_manager_when_a_person_must_act() {
+    let stack = start_notifier().await;
+    let mut failed = visitor_result(Uuid::new_v4(), 1, Event::VisitorAccessFailed, None);
+    if let Event::VisitorAccessFailed(r) = &mut failed.event {
+        r.failure = Some(AccessFailure {
+            code: "visitee_has_no_access_profile".into(),
+            message: "Ana Lee has no access profile in iPassan".into(),
+            needs_manager: true,
+        });
+    }
+    publish(&stack, &failed).await;
+    let resident = stack
+        .mail
+        .wait_for_mail_to(RESIDENT, Duration::from_secs(15))
+        .await
+        .expect("resident told");
+    assert!(
+        resident.text_body.contains("no access profile"),
+        "{}",
+        resident.text_body
+    );
+    let manager = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("manager told");
+    assert!(
+        manager.text_body.contains("visitee_has_no_access_profile"),
+        "{}",
+        manager.text_body
+    );
+    assert!(manager.subject.contains("Action needed"));
+    assert!(
+        stack.mail.mails_to(VISITOR).is_empty(),
+        "the visitor gets no code and no mail"
+    );
+}
+
+#[tokio::test]
+async fn a_double_booking_tells_the_manager_whether_to_act() {
+    let stack = start_notifier().await;
+    let holder = Uuid::new_v4();
+    let auto = Envelope::new(
+        Uuid::new_v4(),
+        1,
+        Event::FacilityAccessDeferred(facility_result(
+            DoubleBookingPolicy::Auto,
+            Some(holder),
+            None,
+        )),
+    );
+    publish(&stack, &auto).await;
+    let manager = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("manager told");
+    assert!(
+        manager.subject.contains("Double booking"),
+        "{}",
+        manager.subject
+    );
+    assert!(
+        manager.text_body.contains("No action is needed"),
+        "{}",
+        manager.text_body
+    );
+    assert!(manager.text_body.contains(&holder.to_string()));
+    assert!(manager.text_body.contains(&auto.booking_id.to_string()));
+    let resident = stack
+        .mail
+        .wait_for_mail_to(RESIDENT, Duration::from_secs(15))
+        .await
+        .expect("resident told");
+    assert!(
+        resident.text_body.contains("automatically"),
+        "{}",
+        resident.text_body
+    );
+
+    let manual = Envelope::new(
+        Uuid::new_v4(),
+        1,
+        Event::FacilityAccessDeferred(facility_result(
+            DoubleBookingPolicy::Manual,
+            Some(holder),
+            None,
+        )),
+    );
+    publish(&stack, &manual).await;
+    let mails = stack.mail.wait_for(4, Duration::from_secs(15)).await;
+    let manual_mail = mails
+        .iter()
+        .find(|m| m.is_to(MANAGER) && m.text_body.contains(&manual.booking_id.to_string()))
+        .expect("second manager mail");
+    assert!(
+        manual_mail.text_body.contains("Action needed"),
+        "{}",
+        manual_mail.text_body
+    );
+}
+
+#[tokio::test]
+async fn a_salto_refusal_that_needs_a_person_reaches_the_manager_with_the_ids() {
+    let stack = start_notifier().await;
+    let failed = Envelope::new(
+        Uuid::new_v4(),
+        1,
+        Event::FacilityAccessFailed(facility_result(
+            DoubleBookingPolicy::Auto,
+            None,
+            Some(AccessFailure {
+                code: "salto_not_found".into(),
+                message: "Salto answered code 11: zone GAMES-ROOM not found".into(),
+                needs_manager: true,
+            }),
+        )),
+    );
+    publish(&stack, &failed).await;
+    let manager = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("manager told");
+    for expected in [
+        "code 11",
+        "501-56",
+        "GAMES-ROOM",
+        "apt-501",
+        "Games room",
+        "What to do",
+    ] {
+        assert!(
+            manager.text_body.contains(expected),
+            "missing {expected}: {}",
+            manager.text_body
+        );
+    }
+    let granted = Envelope::new(
+        Uuid::new_v4(),
+        1,
+        Event::FacilityAccessGranted(facility_result(DoubleBookingPolicy::Auto, None, None)),
+    );
+    publish(&stack, &granted).await;
+    let mails = stack.mail.wait_for(3, Duration::from_secs(15)).await;
+    assert_eq!(
+        mails.iter().filter(|m| m.is_to(MANAGER)).count(),
+        1,
+        "a plain grant does not bother the manager"
+    );
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.is_to(RESIDENT) && m.text_body.contains("is confirmed"))
+    );
+}
