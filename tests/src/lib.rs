@@ -118,6 +118,7 @@ impl Stack {
             },
             retry,
             log: LogSettings::default(),
+            health: Default::default(),
         })
         .await
         .expect("notifier starts");

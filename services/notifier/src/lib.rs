@@ -41,6 +41,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub health: platform::health::HealthSettings,
 }
 
 impl Validate for Settings {
@@ -74,23 +76,33 @@ pub enum StartupError {
     Database(#[from] platform::db::DbError),
     #[error("SMTP settings: {0}")]
     Smtp(#[from] mailer::MailError),
+    #[error("cannot open the health port: {0}")]
+    Health(#[from] std::io::Error),
 }
 
 pub struct Application {
     settings: Settings,
     pool: PgPool,
     mailer: mailer::Mailer,
+    health: platform::health::HealthServer,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
         let mailer = mailer::Mailer::new(&settings.smtp)?;
+        let health = platform::health::HealthServer::bind(&settings.health).await?;
         Ok(Self {
             settings,
             pool,
             mailer,
+            health,
         })
+    }
+
+    /// The health/metrics port, when one is configured.
+    pub fn health_port(&self) -> Option<u16> {
+        self.health.port()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -124,6 +136,14 @@ impl Application {
                 ops_address: self.settings.ops.alert_email.clone(),
             },
         );
+        let readiness = platform::health::worker_readiness(
+            self.pool.clone(),
+            vec![
+                (NOTIFIER_DEAD_LETTERS_QUEUE.name, alerts.attached()),
+                (NOTIFIER_QUEUE.name, results.attached()),
+            ],
+        );
+        self.health.serve(readiness, token.clone());
         let (a, r) = tokio::join!(alerts.run(token.clone()), results.run(token.clone()));
         a?;
         r?;

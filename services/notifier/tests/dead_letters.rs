@@ -24,6 +24,7 @@ async fn start(failure: HandlerError) -> Stack {
     let app = notifier::Application::build(settings(&db, &broker, &mail))
         .await
         .unwrap();
+    let health_port = app.health_port();
     let token = stop.clone();
     tokio::spawn(async move {
         app.run_until_stopped(async move { token.cancelled().await })
@@ -42,6 +43,7 @@ async fn start(failure: HandlerError) -> Stack {
         broker.wait_for_queue(queue, Duration::from_secs(10)).await;
     }
     Stack {
+        health_port,
         db,
         broker,
         mail,

@@ -372,3 +372,51 @@ async fn a_salto_refusal_that_needs_a_person_reaches_the_manager_with_the_ids() 
             .any(|m| m.is_to(RESIDENT) && m.text_body.contains("is confirmed"))
     );
 }
+
+#[tokio::test]
+async fn the_health_port_says_ready_and_counts_handled_messages() {
+    let stack = start_notifier().await;
+    let port = stack.health_port.expect("a health port");
+    let get = |path: &'static str| async move {
+        let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    // Ready once both consumers are attached (a moment after their queues are declared).
+    let mut ready = get("/readyz").await;
+    for _ in 0..50 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = get("/readyz").await;
+    }
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    publish(
+        &stack,
+        &visitor_result(
+            Uuid::new_v4(),
+            1,
+            Event::VisitorAccessGranted,
+            Some("333333"),
+        ),
+    )
+    .await;
+    stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    // The message is counted when it is acknowledged, just after its mails went out.
+    let mut metrics = get("/metrics").await.1;
+    for _ in 0..50 {
+        if metrics.contains("connecx_messages_handled_total") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = get("/metrics").await.1;
+    }
+    assert!(
+        metrics.contains("connecx_messages_handled_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("queue=\"notifier\""), "{metrics}");
+}

@@ -5,6 +5,8 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod health;
+pub mod metrics;
 pub mod shutdown;
 pub mod snapshots;
 pub mod telemetry;

@@ -21,6 +21,8 @@ pub const MANAGER: &str = "manager@harbour.example";
 pub const OPS: &str = "ops@connecx.example";
 
 pub struct Stack {
+    /// The notifier's health/metrics port (None when the test runs no notifier itself).
+    pub health_port: Option<u16>,
     pub db: TestDb,
     pub broker: TestBroker,
     pub mail: MailSink,
@@ -64,6 +66,10 @@ pub fn settings(db: &TestDb, broker: &TestBroker, mail: &MailSink) -> notifier::
             tiers: "200ms,200ms,200ms".parse().unwrap(),
         },
         log: LogSettings::default(),
+        health: platform::health::HealthSettings {
+            port: Some(0),
+            host: "127.0.0.1".into(),
+        },
     }
 }
 
@@ -76,6 +82,7 @@ pub async fn start_notifier() -> Stack {
     let app = notifier::Application::build(settings(&db, &broker, &mail))
         .await
         .unwrap();
+    let health_port = app.health_port();
     let token = stop.clone();
     tokio::spawn(async move {
         app.run_until_stopped(async move { token.cancelled().await })
@@ -86,6 +93,7 @@ pub async fn start_notifier() -> Stack {
         broker.wait_for_queue(queue, Duration::from_secs(10)).await;
     }
     Stack {
+        health_port,
         db,
         broker,
         mail,

@@ -141,6 +141,8 @@ pub struct Worker<H> {
     handler: Arc<H>,
     /// How long in-flight messages may take to finish at shutdown.
     drain_timeout: Duration,
+    /// Whether the consumer is attached right now (for readiness).
+    attached: crate::health::Attached,
 }
 
 impl<H: EventHandler> Worker<Events<H>> {
@@ -164,7 +166,13 @@ impl<H: MessageHandler> Worker<H> {
             tiers,
             handler: Arc::new(handler),
             drain_timeout: Duration::from_secs(30),
+            attached: crate::health::Attached::default(),
         }
+    }
+
+    /// Whether this worker's consumer is attached to its queue (for `/readyz`).
+    pub fn attached(&self) -> crate::health::Attached {
+        self.attached.clone()
     }
 
     pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
@@ -237,6 +245,7 @@ impl<H: MessageHandler> Worker<H> {
             prefetch = self.amqp.prefetch,
             "consuming"
         );
+        self.attached.set(true);
         backoff.reset();
 
         let mut in_flight = JoinSet::new();
@@ -259,6 +268,7 @@ impl<H: MessageHandler> Worker<H> {
                 },
             }
         };
+        self.attached.set(false);
         if outcome.is_ok() {
             // Stop receiving, then let what we hold finish: acked work is done work.
             let _ = consume_channel
