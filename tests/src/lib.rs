@@ -17,12 +17,16 @@ use testkit::{TestBroker, TestDb};
 use tokio_util::sync::CancellationToken;
 
 pub const BUILDING: &str = "harbour";
+/// The building's iPassan site, and a door of Ana's access profile there.
+pub const IPASSAN_SITE: &str = "site-7";
+pub const LOBBY: &str = "lobby";
 pub const MANAGER_EMAIL: &str = "manager@harbour.example";
 pub const OPS_EMAIL: &str = "ops@connecx.example";
 const JWT_SECRET: &str = "an end-to-end secret of at least 32 bytes";
 
 /// Everything running; dropped = everything stopped.
 pub struct Stack {
+    pub ipassan_sim: ipassan_sim::RunningSim,
     pub db: TestDb,
     pub broker: TestBroker,
     pub mail: MailSink,
@@ -81,11 +85,23 @@ impl Stack {
             api.run_until_stopped(s).await.map_err(anyhow::Error::from)
         });
 
+        let ipassan_sim = ipassan_sim::spawn().await.expect("ipassan-sim starts");
+        ipassan_sim
+            .control()
+            .seed(&ipassan_seed())
+            .await
+            .expect("ipassan-sim seeded");
         let ipassan = ipassan_sync::Application::build(ipassan_sync::Settings {
             database: database.clone(),
             amqp: amqp.clone(),
             retry: retry.clone(),
             log: LogSettings::default(),
+            ipassan: ipassan_sync::IpassanSettings {
+                base_url: ipassan_sim.base_url.clone(),
+                client_id: "connecx".into(),
+                client_secret: "connecx-e2e-secret".into(),
+                timeout_secs: 5,
+            },
         })
         .await
         .expect("ipassan-sync starts");
@@ -134,6 +150,7 @@ impl Stack {
             broker.wait_for_queue(queue, Duration::from_secs(20)).await;
         }
         let stack = Stack {
+            ipassan_sim,
             db,
             broker,
             mail,
@@ -266,5 +283,36 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// iPassan as the building has it: Ana (p-ana) with the access profile of apartment 501, and the
+/// credentials ipassan-sync uses.
+fn ipassan_seed() -> ipassan_sim::Seed {
+    use std::collections::BTreeMap;
+    ipassan_sim::Seed {
+        sites: BTreeMap::from([(
+            IPASSAN_SITE.to_owned(),
+            ipassan_sim::SiteSeed {
+                timezone: Some("Australia/Sydney".into()),
+                persons: vec![ipassan_sim::Person {
+                    id: "p-ana".into(),
+                    kind: 1,
+                    first_name: "Ana".into(),
+                    last_name: "Lee".into(),
+                    email: "ana@residents.example".into(),
+                    access_profile_id: Some("ap-501".into()),
+                }],
+                profiles: BTreeMap::from([(
+                    "ap-501".to_owned(),
+                    vec![LOBBY.to_owned(), "apt-501".to_owned()],
+                )]),
+            },
+        )]),
+        clients: vec![ipassan_sim::ClientSeed {
+            client_id: "connecx".into(),
+            client_secret: "connecx-e2e-secret".into(),
+            sites: vec![IPASSAN_SITE.into()],
+        }],
     }
 }

@@ -1,53 +1,71 @@
-//! ipassan-sync: Visitor bookings → iPassan visitors with a PIN (DESIGN §7).
+//! ipassan-sync: visitor bookings → iPassan visitors with a PIN (DESIGN §7).
 //!
-//! This is the service's skeleton on the worker runtime: it consumes `visitor_booking.*` events,
-//! applies the version rule (it keeps the newest snapshot of each booking and skips older ones),
-//! logs and acknowledges. Talking to iPassan arrives with its integration; until then no access is
-//! granted and no success event is published.
+//! For each `visitor_booking.*` event the worker converges iPassan to the latest version of the
+//! booking it has seen: a booking with "provide access" gets a visitor attached to the resident,
+//! inheriting the resident's access profile for exactly the visit window (site-local time), with
+//! a PIN; a reschedule moves the window (same PIN); a cancellation revokes the PIN. Each outcome
+//! is published as `visitor_access.{granted,updated,revoked,failed}.v1`.
+//!
+//! Modules: [`ipassan`] is the typed HTTP client of the contract; [`decision`] the pure rules;
+//! [`store`] this service's schema; [`handler`] the step that ties them together; [`visit`] the
+//! window and name formats iPassan wants; [`settings`] the configuration.
+
+pub mod decision;
+pub mod handler;
+pub mod ipassan;
+pub mod settings;
+pub mod store;
+pub mod visit;
 
 use std::future::Future;
+use std::sync::Arc;
 
-use serde::Deserialize;
 use sqlx::PgPool;
 
-use contracts::{Envelope, IPASSAN_SYNC_QUEUE};
-use platform::amqp::{EventHandler, HandlerError, Worker};
-use platform::config::{
-    AmqpSettings, ConfigError, DatabaseSettings, LogSettings, RetrySettings, Validate,
-};
-use platform::snapshots::{self, Recorded};
+use contracts::IPASSAN_SYNC_QUEUE;
+use platform::amqp::{Publisher, Worker};
+
+pub use handler::BookingEvents;
+pub use settings::{IpassanSettings, Settings};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// This service's schema in the shared database.
 pub const SCHEMA: &str = "ipassan_sync";
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct Settings {
-    pub database: DatabaseSettings,
-    pub amqp: AmqpSettings,
-    #[serde(default)]
-    pub retry: RetrySettings,
-    #[serde(default)]
-    pub log: LogSettings,
-}
-
-impl Validate for Settings {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.database.validate()?;
-        self.amqp.validate()
-    }
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Database(#[from] platform::db::DbError),
+    #[error("cannot set up the iPassan client: {0}")]
+    Ipassan(#[from] ipassan::IpassanError),
 }
 
 pub struct Application {
     settings: Settings,
     pool: PgPool,
+    ipassan: Arc<ipassan::IpassanClient>,
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, platform::db::DbError> {
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        let ipassan = Arc::new(ipassan::IpassanClient::new(&settings.ipassan)?);
         let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
-        Ok(Self { settings, pool })
+        if settings.database.max_connections < u32::from(settings.amqp.prefetch) {
+            // Each message in flight holds one connection (its booking's lock) while it talks
+            // to iPassan; fewer connections than messages makes some wait for one.
+            tracing::warn!(
+                max_connections = settings.database.max_connections,
+                prefetch = settings.amqp.prefetch,
+                "database pool smaller than the prefetch; messages may wait for a connection"
+            );
+        }
+        Ok(Self {
+            settings,
+            pool,
+            ipassan,
+        })
     }
 
     /// Consumes until `shutdown` completes; in-flight messages finish first.
@@ -56,9 +74,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let token = platform::shutdown::token_for(shutdown);
-        let handler = BookingEvents {
-            pool: self.pool.clone(),
-        };
+        let publisher = Publisher::new(&self.settings.amqp, "ipassan-sync");
+        let handler = BookingEvents::new(self.pool.clone(), self.ipassan, publisher);
         Worker::new(
             IPASSAN_SYNC_QUEUE,
             self.settings.amqp.clone(),
@@ -68,31 +85,6 @@ impl Application {
         .run(token)
         .await?;
         self.pool.close().await;
-        Ok(())
-    }
-}
-
-/// Records each booking event under the version rule.
-pub struct BookingEvents {
-    pool: PgPool,
-}
-
-impl EventHandler for BookingEvents {
-    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
-        let recorded = snapshots::record(&self.pool, &envelope)
-            .await
-            .map_err(|e| HandlerError::Transient(format!("database: {e}")))?;
-        match recorded {
-            Recorded::Older => tracing::info!(
-                booking_id = %envelope.booking_id, version = envelope.version,
-                "older than the version held; skipped"
-            ),
-            Recorded::Newer | Recorded::Same => tracing::info!(
-                booking_id = %envelope.booking_id, version = envelope.version,
-                event_type = envelope.routing_key(),
-                "recorded; iPassan integration not enabled yet"
-            ),
-        }
         Ok(())
     }
 }

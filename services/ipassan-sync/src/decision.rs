@@ -1,0 +1,467 @@
+//! What to do for a booking, decided from the stored latest snapshot and what this worker last
+//! did for it (DESIGN §5, §7) — before any I/O ([`next_step`]) and after it ([`result_to_publish`]).
+//! Plain functions of their inputs, so the version rule, idempotency and the granted/updated
+//! choice are tested without iPassan, a database or a broker.
+
+use contracts::{AccessFailure, BookingState, VisitorBooking};
+
+use crate::visit::{VisitWindow, VisitorName, split_name};
+
+/// The result this worker last published for a booking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastPublished {
+    Nothing,
+    /// `granted` or `updated`, announcing this window.
+    Access(VisitWindow),
+    Revoked,
+    /// `failed` with this reason code.
+    Failed(String),
+}
+
+/// What this worker has done for a booking (its `visitor_access` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The latest version whose outcome is settled.
+    pub version: i64,
+    pub published: LastPublished,
+    /// The site the visitor was made under (kept even if the building's site changes later).
+    pub site: Option<String>,
+    pub visitor_id: Option<String>,
+}
+
+/// The next thing to do for the stored latest snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// This version was already handled: change nothing, publish nothing.
+    AlreadyApplied,
+    /// No access was asked for: nothing to do in iPassan.
+    NothingToDo,
+    /// Make sure the visitor exists for exactly `window` with a live PIN.
+    Grant(GrantVisit),
+    /// Make sure the visitor's PIN no longer opens anything. Without a site nothing was ever
+    /// made in iPassan, so there is nothing to revoke there.
+    Revoke { site: Option<String> },
+    /// Access cannot even be asked for; say why.
+    Fail(AccessFailure),
+}
+
+/// Everything a grant needs from the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantVisit {
+    pub site: String,
+    /// The resident's iPassan person.
+    pub visitee_id: String,
+    pub name: VisitorName,
+    pub email: String,
+    pub window: VisitWindow,
+}
+
+/// Decides from the latest snapshot (`booking` at `version`) and what was applied before.
+pub fn next_step(booking: &VisitorBooking, version: i64, applied: Option<&Applied>) -> Step {
+    if applied.is_some_and(|a| a.version >= version) {
+        return Step::AlreadyApplied;
+    }
+    if !booking.provide_access {
+        return Step::NothingToDo;
+    }
+    // A visitor already made stays under the site it was made in (DESIGN §6: changed IDs apply to
+    // later operations; existing grants are changed and cleared under the IDs they were made with).
+    let site = applied
+        .filter(|a| a.visitor_id.is_some())
+        .and_then(|a| a.site.clone())
+        .or_else(|| booking.building.ipassan_site.clone());
+    if booking.state == BookingState::Cancelled {
+        return Step::Revoke { site };
+    }
+    let Some(site) = site else {
+        return Step::Fail(failures::building_without_site(&booking.building.name));
+    };
+    let Some(visitee_id) = booking.resident.ipassan_person_id.clone() else {
+        return Step::Fail(failures::resident_not_synced(&booking.resident.name));
+    };
+    Step::Grant(GrantVisit {
+        site,
+        visitee_id,
+        name: split_name(&booking.visitor.name),
+        email: booking.visitor.email.clone(),
+        window: VisitWindow::of(&booking.window),
+    })
+}
+
+/// What the I/O achieved for the latest snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Achieved {
+    Access { window: VisitWindow, pin: String },
+    Revoked,
+    Failed(AccessFailure),
+}
+
+/// The result event types this worker publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultKind {
+    Granted,
+    Updated,
+    Revoked,
+    Failed,
+}
+
+impl ResultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultKind::Granted => "granted",
+            ResultKind::Updated => "updated",
+            ResultKind::Revoked => "revoked",
+            ResultKind::Failed => "failed",
+        }
+    }
+}
+
+/// Which result to publish, if any: `granted` the first time access exists, `updated` when its
+/// window moved, and nothing when the outcome is what was already announced (so a reschedule to
+/// the same times, or the same failure twice, does not mail anyone again).
+pub fn result_to_publish(last: &LastPublished, achieved: &Achieved) -> Option<ResultKind> {
+    match (last, achieved) {
+        (LastPublished::Access(announced), Achieved::Access { window, .. }) => {
+            (announced != window).then_some(ResultKind::Updated)
+        }
+        (_, Achieved::Access { .. }) => Some(ResultKind::Granted),
+        (LastPublished::Revoked, Achieved::Revoked) => None,
+        (_, Achieved::Revoked) => Some(ResultKind::Revoked),
+        (LastPublished::Failed(code), Achieved::Failed(failure)) if *code == failure.code => None,
+        (_, Achieved::Failed(_)) => Some(ResultKind::Failed),
+    }
+}
+
+/// What is on record after publishing `published` (or nothing) for `achieved`.
+pub fn after_publishing(
+    last: &LastPublished,
+    achieved: &Achieved,
+    published: Option<ResultKind>,
+) -> LastPublished {
+    if published.is_none() {
+        return last.clone();
+    }
+    match achieved {
+        Achieved::Access { window, .. } => LastPublished::Access(*window),
+        Achieved::Revoked => LastPublished::Revoked,
+        Achieved::Failed(failure) => LastPublished::Failed(failure.code.clone()),
+    }
+}
+
+/// The reasons access can fail, in words for the resident and the manager.
+pub mod failures {
+    use contracts::AccessFailure;
+
+    pub const VISITEE_NOT_FOUND: &str = "visitee_not_found";
+    pub const VISITEE_HAS_NO_ACCESS_PROFILE: &str = "visitee_has_no_access_profile";
+    pub const CREDENTIAL_REVOKED_IN_IPASSAN: &str = "credential_revoked_in_ipassan";
+    pub const BUILDING_HAS_NO_IPASSAN_SITE: &str = "building_has_no_ipassan_site";
+    pub const RESIDENT_NOT_SYNCED_TO_IPASSAN: &str = "resident_not_synced_to_ipassan";
+
+    pub fn visitee_not_found(resident: &str, person_id: &str, site: &str) -> AccessFailure {
+        AccessFailure {
+            code: VISITEE_NOT_FOUND.into(),
+            message: format!(
+                "{resident}'s iPassan person {person_id} no longer exists at site {site}, so the \
+                 visitor has no access. The building manager must link {resident} to an iPassan \
+                 person again; then the booking can be made again."
+            ),
+            needs_manager: true,
+        }
+    }
+
+    pub fn visitee_has_no_access_profile(
+        resident: &str,
+        person_id: &str,
+        site: &str,
+    ) -> AccessFailure {
+        AccessFailure {
+            code: VISITEE_HAS_NO_ACCESS_PROFILE.into(),
+            message: format!(
+                "{resident}'s iPassan person {person_id} at site {site} has no access profile, \
+                 and a visitor's access is the visitee's profile, so the visitor has no access. \
+                 The building manager must give {resident} an access profile in iPassan; then \
+                 the booking can be made again."
+            ),
+            needs_manager: true,
+        }
+    }
+
+    pub fn credential_revoked_in_ipassan(visitor_id: &str, site: &str) -> AccessFailure {
+        AccessFailure {
+            code: CREDENTIAL_REVOKED_IN_IPASSAN.into(),
+            message: format!(
+                "iPassan shows the visitor {visitor_id} at site {site} without a PIN: it was \
+                 revoked outside connecX. The building manager must check iPassan; cancelling \
+                 and booking again issues a new PIN."
+            ),
+            needs_manager: true,
+        }
+    }
+
+    pub fn building_without_site(building: &str) -> AccessFailure {
+        AccessFailure {
+            code: BUILDING_HAS_NO_IPASSAN_SITE.into(),
+            message: format!(
+                "The building {building} has no iPassan site configured, so visitors cannot be \
+                 given access. The building manager must set the building's iPassan site."
+            ),
+            needs_manager: true,
+        }
+    }
+
+    pub fn resident_not_synced(resident: &str) -> AccessFailure {
+        AccessFailure {
+            code: RESIDENT_NOT_SYNCED_TO_IPASSAN.into(),
+            message: format!(
+                "{resident} is not linked to an iPassan person, so the visitor has no access. \
+                 The building manager must link {resident} to iPassan."
+            ),
+            needs_manager: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use chrono::{Duration, NaiveDateTime, Utc};
+    use contracts::{BookingWindow, Building, DoubleBookingPolicy, Resident, Visitor};
+
+    use super::*;
+    use crate::visit::parse_local;
+
+    fn local(text: &str) -> NaiveDateTime {
+        parse_local(text).unwrap()
+    }
+
+    fn booking(state: BookingState, provide_access: bool) -> VisitorBooking {
+        let now = Utc::now();
+        VisitorBooking {
+            building: Building {
+                id: "harbour".into(),
+                name: "Harbour View".into(),
+                timezone: "Australia/Sydney".into(),
+                manager_emails: vec![],
+                ipassan_site: Some("site-7".into()),
+                double_booking_policy: DoubleBookingPolicy::Auto,
+            },
+            window: BookingWindow {
+                starts_at: now,
+                ends_at: now + Duration::hours(4),
+                local_starts_at: local("2026-12-01T18:00:00"),
+                local_ends_at: local("2026-12-01T22:00:00"),
+            },
+            resident: Resident {
+                id: "ana".into(),
+                name: "Ana Lee".into(),
+                email: "ana@example.com".into(),
+                apartment_id: "apt-501".into(),
+                ipassan_person_id: Some("p-ana".into()),
+            },
+            visitor: Visitor {
+                name: "Bo Tan".into(),
+                email: "bo@example.com".into(),
+            },
+            provide_access,
+            state,
+        }
+    }
+
+    fn window(from: &str, to: &str) -> VisitWindow {
+        VisitWindow {
+            from: local(from),
+            to: local(to),
+        }
+    }
+
+    fn applied(version: i64, published: LastPublished) -> Applied {
+        Applied {
+            version,
+            published,
+            site: Some("site-7".into()),
+            visitor_id: Some("v-1".into()),
+        }
+    }
+
+    #[test]
+    fn a_new_booking_with_access_is_granted_for_its_local_window() {
+        let step = next_step(&booking(BookingState::Booked, true), 1, None);
+        assert_eq!(
+            step,
+            Step::Grant(GrantVisit {
+                site: "site-7".into(),
+                visitee_id: "p-ana".into(),
+                name: VisitorName {
+                    first: "Bo".into(),
+                    last: "Tan".into()
+                },
+                email: "bo@example.com".into(),
+                window: window("2026-12-01T18:00:00", "2026-12-01T22:00:00"),
+            })
+        );
+    }
+
+    #[test]
+    fn a_version_already_applied_changes_nothing() {
+        let done = applied(2, LastPublished::Revoked);
+        let cancelled = booking(BookingState::Cancelled, true);
+        assert_eq!(next_step(&cancelled, 2, Some(&done)), Step::AlreadyApplied);
+        assert_eq!(next_step(&cancelled, 1, Some(&done)), Step::AlreadyApplied);
+        assert!(matches!(
+            next_step(&cancelled, 3, Some(&done)),
+            Step::Revoke { .. }
+        ));
+    }
+
+    #[test]
+    fn a_visitor_already_made_is_changed_and_revoked_under_the_site_it_was_made_in() {
+        let made = Applied {
+            site: Some("old-site".into()),
+            ..applied(1, LastPublished::Nothing)
+        };
+        let mut moved = booking(BookingState::Cancelled, true);
+        moved.building.ipassan_site = Some("new-site".into());
+        assert_eq!(
+            next_step(&moved, 2, Some(&made)),
+            Step::Revoke {
+                site: Some("old-site".into())
+            }
+        );
+        moved.state = BookingState::Booked;
+        let Step::Grant(grant) = next_step(&moved, 2, Some(&made)) else {
+            panic!("expected a grant")
+        };
+        assert_eq!(grant.site, "old-site");
+        let never_made = Applied {
+            visitor_id: None,
+            ..made
+        };
+        let Step::Grant(grant) = next_step(&moved, 2, Some(&never_made)) else {
+            panic!("expected a grant")
+        };
+        assert_eq!(grant.site, "new-site");
+    }
+
+    #[test]
+    fn without_provide_access_nothing_is_done() {
+        for state in [BookingState::Booked, BookingState::Cancelled] {
+            assert_eq!(
+                next_step(&booking(state, false), 1, None),
+                Step::NothingToDo
+            );
+        }
+    }
+
+    #[test]
+    fn a_cancellation_revokes_even_if_nothing_was_granted_yet() {
+        // "created v1 still retrying when cancelled v2 arrives": v2 is the stored latest.
+        assert_eq!(
+            next_step(&booking(BookingState::Cancelled, true), 2, None),
+            Step::Revoke {
+                site: Some("site-7".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_booking_ipassan_cannot_be_asked_about_fails_with_a_reason_for_the_manager() {
+        let mut no_site = booking(BookingState::Booked, true);
+        no_site.building.ipassan_site = None;
+        let Step::Fail(failure) = next_step(&no_site, 1, None) else {
+            panic!("expected a failure")
+        };
+        assert_eq!(failure.code, failures::BUILDING_HAS_NO_IPASSAN_SITE);
+        assert!(failure.needs_manager);
+
+        let mut unsynced = booking(BookingState::Booked, true);
+        unsynced.resident.ipassan_person_id = None;
+        let Step::Fail(failure) = next_step(&unsynced, 1, None) else {
+            panic!("expected a failure")
+        };
+        assert_eq!(failure.code, failures::RESIDENT_NOT_SYNCED_TO_IPASSAN);
+        assert!(failure.message.contains("Ana Lee"));
+    }
+
+    #[test]
+    fn access_is_granted_the_first_time_and_updated_only_when_the_window_moves() {
+        let evening = window("2026-12-01T18:00:00", "2026-12-01T22:00:00");
+        let morning = window("2026-12-02T09:00:00", "2026-12-02T11:00:00");
+        let access = |window| Achieved::Access {
+            window,
+            pin: "012345".into(),
+        };
+        assert_eq!(
+            result_to_publish(&LastPublished::Nothing, &access(evening)),
+            Some(ResultKind::Granted)
+        );
+        assert_eq!(
+            result_to_publish(&LastPublished::Access(evening), &access(evening)),
+            None
+        );
+        assert_eq!(
+            result_to_publish(&LastPublished::Access(evening), &access(morning)),
+            Some(ResultKind::Updated)
+        );
+        assert_eq!(
+            result_to_publish(
+                &LastPublished::Failed("visitee_not_found".into()),
+                &access(evening)
+            ),
+            Some(ResultKind::Granted),
+            "access after a failure is the first grant"
+        );
+    }
+
+    #[test]
+    fn a_revocation_or_the_same_failure_is_announced_once() {
+        let failure = |code: &str| {
+            Achieved::Failed(AccessFailure {
+                code: code.into(),
+                message: "m".into(),
+                needs_manager: true,
+            })
+        };
+        assert_eq!(
+            result_to_publish(&LastPublished::Nothing, &Achieved::Revoked),
+            Some(ResultKind::Revoked)
+        );
+        assert_eq!(
+            result_to_publish(&LastPublished::Revoked, &Achieved::Revoked),
+            None
+        );
+        assert_eq!(
+            result_to_publish(&LastPublished::Nothing, &failure("a")),
+            Some(ResultKind::Failed)
+        );
+        assert_eq!(
+            result_to_publish(&LastPublished::Failed("a".into()), &failure("a")),
+            None
+        );
+        assert_eq!(
+            result_to_publish(&LastPublished::Failed("a".into()), &failure("b")),
+            Some(ResultKind::Failed)
+        );
+    }
+
+    #[test]
+    fn the_record_follows_what_was_published() {
+        let evening = window("2026-12-01T18:00:00", "2026-12-01T22:00:00");
+        let achieved = Achieved::Access {
+            window: evening,
+            pin: "1".into(),
+        };
+        assert_eq!(
+            after_publishing(
+                &LastPublished::Nothing,
+                &achieved,
+                Some(ResultKind::Granted)
+            ),
+            LastPublished::Access(evening)
+        );
+        assert_eq!(
+            after_publishing(&LastPublished::Revoked, &achieved, None),
+            LastPublished::Revoked
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! One `visitor_booking.*` message = one step (DESIGN §5, §7): record the snapshot under the
+//! version rule, then — holding the booking's lock — act on the *stored latest* snapshot, never
+//! on the message in hand: ensure or revoke the iPassan visitor, publish the result event, and
+//! record what was done so a duplicate changes nothing and publishes nothing twice.
+//!
+//! The result is published before it is recorded: a crash in between redoes the (idempotent)
+//! iPassan calls and publishes again under the same deterministic event id, which consumers
+//! deduplicate; the other order could lose the result.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use contracts::{Envelope, Event, VisitorAccessResult, VisitorBooking};
+use platform::amqp::{EventHandler, HandlerError, Publisher};
+use platform::snapshots::{self, Recorded};
+
+use crate::decision::{
+    self, Achieved, Applied, GrantVisit, LastPublished, ResultKind, Step, failures,
+};
+use crate::ipassan::{ErrorKind, IpassanClient, IpassanError, NewVisitor};
+use crate::store::{self, StoreError};
+
+/// Namespace of the result events' ids: one id per (booking, version, result type).
+const RESULT_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x3c1f_8a52_7d4e_4b0a_9f61_2e8d_5b7c_9a10);
+
+/// The worker's handler.
+pub struct BookingEvents {
+    pool: PgPool,
+    ipassan: Arc<IpassanClient>,
+    publisher: Publisher,
+}
+
+impl BookingEvents {
+    pub fn new(pool: PgPool, ipassan: Arc<IpassanClient>, publisher: Publisher) -> Self {
+        Self {
+            pool,
+            ipassan,
+            publisher,
+        }
+    }
+}
+
+impl EventHandler for BookingEvents {
+    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        if visitor_booking(&envelope.event).is_none() {
+            return Err(HandlerError::Permanent(format!(
+                "{} is not a visitor booking event; ipassan-sync handles visitor_booking.* only",
+                envelope.routing_key()
+            )));
+        }
+        let recorded = snapshots::record(&self.pool, &envelope)
+            .await
+            .map_err(|e| HandlerError::Transient(format!("database: {e}")))?;
+        if recorded == Recorded::Older {
+            tracing::info!(
+                booking_id = %envelope.booking_id, version = envelope.version,
+                "older than the version held; skipped"
+            );
+            return Ok(());
+        }
+        self.converge(envelope.booking_id).await
+    }
+}
+
+impl BookingEvents {
+    /// Brings iPassan and the published results in line with the stored latest snapshot.
+    async fn converge(&self, booking_id: Uuid) -> Result<(), HandlerError> {
+        let mut tx = store::lock_booking(&self.pool, booking_id)
+            .await
+            .map_err(transient)?;
+        let latest = store::latest_snapshot(&mut tx, booking_id)
+            .await
+            .map_err(transient)?
+            .ok_or_else(|| {
+                HandlerError::Transient(format!("no snapshot held for booking {booking_id}"))
+            })?;
+        let booking = visitor_booking(&latest.event)
+            .ok_or_else(|| {
+                HandlerError::Permanent(format!(
+                    "the snapshot held for booking {booking_id} is a {}",
+                    latest.routing_key()
+                ))
+            })?
+            .clone();
+        let applied = store::applied(&mut tx, booking_id)
+            .await
+            .map_err(transient)?;
+        let last = applied
+            .as_ref()
+            .map_or(LastPublished::Nothing, |a| a.published.clone());
+        let mut site = applied.as_ref().and_then(|a| a.site.clone());
+        let mut visitor_id = applied.as_ref().and_then(|a| a.visitor_id.clone());
+
+        let achieved = match decision::next_step(&booking, latest.version, applied.as_ref()) {
+            Step::AlreadyApplied => {
+                tracing::info!(%booking_id, version = latest.version, "already applied; nothing to do");
+                return Ok(());
+            }
+            Step::NothingToDo => None,
+            Step::Fail(failure) => Some(Achieved::Failed(failure)),
+            Step::Grant(grant) => {
+                let (achieved, made) = self.grant(booking_id, &booking, &grant).await?;
+                site = Some(grant.site);
+                visitor_id = made.or(visitor_id);
+                Some(achieved)
+            }
+            Step::Revoke {
+                site: Some(revoke_at),
+            } => {
+                visitor_id = self.revoke(booking_id, &revoke_at).await?.or(visitor_id);
+                site = Some(revoke_at);
+                Some(Achieved::Revoked)
+            }
+            Step::Revoke { site: None } => Some(Achieved::Revoked),
+        };
+
+        // A newer version recorded while iPassan was being called is acted on by its own
+        // message, which is waiting for this lock; announcing this older outcome now would only
+        // tell people something already out of date.
+        let held = store::held_version(&mut tx, booking_id)
+            .await
+            .map_err(transient)?;
+        if held.is_some_and(|v| v > latest.version) {
+            tracing::info!(%booking_id, version = latest.version, "superseded while working; the newer version decides");
+            return Ok(());
+        }
+
+        let (published_now, on_record) = match &achieved {
+            None => (None, last),
+            Some(achieved) => {
+                let kind = decision::result_to_publish(&last, achieved);
+                if let Some(kind) = kind {
+                    self.publish(&latest, &booking, kind, achieved).await?;
+                }
+                (kind, decision::after_publishing(&last, achieved, kind))
+            }
+        };
+        tracing::info!(
+            %booking_id, version = latest.version,
+            published = published_now.map_or("nothing", ResultKind::as_str),
+            "converged"
+        );
+        let applied = Applied {
+            version: latest.version,
+            published: on_record,
+            site,
+            visitor_id,
+        };
+        store::save_applied(
+            &mut tx,
+            booking_id,
+            &applied,
+            published_now.map(ResultKind::as_str),
+        )
+        .await
+        .map_err(transient)?;
+        tx.commit()
+            .await
+            .map_err(|e| transient(StoreError::from(e)))?;
+        Ok(())
+    }
+
+    /// Ensures the visitor exists for exactly the window with a live PIN. Returns what was
+    /// achieved and the visitor's id. The visitee missing or without an access profile is an
+    /// outcome (`failed`), not an error.
+    async fn grant(
+        &self,
+        booking_id: Uuid,
+        booking: &VisitorBooking,
+        grant: &GrantVisit,
+    ) -> Result<(Achieved, Option<String>), HandlerError> {
+        let site = grant.site.as_str();
+        let external_ref = booking_id.to_string();
+        let fail = |e| handler_error(e, booking_id, site);
+        let existing = self
+            .ipassan
+            .visitor_by_external_ref(site, &external_ref)
+            .await
+            .map_err(fail)?;
+        let visitor = match existing {
+            Some(visitor) => visitor,
+            None => {
+                let new = NewVisitor {
+                    visitee_id: &grant.visitee_id,
+                    name: &grant.name,
+                    email: &grant.email,
+                    window: grant.window,
+                    external_ref: &external_ref,
+                };
+                match self.ipassan.create_visitor(site, &new).await {
+                    Ok(visitor) => visitor,
+                    Err(IpassanError::NotFound { message, .. }) => {
+                        tracing::warn!(%booking_id, site, %message, "visitee unknown to iPassan");
+                        let failure = failures::visitee_not_found(
+                            &booking.resident.name,
+                            &grant.visitee_id,
+                            site,
+                        );
+                        return Ok((Achieved::Failed(failure), None));
+                    }
+                    Err(IpassanError::Conflict { message }) => {
+                        tracing::warn!(%booking_id, site, %message, "visitee has no access profile");
+                        let failure = failures::visitee_has_no_access_profile(
+                            &booking.resident.name,
+                            &grant.visitee_id,
+                            site,
+                        );
+                        return Ok((Achieved::Failed(failure), None));
+                    }
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+        };
+        let visitor = if visitor.window == grant.window {
+            visitor
+        } else {
+            match self
+                .ipassan
+                .update_window(site, &visitor.id, grant.window)
+                .await
+            {
+                Ok(moved) => moved,
+                // It was there a moment ago: someone removed it meanwhile. Looking again
+                // later will make it anew.
+                Err(IpassanError::NotFound { message, .. }) => {
+                    return Err(HandlerError::Transient(format!(
+                        "booking {booking_id}: iPassan visitor {} disappeared while its window \
+                         was being moved ({message})",
+                        visitor.id
+                    )));
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        };
+        let achieved = match visitor.pin {
+            Some(pin) => Achieved::Access {
+                window: visitor.window,
+                pin,
+            },
+            None => Achieved::Failed(failures::credential_revoked_in_ipassan(&visitor.id, site)),
+        };
+        Ok((achieved, Some(visitor.id)))
+    }
+
+    /// Revokes the PIN of the booking's visitor, if there is one. The visitor record stays.
+    async fn revoke(&self, booking_id: Uuid, site: &str) -> Result<Option<String>, HandlerError> {
+        let fail = |e| handler_error(e, booking_id, site);
+        let Some(visitor) = self
+            .ipassan
+            .visitor_by_external_ref(site, &booking_id.to_string())
+            .await
+            .map_err(fail)?
+        else {
+            return Ok(None);
+        };
+        if visitor.pin.is_some() {
+            match self.ipassan.revoke_credential(site, &visitor.id).await {
+                // Gone already: nothing left to open a door with.
+                Ok(()) | Err(IpassanError::NotFound { .. }) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        Ok(Some(visitor.id))
+    }
+
+    /// Publishes the result for the snapshot acted on, under its booking id and version.
+    async fn publish(
+        &self,
+        latest: &Envelope,
+        booking: &VisitorBooking,
+        kind: ResultKind,
+        achieved: &Achieved,
+    ) -> Result<(), HandlerError> {
+        let envelope = result_event(latest, booking, kind, achieved);
+        self.publisher.publish_event(&envelope).await.map_err(|e| {
+            HandlerError::Transient(format!("publishing {}: {e}", envelope.routing_key()))
+        })
+    }
+}
+
+/// The result event for `achieved`, with a deterministic id so a republish after a crash is
+/// recognisably the same event.
+pub fn result_event(
+    latest: &Envelope,
+    booking: &VisitorBooking,
+    kind: ResultKind,
+    achieved: &Achieved,
+) -> Envelope {
+    let result = VisitorAccessResult {
+        booking: booking.clone(),
+        pin: match achieved {
+            Achieved::Access { pin, .. } => Some(pin.clone()),
+            Achieved::Revoked | Achieved::Failed(_) => None,
+        },
+        failure: match achieved {
+            Achieved::Failed(failure) => Some(failure.clone()),
+            Achieved::Access { .. } | Achieved::Revoked => None,
+        },
+    };
+    let event = match kind {
+        ResultKind::Granted => Event::VisitorAccessGranted(result),
+        ResultKind::Updated => Event::VisitorAccessUpdated(result),
+        ResultKind::Revoked => Event::VisitorAccessRevoked(result),
+        ResultKind::Failed => Event::VisitorAccessFailed(result),
+    };
+    let name = format!(
+        "ipassan-sync/{}/{}/{}",
+        latest.booking_id,
+        latest.version,
+        kind.as_str()
+    );
+    Envelope {
+        event_id: Uuid::new_v5(&RESULT_EVENT_NAMESPACE, name.as_bytes()),
+        occurred_at: Utc::now(),
+        booking_id: latest.booking_id,
+        version: latest.version,
+        event,
+    }
+}
+
+fn visitor_booking(event: &Event) -> Option<&VisitorBooking> {
+    match event {
+        Event::VisitorBookingCreated(b)
+        | Event::VisitorBookingRescheduled(b)
+        | Event::VisitorBookingCancelled(b) => Some(b),
+        _ => None,
+    }
+}
+
+fn transient(error: StoreError) -> HandlerError {
+    HandlerError::Transient(error.to_string())
+}
+
+/// An iPassan failure as the worker runtime needs it, naming the booking and the site.
+fn handler_error(error: IpassanError, booking_id: Uuid, site: &str) -> HandlerError {
+    let text = format!("booking {booking_id} at iPassan site {site}: {error}");
+    match error.kind() {
+        ErrorKind::Transient => HandlerError::Transient(text),
+        ErrorKind::Permanent => HandlerError::Permanent(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_ipassan_failure_keeps_its_kind_and_names_the_booking() {
+        let booking = Uuid::nil();
+        let denied = IpassanError::AccessDenied {
+            site: "site-9".into(),
+            message: "no".into(),
+        };
+        let HandlerError::Permanent(text) = handler_error(denied, booking, "site-9") else {
+            panic!("403 is permanent")
+        };
+        assert!(
+            text.contains(&booking.to_string()) && text.contains("403"),
+            "{text}"
+        );
+        assert!(matches!(
+            handler_error(
+                IpassanError::Server {
+                    status: 503,
+                    message: "down".into()
+                },
+                booking,
+                "s"
+            ),
+            HandlerError::Transient(_)
+        ));
+    }
+}

@@ -1,0 +1,150 @@
+//! The service's settings (DESIGN §10): the shared database, broker, retry and log sections, plus
+//! `CONNECX__IPASSAN__*` for the iPassan API. Checked at start, so a bad key stops the service
+//! with a message naming its environment variable instead of failing on the first booking.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use platform::config::{
+    AmqpSettings, ConfigError, DatabaseSettings, LogSettings, RetrySettings, Validate,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub ipassan: IpassanSettings,
+    #[serde(default)]
+    pub retry: RetrySettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.amqp.validate()?;
+        self.ipassan.validate()
+    }
+}
+
+/// `CONNECX__IPASSAN__*`: where the iPassan API is and the client credentials it issued.
+#[derive(Clone, Deserialize)]
+pub struct IpassanSettings {
+    /// e.g. `https://tenant.ipassan.com` (`CONNECX__IPASSAN__BASE_URL`).
+    pub base_url: String,
+    /// `CONNECX__IPASSAN__CLIENT_ID`
+    pub client_id: String,
+    /// `CONNECX__IPASSAN__CLIENT_SECRET` (environment only).
+    pub client_secret: String,
+    /// Seconds any one HTTP call to iPassan may take (`CONNECX__IPASSAN__TIMEOUT_SECS`).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout_secs() -> u64 {
+    10
+}
+
+impl fmt::Debug for IpassanSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpassanSettings")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for IpassanSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = reqwest::Url::parse(&self.base_url).map_err(|e| {
+            ConfigError::invalid(
+                "ipassan.base_url",
+                format!("is not a URL ({e}); e.g. https://tenant.ipassan.com"),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(ConfigError::invalid(
+                "ipassan.base_url",
+                "must be an http:// or https:// URL such as https://tenant.ipassan.com",
+            ));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "ipassan.client_id",
+                "must be the client id iPassan issued",
+            ));
+        }
+        if self.client_secret.is_empty() {
+            return Err(ConfigError::invalid(
+                "ipassan.client_secret",
+                "must be the client secret iPassan issued (set it in the environment)",
+            ));
+        }
+        if !(1..=120).contains(&self.timeout_secs) {
+            return Err(ConfigError::invalid(
+                "ipassan.timeout_secs",
+                "must be between 1 and 120 seconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut env: HashMap<String, String> = [
+            ("CONNECX__DATABASE__URL", "postgres://h/db"),
+            ("CONNECX__AMQP__URL", "amqp://guest:guest@h:5672/%2f"),
+            ("CONNECX__IPASSAN__BASE_URL", "https://tenant.ipassan.com"),
+            ("CONNECX__IPASSAN__CLIENT_ID", "connecx"),
+            ("CONNECX__IPASSAN__CLIENT_SECRET", "very-secret"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        platform::config::load_with_env(Some(env))
+    }
+
+    #[test]
+    fn ipassan_settings_come_from_the_environment_and_the_secret_is_never_shown() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.ipassan.base_url, "https://tenant.ipassan.com");
+        assert_eq!(settings.ipassan.client_id, "connecx");
+        assert_eq!(settings.ipassan.timeout_secs, 10);
+        assert!(!format!("{settings:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn a_bad_ipassan_setting_is_named_by_its_environment_variable() {
+        let err = load(&[("CONNECX__IPASSAN__BASE_URL", "tenant.ipassan.com")]).unwrap_err();
+        assert!(
+            err.to_string().contains("CONNECX__IPASSAN__BASE_URL"),
+            "{err}"
+        );
+        let err = load(&[("CONNECX__IPASSAN__BASE_URL", "ftp://tenant")]).unwrap_err();
+        assert!(err.to_string().contains("http"), "{err}");
+        let err = load(&[("CONNECX__IPASSAN__CLIENT_SECRET", "")]).unwrap_err();
+        assert!(
+            err.to_string().contains("CONNECX__IPASSAN__CLIENT_SECRET"),
+            "{err}"
+        );
+        let err = load(&[("CONNECX__IPASSAN__TIMEOUT_SECS", "0")]).unwrap_err();
+        assert!(
+            err.to_string().contains("CONNECX__IPASSAN__TIMEOUT_SECS"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! iPassan misbehaving: errors are retried or dead-lettered as the contract's table says, and
+//! the assertion is always the same — nothing lost, nothing granted twice, every failure alerted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use contracts::{Envelope, headers};
+use ipassan_sim::model::FaultResponse;
+use support::*;
+use uuid::Uuid;
+
+fn posts_to_visitor(requests: &[ipassan_sim::model::LoggedRequest]) -> Vec<(u16, bool)> {
+    requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == VISITOR_PATH)
+        .map(|r| (r.status, r.fault))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_503_is_retried_and_ends_in_one_visitor_and_one_granted_event() {
+    let mut harness = start().await;
+    harness.fault("POST", VISITOR_PATH, status(503), 2).await;
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+
+    let granted = harness.next_result().await;
+    assert_eq!(granted.routing_key(), "visitor_access.granted.v1");
+    harness.no_more_results(Duration::from_secs(1)).await;
+    assert_eq!(harness.visitors_for(id).await.len(), 1);
+    assert_eq!(
+        posts_to_visitor(&harness.requests().await),
+        [(503, true), (503, true), (201, false)]
+    );
+}
+
+#[tokio::test]
+async fn a_short_retry_after_is_waited_out_before_trying_again() {
+    let mut harness = start().await;
+    let rate_limited = FaultResponse {
+        status: Some(429),
+        retry_after: Some(1),
+        ..Default::default()
+    };
+    harness.fault("POST", VISITOR_PATH, rate_limited, 1).await;
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+
+    assert_eq!(
+        harness.next_result().await.routing_key(),
+        "visitor_access.granted.v1"
+    );
+    let posts: Vec<_> = harness
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == VISITOR_PATH)
+        .collect();
+    assert_eq!(posts.len(), 2);
+    assert_eq!((posts[0].status, posts[1].status), (429, 201));
+    let waited = posts[1].at - posts[0].at;
+    assert!(
+        waited >= chrono::Duration::milliseconds(1000),
+        "Retry-After: 1 was honoured (waited {waited})"
+    );
+    assert_eq!(harness.visitors_for(id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_long_retry_after_is_left_to_the_retry_tiers() {
+    let mut harness = start_with(Options {
+        tiers: "300ms,300ms",
+        ..Options::default()
+    })
+    .await;
+    let rate_limited = FaultResponse {
+        status: Some(429),
+        retry_after: Some(60),
+        ..Default::default()
+    };
+    harness.fault("POST", VISITOR_PATH, rate_limited, 1).await;
+    let id = Uuid::new_v4();
+    let started = std::time::Instant::now();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+
+    assert_eq!(
+        harness.next_result().await.routing_key(),
+        "visitor_access.granted.v1"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the message was not held for a minute"
+    );
+    assert_eq!(
+        posts_to_visitor(&harness.requests().await),
+        [(429, true), (201, false)]
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_times_out_is_retried_without_making_a_second_visitor() {
+    let mut harness = start_with(Options {
+        timeout_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    // The simulator is slow, not broken: the visitor is made, but after the client gave up.
+    let slow = FaultResponse {
+        delay_ms: Some(1500),
+        ..Default::default()
+    };
+    harness.fault("POST", VISITOR_PATH, slow, 1).await;
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+
+    assert_eq!(
+        harness.next_result().await.routing_key(),
+        "visitor_access.granted.v1"
+    );
+    harness.no_more_results(Duration::from_millis(500)).await;
+    assert_eq!(harness.visitors_for(id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_about_to_expire_is_renewed_and_the_bookings_still_go_through() {
+    let mut harness = start().await;
+    harness.control.set_token_lifetime(1).await.unwrap();
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+    assert_eq!(
+        harness.next_result().await.routing_key(),
+        "visitor_access.granted.v1"
+    );
+
+    // The 1-second token has run out by now: the client renews it before use.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    harness
+        .publish(&rescheduled(id, 2, booking("2026-12-01T19:00:00", TO)))
+        .await;
+    assert_eq!(
+        harness.next_result().await.routing_key(),
+        "visitor_access.updated.v1"
+    );
+
+    let requests = harness.requests().await;
+    let tokens = requests
+        .iter()
+        .filter(|r| r.path == "/api/v1/token")
+        .count();
+    assert_eq!(tokens, 2, "the token was renewed once");
+    assert!(
+        requests.iter().all(|r| r.status != 401),
+        "renewed before iPassan had to refuse it"
+    );
+    assert!(
+        harness
+            .dead_letters
+            .next(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_token_refused_mid_run_is_renewed_once_and_the_call_retried() {
+    let mut harness = start().await;
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+    harness.next_result().await;
+    harness.control.expire_tokens().await.unwrap();
+
+    harness.publish(&cancelled(id, 2, booking(FROM, TO))).await;
+    assert_eq!(
+        harness.next_result().await.routing_key(),
+        "visitor_access.revoked.v1"
+    );
+    let statuses: Vec<(String, u16)> = harness
+        .requests()
+        .await
+        .iter()
+        .map(|r| (r.path.clone(), r.status))
+        .collect();
+    let refused = statuses
+        .iter()
+        .position(|(_, status)| *status == 401)
+        .expect("the expired token was refused");
+    assert_eq!(
+        statuses[refused + 1],
+        ("/api/v1/token".to_owned(), 200),
+        "then a new token was fetched: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|(_, s)| *s == 401).count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_site_not_granted_to_connecx_is_a_dead_letter_for_the_manager() {
+    let mut harness = start().await;
+    let id = Uuid::new_v4();
+    let mut visit = booking(FROM, TO);
+    visit.building.ipassan_site = Some(FOREIGN_SITE.into());
+    harness.publish(&created(id, visit)).await;
+
+    let dead = harness
+        .dead_letters
+        .next_message(Duration::from_secs(15))
+        .await
+        .expect("a dead letter");
+    assert_eq!(dead.headers.get_str(headers::ERROR_KIND), Some("permanent"));
+    let error = dead.headers.get_str(headers::ERROR).unwrap();
+    assert!(
+        error.contains("403") && error.contains(FOREIGN_SITE),
+        "{error}"
+    );
+    assert_eq!(
+        dead.headers.get_i64(headers::RETRY_COUNT),
+        Some(0),
+        "not retried"
+    );
+    assert_eq!(Envelope::from_json(&dead.body).unwrap().booking_id, id);
+    harness.no_more_results(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn ipassan_down_longer_than_every_retry_tier_ends_in_a_dead_letter_naming_the_booking() {
+    let mut harness = start_with(Options {
+        tiers: "100ms,100ms",
+        ..Options::default()
+    })
+    .await;
+    harness
+        .fault("GET", "/api/v1/access", status(503), 1000)
+        .await;
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+
+    let dead = harness
+        .dead_letters
+        .next_message(Duration::from_secs(15))
+        .await
+        .expect("a dead letter");
+    assert_eq!(
+        dead.headers.get_str(headers::ERROR_KIND),
+        Some("transient_exhausted")
+    );
+    assert_eq!(dead.headers.get_i64(headers::RETRY_COUNT), Some(2));
+    let error = dead.headers.get_str(headers::ERROR).unwrap();
+    assert!(
+        error.contains(&id.to_string()) && error.contains("503"),
+        "{error}"
+    );
+    assert_eq!(Envelope::from_json(&dead.body).unwrap().booking_id, id);
+    harness.no_more_results(Duration::from_millis(300)).await;
+    assert!(harness.visitors_for(id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_arriving_while_the_create_is_still_failing_leaves_no_credential_and_no_grant() {
+    let mut harness = start_with(Options {
+        tiers: "1s,1s,1s",
+        ..Options::default()
+    })
+    .await;
+    // Creating fails for now; looking up and revoking work.
+    harness.fault("POST", VISITOR_PATH, status(503), 1000).await;
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+    for _ in 0..100 {
+        if !posts_to_visitor(&harness.requests().await).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !posts_to_visitor(&harness.requests().await).is_empty(),
+        "the create was tried"
+    );
+
+    harness.publish(&cancelled(id, 2, booking(FROM, TO))).await;
+    let revoked = harness.next_result().await;
+    assert_eq!(
+        (revoked.routing_key(), revoked.version),
+        ("visitor_access.revoked.v1", 2)
+    );
+    // iPassan recovers; the create's retry then arrives and is skipped as older.
+    harness.control.clear_faults().await.unwrap();
+    harness.no_more_results(Duration::from_millis(2500)).await;
+    assert!(
+        harness.visitors_for(id).await.is_empty(),
+        "no visitor, no credential"
+    );
+    assert!(
+        harness
+            .control
+            .state()
+            .await
+            .unwrap()
+            .credentials
+            .is_empty()
+    );
+    assert!(
+        harness
+            .dead_letters
+            .next(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+}

@@ -1,0 +1,336 @@
+//! ipassan-sync as it runs in production, on a fresh database and RabbitMQ vhost, talking over
+//! HTTP to an in-process ipassan-sim seeded with one building's site. Tests publish booking
+//! events and observe what a user would: the simulator's visitors and doors, the result events
+//! and the dead letters.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, TimeZone, Utc};
+use contracts::{
+    BookingState, BookingWindow, Building, DEAD_LETTER_EXCHANGE, DoubleBookingPolicy, Envelope,
+    Event, Resident, Visitor, VisitorBooking,
+};
+use ipassan_sim::model::{Fault, FaultMatch, FaultResponse};
+use ipassan_sim::{ClientSeed, Person, RunningSim, Seed, SimControl, SiteSeed};
+use platform::config::{AmqpSettings, DatabaseSettings, LogSettings, RetrySettings};
+use testkit::{EventTap, TestBroker, TestDb};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SITE: &str = "harbour-site";
+/// Seeded in the simulator but not granted to connecX's client.
+pub const FOREIGN_SITE: &str = "other-site";
+pub const PERSON: &str = "p-ana";
+pub const PERSON_WITHOUT_PROFILE: &str = "p-noprofile";
+pub const PROFILE: &str = "ap-7";
+pub const LOBBY: &str = "lobby";
+/// A door of another profile.
+pub const GYM: &str = "gym";
+pub const VISITOR_PATH: &str = "/api/v1/access/site/harbour-site/visitor";
+
+/// How a test wants the service set up.
+pub struct Options {
+    pub tiers: &'static str,
+    pub timeout_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tiers: "200ms,200ms,200ms",
+            timeout_secs: 5,
+        }
+    }
+}
+
+pub struct Harness {
+    pub db: TestDb,
+    pub broker: TestBroker,
+    pub sim: RunningSim,
+    pub control: SimControl,
+    /// Everything published under `visitor_access.#`.
+    pub results: EventTap,
+    /// Everything published to `connecx.dead`.
+    pub dead_letters: EventTap,
+    settings: ipassan_sync::Settings,
+    stop: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn start() -> Harness {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(options: Options) -> Harness {
+    platform::telemetry::init_for_tests();
+    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+    let sim = ipassan_sim::spawn().await.unwrap();
+    let control = sim.control();
+    control.seed(&seed()).await.unwrap();
+    let results = broker.tap("visitor_access.#").await;
+    let dead_letters = broker
+        .tap_exchange(DEAD_LETTER_EXCHANGE, lapin::ExchangeKind::Fanout, "")
+        .await;
+
+    let settings = ipassan_sync::Settings {
+        database: DatabaseSettings {
+            url: db.url.clone(),
+            max_connections: 8,
+        },
+        amqp: AmqpSettings {
+            url: broker.url.clone(),
+            prefetch: 8,
+            delivery_limit: 5,
+        },
+        ipassan: ipassan_sync::IpassanSettings {
+            base_url: sim.base_url.clone(),
+            client_id: "connecx".into(),
+            client_secret: "connecx-secret".into(),
+            timeout_secs: options.timeout_secs,
+        },
+        retry: RetrySettings {
+            tiers: options.tiers.parse().unwrap(),
+        },
+        log: LogSettings::default(),
+    };
+    let stop = CancellationToken::new();
+    spawn_service(settings.clone(), &stop).await;
+    broker
+        .wait_for_queue("ipassan-sync", Duration::from_secs(10))
+        .await;
+    Harness {
+        db,
+        broker,
+        sim,
+        control,
+        results,
+        dead_letters,
+        settings,
+        stop,
+    }
+}
+
+async fn spawn_service(settings: ipassan_sync::Settings, stop: &CancellationToken) {
+    let app = ipassan_sync::Application::build(settings).await.unwrap();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        app.run_until_stopped(async move { token.cancelled().await })
+            .await
+            .unwrap()
+    });
+}
+
+fn seed() -> Seed {
+    let person = |id: &str, profile: Option<&str>| Person {
+        id: id.into(),
+        kind: 1,
+        first_name: "Ana".into(),
+        last_name: "Lee".into(),
+        email: "ana@residents.example".into(),
+        access_profile_id: profile.map(String::from),
+    };
+    Seed {
+        sites: BTreeMap::from([
+            (
+                SITE.to_owned(),
+                SiteSeed {
+                    timezone: Some("Australia/Sydney".into()),
+                    persons: vec![
+                        person(PERSON, Some(PROFILE)),
+                        person(PERSON_WITHOUT_PROFILE, None),
+                    ],
+                    profiles: BTreeMap::from([
+                        (
+                            PROFILE.to_owned(),
+                            vec![LOBBY.to_owned(), "apartment-501".to_owned()],
+                        ),
+                        ("ap-gym".to_owned(), vec![GYM.to_owned()]),
+                    ]),
+                },
+            ),
+            (
+                FOREIGN_SITE.to_owned(),
+                SiteSeed {
+                    persons: vec![person(PERSON, Some(PROFILE))],
+                    ..Default::default()
+                },
+            ),
+        ]),
+        clients: vec![ClientSeed {
+            client_id: "connecx".into(),
+            client_secret: "connecx-secret".into(),
+            sites: vec![SITE.into()],
+        }],
+    }
+}
+
+/// `2026-12-01T18:00:00`
+pub fn local(text: &str) -> NaiveDateTime {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").unwrap()
+}
+
+/// A visitor booking of Ana's at the harbour building, Sydney time.
+pub fn booking(from: &str, to: &str) -> VisitorBooking {
+    let tz = chrono_tz::Australia::Sydney;
+    let utc = |text: &str| {
+        tz.from_local_datetime(&local(text))
+            .single()
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    VisitorBooking {
+        building: Building {
+            id: "harbour".into(),
+            name: "Harbour View".into(),
+            timezone: "Australia/Sydney".into(),
+            manager_emails: vec!["manager@harbour.example".into()],
+            ipassan_site: Some(SITE.into()),
+            double_booking_policy: DoubleBookingPolicy::Auto,
+        },
+        window: BookingWindow {
+            starts_at: utc(from),
+            ends_at: utc(to),
+            local_starts_at: local(from),
+            local_ends_at: local(to),
+        },
+        resident: Resident {
+            id: "ana".into(),
+            name: "Ana Lee".into(),
+            email: "ana@residents.example".into(),
+            apartment_id: "apt-501".into(),
+            ipassan_person_id: Some(PERSON.into()),
+        },
+        visitor: Visitor {
+            name: "Bo van Tan".into(),
+            email: "bo@visitors.example".into(),
+        },
+        provide_access: true,
+        state: BookingState::Booked,
+    }
+}
+
+pub const FROM: &str = "2026-12-01T18:00:00";
+pub const TO: &str = "2026-12-01T22:00:00";
+
+pub fn created(id: Uuid, booking: VisitorBooking) -> Envelope {
+    Envelope::new(id, 1, Event::VisitorBookingCreated(booking))
+}
+
+pub fn rescheduled(id: Uuid, version: i64, booking: VisitorBooking) -> Envelope {
+    Envelope::new(id, version, Event::VisitorBookingRescheduled(booking))
+}
+
+pub fn cancelled(id: Uuid, version: i64, mut booking: VisitorBooking) -> Envelope {
+    booking.state = BookingState::Cancelled;
+    Envelope::new(id, version, Event::VisitorBookingCancelled(booking))
+}
+
+/// The PIN, failure and version a result event carries.
+pub fn result_of(envelope: &Envelope) -> &contracts::VisitorAccessResult {
+    match &envelope.event {
+        Event::VisitorAccessGranted(r)
+        | Event::VisitorAccessUpdated(r)
+        | Event::VisitorAccessRevoked(r)
+        | Event::VisitorAccessFailed(r) => r,
+        other => panic!("not a visitor access result: {}", other.event_type()),
+    }
+}
+
+impl Harness {
+    /// Starts one more replica of the service on the same database and queue.
+    pub async fn add_replica(&self) {
+        spawn_service(self.settings.clone(), &self.stop).await;
+    }
+
+    pub async fn publish(&self, envelope: &Envelope) {
+        self.broker.publish_event(envelope).await;
+    }
+
+    /// The next result event (panics after 15 s).
+    pub async fn next_result(&mut self) -> Envelope {
+        self.results
+            .next(Duration::from_secs(15))
+            .await
+            .expect("a visitor_access result within 15 s")
+    }
+
+    /// Asserts no further result event comes within `quiet`.
+    pub async fn no_more_results(&mut self, quiet: Duration) {
+        if let Some(extra) = self.results.next(quiet).await {
+            panic!(
+                "unexpected result {} v{} for {}",
+                extra.routing_key(),
+                extra.version,
+                extra.booking_id
+            );
+        }
+    }
+
+    /// The simulator's visitors made for `booking`.
+    pub async fn visitors_for(&self, booking: Uuid) -> Vec<ipassan_sim::model::Visitor> {
+        let state = self.control.state().await.unwrap();
+        state
+            .sites
+            .get(SITE)
+            .map(|s| s.visitors.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| v.external_ref == booking.to_string())
+            .collect()
+    }
+
+    /// Tries `pin` at `door` with the simulator's clock at site-local `now`.
+    pub async fn door_at(&self, now: &str, door: &str, pin: &str) -> (bool, String) {
+        self.control.set_clock(now).await.unwrap();
+        let check = self.control.try_door(SITE, door, pin).await.unwrap();
+        (check.opens, check.reason)
+    }
+
+    /// Makes the next `times` requests matching `method` and `path_prefix` answer `respond`.
+    pub async fn fault(&self, method: &str, path_prefix: &str, respond: FaultResponse, times: u32) {
+        self.control
+            .add_fault(&Fault {
+                matches: FaultMatch {
+                    method: Some(method.into()),
+                    path_prefix: Some(path_prefix.into()),
+                },
+                respond,
+                times,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Requests the simulator saw, as (method, path, status).
+    pub async fn requests(&self) -> Vec<ipassan_sim::model::LoggedRequest> {
+        self.control.requests().await.unwrap()
+    }
+
+    /// The version ipassan-sync last applied for `booking` (its own schema; an assertion only).
+    pub async fn applied_version(&self, booking: Uuid) -> Option<i64> {
+        let pool = self.db.pool(ipassan_sync::SCHEMA).await;
+        let version =
+            sqlx::query_scalar("SELECT applied_version FROM visitor_access WHERE booking_id = $1")
+                .bind(booking)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        version
+    }
+}
+
+/// A status-only fault answer.
+pub fn status(code: u16) -> FaultResponse {
+    FaultResponse {
+        status: Some(code),
+        ..Default::default()
+    }
+}
