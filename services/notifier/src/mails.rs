@@ -15,13 +15,20 @@ use crate::mailer::Mail;
 use crate::templates::{TemplateError, render_pair};
 
 /// The mails `envelope` asks for (empty for events nobody is mailed about).
-pub fn mails_for(envelope: &Envelope, ops_address: &str) -> Result<Vec<Mail>, TemplateError> {
+///
+/// `visit_announced`: the visitor of this booking was already sent a code; only then is a
+/// cancellation theirs to hear about.
+pub fn mails_for(
+    envelope: &Envelope,
+    ops_address: &str,
+    visit_announced: bool,
+) -> Result<Vec<Mail>, TemplateError> {
     match &envelope.event {
-        Event::VisitorAccessGranted(r) => visitor_mails(envelope, r, "granted"),
-        Event::VisitorAccessUpdated(r) => visitor_mails(envelope, r, "updated"),
-        Event::VisitorAccessRevoked(r) => visitor_mails(envelope, r, "revoked"),
+        Event::VisitorAccessGranted(r) => visitor_mails(envelope, r, "granted", true),
+        Event::VisitorAccessUpdated(r) => visitor_mails(envelope, r, "updated", true),
+        Event::VisitorAccessRevoked(r) => visitor_mails(envelope, r, "revoked", visit_announced),
         Event::VisitorAccessFailed(r) => {
-            visitor_mails(envelope, r, "failed").and_then(|mut mails| {
+            visitor_mails(envelope, r, "failed", false).and_then(|mut mails| {
                 mails.extend(visitor_manager_mails(envelope, r, ops_address)?);
                 Ok(mails)
             })
@@ -96,6 +103,7 @@ fn visitor_mails(
     envelope: &Envelope,
     result: &VisitorAccessResult,
     kind: &str,
+    mail_visitor: bool,
 ) -> Result<Vec<Mail>, TemplateError> {
     let booking = &result.booking;
     let failure = result.failure.as_ref();
@@ -130,7 +138,7 @@ fn visitor_mails(
         "revoked" => Some(InviteMethod::Cancel),
         _ => None,
     };
-    if let Some(method) = invite {
+    if let Some(method) = invite.filter(|_| mail_visitor) {
         let subject = match kind {
             "granted" => format!(
                 "Your visit to {} at {} — access code inside",

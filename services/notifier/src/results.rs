@@ -4,13 +4,14 @@
 
 use sqlx::PgPool;
 
-use contracts::Envelope;
+use contracts::{Envelope, Event};
 use platform::amqp::{EventHandler, HandlerError};
 use platform::snapshots::{self, Recorded};
 
 use crate::delivery::deliver_once;
 use crate::mailer::Mailer;
 use crate::mails::mails_for;
+use crate::store;
 
 pub struct ResultMails {
     pub pool: PgPool,
@@ -27,7 +28,22 @@ impl EventHandler for ResultMails {
             tracing::info!(booking_id = %envelope.booking_id, version = envelope.version, "older than a result already seen; not mailed");
             return Ok(());
         }
-        let mails = mails_for(&envelope, &self.ops_address)
+        let db = |e: sqlx::Error| HandlerError::Transient(format!("notifier database: {e}"));
+        let announced = match &envelope.event {
+            Event::VisitorAccessGranted(_) | Event::VisitorAccessUpdated(_) => {
+                store::announce_visit(&self.pool, envelope.booking_id)
+                    .await
+                    .map_err(db)?;
+                true
+            }
+            Event::VisitorAccessRevoked(_) => {
+                store::visit_announced(&self.pool, envelope.booking_id)
+                    .await
+                    .map_err(db)?
+            }
+            _ => false,
+        };
+        let mails = mails_for(&envelope, &self.ops_address, announced)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
         if mails.is_empty() {
             return Ok(());

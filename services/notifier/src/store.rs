@@ -171,3 +171,20 @@ pub async fn mail_in_flight(
     .fetch_one(pool)
     .await
 }
+
+/// Remembers that the visitor of `booking_id` was sent a code.
+pub async fn announce_visit(pool: &PgPool, booking_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO announced_visits (booking_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(booking_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Whether the visitor of `booking_id` was ever sent a code.
+pub async fn visit_announced(pool: &PgPool, booking_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM announced_visits WHERE booking_id = $1)")
+        .bind(booking_id)
+        .fetch_one(pool)
+        .await
+}
