@@ -4,51 +4,29 @@
 
 mod common;
 
-use common::{MANAGER, OPS, Stack, amqp, publish, settings, visit};
+use common::{MANAGER, OPS, Stack, amqp, publish, start_notifier, visit};
 
 use std::time::Duration;
 
 use contracts::{BookingState, Envelope, Event, IPASSAN_SYNC_QUEUE};
 use platform::amqp::{EventHandler, HandlerError, Publisher, Worker};
-use testkit::mail_sink::MailSink;
-use testkit::{TestBroker, TestDb};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The notifier plus a worker on the ipassan-sync queue whose handler always fails as told.
 async fn start(failure: HandlerError) -> Stack {
-    platform::telemetry::init_for_tests();
-    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
-    let mail = MailSink::start();
-    let stop = CancellationToken::new();
-    let app = notifier::Application::build(settings(&db, &broker, &mail))
-        .await
-        .unwrap();
-    let health_port = app.health_port();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        app.run_until_stopped(async move { token.cancelled().await })
-            .await
-            .unwrap()
-    });
+    let stack = start_notifier().await;
     let failing = Worker::new(
         IPASSAN_SYNC_QUEUE,
-        amqp(&broker),
+        amqp(&stack.broker),
         "100ms,100ms".parse().unwrap(),
         AlwaysFails(failure),
     );
-    tokio::spawn(failing.run(stop.clone()));
-    // Both consumers have declared their queues once these exist.
-    for queue in ["notifier.dead-letters", "ipassan-sync"] {
-        broker.wait_for_queue(queue, Duration::from_secs(10)).await;
-    }
-    Stack {
-        health_port,
-        db,
-        broker,
-        mail,
-        stop,
-    }
+    tokio::spawn(failing.run(stack.stop.clone()));
+    stack
+        .broker
+        .wait_for_queue("ipassan-sync", Duration::from_secs(10))
+        .await;
+    stack
 }
 
 struct AlwaysFails(HandlerError);
