@@ -20,6 +20,9 @@ pub const BUILDING: &str = "harbour";
 /// The building's iPassan site, and a door of Ana's access profile there.
 pub const IPASSAN_SITE: &str = "site-7";
 pub const LOBBY: &str = "lobby";
+/// Apartment 501's Salto access level and the games room's Salto zone.
+pub const ACCESS_LEVEL: &str = "501-56";
+pub const ZONE: &str = "GAMES-ROOM";
 pub const MANAGER_EMAIL: &str = "manager@harbour.example";
 pub const OPS_EMAIL: &str = "ops@connecx.example";
 const JWT_SECRET: &str = "an end-to-end secret of at least 32 bytes";
@@ -27,6 +30,7 @@ const JWT_SECRET: &str = "an end-to-end secret of at least 32 bytes";
 /// Everything running; dropped = everything stopped.
 pub struct Stack {
     pub ipassan_sim: ipassan_sim::RunningSim,
+    pub salto_sim: salto_sim::RunningSim,
     pub db: TestDb,
     pub broker: TestBroker,
     pub mail: MailSink,
@@ -107,11 +111,38 @@ impl Stack {
         .expect("ipassan-sync starts");
         spawn(&stop, |s| ipassan.run_until_stopped(s));
 
+        let salto_sim = salto_sim::RunningSim::start(0)
+            .await
+            .expect("salto-sim starts");
+        let seeded = reqwest::Client::new()
+            .post(format!(
+                "{}/_sim/seed",
+                salto_sim.url().trim_end_matches('/')
+            ))
+            .json(&json!({"timezone": "Australia/Sydney",
+                          "groups": [{"ext_id": ACCESS_LEVEL, "name": "Apartment 501"},
+                                     {"ext_id": "502-56", "name": "Apartment 502"}],
+                          "zones": [{"ext_id": ZONE, "name": "Games room"},
+                                    {"ext_id": "GYM", "name": "Gym"}]}))
+            .send()
+            .await
+            .expect("salto-sim answers");
+        assert!(seeded.status().is_success(), "salto-sim seeded");
         let salto = salto_sync::Application::build(salto_sync::Settings {
             database: database.clone(),
             amqp: amqp.clone(),
             retry: retry.clone(),
             log: LogSettings::default(),
+            salto: salto_sync::SaltoSettings {
+                url: salto_sim.url(),
+                auth_kind: salto_sync::AuthKind::None,
+                key: None,
+                username: None,
+                password: None,
+                timeout_secs: 5,
+            },
+            cleaner: salto_sync::CleanerSettings::default(),
+            health: Default::default(),
         })
         .await
         .expect("salto-sync starts");
@@ -151,6 +182,7 @@ impl Stack {
         }
         let stack = Stack {
             ipassan_sim,
+            salto_sim,
             db,
             broker,
             mail,
@@ -216,7 +248,7 @@ impl Stack {
             ),
             (
                 "/v1/facilities/games-room".into(),
-                json!({"name": "Games room", "access_control_facility_id": "GAMES-ROOM"}),
+                json!({"name": "Games room", "access_control_facility_id": ZONE}),
             ),
             (
                 "/v1/residents/ana".into(),
@@ -288,7 +320,7 @@ where
 
 /// iPassan as the building has it: Ana (p-ana) with the access profile of apartment 501, and the
 /// credentials ipassan-sync uses.
-fn ipassan_seed() -> ipassan_sim::Seed {
+pub fn ipassan_seed() -> ipassan_sim::Seed {
     use std::collections::BTreeMap;
     ipassan_sim::Seed {
         sites: BTreeMap::from([(

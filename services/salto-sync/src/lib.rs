@@ -1,98 +1,126 @@
-//! salto-sync: Facility bookings → SALTO ProAccess SPACE zone permissions (DESIGN §8).
+//! salto-sync: facility bookings → SALTO ProAccess SPACE zone permissions (DESIGN §8).
 //!
-//! This is the service's skeleton on the worker runtime: it consumes `facility_booking.*` events,
-//! applies the version rule (it keeps the newest snapshot of each booking and skips older ones),
-//! logs and acknowledges. Talking to Salto arrives with its integration; until then no access is
-//! granted and no success event is published.
+//! It consumes `facility_booking.*`, keeps the permission ledger in its schema (who holds each
+//! (access level, zone) slot, who waits for it), makes Salto match the ledger through SHIP, and
+//! publishes `facility_access.*` results. A nightly cleaner removes ended permissions — Salto
+//! never does — and grants the bookings that waited for them.
+//!
+//! - [`ship`]: the typed SHIP client; [`ledger`]: the rules and their storage; [`step`]: one
+//!   locked read-modify-write of the ledger and Salto; [`handler`]: booking events;
+//!   [`cleaner`]: the nightly run; [`timetables`]: the timetable pool; [`results`]: result events.
+
+pub mod cleaner;
+pub mod clock;
+pub mod handler;
+pub mod ledger;
+pub mod results;
+pub mod settings;
+pub mod ship;
+pub mod step;
+pub mod timetables;
 
 use std::future::Future;
+use std::sync::Arc;
 
-use serde::Deserialize;
 use sqlx::PgPool;
 
-use contracts::{Envelope, SALTO_SYNC_QUEUE};
-use platform::amqp::{EventHandler, HandlerError, Worker};
-use platform::config::{
-    AmqpSettings, ConfigError, DatabaseSettings, LogSettings, RetrySettings, Validate,
-};
-use platform::snapshots::{self, Recorded};
+use contracts::SALTO_SYNC_QUEUE;
+use platform::amqp::{Publisher, Worker};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use settings::{AuthKind, CleanerSettings, SaltoSettings, Settings};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// This service's schema in the shared database.
 pub const SCHEMA: &str = "salto_sync";
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct Settings {
-    pub database: DatabaseSettings,
-    pub amqp: AmqpSettings,
-    #[serde(default)]
-    pub retry: RetrySettings,
-    #[serde(default)]
-    pub log: LogSettings,
-}
-
-impl Validate for Settings {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.database.validate()?;
-        self.amqp.validate()
-    }
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Db(#[from] platform::db::DbError),
+    #[error(transparent)]
+    Ship(#[from] ship::ClientBuildError),
+    #[error("cannot open the health port: {0}")]
+    Health(#[from] std::io::Error),
 }
 
 pub struct Application {
     settings: Settings,
-    pool: PgPool,
+    ctx: step::Context,
+    health: platform::health::HealthServer,
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, platform::db::DbError> {
-        let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
-        Ok(Self { settings, pool })
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    /// Consumes until `shutdown` completes; in-flight messages finish first.
+    /// As [`Application::build`], with the clock the cleaner and the date rules read (tests).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BuildError> {
+        let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        let ctx = step::Context {
+            pool,
+            ship: ship::ShipClient::new(&settings.salto)?,
+            publisher: Publisher::new(&settings.amqp, "salto-sync"),
+            clock,
+        };
+        let health = platform::health::HealthServer::bind(&settings.health).await?;
+        Ok(Self {
+            settings,
+            ctx,
+            health,
+        })
+    }
+
+    /// The health/metrics port, when one is configured.
+    pub fn health_port(&self) -> Option<u16> {
+        self.health.port()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.ctx.pool
+    }
+
+    /// The nightly cleaner, for running a tick by hand (tools, tests).
+    pub fn cleaner(&self) -> cleaner::Cleaner {
+        cleaner::Cleaner::new(
+            self.ctx.clone(),
+            self.settings.cleaner.clearing_time(),
+            self.settings.cleaner.reconcile,
+        )
+    }
+
+    /// Consumes and runs the cleaner until `shutdown` completes; in-flight messages finish first.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let token = platform::shutdown::token_for(shutdown);
-        let handler = BookingEvents {
-            pool: self.pool.clone(),
-        };
-        Worker::new(
+        let mut scheduler =
+            cleaner::schedule(Arc::new(self.cleaner()), &self.settings.cleaner.tick).await?;
+        let handler = handler::BookingEvents::new(self.ctx.clone());
+        let worker = Worker::new(
             SALTO_SYNC_QUEUE,
             self.settings.amqp.clone(),
             self.settings.retry.tiers.clone(),
             handler,
-        )
-        .run(token)
-        .await?;
-        self.pool.close().await;
-        Ok(())
-    }
-}
-
-/// Records each booking event under the version rule.
-pub struct BookingEvents {
-    pool: PgPool,
-}
-
-impl EventHandler for BookingEvents {
-    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
-        let recorded = snapshots::record(&self.pool, &envelope)
-            .await
-            .map_err(|e| HandlerError::Transient(format!("database: {e}")))?;
-        match recorded {
-            Recorded::Older => tracing::info!(
-                booking_id = %envelope.booking_id, version = envelope.version,
-                "older than the version held; skipped"
-            ),
-            Recorded::Newer | Recorded::Same => tracing::info!(
-                booking_id = %envelope.booking_id, version = envelope.version,
-                event_type = envelope.routing_key(),
-                "recorded; Salto integration not enabled yet"
-            ),
+        );
+        let readiness = platform::health::worker_readiness(
+            self.ctx.pool.clone(),
+            vec![(SALTO_SYNC_QUEUE.name, worker.attached())],
+        );
+        self.health.serve(readiness, token.clone());
+        let outcome = worker.run(token).await;
+        if let Err(error) = scheduler.shutdown().await {
+            tracing::warn!(%error, "cleaner scheduler did not stop cleanly");
         }
+        self.ctx.pool.close().await;
+        outcome?;
         Ok(())
     }
 }

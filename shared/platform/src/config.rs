@@ -63,7 +63,6 @@ pub fn load_with_env<S: DeserializeOwned + Validate>(
             config::Environment::with_prefix("CONNECX")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true)
                 .source(env),
         )
         .build()?
@@ -440,6 +439,28 @@ mod tests {
             vec![Duration::from_secs(1), Duration::from_secs(120)]
         );
         assert!(!format!("{loaded:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_secret_that_looks_like_a_number_keeps_its_leading_zero() {
+        #[derive(Debug, Deserialize)]
+        struct WithSecret {
+            amqp: AmqpSettings,
+            key: String,
+        }
+        impl Validate for WithSecret {
+            fn validate(&self) -> Result<(), ConfigError> {
+                Ok(())
+            }
+        }
+        let loaded: WithSecret = load_with_env(env(&[
+            ("CONNECX__AMQP__URL", "amqp://h"),
+            ("CONNECX__AMQP__PREFETCH", "7"),
+            ("CONNECX__KEY", "0123456789"),
+        ]))
+        .unwrap();
+        assert_eq!(loaded.key, "0123456789");
+        assert_eq!(loaded.amqp.prefetch, 7, "numbers are still read as numbers");
     }
 
     #[test]

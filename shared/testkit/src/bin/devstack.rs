@@ -65,6 +65,12 @@ struct Args {
     /// The mail sink's web page.
     #[arg(long, default_value_t = 8025)]
     mail_port: u16,
+    /// The iPassan simulator's port.
+    #[arg(long, default_value_t = 8090)]
+    ipassan_port: u16,
+    /// The Salto SHIP simulator's port.
+    #[arg(long, default_value_t = 8091)]
+    salto_port: u16,
     /// HS256 secret booking-api checks tokens with and devstack signs the demo tokens with
     /// [default: a fixed secret for local use only].
     #[arg(
@@ -175,6 +181,7 @@ async fn start_demo(stack: &mut Stack, args: &Args) -> Result<(), Ending> {
             .build()
             .context("cannot build an HTTP client")?;
         wait_until_ready(&client, &api, Duration::from_secs(args.ready_timeout)).await?;
+        seed_simulators(&client, args).await?;
         let tokens = seed_demo(&client, &api, &args.jwt_secret).await?;
         let window = tomorrow_evening(Utc::now(), demo::TIMEZONE)?;
         Ok::<_, anyhow::Error>((tokens, window))
@@ -275,20 +282,39 @@ fn children(args: &Args) -> Vec<ChildSpec> {
             .arg(args.smtp_port)
             .arg("--http-port")
             .arg(args.mail_port),
-        // ── Simulators ─────────────────────────────────────────────────────────────────────
-        // ipassan-sim and salto-sim (DESIGN §2) start here, before the workers that call them,
-        // once they exist: add a ChildSpec each (and a check in `check_ports_free` for their
-        // ports), then point the workers at them below with CONNECX__IPASSAN__BASE_URL /
-        // __CLIENT_ID / __CLIENT_SECRET and CONNECX__SALTO__URL / __AUTH_KIND, and seed the
-        // simulators (`POST /_sim/seed`) with the demo site's person and zone in `seed_demo`.
+        // ── Simulators, before the workers that call them (seeded in `seed_simulators`) ─────
+        ChildSpec::new("ipassan-sim")
+            .arg("--port")
+            .arg(args.ipassan_port),
+        ChildSpec::new("salto-sim")
+            .arg("--port")
+            .arg(args.salto_port)
+            .arg("--timezone")
+            .arg(demo::TIMEZONE.name()),
         ChildSpec::new("booking-api")
             .with_database_and_broker(args)
             // Only this machine: the demo secret must not open the API to the network.
             .env("CONNECX__HTTP__HOST", "127.0.0.1")
             .env("CONNECX__HTTP__PORT", args.http_port)
             .env("CONNECX__AUTH__JWT_SECRET", &args.jwt_secret),
-        ChildSpec::new("ipassan-sync").with_database_and_broker(args),
-        ChildSpec::new("salto-sync").with_database_and_broker(args),
+        ChildSpec::new("ipassan-sync")
+            .with_database_and_broker(args)
+            .env(
+                "CONNECX__IPASSAN__BASE_URL",
+                format!("http://127.0.0.1:{}", args.ipassan_port),
+            )
+            .env("CONNECX__IPASSAN__CLIENT_ID", demo::IPASSAN_CLIENT_ID)
+            .env(
+                "CONNECX__IPASSAN__CLIENT_SECRET",
+                demo::IPASSAN_CLIENT_SECRET,
+            ),
+        ChildSpec::new("salto-sync")
+            .with_database_and_broker(args)
+            .env(
+                "CONNECX__SALTO__URL",
+                format!("http://127.0.0.1:{}/", args.salto_port),
+            )
+            .env("CONNECX__SALTO__AUTH_KIND", "none"),
         ChildSpec::new("notifier")
             .with_database_and_broker(args)
             .env("CONNECX__SMTP__HOST", "127.0.0.1")
@@ -401,6 +427,8 @@ fn check_ports_free(args: &Args) -> anyhow::Result<()> {
         (args.http_port, "--http-port"),
         (args.smtp_port, "--smtp-port"),
         (args.mail_port, "--mail-port"),
+        (args.ipassan_port, "--ipassan-port"),
+        (args.salto_port, "--salto-port"),
     ] {
         // The wildcard address collides with a listener on any local address.
         if let Err(error) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
@@ -415,7 +443,56 @@ fn check_ports_free(args: &Args) -> anyhow::Result<()> {
 
 // ── The demo ───────────────────────────────────────────────────────────────────────────────
 
-/// The demo building. The IDs are what the simulators will be seeded with.
+/// The demo building's people and doors, as iPassan and Salto know them.
+async fn seed_simulators(client: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    let seed = json!({
+        "sites": {demo::IPASSAN_SITE: {
+            "timezone": demo::TIMEZONE.name(),
+            "persons": [{"id": demo::IPASSAN_PERSON, "type": 1, "firstName": "Alice",
+                         "lastName": "Resident", "email": "alice@demo.connecx.example",
+                         "accessProfileId": demo::IPASSAN_PROFILE}],
+            "profiles": {demo::IPASSAN_PROFILE: [demo::IPASSAN_DOOR, demo::APARTMENT]},
+        }},
+        "clients": [{"client_id": demo::IPASSAN_CLIENT_ID,
+                     "client_secret": demo::IPASSAN_CLIENT_SECRET,
+                     "sites": [demo::IPASSAN_SITE]}],
+    });
+    let url = format!("http://127.0.0.1:{}/_sim/seed", args.ipassan_port);
+    let response = client
+        .post(&url)
+        .json(&seed)
+        .send()
+        .await
+        .with_context(|| format!("seeding ipassan-sim: POST {url} failed"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        bail!("seeding ipassan-sim answered {status}:\n{body}");
+    }
+    say("seeded ipassan-sim with the demo site, its resident and her access profile");
+
+    let seed = json!({
+        "timezone": demo::TIMEZONE.name(),
+        "groups": [{"ext_id": demo::ACCESS_LEVEL, "name": "Apartment 101"}],
+        "zones": [{"ext_id": demo::ZONE, "name": "Games room"}],
+    });
+    let url = format!("http://127.0.0.1:{}/_sim/seed", args.salto_port);
+    let response = client
+        .post(&url)
+        .json(&seed)
+        .send()
+        .await
+        .with_context(|| format!("seeding salto-sim: POST {url} failed"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        bail!("seeding salto-sim answered {status}:\n{body}");
+    }
+    say("seeded salto-sim with the apartment's access level and the games room's zone");
+    Ok(())
+}
+
+/// The demo building, through booking-api's admin API (the IDs match the simulators' seeds).
 mod demo {
     pub const TIMEZONE: chrono_tz::Tz = chrono_tz::Australia::Sydney;
     pub const BUILDING: &str = "demo";
@@ -430,6 +507,12 @@ mod demo {
     pub const ZONE: &str = "GAMES-ROOM";
     pub const SYNCED_RESIDENT: &str = "res-alice";
     pub const IPASSAN_PERSON: &str = "p-1001";
+    /// The iPassan access profile of the apartment, and a door of it.
+    pub const IPASSAN_PROFILE: &str = "ap-apt-101";
+    pub const IPASSAN_DOOR: &str = "main-entrance";
+    /// The credentials ipassan-sync uses at the iPassan simulator (local only).
+    pub const IPASSAN_CLIENT_ID: &str = "connecx-devstack";
+    pub const IPASSAN_CLIENT_SECRET: &str = "devstack-local-only";
     pub const UNSYNCED_RESIDENT: &str = "res-bob";
 }
 
@@ -658,8 +741,14 @@ Book a visitor for tomorrow evening as {alice} (token valid for 30 days):
 export CONNECX_TOKEN='{alice_token}'
 curl -sS -w '\n' -X POST {api}/v1/visitor-bookings \
   -H "Authorization: Bearer $CONNECX_TOKEN" \
-  -H 'Content-Type: application/json' \
+  -H 'Content-Type: application/json' -H 'Prefer: wait=5' \
   -d '{booking}'
+
+The answer carries the visitor's PIN (access.status "granted"); both mails are on the mail page.
+Try the PIN at the building's door (the simulator's clock: set it inside the visit first):
+
+curl -sS -w '\n' -X POST http://127.0.0.1:{ipassan_port}/_sim/clock -H 'Content-Type: application/json' -d '{{"now":"{inside}"}}'
+curl -sS -w '\n' -X POST http://127.0.0.1:{ipassan_port}/_sim/doors/{door}/pin -H 'Content-Type: application/json' -d '{{"site":"{site}","pin":"<PIN>"}}'
 
 See it: all of {alice}'s visitor bookings, or the one with the "id" of that answer:
 
@@ -691,6 +780,10 @@ Ctrl-C stops everything.
         manager_token = tokens.manager,
         mail_port = args.mail_port,
         amqp = platform::config::redact_url(&args.amqp_url),
+        ipassan_port = args.ipassan_port,
+        inside = (starts_at + chrono::Duration::minutes(30)).to_rfc3339(),
+        door = demo::IPASSAN_DOOR,
+        site = demo::IPASSAN_SITE,
     );
 }
 

@@ -1,0 +1,297 @@
+//! The nightly cleaner (DESIGN §8). Salto never removes an expired permission by itself, and
+//! while one stays, the apartment cannot be granted that zone again. So once a night per building,
+//! after the building-local clearing time (default 00:05), the cleaner removes every permission
+//! whose Period has ended, publishes `facility_access.expired`, grants the bookings waiting for
+//! the freed slots, and reconciles the ledger with Salto's lists.
+//!
+//! It ticks every minute on tokio-cron-scheduler (and once at start, which catches up a missed
+//! night). "Once per building per local date" is a row in `cleaner_runs`, claimed inside a
+//! transaction that also holds a per-building advisory lock: replicas never run the same night
+//! twice, and a run that fails rolls its claim back so the next tick tries again. The due date is
+//! read off the building's wall clock, so DST changes neither skip nor repeat a night.
+
+use std::sync::Arc;
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+use crate::ledger::decide::due_clearing_date;
+use crate::ledger::{AccessLevelKey, store};
+use crate::results::{self, Outcome};
+use crate::step::{Context, Promotion, Step, StepError};
+
+/// What one building's clearing did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clearing {
+    pub building: String,
+    pub local_date: chrono::NaiveDate,
+    pub expired: usize,
+    pub granted: usize,
+    pub repaired_levels: usize,
+}
+
+pub struct Cleaner {
+    ctx: Context,
+    clearing_time: NaiveTime,
+    reconcile: bool,
+    /// One tick at a time in this process (a slow night must not overlap the next minute's tick).
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Cleaner {
+    pub fn new(ctx: Context, clearing_time: NaiveTime, reconcile: bool) -> Self {
+        Self {
+            ctx,
+            clearing_time,
+            reconcile,
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Runs every clearing that is due and not yet done. Returns what ran here.
+    pub async fn tick(&self) -> Result<Vec<Clearing>, StepError> {
+        let Ok(_busy) = self.busy.try_lock() else {
+            return Ok(Vec::new());
+        };
+        let now = self.ctx.clock.now();
+        let buildings = {
+            let mut conn = self.ctx.pool.acquire().await?;
+            store::buildings(&mut conn).await?
+        };
+        let mut done = Vec::new();
+        let mut first_error = None;
+        for (building, timezone) in buildings {
+            let Ok(tz) = timezone.parse::<Tz>() else {
+                tracing::error!(
+                    building,
+                    timezone,
+                    "unknown time zone; cannot clear this building"
+                );
+                continue;
+            };
+            let local_now = now.with_timezone(&tz).naive_local();
+            let due = due_clearing_date(local_now, self.clearing_time);
+            match self.clear(&building, due).await {
+                Ok(Some(clearing)) => done.push(clearing),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(building, %error, "clearing failed; the next tick retries it");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) if done.is_empty() => Err(error),
+            _ => Ok(done),
+        }
+    }
+
+    /// Clears one building for `due` unless that already happened: the clearing of a date
+    /// removes the permissions (and waits) of the dates before it.
+    async fn clear(
+        &self,
+        building: &str,
+        due: chrono::NaiveDate,
+    ) -> Result<Option<Clearing>, StepError> {
+        let today = due;
+        {
+            let mut conn = self.ctx.pool.acquire().await?;
+            if store::cleaner_ran(&mut conn, building, due).await? {
+                return Ok(None);
+            }
+        }
+        let mut claim = self.ctx.pool.begin().await?;
+        if !store::try_lock(&mut claim, &format!("salto_sync/cleaner/{building}")).await? {
+            return Ok(None);
+        }
+        if !store::claim_cleaner_run(&mut claim, building, due).await? {
+            return Ok(None);
+        }
+        let mut clearing = Clearing {
+            building: building.to_owned(),
+            local_date: due,
+            ..Clearing::default()
+        };
+        let levels = {
+            let mut conn = self.ctx.pool.acquire().await?;
+            store::levels_with_ended(&mut conn, building, today).await?
+        };
+        for level in levels {
+            match self.expire_level(&level, today).await {
+                Ok((expired, granted)) => {
+                    clearing.expired += expired;
+                    clearing.granted += granted;
+                }
+                // Worth another try: give the night back, the next tick runs it again (what was
+                // done stays done; it is not found again).
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    tracing::error!(building, access_level = level.access_level, %error,
+                                    "cannot clear this access level; a person must look");
+                }
+            }
+        }
+        if self.reconcile {
+            let levels = {
+                let mut conn = self.ctx.pool.acquire().await?;
+                store::levels_of_building(&mut conn, building).await?
+            };
+            for level in levels {
+                match self.reconcile_level(&level, today).await {
+                    Ok((repaired, granted)) => {
+                        clearing.repaired_levels += usize::from(repaired);
+                        clearing.granted += granted;
+                    }
+                    Err(error) if error.is_transient() => return Err(error),
+                    Err(error) => {
+                        tracing::error!(building, access_level = level.access_level, %error,
+                                        "cannot reconcile this access level");
+                    }
+                }
+            }
+        }
+        store::finish_cleaner_run(
+            &mut claim,
+            building,
+            due,
+            clearing.expired,
+            clearing.granted,
+        )
+        .await?;
+        claim.commit().await?;
+        tracing::info!(building, local_date = %due, expired = clearing.expired,
+                       granted = clearing.granted, repaired_levels = clearing.repaired_levels,
+                       "nightly clearing done");
+        Ok(Some(clearing))
+    }
+
+    /// Removes an access level's ended permissions and waits, and grants the freed slots.
+    async fn expire_level(
+        &self,
+        level: &AccessLevelKey,
+        today: chrono::NaiveDate,
+    ) -> Result<(usize, usize), StepError> {
+        let mut step = Step::begin(&self.ctx).await?;
+        step.lock([level.clone()]).await?;
+        let ended = store::take_ended_permissions(step.conn(), level, today).await?;
+        let mut freed = Vec::new();
+        for held in &ended {
+            step.mark_released(&held.slot);
+            freed.push(held.slot.clone());
+            if let Some(booking) = snapshot_booking(&mut step, held.booking_id).await? {
+                step.outcome(held.booking_id, held.version, Outcome::Expired, booking)
+                    .await?;
+            }
+        }
+        let ended_waits = store::take_ended_waits(step.conn(), level, today).await?;
+        for waiting in &ended_waits {
+            if let Some(booking) = snapshot_booking(&mut step, waiting.booking_id).await? {
+                step.outcome(
+                    waiting.booking_id,
+                    waiting.version,
+                    Outcome::Expired,
+                    booking,
+                )
+                .await?;
+            }
+        }
+        freed.extend(store::free_slots_with_waiters(step.conn(), level).await?);
+        freed.sort();
+        freed.dedup();
+        let mut granted = 0;
+        for slot in freed {
+            if let Promotion::Granted(_) = step.promote_waiters(&slot, today).await? {
+                granted += 1;
+            }
+        }
+        step.finish().await?;
+        Ok((ended.len() + ended_waits.len(), granted))
+    }
+
+    /// Compares the ledger with Salto's list for an access level: grants the ledger holds but
+    /// Salto lacks are written again; a permission Salto shows for a zone a booking waits for,
+    /// which the ledger cannot explain, is reported to the manager on that booking.
+    async fn reconcile_level(
+        &self,
+        level: &AccessLevelKey,
+        today: chrono::NaiveDate,
+    ) -> Result<(bool, usize), StepError> {
+        let mut step = Step::begin(&self.ctx).await?;
+        step.lock([level.clone()]).await?;
+        let group = step.salto_group(level).await?;
+        let held = store::held_in_level(step.conn(), level).await?;
+        let missing: Vec<_> = held
+            .iter()
+            .filter(|h| !group.permissions.contains(&h.permission()))
+            .collect();
+        for h in &missing {
+            tracing::warn!(access_level = level.access_level, zone = h.slot.zone,
+                           booking_id = %h.booking_id, "Salto lost a grant the ledger holds; re-applying");
+        }
+        let repaired = !missing.is_empty();
+        if repaired {
+            step.touch(level);
+        }
+        let mut granted = 0;
+        for slot in store::free_slots_with_waiters(step.conn(), level).await? {
+            match step.promote_waiters(&slot, today).await? {
+                Promotion::Granted(_) => granted += 1,
+                Promotion::Nobody => {}
+                Promotion::Blocked(existing) => {
+                    for waiter in store::waiters_for(step.conn(), &slot).await? {
+                        if let Some(booking) =
+                            snapshot_booking(&mut step, waiter.booking_id).await?
+                        {
+                            let failure = results::drift(&booking, &existing);
+                            step.emit(results::result_event(
+                                Outcome::Failed,
+                                waiter.booking_id,
+                                waiter.version,
+                                booking,
+                                None,
+                                Some(failure),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        step.finish().await?;
+        Ok((repaired, granted))
+    }
+}
+
+async fn snapshot_booking(
+    step: &mut Step,
+    booking_id: uuid::Uuid,
+) -> Result<Option<contracts::FacilityBooking>, StepError> {
+    let envelope = store::snapshot(step.conn(), booking_id).await?;
+    Ok(envelope.and_then(|e| crate::ledger::decide::facility_booking(&e.event).cloned()))
+}
+
+/// Starts the minute tick (and one tick now, to catch up a missed night). Stop it with
+/// [`JobScheduler::shutdown`].
+pub async fn schedule(
+    cleaner: Arc<Cleaner>,
+    cron: &str,
+) -> Result<JobScheduler, JobSchedulerError> {
+    let scheduler = JobScheduler::new().await?;
+    let for_job = Arc::clone(&cleaner);
+    let job = Job::new_async(cron, move |_id, _scheduler| {
+        let cleaner = Arc::clone(&for_job);
+        Box::pin(async move {
+            if let Err(error) = cleaner.tick().await {
+                tracing::warn!(%error, "cleaner tick failed");
+            }
+        })
+    })?;
+    scheduler.add(job).await?;
+    scheduler.start().await?;
+    tokio::spawn(async move {
+        if let Err(error) = cleaner.tick().await {
+            tracing::warn!(%error, "catch-up clearing at start failed");
+        }
+    });
+    Ok(scheduler)
+}

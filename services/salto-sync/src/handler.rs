@@ -1,0 +1,261 @@
+//! The `facility_booking.*` handler: records the snapshot under the version rule, then acts on the
+//! stored latest snapshot (never on the message in hand) in one [`Step`].
+//!
+//! created / rescheduled → hold the (access level, zone) slot: grant, keep, move, or defer as a
+//! double booking (policy `auto`: wait in the ledger; `manual`: wait for the manager);
+//! cancelled → release the slot and grant the next waiter. A version already acted on is never
+//! acted on again, so a redelivered event changes nothing and sends nothing.
+
+use contracts::{DoubleBookingPolicy, Envelope};
+use platform::amqp::{EventHandler, HandlerError};
+use platform::snapshots::{self, Recorded};
+use uuid::Uuid;
+
+use crate::ledger::decide::{self, GrantDecision, Intent, SaltoZone, decide_grant, salto_zone};
+use crate::ledger::{Waiting, store};
+use crate::results::{self, Outcome};
+use crate::step::{Context, Step, StepError};
+use crate::timetables;
+
+pub struct BookingEvents {
+    ctx: Context,
+}
+
+impl BookingEvents {
+    pub fn new(ctx: Context) -> Self {
+        Self { ctx }
+    }
+}
+
+impl EventHandler for BookingEvents {
+    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        if decide::facility_booking(&envelope.event).is_none() {
+            // Bound to facility_booking.# only; anything else is not for us.
+            return Ok(());
+        }
+        let recorded = snapshots::record(&self.ctx.pool, &envelope)
+            .await
+            .map_err(|e| HandlerError::Transient(format!("database: {e}")))?;
+        if recorded == Recorded::Older {
+            tracing::info!(
+                booking_id = %envelope.booking_id, version = envelope.version,
+                "older than the version held; skipped"
+            );
+            return Ok(());
+        }
+        act_on_latest(&self.ctx, envelope.booking_id).await
+    }
+}
+
+/// Acts on the latest snapshot held for `booking_id`, turning Salto's "needs a person" refusals
+/// into a `facility_access.failed` result.
+pub async fn act_on_latest(ctx: &Context, booking_id: Uuid) -> Result<(), HandlerError> {
+    match act(ctx, booking_id).await {
+        Ok(()) => Ok(()),
+        Err(error) => match error.needs_manager() {
+            Some(refusal) => {
+                tracing::warn!(%booking_id, error = %refusal, "Salto refused; the manager must act");
+                let refusal = refusal.clone();
+                report_refusal(ctx, booking_id, &refusal)
+                    .await
+                    .map_err(StepError::into_handler_error)
+            }
+            None => Err(error.into_handler_error()),
+        },
+    }
+}
+
+async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
+    let Some(envelope) = snapshots::latest(&ctx.pool, booking_id).await? else {
+        return Ok(());
+    };
+    let version = envelope.version;
+    let (Some(intent), Some(booking)) = (
+        decide::intent_of(&envelope.event),
+        decide::facility_booking(&envelope.event).cloned(),
+    ) else {
+        return Ok(());
+    };
+    {
+        // Outside the step: the row lock of this upsert must not serialize a building's steps.
+        let mut conn = ctx.pool.acquire().await?;
+        store::remember_building(&mut conn, &booking.building.id, &booking.building.timezone)
+            .await?;
+    }
+    let mut step = Step::begin(ctx).await?;
+
+    // Lock every access level this booking is or will be in, then read again under the locks.
+    let mut levels = Vec::new();
+    if let Intent::Hold { slot, .. } = &intent {
+        levels.push(slot.level.clone());
+    }
+    let held = store::held_by_booking(step.conn(), booking_id).await?;
+    let waiting = store::waiting_booking(step.conn(), booking_id).await?;
+    levels.extend(held.iter().map(|h| h.slot.level.clone()));
+    levels.extend(waiting.iter().map(|w| w.slot.level.clone()));
+    step.lock(levels).await?;
+    if !decide::should_act(
+        store::outcome_version(step.conn(), booking_id).await?,
+        version,
+    ) {
+        tracing::info!(%booking_id, version, "version already acted on; nothing to do");
+        return Ok(());
+    }
+    let held = store::held_by_booking(step.conn(), booking_id).await?;
+    let waiting = store::waiting_booking(step.conn(), booking_id).await?;
+    step.lock(
+        held.iter()
+            .map(|h| h.slot.level.clone())
+            .chain(waiting.iter().map(|w| w.slot.level.clone())),
+    )
+    .await?;
+    let today = ctx.local_today(&booking.building.timezone);
+
+    match intent {
+        Intent::Release => {
+            if let Some(held) = &held {
+                step.release(held).await?;
+                step.promote_waiters(&held.slot, today).await?;
+            }
+            if waiting.is_some() {
+                store::delete_waiting(step.conn(), booking_id).await?;
+            }
+            step.outcome(booking_id, version, Outcome::Revoked, booking)
+                .await?;
+        }
+        Intent::MissingIds { missing } => {
+            let failure = results::missing_ids(&booking, missing);
+            step.outcome_with(
+                booking_id,
+                version,
+                Outcome::Failed,
+                booking,
+                None,
+                Some(failure),
+            )
+            .await?;
+        }
+        Intent::Hold { slot, window } => {
+            // Leaving a slot of other IDs (the manager changed an Access Control ID): the old
+            // grant is cleared under the IDs it was made with.
+            if let Some(old) = held.as_ref().filter(|h| h.slot != slot) {
+                step.release(old).await?;
+                step.promote_waiters(&old.slot, today).await?;
+            }
+            if waiting.as_ref().is_some_and(|w| w.slot != slot) {
+                store::delete_waiting(step.conn(), booking_id).await?;
+            }
+            let holder = store::holder_of(step.conn(), &slot).await?;
+            match decide_grant(holder.as_ref(), booking_id, &window) {
+                GrantDecision::AlreadyHeld | GrantDecision::Move => {
+                    step.hold(&slot, booking_id, version, window).await?;
+                    step.outcome(booking_id, version, Outcome::Granted, booking)
+                        .await?;
+                }
+                GrantDecision::Grant => {
+                    let group = step.salto_group(&slot.level).await?;
+                    let timetable = timetables::timetable_for(
+                        step.conn(),
+                        &ctx.ship,
+                        window.starts,
+                        window.ends,
+                    )
+                    .await?;
+                    let wanted = window.permission(&slot.zone, timetable);
+                    match salto_zone(&group.permissions, &wanted) {
+                        SaltoZone::Unknown(existing) => {
+                            store::delete_waiting(step.conn(), booking_id).await?;
+                            let failure = results::unknown_permission(&booking, &existing);
+                            step.outcome_with(
+                                booking_id,
+                                version,
+                                Outcome::Failed,
+                                booking,
+                                None,
+                                Some(failure),
+                            )
+                            .await?;
+                        }
+                        SaltoZone::Free | SaltoZone::AlreadyOurs => {
+                            step.hold(&slot, booking_id, version, window).await?;
+                            step.outcome(booking_id, version, Outcome::Granted, booking)
+                                .await?;
+                        }
+                    }
+                }
+                GrantDecision::Defer { held_by } => {
+                    let policy = booking.building.double_booking_policy;
+                    match policy {
+                        DoubleBookingPolicy::Auto => {
+                            store::upsert_waiting(
+                                step.conn(),
+                                &Waiting {
+                                    slot: slot.clone(),
+                                    booking_id,
+                                    version,
+                                    window,
+                                },
+                            )
+                            .await?;
+                        }
+                        DoubleBookingPolicy::Manual => {
+                            store::delete_waiting(step.conn(), booking_id).await?;
+                        }
+                    }
+                    let failure = results::double_booking(policy, held_by);
+                    step.outcome_with(
+                        booking_id,
+                        version,
+                        Outcome::Deferred,
+                        booking,
+                        Some(held_by),
+                        Some(failure),
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    let published = step.finish().await?;
+    for event in &published {
+        tracing::info!(booking_id = %event.booking_id, version = event.version,
+                       result = event.routing_key(), "result published");
+    }
+    Ok(())
+}
+
+/// Salto said it does not know an ID (code 11): the booking fails and the manager is told, with
+/// Salto's answer. The ledger is left as it was.
+async fn report_refusal(
+    ctx: &Context,
+    booking_id: Uuid,
+    refusal: &crate::ship::ShipError,
+) -> Result<(), StepError> {
+    let Some(envelope) = snapshots::latest(&ctx.pool, booking_id).await? else {
+        return Ok(());
+    };
+    let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
+        return Ok(());
+    };
+    let mut step = Step::begin(ctx).await?;
+    step.lock([crate::ledger::SlotKey::of(&booking).level])
+        .await?;
+    if !decide::should_act(
+        store::outcome_version(step.conn(), booking_id).await?,
+        envelope.version,
+    ) {
+        return Ok(());
+    }
+    let failure = results::salto_not_found(&booking, refusal);
+    step.outcome_with(
+        booking_id,
+        envelope.version,
+        Outcome::Failed,
+        booking,
+        None,
+        Some(failure),
+    )
+    .await?;
+    step.finish().await?;
+    Ok(())
+}

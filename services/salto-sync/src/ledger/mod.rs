@@ -1,0 +1,118 @@
+//! The permission ledger (DESIGN §8): who holds each (building, access level, zone) slot, who
+//! waits for it, and what was last decided for each booking. The rules are pure functions in
+//! [`decide`]; the SQL that stores them is in [`store`].
+
+pub mod decide;
+pub mod store;
+
+use chrono::{NaiveDate, Timelike};
+use contracts::FacilityBooking;
+use uuid::Uuid;
+
+use crate::ship::{DaySeconds, END_OF_DAY, Period, ZonePermission};
+
+/// An apartment's access level in a building: the unit Salto rewrites as a whole, and so the
+/// unit writers are serialized on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccessLevelKey {
+    pub building: String,
+    /// Salto `ExtGroupID` (the apartment's Access Control ID).
+    pub access_level: String,
+}
+
+impl AccessLevelKey {
+    /// The advisory-lock name of this access level.
+    pub fn lock_name(&self) -> String {
+        format!(
+            "salto_sync/access_level/{}/{}",
+            self.building, self.access_level
+        )
+    }
+}
+
+/// One (access level, zone): Salto allows one permission in it at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotKey {
+    pub level: AccessLevelKey,
+    /// Salto `ExtZoneID` (the facility's Access Control Facility ID).
+    pub zone: String,
+}
+
+impl SlotKey {
+    pub fn of(booking: &FacilityBooking) -> SlotKey {
+        SlotKey {
+            level: AccessLevelKey {
+                building: booking.building.id.clone(),
+                access_level: booking.apartment.access_level_id.trim().to_owned(),
+            },
+            zone: booking.facility.zone_id.trim().to_owned(),
+        }
+    }
+}
+
+/// A facility booking on the building's clock: one local date and the hours on it. A booking that
+/// ends at the next local midnight ends at `24:00:00` of its own date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalWindow {
+    pub date: NaiveDate,
+    pub starts: DaySeconds,
+    pub ends: DaySeconds,
+}
+
+impl LocalWindow {
+    pub fn of(booking: &FacilityBooking) -> LocalWindow {
+        let start = booking.window.local_starts_at;
+        let end = booking.window.local_ends_at;
+        let date = start.date();
+        let ends = if end.date() > date {
+            // booking-api allows exactly the next midnight; anything later is cut to the day.
+            END_OF_DAY
+        } else {
+            end.num_seconds_from_midnight()
+        };
+        LocalWindow {
+            date,
+            starts: start.num_seconds_from_midnight(),
+            ends: ends.max(start.num_seconds_from_midnight()),
+        }
+    }
+
+    /// The Salto permission this window is granted as: Period = the date, Timetable = the hours.
+    pub fn permission(&self, zone: &str, timetable: u32) -> ZonePermission {
+        ZonePermission {
+            zone: zone.to_owned(),
+            timetable: Some(timetable),
+            period: Some(Period::whole_day(self.date)),
+        }
+    }
+}
+
+/// The booking holding a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub slot: SlotKey,
+    pub booking_id: Uuid,
+    pub version: i64,
+    pub window: LocalWindow,
+    pub timetable: u32,
+    pub period: Period,
+}
+
+impl Held {
+    pub fn permission(&self) -> ZonePermission {
+        ZonePermission {
+            zone: self.slot.zone.clone(),
+            timetable: Some(self.timetable),
+            period: Some(self.period),
+        }
+    }
+}
+
+/// A booking waiting for a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub slot: SlotKey,
+    pub booking_id: Uuid,
+    pub version: i64,
+    pub window: LocalWindow,
+}

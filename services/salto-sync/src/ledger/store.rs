@@ -1,0 +1,510 @@
+//! The ledger's SQL. Every function runs on the caller's connection — in practice the
+//! transaction that holds the access level's advisory lock — so reads and writes of one operation
+//! see and commit one state.
+
+use chrono::NaiveDate;
+use contracts::Envelope;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{AccessLevelKey, Held, LocalWindow, SlotKey, Waiting};
+use crate::ship::{DaySeconds, Period};
+
+/// Waits at most this long for another replica's lock before the step is retried later.
+pub async fn set_lock_timeout(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET LOCAL lock_timeout = '30s'")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Takes a transaction-scoped advisory lock (released at commit or rollback, or when the
+/// connection drops — which is why writes are computed from the ledger, never replayed).
+pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Like [`lock`], but gives up at once when another session holds it.
+pub async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+}
+
+fn secs(value: i32) -> DaySeconds {
+    u32::try_from(value).unwrap_or(0)
+}
+
+fn held_from_row(row: &PgRow) -> Result<Held, sqlx::Error> {
+    let timetable: i32 = row.try_get("timetable_id")?;
+    Ok(Held {
+        slot: SlotKey {
+            level: AccessLevelKey {
+                building: row.try_get("building_id")?,
+                access_level: row.try_get("access_level_id")?,
+            },
+            zone: row.try_get("zone_id")?,
+        },
+        booking_id: row.try_get("booking_id")?,
+        version: row.try_get("version")?,
+        window: LocalWindow {
+            date: row.try_get("local_date")?,
+            starts: secs(row.try_get("starts_secs")?),
+            ends: secs(row.try_get("ends_secs")?),
+        },
+        timetable: u32::try_from(timetable).unwrap_or(0),
+        period: Period {
+            start: row.try_get("period_start")?,
+            end: row.try_get("period_end")?,
+        },
+    })
+}
+
+fn waiting_from_row(row: &PgRow) -> Result<Waiting, sqlx::Error> {
+    Ok(Waiting {
+        slot: SlotKey {
+            level: AccessLevelKey {
+                building: row.try_get("building_id")?,
+                access_level: row.try_get("access_level_id")?,
+            },
+            zone: row.try_get("zone_id")?,
+        },
+        booking_id: row.try_get("booking_id")?,
+        version: row.try_get("version")?,
+        window: LocalWindow {
+            date: row.try_get("local_date")?,
+            starts: secs(row.try_get("starts_secs")?),
+            ends: secs(row.try_get("ends_secs")?),
+        },
+    })
+}
+
+const HELD_COLUMNS: &str = "building_id, access_level_id, zone_id, booking_id, version, local_date, starts_secs, ends_secs, timetable_id, period_start, period_end";
+const WAITING_COLUMNS: &str = "building_id, access_level_id, zone_id, booking_id, version, local_date, starts_secs, ends_secs";
+
+pub async fn holder_of(
+    conn: &mut PgConnection,
+    slot: &SlotKey,
+) -> Result<Option<Held>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HELD_COLUMNS} FROM permissions WHERE building_id = $1 AND access_level_id = $2 AND zone_id = $3"
+    )))
+    .bind(&slot.level.building)
+    .bind(&slot.level.access_level)
+    .bind(&slot.zone)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(held_from_row).transpose()
+}
+
+pub async fn held_by_booking(
+    conn: &mut PgConnection,
+    booking_id: Uuid,
+) -> Result<Option<Held>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HELD_COLUMNS} FROM permissions WHERE booking_id = $1"
+    )))
+    .bind(booking_id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(held_from_row).transpose()
+}
+
+pub async fn waiting_booking(
+    conn: &mut PgConnection,
+    booking_id: Uuid,
+) -> Result<Option<Waiting>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {WAITING_COLUMNS} FROM waiting_bookings WHERE booking_id = $1"
+    )))
+    .bind(booking_id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(waiting_from_row).transpose()
+}
+
+/// Every permission the ledger holds in an access level (what Salto must show for it).
+pub async fn held_in_level(
+    conn: &mut PgConnection,
+    level: &AccessLevelKey,
+) -> Result<Vec<Held>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HELD_COLUMNS} FROM permissions WHERE building_id = $1 AND access_level_id = $2 ORDER BY zone_id"
+    )))
+    .bind(&level.building)
+    .bind(&level.access_level)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(held_from_row).collect()
+}
+
+pub async fn insert_held(conn: &mut PgConnection, held: &Held) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO permissions (building_id, access_level_id, zone_id, booking_id, version, local_date,
+                                  starts_secs, ends_secs, timetable_id, period_start, period_end)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (building_id, access_level_id, zone_id) DO UPDATE
+            SET booking_id = EXCLUDED.booking_id, version = EXCLUDED.version,
+                local_date = EXCLUDED.local_date, starts_secs = EXCLUDED.starts_secs,
+                ends_secs = EXCLUDED.ends_secs, timetable_id = EXCLUDED.timetable_id,
+                period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
+                granted_at = now()",
+    )
+    .bind(&held.slot.level.building)
+    .bind(&held.slot.level.access_level)
+    .bind(&held.slot.zone)
+    .bind(held.booking_id)
+    .bind(held.version)
+    .bind(held.window.date)
+    .bind(held.window.starts as i32)
+    .bind(held.window.ends as i32)
+    .bind(held.timetable as i32)
+    .bind(held.period.start)
+    .bind(held.period.end)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn delete_held(conn: &mut PgConnection, booking_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM permissions WHERE booking_id = $1")
+        .bind(booking_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Queues a booking for a slot; a booking already waiting keeps its place (and gets its newer
+/// version and window).
+pub async fn upsert_waiting(conn: &mut PgConnection, waiting: &Waiting) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO waiting_bookings (booking_id, building_id, access_level_id, zone_id, version,
+                                       local_date, starts_secs, ends_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (booking_id) DO UPDATE
+            SET version = EXCLUDED.version, local_date = EXCLUDED.local_date,
+                starts_secs = EXCLUDED.starts_secs, ends_secs = EXCLUDED.ends_secs,
+                building_id = EXCLUDED.building_id, access_level_id = EXCLUDED.access_level_id,
+                zone_id = EXCLUDED.zone_id",
+    )
+    .bind(waiting.booking_id)
+    .bind(&waiting.slot.level.building)
+    .bind(&waiting.slot.level.access_level)
+    .bind(&waiting.slot.zone)
+    .bind(waiting.version)
+    .bind(waiting.window.date)
+    .bind(waiting.window.starts as i32)
+    .bind(waiting.window.ends as i32)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn delete_waiting(conn: &mut PgConnection, booking_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM waiting_bookings WHERE booking_id = $1")
+        .bind(booking_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// The bookings waiting for a slot, first come first.
+pub async fn waiters_for(
+    conn: &mut PgConnection,
+    slot: &SlotKey,
+) -> Result<Vec<Waiting>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {WAITING_COLUMNS} FROM waiting_bookings
+          WHERE building_id = $1 AND access_level_id = $2 AND zone_id = $3
+          ORDER BY queued_at, booking_id"
+    )))
+    .bind(&slot.level.building)
+    .bind(&slot.level.access_level)
+    .bind(&slot.zone)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(waiting_from_row).collect()
+}
+
+/// Slots of an access level that have waiters but no holder (left over by a crash or a failure).
+pub async fn free_slots_with_waiters(
+    conn: &mut PgConnection,
+    level: &AccessLevelKey,
+) -> Result<Vec<SlotKey>, sqlx::Error> {
+    let zones: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT w.zone_id FROM waiting_bookings w
+          WHERE w.building_id = $1 AND w.access_level_id = $2
+            AND NOT EXISTS (SELECT 1 FROM permissions p
+                             WHERE p.building_id = w.building_id
+                               AND p.access_level_id = w.access_level_id
+                               AND p.zone_id = w.zone_id)
+          ORDER BY 1",
+    )
+    .bind(&level.building)
+    .bind(&level.access_level)
+    .fetch_all(conn)
+    .await?;
+    Ok(zones
+        .into_iter()
+        .map(|zone| SlotKey {
+            level: level.clone(),
+            zone,
+        })
+        .collect())
+}
+
+/// Removes and returns the permissions of an access level whose date is before `today`.
+pub async fn take_ended_permissions(
+    conn: &mut PgConnection,
+    level: &AccessLevelKey,
+    today: NaiveDate,
+) -> Result<Vec<Held>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM permissions WHERE building_id = $1 AND access_level_id = $2 AND local_date < $3
+         RETURNING {HELD_COLUMNS}"
+    )))
+    .bind(&level.building)
+    .bind(&level.access_level)
+    .bind(today)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(held_from_row).collect()
+}
+
+/// Removes and returns the waits of an access level whose date is before `today`.
+pub async fn take_ended_waits(
+    conn: &mut PgConnection,
+    level: &AccessLevelKey,
+    today: NaiveDate,
+) -> Result<Vec<Waiting>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM waiting_bookings WHERE building_id = $1 AND access_level_id = $2 AND local_date < $3
+         RETURNING {WAITING_COLUMNS}"
+    )))
+    .bind(&level.building)
+    .bind(&level.access_level)
+    .bind(today)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(waiting_from_row).collect()
+}
+
+/// Access levels of a building with a permission or a wait dated before `today` (uses the date
+/// indexes: the clearing's cost follows the expired rows, not all rows).
+pub async fn levels_with_ended(
+    conn: &mut PgConnection,
+    building: &str,
+    today: NaiveDate,
+) -> Result<Vec<AccessLevelKey>, sqlx::Error> {
+    let levels: Vec<String> = sqlx::query_scalar(
+        "SELECT access_level_id FROM permissions WHERE building_id = $1 AND local_date < $2
+         UNION
+         SELECT access_level_id FROM waiting_bookings WHERE building_id = $1 AND local_date < $2
+         ORDER BY 1",
+    )
+    .bind(building)
+    .bind(today)
+    .fetch_all(conn)
+    .await?;
+    Ok(levels
+        .into_iter()
+        .map(|access_level| AccessLevelKey {
+            building: building.to_owned(),
+            access_level,
+        })
+        .collect())
+}
+
+/// Access levels of a building the ledger has anything in (for reconciliation).
+pub async fn levels_of_building(
+    conn: &mut PgConnection,
+    building: &str,
+) -> Result<Vec<AccessLevelKey>, sqlx::Error> {
+    let levels: Vec<String> = sqlx::query_scalar(
+        "SELECT access_level_id FROM permissions WHERE building_id = $1
+         UNION
+         SELECT access_level_id FROM waiting_bookings WHERE building_id = $1
+         ORDER BY 1",
+    )
+    .bind(building)
+    .fetch_all(conn)
+    .await?;
+    Ok(levels
+        .into_iter()
+        .map(|access_level| AccessLevelKey {
+            building: building.to_owned(),
+            access_level,
+        })
+        .collect())
+}
+
+/// The last outcome's version for a booking.
+pub async fn outcome_version(
+    conn: &mut PgConnection,
+    booking_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM booking_outcomes WHERE booking_id = $1")
+        .bind(booking_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Records what was decided for a booking version (never goes back to an older version).
+pub async fn record_outcome(
+    conn: &mut PgConnection,
+    booking_id: Uuid,
+    version: i64,
+    outcome: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO booking_outcomes (booking_id, version, outcome) VALUES ($1, $2, $3)
+         ON CONFLICT (booking_id) DO UPDATE
+            SET version = EXCLUDED.version, outcome = EXCLUDED.outcome, updated_at = now()
+          WHERE booking_outcomes.version <= EXCLUDED.version",
+    )
+    .bind(booking_id)
+    .bind(version)
+    .bind(outcome)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// The latest snapshot held for a booking, read in the caller's transaction.
+pub async fn snapshot(
+    conn: &mut PgConnection,
+    booking_id: Uuid,
+) -> Result<Option<Envelope>, sqlx::Error> {
+    let body: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT envelope FROM booking_snapshots WHERE booking_id = $1")
+            .bind(booking_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(body.and_then(|b| serde_json::from_value(b).ok()))
+}
+
+/// Remembers a building's time zone for the nightly clearing.
+pub async fn remember_building(
+    conn: &mut PgConnection,
+    building: &str,
+    timezone: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO buildings (building_id, timezone) VALUES ($1, $2)
+         ON CONFLICT (building_id) DO UPDATE SET timezone = EXCLUDED.timezone, updated_at = now()
+          WHERE buildings.timezone <> EXCLUDED.timezone",
+    )
+    .bind(building)
+    .bind(timezone)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn buildings(conn: &mut PgConnection) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT building_id, timezone FROM buildings ORDER BY building_id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("building_id")?, r.try_get("timezone")?)))
+        .collect()
+}
+
+/// Whether the clearing of `(building, local_date)` already ran (a cheap look before claiming).
+pub async fn cleaner_ran(
+    conn: &mut PgConnection,
+    building: &str,
+    local_date: NaiveDate,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM cleaner_runs WHERE building_id = $1 AND local_date = $2)",
+    )
+    .bind(building)
+    .bind(local_date)
+    .fetch_one(conn)
+    .await
+}
+
+/// Claims the clearing of `(building, local_date)`; `false` when it already ran (or runs).
+pub async fn claim_cleaner_run(
+    conn: &mut PgConnection,
+    building: &str,
+    local_date: NaiveDate,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO cleaner_runs (building_id, local_date) VALUES ($1, $2)
+         ON CONFLICT (building_id, local_date) DO NOTHING",
+    )
+    .bind(building)
+    .bind(local_date)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub async fn finish_cleaner_run(
+    conn: &mut PgConnection,
+    building: &str,
+    local_date: NaiveDate,
+    expired: usize,
+    granted: usize,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE cleaner_runs SET finished_at = now(), expired = $3, granted = $4
+          WHERE building_id = $1 AND local_date = $2",
+    )
+    .bind(building)
+    .bind(local_date)
+    .bind(i32::try_from(expired).unwrap_or(i32::MAX))
+    .bind(i32::try_from(granted).unwrap_or(i32::MAX))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// The timetable the pool holds for an interval set.
+pub async fn timetable_for_key(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<Option<u32>, sqlx::Error> {
+    let id: Option<i32> =
+        sqlx::query_scalar("SELECT timetable_id FROM timetables WHERE interval_key = $1")
+            .bind(key)
+            .fetch_optional(conn)
+            .await?;
+    Ok(id.and_then(|id| u32::try_from(id).ok()))
+}
+
+/// Every timetable ID the pool knows is taken (ours or someone else's).
+pub async fn taken_timetable_ids(conn: &mut PgConnection) -> Result<Vec<u32>, sqlx::Error> {
+    let ids: Vec<i32> = sqlx::query_scalar("SELECT timetable_id FROM timetables ORDER BY 1")
+        .fetch_all(conn)
+        .await?;
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| u32::try_from(id).ok())
+        .collect())
+}
+
+/// Records a timetable ID: ours for `key`, or (`None`) taken in Salto by someone else.
+pub async fn record_timetable(
+    conn: &mut PgConnection,
+    id: u32,
+    key: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO timetables (timetable_id, interval_key) VALUES ($1, $2)
+         ON CONFLICT (timetable_id) DO UPDATE SET interval_key = EXCLUDED.interval_key",
+    )
+    .bind(id as i32)
+    .bind(key)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,303 @@
+//! salto-sync's settings (DESIGN §10): the shared sections plus the SHIP endpoint
+//! (`CONNECX__SALTO__*`) and the nightly cleaner (`CONNECX__CLEANER__*`). Checked at start, with
+//! messages naming the environment variable to fix; secrets never appear in `Debug`.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::NaiveTime;
+use serde::Deserialize;
+
+use platform::config::{
+    AmqpSettings, ConfigError, DatabaseSettings, LogSettings, RetrySettings, Validate,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    #[serde(default)]
+    pub retry: RetrySettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    pub salto: SaltoSettings,
+    #[serde(default)]
+    pub cleaner: CleanerSettings,
+    /// `CONNECX__HEALTH__PORT`: `/healthz`, `/readyz`, `/metrics` (off when unset).
+    #[serde(default)]
+    pub health: platform::health::HealthSettings,
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.amqp.validate()?;
+        self.salto.validate()?;
+        self.cleaner.validate()
+    }
+}
+
+/// How salto-sync proves itself to SHIP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    #[default]
+    None,
+    Basic,
+    Key,
+}
+
+/// `CONNECX__SALTO__*`: the SHIP endpoint.
+#[derive(Clone, Deserialize)]
+pub struct SaltoSettings {
+    /// e.g. `http://salto.building.local:8090/` (SHIP over HTTP, `POST`ed to this URL).
+    pub url: String,
+    #[serde(default)]
+    pub auth_kind: AuthKind,
+    /// The `Salto-SHIP-Key` (auth_kind `key`).
+    pub key: Option<String>,
+    /// HTTP Basic credentials (auth_kind `basic`).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Seconds before one SHIP call is given up (then retried as transient).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout_secs() -> u64 {
+    10
+}
+
+impl SaltoSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+impl fmt::Debug for SaltoSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("SaltoSettings")
+            .field("url", &platform::config::redact_url(&self.url))
+            .field("auth_kind", &self.auth_kind)
+            .field("key", &redacted(&self.key))
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for SaltoSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "salto.url",
+                "must be the http:// or https:// URL of the SHIP endpoint",
+            ));
+        }
+        if reqwest::Url::parse(url).is_err() {
+            return Err(ConfigError::invalid("salto.url", "is not a valid URL"));
+        }
+        let given = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+        match self.auth_kind {
+            AuthKind::None => {}
+            AuthKind::Key if !given(&self.key) => {
+                return Err(ConfigError::invalid(
+                    "salto.key",
+                    "is required when salto.auth_kind is `key`",
+                ));
+            }
+            AuthKind::Key => {}
+            AuthKind::Basic if !given(&self.username) => {
+                return Err(ConfigError::invalid(
+                    "salto.username",
+                    "is required when salto.auth_kind is `basic`",
+                ));
+            }
+            AuthKind::Basic if self.password.is_none() => {
+                return Err(ConfigError::invalid(
+                    "salto.password",
+                    "is required when salto.auth_kind is `basic`",
+                ));
+            }
+            AuthKind::Basic => {}
+        }
+        if self.timeout_secs == 0 || self.timeout_secs > 300 {
+            return Err(ConfigError::invalid(
+                "salto.timeout_secs",
+                "must be between 1 and 300 seconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `CONNECX__CLEANER__*`: the nightly clearing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CleanerSettings {
+    /// Building-local time after which a date's clearing runs, `HH:MM` (default `00:05`).
+    #[serde(default = "default_local_time")]
+    pub local_time: String,
+    /// How often the cleaner looks at the clocks: a six-field cron expression with seconds, in
+    /// UTC (default every minute). Tests tick faster.
+    #[serde(default = "default_tick")]
+    pub tick: String,
+    /// Compare the ledger with Salto's lists after clearing (repair what the ledger explains).
+    #[serde(default = "default_reconcile")]
+    pub reconcile: bool,
+}
+
+fn default_local_time() -> String {
+    "00:05".to_owned()
+}
+
+fn default_tick() -> String {
+    "0 * * * * *".to_owned()
+}
+
+fn default_reconcile() -> bool {
+    true
+}
+
+impl Default for CleanerSettings {
+    fn default() -> Self {
+        Self {
+            local_time: default_local_time(),
+            tick: default_tick(),
+            reconcile: default_reconcile(),
+        }
+    }
+}
+
+impl CleanerSettings {
+    /// The clearing time; `validate` has checked it parses.
+    pub fn clearing_time(&self) -> NaiveTime {
+        parse_local_time(&self.local_time).unwrap_or(NaiveTime::MIN)
+    }
+}
+
+fn parse_local_time(text: &str) -> Option<NaiveTime> {
+    NaiveTime::parse_from_str(text.trim(), "%H:%M")
+        .or_else(|_| NaiveTime::parse_from_str(text.trim(), "%H:%M:%S"))
+        .ok()
+}
+
+impl Validate for CleanerSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if parse_local_time(&self.local_time).is_none() {
+            return Err(ConfigError::invalid(
+                "cleaner.local_time",
+                format!("`{}` is not a time of day like 00:05", self.local_time),
+            ));
+        }
+        if self.tick.split_whitespace().count() != 6 {
+            return Err(ConfigError::invalid(
+                "cleaner.tick",
+                format!(
+                    "`{}` must be a cron expression with six fields (seconds first), e.g. `0 * * * * *`",
+                    self.tick
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut env: HashMap<String, String> = [
+            ("CONNECX__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
+            (
+                "CONNECX__AMQP__URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            env.insert(k.to_string(), v.to_string());
+        }
+        platform::config::load_with_env(Some(env))
+    }
+
+    #[test]
+    fn salto_and_cleaner_settings_come_from_the_environment() {
+        let settings = load(&[
+            ("CONNECX__SALTO__URL", "http://salto.local:8090/ship"),
+            ("CONNECX__SALTO__AUTH_KIND", "key"),
+            ("CONNECX__SALTO__KEY", "k-0123456789"),
+            ("CONNECX__CLEANER__LOCAL_TIME", "01:30"),
+        ])
+        .unwrap();
+        assert_eq!(settings.salto.auth_kind, AuthKind::Key);
+        assert_eq!(settings.salto.key.as_deref(), Some("k-0123456789"));
+        assert_eq!(settings.salto.timeout_secs, 10);
+        assert_eq!(
+            settings.cleaner.clearing_time(),
+            NaiveTime::from_hms_opt(1, 30, 0).unwrap()
+        );
+        assert!(!format!("{settings:?}").contains("k-0123456789"));
+    }
+
+    #[test]
+    fn the_cleaner_defaults_to_five_past_midnight() {
+        let settings = load(&[("CONNECX__SALTO__URL", "http://salto.local/")]).unwrap();
+        assert_eq!(
+            settings.cleaner.clearing_time(),
+            NaiveTime::from_hms_opt(0, 5, 0).unwrap()
+        );
+        assert_eq!(settings.salto.auth_kind, AuthKind::None);
+    }
+
+    #[test]
+    fn bad_salto_settings_name_the_variable_to_fix() {
+        let missing_url = load(&[]).unwrap_err().to_string();
+        assert!(missing_url.contains("salto"), "{missing_url}");
+        let no_key = load(&[
+            ("CONNECX__SALTO__URL", "http://salto.local/"),
+            ("CONNECX__SALTO__AUTH_KIND", "key"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(no_key.contains("CONNECX__SALTO__KEY"), "{no_key}");
+        let no_password = load(&[
+            ("CONNECX__SALTO__URL", "http://salto.local/"),
+            ("CONNECX__SALTO__AUTH_KIND", "basic"),
+            ("CONNECX__SALTO__USERNAME", "ship"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            no_password.contains("CONNECX__SALTO__PASSWORD"),
+            "{no_password}"
+        );
+        let bad_kind = load(&[
+            ("CONNECX__SALTO__URL", "http://salto.local/"),
+            ("CONNECX__SALTO__AUTH_KIND", "token"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(bad_kind.contains("token"), "{bad_kind}");
+        let bad_url = load(&[("CONNECX__SALTO__URL", "salto.local")])
+            .unwrap_err()
+            .to_string();
+        assert!(bad_url.contains("CONNECX__SALTO__URL"), "{bad_url}");
+        let bad_time = load(&[
+            ("CONNECX__SALTO__URL", "http://salto.local/"),
+            ("CONNECX__CLEANER__LOCAL_TIME", "midnight"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad_time.contains("CONNECX__CLEANER__LOCAL_TIME"),
+            "{bad_time}"
+        );
+    }
+}

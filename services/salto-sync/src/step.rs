@@ -1,0 +1,324 @@
+//! One step of work on the ledger and Salto, shared by the booking handler and the cleaner.
+//!
+//! A step is one PostgreSQL transaction. It takes the advisory lock of every access level it
+//! touches (sorted, so two steps cannot deadlock), reads and changes the ledger, and at the end
+//! makes Salto match the ledger for each touched access level: the whole `GroupZoneList` is
+//! computed then, from the ledger's current state plus Salto's entries for zones the ledger does
+//! not own ("converge, don't replay"). Result events are published before the commit with
+//! deterministic ids, so a step that fails to commit is retried and publishes the same events.
+//! Nothing is kept when a step fails: the transaction rolls back, and Salto is left either as it
+//! was or already showing the truth the retry will write again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use contracts::Envelope;
+use platform::amqp::{HandlerError, PublishError, Publisher};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::ledger::decide::{self, converge_list, has_ended};
+use crate::ledger::{AccessLevelKey, Held, SlotKey, store};
+use crate::results::{Outcome, result_event};
+use crate::ship::{Group, Remedy, ShipClient, ShipError, ZonePermission};
+use crate::timetables;
+
+/// What every step needs.
+#[derive(Clone)]
+pub struct Context {
+    pub pool: PgPool,
+    pub ship: ShipClient,
+    pub publisher: Publisher,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Context {
+    /// The building's local date now.
+    pub fn local_today(&self, timezone: &str) -> NaiveDate {
+        let now = self.clock.now();
+        match timezone.parse::<Tz>() {
+            Ok(tz) => now.with_timezone(&tz).date_naive(),
+            Err(_) => {
+                tracing::warn!(timezone, "unknown time zone; using UTC dates");
+                now.date_naive()
+            }
+        }
+    }
+}
+
+/// Why a step did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Ship(#[from] ShipError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("publishing results: {0}")]
+    Publish(#[from] PublishError),
+    #[error("{0}")]
+    Bug(String),
+}
+
+impl StepError {
+    /// Salto's refusal that a person must resolve, if that is what this is.
+    pub fn needs_manager(&self) -> Option<&ShipError> {
+        match self {
+            Self::Ship(error) if error.remedy() == Remedy::NeedsManager => Some(error),
+            _ => None,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Ship(error) => error.remedy() == Remedy::Transient,
+            Self::Db(_) | Self::Publish(_) => true,
+            Self::Bug(_) => false,
+        }
+    }
+
+    pub fn into_handler_error(self) -> HandlerError {
+        if self.is_transient() {
+            HandlerError::Transient(self.to_string())
+        } else {
+            HandlerError::Permanent(self.to_string())
+        }
+    }
+}
+
+/// How a waiter's promotion went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promotion {
+    /// Nobody could take the slot.
+    Nobody,
+    /// This booking now holds it.
+    Granted(Uuid),
+    /// Salto shows a permission for the zone that the ledger does not know; nobody was granted.
+    Blocked(ZonePermission),
+}
+
+pub struct Step {
+    tx: Transaction<'static, Postgres>,
+    ship: ShipClient,
+    publisher: Publisher,
+    locked: BTreeSet<AccessLevelKey>,
+    groups: BTreeMap<AccessLevelKey, Group>,
+    released: BTreeMap<AccessLevelKey, BTreeSet<String>>,
+    touched: BTreeSet<AccessLevelKey>,
+    events: Vec<Envelope>,
+}
+
+impl Step {
+    pub async fn begin(ctx: &Context) -> Result<Step, StepError> {
+        let mut tx = ctx.pool.begin().await?;
+        store::set_lock_timeout(&mut tx).await?;
+        Ok(Step {
+            tx,
+            ship: ctx.ship.clone(),
+            publisher: ctx.publisher.clone(),
+            locked: BTreeSet::new(),
+            groups: BTreeMap::new(),
+            released: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            events: Vec::new(),
+        })
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub fn ship(&self) -> &ShipClient {
+        &self.ship
+    }
+
+    /// Locks access levels not yet held by this step, in sorted order.
+    pub async fn lock(
+        &mut self,
+        levels: impl IntoIterator<Item = AccessLevelKey>,
+    ) -> Result<(), StepError> {
+        let wanted: BTreeSet<AccessLevelKey> = levels
+            .into_iter()
+            .filter(|l| !self.locked.contains(l))
+            .collect();
+        for level in wanted {
+            store::lock(&mut self.tx, &level.lock_name()).await?;
+            self.locked.insert(level);
+        }
+        Ok(())
+    }
+
+    /// Salto's group, read once per step (under the lock, so it stays current).
+    pub async fn salto_group(&mut self, level: &AccessLevelKey) -> Result<Group, StepError> {
+        if let Some(group) = self.groups.get(level) {
+            return Ok(group.clone());
+        }
+        let group = self.ship.read_group(&level.access_level).await?;
+        self.groups.insert(level.clone(), group.clone());
+        Ok(group)
+    }
+
+    /// Salto must be brought to the ledger's state for this access level at the end of the step.
+    pub fn touch(&mut self, level: &AccessLevelKey) {
+        self.touched.insert(level.clone());
+    }
+
+    pub fn emit(&mut self, envelope: Envelope) {
+        self.events.push(envelope);
+    }
+
+    /// Removes a holder from its slot (the permission goes from Salto at the end of the step).
+    pub async fn release(&mut self, held: &Held) -> Result<(), StepError> {
+        store::delete_held(&mut self.tx, held.booking_id).await?;
+        self.mark_released(&held.slot);
+        Ok(())
+    }
+
+    /// Notes that the ledger gave up this slot in this step: Salto's entry for it is ours to remove.
+    pub fn mark_released(&mut self, slot: &SlotKey) {
+        self.released
+            .entry(slot.level.clone())
+            .or_default()
+            .insert(slot.zone.clone());
+        self.touch(&slot.level);
+    }
+
+    fn released_here(&self, slot: &SlotKey) -> bool {
+        self.released
+            .get(&slot.level)
+            .is_some_and(|zones| zones.contains(&slot.zone))
+    }
+
+    /// Makes `booking_id` the holder of `slot` for `window` (the pool supplies the timetable).
+    pub async fn hold(
+        &mut self,
+        slot: &SlotKey,
+        booking_id: Uuid,
+        version: i64,
+        window: crate::ledger::LocalWindow,
+    ) -> Result<Held, StepError> {
+        let timetable =
+            timetables::timetable_for(&mut self.tx, &self.ship, window.starts, window.ends).await?;
+        let held = Held {
+            slot: slot.clone(),
+            booking_id,
+            version,
+            window,
+            timetable,
+            period: crate::ship::Period::whole_day(window.date),
+        };
+        store::insert_held(&mut self.tx, &held).await?;
+        store::delete_waiting(&mut self.tx, booking_id).await?;
+        self.touch(&slot.level);
+        Ok(held)
+    }
+
+    /// Grants a free slot to the first booking waiting for it whose wait is still current.
+    /// Waits that have ended are expired on the way.
+    pub async fn promote_waiters(
+        &mut self,
+        slot: &SlotKey,
+        today: NaiveDate,
+    ) -> Result<Promotion, StepError> {
+        if store::holder_of(&mut self.tx, slot).await?.is_some() {
+            return Ok(Promotion::Nobody);
+        }
+        let waiters = store::waiters_for(&mut self.tx, slot).await?;
+        if waiters.is_empty() {
+            return Ok(Promotion::Nobody);
+        }
+        if !self.released_here(slot) {
+            // The ledger did not just free this zone, so an entry Salto shows for it is not ours.
+            let group = self.salto_group(&slot.level).await?;
+            if let Some(existing) = group.permissions.iter().find(|p| p.zone == slot.zone) {
+                return Ok(Promotion::Blocked(existing.clone()));
+            }
+        }
+        for waiter in waiters {
+            let snapshot = store::snapshot(&mut self.tx, waiter.booking_id).await?;
+            let Some(envelope) = snapshot else {
+                store::delete_waiting(&mut self.tx, waiter.booking_id).await?;
+                continue;
+            };
+            if envelope.version != waiter.version {
+                // A newer version of this booking is on its way through the handler, which will
+                // place it; granting the old one here would act on an old truth.
+                continue;
+            }
+            let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
+                store::delete_waiting(&mut self.tx, waiter.booking_id).await?;
+                continue;
+            };
+            if has_ended(&waiter.window, today) {
+                store::delete_waiting(&mut self.tx, waiter.booking_id).await?;
+                self.outcome(waiter.booking_id, waiter.version, Outcome::Expired, booking)
+                    .await?;
+                continue;
+            }
+            self.hold(slot, waiter.booking_id, waiter.version, waiter.window)
+                .await?;
+            self.outcome(waiter.booking_id, waiter.version, Outcome::Granted, booking)
+                .await?;
+            return Ok(Promotion::Granted(waiter.booking_id));
+        }
+        Ok(Promotion::Nobody)
+    }
+
+    /// Records a booking's outcome and emits its result event (no `held_by`, no failure).
+    pub async fn outcome(
+        &mut self,
+        booking_id: Uuid,
+        version: i64,
+        outcome: Outcome,
+        booking: contracts::FacilityBooking,
+    ) -> Result<(), StepError> {
+        self.outcome_with(booking_id, version, outcome, booking, None, None)
+            .await
+    }
+
+    pub async fn outcome_with(
+        &mut self,
+        booking_id: Uuid,
+        version: i64,
+        outcome: Outcome,
+        booking: contracts::FacilityBooking,
+        held_by: Option<Uuid>,
+        failure: Option<contracts::AccessFailure>,
+    ) -> Result<(), StepError> {
+        store::record_outcome(&mut self.tx, booking_id, version, outcome.as_str()).await?;
+        self.emit(result_event(
+            outcome, booking_id, version, booking, held_by, failure,
+        ));
+        Ok(())
+    }
+
+    /// Makes Salto match the ledger for every touched access level, publishes the results, and
+    /// commits. Returns the events published.
+    pub async fn finish(mut self) -> Result<Vec<Envelope>, StepError> {
+        let touched: Vec<AccessLevelKey> = self.touched.iter().cloned().collect();
+        for level in touched {
+            let group = self.salto_group(&level).await?;
+            let desired: Vec<ZonePermission> = store::held_in_level(&mut self.tx, &level)
+                .await?
+                .iter()
+                .map(Held::permission)
+                .collect();
+            let released = self.released.get(&level).cloned().unwrap_or_default();
+            if let Some(permissions) = converge_list(&group.permissions, &desired, &released) {
+                let updated = Group {
+                    permissions,
+                    ..group
+                };
+                self.ship.update_group(&updated).await?;
+                self.groups.insert(level, updated);
+            }
+        }
+        if !self.events.is_empty() {
+            self.publisher.publish_events(&self.events).await?;
+        }
+        self.tx.commit().await?;
+        Ok(self.events)
+    }
+}

@@ -1,0 +1,375 @@
+//! What salto-sync's service tests share: a fresh database and vhost, salto-sim in-process over
+//! HTTP, salto-sync replicas built as `main` builds them (with a driven clock), facility booking
+//! events as booking-api would publish them, and a tap on the `facility_access.*` results.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use contracts::{
+    Apartment, BookedBy, BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope,
+    Event, Facility, FacilityBooking, Role,
+};
+use platform::config::{AmqpSettings, DatabaseSettings, LogSettings, RetrySettings};
+use salto_sim::RunningSim;
+use salto_sync::{AuthKind, CleanerSettings, ManualClock, SaltoSettings, Settings};
+use serde_json::{Value, json};
+use testkit::{EventTap, TestBroker, TestDb};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SYDNEY: Tz = chrono_tz::Australia::Sydney;
+pub const BUILDING: &str = "harbour";
+pub const APARTMENT: &str = "501-56";
+pub const GAMES: &str = "GAMES-ROOM";
+pub const GYM: &str = "GYM";
+
+pub struct Harness {
+    pub db: TestDb,
+    pub broker: TestBroker,
+    pub sim: RunningSim,
+    pub http: reqwest::Client,
+    pub clock: ManualClock,
+    pub tap: EventTap,
+    pub cleaner: CleanerSettings,
+    stop: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A local wall-clock time in Sydney.
+pub fn sydney(date: &str, time: &str) -> DateTime<Utc> {
+    let local = NaiveDateTime::new(
+        NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap(),
+        NaiveTime::parse_from_str(time, "%H:%M:%S").unwrap(),
+    );
+    SYDNEY
+        .from_local_datetime(&local)
+        .earliest()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+impl Harness {
+    /// Everything, with one salto-sync replica running, the clock at 2026-11-30 12:00 Sydney.
+    pub async fn start() -> Harness {
+        Self::start_with(
+            CleanerSettings::default(),
+            sydney("2026-11-30", "12:00:00"),
+            1,
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        cleaner: CleanerSettings,
+        now: DateTime<Utc>,
+        replicas: usize,
+    ) -> Harness {
+        platform::telemetry::init_for_tests();
+        let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+        let sim = RunningSim::start(0).await.unwrap();
+        let tap = broker.tap("facility_access.#").await;
+        let harness = Harness {
+            db,
+            broker,
+            sim,
+            http: reqwest::Client::new(),
+            clock: ManualClock::new(now),
+            tap,
+            cleaner,
+            stop: CancellationToken::new(),
+        };
+        harness
+            .control(
+                "seed",
+                json!({
+                    "groups": [{"ext_id": APARTMENT, "name": "Apartment 501"}, {"ext_id": "502-57", "name": "Apartment 502"}],
+                    "zones": [{"ext_id": GAMES, "name": "Games room"}, {"ext_id": GYM, "name": "Gym"}],
+                }),
+            )
+            .await;
+        for _ in 0..replicas {
+            harness.start_replica().await;
+        }
+        harness
+            .broker
+            .wait_for_queue("salto-sync", Duration::from_secs(20))
+            .await;
+        harness
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            database: DatabaseSettings {
+                url: self.db.url.clone(),
+                max_connections: 5,
+            },
+            amqp: AmqpSettings {
+                url: self.broker.url.clone(),
+                prefetch: 16,
+                delivery_limit: 5,
+            },
+            retry: RetrySettings {
+                tiers: "200ms,200ms,200ms,200ms".parse().unwrap(),
+            },
+            log: LogSettings::default(),
+            salto: SaltoSettings {
+                url: self.sim.url(),
+                auth_kind: AuthKind::None,
+                key: None,
+                username: None,
+                password: None,
+                timeout_secs: 1,
+            },
+            cleaner: self.cleaner.clone(),
+            health: Default::default(),
+        }
+    }
+
+    /// Starts one more salto-sync replica on the same database, broker, Salto and clock.
+    pub async fn start_replica(&self) {
+        let app = salto_sync::Application::build_with_clock(
+            self.settings(),
+            Arc::new(self.clock.clone()),
+        )
+        .await
+        .expect("salto-sync starts");
+        let token = self.stop.clone();
+        tokio::spawn(async move {
+            app.run_until_stopped(async move { token.cancelled().await })
+                .await
+                .expect("salto-sync stops cleanly");
+        });
+    }
+
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("http://{}/_sim/{path}", self.sim.addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    pub async fn fault(&self, request_name: &str, respond: Value, times: u32) {
+        self.control(
+            "faults",
+            json!({"match": {"request_name": request_name}, "respond": respond, "times": times}),
+        )
+        .await;
+    }
+
+    /// The permissions Salto holds for a group: `(zone, period start date)`.
+    pub async fn permissions(&self, group: &str) -> Vec<Value> {
+        let state: Value = self
+            .http
+            .get(format!("http://{}/_sim/state", self.sim.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["ext_id"] == group)
+            .map(|g| g["zones"].as_array().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether a card of `group` opens `zone` at a Sydney wall-clock time (on the sim's clock).
+    pub async fn opens(&self, zone: &str, group: &str, local: &str) -> bool {
+        self.control("clock", json!({"now": local})).await;
+        let answer = self
+            .control(&format!("doors/{zone}/card"), json!({"group": group}))
+            .await;
+        answer["opens"].as_bool().unwrap()
+    }
+
+    pub async fn publish(&self, envelope: &Envelope) {
+        self.broker.publish_event(envelope).await;
+    }
+
+    /// The next result event, failing the test after `secs`.
+    pub async fn next_result(&mut self, secs: u64) -> Envelope {
+        self.tap
+            .next(Duration::from_secs(secs))
+            .await
+            .expect("a facility_access result within the time")
+    }
+
+    /// Every result published until nothing more comes for `quiet`.
+    pub async fn results_until_quiet(&mut self, quiet: Duration) -> Vec<Envelope> {
+        let mut seen = Vec::new();
+        while let Some(envelope) = self.tap.next(quiet).await {
+            seen.push(envelope);
+        }
+        seen
+    }
+
+    /// Number of SHIP requests of a name Salto received.
+    pub async fn requests_named(&self, name: &str) -> usize {
+        let logged: Value = self
+            .http
+            .get(format!("http://{}/_sim/requests", self.sim.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        logged
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["request_name"] == name)
+            .count()
+    }
+}
+
+/// A facility booking as booking-api publishes it.
+#[derive(Debug, Clone)]
+pub struct Booking {
+    pub id: Uuid,
+    pub version: i64,
+    pub zone: String,
+    pub access_level: String,
+    pub date: String,
+    pub from: String,
+    pub to: String,
+    pub policy: DoubleBookingPolicy,
+}
+
+impl Booking {
+    /// 18:00–22:00 on `date` in the games room, for apartment 501.
+    pub fn games(date: &str) -> Booking {
+        Booking {
+            id: Uuid::new_v4(),
+            version: 1,
+            zone: GAMES.into(),
+            access_level: APARTMENT.into(),
+            date: date.into(),
+            from: "18:00:00".into(),
+            to: "22:00:00".into(),
+            policy: DoubleBookingPolicy::Auto,
+        }
+    }
+
+    pub fn zone(mut self, zone: &str) -> Self {
+        self.zone = zone.into();
+        self
+    }
+
+    pub fn hours(mut self, from: &str, to: &str) -> Self {
+        self.from = from.into();
+        self.to = to.into();
+        self
+    }
+
+    pub fn manual(mut self) -> Self {
+        self.policy = DoubleBookingPolicy::Manual;
+        self
+    }
+
+    fn snapshot(&self, state: BookingState) -> FacilityBooking {
+        let starts = sydney(&self.date, &self.from);
+        let ends = if self.to == "24:00:00" {
+            let next = NaiveDate::parse_from_str(&self.date, "%Y-%m-%d")
+                .unwrap()
+                .succ_opt()
+                .unwrap();
+            sydney(&next.to_string(), "00:00:00")
+        } else {
+            sydney(&self.date, &self.to)
+        };
+        FacilityBooking {
+            building: Building {
+                id: BUILDING.into(),
+                name: "Harbour View".into(),
+                timezone: "Australia/Sydney".into(),
+                manager_emails: vec!["manager@harbour.example".into()],
+                ipassan_site: None,
+                double_booking_policy: self.policy,
+            },
+            window: BookingWindow {
+                starts_at: starts,
+                ends_at: ends,
+                local_starts_at: starts.with_timezone(&SYDNEY).naive_local(),
+                local_ends_at: ends.with_timezone(&SYDNEY).naive_local(),
+            },
+            facility: Facility {
+                id: format!("facility-{}", self.zone.to_lowercase()),
+                name: self.zone.clone(),
+                zone_id: self.zone.clone(),
+            },
+            apartment: Apartment {
+                id: "apt-501".into(),
+                access_level_id: self.access_level.clone(),
+            },
+            booked_by: BookedBy {
+                user_id: "ana".into(),
+                role: Role::Resident,
+                name: Some("Ana Lee".into()),
+                email: Some("ana@residents.example".into()),
+            },
+            state,
+        }
+    }
+
+    pub fn created(&self) -> Envelope {
+        Envelope::new(
+            self.id,
+            self.version,
+            Event::FacilityBookingCreated(self.snapshot(BookingState::Booked)),
+        )
+    }
+
+    /// The next version, moved to `date`.
+    pub fn rescheduled(&mut self, date: &str) -> Envelope {
+        self.version += 1;
+        self.date = date.into();
+        Envelope::new(
+            self.id,
+            self.version,
+            Event::FacilityBookingRescheduled(self.snapshot(BookingState::Booked)),
+        )
+    }
+
+    /// The next version, cancelled.
+    pub fn cancelled(&mut self) -> Envelope {
+        self.version += 1;
+        Envelope::new(
+            self.id,
+            self.version,
+            Event::FacilityBookingCancelled(self.snapshot(BookingState::Cancelled)),
+        )
+    }
+}
+
+/// The result's `held_by` and failure, for assertions.
+pub fn result_of(envelope: &Envelope) -> &contracts::FacilityAccessResult {
+    match &envelope.event {
+        Event::FacilityAccessGranted(r)
+        | Event::FacilityAccessDeferred(r)
+        | Event::FacilityAccessRevoked(r)
+        | Event::FacilityAccessExpired(r)
+        | Event::FacilityAccessFailed(r) => r,
+        other => panic!("not a facility access result: {other:?}"),
+    }
+}

@@ -1,0 +1,117 @@
+//! Salto misbehaving, messages racing, replicas competing: nothing lost, nothing granted twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{APARTMENT, Booking, GAMES, Harness};
+use serde_json::json;
+
+const QUIET: Duration = Duration::from_secs(3);
+
+async fn granted_once_despite(respond: serde_json::Value, times: u32) {
+    let mut h = Harness::start().await;
+    h.fault("SaltoDBGroup.Update", respond, times).await;
+    let booking = Booking::games("2026-12-01");
+    h.publish(&booking.created()).await;
+    let seen = h.results_until_quiet(QUIET).await;
+    let kinds: Vec<_> = seen
+        .iter()
+        .map(|e| (e.routing_key(), e.booking_id))
+        .collect();
+    assert_eq!(kinds, vec![("facility_access.granted.v1", booking.id)]);
+    let permissions = h.permissions(APARTMENT).await;
+    assert_eq!(permissions.len(), 1, "{permissions:?}");
+    assert!(h.opens(GAMES, APARTMENT, "2026-12-01T19:00:00").await);
+}
+
+#[tokio::test]
+async fn salto_busy_then_fine_grants_once() {
+    granted_once_despite(json!({"code": 1, "message": "server busy"}), 2).await;
+}
+
+#[tokio::test]
+async fn salto_unavailable_then_fine_grants_once() {
+    granted_once_despite(json!({"http_status": 503}), 2).await;
+}
+
+#[tokio::test]
+async fn salto_too_slow_then_fine_grants_once() {
+    // Longer than the client's 1 s timeout; the slow write still lands in Salto afterwards.
+    granted_once_despite(json!({"delay_ms": 1500}), 1).await;
+}
+
+#[tokio::test]
+async fn a_cancel_arriving_while_the_create_is_still_retrying_leaves_no_permission() {
+    let mut h = Harness::start().await;
+    h.fault("SaltoDBGroup.Update", json!({"code": 4}), 3).await;
+    let mut booking = Booking::games("2026-12-01");
+    h.publish(&booking.created()).await;
+    // Let the create fail at least once before the cancellation comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.publish(&booking.cancelled()).await;
+    let seen = h.results_until_quiet(QUIET).await;
+    let kinds: Vec<_> = seen.iter().map(|e| (e.routing_key(), e.version)).collect();
+    assert_eq!(kinds, vec![("facility_access.revoked.v1", 2)]);
+    assert!(h.permissions(APARTMENT).await.is_empty());
+    assert!(!h.opens(GAMES, APARTMENT, "2026-12-01T19:00:00").await);
+}
+
+#[tokio::test]
+async fn two_replicas_granting_zones_of_one_apartment_at_once_lose_no_permission() {
+    let mut h = Harness::start_with(
+        salto_sync::CleanerSettings::default(),
+        common::sydney("2026-11-30", "12:00:00"),
+        2,
+    )
+    .await;
+    let zones: Vec<String> = (1..=4).map(|n| format!("ZONE-{n}")).collect();
+    h.control(
+        "seed",
+        json!({"zones": zones.iter().map(|z| json!({"ext_id": z, "name": z})).collect::<Vec<_>>()}),
+    )
+    .await;
+    // Another apartment's booking first, so the timetable for these hours exists and the
+    // bookings below race on nothing but the apartment's permission list.
+    let mut warm_up = Booking::games("2026-12-01");
+    warm_up.access_level = "502-57".into();
+    h.publish(&warm_up.created()).await;
+    assert_eq!(h.next_result(15).await.booking_id, warm_up.id);
+
+    // A slow write widens the read-modify-write window in which an unserialized writer loses
+    // another's change.
+    h.fault("SaltoDBGroup.Update", json!({"delay_ms": 300}), 100)
+        .await;
+    let bookings: Vec<Booking> = zones
+        .iter()
+        .map(|z| Booking::games("2026-12-01").zone(z))
+        .collect();
+    let publishes = bookings.iter().map(|b| {
+        let envelope = b.created();
+        let broker = &h.broker;
+        async move { broker.publish_event(&envelope).await }
+    });
+    futures::future::join_all(publishes).await;
+
+    let mut granted = Vec::new();
+    while granted.len() < bookings.len() {
+        let result = h.next_result(30).await;
+        assert_eq!(result.routing_key(), "facility_access.granted.v1");
+        granted.push(result.booking_id);
+    }
+    let mut held: Vec<String> = h
+        .permissions(APARTMENT)
+        .await
+        .iter()
+        .map(|p| p["zone"].as_str().unwrap().to_owned())
+        .collect();
+    held.sort();
+    assert_eq!(held, zones);
+    for zone in &zones {
+        assert!(
+            h.opens(zone, APARTMENT, "2026-12-01T19:00:00").await,
+            "{zone}"
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! Visitor-booking benchmark (issue 4). Prints figures; asserts nothing about speed.
+//!
+//! 1. End to end: N visitor bookings POSTed at a steady rate to booking-api, the whole system
+//!    running with a zero-latency iPassan simulator and an in-process SMTP sink. For each booking:
+//!    POST → both mails (resident and visitor) accepted by SMTP. Prints bookings/s, p50, p99.
+//! 2. ipassan-sync's own throughput on a backlog of M `visitor_booking.created` events, as a ratio
+//!    of raw lapin consume+ack of M messages on the same broker in the same run.
+//!
+//! `cargo bench -p e2e --bench visits` (env: BENCH_N=300, BENCH_RATE=50, BENCH_BACKLOG=500).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use contracts::{
+    BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope, Event, Resident, Visitor,
+    VisitorBooking,
+};
+use e2e::{IPASSAN_SITE, Stack, tomorrow_evening};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use platform::amqp::Publisher;
+use platform::config::{AmqpSettings, DatabaseSettings, LogSettings, RetrySettings};
+use serde_json::json;
+use testkit::{TestBroker, TestDb};
+use tokio_util::sync::CancellationToken;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_number("BENCH_N", 300);
+    let rate = env_number("BENCH_RATE", 50);
+    let backlog = env_number("BENCH_BACKLOG", 500);
+    println!("visitor-booking benchmark: {n} bookings at {rate}/s, backlog {backlog}");
+    end_to_end(n, rate).await;
+    throughput_ratio(backlog).await;
+}
+
+async fn end_to_end(n: usize, rate: usize) {
+    let stack = Stack::start().await;
+    let (starts_at, ends_at) = tomorrow_evening();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let mut posts = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let http = stack.http.clone();
+        let url = format!("{}/v1/visitor-bookings", stack.api);
+        let token = stack.ana();
+        let body = json!({"visitor": {"name": format!("Visitor {i}"), "email": format!("v{i}@bench.example")},
+                          "starts_at": starts_at, "ends_at": ends_at, "provide_access": true});
+        posts.push(tokio::spawn(async move {
+            let posted_at = Utc::now();
+            let response = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 201);
+            posted_at
+        }));
+    }
+    let mut posted_at = Vec::with_capacity(n);
+    for post in posts {
+        posted_at.push(post.await.unwrap());
+    }
+    let all = stack.mail.wait_for(2 * n, Duration::from_secs(120)).await;
+    assert_eq!(all.len(), 2 * n, "every booking produced its two mails");
+    let mut latencies = Vec::with_capacity(n);
+    let mut last_done = started;
+    for (i, posted) in posted_at.iter().enumerate() {
+        let visitor_email = format!("v{i}@bench.example");
+        let marker = format!("Visitor {i} ");
+        let visitor = all
+            .iter()
+            .find(|m| m.is_to(&visitor_email))
+            .expect("visitor mail");
+        let resident = all
+            .iter()
+            .find(|m| m.is_to("ana@residents.example") && m.text_body.contains(&marker))
+            .expect("resident mail");
+        let done = visitor.received_at.max(resident.received_at);
+        let latency = (done - *posted).to_std().unwrap_or_default();
+        latencies.push(latency);
+        let done_instant = started + (done - posted_at[0]).to_std().unwrap_or_default();
+        last_done = last_done.max(done_instant);
+    }
+    latencies.sort();
+    let elapsed = last_done.duration_since(started).as_secs_f64();
+    println!("end to end (POST → both mails accepted by SMTP):");
+    println!("  bookings            {n}");
+    println!("  offered rate        {rate}/s");
+    println!("  achieved            {:.1} bookings/s", n as f64 / elapsed);
+    println!(
+        "  p50                 {:.1} ms",
+        percentile(&latencies, 50.0).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  p99                 {:.1} ms",
+        percentile(&latencies, 99.0).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  max                 {:.1} ms",
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
+    );
+}
+
+fn created(i: usize) -> Envelope {
+    let now = Utc::now();
+    let local = now.naive_utc() + chrono::Duration::days(1);
+    Envelope::new(
+        uuid::Uuid::new_v4(),
+        1,
+        Event::VisitorBookingCreated(VisitorBooking {
+            building: Building {
+                id: "harbour".into(),
+                name: "Harbour View".into(),
+                timezone: "Australia/Sydney".into(),
+                manager_emails: vec![],
+                ipassan_site: Some(IPASSAN_SITE.into()),
+                double_booking_policy: DoubleBookingPolicy::Auto,
+            },
+            window: BookingWindow {
+                starts_at: now,
+                ends_at: now + chrono::Duration::hours(2),
+                local_starts_at: local,
+                local_ends_at: local + chrono::Duration::hours(2),
+            },
+            resident: Resident {
+                id: "ana".into(),
+                name: "Ana Lee".into(),
+                email: "ana@residents.example".into(),
+                apartment_id: "apt-501".into(),
+                ipassan_person_id: Some("p-ana".into()),
+            },
+            visitor: Visitor {
+                name: format!("Visitor {i}"),
+                email: format!("v{i}@bench.example"),
+            },
+            provide_access: true,
+            state: BookingState::Booked,
+        }),
+    )
+}
+
+async fn throughput_ratio(backlog: usize) {
+    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+    let amqp = AmqpSettings {
+        url: broker.url.clone(),
+        prefetch: 16,
+        delivery_limit: 5,
+    };
+    let publisher = Publisher::new(&amqp, "bench");
+
+    // Raw: consume+ack of `backlog` messages on a plain quorum queue, same broker, same run.
+    let connection = broker.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            "bench.raw".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    let bodies: Vec<Vec<u8>> = (0..backlog).map(|i| created(i).to_json()).collect();
+    let messages: Vec<platform::amqp::Outgoing<'_>> = bodies
+        .iter()
+        .map(|body| platform::amqp::Outgoing {
+            exchange: "",
+            routing_key: "bench.raw",
+            body,
+            message_id: None,
+            headers: Default::default(),
+        })
+        .collect();
+    publisher.publish_all(&messages).await.unwrap();
+    channel
+        .basic_qos(16, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            "bench.raw".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let raw_started = Instant::now();
+    for _ in 0..backlog {
+        let delivery = consumer.next().await.unwrap().unwrap();
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
+    let raw_rate = backlog as f64 / raw_started.elapsed().as_secs_f64();
+
+    // ipassan-sync on the same number of booking events, queued before it starts.
+    let sim = ipassan_sim::spawn().await.unwrap();
+    sim.control().seed(&e2e::ipassan_seed()).await.unwrap();
+    broker
+        .declare_queue(&contracts::IPASSAN_SYNC_QUEUE, 5)
+        .await;
+    let mut granted = broker.tap("visitor_access.#").await;
+    let events: Vec<Envelope> = (0..backlog).map(created).collect();
+    publisher.publish_events(&events).await.unwrap();
+    let app = ipassan_sync::Application::build(ipassan_sync::Settings {
+        database: DatabaseSettings {
+            url: db.url.clone(),
+            max_connections: 20,
+        },
+        amqp: amqp.clone(),
+        retry: RetrySettings::default(),
+        log: LogSettings::default(),
+        ipassan: ipassan_sync::IpassanSettings {
+            base_url: sim.base_url.clone(),
+            client_id: "connecx".into(),
+            client_secret: "connecx-e2e-secret".into(),
+            timeout_secs: 5,
+        },
+    })
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let sync_started = Instant::now();
+    tokio::spawn(app.run_until_stopped(async move { token.cancelled().await }));
+    for _ in 0..backlog {
+        granted
+            .next(Duration::from_secs(60))
+            .await
+            .expect("a result per booking");
+    }
+    let sync_rate = backlog as f64 / sync_started.elapsed().as_secs_f64();
+    stop.cancel();
+    println!("ipassan-sync throughput on a backlog of {backlog} events:");
+    println!("  raw consume+ack     {raw_rate:.0} msg/s");
+    println!(
+        "  ipassan-sync        {sync_rate:.0} bookings/s (create in iPassan + result published)"
+    );
+    println!(
+        "  ratio               {:.1} %",
+        100.0 * sync_rate / raw_rate
+    );
+}

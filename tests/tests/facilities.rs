@@ -1,0 +1,266 @@
+//! Facility bookings give real access through Salto (issue 5's story), end to end: booking-api,
+//! salto-sync, notifier and the Salto SHIP simulator, on real RabbitMQ, PostgreSQL and SMTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use e2e::{ACCESS_LEVEL, MANAGER_EMAIL, Stack, ZONE, eventually, tomorrow_evening};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const RESIDENT: &str = "ana@residents.example";
+
+/// `rfc3339` plus `days` and `minutes`, as the Salto server's local wall-clock time.
+fn local(rfc3339: &str, days: i64, minutes: i64) -> String {
+    let time: DateTime<FixedOffset> = DateTime::parse_from_rfc3339(rfc3339).unwrap();
+    let shifted = time + chrono::Duration::days(days) + chrono::Duration::minutes(minutes);
+    shifted
+        .naive_local()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+fn shifted(rfc3339: &str, days: i64) -> String {
+    let time: DateTime<FixedOffset> = DateTime::parse_from_rfc3339(rfc3339).unwrap();
+    (time + chrono::Duration::days(days)).to_rfc3339()
+}
+
+async fn book(stack: &Stack, token: &str, body: Value) -> Value {
+    let response = stack
+        .http
+        .post(format!("{}/v1/facility-bookings", stack.api))
+        .bearer_auth(token)
+        .header("Prefer", "wait=5")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let booking: Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{booking}");
+    booking
+}
+
+async fn card_opens(stack: &Stack, at_local: &str) -> bool {
+    let sim = stack.salto_sim.url();
+    let base = sim.trim_end_matches('/');
+    stack
+        .http
+        .post(format!("{base}/_sim/clock"))
+        .json(&json!({"now": at_local}))
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = stack
+        .http
+        .post(format!("{base}/_sim/doors/{ZONE}/card"))
+        .json(&json!({"group": ACCESS_LEVEL}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["opens"].as_bool().unwrap_or(false)
+}
+
+async fn salto_permissions(stack: &Stack) -> Vec<Value> {
+    let base = stack.salto_sim.url();
+    let state: Value = stack
+        .http
+        .get(format!("{}/_sim/state", base.trim_end_matches('/')))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    state["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["ext_id"] == ACCESS_LEVEL)
+        .map(|g| g["zones"].as_array().cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+async fn access_of(stack: &Stack, id: &str) -> Value {
+    let (_, booking) = stack
+        .send(
+            Method::GET,
+            &format!("/v1/facility-bookings/{id}"),
+            &stack.ana(),
+            None,
+        )
+        .await;
+    booking["access"].clone()
+}
+
+#[tokio::test]
+async fn a_booked_facility_opens_to_the_apartments_cards_on_that_date_inside_the_hours_only() {
+    let stack = Stack::start().await;
+    let (starts_at, ends_at) = tomorrow_evening();
+    let booking = book(
+        &stack,
+        &stack.ana(),
+        json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+    )
+    .await;
+    assert_eq!(booking["access"]["status"], "granted", "{booking}");
+
+    let permissions = salto_permissions(&stack).await;
+    assert_eq!(permissions.len(), 1, "{permissions:?}");
+    assert_eq!(permissions[0]["zone"], ZONE);
+
+    assert!(
+        card_opens(&stack, &local(&starts_at, 0, 30)).await,
+        "inside the hours"
+    );
+    assert!(
+        !card_opens(&stack, &local(&starts_at, 0, -30)).await,
+        "before the hours"
+    );
+    assert!(
+        !card_opens(&stack, &local(&ends_at, 0, 5)).await,
+        "after the hours"
+    );
+    assert!(
+        !card_opens(&stack, &local(&starts_at, 1, 30)).await,
+        "same hours, next day"
+    );
+
+    let mail = stack
+        .mail
+        .wait_for_mail_to(RESIDENT, Duration::from_secs(15))
+        .await
+        .expect("resident told");
+    assert!(
+        mail.text_body.contains("is confirmed"),
+        "{}",
+        mail.text_body
+    );
+    assert!(stack.mail.mails_to(MANAGER_EMAIL).is_empty());
+}
+
+#[tokio::test]
+async fn a_second_booking_while_one_is_held_waits_the_manager_is_told_and_it_is_granted_when_the_first_is_cancelled()
+ {
+    let stack = Stack::start().await;
+    let (starts_at, ends_at) = tomorrow_evening();
+    let first = book(
+        &stack,
+        &stack.ana(),
+        json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+    )
+    .await;
+    assert_eq!(first["access"]["status"], "granted", "{first}");
+    // The same apartment books the same facility for the next evening: Salto can hold only one.
+    let second = book(
+        &stack,
+        &stack.manager(),
+        json!({"facility_id": "games-room", "apartment_id": "apt-501",
+               "starts_at": shifted(&starts_at, 1), "ends_at": shifted(&ends_at, 1)}),
+    )
+    .await;
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(second["access"]["status"], "deferred", "{second}");
+    assert_eq!(second["access"]["held_by"], first_id.as_str());
+
+    let manager = stack
+        .mail
+        .wait_for_mail_to(MANAGER_EMAIL, Duration::from_secs(15))
+        .await
+        .expect("manager told");
+    assert!(
+        manager.subject.contains("Double booking"),
+        "{}",
+        manager.subject
+    );
+    assert!(
+        manager.text_body.contains("No action is needed"),
+        "{}",
+        manager.text_body
+    );
+    assert!(manager.text_body.contains(&first_id) && manager.text_body.contains(&second_id));
+
+    let (status, _) = stack
+        .send(
+            Method::DELETE,
+            &format!("/v1/facility-bookings/{first_id}"),
+            &stack.ana(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(
+        "the waiting booking to be granted",
+        Duration::from_secs(15),
+        || async { (access_of(&stack, &second_id).await["status"] == "granted").then_some(()) },
+    )
+    .await;
+    assert!(
+        card_opens(&stack, &local(&starts_at, 1, 30)).await,
+        "the second evening opens"
+    );
+    assert!(
+        !card_opens(&stack, &local(&starts_at, 0, 30)).await,
+        "the cancelled evening does not"
+    );
+    assert_eq!(
+        salto_permissions(&stack).await.len(),
+        1,
+        "still one permission for the zone"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_removes_the_permission_and_rescheduling_moves_it() {
+    let stack = Stack::start().await;
+    let (starts_at, ends_at) = tomorrow_evening();
+    let booking = book(
+        &stack,
+        &stack.ana(),
+        json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+    )
+    .await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+
+    let (status, patched) = stack
+        .send(
+            Method::PATCH,
+            &format!("/v1/facility-bookings/{id}"),
+            &stack.ana(),
+            Some(json!({"starts_at": shifted(&starts_at, 2), "ends_at": shifted(&ends_at, 2)})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    eventually(
+        "the permission to move",
+        Duration::from_secs(15),
+        || async { (card_opens(&stack, &local(&starts_at, 2, 30)).await).then_some(()) },
+    )
+    .await;
+    assert!(
+        !card_opens(&stack, &local(&starts_at, 0, 30)).await,
+        "the old date no longer opens"
+    );
+
+    let (status, _) = stack
+        .send(
+            Method::DELETE,
+            &format!("/v1/facility-bookings/{id}"),
+            &stack.ana(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(
+        "the permission to be removed",
+        Duration::from_secs(15),
+        || async { salto_permissions(&stack).await.is_empty().then_some(()) },
+    )
+    .await;
+    assert!(!card_opens(&stack, &local(&starts_at, 2, 30)).await);
+}
