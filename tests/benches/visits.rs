@@ -242,6 +242,7 @@ async fn throughput_ratio(backlog: usize) {
         amqp: amqp.clone(),
         retry: RetrySettings::default(),
         log: LogSettings::default(),
+        health: Default::default(),
         ipassan: ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),
             client_id: "connecx".into(),

@@ -100,6 +100,7 @@ impl Stack {
             amqp: amqp.clone(),
             retry: retry.clone(),
             log: LogSettings::default(),
+            health: Default::default(),
             ipassan: ipassan_sync::IpassanSettings {
                 base_url: ipassan_sim.base_url.clone(),
                 client_id: "connecx".into(),

@@ -40,12 +40,15 @@ pub enum BuildError {
     Database(#[from] platform::db::DbError),
     #[error("cannot set up the iPassan client: {0}")]
     Ipassan(#[from] ipassan::IpassanError),
+    #[error("cannot open the health port: {0}")]
+    Health(#[from] std::io::Error),
 }
 
 pub struct Application {
     settings: Settings,
     pool: PgPool,
     ipassan: Arc<ipassan::IpassanClient>,
+    health: platform::health::HealthServer,
 }
 
 impl Application {
@@ -61,11 +64,18 @@ impl Application {
                 "database pool smaller than the prefetch; messages may wait for a connection"
             );
         }
+        let health = platform::health::HealthServer::bind(&settings.health).await?;
         Ok(Self {
             settings,
             pool,
             ipassan,
+            health,
         })
+    }
+
+    /// The health/metrics port, when one is configured.
+    pub fn health_port(&self) -> Option<u16> {
+        self.health.port()
     }
 
     /// Consumes until `shutdown` completes; in-flight messages finish first.
@@ -76,14 +86,18 @@ impl Application {
         let token = platform::shutdown::token_for(shutdown);
         let publisher = Publisher::new(&self.settings.amqp, "ipassan-sync");
         let handler = BookingEvents::new(self.pool.clone(), self.ipassan, publisher);
-        Worker::new(
+        let worker = Worker::new(
             IPASSAN_SYNC_QUEUE,
             self.settings.amqp.clone(),
             self.settings.retry.tiers.clone(),
             handler,
-        )
-        .run(token)
-        .await?;
+        );
+        let readiness = platform::health::worker_readiness(
+            self.pool.clone(),
+            vec![(IPASSAN_SYNC_QUEUE.name, worker.attached())],
+        );
+        self.health.serve(readiness, token.clone());
+        worker.run(token).await?;
         self.pool.close().await;
         Ok(())
     }

@@ -19,6 +19,9 @@ pub struct Settings {
     pub retry: RetrySettings,
     #[serde(default)]
     pub log: LogSettings,
+    /// `CONNECX__HEALTH__PORT`: `/healthz`, `/readyz`, `/metrics` (off when unset).
+    #[serde(default)]
+    pub health: platform::health::HealthSettings,
 }
 
 impl Validate for Settings {

@@ -99,6 +99,7 @@ pub async fn start_with(options: Options) -> Harness {
             tiers: options.tiers.parse().unwrap(),
         },
         log: LogSettings::default(),
+        health: Default::default(),
     };
     let stop = CancellationToken::new();
     spawn_service(settings.clone(), &stop).await;
