@@ -108,11 +108,15 @@ impl Mailer {
             .message_id(None)
             .multipart(body)
             .map_err(|e| MailError::Permanent(format!("cannot build the mail: {e}")))?;
-        self.transport
+        let started = std::time::Instant::now();
+        let result = self
+            .transport
             .send(message)
             .await
             .map(|_| ())
-            .map_err(classify)
+            .map_err(classify);
+        platform::metrics::record_external_call("smtp", "send", started, result.is_ok());
+        result
     }
 }
 

@@ -420,5 +420,9 @@ async fn the_health_port_says_ready_and_counts_handled_messages() {
         metrics.contains("connecx_messages_handled_total"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("connecx_external_call_seconds") && metrics.contains("system=\"smtp\""),
+        "SMTP calls are measured: {metrics}"
+    );
     assert!(metrics.contains("queue=\"notifier\""), "{metrics}");
 }

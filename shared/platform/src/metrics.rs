@@ -39,3 +39,28 @@ pub async fn upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
         }
     }
 }
+
+/// Records one call to an outside system (`ipassan`, `salto`, `smtp`): its latency and whether it
+/// succeeded, as `connecx_external_call_seconds{system, operation, outcome}` and
+/// `connecx_external_call_errors_total{system, operation}`. `operation` must be from a small
+/// fixed set (a method or a request name), never an id.
+pub fn record_external_call(
+    system: &'static str,
+    operation: &'static str,
+    started: std::time::Instant,
+    succeeded: bool,
+) {
+    let outcome = if succeeded { "ok" } else { "error" };
+    metrics::histogram!(
+        "connecx_external_call_seconds",
+        "system" => system, "operation" => operation, "outcome" => outcome
+    )
+    .record(started.elapsed().as_secs_f64());
+    if !succeeded {
+        metrics::counter!(
+            "connecx_external_call_errors_total",
+            "system" => system, "operation" => operation
+        )
+        .increment(1);
+    }
+}

@@ -247,8 +247,30 @@ impl IpassanClient {
         url
     }
 
-    /// One API call with the token rules and the short-`Retry-After` rule; `Ok` only for 2xx.
+    /// One API call, measured (`platform::metrics::record_external_call`).
     async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        form: Option<&[(&str, String)]>,
+        site: &str,
+        missing: Missing,
+    ) -> Result<Response, IpassanError> {
+        let operation = match method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            _ => "other",
+        };
+        let started = std::time::Instant::now();
+        let result = self.call_unmeasured(method, url, form, site, missing).await;
+        platform::metrics::record_external_call("ipassan", operation, started, result.is_ok());
+        result
+    }
+
+    /// One API call with the token rules and the short-`Retry-After` rule; `Ok` only for 2xx.
+    async fn call_unmeasured(
         &self,
         method: Method,
         url: Url,

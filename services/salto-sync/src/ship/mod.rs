@@ -234,8 +234,20 @@ impl ShipClient {
         }
     }
 
-    /// One SHIP call: send, bound by the timeout, read the answer or its `Exception`.
+    /// One SHIP call, measured (`platform::metrics::record_external_call`).
     async fn call<P: Serialize, R: DeserializeOwned + Default>(
+        &self,
+        request: &'static str,
+        params: P,
+    ) -> Result<R, ShipError> {
+        let started = std::time::Instant::now();
+        let result = self.call_unmeasured(request, params).await;
+        platform::metrics::record_external_call("salto", request, started, result.is_ok());
+        result
+    }
+
+    /// One SHIP call: send, bound by the timeout, read the answer or its `Exception`.
+    async fn call_unmeasured<P: Serialize, R: DeserializeOwned + Default>(
         &self,
         request: &'static str,
         params: P,
