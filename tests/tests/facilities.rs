@@ -184,6 +184,18 @@ async fn a_second_booking_while_one_is_held_waits_the_manager_is_told_and_it_is_
         manager.text_body
     );
     assert!(manager.text_body.contains(&first_id) && manager.text_body.contains(&second_id));
+    // Both bookings' dates, so the manager sees when the slot frees.
+    for days in [0, 1] {
+        let date = DateTime::parse_from_rfc3339(&shifted(&starts_at, days))
+            .unwrap()
+            .format("%A %-d %B %Y")
+            .to_string();
+        assert!(
+            manager.text_body.contains(&date),
+            "missing {date}: {}",
+            manager.text_body
+        );
+    }
 
     let (status, _) = stack
         .send(
@@ -263,4 +275,84 @@ async fn cancelling_removes_the_permission_and_rescheduling_moves_it() {
     )
     .await;
     assert!(!card_opens(&stack, &local(&starts_at, 2, 30)).await);
+}
+
+#[tokio::test]
+async fn a_booking_refused_for_a_missing_access_control_id_reaches_the_manager_once_a_day() {
+    let stack = Stack::start().await;
+    let manager = stack.manager();
+    let (status, _) = stack
+        .send(
+            Method::PUT,
+            "/v1/facilities/sauna",
+            &manager,
+            Some(json!({"name": "Sauna"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (starts_at, ends_at) = tomorrow_evening();
+    let ask = || async {
+        stack
+            .send(
+                Method::POST,
+                "/v1/facility-bookings",
+                &stack.ana(),
+                Some(json!({"facility_id": "sauna", "starts_at": starts_at, "ends_at": ends_at})),
+            )
+            .await
+    };
+    let (status, problem) = ask().await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["code"], "facility_access_control_id_missing");
+
+    let mail = stack
+        .mail
+        .wait_for_mail_to(MANAGER_EMAIL, Duration::from_secs(15))
+        .await
+        .expect("the manager is told");
+    assert!(mail.subject.contains("Sauna"), "{}", mail.subject);
+    for expected in [
+        "apt-501",
+        "Ana Lee",
+        "PUT /v1/facilities/sauna",
+        "access_control_facility_id",
+    ] {
+        assert!(
+            mail.text_body.contains(expected),
+            "missing {expected}: {}",
+            mail.text_body
+        );
+    }
+
+    // Asking again the same day answers the same, and does not mail the manager again.
+    let (status, _) = ask().await;
+    assert_eq!(status, 422);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stack.mail.mails_to(MANAGER_EMAIL).len(), 1);
+    assert!(
+        stack.mail.mails_to(RESIDENT).is_empty(),
+        "the booker had the answer already"
+    );
+    let (_, list) = stack
+        .send(Method::GET, "/v1/facility-bookings", &stack.ana(), None)
+        .await;
+    assert_eq!(list["items"], json!([]), "nothing was booked");
+
+    // Once the manager sets the ID, the booking goes through.
+    let (status, _) = stack
+        .send(
+            Method::PUT,
+            "/v1/facilities/sauna",
+            &manager,
+            Some(json!({"name": "Sauna", "access_control_facility_id": "GYM"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let booking = book(
+        &stack,
+        &stack.ana(),
+        json!({"facility_id": "sauna", "starts_at": starts_at, "ends_at": ends_at}),
+    )
+    .await;
+    assert_eq!(booking["access"]["status"], "granted", "{booking}");
 }

@@ -13,6 +13,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod outbox;
 pub mod problem;
+pub mod refusals;
 pub mod results;
 pub mod routes;
 pub mod settings;

@@ -6,8 +6,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use contracts::{
-    DoubleBookingPolicy, Envelope, Event, FacilityAccessResult, FacilityBooking,
-    VisitorAccessResult, VisitorBooking,
+    BookingWindow, DoubleBookingPolicy, Envelope, Event, FacilityAccessResult, FacilityBooking,
+    RefusedFacilityRequest, VisitorAccessResult, VisitorBooking,
 };
 
 use crate::calendar::{InviteMethod, visit_invite};
@@ -39,6 +39,7 @@ pub fn mails_for(
         Event::FacilityAccessRevoked(r) => facility_mails(envelope, r, "revoked", ops_address),
         // Expiry is the normal end of a booking; nobody needs a mail for it.
         Event::FacilityAccessExpired(_) => Ok(Vec::new()),
+        Event::FacilityRequestRefused(r) => refused_request_mails(envelope, r, ops_address),
         // Booking events are not for the notifier (it is not bound to them).
         _ => Ok(Vec::new()),
     }
@@ -76,11 +77,11 @@ fn visit_window(booking: &VisitorBooking) -> String {
 }
 
 fn facility_window(booking: &FacilityBooking) -> String {
-    local_window(
-        booking.window.local_starts_at,
-        booking.window.local_ends_at,
-        &booking.building.timezone,
-    )
+    window_text(&booking.window, &booking.building.timezone)
+}
+
+fn window_text(window: &BookingWindow, timezone: &str) -> String {
+    local_window(window.local_starts_at, window.local_ends_at, timezone)
 }
 
 fn mail(
@@ -257,6 +258,8 @@ fn facility_mails(
             "booking_id": envelope.booking_id,
             "window": facility_window(booking),
             "held_by": result.held_by,
+            "held_by_window": result.held_by_window.as_ref()
+                .map(|w| window_text(w, &booking.building.timezone)),
             "policy": policy,
             "building_name": booking.building.name,
         })),
@@ -294,4 +297,44 @@ fn facility_mails(
         }
     }
     Ok(mails)
+}
+
+/// The manager hears that a booking was refused because an ID only they can set is missing
+/// (the booker already had the refusal in the API's answer).
+fn refused_request_mails(
+    envelope: &Envelope,
+    request: &RefusedFacilityRequest,
+    ops: &str,
+) -> Result<Vec<Mail>, TemplateError> {
+    let action = match request.failure.code.as_str() {
+        "apartment_access_control_id_missing" => format!(
+            "Set apartment {}'s Access Control ID (its User Access Level ExtID in Salto) in connecX: PUT /v1/apartments/{} with access_control_id. Then ask the resident to book again.",
+            request.apartment_id, request.apartment_id
+        ),
+        _ => format!(
+            "Set the {}'s Access Control Facility ID (its Zone ExtID in Salto) in connecX: PUT /v1/facilities/{} with access_control_facility_id. Then ask the resident to book again.",
+            request.facility_name, request.facility_id
+        ),
+    };
+    let context = json!({
+        "kind": "refused",
+        "what": format!("a booking of the {} for apartment {}", request.facility_name, request.apartment_id),
+        "booking_id": envelope.booking_id,
+        "window": window_text(&request.window, &request.building.timezone),
+        "reason": request.failure.message,
+        "code": request.failure.code,
+        "apartment_id": request.apartment_id,
+        "facility_name": request.facility_name,
+        "resident_name": request.booked_by.name,
+        "building_name": request.building.name,
+        "action": action,
+    });
+    let subject = format!(
+        "[connecX] Action needed: the {} cannot be booked until an Access Control ID is set",
+        request.facility_name
+    );
+    managers_or_ops(&request.building.manager_emails, ops)
+        .iter()
+        .map(|to| mail(to, subject.clone(), "manager_action", &context))
+        .collect()
 }

@@ -1,4 +1,5 @@
-//! Result events (`visitor_access.*`, `facility_access.*`) → mails to residents, visitors and
+//! Result events (`visitor_access.*`, `facility_access.*`) and refused requests
+//! (`facility_request.refused`) → mails to residents, visitors and
 //! managers. Each mail goes once per (event, recipient); a result older than one already seen for
 //! the same booking (it arrived late) mails nobody, so a stale PIN never follows a cancellation.
 

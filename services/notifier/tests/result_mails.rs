@@ -8,7 +8,8 @@ use std::time::Duration;
 use common::{MANAGER, publish, start_notifier, visit};
 use contracts::{
     AccessFailure, Apartment, BookedBy, BookingState, DoubleBookingPolicy, Envelope, Event,
-    Facility, FacilityAccessResult, FacilityBooking, Role, VisitorAccessResult, VisitorBooking,
+    Facility, FacilityAccessResult, FacilityBooking, RefusedFacilityRequest, Role,
+    VisitorAccessResult, VisitorBooking,
 };
 use uuid::Uuid;
 
@@ -68,6 +69,14 @@ fn facility_result(
             state: BookingState::Booked,
         },
         held_by,
+        // The holder's window, when there is a holder: the same day, 07:00–08:30 local.
+        held_by_window: held_by.map(|_| {
+            let mut window = visitor_booking().window;
+            let day = window.local_starts_at.date();
+            window.local_starts_at = day.and_hms_opt(7, 0, 0).unwrap();
+            window.local_ends_at = day.and_hms_opt(8, 30, 0).unwrap();
+            window
+        }),
         failure,
     }
 }
@@ -287,6 +296,31 @@ async fn a_double_booking_tells_the_manager_whether_to_act() {
     );
     assert!(manager.text_body.contains(&holder.to_string()));
     assert!(manager.text_body.contains(&auto.booking_id.to_string()));
+    // Both bookings' dates and hours: the holder's 07:00–08:30 and the new one's.
+    assert!(
+        manager.text_body.contains("07:00–08:30"),
+        "the holder's window: {}",
+        manager.text_body
+    );
+    let Event::FacilityAccessDeferred(deferred) = &auto.event else {
+        unreachable!()
+    };
+    let new_hours = format!(
+        "{}–",
+        deferred.booking.window.local_starts_at.format("%H:%M")
+    );
+    assert!(
+        manager.text_body.contains(&new_hours),
+        "{}",
+        manager.text_body
+    );
+    assert!(
+        manager
+            .html_body
+            .as_deref()
+            .unwrap_or_default()
+            .contains("07:00–08:30")
+    );
     let resident = stack
         .mail
         .wait_for_mail_to(RESIDENT, Duration::from_secs(15))
@@ -373,6 +407,53 @@ async fn a_salto_refusal_that_needs_a_person_reaches_the_manager_with_the_ids() 
             .iter()
             .any(|m| m.is_to(RESIDENT) && m.text_body.contains("is confirmed"))
     );
+}
+
+#[tokio::test]
+async fn a_booking_refused_for_a_missing_access_control_id_tells_the_manager_what_to_set() {
+    let stack = start_notifier().await;
+    let booking = facility_result(DoubleBookingPolicy::Auto, None, None).booking;
+    let refused = Envelope::new(
+        Uuid::new_v4(),
+        1,
+        Event::FacilityRequestRefused(RefusedFacilityRequest {
+            building: booking.building.clone(),
+            window: booking.window.clone(),
+            facility_id: "games-room".into(),
+            facility_name: "Games room".into(),
+            apartment_id: "apt-501".into(),
+            booked_by: booking.booked_by.clone(),
+            failure: AccessFailure {
+                code: "facility_access_control_id_missing".into(),
+                message: "facility games-room has no Access Control Facility ID".into(),
+                needs_manager: true,
+            },
+        }),
+    );
+    publish(&stack, &refused).await;
+    let manager = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("manager told");
+    for expected in [
+        "Games room",
+        "apt-501",
+        "Ana Lee",
+        "facility_access_control_id_missing",
+        "PUT /v1/facilities/games-room",
+        "access_control_facility_id",
+        &refused.booking_id.to_string(),
+    ] {
+        assert!(
+            manager.text_body.contains(expected),
+            "missing {expected}: {}",
+            manager.text_body
+        );
+    }
+    // The booker had the refusal in the API's answer: no mail to them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stack.mail.mails_to(RESIDENT).is_empty());
 }
 
 #[tokio::test]

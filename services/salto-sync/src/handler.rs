@@ -203,12 +203,19 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
                         }
                     }
                     let failure = results::double_booking(policy, held_by);
+                    // The manager's email shows both bookings' dates.
+                    let holder_window = store::snapshot(step.conn(), held_by)
+                        .await?
+                        .and_then(|e| decide::facility_booking(&e.event).map(|b| b.window.clone()));
                     step.outcome_with(
                         booking_id,
                         version,
                         Outcome::Deferred,
                         booking,
-                        Some(held_by),
+                        Some(results::Holder {
+                            booking_id: held_by,
+                            window: holder_window,
+                        }),
                         Some(failure),
                     )
                     .await?;

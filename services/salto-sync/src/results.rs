@@ -5,7 +5,8 @@
 //! already dedupe by `event_id`; and a result carries the booking version it was decided for.
 
 use contracts::{
-    AccessFailure, DoubleBookingPolicy, Envelope, Event, FacilityAccessResult, FacilityBooking,
+    AccessFailure, BookingWindow, DoubleBookingPolicy, Envelope, Event, FacilityAccessResult,
+    FacilityBooking,
 };
 use uuid::Uuid;
 
@@ -36,18 +37,31 @@ impl Outcome {
     }
 }
 
+/// The booking that holds a slot a deferred booking waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub booking_id: Uuid,
+    /// Its window, from its latest snapshot (absent only if that snapshot is gone).
+    pub window: Option<BookingWindow>,
+}
+
 /// The result event for `booking` (the snapshot acted on) at `version`.
 pub fn result_event(
     outcome: Outcome,
     booking_id: Uuid,
     version: i64,
     booking: FacilityBooking,
-    held_by: Option<Uuid>,
+    held_by: Option<Holder>,
     failure: Option<AccessFailure>,
 ) -> Envelope {
+    let (held_by, held_by_window) = match held_by {
+        Some(holder) => (Some(holder.booking_id), holder.window),
+        None => (None, None),
+    };
     let result = FacilityAccessResult {
         booking,
         held_by,
+        held_by_window,
         failure,
     };
     let event = match outcome {

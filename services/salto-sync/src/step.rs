@@ -284,7 +284,7 @@ impl Step {
         version: i64,
         outcome: Outcome,
         booking: contracts::FacilityBooking,
-        held_by: Option<Uuid>,
+        held_by: Option<crate::results::Holder>,
         failure: Option<contracts::AccessFailure>,
     ) -> Result<(), StepError> {
         store::record_outcome(&mut self.tx, booking_id, version, outcome.as_str()).await?;

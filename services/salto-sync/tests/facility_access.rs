@@ -63,6 +63,12 @@ async fn a_second_booking_of_the_same_zone_is_deferred_then_granted_when_the_fir
     assert_eq!(deferred.booking_id, second.id);
     let result = result_of(&deferred);
     assert_eq!(result.held_by, Some(first.id));
+    let holder_window = result.held_by_window.as_ref().expect("the holder's window");
+    assert_eq!(
+        holder_window.local_starts_at.date().to_string(),
+        "2026-12-01",
+        "the holder's date, for the manager's email"
+    );
     let failure = result.failure.as_ref().unwrap();
     assert_eq!(failure.code, "double_booking");
     assert!(!failure.needs_manager, "policy auto: no action needed");

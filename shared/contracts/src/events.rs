@@ -58,6 +58,7 @@ impl Envelope {
             | Event::FacilityAccessRevoked(r)
             | Event::FacilityAccessExpired(r)
             | Event::FacilityAccessFailed(r) => &r.booking.building,
+            Event::FacilityRequestRefused(r) => &r.building,
         }
     }
 
@@ -110,6 +111,10 @@ pub enum Event {
     FacilityAccessExpired(FacilityAccessResult),
     #[serde(rename = "facility_access.failed.v1")]
     FacilityAccessFailed(FacilityAccessResult),
+
+    /// booking-api refused a facility booking that a manager must make possible first.
+    #[serde(rename = "facility_request.refused.v1")]
+    FacilityRequestRefused(RefusedFacilityRequest),
 }
 
 impl Event {
@@ -131,11 +136,12 @@ impl Event {
             Event::FacilityAccessRevoked(_) => "facility_access.revoked.v1",
             Event::FacilityAccessExpired(_) => "facility_access.expired.v1",
             Event::FacilityAccessFailed(_) => "facility_access.failed.v1",
+            Event::FacilityRequestRefused(_) => "facility_request.refused.v1",
         }
     }
 
     /// Every wire type this crate knows, for tests and documentation.
-    pub const ALL_TYPES: [&'static str; 15] = [
+    pub const ALL_TYPES: [&'static str; 16] = [
         "visitor_booking.created.v1",
         "visitor_booking.rescheduled.v1",
         "visitor_booking.cancelled.v1",
@@ -151,6 +157,7 @@ impl Event {
         "facility_access.revoked.v1",
         "facility_access.expired.v1",
         "facility_access.failed.v1",
+        "facility_request.refused.v1",
     ];
 }
 
@@ -300,7 +307,29 @@ pub struct FacilityAccessResult {
     pub booking: FacilityBooking,
     /// For `deferred`: the booking that holds the (access level, zone) slot.
     pub held_by: Option<Uuid>,
+    /// For `deferred`: the holding booking's window, so the manager sees both bookings' dates.
+    /// Added after v1 shipped, hence optional on the wire (older producers leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by_window: Option<BookingWindow>,
     pub failure: Option<AccessFailure>,
+}
+
+/// Payload of `facility_request.refused.v1`: a facility booking booking-api refused at once
+/// because something only a manager can set is missing (DESIGN §6: a facility or apartment
+/// without its Access Control ID). Nothing was stored; the envelope's `booking_id` is the id the
+/// booking would have had, quoted to the manager as a reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedFacilityRequest {
+    pub building: Building,
+    /// The window asked for.
+    pub window: BookingWindow,
+    pub facility_id: String,
+    pub facility_name: String,
+    pub apartment_id: String,
+    pub booked_by: BookedBy,
+    /// `code` is the 422's code, e.g. `facility_access_control_id_missing`; `message` says what
+    /// the manager must set.
+    pub failure: AccessFailure,
 }
 
 #[cfg(test)]
@@ -390,6 +419,7 @@ mod tests {
         let fr = || FacilityAccessResult {
             booking: f(),
             held_by: Some(Uuid::nil()),
+            held_by_window: Some(window()),
             failure: Some(AccessFailure {
                 code: "double_booking".into(),
                 message: "held".into(),
@@ -412,7 +442,37 @@ mod tests {
             Event::FacilityAccessRevoked(fr()),
             Event::FacilityAccessExpired(fr()),
             Event::FacilityAccessFailed(fr()),
+            Event::FacilityRequestRefused(RefusedFacilityRequest {
+                building: building(),
+                window: window(),
+                facility_id: "f-1".into(),
+                facility_name: "Games room".into(),
+                apartment_id: "a-501".into(),
+                booked_by: f().booked_by,
+                failure: AccessFailure {
+                    code: "facility_access_control_id_missing".into(),
+                    message: "set it".into(),
+                    needs_manager: true,
+                },
+            }),
         ]
+    }
+
+    #[test]
+    fn a_result_without_the_holders_window_still_decodes() {
+        let envelope = Envelope::new(
+            Uuid::nil(),
+            2,
+            Event::FacilityAccessDeferred(FacilityAccessResult {
+                booking: facility_booking(),
+                held_by: Some(Uuid::nil()),
+                held_by_window: None,
+                failure: None,
+            }),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+        assert!(json["data"].get("held_by_window").is_none());
+        assert_eq!(Envelope::from_json(&envelope.to_json()).unwrap(), envelope);
     }
 
     #[test]

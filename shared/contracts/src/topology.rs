@@ -44,11 +44,15 @@ pub const SALTO_SYNC_QUEUE: QueueSpec = QueueSpec {
     dead_letter_exchange: DEAD_LETTER_EXCHANGE,
 };
 
-/// Results → emails to residents, visitors and managers.
+/// Results and refused requests → emails to residents, visitors and managers.
 pub const NOTIFIER_QUEUE: QueueSpec = QueueSpec {
     name: "notifier",
     exchange: EVENTS_EXCHANGE,
-    bindings: &["visitor_access.#", "facility_access.#"],
+    bindings: &[
+        "visitor_access.#",
+        "facility_access.#",
+        "facility_request.#",
+    ],
     dead_letter_exchange: DEAD_LETTER_EXCHANGE,
 };
 
@@ -132,6 +136,9 @@ mod tests {
                 assert_eq!(consumers, ["ipassan-sync"], "{key}");
             } else if key.starts_with("facility_booking.") {
                 assert_eq!(consumers, ["salto-sync"], "{key}");
+            } else if key.starts_with("facility_request.") {
+                // Nothing was booked: only the manager is told.
+                assert_eq!(consumers, ["notifier"], "{key}");
             } else {
                 assert_eq!(consumers, ["notifier", "booking-api.results"], "{key}");
             }

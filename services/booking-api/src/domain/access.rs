@@ -125,7 +125,8 @@ pub fn outcome_of(event: &Event) -> Option<AccessOutcome> {
         | Event::VisitorBookingCancelled(_)
         | Event::FacilityBookingCreated(_)
         | Event::FacilityBookingRescheduled(_)
-        | Event::FacilityBookingCancelled(_) => return None,
+        | Event::FacilityBookingCancelled(_)
+        | Event::FacilityRequestRefused(_) => return None,
     })
 }
 

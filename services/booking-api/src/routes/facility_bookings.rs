@@ -26,6 +26,7 @@ use crate::domain::window::VisitWindow;
 use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
 use crate::idempotency::{self, Claim};
 use crate::problem::{Problem, ProblemDetails};
+use crate::refusals::{self, RefusedRequest};
 use crate::snapshot::{self, Change};
 use crate::state::AppState;
 use crate::store::buildings::BuildingRow;
@@ -150,13 +151,13 @@ fn booking_apartment(
     }
 }
 
-/// The facility and its Salto Zone ID, or the 422 saying what the manager must set.
-async fn bookable_facility(
+/// The facility of a new booking, or 422 when the building has no such facility.
+async fn registered_facility(
     conn: &mut sqlx::PgConnection,
     building_id: &str,
     facility_id: &str,
-) -> Result<(FacilityRow, String), Problem> {
-    let facility = directory::find_facility(&mut *conn, building_id, facility_id)
+) -> Result<FacilityRow, Problem> {
+    directory::find_facility(&mut *conn, building_id, facility_id)
         .await?
         .ok_or_else(|| {
             Problem::unprocessable(
@@ -164,26 +165,16 @@ async fn bookable_facility(
                 format!("facility {facility_id} is not registered in this building"),
             )
             .with_field("facility_id")
-        })?;
-    match facility.access_control_facility_id.clone() {
-        Some(zone_id) => Ok((facility, zone_id)),
-        None => Err(Problem::unprocessable(
-            "facility_access_control_id_missing",
-            format!(
-                "facility {facility_id} has no Access Control Facility ID (Salto Zone ID); a manager must set access_control_facility_id with PUT /v1/facilities/{facility_id}"
-            ),
-        )
-        .with_field("facility_id")),
-    }
+        })
 }
 
-/// The apartment and its Salto access level ExtID, or the 422 saying what the manager must set.
-async fn bookable_apartment(
+/// The apartment of a new booking, or 422 when the building has no such apartment.
+async fn registered_apartment(
     conn: &mut sqlx::PgConnection,
     building_id: &str,
     apartment_id: &str,
-) -> Result<(ApartmentRow, String), Problem> {
-    let apartment = directory::find_apartment(&mut *conn, building_id, apartment_id)
+) -> Result<ApartmentRow, Problem> {
+    directory::find_apartment(&mut *conn, building_id, apartment_id)
         .await?
         .ok_or_else(|| {
             Problem::unprocessable(
@@ -191,17 +182,7 @@ async fn bookable_apartment(
                 format!("apartment {apartment_id} is not registered in this building"),
             )
             .with_field("apartment_id")
-        })?;
-    match apartment.access_control_id.clone() {
-        Some(level) => Ok((apartment, level)),
-        None => Err(Problem::unprocessable(
-            "apartment_access_control_id_missing",
-            format!(
-                "apartment {apartment_id} has no Access Control ID (Salto access level ExtID); a manager must set access_control_id with PUT /v1/apartments/{apartment_id}"
-            ),
-        )
-        .with_field("apartment_id")),
-    }
+        })
 }
 
 /// Checks a window for a facility booking of `building`: ends after it starts, in the future, and
@@ -292,10 +273,12 @@ pub async fn create(
     }
     let building = registered_building(&mut tx, building_id).await?;
     let window = facility_window(&building, starts_at, ends_at, "ends_at")?;
-    let (facility, zone_id) =
-        bookable_facility(&mut tx, building_id, request.facility_id.as_str()).await?;
-    let (apartment, access_level_id) =
-        bookable_apartment(&mut tx, building_id, apartment_id.as_str()).await?;
+    let facility = registered_facility(&mut tx, building_id, request.facility_id.as_str()).await?;
+    let apartment = registered_apartment(&mut tx, building_id, apartment_id.as_str()).await?;
+    let (zone_id, access_level_id) = salto_ids_or_refuse(
+        &app, &mut tx, &caller, &building, &facility, &apartment, &window, booking_id,
+    )
+    .await?;
     let row = store::insert(
         &mut tx,
         &NewFacilityBooking {
@@ -324,6 +307,79 @@ pub async fn create(
     tx.commit().await?;
     tracing::info!(booking_id = %row.id, version = row.version, facility_id = %row.facility_id, "facility booking created");
     respond(&app, row.id, false, wait).await
+}
+
+/// Who is booking, as the manager's email names them.
+async fn booked_by(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+) -> Result<contracts::BookedBy, Problem> {
+    let resident = match caller.role {
+        Role::Resident => {
+            directory::find_resident(conn, caller.building_id.as_str(), &caller.user_id).await?
+        }
+        Role::Manager => None,
+    };
+    Ok(contracts::BookedBy {
+        user_id: caller.user_id.clone(),
+        role: caller.role,
+        name: resident.as_ref().map(|r| r.name.clone()),
+        email: resident.map(|r| r.email),
+    })
+}
+
+/// The Salto IDs now in force for a booking of `facility` by `apartment`. When one is missing the
+/// booker gets the 422 naming it and the managers are told (once a day per missing ID); the
+/// caller's transaction is then dropped, so nothing of the booking is written.
+#[allow(clippy::too_many_arguments)]
+async fn salto_ids_or_refuse(
+    app: &AppState,
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    building: &BuildingRow,
+    facility: &FacilityRow,
+    apartment: &ApartmentRow,
+    window: &VisitWindow,
+    reference: Uuid,
+) -> Result<(String, String), Problem> {
+    let missing = match refusals::salto_ids(facility, apartment) {
+        Ok(ids) => return Ok(ids),
+        Err(missing) => missing,
+    };
+    let booked_by = booked_by(conn, caller).await?;
+    let zone = building.zone().map_err(|e| Problem::internal(&e))?;
+    refuse_for_missing_id(
+        app,
+        RefusedRequest {
+            reference,
+            building,
+            facility,
+            apartment_id: &apartment.id,
+            window: window.in_zone(zone),
+            booked_by,
+            missing: &missing,
+        },
+    )
+    .await;
+    Err(missing.problem())
+}
+
+/// Tells the managers of a refusal (once a day per missing ID). The booker's 422 does not depend
+/// on it: a failure here is logged, not answered.
+async fn refuse_for_missing_id(app: &AppState, request: RefusedRequest<'_>) {
+    let code = request.missing.code();
+    let reference = request.reference;
+    match refusals::tell_managers(&app.pool, request).await {
+        Ok(true) => {
+            tracing::warn!(%reference, code, "facility booking refused; managers will be told")
+        }
+        Ok(false) => {
+            tracing::info!(%reference, code, "facility booking refused; managers were told today already")
+        }
+        Err(error) => {
+            tracing::error!(%reference, code, error = %error, "facility booking refused; telling the managers failed")
+        }
+    }
 }
 
 async fn respond(
@@ -438,10 +494,12 @@ pub async fn patch(
     let building = registered_building(&mut tx, &row.building_id).await?;
     let window = facility_window(&building, starts_at, ends_at, patch.blamed_field())?;
     // The IDs now in force apply to this change (DESIGN §6: a changed ID affects later operations).
-    let (facility, zone_id) =
-        bookable_facility(&mut tx, &row.building_id, &row.facility_id).await?;
-    let (_, access_level_id) =
-        bookable_apartment(&mut tx, &row.building_id, &row.apartment_id).await?;
+    let facility = registered_facility(&mut tx, &row.building_id, &row.facility_id).await?;
+    let apartment = registered_apartment(&mut tx, &row.building_id, &row.apartment_id).await?;
+    let (zone_id, access_level_id) = salto_ids_or_refuse(
+        &app, &mut tx, &caller, &building, &facility, &apartment, &window, id,
+    )
+    .await?;
     let updated = store::reschedule(&mut tx, id, window, &zone_id, &access_level_id).await?;
     let booked_by = booker(&mut tx, &updated).await?;
     let envelope = snapshot::facility_envelope(

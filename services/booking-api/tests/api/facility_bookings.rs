@@ -198,7 +198,43 @@ async fn missing_salto_ids_say_what_the_manager_must_set() {
     )
     .await;
     assert_eq!(p["field"], "apartment_id");
-    assert_eq!(app.outbox_rows().await, 0);
+    // Nothing was booked; the managers are told once about each missing ID (the gym's, 503's).
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, envelope->'data'->'failure'->>'code' FROM outbox ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        [
+            (
+                "facility_request.refused.v1".to_owned(),
+                "facility_access_control_id_missing".to_owned()
+            ),
+            (
+                "facility_request.refused.v1".to_owned(),
+                "apartment_access_control_id_missing".to_owned()
+            ),
+        ]
+    );
+    let bookings: i64 = sqlx::query_scalar("SELECT count(*) FROM facility_bookings")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(bookings, 0);
+    // Cy asks again: the same 422, no second email today.
+    problem(
+        app.post(
+            "/v1/facility-bookings",
+            &cy,
+            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(app.outbox_rows().await, 2);
 
     // A manager books for an apartment of the building.
     let response = app

@@ -245,6 +245,7 @@ async fn a_deferred_facility_booking_names_the_booking_holding_the_slot() {
         Event::FacilityAccessDeferred(FacilityAccessResult {
             booking: snapshot,
             held_by: Some(holder),
+            held_by_window: None,
             failure: Some(AccessFailure {
                 code: "double_booking".into(),
                 message: "The games room is taken".into(),

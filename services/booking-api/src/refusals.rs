@@ -1,0 +1,189 @@
+//! Facility bookings refused because an ID only a manager can set is missing (DESIGN §6: a
+//! facility without its Access Control Facility ID, an apartment without its Access Control ID).
+//!
+//! The booker gets the 422 at once; the building's managers hear of it by email through the
+//! notifier (`facility_request.refused.v1` in the outbox), so the booking can work next time.
+//! They hear once per missing ID per building-local day: a resident who tries five times must not
+//! send five emails.
+
+use chrono::Utc;
+use contracts::{AccessFailure, BookedBy, Envelope, Event, RefusedFacilityRequest};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::problem::Problem;
+use crate::store::buildings::BuildingRow;
+use crate::store::directory::{ApartmentRow, FacilityRow};
+
+/// What a manager must set before a facility booking can be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissingId {
+    /// The facility's Access Control Facility ID (its Salto Zone ExtID).
+    FacilityZone { facility_id: String },
+    /// The apartment's Access Control ID (its Salto User Access Level ExtID).
+    ApartmentAccessLevel { apartment_id: String },
+}
+
+/// The Salto IDs a booking of `facility` by `apartment` is made with — (Zone ExtID, access level
+/// ExtID) — or the first one missing (the facility's first).
+pub fn salto_ids(
+    facility: &FacilityRow,
+    apartment: &ApartmentRow,
+) -> Result<(String, String), MissingId> {
+    let zone_id =
+        facility
+            .access_control_facility_id
+            .clone()
+            .ok_or_else(|| MissingId::FacilityZone {
+                facility_id: facility.id.clone(),
+            })?;
+    let access_level_id =
+        apartment
+            .access_control_id
+            .clone()
+            .ok_or_else(|| MissingId::ApartmentAccessLevel {
+                apartment_id: apartment.id.clone(),
+            })?;
+    Ok((zone_id, access_level_id))
+}
+
+impl MissingId {
+    /// The stable code of the 422 and of the manager's email.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MissingId::FacilityZone { .. } => "facility_access_control_id_missing",
+            MissingId::ApartmentAccessLevel { .. } => "apartment_access_control_id_missing",
+        }
+    }
+
+    /// The facility or apartment that lacks the ID.
+    fn subject_id(&self) -> &str {
+        match self {
+            MissingId::FacilityZone { facility_id } => facility_id,
+            MissingId::ApartmentAccessLevel { apartment_id } => apartment_id,
+        }
+    }
+
+    /// What is missing and how a manager sets it.
+    pub fn message(&self) -> String {
+        match self {
+            MissingId::FacilityZone { facility_id } => format!(
+                "facility {facility_id} has no Access Control Facility ID (Salto Zone ID); a manager must set access_control_facility_id with PUT /v1/facilities/{facility_id}"
+            ),
+            MissingId::ApartmentAccessLevel { apartment_id } => format!(
+                "apartment {apartment_id} has no Access Control ID (Salto access level ExtID); a manager must set access_control_id with PUT /v1/apartments/{apartment_id}"
+            ),
+        }
+    }
+
+    /// The booker's answer: 422 naming the field that points at what lacks the ID.
+    pub fn problem(&self) -> Problem {
+        let field = match self {
+            MissingId::FacilityZone { .. } => "facility_id",
+            MissingId::ApartmentAccessLevel { .. } => "apartment_id",
+        };
+        Problem::unprocessable(self.code(), self.message()).with_field(field)
+    }
+}
+
+/// A refused request, as the managers are told of it.
+pub struct RefusedRequest<'a> {
+    /// The id the booking would have had, quoted to the manager as a reference.
+    pub reference: Uuid,
+    pub building: &'a BuildingRow,
+    pub facility: &'a FacilityRow,
+    pub apartment_id: &'a str,
+    pub window: contracts::BookingWindow,
+    pub booked_by: BookedBy,
+    pub missing: &'a MissingId,
+}
+
+/// Puts the managers' email about `request` in the outbox, unless they were told of the same
+/// missing ID today (building-local) already. Returns whether it was queued. Its own transaction:
+/// the refused booking itself was rolled back.
+pub async fn tell_managers(pool: &PgPool, request: RefusedRequest<'_>) -> Result<bool, TellError> {
+    let zone = request.building.zone().map_err(TellError::Zone)?;
+    let today = Utc::now().with_timezone(&zone).date_naive();
+    let mut tx = pool.begin().await?;
+    let first_today = sqlx::query(
+        "INSERT INTO refusal_alerts (building_id, code, subject_id, local_date, reference)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&request.building.id)
+    .bind(request.missing.code())
+    .bind(request.missing.subject_id())
+    .bind(today)
+    .bind(request.reference)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first_today {
+        return Ok(false);
+    }
+    let envelope = Envelope::new(
+        request.reference,
+        1,
+        Event::FacilityRequestRefused(RefusedFacilityRequest {
+            building: request.building.to_contract(),
+            window: request.window,
+            facility_id: request.facility.id.clone(),
+            facility_name: request.facility.name.clone(),
+            apartment_id: request.apartment_id.to_owned(),
+            booked_by: request.booked_by,
+            failure: AccessFailure {
+                code: request.missing.code().to_owned(),
+                message: request.missing.message(),
+                needs_manager: true,
+            },
+        }),
+    );
+    crate::outbox::enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TellError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Zone(crate::store::buildings::UnknownZone),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facility(zone: Option<&str>) -> FacilityRow {
+        FacilityRow {
+            id: "gym".into(),
+            name: "Gym".into(),
+            access_control_facility_id: zone.map(String::from),
+        }
+    }
+
+    fn apartment(level: Option<&str>) -> ApartmentRow {
+        ApartmentRow {
+            id: "apt-7".into(),
+            access_control_id: level.map(String::from),
+        }
+    }
+
+    #[test]
+    fn the_facility_is_named_first_then_the_apartment() {
+        assert_eq!(
+            salto_ids(&facility(None), &apartment(None)),
+            Err(MissingId::FacilityZone {
+                facility_id: "gym".into()
+            })
+        );
+        let missing = salto_ids(&facility(Some("GYM")), &apartment(None)).unwrap_err();
+        assert_eq!(missing.code(), "apartment_access_control_id_missing");
+        assert!(missing.message().contains("PUT /v1/apartments/apt-7"));
+        assert_eq!(
+            salto_ids(&facility(Some("GYM")), &apartment(Some("7-1"))),
+            Ok(("GYM".into(), "7-1".into()))
+        );
+    }
+}
