@@ -354,6 +354,22 @@ async fn a_double_booking_tells_the_manager_whether_to_act() {
     );
 }
 
+/// Waits for the manager's mail and checks its text says each of `expected`.
+async fn manager_mail_says(stack: &common::Stack, expected: &[&str]) {
+    let manager = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("manager told");
+    for expected in expected {
+        assert!(
+            manager.text_body.contains(expected),
+            "missing {expected}: {}",
+            manager.text_body
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_salto_refusal_that_needs_a_person_reaches_the_manager_with_the_ids() {
     let stack = start_notifier().await;
@@ -371,25 +387,18 @@ async fn a_salto_refusal_that_needs_a_person_reaches_the_manager_with_the_ids() 
         )),
     );
     publish(&stack, &failed).await;
-    let manager = stack
-        .mail
-        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
-        .await
-        .expect("manager told");
-    for expected in [
-        "code 11",
-        "501-56",
-        "GAMES-ROOM",
-        "apt-501",
-        "Games room",
-        "What to do",
-    ] {
-        assert!(
-            manager.text_body.contains(expected),
-            "missing {expected}: {}",
-            manager.text_body
-        );
-    }
+    manager_mail_says(
+        &stack,
+        &[
+            "code 11",
+            "501-56",
+            "GAMES-ROOM",
+            "apt-501",
+            "Games room",
+            "What to do",
+        ],
+    )
+    .await;
     let granted = Envelope::new(
         Uuid::new_v4(),
         1,
@@ -431,26 +440,19 @@ async fn a_booking_refused_for_a_missing_access_control_id_tells_the_manager_wha
         }),
     );
     publish(&stack, &refused).await;
-    let manager = stack
-        .mail
-        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
-        .await
-        .expect("manager told");
-    for expected in [
-        "Games room",
-        "apt-501",
-        "Ana Lee",
-        "facility_access_control_id_missing",
-        "PUT /v1/facilities/games-room",
-        "access_control_facility_id",
-        &refused.booking_id.to_string(),
-    ] {
-        assert!(
-            manager.text_body.contains(expected),
-            "missing {expected}: {}",
-            manager.text_body
-        );
-    }
+    manager_mail_says(
+        &stack,
+        &[
+            "Games room",
+            "apt-501",
+            "Ana Lee",
+            "facility_access_control_id_missing",
+            "PUT /v1/facilities/games-room",
+            "access_control_facility_id",
+            &refused.booking_id.to_string(),
+        ],
+    )
+    .await;
     // The booker had the refusal in the API's answer: no mail to them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(stack.mail.mails_to(RESIDENT).is_empty());
