@@ -69,6 +69,8 @@ pub fn captured_logs() -> String {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    database_url: String,
+    amqp_url: String,
     broker: Option<TestBroker>,
     /// For apps spawned without a broker: what they try to reach instead.
     _unreachable: Option<BrokerProxy>,
@@ -102,15 +104,19 @@ pub async fn spawn_app_with_amqp(broker: TestBroker, amqp_url: String) -> TestAp
 }
 
 async fn spawn(broker: Option<TestBroker>, amqp_url: String) -> TestApp {
-    init_logs();
     let db = TestDb::create().await;
+    spawn_on(db.url.clone(), broker, amqp_url).await
+}
+
+async fn spawn_on(database_url: String, broker: Option<TestBroker>, amqp_url: String) -> TestApp {
+    init_logs();
     let settings = Settings {
         database: DatabaseSettings {
-            url: db.url.clone(),
+            url: database_url.clone(),
             max_connections: 5,
         },
         amqp: AmqpSettings {
-            url: amqp_url,
+            url: amqp_url.clone(),
             prefetch: 16,
             delivery_limit: 5,
         },
@@ -140,10 +146,19 @@ async fn spawn(broker: Option<TestBroker>, amqp_url: String) -> TestApp {
     let running = tokio::spawn(application.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    let pool = db.pool("booking").await;
+    let pool = PgPool::connect_with(
+        database_url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .expect("database url")
+            .options([("search_path", "booking")]),
+    )
+    .await
+    .expect("test pool");
     TestApp {
         address,
         client: reqwest::Client::new(),
+        database_url,
+        amqp_url,
         broker,
         _unreachable: None,
         pool,
@@ -153,6 +168,11 @@ async fn spawn(broker: Option<TestBroker>, amqp_url: String) -> TestApp {
 }
 
 impl TestApp {
+    /// A second booking-api replica on the same database and broker (its own port and relay).
+    pub async fn replica(&self) -> TestApp {
+        spawn_on(self.database_url.clone(), None, self.amqp_url.clone()).await
+    }
+
     /// The vhost the app publishes to.
     pub fn broker(&self) -> &TestBroker {
         self.broker

@@ -103,3 +103,72 @@ async fn one_bookings_events_leave_in_version_order_after_an_outage() {
     assert_eq!(versions, [1, 2, 3]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn two_replicas_publish_every_event_once_and_each_bookings_events_in_version_order() {
+    let first = crate::helpers::spawn_app().await;
+    let second = first.replica().await;
+    let mut tap = first.broker().tap("visitor_booking.#").await;
+    first.seed().await;
+    let ana = first.resident_ana();
+    let (_, later) = crate::helpers::local_tomorrow(18, 23);
+
+    // 40 bookings at once, each created, moved and (every other one) cancelled, every request
+    // going to whichever replica comes next: both relays publish, racing each other.
+    let replicas = [&first, &second];
+    let bookings = (0..40usize).map(|n| {
+        let (ana, later) = (ana.clone(), later.clone());
+        async move {
+            let on = |step: usize| replicas[(n + step) % 2];
+            let created = body(on(0).post("/v1/visitor-bookings", &ana, visit(true)).await).await;
+            let id = created["id"].as_str().unwrap().to_owned();
+            let path = format!("/v1/visitor-bookings/{id}");
+            let moved = on(1)
+                .patch(&path, &ana, serde_json::json!({"ends_at": later}))
+                .await;
+            assert_eq!(moved.status(), 200);
+            let mut versions = 2;
+            if n % 2 == 0 {
+                assert_eq!(on(2).delete(&path, &ana).await.status(), 200);
+                versions = 3;
+            }
+            (id, versions)
+        }
+    });
+    let expected: std::collections::BTreeMap<String, i64> = futures::future::join_all(bookings)
+        .await
+        .into_iter()
+        .collect();
+    let total: i64 = expected.values().sum();
+
+    let mut seen: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for _ in 0..total {
+        let event = tap.next(Duration::from_secs(20)).await.unwrap_or_else(|| {
+            panic!(
+                "only {} of {total} events arrived",
+                seen.values().map(Vec::len).sum::<usize>()
+            )
+        });
+        seen.entry(event.booking_id.to_string())
+            .or_default()
+            .push(event.version);
+    }
+    assert!(
+        tap.next(Duration::from_secs(2)).await.is_none(),
+        "no event is published twice"
+    );
+    for (id, versions) in &expected {
+        assert_eq!(
+            seen.get(id).cloned().unwrap_or_default(),
+            (1..=*versions).collect::<Vec<_>>(),
+            "booking {id}: every version once, in order"
+        );
+    }
+    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        .fetch_one(&first.pool)
+        .await
+        .unwrap();
+    assert_eq!(unsent, 0);
+    second.stop().await;
+    first.stop().await;
+}
