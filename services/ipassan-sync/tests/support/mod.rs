@@ -34,6 +34,8 @@ pub const VISITOR_PATH: &str = "/api/v1/access/site/harbour-site/visitor";
 pub struct Options {
     pub tiers: &'static str,
     pub timeout_secs: u64,
+    /// Run one replica of the service in this process (off: the test starts the binary itself).
+    pub in_process: bool,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
         Self {
             tiers: "200ms,200ms,200ms",
             timeout_secs: 5,
+            in_process: true,
         }
     }
 }
@@ -102,10 +105,12 @@ pub async fn start_with(options: Options) -> Harness {
         health: Default::default(),
     };
     let stop = CancellationToken::new();
-    spawn_service(settings.clone(), &stop).await;
-    broker
-        .wait_for_queue("ipassan-sync", Duration::from_secs(10))
-        .await;
+    if options.in_process {
+        spawn_service(settings.clone(), &stop).await;
+        broker
+            .wait_for_queue("ipassan-sync", Duration::from_secs(10))
+            .await;
+    }
     Harness {
         db,
         broker,
@@ -245,6 +250,43 @@ pub fn result_of(envelope: &Envelope) -> &contracts::VisitorAccessResult {
 }
 
 impl Harness {
+    /// The `CONNECX__*` environment that runs the service binary as this harness's replica.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        [
+            ("CONNECX__DATABASE__URL", s.database.url.clone()),
+            (
+                "CONNECX__DATABASE__MAX_CONNECTIONS",
+                s.database.max_connections.to_string(),
+            ),
+            ("CONNECX__AMQP__URL", s.amqp.url.clone()),
+            ("CONNECX__AMQP__PREFETCH", s.amqp.prefetch.to_string()),
+            (
+                "CONNECX__RETRY__TIERS",
+                s.retry
+                    .tiers
+                    .0
+                    .iter()
+                    .map(|tier| format!("{}ms", tier.as_millis()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("CONNECX__IPASSAN__BASE_URL", s.ipassan.base_url.clone()),
+            ("CONNECX__IPASSAN__CLIENT_ID", s.ipassan.client_id.clone()),
+            (
+                "CONNECX__IPASSAN__CLIENT_SECRET",
+                s.ipassan.client_secret.clone(),
+            ),
+            (
+                "CONNECX__IPASSAN__TIMEOUT_SECS",
+                s.ipassan.timeout_secs.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// Starts one more replica of the service on the same database and queue.
     pub async fn add_replica(&self) {
         spawn_service(self.settings.clone(), &self.stop).await;

@@ -1,0 +1,161 @@
+//! SIGTERM under load: the real binary stops taking messages, finishes the ones it holds, and
+//! exits 0. Every message it acknowledged was fully handled (its visitor exists and its result
+//! is out); every one it had not finished is back in the queue, and a new replica completes it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ipassan_sim::model::{Fault, FaultMatch, FaultResponse};
+use support::{FROM, Options, TO, booking, created, start_with};
+use uuid::Uuid;
+
+const BOOKINGS: usize = 40;
+
+/// The service binary as a child process, its output kept in a file for the failure message.
+struct Replica {
+    child: tokio::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Replica {
+    fn start(env: &[(String, String)], name: &str) -> Replica {
+        let log = std::env::temp_dir().join(format!("ipassan-sync-{name}-{}.log", Uuid::new_v4()));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ipassan-sync"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("CONNECX__LOG__LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the ipassan-sync binary starts");
+        Replica { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().expect("still running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
+    let mut harness = start_with(Options {
+        in_process: false,
+        ..Options::default()
+    })
+    .await;
+    // Every iPassan call takes 300 ms, so a replica always holds messages mid-handling.
+    harness
+        .control
+        .add_fault(&Fault {
+            matches: FaultMatch {
+                method: None,
+                path_prefix: Some("/api".into()),
+            },
+            respond: FaultResponse {
+                delay_ms: Some(300),
+                ..FaultResponse::default()
+            },
+            times: 100_000,
+        })
+        .await
+        .unwrap();
+
+    let first = Replica::start(&harness.process_env(), "first");
+    harness
+        .broker
+        .wait_for_queue("ipassan-sync", Duration::from_secs(30))
+        .await;
+    let ids: Vec<Uuid> = (0..BOOKINGS).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        harness.publish(&created(*id, booking(FROM, TO))).await;
+    }
+    let mut done = BTreeSet::new();
+    while done.len() < 3 {
+        done.insert(harness.next_result().await.booking_id);
+    }
+
+    first.terminate();
+    let asked = Instant::now();
+    let mut first = first;
+    let status = tokio::time::timeout(Duration::from_secs(30), first.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit 30 s after SIGTERM:\n{}", first.output()))
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(status.success(), "exit {status}:\n{}", first.output());
+    let output = first.output();
+    assert!(output.contains("SIGTERM received"), "{output}");
+    assert!(output.contains("worker stopped"), "{output}");
+
+    // Acked = finished: each result out by now names a booking whose visitor exists with a
+    // PIN; every other message is back in the queue, none dropped.
+    while let Some(result) = harness.results.next(Duration::from_millis(500)).await {
+        assert_eq!(result.routing_key(), "visitor_access.granted.v1");
+        done.insert(result.booking_id);
+    }
+    for id in &done {
+        let visitors = harness.visitors_for(*id).await;
+        assert_eq!(visitors.len(), 1, "{id}: {visitors:?}");
+        assert!(visitors[0].credential.is_some(), "{id}: {visitors:?}");
+    }
+    let waiting = harness.broker.queue_depth("ipassan-sync").await as usize;
+    assert!(
+        done.len() < BOOKINGS,
+        "the load outlasted the SIGTERM (all {BOOKINGS} were done in {took:?}); slow the simulator further"
+    );
+    assert_eq!(
+        done.len() + waiting,
+        BOOKINGS,
+        "every message is either handled ({}) or back in the queue ({waiting})",
+        done.len()
+    );
+
+    // A new replica takes over and completes the rest; nothing is done twice.
+    let second = Replica::start(&harness.process_env(), "second");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < BOOKINGS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {BOOKINGS} bookings done:\n{}",
+            done.len(),
+            second.output()
+        );
+        if let Some(result) = harness.results.next(Duration::from_secs(1)).await {
+            done.insert(result.booking_id);
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            harness.visitors_for(*id).await.len(),
+            1,
+            "{id}: one visitor"
+        );
+    }
+    assert!(
+        harness
+            .dead_letters
+            .next(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "no dead letter"
+    );
+    eprintln!(
+        "SIGTERM to exit: {took:?}; finished before the stop: {} of {BOOKINGS}",
+        BOOKINGS - waiting
+    );
+}
