@@ -509,3 +509,66 @@ async fn the_health_port_says_ready_and_counts_handled_messages() {
     );
     assert!(metrics.contains("queue=\"notifier\""), "{metrics}");
 }
+
+#[tokio::test]
+async fn two_replicas_given_every_result_three_times_mail_each_recipient_once() {
+    let stack = start_notifier().await;
+    let mut settings = common::settings(&stack.db, &stack.broker, &stack.mail);
+    settings.health.port = None;
+    let second = notifier::Application::build(settings).await.unwrap();
+    let token = stack.stop.clone();
+    tokio::spawn(async move {
+        second
+            .run_until_stopped(async move { token.cancelled().await })
+            .await
+            .unwrap()
+    });
+
+    // 20 granted visits, each result published three times (a redelivery, a republish after a
+    // lost confirm): the copies land on both replicas at once.
+    let results: Vec<Envelope> = (0..20)
+        .map(|n| {
+            visitor_result(
+                Uuid::new_v4(),
+                1,
+                Event::VisitorAccessGranted,
+                Some(&format!("{n:06}")),
+            )
+        })
+        .collect();
+    for _ in 0..3 {
+        for result in &results {
+            publish(&stack, result).await;
+        }
+    }
+    stack.mail.wait_for(40, Duration::from_secs(30)).await;
+    // Any copy mailed twice would arrive within this pause.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mails = stack.mail.mails();
+    assert_eq!(
+        mails.len(),
+        40,
+        "one mail to the resident and one to the visitor per result, got {}",
+        mails.len()
+    );
+    for result in &results {
+        let pin = result_pin(result);
+        for to in [RESIDENT, VISITOR] {
+            assert_eq!(
+                mails
+                    .iter()
+                    .filter(|m| m.is_to(to) && m.text_body.contains(&pin))
+                    .count(),
+                1,
+                "{to} gets PIN {pin} once"
+            );
+        }
+    }
+}
+
+fn result_pin(envelope: &Envelope) -> String {
+    match &envelope.event {
+        Event::VisitorAccessGranted(r) => r.pin.clone().unwrap(),
+        _ => unreachable!(),
+    }
+}
