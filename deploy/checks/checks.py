@@ -199,6 +199,56 @@ def container_port_names(container: dict) -> set:
     return {p.get("name") for p in ports} | {p.get("containerPort") for p in ports}
 
 
+def pod_containers(pod_spec: dict) -> list:
+    """The pod's init containers, then its app containers."""
+    return [*pod_spec.get("initContainers", []), *pod_spec["containers"]]
+
+
+# What `<service> migrate` reads (platform::config::MigrateSettings): the database and the logs.
+MIGRATE_KEYS = {"CONNECX__DATABASE__URL", "CONNECX__DATABASE__MAX_CONNECTIONS", "CONNECX__LOG__FORMAT",
+                "CONNECX__LOG__LEVEL"}
+
+
+def check_migrate_init_container(report: Report, service: str, spec: dict, app: dict, configmaps: list) -> None:
+    """Every Deployment migrates its schema in an initContainer `migrate` before the app starts:
+    the app's image with `migrate` as its only argument, given the database URL and no other secret,
+    as locked down as the app container."""
+    inits = spec.get("initContainers", [])
+    migrate = [c for c in inits if c.get("name") == "migrate"]
+    if not report.check(len(migrate) == 1, f"Deployment/{service} has an initContainer `migrate`",
+                        f"init containers: {[c.get('name') for c in inits]}"):
+        return
+    init = migrate[0]
+    report.check(init.get("image") == app["image"] and init.get("imagePullPolicy") == app.get("imagePullPolicy"),
+                 f"Deployment/{service} migrate runs the app container's image ({app['image']})", init.get("image", ""))
+    report.check(init.get("args") == ["migrate"] and "command" not in init,
+                 f"Deployment/{service} migrate runs `{service} migrate` (the image's entrypoint, args [migrate])",
+                 f"command {init.get('command')}, args {init.get('args')}")
+    report.check(init.get("restartPolicy") is None and not any(p in init for p in ("startupProbe", "readinessProbe", "livenessProbe")),
+                 f"Deployment/{service} migrate is a plain init container (runs to completion before the app, no probes)")
+    env = {e["name"]: e for e in init.get("env", [])}
+    secret_refs = sorted(k for k, e in env.items() if "secretKeyRef" in e.get("valueFrom", {}))
+    report.check(secret_refs == ["CONNECX__DATABASE__URL"],
+                 f"Deployment/{service} migrate is given the database URL from the Secret and no other secret",
+                 ", ".join(secret_refs))
+    app_url = {e["name"]: e for e in app.get("env", [])}.get("CONNECX__DATABASE__URL", {})
+    report.check(env.get("CONNECX__DATABASE__URL", {}).get("valueFrom") == app_url.get("valueFrom"),
+                 f"Deployment/{service} migrate and the app use the same database")
+    extra = sorted(k for k in env if k.startswith("CONNECX__") and k not in MIGRATE_KEYS)
+    report.check(not extra, f"Deployment/{service} migrate sets only database and log keys", ", ".join(extra))
+    report.check(not init.get("envFrom") or all(
+        s.get("configMapRef", {}).get("name") in {c["metadata"]["name"] for c in configmaps} for s in init["envFrom"]),
+                 f"Deployment/{service} migrate reads nothing but the ConfigMap besides its database URL")
+    security = init.get("securityContext", {})
+    report.check(security.get("allowPrivilegeEscalation") is False and security.get("readOnlyRootFilesystem") is True
+                 and "ALL" in security.get("capabilities", {}).get("drop", []),
+                 f"Deployment/{service} migrate runs read-only, without privilege escalation or capabilities")
+    resources = init.get("resources", {})
+    report.check(all(r in resources.get("requests", {}) for r in ("cpu", "memory"))
+                 and "memory" in resources.get("limits", {}),
+                 f"Deployment/{service} migrate sets cpu/memory requests and a memory limit")
+
+
 def check_k8s(path: str, name: str) -> int:
     report = Report(f"kubernetes {name}")
     docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
@@ -286,7 +336,8 @@ def check_k8s(path: str, name: str) -> int:
                          f"Deployment/{service} {probe_name} asks {path} on a declared port", str(probe))
         startup = container.get("startupProbe", {})
         startup_port = (startup.get("httpGet") or startup.get("tcpSocket") or {}).get("port")
-        report.check(startup_port in ports, f"Deployment/{service} startupProbe covers the migrations at start")
+        report.check(startup_port in ports, f"Deployment/{service} startupProbe asks a declared port")
+        check_migrate_init_container(report, service, spec, container, configmaps)
         grace = spec.get("terminationGracePeriodSeconds", 30)
         report.check(grace > 30, f"Deployment/{service} grace period ({grace}s) exceeds the 30 s drain of in-flight work")
 
@@ -306,15 +357,15 @@ def check_k8s(path: str, name: str) -> int:
             provided_required = REQUIRED_KEYS[service]
         missing = sorted(provided_required - provided)
         report.check(not missing, f"Deployment/{service} is given every key it needs", ", ".join(missing))
-        for key, entry in env.items():
-            ref = entry.get("valueFrom", {}).get("secretKeyRef")
-            if not ref:
-                continue
-            if secrets:
+        for each in pod_containers(spec):
+            for entry in each.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if not ref or not secrets:
+                    continue
                 secret = secrets.get(ref["name"])
                 present = secret is not None and ref["key"] in {**secret.get("data", {}), **secret.get("stringData", {})}
                 report.check(present or ref.get("optional", False),
-                             f"Deployment/{service} {key} ← Secret {ref['name']}/{ref['key']} exists",
+                             f"Deployment/{service} {each['name']}: {entry['name']} ← Secret {ref['name']}/{ref['key']} exists",
                              "missing and not optional")
 
         pdbs = [p for p in by_kind.get("PodDisruptionBudget", {}).values() if labels_match(p["spec"]["selector"], pod_labels)]
@@ -364,7 +415,7 @@ def check_k8s(path: str, name: str) -> int:
     if not secrets:
         needed = sorted({f"{e['valueFrom']['secretKeyRef']['name']}/{e['valueFrom']['secretKeyRef']['key']}"
                          + (" (optional)" if e["valueFrom"]["secretKeyRef"].get("optional") else "")
-                         for d in deployments.values() for c in d["spec"]["template"]["spec"]["containers"]
+                         for d in deployments.values() for c in pod_containers(d["spec"]["template"]["spec"])
                          for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})})
         print(f"  note  {name} ships no Secret; an overlay must provide: {', '.join(needed)}")
     return report.done()

@@ -26,4 +26,4 @@ pub mod waiting;
 
 pub use outbox::OutboxSettings;
 pub use settings::{AuthSettings, Settings};
-pub use startup::{Application, RunError, StartupError};
+pub use startup::{Application, MIGRATOR, RunError, SCHEMA, StartupError};

@@ -1,10 +1,23 @@
+use platform::cli::Command;
+
+const SERVICE: &str = "booking-api";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = platform::config::load::<booking_api::Settings>()?;
-    platform::telemetry::init("booking-api", &settings.log);
-    booking_api::Application::build(settings)
-        .await?
-        .run_until_stopped(platform::shutdown::signal())
-        .await?;
-    Ok(())
+    match platform::cli::parse(SERVICE) {
+        None => {
+            let settings = platform::config::load::<booking_api::Settings>()?;
+            platform::telemetry::init(SERVICE, &settings.log);
+            booking_api::Application::build(settings)
+                .await?
+                .run_until_stopped(platform::shutdown::signal())
+                .await?;
+            Ok(())
+        }
+        Some(Command::Migrate) => {
+            platform::db::migrate_only(SERVICE, booking_api::SCHEMA, &booking_api::MIGRATOR)
+                .await?;
+            Ok(())
+        }
+    }
 }

@@ -68,15 +68,18 @@ impl Default for OutboxSettings {
     }
 }
 
-/// Stores `envelope` for publishing, inside the caller's transaction, and wakes the relays on commit.
+/// Stores `envelope` for publishing, inside the caller's transaction, with the trace of the work in
+/// hand (the request), and wakes the relays on commit.
 pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO outbox (event_id, booking_id, event_type, envelope) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO outbox (event_id, booking_id, event_type, envelope, trace_id)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(envelope.event_id)
     .bind(envelope.booking_id)
     .bind(envelope.routing_key())
     .bind(Json(envelope))
+    .bind(platform::trace::current().map(|trace| trace.to_string()))
     .execute(&mut *conn)
     .await?;
     crate::notifications::notify_outbox(conn).await

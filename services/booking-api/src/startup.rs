@@ -18,7 +18,8 @@ use crate::results::ResultsHandler;
 use crate::settings::Settings;
 use crate::state::AppState;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The `booking` schema's migrations, run at start and by `booking-api migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The database schema this service owns.
 pub const SCHEMA: &str = "booking";

@@ -13,7 +13,7 @@ use ipassan_sim::model::{Fault, FaultMatch, FaultResponse};
 use support::{FROM, Options, TO, booking, created, start_with};
 use uuid::Uuid;
 
-const BOOKINGS: usize = 40;
+const BOOKINGS: usize = 120;
 
 /// The service binary as a child process, its output kept in a file for the failure message.
 struct Replica {
@@ -58,7 +58,7 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
         ..Options::default()
     })
     .await;
-    // Every iPassan call takes 300 ms, so a replica always holds messages mid-handling.
+    // Every iPassan call takes 500 ms, so a replica always holds messages mid-handling.
     harness
         .control
         .add_fault(&Fault {
@@ -67,7 +67,7 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
                 path_prefix: Some("/api".into()),
             },
             respond: FaultResponse {
-                delay_ms: Some(300),
+                delay_ms: Some(500),
                 ..FaultResponse::default()
             },
             times: 100_000,

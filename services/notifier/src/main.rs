@@ -1,7 +1,10 @@
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-/// notifier: emails for access outcomes and dead letters. With no command, runs the service.
+const SERVICE: &str = "notifier";
+
+/// notifier: emails for access outcomes and dead letters. With no command, runs the service
+/// (migrating its schema first).
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -11,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Service(platform::cli::Command),
     /// Inspect and act on dead letters.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
@@ -37,11 +42,15 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         None => {
             let settings = platform::config::load::<notifier::Settings>()?;
-            platform::telemetry::init("notifier", &settings.log);
+            platform::telemetry::init(SERVICE, &settings.log);
             notifier::Application::build(settings)
                 .await?
                 .run_until_stopped(platform::shutdown::signal())
                 .await
+        }
+        Some(Command::Service(platform::cli::Command::Migrate)) => {
+            platform::db::migrate_only(SERVICE, notifier::SCHEMA, &notifier::MIGRATOR).await?;
+            Ok(())
         }
         Some(Command::DeadLetters(command)) => {
             let settings = platform::config::load::<notifier::CliSettings>()?;

@@ -1,9 +1,21 @@
+use platform::cli::Command;
+
+const SERVICE: &str = "salto-sync";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = platform::config::load::<salto_sync::Settings>()?;
-    platform::telemetry::init("salto-sync", &settings.log);
-    salto_sync::Application::build(settings)
-        .await?
-        .run_until_stopped(platform::shutdown::signal())
-        .await
+    match platform::cli::parse(SERVICE) {
+        None => {
+            let settings = platform::config::load::<salto_sync::Settings>()?;
+            platform::telemetry::init(SERVICE, &settings.log);
+            salto_sync::Application::build(settings)
+                .await?
+                .run_until_stopped(platform::shutdown::signal())
+                .await
+        }
+        Some(Command::Migrate) => {
+            platform::db::migrate_only(SERVICE, salto_sync::SCHEMA, &salto_sync::MIGRATOR).await?;
+            Ok(())
+        }
+    }
 }

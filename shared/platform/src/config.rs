@@ -105,6 +105,22 @@ impl Validate for DatabaseSettings {
     }
 }
 
+/// What `<service> migrate` reads: the database and the logs, nothing else, so the migration
+/// step of a deployment needs none of the service's other keys or secrets (broker, SMTP, iPassan,
+/// Salto, JWT). Keys of other sections in the environment are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MigrateSettings {
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+impl Validate for MigrateSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()
+    }
+}
+
 /// `CONNECX__AMQP__*`
 #[derive(Clone, Deserialize)]
 pub struct AmqpSettings {
@@ -485,6 +501,17 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn the_migrate_command_needs_only_the_database_url() {
+        let loaded: MigrateSettings =
+            load_with_env(env(&[("CONNECX__DATABASE__URL", "postgres://h/db")])).unwrap();
+        assert_eq!(loaded.database.url, "postgres://h/db");
+        assert_eq!(loaded.log.format, LogFormat::Pretty);
+        let err =
+            load_with_env::<MigrateSettings>(env(&[("CONNECX__SMTP__HOST", "mail")])).unwrap_err();
+        assert!(err.to_string().contains("database"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //!
 //! A service's pool has `search_path` set to its own schema, so its SQL and its sqlx migration
 //! table live there and no service can read another's tables by accident.
+//!
+//! Migrations run in two places, both safe beside running replicas: every service at start
+//! ([`connect_and_migrate`], a no-op when the schema is up to date), and `<service> migrate`
+//! ([`migrate_only`]), the deployment's step before the new version starts.
 
 use std::time::Duration;
 
@@ -9,7 +13,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::config::DatabaseSettings;
+use crate::config::{ConfigError, DatabaseSettings, MigrateSettings, redact_url};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -24,6 +28,34 @@ pub enum DbError {
         schema: String,
         source: sqlx::migrate::MigrateError,
     },
+    #[error("cannot read the migrations applied to schema `{schema}`: {source}")]
+    Applied { schema: String, source: sqlx::Error },
+}
+
+/// Why `<service> migrate` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateOnlyError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+/// One migration recorded in a schema's `_sqlx_migrations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+}
+
+/// What a migration run found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub schema: &'static str,
+    /// Migrations that were not applied before this run (by it, or by a replica beside it).
+    pub newly_applied: Vec<AppliedMigration>,
+    /// Migrations the schema has now.
+    pub total: usize,
 }
 
 /// Connects a pool whose connections use `schema`, creating the schema if needed, and runs the
@@ -33,29 +65,132 @@ pub async fn connect_and_migrate(
     schema: &'static str,
     migrator: &Migrator,
 ) -> Result<PgPool, DbError> {
-    let options: PgConnectOptions = settings.url.parse().map_err(DbError::Url)?;
-    create_schema(&options, schema).await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.options([("search_path", schema)]))
-        .await
-        .map_err(|source| DbError::Connect {
-            url: crate::config::redact_url(&settings.url),
-            source,
-        })?;
-    migrator
-        .run(&pool)
-        .await
-        .map_err(|source| DbError::Migrate {
-            schema: schema.to_owned(),
-            source,
-        })?;
+    let pool = connect(settings, schema).await?;
+    run_migrations(&pool, schema, migrator).await?;
     tracing::info!(schema, "database ready");
     Ok(pool)
 }
 
-async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<(), DbError> {
+/// `<service> migrate`: loads only the database and log settings (`CONNECX__DATABASE__*`,
+/// `CONNECX__LOG__*`), starts logging as `service`, brings `schema` up to date and says what it
+/// did. The binary then exits; running the service afterwards finds nothing left to do.
+pub async fn migrate_only(
+    service: &'static str,
+    schema: &'static str,
+    migrator: &Migrator,
+) -> Result<Migrated, MigrateOnlyError> {
+    let settings = crate::config::load::<MigrateSettings>()?;
+    crate::telemetry::init(service, &settings.log);
+    Ok(migrate_schema(&settings.database, schema, migrator).await?)
+}
+
+/// Creates `schema` if needed and runs `migrator` in it, logging each migration that was new and
+/// the schema's state after. Safe beside running replicas and other migration runs.
+pub async fn migrate_schema(
+    settings: &DatabaseSettings,
+    schema: &'static str,
+    migrator: &Migrator,
+) -> Result<Migrated, DbError> {
+    let database = redact_url(&settings.url);
+    tracing::info!(schema, %database, "migrating");
+    let pool = connect(settings, schema).await?;
+    let before = applied_migrations(&pool, schema).await?;
+    run_migrations(&pool, schema, migrator).await?;
+    let after = applied_migrations(&pool, schema).await?;
+    pool.close().await;
+    let newly_applied: Vec<_> = after
+        .iter()
+        .filter(|m| !before.contains(m))
+        .cloned()
+        .collect();
+    for migration in &newly_applied {
+        tracing::info!(
+            schema,
+            version = migration.version,
+            description = %migration.description,
+            "migration applied"
+        );
+    }
+    let latest = after.last().map(|m| m.version);
+    if newly_applied.is_empty() {
+        tracing::info!(
+            schema,
+            total = after.len(),
+            latest,
+            "schema already up to date"
+        );
+    } else {
+        tracing::info!(
+            schema,
+            applied = newly_applied.len(),
+            total = after.len(),
+            latest,
+            "schema migrated"
+        );
+    }
+    Ok(Migrated {
+        schema,
+        newly_applied,
+        total: after.len(),
+    })
+}
+
+/// A pool on `schema` (created if needed).
+async fn connect(settings: &DatabaseSettings, schema: &'static str) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = settings.url.parse().map_err(DbError::Url)?;
+    let url = redact_url(&settings.url);
+    create_schema(&options, &url, schema).await?;
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.options([("search_path", schema)]))
+        .await
+        .map_err(|source| DbError::Connect { url, source })
+}
+
+async fn run_migrations(
+    pool: &PgPool,
+    schema: &'static str,
+    migrator: &Migrator,
+) -> Result<(), DbError> {
+    // sqlx holds its own advisory lock for the whole run, so replicas apply each migration once.
+    migrator.run(pool).await.map_err(|source| DbError::Migrate {
+        schema: schema.to_owned(),
+        source,
+    })
+}
+
+/// The successful migrations recorded in the pool's schema, oldest first (none before the first
+/// run created the table).
+async fn applied_migrations(pool: &PgPool, schema: &str) -> Result<Vec<AppliedMigration>, DbError> {
+    let err = |source| DbError::Applied {
+        schema: schema.to_owned(),
+        source,
+    };
+    // The search path is the service's schema only, so this finds its table or none.
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(err)?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    Ok(rows
+        .into_iter()
+        .map(|(version, description)| AppliedMigration {
+            version,
+            description,
+        })
+        .collect())
+}
+
+async fn create_schema(options: &PgConnectOptions, url: &str, schema: &str) -> Result<(), DbError> {
     let err = |source| DbError::Schema {
         schema: schema.to_owned(),
         source,
@@ -66,7 +201,7 @@ async fn create_schema(options: &PgConnectOptions, schema: &str) -> Result<(), D
         .connect_with(options.clone())
         .await
         .map_err(|source| DbError::Connect {
-            url: "(see database.url)".into(),
+            url: url.to_owned(),
             source,
         })?;
     // Two replicas starting together would race on CREATE SCHEMA IF NOT EXISTS (it can fail

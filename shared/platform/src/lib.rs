@@ -1,8 +1,10 @@
 //! Plumbing every connecX service shares: configuration, telemetry, shutdown, the PostgreSQL pool,
 //! and RabbitMQ (topology, confirmed publishing, and the worker runtime that retries and
-//! dead-letters). A service supplies its handler and its settings; it never talks to lapin itself.
+//! dead-letters), and the command line every service binary shares (run, or `migrate`). A service
+//! supplies its handler and its settings; it never talks to lapin itself.
 
 pub mod amqp;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod health;
@@ -10,3 +12,4 @@ pub mod metrics;
 pub mod shutdown;
 pub mod snapshots;
 pub mod telemetry;
+pub mod trace;

@@ -1,12 +1,15 @@
 //! Test support for the connecX services: a fresh PostgreSQL database and a fresh RabbitMQ vhost
-//! per test on the machine's real servers, and a real SMTP mail sink. Test infrastructure: it
-//! panics with a message saying what to start when a server is missing.
+//! per test on the machine's real servers, a real SMTP mail sink, and the checks of a service
+//! binary's `migrate` command. Test infrastructure: it panics with a message saying what to start
+//! when a server is missing.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod broker;
 pub mod db;
 pub mod mail_sink;
+pub mod migrate;
 pub mod rabbitmq_definitions;
 
 pub use broker::{EventTap, Tapped, TestBroker};
 pub use db::TestDb;
+pub use migrate::MigrateCommand;

@@ -68,7 +68,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::telemetry::track_http))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
+        .layer(axum::middleware::from_fn(crate::telemetry::trace_requests))
         .layer(CatchPanicLayer::custom(problem::from_panic))
         .with_state(state)
 }

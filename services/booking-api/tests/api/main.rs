@@ -8,6 +8,7 @@ mod authz;
 mod facility_bookings;
 mod helpers;
 mod idempotency;
+mod migrate;
 mod operations;
 mod outbox;
 mod results;
