@@ -191,3 +191,84 @@ async fn a_message_no_worker_can_read_is_reported_to_ops_and_the_worker_carries_
     )
     .await;
 }
+
+#[tokio::test]
+async fn one_trace_id_follows_a_booking_from_the_request_through_every_queue() {
+    let stack = Stack::start().await;
+    let mut bookings = stack
+        .broker
+        .tap_exchange(
+            contracts::EVENTS_EXCHANGE,
+            lapin::ExchangeKind::Topic,
+            "visitor_booking.#",
+        )
+        .await;
+    let mut results = stack
+        .broker
+        .tap_exchange(
+            contracts::EVENTS_EXCHANGE,
+            lapin::ExchangeKind::Topic,
+            "visitor_access.#",
+        )
+        .await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (starts_at, ends_at) = tomorrow_evening();
+    let response = stack
+        .http
+        .post(format!("{}/v1/visitor-bookings", stack.api))
+        .bearer_auth(stack.ana())
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&json!({"visitor": {"name": "Bo Tan", "email": "bo@visitors.example"},
+                                  "starts_at": starts_at, "ends_at": ends_at, "provide_access": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let answered = response
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        answered.contains(trace),
+        "the response names the trace: {answered}"
+    );
+
+    // The relay sends the trace with the booking event, and ipassan-sync with its result.
+    for (what, tap) in [
+        ("booking event", &mut bookings),
+        ("result event", &mut results),
+    ] {
+        let message = tap
+            .next_message(Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("no {what}"));
+        let header = message.headers.get_str("traceparent").unwrap_or_default();
+        assert!(
+            header.contains(trace),
+            "{what} carries the trace: {header:?}"
+        );
+    }
+
+    // A request without a traceparent starts a trace of its own, carried on just the same.
+    let (status, _) = stack
+        .send(
+            Method::POST,
+            "/v1/visitor-bookings",
+            &stack.ana(),
+            Some(json!({"visitor": {"name": "Cy", "email": "cy@visitors.example"},
+                                    "starts_at": starts_at, "ends_at": ends_at, "provide_access": true})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let message = bookings
+        .next_message(Duration::from_secs(15))
+        .await
+        .unwrap();
+    let fresh = message.headers.get_str("traceparent").unwrap_or_default();
+    assert!(
+        platform::trace::TraceId::from_traceparent(fresh).is_some_and(|t| t.to_string() != trace),
+        "a fresh trace: {fresh:?}"
+    );
+}

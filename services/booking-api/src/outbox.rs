@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use contracts::Envelope;
 use platform::amqp::{PublishError, Publisher};
+use platform::trace::TraceId;
 use serde::Deserialize;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
@@ -217,8 +218,8 @@ impl Relay {
     /// (the row locks keep other replicas off these rows meanwhile).
     async fn round(&self) -> Result<Round, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, Json<serde_json::Value>)> = sqlx::query_as(
-            "SELECT o.id, o.envelope FROM outbox o
+        let rows: Vec<(i64, Json<serde_json::Value>, Option<String>)> = sqlx::query_as(
+            "SELECT o.id, o.envelope, o.trace_id FROM outbox o
              WHERE o.sent_at IS NULL AND o.parked_at IS NULL
                AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
                AND NOT EXISTS (
@@ -237,10 +238,11 @@ impl Relay {
             return Ok(Round::Idle);
         }
 
-        let mut batch: Vec<(i64, Envelope)> = Vec::with_capacity(rows.len());
-        for (id, Json(value)) in rows {
+        let mut batch: Vec<(i64, Envelope, Option<TraceId>)> = Vec::with_capacity(rows.len());
+        for (id, Json(value), trace) in rows {
+            let trace = trace.as_deref().and_then(TraceId::from_hex);
             match serde_json::from_value::<Envelope>(value) {
-                Ok(envelope) => batch.push((id, envelope)),
+                Ok(envelope) => batch.push((id, envelope, trace)),
                 Err(error) => {
                     tracing::error!(outbox_id = id, %error, "outbox row cannot be decoded; parked for a person to look at");
                     sqlx::query(
@@ -253,10 +255,11 @@ impl Relay {
                 }
             }
         }
-        let envelopes: Vec<Envelope> = batch.iter().map(|(_, e)| e.clone()).collect();
-        let outcome = match self.publish(&envelopes).await {
+        let events: Vec<(&Envelope, Option<TraceId>)> =
+            batch.iter().map(|(_, e, trace)| (e, *trace)).collect();
+        let outcome = match self.publish(&events).await {
             Ok(()) => {
-                let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+                let ids: Vec<i64> = batch.iter().map(|(id, ..)| *id).collect();
                 mark_sent(&mut tx, &ids).await?;
                 Ok(Round::Published {
                     sent: ids.len(),
@@ -265,7 +268,7 @@ impl Relay {
             }
             Err(PublishFailure::Refused(_)) => self.publish_one_by_one(&mut tx, &batch).await,
             Err(PublishFailure::Unreachable(error)) => {
-                let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+                let ids: Vec<i64> = batch.iter().map(|(id, ..)| *id).collect();
                 mark_attempt_failed(&mut tx, &ids, &error, None).await?;
                 Err(RelayError::Broker(error))
             }
@@ -279,11 +282,11 @@ impl Relay {
     async fn publish_one_by_one(
         &self,
         tx: &mut PgConnection,
-        batch: &[(i64, Envelope)],
+        batch: &[(i64, Envelope, Option<TraceId>)],
     ) -> Result<Round, RelayError> {
         let (mut sent, mut refused) = (0, 0);
-        for (index, (id, envelope)) in batch.iter().enumerate() {
-            match self.publish(std::slice::from_ref(envelope)).await {
+        for (index, (id, envelope, trace)) in batch.iter().enumerate() {
+            match self.publish(&[(envelope, *trace)]).await {
                 Ok(()) => {
                     mark_sent(tx, &[*id]).await?;
                     sent += 1;
@@ -310,7 +313,7 @@ impl Relay {
                     refused += 1;
                 }
                 Err(PublishFailure::Unreachable(error)) => {
-                    let rest: Vec<i64> = batch[index..].iter().map(|(id, _)| *id).collect();
+                    let rest: Vec<i64> = batch[index..].iter().map(|(id, ..)| *id).collect();
                     mark_attempt_failed(tx, &rest, &error, None).await?;
                     return Err(RelayError::Broker(error));
                 }
@@ -319,12 +322,12 @@ impl Relay {
         Ok(Round::Published { sent, refused })
     }
 
-    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), PublishFailure> {
-        if envelopes.is_empty() {
+    async fn publish(&self, events: &[(&Envelope, Option<TraceId>)]) -> Result<(), PublishFailure> {
+        if events.is_empty() {
             return Ok(());
         }
         let timeout = Duration::from_secs(self.settings.publish_timeout_secs.max(1));
-        match tokio::time::timeout(timeout, self.publisher.publish_events(envelopes)).await {
+        match tokio::time::timeout(timeout, self.publisher.publish_traced_events(events)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error @ (PublishError::Unroutable { .. } | PublishError::Nacked { .. }))) => {
                 Err(PublishFailure::Refused(error.to_string()))

@@ -30,6 +30,16 @@ impl TraceId {
         Self(Uuid::new_v4().as_u128())
     }
 
+    /// An id as it is displayed (32 lowercase hex digits, not all zero), e.g. read back from
+    /// storage.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let id = u128::from_str_radix(text, 16).ok()?;
+        (id != 0).then_some(Self(id))
+    }
+
     /// The id of a `traceparent` value (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`),
     /// or `None` when it is not a valid one (then the caller starts a new trace).
     pub fn from_traceparent(value: &str) -> Option<Self> {
@@ -43,12 +53,10 @@ impl TraceId {
         if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
             return None;
         }
-        if !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
+        if !hex(parent, 16) || !hex(flags, 2) || u64::from_str_radix(parent, 16).ok()? == 0 {
             return None;
         }
-        let id = u128::from_str_radix(trace, 16).ok()?;
-        let parent = u64::from_str_radix(parent, 16).ok()?;
-        (id != 0 && parent != 0).then_some(Self(id))
+        Self::from_hex(trace)
     }
 
     /// A `traceparent` value for this trace, with a fresh parent (span) id, sampled.
@@ -96,6 +104,7 @@ mod tests {
         let header = trace.to_traceparent();
         assert_eq!(header.len(), 55);
         assert_eq!(TraceId::from_traceparent(&header), Some(trace));
+        assert_eq!(TraceId::from_hex(&trace.to_string()), Some(trace));
         assert_ne!(trace.to_traceparent(), header);
     }
 

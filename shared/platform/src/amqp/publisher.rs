@@ -13,6 +13,7 @@ use contracts::{EVENTS_EXCHANGE, Envelope};
 
 use super::{AmqpError, Headers, connect, topology};
 use crate::config::AmqpSettings;
+use crate::trace::TraceId;
 
 /// Why a publish did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -83,21 +84,39 @@ impl Publisher {
     }
 
     /// Publishes events pipelined: all are sent, then all confirms awaited. `Ok` only if every
-    /// one was routed and confirmed.
+    /// one was routed and confirmed. Each carries the trace of the work in hand, if any.
     pub async fn publish_events(&self, envelopes: &[Envelope]) -> Result<(), PublishError> {
-        let bodies: Vec<(Vec<u8>, String)> = envelopes
+        let current = crate::trace::current();
+        let traced: Vec<(&Envelope, Option<TraceId>)> =
+            envelopes.iter().map(|e| (e, current)).collect();
+        self.publish_traced_events(&traced).await
+    }
+
+    /// [`Self::publish_events`] with each event's own trace (the outbox relay: each stored event
+    /// remembers the request that made it).
+    pub async fn publish_traced_events(
+        &self,
+        events: &[(&Envelope, Option<TraceId>)],
+    ) -> Result<(), PublishError> {
+        let bodies: Vec<(Vec<u8>, String, Headers)> = events
             .iter()
-            .map(|e| (e.to_json(), e.event_id.to_string()))
+            .map(|(envelope, trace)| {
+                let mut headers = Headers::default();
+                if let Some(trace) = trace {
+                    headers.set(crate::trace::TRACEPARENT, trace.to_traceparent());
+                }
+                (envelope.to_json(), envelope.event_id.to_string(), headers)
+            })
             .collect();
-        let messages: Vec<Outgoing<'_>> = envelopes
+        let messages: Vec<Outgoing<'_>> = events
             .iter()
             .zip(&bodies)
-            .map(|(envelope, (body, id))| Outgoing {
+            .map(|((envelope, _), (body, id, headers))| Outgoing {
                 exchange: EVENTS_EXCHANGE,
                 routing_key: envelope.routing_key(),
                 body,
                 message_id: Some(id),
-                headers: Headers::default(),
+                headers: headers.clone(),
             })
             .collect();
         self.publish_all(&messages).await
@@ -151,10 +170,19 @@ pub(crate) async fn publish_confirmed(
 ) -> Result<(), PublishError> {
     let mut pending: Vec<(PublisherConfirm, &Outgoing<'_>)> = Vec::with_capacity(messages.len());
     for message in messages {
+        let mut headers = message.headers.to_field_table();
+        if !headers.contains_key(crate::trace::TRACEPARENT)
+            && let Some(trace) = crate::trace::current()
+        {
+            headers.insert(
+                crate::trace::TRACEPARENT.into(),
+                lapin::types::AMQPValue::LongString(trace.to_traceparent().into()),
+            );
+        }
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_headers(message.headers.to_field_table());
+            .with_headers(headers);
         if let Some(id) = message.message_id {
             properties = properties.with_message_id(id.into());
         }

@@ -308,7 +308,17 @@ struct Step<H> {
 
 impl<H: MessageHandler> Step<H> {
     async fn run(self, delivery: Delivery) {
-        let headers = Headers::from_field_table(delivery.properties.headers().as_ref());
+        let mut headers = Headers::from_field_table(delivery.properties.headers().as_ref());
+        // The trace the message belongs to (a new one if it came without): the span shows it,
+        // and whatever the handler publishes, retries and dead letters included, carries it on.
+        let trace = headers
+            .get_str(crate::trace::TRACEPARENT)
+            .and_then(crate::trace::TraceId::from_traceparent)
+            .unwrap_or_else(|| {
+                let trace = crate::trace::TraceId::new();
+                headers.set(crate::trace::TRACEPARENT, trace.to_traceparent());
+                trace
+            });
         let message = Message {
             body: delivery.data.clone(),
             routing_key: delivery.routing_key.as_str().to_owned(),
@@ -331,17 +341,21 @@ impl<H: MessageHandler> Step<H> {
             message_id = message.message_id.as_deref().unwrap_or(""),
             retry_count = message.retry_count,
             redelivered = message.redelivered,
+            trace_id = %trace,
         );
-        self.handle(delivery, message).instrument(span).await;
+        self.handle(delivery, message, trace).instrument(span).await;
     }
 
-    async fn handle(self, delivery: Delivery, message: Message) {
+    async fn handle(self, delivery: Delivery, message: Message, trace: crate::trace::TraceId) {
         let started = Instant::now();
         // A panicking handler is our bug, not the message's: it becomes a dead letter with the
         // panic text instead of a crash loop.
         let handler = Arc::clone(&self.handler);
         let for_handler = message.clone();
-        let outcome = match tokio::spawn(async move { handler.handle(&for_handler).await }).await {
+        let handling =
+            crate::trace::in_trace(trace, async move { handler.handle(&for_handler).await })
+                .in_current_span();
+        let outcome = match tokio::spawn(handling).await {
             Ok(outcome) => outcome,
             Err(join_error) => Err(HandlerError::Permanent(format!(
                 "handler panicked: {join_error}"
