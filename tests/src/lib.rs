@@ -3,6 +3,8 @@
 //! vhost and a real SMTP sink. Tests drive it through booking-api's HTTP API like the app does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod soak;
+
 use std::time::Duration;
 
 use booking_api::auth::{TokenClaims, mint_token};

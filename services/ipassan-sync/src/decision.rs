@@ -116,20 +116,19 @@ impl ResultKind {
     }
 }
 
-/// Which result to publish, if any: `granted` the first time access exists, `updated` when its
-/// window moved, and nothing when the outcome is what was already announced (so a reschedule to
-/// the same times, or the same failure twice, does not mail anyone again).
+/// Which result to publish for a version just acted on: `granted` the first time access exists,
+/// `updated` once it was announced before, `revoked` or `failed`. Every new version gets its
+/// result, even when the outcome is the one already announced (the same failure after a
+/// reschedule, or a window moved and moved back before this worker saw the middle version):
+/// booking-api shows a rescheduled booking's access as `pending` until the result for the new
+/// version arrives. A redelivered version never gets here ([`Step::AlreadyApplied`]).
 pub fn result_to_publish(last: &LastPublished, achieved: &Achieved) -> Option<ResultKind> {
-    match (last, achieved) {
-        (LastPublished::Access(announced), Achieved::Access { window, .. }) => {
-            (announced != window).then_some(ResultKind::Updated)
-        }
-        (_, Achieved::Access { .. }) => Some(ResultKind::Granted),
-        (LastPublished::Revoked, Achieved::Revoked) => None,
-        (_, Achieved::Revoked) => Some(ResultKind::Revoked),
-        (LastPublished::Failed(code), Achieved::Failed(failure)) if *code == failure.code => None,
-        (_, Achieved::Failed(_)) => Some(ResultKind::Failed),
-    }
+    Some(match (last, achieved) {
+        (LastPublished::Access(_), Achieved::Access { .. }) => ResultKind::Updated,
+        (_, Achieved::Access { .. }) => ResultKind::Granted,
+        (_, Achieved::Revoked) => ResultKind::Revoked,
+        (_, Achieved::Failed(_)) => ResultKind::Failed,
+    })
 }
 
 /// What is on record after publishing `published` (or nothing) for `achieved`.
@@ -384,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn access_is_granted_the_first_time_and_updated_only_when_the_window_moves() {
+    fn access_is_granted_the_first_time_and_updated_after_that() {
         let evening = window("2026-12-01T18:00:00", "2026-12-01T22:00:00");
         let morning = window("2026-12-02T09:00:00", "2026-12-02T11:00:00");
         let access = |window| Achieved::Access {
@@ -396,12 +395,13 @@ mod tests {
             Some(ResultKind::Granted)
         );
         assert_eq!(
-            result_to_publish(&LastPublished::Access(evening), &access(evening)),
-            None
-        );
-        assert_eq!(
             result_to_publish(&LastPublished::Access(evening), &access(morning)),
             Some(ResultKind::Updated)
+        );
+        assert_eq!(
+            result_to_publish(&LastPublished::Access(evening), &access(evening)),
+            Some(ResultKind::Updated),
+            "moved and moved back: the new version still needs its result"
         );
         assert_eq!(
             result_to_publish(
@@ -414,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn a_revocation_or_the_same_failure_is_announced_once() {
+    fn every_new_version_gets_its_result_even_the_same_failure_again() {
         let failure = |code: &str| {
             Achieved::Failed(AccessFailure {
                 code: code.into(),
@@ -427,16 +427,14 @@ mod tests {
             Some(ResultKind::Revoked)
         );
         assert_eq!(
-            result_to_publish(&LastPublished::Revoked, &Achieved::Revoked),
-            None
-        );
-        assert_eq!(
             result_to_publish(&LastPublished::Nothing, &failure("a")),
             Some(ResultKind::Failed)
         );
+        // A rescheduled booking whose visitee still has no access profile: booking-api shows the
+        // new version `pending` until this result comes.
         assert_eq!(
             result_to_publish(&LastPublished::Failed("a".into()), &failure("a")),
-            None
+            Some(ResultKind::Failed)
         );
         assert_eq!(
             result_to_publish(&LastPublished::Failed("a".into()), &failure("b")),

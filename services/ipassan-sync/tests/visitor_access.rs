@@ -172,8 +172,19 @@ async fn a_resident_without_an_access_profile_gets_a_failed_result_with_the_reas
     assert!(failure.needs_manager);
     assert!(harness.visitors_for(id).await.is_empty());
 
-    // The same failure again (a reschedule) is not announced twice.
+    // A reschedule still fails, and says so for its own version: booking-api shows the new
+    // version `pending` until it hears.
     harness.publish(&rescheduled(id, 2, visit)).await;
+    let failed_again = harness.next_result().await;
+    assert_eq!(failed_again.routing_key(), "visitor_access.failed.v1");
+    assert_eq!(failed_again.version, 2);
+    assert_eq!(
+        result_of(&failed_again)
+            .failure
+            .as_ref()
+            .map(|f| f.code.as_str()),
+        Some("visitee_has_no_access_profile")
+    );
     harness.no_more_results(Duration::from_secs(1)).await;
     assert_eq!(harness.applied_version(id).await, Some(2));
 }

@@ -1,7 +1,7 @@
 //! The notifier's own tables: dead letters and the sent-mail ledger that makes sending idempotent.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::dead_letter::DeadLetter;
@@ -95,33 +95,60 @@ pub async fn close_dead_letter(pool: &PgPool, id: Uuid, status: &str) -> Result<
     Ok(done.rows_affected() == 1)
 }
 
-/// Claims the right to send the mail about `dedup_key` to `recipient`. `false` when it was sent,
-/// refused for good, or is being sent by someone else right now. A claim older than
-/// `stale_after_secs` (its sender died mid-send) can be taken over.
-pub async fn claim_mail(
-    pool: &PgPool,
+/// Takes the lock of the mail about `dedup_key` to `recipient` on this session; `false` when
+/// another live sender holds it. Held until [`unlock_mail`] or until the connection ends (a
+/// sender that dies mid-send frees it with its connection).
+pub async fn lock_mail(
+    conn: &mut PgConnection,
     dedup_key: &str,
     recipient: &str,
-    stale_after_secs: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(mail_lock_name(dedup_key, recipient))
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn unlock_mail(
+    conn: &mut PgConnection,
+    dedup_key: &str,
+    recipient: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(mail_lock_name(dedup_key, recipient))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn mail_lock_name(dedup_key: &str, recipient: &str) -> String {
+    format!("notifier/mail/{dedup_key}/{}", recipient.to_lowercase())
+}
+
+/// Claims the right to send the mail about `dedup_key` to `recipient`; `false` when it was sent
+/// or refused for good. Called holding the mail's lock ([`lock_mail`]), so a claim still
+/// `sending` belongs to a sender that died mid-send: it is taken over.
+pub async fn claim_mail(
+    conn: &mut PgConnection,
+    dedup_key: &str,
+    recipient: &str,
 ) -> Result<bool, sqlx::Error> {
     let claimed: Option<i32> = sqlx::query_scalar(
         "INSERT INTO sent_mail (dedup_key, recipient, outcome) VALUES ($1, lower($2), 'sending')
          ON CONFLICT (dedup_key, recipient) DO UPDATE SET at = now()
           WHERE sent_mail.outcome = 'sending'
-            AND sent_mail.at < now() - make_interval(secs => $3)
          RETURNING 1",
     )
     .bind(dedup_key)
     .bind(recipient)
-    .bind(stale_after_secs as f64)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(claimed.is_some())
 }
 
 /// Settles a claim: `sent` or `rejected` (for good).
 pub async fn settle_mail(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     dedup_key: &str,
     recipient: &str,
     outcome: &str,
@@ -135,14 +162,14 @@ pub async fn settle_mail(
     .bind(recipient)
     .bind(outcome)
     .bind(detail)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
 /// Gives a claim back (the send failed for now; a retry will claim it again).
 pub async fn release_mail(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     dedup_key: &str,
     recipient: &str,
 ) -> Result<(), sqlx::Error> {
@@ -151,25 +178,9 @@ pub async fn release_mail(
     )
     .bind(dedup_key)
     .bind(recipient)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Whether someone holds a claim on this mail that is not settled yet.
-pub async fn mail_in_flight(
-    pool: &PgPool,
-    dedup_key: &str,
-    recipient: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sent_mail
-                         WHERE dedup_key = $1 AND recipient = lower($2) AND outcome = 'sending')",
-    )
-    .bind(dedup_key)
-    .bind(recipient)
-    .fetch_one(pool)
-    .await
 }
 
 /// Remembers that the visitor of `booking_id` was sent a code.

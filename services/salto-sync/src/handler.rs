@@ -83,11 +83,22 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
             .await?;
     }
     let mut step = Step::begin(ctx).await?;
+    // One booking's steps never overlap. A cancellation handled beside its own grant (another
+    // replica, or a retry) could not see that grant before it commits, so it would lock no
+    // access level, release nothing, and let the grant commit a permission for a cancelled
+    // booking; after this lock it sees the grant and releases it.
+    store::lock(step.conn(), &format!("salto_sync/booking/{booking_id}")).await?;
 
     // Lock every access level this booking is or will be in, then read again under the locks.
+    // Its own slot's level even when it is cancelled: a grant of it that never committed may have
+    // left an entry there to remove.
     let mut levels = Vec::new();
     if let Intent::Hold { slot, .. } = &intent {
         levels.push(slot.level.clone());
+    }
+    let own = crate::ledger::SlotKey::of(&booking);
+    if !own.level.access_level.is_empty() {
+        levels.push(own.level);
     }
     let held = store::held_by_booking(step.conn(), booking_id).await?;
     let waiting = store::waiting_booking(step.conn(), booking_id).await?;

@@ -7,7 +7,9 @@
 //! not own ("converge, don't replay"). Result events are published before the commit with
 //! deterministic ids, so a step that fails to commit is retried and publishes the same events.
 //! Nothing is kept when a step fails: the transaction rolls back, and Salto is left either as it
-//! was or already showing the truth the retry will write again.
+//! was or showing entries the ledger does not record. Those entries were noted as connecX's
+//! before the write (`unrecorded_writes`, committed on its own), so the next step on the access
+//! level sees them as its own to replace or remove, never as a permission made by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -101,10 +103,15 @@ pub enum Promotion {
 
 pub struct Step {
     tx: Transaction<'static, Postgres>,
+    /// For what must commit outside the step's transaction.
+    pool: PgPool,
     ship: ShipClient,
     publisher: Publisher,
     locked: BTreeSet<AccessLevelKey>,
+    /// Salto's groups as read, entries of failed steps included.
     groups: BTreeMap<AccessLevelKey, Group>,
+    /// Entries Salto shows that steps which did not commit wrote.
+    orphans: BTreeMap<AccessLevelKey, Vec<ZonePermission>>,
     released: BTreeMap<AccessLevelKey, BTreeSet<String>>,
     touched: BTreeSet<AccessLevelKey>,
     events: Vec<Envelope>,
@@ -116,10 +123,12 @@ impl Step {
         store::set_lock_timeout(&mut tx).await?;
         Ok(Step {
             tx,
+            pool: ctx.pool.clone(),
             ship: ctx.ship.clone(),
             publisher: ctx.publisher.clone(),
             locked: BTreeSet::new(),
             groups: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             released: BTreeMap::new(),
             touched: BTreeSet::new(),
             events: Vec::new(),
@@ -150,12 +159,46 @@ impl Step {
         Ok(())
     }
 
-    /// Salto's group, read once per step (under the lock, so it stays current).
+    /// Salto's group, read once per step (under the lock, so it stays current), without the
+    /// entries left by steps that did not commit: those are the ledger's to replace or remove
+    /// (their zones count as released here), not permissions made by hand.
     pub async fn salto_group(&mut self, level: &AccessLevelKey) -> Result<Group, StepError> {
+        let group = self.group_as_read(level).await?;
+        let orphans = self.orphans.get(level).cloned().unwrap_or_default();
+        Ok(Group {
+            permissions: group
+                .permissions
+                .into_iter()
+                .filter(|p| !orphans.contains(p))
+                .collect(),
+            ..group
+        })
+    }
+
+    async fn group_as_read(&mut self, level: &AccessLevelKey) -> Result<Group, StepError> {
         if let Some(group) = self.groups.get(level) {
             return Ok(group.clone());
         }
         let group = self.ship.read_group(&level.access_level).await?;
+        let unrecorded = store::unrecorded(&mut self.tx, level).await?;
+        let orphans: Vec<ZonePermission> = group
+            .permissions
+            .iter()
+            .filter(|p| unrecorded.contains(p))
+            .cloned()
+            .collect();
+        for orphan in &orphans {
+            tracing::info!(
+                access_level = level.access_level,
+                zone = orphan.zone,
+                "Salto shows an entry of an earlier step that did not commit; replacing it"
+            );
+            self.mark_released(&SlotKey {
+                level: level.clone(),
+                zone: orphan.zone.clone(),
+            });
+        }
+        self.orphans.insert(level.clone(), orphans);
         self.groups.insert(level.clone(), group.clone());
         Ok(group)
     }
@@ -297,9 +340,19 @@ impl Step {
     /// Makes Salto match the ledger for every touched access level, publishes the results, and
     /// commits. Returns the events published.
     pub async fn finish(mut self) -> Result<Vec<Envelope>, StepError> {
+        // An access level with entries of failed steps is brought to the ledger's state even if
+        // nothing else changed in it (a cancellation whose grant never committed, say).
+        let locked: Vec<AccessLevelKey> = self.locked.iter().cloned().collect();
+        for level in locked {
+            if !self.touched.contains(&level)
+                && !store::unrecorded(&mut self.tx, &level).await?.is_empty()
+            {
+                self.touch(&level);
+            }
+        }
         let touched: Vec<AccessLevelKey> = self.touched.iter().cloned().collect();
         for level in touched {
-            let group = self.salto_group(&level).await?;
+            let group = self.group_as_read(&level).await?;
             let desired: Vec<ZonePermission> = store::held_in_level(&mut self.tx, &level)
                 .await?
                 .iter()
@@ -311,9 +364,11 @@ impl Step {
                     permissions,
                     ..group
                 };
+                store::note_unrecorded(&self.pool, &level, &desired).await?;
                 self.ship.update_group(&updated).await?;
-                self.groups.insert(level, updated);
+                self.groups.insert(level.clone(), updated);
             }
+            store::forget_unrecorded(&mut self.tx, &level).await?;
         }
         if !self.events.is_empty() {
             self.publisher.publish_events(&self.events).await?;

@@ -115,3 +115,132 @@ async fn two_replicas_granting_zones_of_one_apartment_at_once_lose_no_permission
         );
     }
 }
+
+#[tokio::test]
+async fn a_cancel_handled_while_its_own_grant_is_being_written_leaves_no_permission() {
+    // The grant's Salto write is slow (within the client's timeout), so the grant is still
+    // uncommitted when the cancellation is handled beside it (found by the chaos soak: the
+    // cancellation saw nothing to release, and the grant then committed a permission for a
+    // cancelled booking that also kept every later booking of the slot waiting).
+    let mut h = Harness::start().await;
+    h.fault("SaltoDBGroup.Update", json!({"delay_ms": 700}), 1)
+        .await;
+    let mut booking = Booking::games("2026-12-01");
+    h.publish(&booking.created()).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    h.publish(&booking.cancelled()).await;
+    let seen = h.results_until_quiet(QUIET).await;
+    let last = seen.iter().max_by_key(|e| e.version).unwrap();
+    assert_eq!(
+        (last.routing_key(), last.version),
+        ("facility_access.revoked.v1", 2)
+    );
+    assert!(
+        h.permissions(APARTMENT).await.is_empty(),
+        "Salto still holds the cancelled booking's permission"
+    );
+    assert!(!h.opens(GAMES, APARTMENT, "2026-12-01T19:00:00").await);
+
+    // The slot is free for the apartment's next booking.
+    let next = Booking::games("2026-12-02");
+    h.publish(&next.created()).await;
+    let granted = h.next_result(10).await;
+    assert_eq!(
+        (granted.routing_key(), granted.booking_id),
+        ("facility_access.granted.v1", next.id)
+    );
+}
+
+/// Polls `probe` every 50 ms for up to 10 s.
+async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn an_entry_written_by_a_step_that_never_committed_is_replaced_not_taken_for_a_hand_made_one()
+{
+    // While nothing is bound to facility_access.#, every step writes Salto and then cannot
+    // publish its result, so it rolls back: Salto shows the grant, the ledger does not (found by
+    // the chaos soak after a broker outage). The booking's reschedule must replace that entry,
+    // not fail as `salto_permission_unknown` and leave it in Salto.
+    let mut h = Harness::start().await;
+    h.tap = h.broker.tap("nothing.bound.here").await;
+    let mut booking = Booking::games("2026-12-01");
+    h.publish(&booking.created()).await;
+    until("the grant's entry in Salto", async || {
+        !h.permissions(APARTMENT).await.is_empty()
+    })
+    .await;
+    let snapshots = h.db.pool(salto_sync::SCHEMA).await;
+    h.publish(&booking.rescheduled("2026-12-03")).await;
+    until("the reschedule recorded", async || {
+        sqlx::query_scalar::<_, i64>("SELECT version FROM booking_snapshots WHERE booking_id = $1")
+            .bind(booking.id)
+            .fetch_optional(&snapshots)
+            .await
+            .unwrap()
+            == Some(2)
+    })
+    .await;
+    h.tap = h.broker.tap("facility_access.#").await;
+
+    let seen = h.results_until_quiet(QUIET).await;
+    let kinds: Vec<_> = seen.iter().map(|e| (e.routing_key(), e.version)).collect();
+    assert_eq!(
+        kinds.last(),
+        Some(&("facility_access.granted.v1", 2)),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|(kind, _)| *kind == "facility_access.failed.v1"),
+        "{kinds:?}"
+    );
+    let permissions = h.permissions(APARTMENT).await;
+    assert_eq!(permissions.len(), 1, "{permissions:?}");
+    assert!(h.opens(GAMES, APARTMENT, "2026-12-03T19:00:00").await);
+    assert!(!h.opens(GAMES, APARTMENT, "2026-12-01T19:00:00").await);
+}
+
+#[tokio::test]
+async fn a_cancellation_removes_an_entry_its_uncommitted_grant_left_in_salto() {
+    let mut h = Harness::start().await;
+    h.tap = h.broker.tap("nothing.bound.here").await;
+    let mut booking = Booking::games("2026-12-01");
+    h.publish(&booking.created()).await;
+    until("the grant's entry in Salto", async || {
+        !h.permissions(APARTMENT).await.is_empty()
+    })
+    .await;
+    h.publish(&booking.cancelled()).await;
+    let snapshots = h.db.pool(salto_sync::SCHEMA).await;
+    until("the cancellation recorded", async || {
+        sqlx::query_scalar::<_, i64>("SELECT version FROM booking_snapshots WHERE booking_id = $1")
+            .bind(booking.id)
+            .fetch_optional(&snapshots)
+            .await
+            .unwrap()
+            == Some(2)
+    })
+    .await;
+    h.tap = h.broker.tap("facility_access.#").await;
+
+    let seen = h.results_until_quiet(QUIET).await;
+    let kinds: Vec<_> = seen.iter().map(|e| (e.routing_key(), e.version)).collect();
+    assert_eq!(
+        kinds.last(),
+        Some(&("facility_access.revoked.v1", 2)),
+        "{kinds:?}"
+    );
+    assert!(
+        h.permissions(APARTMENT).await.is_empty(),
+        "Salto keeps the cancelled booking's permission"
+    );
+}

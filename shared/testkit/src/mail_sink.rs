@@ -197,8 +197,26 @@ impl MailSink {
         }
     }
 
+    /// Starts a sink on 127.0.0.1 that serves up to `sessions` SMTP sessions at once, for runs
+    /// with several notifier replicas: each pools up to 8 connections and keeps them open while
+    /// idle, so two replicas alone fill [`MailSink::start`]'s 16 and a third connection would
+    /// wait for one to be dropped.
+    ///
+    /// # Panics
+    /// When no local port can be bound.
+    pub fn start_with_sessions(sessions: u32) -> MailSink {
+        match Self::bind_with_sessions((Ipv4Addr::LOCALHOST, 0), sessions) {
+            Ok(sink) => sink,
+            Err(error) => panic!("mail sink cannot listen on 127.0.0.1: {error}"),
+        }
+    }
+
     /// Starts a sink on the given address (the `mail-sink` binary uses a fixed port).
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<MailSink> {
+        Self::bind_with_sessions(addr, SESSION_THREADS)
+    }
+
+    fn bind_with_sessions(addr: impl ToSocketAddrs, sessions: u32) -> io::Result<MailSink> {
         // Binding here rather than inside mailin-embedded is what lets us learn the port.
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
@@ -210,7 +228,7 @@ impl MailSink {
         let mut server = Server::new(SinkSession::new(Arc::clone(&shared)));
         server
             .with_name("mail-sink.test")
-            .with_num_threads(SESSION_THREADS)
+            .with_num_threads(sessions)
             .with_tcp_listener(listener);
         thread::Builder::new()
             .name(format!("mail-sink-{}", addr.port()))

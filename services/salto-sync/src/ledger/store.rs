@@ -1,15 +1,15 @@
 //! The ledger's SQL. Every function runs on the caller's connection — in practice the
 //! transaction that holds the access level's advisory lock — so reads and writes of one operation
-//! see and commit one state.
+//! see and commit one state; all but [`note_unrecorded`], which must commit on its own.
 
 use chrono::NaiveDate;
 use contracts::Envelope;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{AccessLevelKey, Held, LocalWindow, SlotKey, Waiting};
-use crate::ship::{DaySeconds, Period};
+use crate::ship::{DaySeconds, Period, ZonePermission};
 
 /// Waits at most this long for another replica's lock before the step is retried later.
 pub async fn set_lock_timeout(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
@@ -507,4 +507,72 @@ pub async fn record_timetable(
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// Notes, committed at once on a connection of its own (not the step's transaction), the
+/// permissions a step is about to write for an access level: if the step then fails to commit,
+/// the entries it may have left in Salto are still known to be connecX's.
+pub async fn note_unrecorded(
+    pool: &PgPool,
+    level: &AccessLevelKey,
+    permissions: &[ZonePermission],
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    for permission in permissions {
+        let (Some(timetable), Some(period)) = (permission.timetable, permission.period) else {
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO unrecorded_writes (building_id, access_level_id, zone_id, timetable_id,
+                                            period_start, period_end)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&level.building)
+        .bind(&level.access_level)
+        .bind(&permission.zone)
+        .bind(timetable as i32)
+        .bind(period.start)
+        .bind(period.end)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The entries of an access level written by steps that did not commit.
+pub async fn unrecorded(
+    conn: &mut PgConnection,
+    level: &AccessLevelKey,
+) -> Result<Vec<ZonePermission>, sqlx::Error> {
+    let rows: Vec<(String, i32, chrono::NaiveDateTime, chrono::NaiveDateTime)> = sqlx::query_as(
+        "SELECT zone_id, timetable_id, period_start, period_end FROM unrecorded_writes
+          WHERE building_id = $1 AND access_level_id = $2",
+    )
+    .bind(&level.building)
+    .bind(&level.access_level)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(zone, timetable, start, end)| ZonePermission {
+            zone,
+            timetable: u32::try_from(timetable).ok(),
+            period: Some(Period { start, end }),
+        })
+        .collect())
+}
+
+/// Forgets an access level's noted writes, in the step's transaction: once it commits, the ledger
+/// accounts for everything connecX wrote there.
+pub async fn forget_unrecorded(
+    conn: &mut PgConnection,
+    level: &AccessLevelKey,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM unrecorded_writes WHERE building_id = $1 AND access_level_id = $2")
+        .bind(&level.building)
+        .bind(&level.access_level)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
