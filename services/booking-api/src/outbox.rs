@@ -27,7 +27,9 @@ pub struct OutboxSettings {
     /// How often the relay looks for rows even without a notification.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Rows published per round.
+    /// Rows published per round. A round waits for the broker's confirms and then commits, so
+    /// its cost is mostly fixed waiting: with a backlog, 500 a round publishes about 1.5 times as
+    /// fast as 100 (`cargo bench -p e2e --bench ratios`, the relay row).
     #[serde(default = "default_batch_size")]
     pub batch_size: i64,
     /// The longest pause between attempts while the broker is unreachable.
@@ -45,7 +47,7 @@ fn default_poll_interval_ms() -> u64 {
     1_000
 }
 fn default_batch_size() -> i64 {
-    100
+    500
 }
 fn default_max_backoff_ms() -> u64 {
     30_000

@@ -102,7 +102,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(settings.http.port, 9090);
-        assert_eq!(settings.outbox.batch_size, 100);
+        assert_eq!(settings.outbox.batch_size, 500);
         assert!(!format!("{settings:?}").contains(SECRET));
     }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use contracts::{Envelope, Event, VisitorAccessResult, VisitorBooking};
@@ -51,9 +51,14 @@ impl EventHandler for BookingEvents {
                 envelope.routing_key()
             )));
         }
-        let recorded = snapshots::record(&self.pool, &envelope)
+        // One connection for the whole step: the snapshot is recorded (and committed) on it,
+        // then the booking's transaction runs on it, so the step takes one connection from the
+        // pool, not two.
+        let database = |e| HandlerError::Transient(format!("database: {e}"));
+        let mut conn = self.pool.acquire().await.map_err(database)?;
+        let recorded = snapshots::record(&mut *conn, &envelope)
             .await
-            .map_err(|e| HandlerError::Transient(format!("database: {e}")))?;
+            .map_err(database)?;
         if recorded == Recorded::Older {
             tracing::info!(
                 booking_id = %envelope.booking_id, version = envelope.version,
@@ -61,17 +66,21 @@ impl EventHandler for BookingEvents {
             );
             return Ok(());
         }
-        self.converge(envelope.booking_id).await
+        self.converge(&mut conn, envelope.booking_id).await
     }
 }
 
 impl BookingEvents {
     /// Brings iPassan and the published results in line with the stored latest snapshot.
-    async fn converge(&self, booking_id: Uuid) -> Result<(), HandlerError> {
-        let mut tx = store::lock_booking(&self.pool, booking_id)
+    async fn converge(
+        &self,
+        conn: &mut PgConnection,
+        booking_id: Uuid,
+    ) -> Result<(), HandlerError> {
+        let mut tx = store::lock_booking(conn, booking_id)
             .await
             .map_err(transient)?;
-        let latest = store::latest_snapshot(&mut tx, booking_id)
+        let (latest, applied) = store::held_state(&mut tx, booking_id)
             .await
             .map_err(transient)?
             .ok_or_else(|| {
@@ -85,9 +94,6 @@ impl BookingEvents {
                 ))
             })?
             .clone();
-        let applied = store::applied(&mut tx, booking_id)
-            .await
-            .map_err(transient)?;
         let last = applied
             .as_ref()
             .map_or(LastPublished::Nothing, |a| a.published.clone());
@@ -102,7 +108,9 @@ impl BookingEvents {
             Step::NothingToDo => None,
             Step::Fail(failure) => Some(Achieved::Failed(failure)),
             Step::Grant(grant) => {
-                let (achieved, made) = self.grant(booking_id, &booking, &grant).await?;
+                let (achieved, made) = self
+                    .grant(booking_id, &booking, &grant, visitor_id.is_some())
+                    .await?;
                 site = Some(grant.site);
                 visitor_id = made.or(visitor_id);
                 Some(achieved)
@@ -117,39 +125,23 @@ impl BookingEvents {
             Step::Revoke { site: None } => Some(Achieved::Revoked),
         };
 
-        // A newer version recorded while iPassan was being called is acted on by its own
-        // message, which is waiting for this lock; announcing this older outcome now would only
-        // tell people something already out of date.
-        let held = store::held_version(&mut tx, booking_id)
-            .await
-            .map_err(transient)?;
-        if held.is_some_and(|v| v > latest.version) {
-            tracing::info!(%booking_id, version = latest.version, "superseded while working; the newer version decides");
-            return Ok(());
-        }
-
         let (published_now, on_record) = match &achieved {
             None => (None, last),
             Some(achieved) => {
                 let kind = decision::result_to_publish(&last, achieved);
-                if let Some(kind) = kind {
-                    self.publish(&latest, &booking, kind, achieved).await?;
-                }
                 (kind, decision::after_publishing(&last, achieved, kind))
             }
         };
-        tracing::info!(
-            %booking_id, version = latest.version,
-            published = published_now.map_or("nothing", ResultKind::as_str),
-            "converged"
-        );
         let applied = Applied {
             version: latest.version,
             published: on_record,
             site,
             visitor_id,
         };
-        store::save_applied(
+        // Written before the result is published, but committed only after it was: a crash or a
+        // failed publish in between rolls the record back, so the result is never recorded
+        // without having been published. The same statement reads the version held now.
+        let held = store::save_applied(
             &mut tx,
             booking_id,
             &applied,
@@ -157,6 +149,21 @@ impl BookingEvents {
         )
         .await
         .map_err(transient)?;
+        // A newer version recorded while iPassan was being called is acted on by its own
+        // message, which is waiting for this lock; announcing this older outcome now would only
+        // tell people something already out of date. Dropping the transaction rolls back.
+        if held.is_some_and(|v| v > latest.version) {
+            tracing::info!(%booking_id, version = latest.version, "superseded while working; the newer version decides");
+            return Ok(());
+        }
+        if let (Some(kind), Some(achieved)) = (published_now, &achieved) {
+            self.publish(&latest, &booking, kind, achieved).await?;
+        }
+        tracing::info!(
+            %booking_id, version = latest.version,
+            published = published_now.map_or("nothing", ResultKind::as_str),
+            "converged"
+        );
         tx.commit()
             .await
             .map_err(|e| transient(StoreError::from(e)))?;
@@ -165,21 +172,29 @@ impl BookingEvents {
 
     /// Ensures the visitor exists for exactly the window with a live PIN. Returns what was
     /// achieved and the visitor's id. The visitee missing or without an access profile is an
-    /// outcome (`failed`), not an error.
+    /// outcome (`failed`), not an error. `made_before`: a visitor of this booking is on record.
     async fn grant(
         &self,
         booking_id: Uuid,
         booking: &VisitorBooking,
         grant: &GrantVisit,
+        made_before: bool,
     ) -> Result<(Achieved, Option<String>), HandlerError> {
         let site = grant.site.as_str();
         let external_ref = booking_id.to_string();
         let fail = |e| handler_error(e, booking_id, site);
-        let existing = self
-            .ipassan
-            .visitor_by_external_ref(site, &external_ref)
-            .await
-            .map_err(fail)?;
+        // A visitor made before is looked up (a reschedule moves its window). For a booking with
+        // none on record the create is the lookup: iPassan answers a create with an externalRef
+        // it knows with the visitor already made (contract), so a retry after a crash finds the
+        // one it made — and every new booking costs one call less.
+        let existing = if made_before {
+            self.ipassan
+                .visitor_by_external_ref(site, &external_ref)
+                .await
+                .map_err(fail)?
+        } else {
+            None
+        };
         let visitor = match existing {
             Some(visitor) => visitor,
             None => {

@@ -8,7 +8,7 @@
 //! with the transaction, so a handler that dies cannot leave it held.
 
 use chrono::NaiveDateTime;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use contracts::Envelope;
@@ -25,105 +25,91 @@ pub enum StoreError {
     Snapshot { booking_id: Uuid, reason: String },
 }
 
-/// Begins the transaction that handles `booking_id`, holding its lock.
+/// Begins the transaction that handles `booking_id` on `conn`, holding its lock. `BEGIN` and the
+/// lock go to the server as one simple query: one round trip instead of two, for every message.
 pub async fn lock_booking(
-    pool: &PgPool,
-    booking_id: Uuid,
-) -> Result<Transaction<'static, Postgres>, StoreError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("ipassan-sync:{booking_id}"))
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
-}
-
-/// The latest snapshot held for the booking (as `platform::snapshots::latest`, on the locked
-/// connection, so reading it takes no second connection from the pool).
-pub async fn latest_snapshot(
     conn: &mut PgConnection,
     booking_id: Uuid,
-) -> Result<Option<Envelope>, StoreError> {
-    let body: Option<serde_json::Value> =
-        sqlx::query_scalar("SELECT envelope FROM booking_snapshots WHERE booking_id = $1")
-            .bind(booking_id)
-            .fetch_optional(conn)
-            .await?;
-    body.map(|b| {
-        serde_json::from_value(b).map_err(|e| StoreError::Snapshot {
-            booking_id,
-            reason: e.to_string(),
-        })
-    })
-    .transpose()
+) -> Result<Transaction<'_, Postgres>, StoreError> {
+    // The key is a UUID's canonical text (hex digits and hyphens only), so the literal is safe;
+    // it is the same key as `hashtextextended($1, 0)` with a bound parameter.
+    let statement = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('ipassan-sync:{}', 0))",
+        booking_id.hyphenated()
+    );
+    Ok(conn.begin_with(sqlx::AssertSqlSafe(statement)).await?)
 }
 
-/// The version of the snapshot held now (a newer one may arrive while a handler works).
-pub async fn held_version(
+/// What the locked step starts from: the latest snapshot held for the booking (as
+/// `platform::snapshots::latest`, on the locked connection) and what was applied and published
+/// for it so far — read in one query.
+pub async fn held_state(
     conn: &mut PgConnection,
     booking_id: Uuid,
-) -> Result<Option<i64>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT version FROM booking_snapshots WHERE booking_id = $1")
-            .bind(booking_id)
-            .fetch_optional(conn)
-            .await?,
+) -> Result<Option<(Envelope, Option<Applied>)>, StoreError> {
+    let row: Option<HeldRow> = sqlx::query_as(
+        "SELECT s.envelope::text, a.applied_version, a.site, a.visitor_id, a.published, a.valid_from,
+                a.valid_to, a.failure_code
+           FROM booking_snapshots s
+           LEFT JOIN visitor_access a ON a.booking_id = s.booking_id
+          WHERE s.booking_id = $1",
     )
+    .bind(booking_id)
+    .fetch_optional(conn)
+    .await?;
+    let Some((body, version, site, visitor_id, published, valid_from, valid_to, failure_code)) =
+        row
+    else {
+        return Ok(None);
+    };
+    let envelope = serde_json::from_str(&body).map_err(|e| StoreError::Snapshot {
+        booking_id,
+        reason: e.to_string(),
+    })?;
+    // `applied_version` is NOT NULL in the table: NULL here means no row yet.
+    let applied = version.map(|version| Applied {
+        version,
+        site,
+        visitor_id,
+        published: match (published.as_deref(), valid_from, valid_to) {
+            (Some("granted" | "updated"), Some(from), Some(to)) => {
+                LastPublished::Access(VisitWindow { from, to })
+            }
+            (Some("revoked"), _, _) => LastPublished::Revoked,
+            (Some("failed"), _, _) => LastPublished::Failed(failure_code.unwrap_or_default()),
+            _ => LastPublished::Nothing,
+        },
+    });
+    Ok(Some((envelope, applied)))
 }
 
-type AppliedRow = (
-    i64,
-    Option<String>,
-    Option<String>,
+type HeldRow = (
     String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
     Option<NaiveDateTime>,
     Option<NaiveDateTime>,
     Option<String>,
 );
 
-/// What was applied and published for the booking so far.
-pub async fn applied(
-    conn: &mut PgConnection,
-    booking_id: Uuid,
-) -> Result<Option<Applied>, StoreError> {
-    let row: Option<AppliedRow> = sqlx::query_as(
-        "SELECT applied_version, site, visitor_id, published, valid_from, valid_to, failure_code
-           FROM visitor_access WHERE booking_id = $1",
-    )
-    .bind(booking_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(
-        |(version, site, visitor_id, published, valid_from, valid_to, failure_code)| Applied {
-            version,
-            site,
-            visitor_id,
-            published: match (published.as_str(), valid_from, valid_to) {
-                ("granted" | "updated", Some(from), Some(to)) => {
-                    LastPublished::Access(VisitWindow { from, to })
-                }
-                ("revoked", _, _) => LastPublished::Revoked,
-                ("failed", _, _) => LastPublished::Failed(failure_code.unwrap_or_default()),
-                _ => LastPublished::Nothing,
-            },
-        },
-    ))
-}
-
 /// Records that `applied.version` is settled, with the result now on record. `published_now` is
-/// the result type published by this step (`granted`, `updated`, …), if any.
+/// the result type published by this step (`granted`, `updated`, …), if any. Returns the version
+/// of the snapshot held now (a newer one may have arrived while the handler worked), read by the
+/// same statement.
 pub async fn save_applied(
     conn: &mut PgConnection,
     booking_id: Uuid,
     applied: &Applied,
     published_now: Option<&str>,
-) -> Result<(), StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let (window, failure_code) = match &applied.published {
         LastPublished::Access(window) => (Some(*window), None),
         LastPublished::Failed(code) => (None, Some(code.as_str())),
         LastPublished::Nothing | LastPublished::Revoked => (None, None),
     };
-    sqlx::query(
+    let held: Option<i64> = sqlx::query_scalar(
         "INSERT INTO visitor_access
                 (booking_id, applied_version, site, visitor_id, published, valid_from, valid_to,
                  failure_code)
@@ -134,7 +120,8 @@ pub async fn save_applied(
                 visitor_id = COALESCE(EXCLUDED.visitor_id, visitor_access.visitor_id),
                 published = COALESCE($5, visitor_access.published), valid_from = EXCLUDED.valid_from,
                 valid_to = EXCLUDED.valid_to, failure_code = EXCLUDED.failure_code,
-                updated_at = now()",
+                updated_at = now()
+         RETURNING (SELECT version FROM booking_snapshots WHERE booking_id = $1)",
     )
     .bind(booking_id)
     .bind(applied.version)
@@ -144,7 +131,7 @@ pub async fn save_applied(
     .bind(window.map(|w| w.from))
     .bind(window.map(|w| w.to))
     .bind(failure_code)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok(held)
 }

@@ -233,9 +233,11 @@ async fn ipassan_down_longer_than_every_retry_tier_ends_in_a_dead_letter_naming_
         ..Options::default()
     })
     .await;
-    harness
-        .fault("GET", "/api/v1/access", status(503), 1000)
-        .await;
+    for method in ["GET", "POST"] {
+        harness
+            .fault(method, "/api/v1/access", status(503), 1000)
+            .await;
+    }
     let id = Uuid::new_v4();
     harness.publish(&created(id, booking(FROM, TO))).await;
 

@@ -10,7 +10,7 @@
 //! ```
 
 use contracts::Envelope;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// What recording an event did.
@@ -35,9 +35,9 @@ pub fn compare(held: Option<i64>, incoming: i64) -> Recorded {
 }
 
 /// Stores `envelope` if it is newer than what the worker holds for its booking (atomically, so
-/// two replicas racing on two versions keep the newer).
-pub async fn record(pool: &PgPool, envelope: &Envelope) -> Result<Recorded, sqlx::Error> {
-    let body = serde_json::to_value(envelope).unwrap_or_default();
+/// two replicas racing on two versions keep the newer). `db` is the pool, or a connection the
+/// caller goes on using (outside a transaction, so the snapshot is committed at once).
+pub async fn record(db: impl PgExecutor<'_>, envelope: &Envelope) -> Result<Recorded, sqlx::Error> {
     let held: Option<i64> = sqlx::query_scalar(
         "WITH previous AS (SELECT version FROM booking_snapshots WHERE booking_id = $1),
               upsert AS (
@@ -52,8 +52,8 @@ pub async fn record(pool: &PgPool, envelope: &Envelope) -> Result<Recorded, sqlx
     .bind(envelope.booking_id)
     .bind(envelope.version)
     .bind(envelope.routing_key())
-    .bind(body)
-    .fetch_optional(pool)
+    .bind(sqlx::types::Json(envelope))
+    .fetch_optional(db)
     .await?;
     Ok(compare(held, envelope.version))
 }

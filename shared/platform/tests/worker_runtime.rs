@@ -384,3 +384,42 @@ async fn an_unroutable_publish_is_an_error_not_a_success() {
         .unwrap_err();
     assert!(error.to_string().contains("could not route"), "{error}");
 }
+
+#[tokio::test]
+async fn a_message_larger_than_a_frame_with_the_longest_error_is_dead_lettered_whole() {
+    // The services ask for 32 KiB frames (platform::amqp::DEFAULT_FRAME_MAX): a body of several
+    // frames, and a dead letter's header with `x-error` at its longest (2000 characters, here of
+    // two bytes each), must still go through.
+    let handler = Scripted::default();
+    let run = start_worker("200ms", handler.clone()).await;
+    let mut dead = run
+        .broker
+        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
+        .await;
+    let booking = Uuid::new_v4();
+    run.handler
+        .fail(booking, vec![HandlerError::Permanent("é".repeat(5000))]);
+    let mut event = booking_event(booking);
+    if let Event::VisitorBookingCreated(visit) = &mut event.event {
+        visit.visitor.name = "B".repeat(3 * platform::amqp::DEFAULT_FRAME_MAX as usize);
+    }
+    publisher(&run.broker)
+        .await
+        .publish_event(&event)
+        .await
+        .unwrap();
+
+    let letter = dead
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("a dead letter");
+    assert_eq!(Envelope::from_json(&letter.body).unwrap(), event);
+    let error = letter.headers.get_str(headers::ERROR).unwrap();
+    assert_eq!(
+        error.chars().count(),
+        2001,
+        "2000 characters and the ellipsis"
+    );
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
