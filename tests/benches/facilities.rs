@@ -368,6 +368,7 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
                 url: broker.url.clone(),
                 prefetch: 16,
                 delivery_limit: 5,
+                drain_timeout_secs: 30,
             },
             retry: RetrySettings::default(),
             log: LogSettings::default(),

@@ -400,6 +400,7 @@ fn amqp(broker: &TestBroker) -> AmqpSettings {
         url: broker.url.clone(),
         prefetch: DEFAULT_PREFETCH,
         delivery_limit: 5,
+        drain_timeout_secs: 30,
     }
 }
 

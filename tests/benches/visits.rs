@@ -167,6 +167,7 @@ async fn throughput_ratio(backlog: usize) {
         url: broker.url.clone(),
         prefetch: 16,
         delivery_limit: 5,
+        drain_timeout_secs: 30,
     };
     let publisher = Publisher::new(&amqp, "bench");
 

@@ -64,6 +64,7 @@ impl Stack {
             url: broker.url.clone(),
             prefetch: 16,
             delivery_limit: 5,
+            drain_timeout_secs: 30,
         };
         let retry = RetrySettings {
             tiers: TIERS.parse().unwrap(),

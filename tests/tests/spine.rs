@@ -135,6 +135,7 @@ async fn a_worker_that_keeps_failing_ends_in_an_alert_email_to_the_building_mana
             url: stack.broker.url.clone(),
             prefetch: 1,
             delivery_limit: 5,
+            drain_timeout_secs: 30,
         },
         "ops",
     );

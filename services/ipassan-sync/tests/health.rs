@@ -21,6 +21,7 @@ async fn the_health_port_answers_and_says_ready_once_the_worker_consumes() {
             url: broker.url.clone(),
             prefetch: 4,
             delivery_limit: 5,
+            drain_timeout_secs: 30,
         },
         ipassan: ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),

@@ -159,3 +159,82 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
         BOOKINGS - waiting
     );
 }
+
+#[tokio::test]
+async fn work_that_outlasts_the_drain_bound_is_handed_back_and_done_by_the_next_replica() {
+    let mut harness = start_with(Options {
+        in_process: false,
+        ..Options::default()
+    })
+    .await;
+    // The first visitor creations hang for 4 s: longer than the 1 s drain bound.
+    harness
+        .control
+        .add_fault(&Fault {
+            matches: FaultMatch {
+                method: Some("POST".into()),
+                path_prefix: Some("/api".into()),
+            },
+            respond: FaultResponse {
+                delay_ms: Some(4_000),
+                ..FaultResponse::default()
+            },
+            times: 8,
+        })
+        .await
+        .unwrap();
+    let mut env = harness.process_env();
+    env.push(("CONNECX__AMQP__DRAIN_TIMEOUT_SECS".into(), "1".into()));
+    let first = Replica::start(&env, "bounded");
+    harness
+        .broker
+        .wait_for_queue("ipassan-sync", Duration::from_secs(30))
+        .await;
+    let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        harness.publish(&created(*id, booking(FROM, TO))).await;
+    }
+    // Let the replica take the messages and start calling iPassan.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    first.terminate();
+    let asked = Instant::now();
+    let mut first = first;
+    let status = tokio::time::timeout(Duration::from_secs(15), first.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit 15 s after SIGTERM:\n{}", first.output()))
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(status.success(), "exit {status}:\n{}", first.output());
+    assert!(
+        took < Duration::from_millis(3_500),
+        "the drain bound (1 s) was kept: {took:?}"
+    );
+    assert!(
+        first.output().contains("drain timed out"),
+        "{}",
+        first.output()
+    );
+
+    // Nothing is lost: the next replica does every booking, once.
+    let second = Replica::start(&harness.process_env(), "next");
+    let mut done = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} done:\n{}",
+            done.len(),
+            ids.len(),
+            second.output()
+        );
+        if let Some(result) = harness.results.next(Duration::from_secs(1)).await {
+            done.insert(result.booking_id);
+        }
+    }
+    for id in &ids {
+        let visitors = harness.visitors_for(*id).await;
+        assert_eq!(visitors.len(), 1, "{id}: one visitor, {visitors:?}");
+        assert!(visitors[0].credential.is_some(), "{id}: with its PIN");
+    }
+}

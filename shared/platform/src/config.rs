@@ -132,6 +132,15 @@ pub struct AmqpSettings {
     /// Broker-side crash-loop guard: deliveries after which the broker dead-letters a message.
     #[serde(default = "default_delivery_limit")]
     pub delivery_limit: u32,
+    /// At shutdown, how long messages already taken may take to finish; what is still unfinished
+    /// then is handed back to the broker (redelivered to another replica). Keep it below the
+    /// orchestrator's grace period (Kubernetes: `terminationGracePeriodSeconds`, 45 s here).
+    #[serde(default = "default_drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
+}
+
+fn default_drain_timeout_secs() -> u64 {
+    30
 }
 
 fn default_prefetch() -> u16 {
@@ -148,6 +157,7 @@ impl fmt::Debug for AmqpSettings {
             .field("url", &redact_url(&self.url))
             .field("prefetch", &self.prefetch)
             .field("delivery_limit", &self.delivery_limit)
+            .field("drain_timeout_secs", &self.drain_timeout_secs)
             .finish()
     }
 }

@@ -29,6 +29,8 @@ struct Scripted {
     failures: Arc<Mutex<HashMap<Uuid, Vec<HandlerError>>>>,
     attempts: Arc<Mutex<HashMap<Uuid, u32>>>,
     handled: Arc<Mutex<Vec<Uuid>>>,
+    /// Bookings whose handling panics.
+    panics: Arc<Mutex<Vec<Uuid>>>,
     delay: Duration,
 }
 
@@ -58,6 +60,9 @@ impl EventHandler for Scripted {
             .entry(envelope.booking_id)
             .or_default() += 1;
         tokio::time::sleep(self.delay).await;
+        if self.panics.lock().unwrap().contains(&envelope.booking_id) {
+            panic!("scripted panic for {}", envelope.booking_id);
+        }
         let next_failure = {
             let mut failures = self.failures.lock().unwrap();
             failures
@@ -125,6 +130,7 @@ async fn start_worker(tiers: &str, handler: Scripted) -> Running {
         url: broker.url.clone(),
         prefetch: 8,
         delivery_limit: 5,
+        drain_timeout_secs: 30,
     };
     let worker = Worker::new(
         QUEUE,
@@ -172,6 +178,7 @@ async fn publisher(broker: &TestBroker) -> Publisher {
             url: broker.url.clone(),
             prefetch: 1,
             delivery_limit: 5,
+            drain_timeout_secs: 30,
         },
         "test",
     )
@@ -200,6 +207,41 @@ async fn a_transient_failure_is_retried_through_the_tiers_then_succeeds() {
     })
     .await;
     assert_eq!(run.handler.attempts(booking), 3);
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gives_a_dead_letter_with_the_panic_and_the_worker_goes_on() {
+    let handler = Scripted::default();
+    let run = start_worker("200ms", handler.clone()).await;
+    let mut dead = run
+        .broker
+        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
+        .await;
+    let (bad, good) = (Uuid::new_v4(), Uuid::new_v4());
+    run.handler.panics.lock().unwrap().push(bad);
+    let publisher = publisher(&run.broker).await;
+    publisher.publish_event(&booking_event(bad)).await.unwrap();
+    publisher.publish_event(&booking_event(good)).await.unwrap();
+
+    let letter = dead
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("a dead letter");
+    let error = letter.headers.get_str(headers::ERROR).unwrap_or_default();
+    assert!(
+        error.contains(&format!("handler panicked: scripted panic for {bad}")),
+        "{error}"
+    );
+    assert_eq!(
+        letter.headers.get_str(headers::ERROR_KIND),
+        Some("permanent")
+    );
+    wait_until(Duration::from_secs(10), || async {
+        run.handler.handled().contains(&good)
+    })
+    .await;
     run.stop.cancel();
     run.task.await.unwrap();
 }

@@ -84,6 +84,7 @@ async fn declare_every_queue_as_the_services_do(broker: &TestBroker) {
         url: broker.url.clone(),
         prefetch: 1,
         delivery_limit: default_delivery_limit(),
+        drain_timeout_secs: 30,
     };
     let connection = platform::amqp::connect(&settings, "definitions test")
         .await

@@ -119,6 +119,7 @@ async fn spawn_on(database_url: String, broker: Option<TestBroker>, amqp_url: St
             url: amqp_url.clone(),
             prefetch: 16,
             delivery_limit: 5,
+            drain_timeout_secs: 30,
         },
         http: HttpSettings {
             host: "127.0.0.1".into(),

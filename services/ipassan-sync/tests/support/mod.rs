@@ -91,6 +91,7 @@ pub async fn start_with(options: Options) -> Harness {
             url: broker.url.clone(),
             prefetch: 8,
             delivery_limit: 5,
+            drain_timeout_secs: 30,
         },
         ipassan: ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),

@@ -40,6 +40,7 @@ pub fn amqp(broker: &TestBroker) -> AmqpSettings {
         url: broker.url.clone(),
         prefetch: 8,
         delivery_limit: 5,
+        drain_timeout_secs: 30,
     }
 }
 

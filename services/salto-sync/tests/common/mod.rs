@@ -115,6 +115,7 @@ impl Harness {
                 url: self.broker.url.clone(),
                 prefetch: 16,
                 delivery_limit: 5,
+                drain_timeout_secs: 30,
             },
             retry: RetrySettings {
                 tiers: "200ms,200ms,200ms,200ms".parse().unwrap(),

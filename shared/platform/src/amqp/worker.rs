@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -162,10 +162,10 @@ impl<H: MessageHandler> Worker<H> {
     ) -> Self {
         Self {
             queue,
+            drain_timeout: Duration::from_secs(amqp.drain_timeout_secs),
             amqp,
             tiers,
             handler: Arc::new(handler),
-            drain_timeout: Duration::from_secs(30),
             attached: crate::health::Attached::default(),
         }
     }
@@ -349,16 +349,15 @@ impl<H: MessageHandler> Step<H> {
     async fn handle(self, delivery: Delivery, message: Message, trace: crate::trace::TraceId) {
         let started = Instant::now();
         // A panicking handler is our bug, not the message's: it becomes a dead letter with the
-        // panic text instead of a crash loop.
-        let handler = Arc::clone(&self.handler);
-        let for_handler = message.clone();
-        let handling =
-            crate::trace::in_trace(trace, async move { handler.handle(&for_handler).await })
-                .in_current_span();
-        let outcome = match tokio::spawn(handling).await {
+        // panic text instead of a crash loop. The handler runs inside this step's task (not a
+        // task of its own), so a step aborted at the end of a shutdown's drain stops its
+        // handler too, and the message goes back to the broker unacknowledged.
+        let handling = crate::trace::in_trace(trace, self.handler.handle(&message));
+        let outcome = match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
             Ok(outcome) => outcome,
-            Err(join_error) => Err(HandlerError::Permanent(format!(
-                "handler panicked: {join_error}"
+            Err(panic) => Err(HandlerError::Permanent(format!(
+                "handler panicked: {}",
+                panic_text(panic.as_ref())
             ))),
         };
         let disposition = decide(&outcome, message.retry_count, &self.tiers);
@@ -513,6 +512,15 @@ impl Backoff {
     fn reset(&mut self) {
         *self = Self::new();
     }
+}
+
+/// What a panic said, when it said it with a string (as `panic!` and `expect` do).
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 #[cfg(test)]

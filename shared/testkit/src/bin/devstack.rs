@@ -402,6 +402,7 @@ async fn check_rabbitmq(amqp_url: &str) -> anyhow::Result<()> {
         url: amqp_url.to_owned(),
         prefetch: 1,
         delivery_limit: 1,
+        drain_timeout_secs: 30,
     };
     let connected = timeout(
         Duration::from_secs(5),
