@@ -51,29 +51,49 @@ impl Replica {
     }
 }
 
-#[tokio::test]
-async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
-    let mut harness = start_with(Options {
+/// The harness without an in-process replica, its iPassan answering `method` calls (any when
+/// `None`) after `delay_ms`, the first `times` of them.
+async fn slow_ipassan(method: Option<&str>, delay_ms: u64, times: u32) -> support::Harness {
+    let harness = start_with(Options {
         in_process: false,
         ..Options::default()
     })
     .await;
-    // Every iPassan call takes 500 ms, so a replica always holds messages mid-handling.
     harness
         .control
         .add_fault(&Fault {
             matches: FaultMatch {
-                method: None,
+                method: method.map(String::from),
                 path_prefix: Some("/api".into()),
             },
             respond: FaultResponse {
-                delay_ms: Some(500),
+                delay_ms: Some(delay_ms),
                 ..FaultResponse::default()
             },
-            times: 100_000,
+            times,
         })
         .await
         .unwrap();
+    harness
+}
+
+/// Sends SIGTERM to `replica` and waits for it to exit 0; returns how long that took.
+async fn stop(mut replica: Replica, within: Duration) -> (Duration, String) {
+    replica.terminate();
+    let asked = Instant::now();
+    let status = tokio::time::timeout(within, replica.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit {within:?} after SIGTERM:\n{}", replica.output()))
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(status.success(), "exit {status}:\n{}", replica.output());
+    (took, replica.output())
+}
+
+#[tokio::test]
+async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
+    // Every iPassan call takes 500 ms, so a replica always holds messages mid-handling.
+    let mut harness = slow_ipassan(None, 500, 100_000).await;
 
     let first = Replica::start(&harness.process_env(), "first");
     harness
@@ -89,16 +109,7 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
         done.insert(harness.next_result().await.booking_id);
     }
 
-    first.terminate();
-    let asked = Instant::now();
-    let mut first = first;
-    let status = tokio::time::timeout(Duration::from_secs(30), first.child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("no exit 30 s after SIGTERM:\n{}", first.output()))
-        .unwrap();
-    let took = asked.elapsed();
-    assert!(status.success(), "exit {status}:\n{}", first.output());
-    let output = first.output();
+    let (took, output) = stop(first, Duration::from_secs(30)).await;
     assert!(output.contains("SIGTERM received"), "{output}");
     assert!(output.contains("worker stopped"), "{output}");
 
@@ -162,27 +173,8 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
 
 #[tokio::test]
 async fn work_that_outlasts_the_drain_bound_is_handed_back_and_done_by_the_next_replica() {
-    let mut harness = start_with(Options {
-        in_process: false,
-        ..Options::default()
-    })
-    .await;
     // The first visitor creations hang for 4 s: longer than the 1 s drain bound.
-    harness
-        .control
-        .add_fault(&Fault {
-            matches: FaultMatch {
-                method: Some("POST".into()),
-                path_prefix: Some("/api".into()),
-            },
-            respond: FaultResponse {
-                delay_ms: Some(4_000),
-                ..FaultResponse::default()
-            },
-            times: 8,
-        })
-        .await
-        .unwrap();
+    let mut harness = slow_ipassan(Some("POST"), 4_000, 8).await;
     let mut env = harness.process_env();
     env.push(("CONNECX__AMQP__DRAIN_TIMEOUT_SECS".into(), "1".into()));
     let first = Replica::start(&env, "bounded");
@@ -197,24 +189,12 @@ async fn work_that_outlasts_the_drain_bound_is_handed_back_and_done_by_the_next_
     // Let the replica take the messages and start calling iPassan.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    first.terminate();
-    let asked = Instant::now();
-    let mut first = first;
-    let status = tokio::time::timeout(Duration::from_secs(15), first.child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("no exit 15 s after SIGTERM:\n{}", first.output()))
-        .unwrap();
-    let took = asked.elapsed();
-    assert!(status.success(), "exit {status}:\n{}", first.output());
+    let (took, output) = stop(first, Duration::from_secs(15)).await;
     assert!(
         took < Duration::from_millis(3_500),
         "the drain bound (1 s) was kept: {took:?}"
     );
-    assert!(
-        first.output().contains("drain timed out"),
-        "{}",
-        first.output()
-    );
+    assert!(output.contains("drain timed out"), "{output}");
 
     // Nothing is lost: the next replica does every booking, once.
     let second = Replica::start(&harness.process_env(), "next");
