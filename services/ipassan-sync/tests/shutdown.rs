@@ -100,10 +100,16 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
         .broker
         .wait_for_queue("ipassan-sync", Duration::from_secs(30))
         .await;
+    // All at once, on one connection: the load must still be there when the SIGTERM comes.
     let ids: Vec<Uuid> = (0..BOOKINGS).map(|_| Uuid::new_v4()).collect();
-    for id in &ids {
-        harness.publish(&created(*id, booking(FROM, TO))).await;
-    }
+    let events: Vec<_> = ids
+        .iter()
+        .map(|id| created(*id, booking(FROM, TO)))
+        .collect();
+    platform::amqp::Publisher::new(&harness.amqp_settings(), "shutdown-test")
+        .publish_events(&events)
+        .await
+        .unwrap();
     let mut done = BTreeSet::new();
     while done.len() < 3 {
         done.insert(harness.next_result().await.booking_id);

@@ -288,6 +288,11 @@ impl Harness {
         .collect()
     }
 
+    /// The broker settings the service runs with (for publishing as a producer would).
+    pub fn amqp_settings(&self) -> AmqpSettings {
+        self.settings.amqp.clone()
+    }
+
     /// Starts one more replica of the service on the same database and queue.
     pub async fn add_replica(&self) {
         spawn_service(self.settings.clone(), &self.stop).await;
