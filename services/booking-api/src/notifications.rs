@@ -120,15 +120,6 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-/// Inside a writing transaction: wake the relays once it commits.
-pub async fn notify_outbox(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Inside a writing transaction: wake whoever waits on `booking_id`'s access once it commits.
 pub async fn notify_access(conn: &mut PgConnection, booking_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")

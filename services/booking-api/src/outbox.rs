@@ -74,18 +74,22 @@ impl Default for OutboxSettings {
 /// Stores `envelope` for publishing, inside the caller's transaction, with the trace of the work in
 /// hand (the request), and wakes the relays on commit.
 pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
+    // The row and the relays' wake-up in one round trip (NOTIFY is delivered on commit).
     sqlx::query(
-        "INSERT INTO outbox (event_id, booking_id, event_type, envelope, trace_id)
-         VALUES ($1, $2, $3, $4, $5)",
+        "WITH stored AS (
+             INSERT INTO outbox (event_id, booking_id, event_type, envelope, trace_id)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id)
+         SELECT pg_notify($6, '') FROM stored",
     )
     .bind(envelope.event_id)
     .bind(envelope.booking_id)
     .bind(envelope.routing_key())
     .bind(Json(envelope))
     .bind(platform::trace::current().map(|trace| trace.to_string()))
-    .execute(&mut *conn)
+    .bind(crate::notifications::OUTBOX_CHANNEL)
+    .execute(conn)
     .await?;
-    crate::notifications::notify_outbox(conn).await
+    Ok(())
 }
 
 /// The pause before attempt `failures + 1`: 250 ms doubling, capped at `max`.
@@ -120,6 +124,8 @@ pub struct Relay {
     pool: PgPool,
     publisher: Publisher,
     wake: Arc<Notify>,
+    /// The lead lane took a full batch: there is a backlog, the second lane should help.
+    backlog: Notify,
     settings: OutboxSettings,
 }
 
@@ -134,16 +140,37 @@ impl Relay {
             pool,
             publisher,
             wake,
+            backlog: Notify::new(),
             settings,
         }
     }
 
+    /// With a backlog, runs two rounds at a time, so one takes and publishes its rows while the
+    /// other waits for its confirms and commit (most of a round is that wait). The two lanes share
+    /// the table like two replicas do: `SKIP LOCKED` and the per-booking rule keep each booking's
+    /// events in order. Without a backlog only the lead lane runs, so rounds stay as few (and as
+    /// large) as with one lane.
     pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("outbox relay started");
+        tokio::join!(self.lead(&shutdown), self.helper(&shutdown));
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Whether a round took as many rows as it may: more are probably waiting.
+    fn was_full(&self, sent: usize, refused: usize) -> bool {
+        i64::try_from(sent + refused).unwrap_or(i64::MAX) >= self.settings.batch_size.max(1)
+    }
+
+    /// The lane that follows wake-ups and polls, handles outages, and calls in the helper when it
+    /// finds a backlog.
+    async fn lead(&self, shutdown: &CancellationToken) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
         let max_backoff = Duration::from_millis(self.settings.max_backoff_ms.max(1));
         let mut failures: u32 = 0;
         let mut failing_since: Option<Instant> = None;
-        tracing::info!("outbox relay started");
+        // Under a steady trickle of bookings nearly every wake-up ends in an empty round; the
+        // gauge query is kept to one a poll interval so it does not double each wake-up's cost.
+        let mut gauge_updated: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             match self.round().await {
                 Ok(Round::Published { sent, refused }) => {
@@ -157,8 +184,11 @@ impl Relay {
                     }
                     failures = 0;
                     metrics::counter!("booking_outbox_published_total").increment(sent as u64);
+                    if self.was_full(sent, refused) {
+                        self.backlog.notify_one();
+                    }
                     if sent == 0 && refused > 0 {
-                        self.idle(poll, &shutdown).await;
+                        self.idle(poll, shutdown).await;
                     }
                 }
                 Ok(Round::Idle) => {
@@ -166,8 +196,11 @@ impl Relay {
                         tracing::info!("outbox relay: broker reachable again");
                     }
                     failures = 0;
-                    self.update_pending_gauge().await;
-                    self.idle(poll, &shutdown).await;
+                    if gauge_updated.is_none_or(|at| at.elapsed() >= poll) {
+                        self.update_pending_gauge().await;
+                        gauge_updated = Some(Instant::now());
+                    }
+                    self.idle(poll, shutdown).await;
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -189,7 +222,33 @@ impl Relay {
                 }
             }
         }
-        tracing::info!("outbox relay stopped");
+    }
+
+    /// The second lane: from the lead's call while its own rounds stay full. On a failure it
+    /// leaves the retrying (and its logging) to the lead and waits for the next call.
+    async fn helper(&self, shutdown: &CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.backlog.notified() => {}
+            }
+            while !shutdown.is_cancelled() {
+                match self.round().await {
+                    Ok(Round::Published { sent, refused }) => {
+                        metrics::counter!("booking_outbox_published_total").increment(sent as u64);
+                        if !self.was_full(sent, refused) {
+                            break;
+                        }
+                    }
+                    Ok(Round::Idle) => break,
+                    Err(error) => {
+                        metrics::counter!("booking_outbox_publish_failures_total").increment(1);
+                        tracing::debug!(%error, "outbox relay (second lane) cannot publish; the lead lane retries");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     async fn idle(&self, poll: Duration, shutdown: &CancellationToken) {
@@ -220,8 +279,10 @@ impl Relay {
     /// (the row locks keep other replicas off these rows meanwhile).
     async fn round(&self) -> Result<Round, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, Json<serde_json::Value>, Option<String>)> = sqlx::query_as(
-            "SELECT o.id, o.envelope, o.trace_id FROM outbox o
+        // The envelope as text, decoded straight into an `Envelope` (a row that does not decode
+        // is parked, not a failure of the whole batch).
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT o.id, o.envelope::text, o.trace_id FROM outbox o
              WHERE o.sent_at IS NULL AND o.parked_at IS NULL
                AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
                AND NOT EXISTS (
@@ -241,9 +302,9 @@ impl Relay {
         }
 
         let mut batch: Vec<(i64, Envelope, Option<TraceId>)> = Vec::with_capacity(rows.len());
-        for (id, Json(value), trace) in rows {
+        for (id, envelope, trace) in rows {
             let trace = trace.as_deref().and_then(TraceId::from_hex);
-            match serde_json::from_value::<Envelope>(value) {
+            match serde_json::from_str::<Envelope>(&envelope) {
                 Ok(envelope) => batch.push((id, envelope, trace)),
                 Err(error) => {
                     tracing::error!(outbox_id = id, %error, "outbox row cannot be decoded; parked for a person to look at");

@@ -105,12 +105,18 @@ pub async fn registered_building(
     conn: &mut sqlx::PgConnection,
     building_id: &str,
 ) -> Result<BuildingRow, Problem> {
-    buildings::find(conn, building_id).await?.ok_or_else(|| {
-        Problem::unprocessable(
-            "building_not_registered",
-            format!("building {building_id} is not set up yet; a manager must PUT /v1/buildings/{building_id} first"),
-        )
-    })
+    buildings::find(conn, building_id)
+        .await?
+        .ok_or_else(|| building_not_registered(building_id))
+}
+
+pub fn building_not_registered(building_id: &str) -> Problem {
+    Problem::unprocessable(
+        "building_not_registered",
+        format!(
+            "building {building_id} is not set up yet; a manager must PUT /v1/buildings/{building_id} first"
+        ),
+    )
 }
 
 /// A PATCH of a booking: only the window may change.

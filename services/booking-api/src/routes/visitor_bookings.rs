@@ -12,8 +12,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    BookingState, LIST_LIMIT, TimePatch, cancelled_problem, creation_headers, json_response,
-    registered_building, window_problem,
+    BookingState, LIST_LIMIT, TimePatch, building_not_registered, cancelled_problem,
+    creation_headers, json_response, window_problem,
 };
 use crate::auth::Caller;
 use crate::domain::access::{AccessStatus, BookingKind};
@@ -25,6 +25,7 @@ use crate::idempotency::{self, Claim};
 use crate::problem::{Problem, ProblemDetails};
 use crate::snapshot::{self, Change};
 use crate::state::AppState;
+use crate::store::buildings::BuildingRow;
 use crate::store::directory::{self, ResidentRow};
 use crate::store::visitor_bookings::{self as store, NewVisitorBooking, VisitorBookingRow};
 
@@ -232,18 +233,28 @@ fn not_synced(resident: &ResidentRow) -> Problem {
     )
 }
 
-async fn resident_of(
+/// The caller's building (422 `building_not_registered`) and the booking's resident in it (422
+/// `unknown_resident`), in one query.
+async fn building_and_resident(
     conn: &mut sqlx::PgConnection,
     building_id: &str,
     resident_id: &str,
-) -> Result<ResidentRow, Problem> {
-    directory::find_resident(conn, building_id, resident_id).await?.ok_or_else(|| {
-        Problem::unprocessable(
-            "unknown_resident",
-            format!("resident {resident_id} is not registered in this building; a manager must PUT /v1/residents/{resident_id} first"),
-        )
-        .with_field("resident_id")
-    })
+) -> Result<(BuildingRow, ResidentRow), Problem> {
+    let Some((building, resident)) =
+        directory::find_building_and_resident(conn, building_id, resident_id).await?
+    else {
+        return Err(building_not_registered(building_id));
+    };
+    let resident = resident.ok_or_else(|| unknown_resident(resident_id))?;
+    Ok((building, resident))
+}
+
+fn unknown_resident(resident_id: &str) -> Problem {
+    Problem::unprocessable(
+        "unknown_resident",
+        format!("resident {resident_id} is not registered in this building; a manager must PUT /v1/residents/{resident_id} first"),
+    )
+    .with_field("resident_id")
 }
 
 /// Creates a visitor booking.
@@ -302,8 +313,7 @@ pub async fn create(
             Claim::Replay { .. } | Claim::Mismatch => return Err(key_reused()),
         }
     }
-    let building = registered_building(&mut tx, building_id).await?;
-    let resident = resident_of(&mut tx, building_id, &resident_id).await?;
+    let (building, resident) = building_and_resident(&mut tx, building_id, &resident_id).await?;
     if request.provide_access && resident.ipassan_person_id.is_none() {
         // Dropping the transaction rolls back the idempotency claim too: nothing is stored.
         return Err(not_synced(&resident));
@@ -328,7 +338,11 @@ pub async fn create(
     crate::outbox::enqueue(&mut tx, &envelope).await?;
     tx.commit().await?;
     tracing::info!(booking_id = %row.id, version = row.version, provide_access = row.provide_access, "visitor booking created");
-    respond(&app, &caller, row.id, StatusCode::CREATED, false, wait).await
+    match wait {
+        // Without `Prefer: wait` the answer is the booking as created (its RETURNING row).
+        None => Ok(answer(&caller, &row, StatusCode::CREATED, false, None)),
+        Some(_) => respond(&app, &caller, row.id, StatusCode::CREATED, false, wait).await,
+    }
 }
 
 pub(super) fn key_reused() -> Problem {
@@ -366,8 +380,18 @@ async fn respond(
         }
         None => load().await?,
     };
+    Ok(answer(caller, &row, status, replayed, wait))
+}
+
+fn answer(
+    caller: &Caller,
+    row: &VisitorBookingRow,
+    status: StatusCode,
+    replayed: bool,
+    wait: Option<std::time::Duration>,
+) -> Response {
     let headers = creation_headers(&format!("{PATH}/{}", row.id), replayed, wait);
-    Ok(json_response(status, &view(caller, &row), headers))
+    json_response(status, &view(caller, row), headers)
 }
 
 /// Lists visitor bookings: a resident's own, or all of the manager's building.
@@ -466,8 +490,8 @@ pub async fn patch(
     }
     let window = VisitWindow::new(starts_at, ends_at, Utc::now())
         .map_err(|e: WindowError| window_problem(&e, patch.blamed_field()))?;
-    let building = registered_building(&mut tx, &row.building_id).await?;
-    let resident = resident_of(&mut tx, &row.building_id, &row.resident_id).await?;
+    let (building, resident) =
+        building_and_resident(&mut tx, &row.building_id, &row.resident_id).await?;
     if row.provide_access && resident.ipassan_person_id.is_none() {
         return Err(not_synced(&resident));
     }
@@ -512,8 +536,8 @@ pub async fn cancel(
             HeaderMap::new(),
         ));
     }
-    let building = registered_building(&mut tx, &row.building_id).await?;
-    let resident = resident_of(&mut tx, &row.building_id, &row.resident_id).await?;
+    let (building, resident) =
+        building_and_resident(&mut tx, &row.building_id, &row.resident_id).await?;
     let cancelled = store::cancel(&mut tx, id).await?;
     let envelope = snapshot::visitor_envelope(Change::Cancelled, &building, &resident, &cancelled)
         .map_err(|e| Problem::internal(&e))?;

@@ -4,6 +4,7 @@
 use sqlx::PgExecutor;
 
 use super::Upsert;
+use super::buildings::BuildingRow;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApartmentRow {
@@ -125,6 +126,74 @@ pub async fn find_resident(
     .bind(id)
     .fetch_optional(db)
     .await
+}
+
+/// A building and one of its residents, in one round trip: `None` when the building is not
+/// registered, `Some((building, None))` when the resident is not.
+pub async fn find_building_and_resident(
+    db: impl PgExecutor<'_>,
+    building_id: &str,
+    resident_id: &str,
+) -> Result<Option<(BuildingRow, Option<ResidentRow>)>, sqlx::Error> {
+    type Joined = (
+        String,
+        String,
+        String,
+        Vec<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Option<Joined> = sqlx::query_as(
+        "SELECT b.id, b.name, b.timezone, b.manager_emails, b.ipassan_site,
+                b.double_booking_policy, r.id, r.name, r.email, r.apartment_id,
+                r.ipassan_person_id
+           FROM buildings b LEFT JOIN residents r ON r.building_id = b.id AND r.id = $2
+          WHERE b.id = $1",
+    )
+    .bind(building_id)
+    .bind(resident_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(
+        |(
+            id,
+            name,
+            timezone,
+            manager_emails,
+            ipassan_site,
+            double_booking_policy,
+            r_id,
+            r_name,
+            r_email,
+            r_apartment,
+            r_person,
+        )| {
+            let building = BuildingRow {
+                id,
+                name,
+                timezone,
+                manager_emails,
+                ipassan_site,
+                double_booking_policy,
+            };
+            let resident = match (r_id, r_name, r_email, r_apartment) {
+                (Some(id), Some(name), Some(email), Some(apartment_id)) => Some(ResidentRow {
+                    id,
+                    name,
+                    email,
+                    apartment_id,
+                    ipassan_person_id: r_person,
+                }),
+                _ => None,
+            };
+            (building, resident)
+        },
+    ))
 }
 
 /// A resident as a manager writes it.
