@@ -16,6 +16,8 @@
 //! BENCH_EXPIRED=10000, BENCH_RECONCILE=1).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,24 +35,7 @@ use sqlx::{Connection, Row};
 use testkit::{TestBroker, TestDb};
 use uuid::Uuid;
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
+use common::{env_number, ms, percentile, post_json};
 
 #[tokio::main]
 async fn main() {
@@ -172,13 +157,7 @@ async fn grants(n: usize, rate: usize) {
         let token = token.clone();
         posts.push(tokio::spawn(async move {
             let posted_at = Instant::now();
-            let response = http
-                .post(url)
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let response = post_json(&http, url, &token, &body).await;
             let answered = posted_at.elapsed();
             let status = response.status().as_u16();
             let booking: Value = response.json().await.unwrap();

@@ -29,6 +29,8 @@
 //! BENCH_ONLY=create,relay,ipassan,salto,notifier,e2e,rss for a subset).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +42,7 @@ use booking_api::outbox::{OutboxSettings, Relay};
 use chrono::{DateTime, Days, TimeZone, Utc};
 use contracts::{
     Apartment, BookedBy, BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope,
-    Event, Facility, FacilityBooking, Resident, Role, Visitor, VisitorAccessResult, VisitorBooking,
+    Event, Facility, FacilityBooking, Role, VisitorAccessResult, VisitorBooking,
 };
 use e2e::{IPASSAN_SITE, Stack, tomorrow_evening};
 use futures::StreamExt;
@@ -51,19 +53,21 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use platform::amqp::{Outgoing, Publisher};
-use platform::config::{
-    AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, OpsSettings, RetrySettings,
-    SmtpSettings, SmtpTls,
-};
+use platform::config::{AmqpSettings, DatabaseSettings, RetrySettings};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
 use testkit::mail_sink::MailSink;
-use testkit::{TestBroker, TestDb};
+use testkit::{EventTap, TestBroker, TestDb};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use common::{
+    ana, bench_visitor, declare_quorum_queue, env_number, ms, percentile, post_json,
+    visitor_booking_body,
+};
 
 const JWT_SECRET: &str = "a ratio-benchmark secret of at least 32 bytes";
 const BUILDING: &str = "harbour";
@@ -76,13 +80,6 @@ const DEFAULT_PREFETCH: u16 = 16;
 /// A worker's pool as the README asks for it: the prefetch + 2 (ipassan-sync and salto-sync hold
 /// a connection per message in flight).
 const WORKER_POOL: u32 = DEFAULT_PREFETCH as u32 + 2;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn wanted(part: &str) -> bool {
     match std::env::var("BENCH_ONLY") {
@@ -100,18 +97,6 @@ fn load_average() -> String {
                 .join(" ")
         })
         .unwrap_or_else(|_| "?".into())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }
 
 /// How many times each raw limit is measured; the median is the row's raw figure. The raw runs
@@ -419,21 +404,12 @@ fn worker_database(db: &TestDb) -> DatabaseSettings {
 }
 
 fn booking_api_settings(db: &TestDb, broker: &TestBroker) -> booking_api::Settings {
-    booking_api::Settings {
-        database: database(db),
-        amqp: amqp(broker),
-        http: HttpSettings {
-            host: "127.0.0.1".into(),
-            port: 0,
-        },
-        auth: booking_api::AuthSettings {
-            jwt_secret: JWT_SECRET.into(),
-            leeway_secs: 0,
-        },
-        log: LogSettings::default(),
-        retry: RetrySettings::default(),
-        outbox: OutboxSettings::default(),
-    }
+    e2e::booking_api_settings(
+        database(db),
+        amqp(broker),
+        RetrySettings::default(),
+        JWT_SECRET,
+    )
 }
 
 fn token(role: Role, sub: &str, apartment: Option<&str>) -> String {
@@ -481,25 +457,6 @@ async fn declare_event_sink(channel: &Channel) {
         .unwrap();
 }
 
-async fn declare_quorum_queue(channel: &Channel, name: &str) {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
-}
-
 fn building() -> Building {
     Building {
         id: BUILDING.into(),
@@ -539,17 +496,8 @@ fn visitor_booking(i: usize) -> VisitorBooking {
     VisitorBooking {
         building: building(),
         window: evening_window(),
-        resident: Resident {
-            id: "ana".into(),
-            name: "Ana Lee".into(),
-            email: "ana@residents.example".into(),
-            apartment_id: "apt-501".into(),
-            ipassan_person_id: Some("p-ana".into()),
-        },
-        visitor: Visitor {
-            name: format!("Visitor {i}"),
-            email: format!("v{i}@bench.example"),
-        },
+        resident: ana(),
+        visitor: bench_visitor(i),
         provide_access: true,
         state: BookingState::Booked,
     }
@@ -574,36 +522,8 @@ async fn raw_consume_ack_median(db: &TestDb, broker: &TestBroker, bodies: &[Vec<
 }
 
 async fn raw_consume_ack(db: &TestDb, broker: &TestBroker, queue: &str, bodies: &[Vec<u8>]) -> f64 {
-    let publisher = Publisher::new(&amqp(broker), "bench.raw");
-    let connection = broker.connect().await;
-    let channel = connection.create_channel().await.unwrap();
-    declare_quorum_queue(&channel, queue).await;
-    let messages: Vec<Outgoing<'_>> = bodies
-        .iter()
-        .map(|body| Outgoing {
-            exchange: "",
-            routing_key: queue,
-            body,
-            message_id: None,
-            headers: Default::default(),
-        })
-        .collect();
-    for chunk in messages.chunks(500) {
-        publisher.publish_all(chunk).await.unwrap();
-    }
-    channel
-        .basic_qos(DEFAULT_PREFETCH, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (connection, channel) = fill_quorum_queue(broker, "bench.raw", queue, bodies).await;
+    let mut consumer = consume_with_prefetch(&channel, queue).await;
     let cpu = CpuMeter::start(&db.name);
     let started = Instant::now();
     for _ in 0..bodies.len() {
@@ -620,6 +540,51 @@ async fn raw_consume_ack(db: &TestDb, broker: &TestBroker, queue: &str, bodies: 
     rate
 }
 
+/// A fresh durable quorum `queue` filled with `bodies` (published as `publisher_name`), untimed;
+/// the connection and a channel on it for consuming them.
+async fn fill_quorum_queue(
+    broker: &TestBroker,
+    publisher_name: &str,
+    queue: &str,
+    bodies: &[Vec<u8>],
+) -> (lapin::Connection, Channel) {
+    let publisher = Publisher::new(&amqp(broker), publisher_name);
+    let connection = broker.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    declare_quorum_queue(&channel, queue).await;
+    let messages: Vec<Outgoing<'_>> = bodies
+        .iter()
+        .map(|body| Outgoing {
+            exchange: "",
+            routing_key: queue,
+            body,
+            message_id: None,
+            headers: Default::default(),
+        })
+        .collect();
+    for chunk in messages.chunks(500) {
+        publisher.publish_all(chunk).await.unwrap();
+    }
+    (connection, channel)
+}
+
+/// Consumes `queue` on `channel` with the workers' prefetch.
+async fn consume_with_prefetch(channel: &Channel, queue: &str) -> lapin::Consumer {
+    channel
+        .basic_qos(DEFAULT_PREFETCH, BasicQosOptions::default())
+        .await
+        .unwrap();
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+}
+
 /// Runs `future` (a service's `run_until_stopped`) until the returned token is cancelled.
 fn run_service<F>(
     run: impl FnOnce(CancellationToken) -> F,
@@ -630,6 +595,67 @@ where
     let stop = CancellationToken::new();
     let running = tokio::spawn(run(stop.clone()));
     (stop, running)
+}
+
+/// A fresh database and vhost, and there the median raw consume+ack rate of `events`' bodies.
+async fn fresh_with_raw_median(events: &[Envelope]) -> (TestDb, TestBroker, f64) {
+    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+    let bodies: Vec<Vec<u8>> = events.iter().map(Envelope::to_json).collect();
+    let raw = raw_consume_ack_median(&db, &broker, &bodies).await;
+    (db, broker, raw)
+}
+
+/// Starts a worker (`run`, as for [`run_service`]) on its filled queue and times it until `done`:
+/// `n` messages per that time, with its CPU printed under `label`. The worker is stopped after.
+async fn measure_worker<F>(
+    db: &TestDb,
+    label: &str,
+    n: usize,
+    run: impl FnOnce(CancellationToken) -> F,
+    done: impl std::future::Future<Output = ()>,
+) -> f64
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let cpu = CpuMeter::start(&db.name);
+    let started = Instant::now();
+    let (stop, _running) = run_service(run);
+    done.await;
+    let measured = n as f64 / started.elapsed().as_secs_f64();
+    println!("{}", cpu.report(label, n));
+    stop.cancel();
+    measured
+}
+
+/// Polls `count_sql` (a `count(*)`) every `every` until it is 0; after `within`, panics saying
+/// `left(count)`.
+async fn wait_for_none(
+    pool: &PgPool,
+    count_sql: &'static str,
+    within: Duration,
+    every: Duration,
+    left: impl Fn(i64) -> String,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let count: i64 = sqlx::query_scalar(count_sql).fetch_one(pool).await.unwrap();
+        if count == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", left(count));
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Waits for `n` results on `results`, each `routing_key`.
+async fn expect_results(results: &mut EventTap, n: usize, routing_key: &str) {
+    for _ in 0..n {
+        let result = results
+            .next(Duration::from_secs(60))
+            .await
+            .expect("a result per booking");
+        assert_eq!(result.routing_key(), routing_key);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -731,17 +757,10 @@ async fn create_ratio(n: usize) -> Vec<Row> {
     let measured = run_concurrently(n, move |i| {
         let http = http.clone();
         let url = format!("{api}/v1/visitor-bookings");
-        let body = json!({"visitor": {"name": format!("Visitor {i}"), "email": format!("v{i}@bench.example")},
-                          "starts_at": starts_at, "ends_at": ends_at, "provide_access": true});
+        let body = visitor_booking_body(i, &starts_at, &ends_at);
         let resident = resident.clone();
         async move {
-            let response = http
-                .post(url)
-                .bearer_auth(resident)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let response = post_json(&http, url, &resident, &body).await;
             assert_eq!(response.status().as_u16(), 201);
             let _ = response.bytes().await.unwrap();
         }
@@ -750,22 +769,14 @@ async fn create_ratio(n: usize) -> Vec<Row> {
     println!("{}", cpu.report("booking-api create", n));
     // The relay published every event meanwhile (into a sink queue): nothing was refused.
     let check = db.pool("booking").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let unsent: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL OR attempts > 1")
-                .fetch_one(&check)
-                .await
-                .unwrap();
-        if unsent == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{unsent} events not published once"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_none(
+        &check,
+        "SELECT count(*) FROM outbox WHERE sent_at IS NULL OR attempts > 1",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |unsent| format!("{unsent} events not published once"),
+    )
+    .await;
     check.close().await;
     stop.cancel();
     running.await.unwrap();
@@ -786,9 +797,6 @@ async fn create_ratio(n: usize) -> Vec<Row> {
 /// the answer from the insert's `RETURNING`.
 async fn fewer_create_statements(pool: &PgPool, i: usize) {
     let envelope = visitor_booking_created(i);
-    let Event::VisitorBookingCreated(booking) = &envelope.event else {
-        unreachable!()
-    };
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(
         "SELECT b.id, b.name, b.timezone, b.manager_emails, b.ipassan_site,
@@ -802,22 +810,7 @@ async fn fewer_create_statements(pool: &PgPool, i: usize) {
     .fetch_one(&mut *tx)
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name, visitor_email,
-             provide_access, starts_at, ends_at, state, version, access_status,
-             booked_by_user_id, booked_by_role)
-         VALUES ($1, $2, 'ana', $3, $4, true, $5, $6, 'booked', 1, 'pending', 'ana', 'resident')
-         RETURNING *",
-    )
-    .bind(envelope.booking_id)
-    .bind(BUILDING)
-    .bind(&booking.visitor.name)
-    .bind(&booking.visitor.email)
-    .bind(booking.window.starts_at)
-    .bind(booking.window.ends_at)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
+    insert_visitor_booking(&mut tx, &envelope, Returning::Row).await;
     sqlx::query(
         "WITH stored AS (
             INSERT INTO outbox (event_id, booking_id, event_type, envelope)
@@ -840,9 +833,6 @@ async fn fewer_create_statements(pool: &PgPool, i: usize) {
 /// answer.
 async fn api_create_statements(pool: &PgPool, i: usize) {
     let envelope = visitor_booking_created(i);
-    let Event::VisitorBookingCreated(booking) = &envelope.event else {
-        unreachable!()
-    };
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(
         "SELECT id, name, timezone, manager_emails, ipassan_site, double_booking_policy
@@ -861,32 +851,8 @@ async fn api_create_statements(pool: &PgPool, i: usize) {
     .fetch_one(&mut *tx)
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name, visitor_email,
-             provide_access, starts_at, ends_at, state, version, access_status,
-             booked_by_user_id, booked_by_role)
-         VALUES ($1, $2, 'ana', $3, $4, true, $5, $6, 'booked', 1, 'pending', 'ana', 'resident')
-         RETURNING *",
-    )
-    .bind(envelope.booking_id)
-    .bind(BUILDING)
-    .bind(&booking.visitor.name)
-    .bind(&booking.visitor.email)
-    .bind(booking.window.starts_at)
-    .bind(booking.window.ends_at)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO outbox (event_id, booking_id, event_type, envelope) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(envelope.event_id)
-    .bind(envelope.booking_id)
-    .bind(envelope.routing_key())
-    .bind(Json(&envelope))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    insert_visitor_booking(&mut tx, &envelope, Returning::Row).await;
+    insert_outbox_row(&mut tx, &envelope).await;
     sqlx::query("SELECT pg_notify('booking_outbox', '')")
         .execute(&mut *tx)
         .await
@@ -897,6 +863,67 @@ async fn api_create_statements(pool: &PgPool, i: usize) {
         .fetch_one(pool)
         .await
         .unwrap();
+}
+
+/// The visitor-booking insert of booking-api's create, with its `RETURNING *` or without.
+macro_rules! insert_visitor_booking_sql {
+    () => {
+        "INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name, visitor_email,
+             provide_access, starts_at, ends_at, state, version, access_status,
+             booked_by_user_id, booked_by_role)
+         VALUES ($1, $2, 'ana', $3, $4, true, $5, $6, 'booked', 1, 'pending', 'ana', 'resident')"
+    };
+}
+
+/// Whether [`insert_visitor_booking`] reads the row back (`RETURNING *`, as booking-api does).
+#[derive(Clone, Copy)]
+enum Returning {
+    Row,
+    Nothing,
+}
+
+/// Inserts the booking of `envelope` (a `visitor_booking.created`) in `tx`, for Ana.
+async fn insert_visitor_booking(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    envelope: &Envelope,
+    returning: Returning,
+) {
+    let Event::VisitorBookingCreated(booking) = &envelope.event else {
+        unreachable!()
+    };
+    let sql = match returning {
+        Returning::Row => concat!(insert_visitor_booking_sql!(), "\n         RETURNING *"),
+        Returning::Nothing => insert_visitor_booking_sql!(),
+    };
+    let query = sqlx::query(sql)
+        .bind(envelope.booking_id)
+        .bind(BUILDING)
+        .bind(&booking.visitor.name)
+        .bind(&booking.visitor.email)
+        .bind(booking.window.starts_at)
+        .bind(booking.window.ends_at);
+    match returning {
+        Returning::Row => {
+            query.fetch_one(&mut **tx).await.unwrap();
+        }
+        Returning::Nothing => {
+            query.execute(&mut **tx).await.unwrap();
+        }
+    }
+}
+
+/// Inserts `envelope`'s outbox row in `tx` (no wake-up of the relay).
+async fn insert_outbox_row(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, envelope: &Envelope) {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, booking_id, event_type, envelope) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(envelope.event_id)
+    .bind(envelope.booking_id)
+    .bind(envelope.routing_key())
+    .bind(Json(envelope))
+    .execute(&mut **tx)
+    .await
+    .unwrap();
 }
 
 /// Registers the building, apartment and resident the bookings are for.
@@ -938,35 +965,9 @@ async fn seed_booking_api(http: &reqwest::Client, api: &str) {
 /// What booking-api stores for a new visitor booking, without the API around it.
 async fn raw_booking_transaction(pool: &PgPool, i: usize) {
     let envelope = visitor_booking_created(i);
-    let Event::VisitorBookingCreated(booking) = &envelope.event else {
-        unreachable!()
-    };
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name, visitor_email,
-             provide_access, starts_at, ends_at, state, version, access_status,
-             booked_by_user_id, booked_by_role)
-         VALUES ($1, $2, 'ana', $3, $4, true, $5, $6, 'booked', 1, 'pending', 'ana', 'resident')",
-    )
-    .bind(envelope.booking_id)
-    .bind(BUILDING)
-    .bind(&booking.visitor.name)
-    .bind(&booking.visitor.email)
-    .bind(booking.window.starts_at)
-    .bind(booking.window.ends_at)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO outbox (event_id, booking_id, event_type, envelope) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(envelope.event_id)
-    .bind(envelope.booking_id)
-    .bind(envelope.routing_key())
-    .bind(Json(&envelope))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    insert_visitor_booking(&mut tx, &envelope, Returning::Nothing).await;
+    insert_outbox_row(&mut tx, &envelope).await;
     tx.commit().await.unwrap();
 }
 
@@ -1123,26 +1124,14 @@ async fn relay_ratio(n: usize) -> Row {
         settings.batch_size = batch;
     }
     let relay = Relay::new(pool.clone(), publisher, Arc::new(Notify::new()), settings);
-    let cpu = CpuMeter::start(&db.name);
-    let started = Instant::now();
-    let (stop, _running) = run_service(|stop| relay.run(stop));
-    loop {
-        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if unsent == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "the relay left {unsent} rows unsent"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let measured = n as f64 / started.elapsed().as_secs_f64();
-    println!("{}", cpu.report("relay", n));
-    stop.cancel();
+    let done = wait_for_none(
+        &pool,
+        "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
+        Duration::from_secs(300),
+        Duration::from_millis(5),
+        |unsent| format!("the relay left {unsent} rows unsent"),
+    );
+    let measured = measure_worker(&db, "relay", n, |stop| relay.run(stop), done).await;
     let routed = broker.queue_depth("bench.events").await;
     assert_eq!(routed as usize, n, "every event reached the queue");
     let _ = connection.close(200, "bye".into()).await;
@@ -1154,50 +1143,26 @@ async fn relay_ratio(n: usize) -> Row {
 
 async fn ipassan_ratio(n: usize) -> Vec<Row> {
     println!("ipassan-sync ({n} visitor_booking.created):");
-    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
     let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
-    let bodies: Vec<Vec<u8>> = events.iter().map(Envelope::to_json).collect();
-    let raw = raw_consume_ack_median(&db, &broker, &bodies).await;
+    let (db, broker, raw) = fresh_with_raw_median(&events).await;
 
     let sim = ipassan_sim::spawn().await.unwrap();
     sim.control().seed(&e2e::ipassan_seed()).await.unwrap();
-    broker
-        .declare_queue(&contracts::IPASSAN_SYNC_QUEUE, 5)
-        .await;
     let mut results = broker.tap("visitor_access.#").await;
-    publish_in_chunks(&broker, &events).await;
-    let app = ipassan_sync::Application::build(ipassan_sync::Settings {
-        database: worker_database(&db),
-        amqp: amqp(&broker),
-        retry: RetrySettings::default(),
-        log: LogSettings::default(),
-        health: Default::default(),
-        ipassan: ipassan_sync::IpassanSettings {
-            base_url: sim.base_url.clone(),
-            client_id: "connecx".into(),
-            client_secret: "connecx-e2e-secret".into(),
-            timeout_secs: 5,
-        },
-    })
+    fill_worker_queue(&broker, &contracts::IPASSAN_SYNC_QUEUE, &events).await;
+    let app = ipassan_sync::Application::build(e2e::ipassan_sync_settings(
+        worker_database(&db),
+        amqp(&broker),
+        RetrySettings::default(),
+        &sim,
+    ))
     .await
     .unwrap();
-    let cpu = CpuMeter::start(&db.name);
-    let started = Instant::now();
-    let (stop, _running) = run_service(|stop| async move {
-        app.run_until_stopped(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    for _ in 0..n {
-        let result = results
-            .next(Duration::from_secs(60))
-            .await
-            .expect("a result per booking");
-        assert_eq!(result.routing_key(), "visitor_access.granted.v1");
-    }
-    let measured = n as f64 / started.elapsed().as_secs_f64();
-    println!("{}", cpu.report("ipassan-sync", n));
-    stop.cancel();
+    let run = |stop: CancellationToken| async move {
+        app.run_until_stopped(stop.cancelled_owned()).await.unwrap();
+    };
+    let done = expect_results(&mut results, n, "visitor_access.granted.v1");
+    let measured = measure_worker(&db, "ipassan-sync", n, run, done).await;
     let row = Row::ratio("ipassan-sync", "msg/s", measured, raw, 30.0);
     let floor = ipassan_floor(&db, &broker, &sim, n).await;
     let floor_row = Row::floor("  floor: 1 POST + 1 write + publish", floor, raw, "msg/s");
@@ -1217,23 +1182,7 @@ async fn ipassan_floor(
     let queue = "bench.floor";
     let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
     let bodies: Vec<Vec<u8>> = events.iter().map(Envelope::to_json).collect();
-    let publisher = Publisher::new(&amqp(broker), "bench.floor.fill");
-    let connection = broker.connect().await;
-    let channel = connection.create_channel().await.unwrap();
-    declare_quorum_queue(&channel, queue).await;
-    let messages: Vec<Outgoing<'_>> = bodies
-        .iter()
-        .map(|body| Outgoing {
-            exchange: "",
-            routing_key: queue,
-            body,
-            message_id: None,
-            headers: Default::default(),
-        })
-        .collect();
-    for chunk in messages.chunks(500) {
-        publisher.publish_all(chunk).await.unwrap();
-    }
+    let (connection, channel) = fill_quorum_queue(broker, "bench.floor.fill", queue, &bodies).await;
     let options: PgConnectOptions = db.url.parse().unwrap();
     let pool = PgPoolOptions::new()
         .max_connections(WORKER_POOL)
@@ -1269,19 +1218,7 @@ async fn ipassan_floor(
         .await
         .unwrap();
     let mut results = broker.tap("visitor_access.#").await;
-    channel
-        .basic_qos(DEFAULT_PREFETCH, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume_with_prefetch(&channel, queue).await;
     let cpu = CpuMeter::start(&db.name);
     let started = Instant::now();
     let url = format!("{}/api/v1/access/site/{IPASSAN_SITE}/visitor", sim.base_url);
@@ -1372,7 +1309,9 @@ async fn ipassan_floor(
     rate
 }
 
-async fn publish_in_chunks(broker: &TestBroker, events: &[Envelope]) {
+/// Declares a worker's `queue` (as the worker would) and publishes its backlog `events` there.
+async fn fill_worker_queue(broker: &TestBroker, queue: &contracts::QueueSpec, events: &[Envelope]) {
+    broker.declare_queue(queue, 5).await;
     let publisher = Publisher::new(&amqp(broker), "bench.fill");
     for chunk in events.chunks(500) {
         publisher.publish_events(chunk).await.unwrap();
@@ -1422,12 +1361,10 @@ fn facility_booking_created(i: usize, levels: usize) -> Envelope {
 async fn salto_ratio(n: usize) -> Row {
     println!("salto-sync ({n} facility_booking.created):");
     let levels = n.div_ceil(SALTO_ZONES);
-    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
     let events: Vec<Envelope> = (0..n)
         .map(|i| facility_booking_created(i, levels))
         .collect();
-    let bodies: Vec<Vec<u8>> = events.iter().map(Envelope::to_json).collect();
-    let raw = raw_consume_ack_median(&db, &broker, &bodies).await;
+    let (db, broker, raw) = fresh_with_raw_median(&events).await;
 
     let sim = salto_sim::RunningSim::start(0).await.unwrap();
     let groups: Vec<Value> = (0..levels)
@@ -1443,44 +1380,21 @@ async fn salto_ratio(n: usize) -> Row {
         .await
         .unwrap();
     assert!(seeded.status().is_success(), "salto-sim seeded");
-    broker.declare_queue(&contracts::SALTO_SYNC_QUEUE, 5).await;
     let mut results = broker.tap("facility_access.#").await;
-    publish_in_chunks(&broker, &events).await;
-    let app = salto_sync::Application::build(salto_sync::Settings {
-        database: worker_database(&db),
-        amqp: amqp(&broker),
-        retry: RetrySettings::default(),
-        log: LogSettings::default(),
-        salto: salto_sync::SaltoSettings {
-            url: sim.url(),
-            auth_kind: salto_sync::AuthKind::None,
-            key: None,
-            username: None,
-            password: None,
-            timeout_secs: 5,
-        },
-        cleaner: salto_sync::CleanerSettings::default(),
-        health: Default::default(),
-    })
+    fill_worker_queue(&broker, &contracts::SALTO_SYNC_QUEUE, &events).await;
+    let app = salto_sync::Application::build(e2e::salto_sync_settings(
+        worker_database(&db),
+        amqp(&broker),
+        RetrySettings::default(),
+        &sim,
+    ))
     .await
     .unwrap();
-    let cpu = CpuMeter::start(&db.name);
-    let started = Instant::now();
-    let (stop, _running) = run_service(|stop| async move {
-        app.run_until_stopped(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    for _ in 0..n {
-        let result = results
-            .next(Duration::from_secs(60))
-            .await
-            .expect("a result per booking");
-        assert_eq!(result.routing_key(), "facility_access.granted.v1");
-    }
-    let measured = n as f64 / started.elapsed().as_secs_f64();
-    println!("{}", cpu.report("salto-sync", n));
-    stop.cancel();
+    let run = |stop: CancellationToken| async move {
+        app.run_until_stopped(stop.cancelled_owned()).await.unwrap();
+    };
+    let done = expect_results(&mut results, n, "facility_access.granted.v1");
+    let measured = measure_worker(&db, "salto-sync", n, run, done).await;
     Row::ratio("salto-sync", "msg/s", measured, raw, 30.0)
 }
 
@@ -1498,47 +1412,27 @@ fn visitor_access_granted(i: usize) -> Envelope {
 
 async fn notifier_ratio(n: usize) -> Row {
     println!("notifier ({n} visitor_access.granted, two mails each):");
-    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
     let events: Vec<Envelope> = (0..n).map(visitor_access_granted).collect();
-    let bodies: Vec<Vec<u8>> = events.iter().map(Envelope::to_json).collect();
-    let raw = raw_consume_ack_median(&db, &broker, &bodies).await;
+    let (db, broker, raw) = fresh_with_raw_median(&events).await;
 
     let mail = MailSink::start();
-    broker.declare_queue(&contracts::NOTIFIER_QUEUE, 5).await;
-    publish_in_chunks(&broker, &events).await;
-    let app = notifier::Application::build(notifier::Settings {
-        database: worker_database(&db),
-        amqp: amqp(&broker),
-        smtp: SmtpSettings {
-            host: mail.host(),
-            port: mail.port(),
-            username: None,
-            password: None,
-            tls: SmtpTls::None,
-            from: "connecX <no-reply@connecx.example>".into(),
-            timeout_secs: 5,
-        },
-        ops: OpsSettings {
-            alert_email: "ops@connecx.example".into(),
-        },
-        retry: RetrySettings::default(),
-        log: LogSettings::default(),
-        health: Default::default(),
-    })
+    fill_worker_queue(&broker, &contracts::NOTIFIER_QUEUE, &events).await;
+    let app = notifier::Application::build(e2e::notifier_settings(
+        worker_database(&db),
+        amqp(&broker),
+        RetrySettings::default(),
+        &mail,
+    ))
     .await
     .unwrap();
-    let cpu = CpuMeter::start(&db.name);
-    let started = Instant::now();
-    let (stop, _running) = run_service(|stop| async move {
-        app.run_until_stopped(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    let mails = mail.wait_for(2 * n, Duration::from_secs(300)).await;
-    assert_eq!(mails.len(), 2 * n, "two mails per result");
-    let measured = n as f64 / started.elapsed().as_secs_f64();
-    println!("{}", cpu.report("notifier", n));
-    stop.cancel();
+    let run = |stop: CancellationToken| async move {
+        app.run_until_stopped(stop.cancelled_owned()).await.unwrap();
+    };
+    let done = async {
+        let mails = mail.wait_for(2 * n, Duration::from_secs(300)).await;
+        assert_eq!(mails.len(), 2 * n, "two mails per result");
+    };
+    let measured = measure_worker(&db, "notifier", n, run, done).await;
     Row::ratio("notifier", "msg/s", measured, raw, 30.0)
 }
 
@@ -1573,18 +1467,11 @@ async fn end_to_end(n: usize, rate: usize) -> Row {
         let http = stack.http.clone();
         let url = format!("{}/v1/visitor-bookings", stack.api);
         let token = token.clone();
-        let body = json!({"visitor": {"name": format!("Visitor {i}"), "email": format!("v{i}@bench.example")},
-                          "starts_at": starts_at, "ends_at": ends_at, "provide_access": true});
+        let body = visitor_booking_body(i, &starts_at, &ends_at);
         posts.push(tokio::spawn(async move {
             let posted_at = Instant::now();
             let posted_wall = Utc::now();
-            let response = http
-                .post(url)
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let response = post_json(&http, url, &token, &body).await;
             assert_eq!(response.status().as_u16(), 201);
             let booking: Value = response.json().await.unwrap();
             let id: Uuid = booking["id"].as_str().unwrap().parse().unwrap();

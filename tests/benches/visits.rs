@@ -9,37 +9,27 @@
 //! `cargo bench -p e2e --bench visits` (env: BENCH_N=300, BENCH_RATE=50, BENCH_BACKLOG=500).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use contracts::{
-    BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope, Event, Resident, Visitor,
-    VisitorBooking,
+    BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope, Event, VisitorBooking,
 };
 use e2e::{IPASSAN_SITE, Stack, tomorrow_evening};
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use platform::amqp::Publisher;
-use platform::config::{AmqpSettings, DatabaseSettings, LogSettings, RetrySettings};
-use serde_json::json;
+use platform::config::{AmqpSettings, DatabaseSettings, RetrySettings};
 use testkit::{TestBroker, TestDb};
 use tokio_util::sync::CancellationToken;
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
+use common::{
+    ana, bench_visitor, declare_quorum_queue, env_number, ms, percentile, post_json,
+    visitor_booking_body,
+};
 
 #[tokio::main]
 async fn main() {
@@ -63,17 +53,10 @@ async fn end_to_end(n: usize, rate: usize) {
         let http = stack.http.clone();
         let url = format!("{}/v1/visitor-bookings", stack.api);
         let token = stack.ana();
-        let body = json!({"visitor": {"name": format!("Visitor {i}"), "email": format!("v{i}@bench.example")},
-                          "starts_at": starts_at, "ends_at": ends_at, "provide_access": true});
+        let body = visitor_booking_body(i, &starts_at, &ends_at);
         posts.push(tokio::spawn(async move {
             let posted_at = Utc::now();
-            let response = http
-                .post(url)
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let response = post_json(&http, url, &token, &body).await;
             assert_eq!(response.status().as_u16(), 201);
             posted_at
         }));
@@ -111,15 +94,15 @@ async fn end_to_end(n: usize, rate: usize) {
     println!("  achieved            {:.1} bookings/s", n as f64 / elapsed);
     println!(
         "  p50                 {:.1} ms",
-        percentile(&latencies, 50.0).as_secs_f64() * 1000.0
+        ms(percentile(&latencies, 50.0))
     );
     println!(
         "  p99                 {:.1} ms",
-        percentile(&latencies, 99.0).as_secs_f64() * 1000.0
+        ms(percentile(&latencies, 99.0))
     );
     println!(
         "  max                 {:.1} ms",
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
+        ms(latencies.last().copied().unwrap_or_default())
     );
 }
 
@@ -144,17 +127,8 @@ fn created(i: usize) -> Envelope {
                 local_starts_at: local,
                 local_ends_at: local + chrono::Duration::hours(2),
             },
-            resident: Resident {
-                id: "ana".into(),
-                name: "Ana Lee".into(),
-                email: "ana@residents.example".into(),
-                apartment_id: "apt-501".into(),
-                ipassan_person_id: Some("p-ana".into()),
-            },
-            visitor: Visitor {
-                name: format!("Visitor {i}"),
-                email: format!("v{i}@bench.example"),
-            },
+            resident: ana(),
+            visitor: bench_visitor(i),
             provide_access: true,
             state: BookingState::Booked,
         }),
@@ -174,22 +148,7 @@ async fn throughput_ratio(backlog: usize) {
     // Raw: consume+ack of `backlog` messages on a plain quorum queue, same broker, same run.
     let connection = broker.connect().await;
     let channel = connection.create_channel().await.unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("quorum".into()),
-    );
-    channel
-        .queue_declare(
-            "bench.raw".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
+    declare_quorum_queue(&channel, "bench.raw").await;
     let bodies: Vec<Vec<u8>> = (0..backlog).map(|i| created(i).to_json()).collect();
     let messages: Vec<platform::amqp::Outgoing<'_>> = bodies
         .iter()
@@ -235,22 +194,15 @@ async fn throughput_ratio(backlog: usize) {
     let mut granted = broker.tap("visitor_access.#").await;
     let events: Vec<Envelope> = (0..backlog).map(created).collect();
     publisher.publish_events(&events).await.unwrap();
-    let app = ipassan_sync::Application::build(ipassan_sync::Settings {
-        database: DatabaseSettings {
+    let app = ipassan_sync::Application::build(e2e::ipassan_sync_settings(
+        DatabaseSettings {
             url: db.url.clone(),
             max_connections: 20,
         },
-        amqp: amqp.clone(),
-        retry: RetrySettings::default(),
-        log: LogSettings::default(),
-        health: Default::default(),
-        ipassan: ipassan_sync::IpassanSettings {
-            base_url: sim.base_url.clone(),
-            client_id: "connecx".into(),
-            client_secret: "connecx-e2e-secret".into(),
-            timeout_secs: 5,
-        },
-    })
+        amqp.clone(),
+        RetrySettings::default(),
+        &sim,
+    ))
     .await
     .unwrap();
     let stop = CancellationToken::new();

@@ -70,21 +70,12 @@ impl Stack {
             tiers: TIERS.parse().unwrap(),
         };
 
-        let api = booking_api::Application::build(booking_api::Settings {
-            database: database.clone(),
-            amqp: amqp.clone(),
-            http: HttpSettings {
-                host: "127.0.0.1".into(),
-                port: 0,
-            },
-            auth: booking_api::AuthSettings {
-                jwt_secret: JWT_SECRET.into(),
-                leeway_secs: 0,
-            },
-            log: LogSettings::default(),
-            retry: retry.clone(),
-            outbox: Default::default(),
-        })
+        let api = booking_api::Application::build(booking_api_settings(
+            database.clone(),
+            amqp.clone(),
+            retry.clone(),
+            JWT_SECRET,
+        ))
         .await
         .expect("booking-api starts");
         let api_url = format!("http://127.0.0.1:{}", api.port());
@@ -98,19 +89,12 @@ impl Stack {
             .seed(&ipassan_seed())
             .await
             .expect("ipassan-sim seeded");
-        let ipassan = ipassan_sync::Application::build(ipassan_sync::Settings {
-            database: database.clone(),
-            amqp: amqp.clone(),
-            retry: retry.clone(),
-            log: LogSettings::default(),
-            health: Default::default(),
-            ipassan: ipassan_sync::IpassanSettings {
-                base_url: ipassan_sim.base_url.clone(),
-                client_id: "connecx".into(),
-                client_secret: "connecx-e2e-secret".into(),
-                timeout_secs: 5,
-            },
-        })
+        let ipassan = ipassan_sync::Application::build(ipassan_sync_settings(
+            database.clone(),
+            amqp.clone(),
+            retry.clone(),
+            &ipassan_sim,
+        ))
         .await
         .expect("ipassan-sync starts");
         spawn(&stop, |s| ipassan.run_until_stopped(s));
@@ -132,47 +116,20 @@ impl Stack {
             .await
             .expect("salto-sim answers");
         assert!(seeded.status().is_success(), "salto-sim seeded");
-        let salto = salto_sync::Application::build(salto_sync::Settings {
-            database: database.clone(),
-            amqp: amqp.clone(),
-            retry: retry.clone(),
-            log: LogSettings::default(),
-            salto: salto_sync::SaltoSettings {
-                url: salto_sim.url(),
-                auth_kind: salto_sync::AuthKind::None,
-                key: None,
-                username: None,
-                password: None,
-                timeout_secs: 5,
-            },
-            cleaner: salto_sync::CleanerSettings::default(),
-            health: Default::default(),
-        })
+        let salto = salto_sync::Application::build(salto_sync_settings(
+            database.clone(),
+            amqp.clone(),
+            retry.clone(),
+            &salto_sim,
+        ))
         .await
         .expect("salto-sync starts");
         spawn(&stop, |s| salto.run_until_stopped(s));
 
-        let notifier = notifier::Application::build(notifier::Settings {
-            database,
-            amqp,
-            smtp: SmtpSettings {
-                host: mail.host(),
-                port: mail.port(),
-                username: None,
-                password: None,
-                tls: SmtpTls::None,
-                from: "connecX <no-reply@connecx.example>".into(),
-                timeout_secs: 5,
-            },
-            ops: OpsSettings {
-                alert_email: OPS_EMAIL.into(),
-            },
-            retry,
-            log: LogSettings::default(),
-            health: Default::default(),
-        })
-        .await
-        .expect("notifier starts");
+        let notifier =
+            notifier::Application::build(notifier_settings(database, amqp, retry, &mail))
+                .await
+                .expect("notifier starts");
         spawn(&stop, |s| notifier.run_until_stopped(s));
 
         for queue in [
@@ -268,6 +225,105 @@ impl Stack {
                 "seeding {path} failed: {status} {answer}"
             );
         }
+    }
+}
+
+/// booking-api's settings: HTTP on a free port of 127.0.0.1, tokens signed with `jwt_secret`.
+pub fn booking_api_settings(
+    database: DatabaseSettings,
+    amqp: AmqpSettings,
+    retry: RetrySettings,
+    jwt_secret: &str,
+) -> booking_api::Settings {
+    booking_api::Settings {
+        database,
+        amqp,
+        http: HttpSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+        },
+        auth: booking_api::AuthSettings {
+            jwt_secret: jwt_secret.into(),
+            leeway_secs: 0,
+        },
+        log: LogSettings::default(),
+        retry,
+        outbox: Default::default(),
+    }
+}
+
+/// ipassan-sync's settings for the iPassan simulator `sim` (its e2e client credentials).
+pub fn ipassan_sync_settings(
+    database: DatabaseSettings,
+    amqp: AmqpSettings,
+    retry: RetrySettings,
+    sim: &ipassan_sim::RunningSim,
+) -> ipassan_sync::Settings {
+    ipassan_sync::Settings {
+        database,
+        amqp,
+        retry,
+        log: LogSettings::default(),
+        health: Default::default(),
+        ipassan: ipassan_sync::IpassanSettings {
+            base_url: sim.base_url.clone(),
+            client_id: "connecx".into(),
+            client_secret: "connecx-e2e-secret".into(),
+            timeout_secs: 5,
+        },
+    }
+}
+
+/// salto-sync's settings for the Salto simulator `sim` (no authentication, default cleaner).
+pub fn salto_sync_settings(
+    database: DatabaseSettings,
+    amqp: AmqpSettings,
+    retry: RetrySettings,
+    sim: &salto_sim::RunningSim,
+) -> salto_sync::Settings {
+    salto_sync::Settings {
+        database,
+        amqp,
+        retry,
+        log: LogSettings::default(),
+        salto: salto_sync::SaltoSettings {
+            url: sim.url(),
+            auth_kind: salto_sync::AuthKind::None,
+            key: None,
+            username: None,
+            password: None,
+            timeout_secs: 5,
+        },
+        cleaner: salto_sync::CleanerSettings::default(),
+        health: Default::default(),
+    }
+}
+
+/// notifier's settings for the SMTP sink `mail` (no TLS, alerts to [`OPS_EMAIL`]).
+pub fn notifier_settings(
+    database: DatabaseSettings,
+    amqp: AmqpSettings,
+    retry: RetrySettings,
+    mail: &MailSink,
+) -> notifier::Settings {
+    notifier::Settings {
+        database,
+        amqp,
+        smtp: SmtpSettings {
+            host: mail.host(),
+            port: mail.port(),
+            username: None,
+            password: None,
+            tls: SmtpTls::None,
+            from: "connecX <no-reply@connecx.example>".into(),
+            timeout_secs: 5,
+        },
+        ops: OpsSettings {
+            alert_email: OPS_EMAIL.into(),
+        },
+        retry,
+        log: LogSettings::default(),
+        health: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod db;
 pub mod mail_sink;
 pub mod migrate;
+pub mod process;
 pub mod rabbitmq_definitions;
 
 pub use broker::{EventTap, Tapped, TestBroker};

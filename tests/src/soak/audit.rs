@@ -287,13 +287,10 @@ fn audit_visitors(
         if should_hold {
             match live_pins.first() {
                 None => {
-                    audit.missing_grants += 1;
-                    audit.stale_explained += usize::from(explained);
-                    audit.sample(format!(
-                        "visitor booking {}: live, no PIN in iPassan{}",
-                        v.id,
-                        tag(explained)
-                    ));
+                    audit.missing_grant(
+                        explained,
+                        format!("visitor booking {}: live, no PIN in iPassan", v.id),
+                    );
                 }
                 Some(visitor) => {
                     let pin = visitor.credential.as_ref().map(|c| c.pin.as_str());
@@ -316,25 +313,19 @@ fn audit_visitors(
                 }
             }
         } else if !live_pins.is_empty() {
-            audit.stale_grants += 1;
-            audit.stale_explained += usize::from(explained);
-            audit.sample(format!(
-                "visitor booking {} ({}, access {}): iPassan still holds a live PIN{}",
-                v.id,
-                v.state,
-                v.provide_access,
-                tag(explained)
-            ));
+            audit.stale_grant(
+                explained,
+                format!(
+                    "visitor booking {} ({}, access {}): iPassan still holds a live PIN",
+                    v.id, v.state, v.provide_access
+                ),
+            );
         }
         if let Some(what) = wrong {
-            audit.wrong_state += 1;
-            audit.wrong_state_explained += usize::from(explained);
-            audit.sample(format!(
-                "visitor booking {} v{}: {what}{}",
-                v.id,
-                v.version,
-                tag(explained)
-            ));
+            audit.wrong_state_found(
+                explained,
+                format!("visitor booking {} v{}: {what}", v.id, v.version),
+            );
         }
     }
     for (key, orphans) in &held {
@@ -366,14 +357,13 @@ fn audit_facilities(
             .push(f);
         if f.state != "booked" && f.access_status != "revoked" {
             let explained = is_explained(&f.id);
-            audit.wrong_state += 1;
-            audit.wrong_state_explained += usize::from(explained);
-            audit.sample(format!(
-                "facility booking {} cancelled but {}{}",
-                f.id,
-                f.access_status,
-                tag(explained)
-            ));
+            audit.wrong_state_found(
+                explained,
+                format!(
+                    "facility booking {} cancelled but {}",
+                    f.id, f.access_status
+                ),
+            );
         }
     }
     // Salto's permissions: (group, zone) → how many entries.
@@ -416,60 +406,50 @@ fn audit_facilities(
         }
         for f in &live {
             if f.access_status != "granted" && f.access_status != "deferred" {
-                audit.wrong_state += 1;
-                audit.wrong_state_explained += usize::from(explained);
-                audit.sample(format!(
-                    "facility booking {} v{} live but {}{}",
-                    f.id,
-                    f.version,
-                    f.access_status,
-                    tag(explained)
-                ));
+                audit.wrong_state_found(
+                    explained,
+                    format!(
+                        "facility booking {} v{} live but {}",
+                        f.id, f.version, f.access_status
+                    ),
+                );
             }
         }
         if !live.is_empty() && granted.is_empty() {
-            audit.wrong_state += 1;
-            audit.wrong_state_explained += usize::from(explained);
-            audit.sample(format!(
-                "slot {}/{}: {} live bookings, none granted{}",
-                slot.0,
-                slot.1,
-                live.len(),
-                tag(explained)
-            ));
+            audit.wrong_state_found(
+                explained,
+                format!(
+                    "slot {}/{}: {} live bookings, none granted",
+                    slot.0,
+                    slot.1,
+                    live.len()
+                ),
+            );
         }
         let entry = in_salto.get(slot).and_then(|entries| entries.first());
         match (granted.first(), entry) {
             (None, None) => {}
             (None, Some(_)) => {
-                audit.stale_grants += 1;
-                audit.stale_explained += usize::from(explained);
-                audit.sample(format!(
-                    "Salto holds zone {} for {} without a granted live booking{}",
-                    slot.1,
-                    slot.0,
-                    tag(explained)
-                ));
+                audit.stale_grant(
+                    explained,
+                    format!(
+                        "Salto holds zone {} for {} without a granted live booking",
+                        slot.1, slot.0
+                    ),
+                );
             }
             (Some(f), None) => {
-                audit.missing_grants += 1;
-                audit.stale_explained += usize::from(explained);
-                audit.sample(format!(
-                    "facility booking {} granted, Salto holds nothing{}",
-                    f.id,
-                    tag(explained)
-                ));
+                audit.missing_grant(
+                    explained,
+                    format!("facility booking {} granted, Salto holds nothing", f.id),
+                );
             }
             (Some(f), Some(entry)) => {
                 if let Some(problem) = permission_problem(f, entry, &timetables) {
-                    audit.wrong_state += 1;
-                    audit.wrong_state_explained += usize::from(explained);
-                    audit.sample(format!(
-                        "facility booking {} v{}: {problem}{}",
-                        f.id,
-                        f.version,
-                        tag(explained)
-                    ));
+                    audit.wrong_state_found(
+                        explained,
+                        format!("facility booking {} v{}: {problem}", f.id, f.version),
+                    );
                 }
             }
         }
@@ -526,6 +506,29 @@ fn permission_problem(
             entry.timetable
         )
     })
+}
+
+impl Audit {
+    /// A live booking without its grant in a simulator, `what` said in a sample.
+    fn missing_grant(&mut self, explained: bool, what: String) {
+        self.missing_grants += 1;
+        self.stale_explained += usize::from(explained);
+        self.sample(format!("{what}{}", tag(explained)));
+    }
+
+    /// A grant in a simulator without a live booking, `what` said in a sample.
+    fn stale_grant(&mut self, explained: bool, what: String) {
+        self.stale_grants += 1;
+        self.stale_explained += usize::from(explained);
+        self.sample(format!("{what}{}", tag(explained)));
+    }
+
+    /// A booking whose final access state is wrong, `what` said in a sample.
+    fn wrong_state_found(&mut self, explained: bool, what: String) {
+        self.wrong_state += 1;
+        self.wrong_state_explained += usize::from(explained);
+        self.sample(format!("{what}{}", tag(explained)));
+    }
 }
 
 fn tag(explained: bool) -> &'static str {

@@ -9,16 +9,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{Notify, mpsc};
+
+use testkit::process::spawn_in_own_group;
 
 use super::evidence::Evidence;
 
@@ -177,23 +178,12 @@ impl Supervisor {
                 command.env_remove(key);
             }
         }
-        let mut child = command
+        command
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("CONNECX_ENVIRONMENT", "soak")
             // No config/*.toml of the caller's working directory either.
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", program.display()))?;
-        let pid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw)
-            .with_context(|| format!("{label} exited as it started"))?;
+            .current_dir(std::env::temp_dir());
+        let (mut child, pid) = spawn_in_own_group(&mut command, &program, &label)?;
         let service = spec.service.binary();
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(read_lines(stdout, self.clone(), service, label.clone()));

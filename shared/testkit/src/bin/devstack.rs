@@ -20,7 +20,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus, Stdio};
+use std::process::{ExitCode, ExitStatus};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -30,12 +30,12 @@ use chrono_tz::Tz;
 use clap::Parser;
 use contracts::Role;
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use platform::config::AmqpSettings;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
+use testkit::process::spawn_in_own_group;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -825,24 +825,13 @@ impl Stack {
 
     fn spawn(&mut self, bin_dir: &Path, spec: ChildSpec) -> anyhow::Result<()> {
         let program = bin_dir.join(spec.name);
-        let mut child = Command::new(&program)
+        let mut command = Command::new(&program);
+        command
             .args(&spec.args)
-            .envs(spec.env.iter().map(|(key, value)| (key, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: the terminal's Ctrl-C goes to devstack alone, which then
-            // stops the children in order.
-            .process_group(0)
-            // If devstack fails before stopping them, they go too.
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", program.display()))?;
-        let group = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw)
-            .with_context(|| format!("{} exited as it started", spec.name))?;
+            .envs(spec.env.iter().map(|(key, value)| (key, value)));
+        // Its own process group: the terminal's Ctrl-C goes to devstack alone, which then stops
+        // the children in order; if devstack fails before stopping them, they go too.
+        let (mut child, group) = spawn_in_own_group(&mut command, &program, spec.name)?;
         let label = label(spec.name, self.children.len());
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(forward_lines(stdout, label.clone(), Output::Stdout));
