@@ -35,6 +35,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// This service's schema in the shared database.
 pub const SCHEMA: &str = "salto_sync";
 
+/// Connections of the steps' journal pool ([`step::Context::journal`]): its writes are one short
+/// statement each.
+const JOURNAL_CONNECTIONS: u32 = 2;
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -63,8 +67,11 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BuildError> {
         let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        let journal =
+            platform::db::connect_pool(&settings.database, SCHEMA, JOURNAL_CONNECTIONS).await?;
         let ctx = step::Context {
             pool,
+            journal,
             ship: ship::ShipClient::new(&settings.salto)?,
             publisher: Publisher::new(&settings.amqp, "salto-sync"),
             clock,

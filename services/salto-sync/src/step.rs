@@ -32,6 +32,11 @@ use crate::timetables;
 #[derive(Clone)]
 pub struct Context {
     pub pool: PgPool,
+    /// A small pool of its own for the notes a step commits outside its transaction
+    /// (`unrecorded_writes`). A step asks for it while it holds a connection of `pool`: from the
+    /// same pool, steps holding every connection would wait on each other until the acquire
+    /// timeout.
+    pub journal: PgPool,
     pub ship: ShipClient,
     pub publisher: Publisher,
     pub clock: Arc<dyn Clock>,
@@ -103,8 +108,8 @@ pub enum Promotion {
 
 pub struct Step {
     tx: Transaction<'static, Postgres>,
-    /// For what must commit outside the step's transaction.
-    pool: PgPool,
+    /// For what must commit outside the step's transaction ([`Context::journal`]).
+    journal: PgPool,
     ship: ShipClient,
     publisher: Publisher,
     locked: BTreeSet<AccessLevelKey>,
@@ -123,7 +128,7 @@ impl Step {
         store::set_lock_timeout(&mut tx).await?;
         Ok(Step {
             tx,
-            pool: ctx.pool.clone(),
+            journal: ctx.journal.clone(),
             ship: ctx.ship.clone(),
             publisher: ctx.publisher.clone(),
             locked: BTreeSet::new(),
@@ -364,7 +369,7 @@ impl Step {
                     permissions,
                     ..group
                 };
-                store::note_unrecorded(&self.pool, &level, &desired).await?;
+                store::note_unrecorded(&self.journal, &level, &desired).await?;
                 self.ship.update_group(&updated).await?;
                 self.groups.insert(level.clone(), updated);
             }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{APARTMENT, Booking, GAMES, Harness};
+use common::{APARTMENT, Booking, GAMES, Harness, result_of};
 use serde_json::json;
 
 const QUIET: Duration = Duration::from_secs(3);
@@ -242,5 +242,53 @@ async fn a_cancellation_removes_an_entry_its_uncommitted_grant_left_in_salto() {
     assert!(
         h.permissions(APARTMENT).await.is_empty(),
         "Salto keeps the cancelled booking's permission"
+    );
+}
+
+#[tokio::test]
+async fn more_steps_at_once_than_database_connections_all_finish() {
+    // 5 connections (the harness's pool), 16 messages at once: every step holds a connection
+    // while it writes Salto and notes that write on the side; none may wait for another's.
+    let mut h = Harness::start().await;
+    let levels: Vec<String> = (1..=20).map(|n| format!("L-{n}")).collect();
+    h.control(
+        "seed",
+        json!({"groups": levels.iter().map(|l| json!({"ext_id": l, "name": l})).collect::<Vec<_>>()}),
+    )
+    .await;
+    h.fault("SaltoDBGroup.Update", json!({"delay_ms": 200}), 100)
+        .await;
+    let bookings: Vec<Booking> = levels
+        .iter()
+        .map(|level| {
+            let mut booking = Booking::games("2026-12-01");
+            booking.access_level = level.clone();
+            booking
+        })
+        .collect();
+    let publishes = bookings.iter().map(|b| {
+        let envelope = b.created();
+        let broker = &h.broker;
+        async move { broker.publish_event(&envelope).await }
+    });
+    futures::future::join_all(publishes).await;
+
+    let started = std::time::Instant::now();
+    let mut granted = std::collections::BTreeSet::new();
+    while granted.len() < bookings.len() {
+        let result = h.next_result(30).await;
+        assert_eq!(
+            result.routing_key(),
+            "facility_access.granted.v1",
+            "{:?}",
+            result_of(&result).failure
+        );
+        granted.insert(result.booking_id);
+    }
+    // Waiting for connections would show as the pool's 10 s acquire timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
     );
 }

@@ -137,11 +137,21 @@ pub async fn migrate_schema(
 
 /// A pool on `schema` (created if needed).
 async fn connect(settings: &DatabaseSettings, schema: &'static str) -> Result<PgPool, DbError> {
+    connect_pool(settings, schema, settings.max_connections).await
+}
+
+/// A further pool of `max_connections` on `schema`, for work that must not wait for the main
+/// pool's connections (e.g. a write committed on its own while a transaction is open).
+pub async fn connect_pool(
+    settings: &DatabaseSettings,
+    schema: &'static str,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
     let options: PgConnectOptions = settings.url.parse().map_err(DbError::Url)?;
     let url = redact_url(&settings.url);
     create_schema(&options, &url, schema).await?;
     PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.options([("search_path", schema)]))
         .await
