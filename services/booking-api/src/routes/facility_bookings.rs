@@ -26,7 +26,7 @@ use crate::domain::window::VisitWindow;
 use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
 use crate::idempotency::{self, Claim};
 use crate::problem::{Problem, ProblemDetails};
-use crate::refusals::{self, RefusedRequest};
+use crate::refusals::{self, MissingId, RefusedRequest};
 use crate::snapshot::{self, Change};
 use crate::state::AppState;
 use crate::store::buildings::BuildingRow;
@@ -275,10 +275,15 @@ pub async fn create(
     let window = facility_window(&building, starts_at, ends_at, "ends_at")?;
     let facility = registered_facility(&mut tx, building_id, request.facility_id.as_str()).await?;
     let apartment = registered_apartment(&mut tx, building_id, apartment_id.as_str()).await?;
-    let (zone_id, access_level_id) = salto_ids_or_refuse(
-        &app, &mut tx, &caller, &building, &facility, &apartment, &window, booking_id,
-    )
-    .await?;
+    let (zone_id, access_level_id) = match refusals::salto_ids(&facility, &apartment) {
+        Ok(ids) => ids,
+        Err(missing) => {
+            let problem = refuse(
+                &app, tx, &caller, &building, &facility, &apartment, &window, booking_id, missing,
+            );
+            return Err(problem.await);
+        }
+    };
     let row = store::insert(
         &mut tx,
         &NewFacilityBooking {
@@ -328,26 +333,33 @@ async fn booked_by(
     })
 }
 
-/// The Salto IDs now in force for a booking of `facility` by `apartment`. When one is missing the
-/// booker gets the 422 naming it and the managers are told (once a day per missing ID); the
-/// caller's transaction is then dropped, so nothing of the booking is written.
+/// The answer to a booking refused because `missing` is not set: the request's transaction is
+/// rolled back (nothing of the booking is written, and its connection is free before the
+/// managers' note takes one), the managers are told (once a day per missing ID), and the booker
+/// gets the 422 naming what is missing.
 #[allow(clippy::too_many_arguments)]
-async fn salto_ids_or_refuse(
+async fn refuse(
     app: &AppState,
-    conn: &mut sqlx::PgConnection,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     caller: &Caller,
     building: &BuildingRow,
     facility: &FacilityRow,
     apartment: &ApartmentRow,
     window: &VisitWindow,
     reference: Uuid,
-) -> Result<(String, String), Problem> {
-    let missing = match refusals::salto_ids(facility, apartment) {
-        Ok(ids) => return Ok(ids),
-        Err(missing) => missing,
+    missing: MissingId,
+) -> Problem {
+    let booked_by = match booked_by(&mut tx, caller).await {
+        Ok(booked_by) => booked_by,
+        Err(problem) => return problem,
     };
-    let booked_by = booked_by(conn, caller).await?;
-    let zone = building.zone().map_err(|e| Problem::internal(&e))?;
+    if let Err(error) = tx.rollback().await {
+        return Problem::from(error);
+    }
+    let zone = match building.zone() {
+        Ok(zone) => zone,
+        Err(error) => return Problem::internal(&error),
+    };
     refuse_for_missing_id(
         app,
         RefusedRequest {
@@ -361,7 +373,7 @@ async fn salto_ids_or_refuse(
         },
     )
     .await;
-    Err(missing.problem())
+    missing.problem()
 }
 
 /// Tells the managers of a refusal (once a day per missing ID). The booker's 422 does not depend
@@ -496,10 +508,15 @@ pub async fn patch(
     // The IDs now in force apply to this change (DESIGN §6: a changed ID affects later operations).
     let facility = registered_facility(&mut tx, &row.building_id, &row.facility_id).await?;
     let apartment = registered_apartment(&mut tx, &row.building_id, &row.apartment_id).await?;
-    let (zone_id, access_level_id) = salto_ids_or_refuse(
-        &app, &mut tx, &caller, &building, &facility, &apartment, &window, id,
-    )
-    .await?;
+    let (zone_id, access_level_id) = match refusals::salto_ids(&facility, &apartment) {
+        Ok(ids) => ids,
+        Err(missing) => {
+            let problem = refuse(
+                &app, tx, &caller, &building, &facility, &apartment, &window, id, missing,
+            );
+            return Err(problem.await);
+        }
+    };
     let updated = store::reschedule(&mut tx, id, window, &zone_id, &access_level_id).await?;
     let booked_by = booker(&mut tx, &updated).await?;
     let envelope = snapshot::facility_envelope(
