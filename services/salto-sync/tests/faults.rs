@@ -177,17 +177,8 @@ async fn an_entry_written_by_a_step_that_never_committed_is_replaced_not_taken_f
         !h.permissions(APARTMENT).await.is_empty()
     })
     .await;
-    let snapshots = h.db.pool(salto_sync::SCHEMA).await;
     h.publish(&booking.rescheduled("2026-12-03")).await;
-    until("the reschedule recorded", async || {
-        sqlx::query_scalar::<_, i64>("SELECT version FROM booking_snapshots WHERE booking_id = $1")
-            .bind(booking.id)
-            .fetch_optional(&snapshots)
-            .await
-            .unwrap()
-            == Some(2)
-    })
-    .await;
+    snapshot_recorded(&h, booking.id, 2).await;
     h.tap = h.broker.tap("facility_access.#").await;
 
     let seen = h.results_until_quiet(QUIET).await;
@@ -220,16 +211,7 @@ async fn a_cancellation_removes_an_entry_its_uncommitted_grant_left_in_salto() {
     })
     .await;
     h.publish(&booking.cancelled()).await;
-    let snapshots = h.db.pool(salto_sync::SCHEMA).await;
-    until("the cancellation recorded", async || {
-        sqlx::query_scalar::<_, i64>("SELECT version FROM booking_snapshots WHERE booking_id = $1")
-            .bind(booking.id)
-            .fetch_optional(&snapshots)
-            .await
-            .unwrap()
-            == Some(2)
-    })
-    .await;
+    snapshot_recorded(&h, booking.id, 2).await;
     h.tap = h.broker.tap("facility_access.#").await;
 
     let seen = h.results_until_quiet(QUIET).await;
@@ -291,4 +273,23 @@ async fn more_steps_at_once_than_database_connections_all_finish() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// Waits until salto-sync has recorded `version` of `booking` (its snapshot, not yet acted on).
+async fn snapshot_recorded(h: &Harness, booking: uuid::Uuid, version: i64) {
+    let snapshots = h.db.pool(salto_sync::SCHEMA).await;
+    until(
+        &format!("version {version} of {booking} recorded"),
+        async || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT version FROM booking_snapshots WHERE booking_id = $1",
+            )
+            .bind(booking)
+            .fetch_optional(&snapshots)
+            .await
+            .unwrap()
+                == Some(version)
+        },
+    )
+    .await;
 }

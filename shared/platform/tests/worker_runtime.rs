@@ -157,6 +157,16 @@ async fn start_worker(tiers: &str, handler: Scripted) -> Running {
     }
 }
 
+/// A worker with a scripted handler, and a tap on the dead-letter exchange.
+async fn start_worker_watching_dead_letters(tiers: &str) -> (Running, testkit::EventTap) {
+    let run = start_worker(tiers, Scripted::default()).await;
+    let dead = run
+        .broker
+        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
+        .await;
+    (run, dead)
+}
+
 async fn wait_until<F, Fut>(timeout: Duration, mut condition: F)
 where
     F: FnMut() -> Fut,
@@ -213,12 +223,7 @@ async fn a_transient_failure_is_retried_through_the_tiers_then_succeeds() {
 
 #[tokio::test]
 async fn a_panicking_handler_gives_a_dead_letter_with_the_panic_and_the_worker_goes_on() {
-    let handler = Scripted::default();
-    let run = start_worker("200ms", handler.clone()).await;
-    let mut dead = run
-        .broker
-        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
-        .await;
+    let (run, mut dead) = start_worker_watching_dead_letters("200ms").await;
     let (bad, good) = (Uuid::new_v4(), Uuid::new_v4());
     run.handler.panics.lock().unwrap().push(bad);
     let publisher = publisher(&run.broker).await;
@@ -248,12 +253,7 @@ async fn a_panicking_handler_gives_a_dead_letter_with_the_panic_and_the_worker_g
 
 #[tokio::test]
 async fn a_permanent_failure_becomes_a_dead_letter_with_the_reason() {
-    let handler = Scripted::default();
-    let run = start_worker("200ms", handler.clone()).await;
-    let mut dead = run
-        .broker
-        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
-        .await;
+    let (run, mut dead) = start_worker_watching_dead_letters("200ms").await;
     let booking = Uuid::new_v4();
     run.handler.fail(
         booking,
@@ -306,12 +306,7 @@ async fn a_permanent_failure_becomes_a_dead_letter_with_the_reason() {
 
 #[tokio::test]
 async fn exhausted_retries_become_a_dead_letter() {
-    let handler = Scripted::default();
-    let run = start_worker("100ms,100ms", handler.clone()).await;
-    let mut dead = run
-        .broker
-        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
-        .await;
+    let (run, mut dead) = start_worker_watching_dead_letters("100ms,100ms").await;
     let booking = Uuid::new_v4();
     run.handler
         .fail(booking, vec![HandlerError::Transient("timeout".into()); 10]);
@@ -338,12 +333,7 @@ async fn exhausted_retries_become_a_dead_letter() {
 
 #[tokio::test]
 async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going() {
-    let handler = Scripted::default();
-    let run = start_worker("100ms", handler.clone()).await;
-    let mut dead = run
-        .broker
-        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
-        .await;
+    let (run, mut dead) = start_worker_watching_dead_letters("100ms").await;
     run.broker
         .publish_raw("visitor_booking.created.v1", b"this is not json")
         .await;
@@ -432,12 +422,7 @@ async fn a_message_larger_than_a_frame_with_the_longest_error_is_dead_lettered_w
     // The services ask for 32 KiB frames (platform::amqp::DEFAULT_FRAME_MAX): a body of several
     // frames, and a dead letter's header with `x-error` at its longest (2000 characters, here of
     // two bytes each), must still go through.
-    let handler = Scripted::default();
-    let run = start_worker("200ms", handler.clone()).await;
-    let mut dead = run
-        .broker
-        .tap_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout, "")
-        .await;
+    let (run, mut dead) = start_worker_watching_dead_letters("200ms").await;
     let booking = Uuid::new_v4();
     run.handler
         .fail(booking, vec![HandlerError::Permanent("é".repeat(5000))]);
