@@ -444,6 +444,7 @@ fn snapshot_template() -> Value {
             manager_emails: vec!["manager@bench.example".into()],
             ipassan_site: None,
             double_booking_policy: DoubleBookingPolicy::Auto,
+            connection_versions: Default::default(),
         },
         window: BookingWindow {
             starts_at: at,

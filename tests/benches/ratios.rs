@@ -465,6 +465,7 @@ fn building() -> Building {
         manager_emails: vec!["manager@harbour.example".into()],
         ipassan_site: Some(IPASSAN_SITE.into()),
         double_booking_policy: DoubleBookingPolicy::Auto,
+        connection_versions: Default::default(),
     }
 }
 

@@ -120,6 +120,7 @@ fn created(i: usize) -> Envelope {
                 manager_emails: vec![],
                 ipassan_site: Some(IPASSAN_SITE.into()),
                 double_booking_policy: DoubleBookingPolicy::Auto,
+                connection_versions: Default::default(),
             },
             window: BookingWindow {
                 starts_at: now,

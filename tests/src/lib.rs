@@ -28,6 +28,8 @@ pub const ZONE: &str = "GAMES-ROOM";
 pub const MANAGER_EMAIL: &str = "manager@harbour.example";
 pub const OPS_EMAIL: &str = "ops@connecx.example";
 const JWT_SECRET: &str = "an end-to-end secret of at least 32 bytes";
+/// `CONNECX__SECRETS__KEY` of every service of the stack.
+pub const SEALING_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// Everything running; dropped = everything stopped.
 pub struct Stack {
@@ -249,6 +251,16 @@ pub fn booking_api_settings(
         log: LogSettings::default(),
         retry,
         outbox: Default::default(),
+        secrets: platform::secrets::SecretsSettings {
+            key: Some(SEALING_KEY.into()),
+            previous_keys: None,
+        },
+        ipassan: booking_api::settings::DefaultIpassan {
+            base_url: Some("http://default-ipassan.invalid".into()),
+        },
+        salto: booking_api::settings::DefaultSalto {
+            url: Some("http://default-salto.invalid".into()),
+        },
     }
 }
 
@@ -265,11 +277,15 @@ pub fn ipassan_sync_settings(
         retry,
         log: LogSettings::default(),
         health: Default::default(),
-        ipassan: ipassan_sync::IpassanSettings {
+        ipassan: Some(ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),
             client_id: "connecx".into(),
             client_secret: "connecx-e2e-secret".into(),
             timeout_secs: 5,
+        }),
+        secrets: platform::secrets::SecretsSettings {
+            key: Some(SEALING_KEY.into()),
+            previous_keys: None,
         },
     }
 }

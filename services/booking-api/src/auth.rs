@@ -1,9 +1,11 @@
 //! Who is calling: the connecX backend's JWT (HS256) and the scope it gives.
 //!
-//! Claims: `sub` (user id), `role` (`resident` | `manager`), `building_id`, `apartment_id`
-//! (residents), `exp`. A missing, malformed, wrongly signed or expired token is a 401. What a
-//! valid caller may touch is decided by the routes with the helpers here: residents act on their
-//! own bookings, managers within their building (DESIGN §6).
+//! Claims: `sub` (user id), `role` (`resident` | `manager` | `operator`), `building_id` (residents
+//! and managers), `apartment_id` (residents), `exp`. A missing, malformed, wrongly signed or
+//! expired token is a 401. A valid token names either a [`Caller`] acting in one building —
+//! residents act on their own bookings, managers within their building — or an [`Operator`]
+//! (connecX platform staff, no building claim), who connects buildings to their access-control
+//! systems and does nothing else. Each extractor answers 403 to the other kind.
 
 use std::sync::Arc;
 
@@ -23,6 +25,8 @@ use crate::problem::Problem;
 pub struct TokenClaims {
     pub sub: String,
     pub role: Role,
+    /// Residents' and managers' building; operator tokens carry none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub building_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apartment_id: Option<String>,
@@ -48,8 +52,8 @@ impl Authenticator {
         }
     }
 
-    /// The caller a bearer token names, or the 401 to answer.
-    pub fn verify(&self, token: &str) -> Result<Caller, Problem> {
+    /// Who a bearer token names, or the 401 to answer.
+    pub fn verify(&self, token: &str) -> Result<Principal, Problem> {
         let claims = jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => {
@@ -58,7 +62,33 @@ impl Authenticator {
                 _ => Problem::unauthorized("invalid_token", "the token is not valid"),
             })?
             .claims;
-        Caller::from_claims(claims)
+        if claims.role == Role::Operator {
+            return Operator::from_claims(claims).map(Principal::Operator);
+        }
+        Caller::from_claims(claims).map(Principal::Caller)
+    }
+}
+
+/// Whoever a valid token names.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Caller(Caller),
+    Operator(Operator),
+}
+
+/// What a resident or a manager does in their building.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildingRole {
+    Resident,
+    Manager,
+}
+
+impl From<BuildingRole> for Role {
+    fn from(role: BuildingRole) -> Self {
+        match role {
+            BuildingRole::Resident => Role::Resident,
+            BuildingRole::Manager => Role::Manager,
+        }
     }
 }
 
@@ -74,11 +104,11 @@ pub fn mint_token(
     )
 }
 
-/// An authenticated caller.
+/// An authenticated resident or manager.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user_id: String,
-    pub role: Role,
+    pub role: BuildingRole,
     pub building_id: BuildingId,
     /// Set for residents.
     pub apartment_id: Option<ApartmentId>,
@@ -94,26 +124,31 @@ impl Caller {
         if claims.sub.is_empty() || claims.sub.len() > 255 {
             return Err(invalid("sub"));
         }
-        let apartment_id = match (claims.role, claims.apartment_id) {
-            (Role::Resident, Some(apartment)) => {
+        let role = match claims.role {
+            Role::Resident => BuildingRole::Resident,
+            Role::Manager => BuildingRole::Manager,
+            Role::Operator => return Err(invalid("role")),
+        };
+        let apartment_id = match (role, claims.apartment_id) {
+            (BuildingRole::Resident, Some(apartment)) => {
                 Some(ApartmentId::parse(apartment).map_err(|_| invalid("apartment_id"))?)
             }
-            (Role::Resident, None) => return Err(invalid("apartment_id")),
-            (Role::Manager, _) => None,
+            (BuildingRole::Resident, None) => return Err(invalid("apartment_id")),
+            (BuildingRole::Manager, _) => None,
         };
-        if claims.role == Role::Resident {
+        if role == BuildingRole::Resident {
             ResidentId::parse(claims.sub.clone()).map_err(|_| invalid("sub"))?;
         }
         Ok(Self {
             user_id: claims.sub,
-            role: claims.role,
+            role,
             building_id,
             apartment_id,
         })
     }
 
     pub fn is_manager(&self) -> bool {
-        self.role == Role::Manager
+        self.role == BuildingRole::Manager
     }
 
     /// 403 unless the caller is a manager.
@@ -131,10 +166,60 @@ impl Caller {
     /// The resident the caller is, when a resident.
     pub fn resident_id(&self) -> Option<ResidentId> {
         match self.role {
-            Role::Resident => ResidentId::parse(self.user_id.clone()).ok(),
-            Role::Manager => None,
+            BuildingRole::Resident => ResidentId::parse(self.user_id.clone()).ok(),
+            BuildingRole::Manager => None,
         }
     }
+}
+
+/// An authenticated operator: connecX platform staff.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub user_id: String,
+}
+
+impl Operator {
+    fn from_claims(claims: TokenClaims) -> Result<Self, Problem> {
+        if claims.sub.is_empty() || claims.sub.len() > 255 {
+            return Err(Problem::unauthorized(
+                "invalid_token",
+                "the token's sub is not valid",
+            ));
+        }
+        Ok(Self {
+            user_id: claims.sub,
+        })
+    }
+}
+
+/// The bearer token of a request, verified.
+fn principal<S>(parts: &Parts, state: &S) -> Result<Principal, Problem>
+where
+    Arc<Authenticator>: FromRef<S>,
+{
+    let authenticator = Arc::<Authenticator>::from_ref(state);
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Err(Problem::unauthorized(
+            "missing_token",
+            "send `Authorization: Bearer <token>`",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Problem::unauthorized(
+                "invalid_token",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
+    authenticator.verify(token)
 }
 
 impl<S> FromRequestParts<S> for Caller
@@ -145,29 +230,32 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let authenticator = Arc::<Authenticator>::from_ref(state);
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(Problem::unauthorized(
-                "missing_token",
-                "send `Authorization: Bearer <token>`",
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Problem::unauthorized(
-                    "invalid_token",
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?;
-        authenticator.verify(token)
+        match principal(parts, state)? {
+            Principal::Caller(caller) => Ok(caller),
+            Principal::Operator(_) => Err(Problem::forbidden(
+                "not_for_operators",
+                "operators connect buildings to their systems; bookings and building records \
+                 belong to residents and managers",
+            )),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Operator
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match principal(parts, state)? {
+            Principal::Operator(operator) => Ok(operator),
+            Principal::Caller(_) => Err(Problem::forbidden(
+                "operator_only",
+                "only connecX operators may see or change a building's connections",
+            )),
+        }
     }
 }
 
@@ -190,7 +278,10 @@ mod tests {
     #[test]
     fn a_valid_token_names_the_caller() {
         let token = mint_token(SECRET, &claims(Role::Resident, 60)).unwrap();
-        let caller = Authenticator::hs256(SECRET, 0).verify(&token).unwrap();
+        let Principal::Caller(caller) = Authenticator::hs256(SECRET, 0).verify(&token).unwrap()
+        else {
+            panic!("a resident token names a caller")
+        };
         assert_eq!(caller.user_id, "r-1");
         assert_eq!(caller.building_id.as_str(), "b-1");
         assert_eq!(caller.resident_id().unwrap().as_str(), "r-1");
@@ -242,6 +333,21 @@ mod tests {
                 .status,
             401
         );
+    }
+
+    #[test]
+    fn an_operator_token_needs_no_building_and_names_an_operator() {
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "ops-1", "role": "operator", "exp": chrono::Utc::now().timestamp() + 60}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        let Principal::Operator(operator) = Authenticator::hs256(SECRET, 0).verify(&token).unwrap()
+        else {
+            panic!("an operator token names an operator")
+        };
+        assert_eq!(operator.user_id, "ops-1");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`Application::build`] then [`Application::run_until_stopped`] — `main` only loads settings.
 
 pub mod auth;
+pub mod connections;
 pub mod domain;
 pub mod extract;
 pub mod idempotency;

@@ -3,13 +3,13 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, facility_bookings, health, visitor_bookings};
+use crate::routes::{admin, connections, facility_bookings, health, visitor_bookings};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "connecX booking API",
-        description = "Visitor and facility bookings and the building directory. Errors are RFC 9457 problem+json with a stable `code`."
+        description = "Visitor and facility bookings, the building directory, and buildings' connections to their access-control systems. Errors are RFC 9457 problem+json with a stable `code`."
     ),
     paths(
         visitor_bookings::create,
@@ -26,6 +26,12 @@ use crate::routes::{admin, facility_bookings, health, visitor_bookings};
         admin::put_apartment,
         admin::put_facility,
         admin::put_resident,
+        connections::put_ipassan,
+        connections::get_ipassan,
+        connections::delete_ipassan,
+        connections::put_salto,
+        connections::get_salto,
+        connections::delete_salto,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -36,6 +42,7 @@ use crate::routes::{admin, facility_bookings, health, visitor_bookings};
         (name = "visitor bookings", description = "A resident expects a visitor; optionally with a PIN"),
         (name = "facility bookings", description = "An apartment books a facility for part of a day"),
         (name = "admin", description = "Managers keep the building's directory"),
+        (name = "connections", description = "Operators connect a building to its own iPassan tenant and Salto SHIP endpoint; secrets are sealed and never shown"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

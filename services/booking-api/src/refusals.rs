@@ -1,27 +1,52 @@
-//! Facility bookings refused because an ID only a manager can set is missing (DESIGN §6: a
-//! facility without its Access Control Facility ID, an apartment without its Access Control ID).
+//! Bookings refused because something only a person can set up is missing (docs/architecture.md):
+//! a facility without its Access Control Facility ID, an apartment without its Access Control ID,
+//! or a building connected to no Salto / no iPassan (neither its own connection nor a deployment
+//! default).
 //!
 //! The booker gets the 422 at once; the building's managers hear of it by email through the
-//! notifier (`facility_request.refused.v1` in the outbox), so the booking can work next time.
-//! They hear once per missing ID per building-local day: a resident who tries five times must not
-//! send five emails.
+//! notifier (`facility_request.refused.v1` / `visitor_request.refused.v1` in the outbox), so the
+//! booking can work next time. They hear once per missing thing per building-local day: a
+//! resident who tries five times must not send five emails.
 
 use chrono::Utc;
-use contracts::{AccessFailure, BookedBy, Envelope, Event, RefusedFacilityRequest};
+use contracts::{
+    AccessFailure, BookedBy, Envelope, Event, RefusedFacilityRequest, RefusedVisitorRequest,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::problem::Problem;
 use crate::store::buildings::BuildingRow;
-use crate::store::directory::{ApartmentRow, FacilityRow};
+use crate::store::directory::{ApartmentRow, FacilityRow, ResidentRow};
 
-/// What a manager must set before a facility booking can be made.
+/// What a manager (or, for a connection, an operator) must set before a booking can be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MissingId {
     /// The facility's Access Control Facility ID (its Salto Zone ExtID).
     FacilityZone { facility_id: String },
     /// The apartment's Access Control ID (its Salto User Access Level ExtID).
     ApartmentAccessLevel { apartment_id: String },
+    /// The building is connected to no Salto SHIP endpoint.
+    SaltoConnection { building_id: String },
+    /// The building is connected to no iPassan tenant.
+    IpassanConnection { building_id: String },
+}
+
+/// The Salto IDs a booking of `facility` by `apartment` is made with — (Zone ExtID, access level
+/// ExtID) — or what is missing first: a Salto to talk to (`salto_reachable`: the building's own
+/// connection or the deployment default), then the facility's ID, then the apartment's.
+pub fn facility_access(
+    building: &BuildingRow,
+    salto_reachable: bool,
+    facility: &FacilityRow,
+    apartment: &ApartmentRow,
+) -> Result<(String, String), MissingId> {
+    if !salto_reachable {
+        return Err(MissingId::SaltoConnection {
+            building_id: building.id.clone(),
+        });
+    }
+    salto_ids(facility, apartment)
 }
 
 /// The Salto IDs a booking of `facility` by `apartment` is made with — (Zone ExtID, access level
@@ -53,14 +78,18 @@ impl MissingId {
         match self {
             MissingId::FacilityZone { .. } => "facility_access_control_id_missing",
             MissingId::ApartmentAccessLevel { .. } => "apartment_access_control_id_missing",
+            MissingId::SaltoConnection { .. } => "salto_not_connected",
+            MissingId::IpassanConnection { .. } => "ipassan_not_connected",
         }
     }
 
-    /// The facility or apartment that lacks the ID.
+    /// The facility or apartment that lacks the ID, or the system the building lacks.
     fn subject_id(&self) -> &str {
         match self {
             MissingId::FacilityZone { facility_id } => facility_id,
             MissingId::ApartmentAccessLevel { apartment_id } => apartment_id,
+            MissingId::SaltoConnection { .. } => "salto",
+            MissingId::IpassanConnection { .. } => "ipassan",
         }
     }
 
@@ -73,16 +102,24 @@ impl MissingId {
             MissingId::ApartmentAccessLevel { apartment_id } => format!(
                 "apartment {apartment_id} has no Access Control ID (Salto access level ExtID); a manager must set access_control_id with PUT /v1/apartments/{apartment_id}"
             ),
+            MissingId::SaltoConnection { building_id } => format!(
+                "building {building_id} is connected to no Salto SHIP endpoint and this deployment has no default one, so facility access cannot be given; a connecX operator must connect it with PUT /v1/buildings/{building_id}/connections/salto"
+            ),
+            MissingId::IpassanConnection { building_id } => format!(
+                "building {building_id} is connected to no iPassan tenant and this deployment has no default one, so visitor access cannot be given; a connecX operator must connect it with PUT /v1/buildings/{building_id}/connections/ipassan"
+            ),
         }
     }
 
     /// The booker's answer: 422 naming the field that points at what lacks the ID.
     pub fn problem(&self) -> Problem {
-        let field = match self {
-            MissingId::FacilityZone { .. } => "facility_id",
-            MissingId::ApartmentAccessLevel { .. } => "apartment_id",
-        };
-        Problem::unprocessable(self.code(), self.message()).with_field(field)
+        let problem = Problem::unprocessable(self.code(), self.message());
+        match self {
+            MissingId::FacilityZone { .. } => problem.with_field("facility_id"),
+            MissingId::ApartmentAccessLevel { .. } => problem.with_field("apartment_id"),
+            // Nothing in the request is at fault.
+            MissingId::SaltoConnection { .. } | MissingId::IpassanConnection { .. } => problem,
+        }
     }
 }
 
@@ -91,11 +128,60 @@ pub struct RefusedRequest<'a> {
     /// The id the booking would have had, quoted to the manager as a reference.
     pub reference: Uuid,
     pub building: &'a BuildingRow,
-    pub facility: &'a FacilityRow,
-    pub apartment_id: &'a str,
     pub window: contracts::BookingWindow,
-    pub booked_by: BookedBy,
     pub missing: &'a MissingId,
+    pub booking: RefusedBooking<'a>,
+}
+
+/// What was asked for.
+pub enum RefusedBooking<'a> {
+    Facility {
+        facility: &'a FacilityRow,
+        apartment_id: &'a str,
+        booked_by: BookedBy,
+    },
+    Visit {
+        resident: &'a ResidentRow,
+        visitor_name: &'a str,
+    },
+}
+
+impl RefusedRequest<'_> {
+    /// The event that tells the managers.
+    fn into_event(self) -> Event {
+        let failure = AccessFailure {
+            code: self.missing.code().to_owned(),
+            message: self.missing.message(),
+            needs_manager: true,
+        };
+        let building = self.building.to_contract();
+        match self.booking {
+            RefusedBooking::Facility {
+                facility,
+                apartment_id,
+                booked_by,
+            } => Event::FacilityRequestRefused(RefusedFacilityRequest {
+                building,
+                window: self.window,
+                facility_id: facility.id.clone(),
+                facility_name: facility.name.clone(),
+                apartment_id: apartment_id.to_owned(),
+                booked_by,
+                failure,
+            }),
+            RefusedBooking::Visit {
+                resident,
+                visitor_name,
+            } => Event::VisitorRequestRefused(RefusedVisitorRequest {
+                building,
+                window: self.window,
+                resident_id: resident.id.clone(),
+                resident_name: resident.name.clone(),
+                visitor_name: visitor_name.to_owned(),
+                failure,
+            }),
+        }
+    }
 }
 
 /// Puts the managers' email about `request` in the outbox, unless they were told of the same
@@ -121,26 +207,26 @@ pub async fn tell_managers(pool: &PgPool, request: RefusedRequest<'_>) -> Result
     if !first_today {
         return Ok(false);
     }
-    let envelope = Envelope::new(
-        request.reference,
-        1,
-        Event::FacilityRequestRefused(RefusedFacilityRequest {
-            building: request.building.to_contract(),
-            window: request.window,
-            facility_id: request.facility.id.clone(),
-            facility_name: request.facility.name.clone(),
-            apartment_id: request.apartment_id.to_owned(),
-            booked_by: request.booked_by,
-            failure: AccessFailure {
-                code: request.missing.code().to_owned(),
-                message: request.missing.message(),
-                needs_manager: true,
-            },
-        }),
-    );
+    let envelope = Envelope::new(request.reference, 1, request.into_event());
     crate::outbox::enqueue(&mut tx, &envelope).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Tells the managers of a refusal (once a day per missing thing). The booker's 422 does not
+/// depend on it: a failure here is logged, not answered.
+pub async fn refuse_and_tell(pool: &PgPool, request: RefusedRequest<'_>) {
+    let code = request.missing.code();
+    let reference = request.reference;
+    match tell_managers(pool, request).await {
+        Ok(true) => tracing::warn!(%reference, code, "booking refused; managers will be told"),
+        Ok(false) => {
+            tracing::info!(%reference, code, "booking refused; managers were told today already")
+        }
+        Err(error) => {
+            tracing::error!(%reference, code, error = %error, "booking refused; telling the managers failed")
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,7 @@
-//! booking-api's configuration (DESIGN §10): the shared keys plus `auth` and `outbox`.
+//! booking-api's configuration (docs/configuration.md): the shared keys plus `auth`, `outbox`,
+//! `secrets` (the key that seals buildings' connection secrets) and whether the deployment has a
+//! default iPassan and Salto (`CONNECX__IPASSAN__BASE_URL`, `CONNECX__SALTO__URL`: booking-api
+//! reads only whether they are set, to refuse bookings of buildings connected to neither).
 
 use std::fmt;
 
@@ -23,6 +26,46 @@ pub struct Settings {
     pub retry: RetrySettings,
     #[serde(default)]
     pub outbox: OutboxSettings,
+    /// `CONNECX__SECRETS__KEY` / `__PREVIOUS_KEYS`.
+    #[serde(default)]
+    pub secrets: platform::secrets::SecretsSettings,
+    /// The deployment's default iPassan (only `base_url` is read here).
+    #[serde(default)]
+    pub ipassan: DefaultIpassan,
+    /// The deployment's default Salto SHIP endpoint (only `url` is read here).
+    #[serde(default)]
+    pub salto: DefaultSalto,
+}
+
+/// `CONNECX__IPASSAN__BASE_URL`, read by booking-api only for whether it is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DefaultIpassan {
+    #[serde(default)]
+    pub base_url: Option<String>,
+}
+
+/// `CONNECX__SALTO__URL`, read by booking-api only for whether it is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DefaultSalto {
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// Which systems a building without a connection of its own can still use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeploymentDefaults {
+    pub ipassan: bool,
+    pub salto: bool,
+}
+
+impl Settings {
+    pub fn deployment_defaults(&self) -> DeploymentDefaults {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+        DeploymentDefaults {
+            ipassan: set(&self.ipassan.base_url),
+            salto: set(&self.salto.url),
+        }
+    }
 }
 
 /// `CONNECX__AUTH__*`
@@ -63,6 +106,7 @@ impl Validate for Settings {
                 ),
             ));
         }
+        self.secrets.validate()?;
         if self.outbox.batch_size < 1 {
             return Err(ConfigError::invalid(
                 "outbox.batch_size",

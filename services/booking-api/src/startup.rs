@@ -37,6 +37,16 @@ pub enum StartupError {
         address: String,
         source: std::io::Error,
     },
+    #[error("configuration: {0}")]
+    Config(#[from] platform::config::ConfigError),
+    /// Sealed secrets are stored that the configured keys cannot open: starting would only fail
+    /// every booking of those buildings later.
+    #[error(
+        "{0}; set CONNECX__SECRETS__KEY (or add the key they were sealed under to CONNECX__SECRETS__PREVIOUS_KEYS)"
+    )]
+    Secrets(#[from] crate::connections::UnopenableSecret),
+    #[error("reading the stored connections: {0}")]
+    Connections(#[source] sqlx::Error),
 }
 
 /// Why the service stopped other than by being told to.
@@ -53,6 +63,7 @@ pub enum RunError {
 /// A built, not yet running, booking-api.
 pub struct Application {
     settings: Settings,
+    sealer: Option<Arc<platform::secrets::Sealer>>,
     pool: PgPool,
     listener: TcpListener,
     port: u16,
@@ -62,7 +73,9 @@ impl Application {
     /// Connects and migrates the database and binds the listener (port 0 picks a free one). The
     /// broker is not needed yet: bookings are accepted while it is down, and published later.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let sealer = settings.secrets.sealer()?.map(Arc::new);
         let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        check_sealed_secrets(&pool, sealer.as_deref()).await?;
         let address = format!("{}:{}", settings.http.host, settings.http.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -76,6 +89,7 @@ impl Application {
             .port();
         Ok(Self {
             settings,
+            sealer,
             pool,
             listener,
             port,
@@ -100,6 +114,7 @@ impl Application {
         let token = platform::shutdown::token_for(shutdown);
         let Self {
             settings,
+            sealer,
             pool,
             listener,
             port,
@@ -116,6 +131,8 @@ impl Application {
             notifications: notifications.clone(),
             shutdown: token.clone(),
             prometheus: crate::telemetry::prometheus(),
+            sealer,
+            defaults: settings.deployment_defaults(),
         };
 
         let mut tasks = tokio::task::JoinSet::new();
@@ -211,4 +228,34 @@ async fn housekeeping(pool: PgPool, retention_hours: u64, shutdown: Cancellation
             Err(error) => tracing::warn!(%error, "cannot delete old outbox rows"),
         }
     }
+}
+
+/// Opens every sealed secret of the stored connections: one that cannot be opened stops the
+/// start (naming the building, the system and the key), and one sealed under a previous key is
+/// written back sealed under the current one.
+async fn check_sealed_secrets(
+    pool: &PgPool,
+    sealer: Option<&platform::secrets::Sealer>,
+) -> Result<(), StartupError> {
+    let rows = crate::store::connections::all_connected(pool)
+        .await
+        .map_err(StartupError::Connections)?;
+    let mut resealed = 0;
+    for row in &rows {
+        if let Some(settings) = crate::connections::open_all(row, sealer)?
+            && crate::store::connections::reseal(pool, row, &settings)
+                .await
+                .map_err(StartupError::Connections)?
+        {
+            resealed += 1;
+        }
+    }
+    if !rows.is_empty() {
+        tracing::info!(
+            connections = rows.len(),
+            resealed,
+            "stored connection secrets open"
+        );
+    }
+    Ok(())
 }

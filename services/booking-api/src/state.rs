@@ -21,6 +21,10 @@ pub struct AppState {
     /// Cancelled at shutdown: `Prefer: wait` stops waiting.
     pub shutdown: CancellationToken,
     pub prometheus: PrometheusHandle,
+    /// Seals connection secrets (`CONNECX__SECRETS__KEY`); `None` when no key is set.
+    pub sealer: Option<Arc<platform::secrets::Sealer>>,
+    /// Whether the deployment has a default iPassan / Salto for unconnected buildings.
+    pub defaults: crate::settings::DeploymentDefaults,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {

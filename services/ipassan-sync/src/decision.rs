@@ -5,7 +5,8 @@
 
 use contracts::{AccessFailure, BookingState, VisitorBooking};
 
-use crate::visit::{VisitWindow, VisitorName, split_name};
+use crate::tenants::Tenant;
+use ipassan_client::visit::{VisitWindow, VisitorName, split_name};
 
 /// The result this worker last published for a booking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,20 @@ pub struct Applied {
     pub published: LastPublished,
     /// The site the visitor was made under (kept even if the building's site changes later).
     pub site: Option<String>,
+    /// The tenant the visitor was made in (kept even if the building moves to another one).
+    pub tenant: Tenant,
     pub visitor_id: Option<String>,
+}
+
+/// The building's iPassan, as this worker knows it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildingIpassan {
+    /// The building's own tenant (its key) and its site there.
+    Own { tenant: String, site: String },
+    /// The deployment default, with the building's `ipassan_site`.
+    Default,
+    /// No tenant of its own and no deployment default.
+    NotConnected,
 }
 
 /// The next thing to do for the stored latest snapshot.
@@ -38,9 +52,12 @@ pub enum Step {
     NothingToDo,
     /// Make sure the visitor exists for exactly `window` with a live PIN.
     Grant(GrantVisit),
-    /// Make sure the visitor's PIN no longer opens anything. Without a site nothing was ever
-    /// made in iPassan, so there is nothing to revoke there.
-    Revoke { site: Option<String> },
+    /// Make sure the visitor's PIN no longer opens anything, in `tenant`. Without a site nothing
+    /// was ever made in iPassan, so there is nothing to revoke there.
+    Revoke {
+        tenant: Tenant,
+        site: Option<String>,
+    },
     /// Access cannot even be asked for; say why.
     Fail(AccessFailure),
 }
@@ -48,6 +65,7 @@ pub enum Step {
 /// Everything a grant needs from the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantVisit {
+    pub tenant: Tenant,
     pub site: String,
     /// The resident's iPassan person.
     pub visitee_id: String,
@@ -56,22 +74,49 @@ pub struct GrantVisit {
     pub window: VisitWindow,
 }
 
-/// Decides from the latest snapshot (`booking` at `version`) and what was applied before.
-pub fn next_step(booking: &VisitorBooking, version: i64, applied: Option<&Applied>) -> Step {
+/// Decides from the latest snapshot (`booking` at `version`), what was applied before, and the
+/// building's iPassan now.
+pub fn next_step(
+    booking: &VisitorBooking,
+    version: i64,
+    applied: Option<&Applied>,
+    building: &BuildingIpassan,
+) -> Step {
     if applied.is_some_and(|a| a.version >= version) {
         return Step::AlreadyApplied;
     }
     if !booking.provide_access {
         return Step::NothingToDo;
     }
-    // A visitor already made stays under the site it was made in (DESIGN §6: changed IDs apply to
-    // later operations; existing grants are changed and cleared under the IDs they were made with).
-    let site = applied
-        .filter(|a| a.visitor_id.is_some())
-        .and_then(|a| a.site.clone())
-        .or_else(|| booking.building.ipassan_site.clone());
+    // A visitor already made stays in the tenant and site it was made in (docs/architecture.md:
+    // changed IDs and connections apply to later operations; existing grants are changed and
+    // cleared under the ones they were made with).
+    let made = applied.filter(|a| a.visitor_id.is_some());
+    let (tenant, site) = match (made, building) {
+        (Some(made), _) => (
+            made.tenant.clone(),
+            made.site
+                .clone()
+                .or_else(|| booking.building.ipassan_site.clone()),
+        ),
+        (None, BuildingIpassan::Own { tenant, site }) => {
+            (Tenant::Own(tenant.clone()), Some(site.clone()))
+        }
+        (None, BuildingIpassan::Default) => {
+            (Tenant::Default, booking.building.ipassan_site.clone())
+        }
+        (None, BuildingIpassan::NotConnected) => {
+            if booking.state == BookingState::Cancelled {
+                return Step::Revoke {
+                    tenant: Tenant::Default,
+                    site: None,
+                };
+            }
+            return Step::Fail(failures::not_connected(&booking.building.name));
+        }
+    };
     if booking.state == BookingState::Cancelled {
-        return Step::Revoke { site };
+        return Step::Revoke { tenant, site };
     }
     let Some(site) = site else {
         return Step::Fail(failures::building_without_site(&booking.building.name));
@@ -80,6 +125,7 @@ pub fn next_step(booking: &VisitorBooking, version: i64, applied: Option<&Applie
         return Step::Fail(failures::resident_not_synced(&booking.resident.name));
     };
     Step::Grant(GrantVisit {
+        tenant,
         site,
         visitee_id,
         name: split_name(&booking.visitor.name),
@@ -156,6 +202,18 @@ pub mod failures {
     pub const CREDENTIAL_REVOKED_IN_IPASSAN: &str = "credential_revoked_in_ipassan";
     pub const BUILDING_HAS_NO_IPASSAN_SITE: &str = "building_has_no_ipassan_site";
     pub const RESIDENT_NOT_SYNCED_TO_IPASSAN: &str = "resident_not_synced_to_ipassan";
+    pub const IPASSAN_NOT_CONNECTED: &str = "ipassan_not_connected";
+
+    pub fn not_connected(building: &str) -> AccessFailure {
+        AccessFailure {
+            code: IPASSAN_NOT_CONNECTED.into(),
+            message: format!(
+                "The building {building} is connected to no iPassan, so visitors cannot be given \
+                 access. connecX support must connect the building to its iPassan tenant."
+            ),
+            needs_manager: true,
+        }
+    }
 
     pub fn visitee_not_found(resident: &str, person_id: &str, site: &str) -> AccessFailure {
         AccessFailure {
@@ -228,7 +286,7 @@ mod tests {
     use contracts::{BookingWindow, Building, DoubleBookingPolicy, Resident, Visitor};
 
     use super::*;
-    use crate::visit::parse_local;
+    use ipassan_client::visit::parse_local;
 
     fn local(text: &str) -> NaiveDateTime {
         parse_local(text).unwrap()
@@ -244,6 +302,7 @@ mod tests {
                 manager_emails: vec![],
                 ipassan_site: Some("site-7".into()),
                 double_booking_policy: DoubleBookingPolicy::Auto,
+                connection_versions: Default::default(),
             },
             window: BookingWindow {
                 starts_at: now,
@@ -279,16 +338,20 @@ mod tests {
             version,
             published,
             site: Some("site-7".into()),
+            tenant: Tenant::Default,
             visitor_id: Some("v-1".into()),
         }
     }
 
+    const DEFAULT: &BuildingIpassan = &BuildingIpassan::Default;
+
     #[test]
     fn a_new_booking_with_access_is_granted_for_its_local_window() {
-        let step = next_step(&booking(BookingState::Booked, true), 1, None);
+        let step = next_step(&booking(BookingState::Booked, true), 1, None, DEFAULT);
         assert_eq!(
             step,
             Step::Grant(GrantVisit {
+                tenant: Tenant::Default,
                 site: "site-7".into(),
                 visitee_id: "p-ana".into(),
                 name: VisitorName {
@@ -305,10 +368,16 @@ mod tests {
     fn a_version_already_applied_changes_nothing() {
         let done = applied(2, LastPublished::Revoked);
         let cancelled = booking(BookingState::Cancelled, true);
-        assert_eq!(next_step(&cancelled, 2, Some(&done)), Step::AlreadyApplied);
-        assert_eq!(next_step(&cancelled, 1, Some(&done)), Step::AlreadyApplied);
+        assert_eq!(
+            next_step(&cancelled, 2, Some(&done), DEFAULT),
+            Step::AlreadyApplied
+        );
+        assert_eq!(
+            next_step(&cancelled, 1, Some(&done), DEFAULT),
+            Step::AlreadyApplied
+        );
         assert!(matches!(
-            next_step(&cancelled, 3, Some(&done)),
+            next_step(&cancelled, 3, Some(&done), DEFAULT),
             Step::Revoke { .. }
         ));
     }
@@ -322,13 +391,14 @@ mod tests {
         let mut moved = booking(BookingState::Cancelled, true);
         moved.building.ipassan_site = Some("new-site".into());
         assert_eq!(
-            next_step(&moved, 2, Some(&made)),
+            next_step(&moved, 2, Some(&made), DEFAULT),
             Step::Revoke {
+                tenant: Tenant::Default,
                 site: Some("old-site".into())
             }
         );
         moved.state = BookingState::Booked;
-        let Step::Grant(grant) = next_step(&moved, 2, Some(&made)) else {
+        let Step::Grant(grant) = next_step(&moved, 2, Some(&made), DEFAULT) else {
             panic!("expected a grant")
         };
         assert_eq!(grant.site, "old-site");
@@ -336,7 +406,7 @@ mod tests {
             visitor_id: None,
             ..made
         };
-        let Step::Grant(grant) = next_step(&moved, 2, Some(&never_made)) else {
+        let Step::Grant(grant) = next_step(&moved, 2, Some(&never_made), DEFAULT) else {
             panic!("expected a grant")
         };
         assert_eq!(grant.site, "new-site");
@@ -346,7 +416,7 @@ mod tests {
     fn without_provide_access_nothing_is_done() {
         for state in [BookingState::Booked, BookingState::Cancelled] {
             assert_eq!(
-                next_step(&booking(state, false), 1, None),
+                next_step(&booking(state, false), 1, None, DEFAULT),
                 Step::NothingToDo
             );
         }
@@ -356,8 +426,9 @@ mod tests {
     fn a_cancellation_revokes_even_if_nothing_was_granted_yet() {
         // "created v1 still retrying when cancelled v2 arrives": v2 is the stored latest.
         assert_eq!(
-            next_step(&booking(BookingState::Cancelled, true), 2, None),
+            next_step(&booking(BookingState::Cancelled, true), 2, None, DEFAULT),
             Step::Revoke {
+                tenant: Tenant::Default,
                 site: Some("site-7".into())
             }
         );
@@ -367,7 +438,7 @@ mod tests {
     fn a_booking_ipassan_cannot_be_asked_about_fails_with_a_reason_for_the_manager() {
         let mut no_site = booking(BookingState::Booked, true);
         no_site.building.ipassan_site = None;
-        let Step::Fail(failure) = next_step(&no_site, 1, None) else {
+        let Step::Fail(failure) = next_step(&no_site, 1, None, DEFAULT) else {
             panic!("expected a failure")
         };
         assert_eq!(failure.code, failures::BUILDING_HAS_NO_IPASSAN_SITE);
@@ -375,7 +446,7 @@ mod tests {
 
         let mut unsynced = booking(BookingState::Booked, true);
         unsynced.resident.ipassan_person_id = None;
-        let Step::Fail(failure) = next_step(&unsynced, 1, None) else {
+        let Step::Fail(failure) = next_step(&unsynced, 1, None, DEFAULT) else {
             panic!("expected a failure")
         };
         assert_eq!(failure.code, failures::RESIDENT_NOT_SYNCED_TO_IPASSAN);

@@ -18,10 +18,11 @@ use platform::amqp::{EventHandler, HandlerError, Publisher};
 use platform::snapshots::{self, Recorded};
 
 use crate::decision::{
-    self, Achieved, Applied, GrantVisit, LastPublished, ResultKind, Step, failures,
+    self, Achieved, Applied, BuildingIpassan, GrantVisit, LastPublished, ResultKind, Step, failures,
 };
-use crate::ipassan::{ErrorKind, IpassanClient, IpassanError, NewVisitor};
 use crate::store::{self, StoreError};
+use crate::tenants::{Tenant, TenantClient, TenantError, Tenants};
+use ipassan_client::{ErrorKind, IpassanClient, IpassanError, NewVisitor};
 
 /// Namespace of the result events' ids: one id per (booking, version, result type).
 const RESULT_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x3c1f_8a52_7d4e_4b0a_9f61_2e8d_5b7c_9a10);
@@ -29,15 +30,15 @@ const RESULT_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x3c1f_8a52_7d4e_4b0a_9f61_
 /// The worker's handler.
 pub struct BookingEvents {
     pool: PgPool,
-    ipassan: Arc<IpassanClient>,
+    tenants: Arc<Tenants>,
     publisher: Publisher,
 }
 
 impl BookingEvents {
-    pub fn new(pool: PgPool, ipassan: Arc<IpassanClient>, publisher: Publisher) -> Self {
+    pub fn new(pool: PgPool, tenants: Arc<Tenants>, publisher: Publisher) -> Self {
         Self {
             pool,
-            ipassan,
+            tenants,
             publisher,
         }
     }
@@ -45,6 +46,9 @@ impl BookingEvents {
 
 impl EventHandler for BookingEvents {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        if let Event::IpassanConnectionChanged(change) = &envelope.event {
+            return self.record_connection(&envelope, change).await;
+        }
         if visitor_booking(&envelope.event).is_none() {
             return Err(HandlerError::Permanent(format!(
                 "{} is not a visitor booking event; ipassan-sync handles visitor_booking.* only",
@@ -71,6 +75,48 @@ impl EventHandler for BookingEvents {
 }
 
 impl BookingEvents {
+    /// Stores a building's new iPassan connection (the version rule keeps the newest). Bookings
+    /// made under it wait for it; visitors already made stay where they are.
+    async fn record_connection(
+        &self,
+        envelope: &Envelope,
+        change: &contracts::IpassanConnectionChange,
+    ) -> Result<(), HandlerError> {
+        let mut conn = self.pool.acquire().await.map_err(|e| transient(e.into()))?;
+        let changed =
+            store::record_connection(&mut conn, envelope.version, envelope.occurred_at, change)
+                .await
+                .map_err(transient)?;
+        tracing::info!(
+            building_id = %change.building_id, version = envelope.version, changed,
+            tenant = change.connection.as_ref().map_or(crate::tenants::DEFAULT_TENANT.to_owned(), crate::tenants::tenant_key),
+            "building's iPassan connection recorded"
+        );
+        Ok(())
+    }
+
+    /// The client of `tenant`, its stored credentials read on `conn`.
+    async fn client_for(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+    ) -> Result<TenantClient, HandlerError> {
+        let stored = match tenant {
+            Tenant::Default => None,
+            Tenant::Own(key) => store::tenant(&mut *conn, key).await.map_err(transient)?,
+        };
+        self.tenants
+            .client(tenant, stored.as_ref())
+            .map_err(|error| match error {
+                // Ops can fix a key and restart; the message waits meanwhile.
+                TenantError::Secret { .. } => HandlerError::Transient(error.to_string()),
+                TenantError::NoDefault
+                | TenantError::Unknown(_)
+                | TenantError::Unreadable { .. }
+                | TenantError::Client { .. } => HandlerError::Permanent(error.to_string()),
+            })
+    }
+
     /// Brings iPassan and the published results in line with the stored latest snapshot.
     async fn converge(
         &self,
@@ -80,12 +126,13 @@ impl BookingEvents {
         let mut tx = store::lock_booking(conn, booking_id)
             .await
             .map_err(transient)?;
-        let (latest, applied) = store::held_state(&mut tx, booking_id)
+        let held = store::held_state(&mut tx, booking_id)
             .await
             .map_err(transient)?
             .ok_or_else(|| {
                 HandlerError::Transient(format!("no snapshot held for booking {booking_id}"))
             })?;
+        let (latest, applied) = (held.latest, held.applied);
         let booking = visitor_booking(&latest.event)
             .ok_or_else(|| {
                 HandlerError::Permanent(format!(
@@ -94,13 +141,33 @@ impl BookingEvents {
                 ))
             })?
             .clone();
+        // The snapshot names the version of the building's connection it was made under; an older
+        // one must not be used for it. The change is on its way through this same queue.
+        let wanted = booking.building.connection_versions.ipassan;
+        let known = held.connection.as_ref().map_or(0, |c| c.version);
+        if wanted > known {
+            return Err(HandlerError::Transient(format!(
+                "booking {booking_id} was made under version {wanted} of building {}'s iPassan \
+                 connection; this worker has version {known} so far",
+                booking.building.id
+            )));
+        }
+        let building = match held.connection.and_then(|c| c.tenant) {
+            Some((tenant, site)) => BuildingIpassan::Own { tenant, site },
+            None if self.tenants.has_default() => BuildingIpassan::Default,
+            None => BuildingIpassan::NotConnected,
+        };
         let last = applied
             .as_ref()
             .map_or(LastPublished::Nothing, |a| a.published.clone());
         let mut site = applied.as_ref().and_then(|a| a.site.clone());
+        let mut tenant = applied
+            .as_ref()
+            .map_or(Tenant::Default, |a| a.tenant.clone());
         let mut visitor_id = applied.as_ref().and_then(|a| a.visitor_id.clone());
 
-        let achieved = match decision::next_step(&booking, latest.version, applied.as_ref()) {
+        let step = decision::next_step(&booking, latest.version, applied.as_ref(), &building);
+        let achieved = match step {
             Step::AlreadyApplied => {
                 tracing::info!(%booking_id, version = latest.version, "already applied; nothing to do");
                 return Ok(());
@@ -108,21 +175,35 @@ impl BookingEvents {
             Step::NothingToDo => None,
             Step::Fail(failure) => Some(Achieved::Failed(failure)),
             Step::Grant(grant) => {
+                let client = self.client_for(&mut tx, &grant.tenant).await?;
                 let (achieved, made) = self
-                    .grant(booking_id, &booking, &grant, visitor_id.is_some())
+                    .grant(
+                        &client.client,
+                        booking_id,
+                        &booking,
+                        &grant,
+                        visitor_id.is_some(),
+                    )
                     .await?;
                 site = Some(grant.site);
+                tenant = grant.tenant;
                 visitor_id = made.or(visitor_id);
                 Some(achieved)
             }
             Step::Revoke {
+                tenant: revoke_in,
                 site: Some(revoke_at),
             } => {
-                visitor_id = self.revoke(booking_id, &revoke_at).await?.or(visitor_id);
+                let client = self.client_for(&mut tx, &revoke_in).await?;
+                visitor_id = self
+                    .revoke(&client.client, booking_id, &revoke_at)
+                    .await?
+                    .or(visitor_id);
                 site = Some(revoke_at);
+                tenant = revoke_in;
                 Some(Achieved::Revoked)
             }
-            Step::Revoke { site: None } => Some(Achieved::Revoked),
+            Step::Revoke { site: None, .. } => Some(Achieved::Revoked),
         };
 
         let (published_now, on_record) = match &achieved {
@@ -136,6 +217,7 @@ impl BookingEvents {
             version: latest.version,
             published: on_record,
             site,
+            tenant,
             visitor_id,
         };
         // Written before the result is published, but committed only after it was: a crash or a
@@ -175,6 +257,7 @@ impl BookingEvents {
     /// outcome (`failed`), not an error. `made_before`: a visitor of this booking is on record.
     async fn grant(
         &self,
+        ipassan: &IpassanClient,
         booking_id: Uuid,
         booking: &VisitorBooking,
         grant: &GrantVisit,
@@ -188,7 +271,7 @@ impl BookingEvents {
         // it knows with the visitor already made (contract), so a retry after a crash finds the
         // one it made — and every new booking costs one call less.
         let existing = if made_before {
-            self.ipassan
+            ipassan
                 .visitor_by_external_ref(site, &external_ref)
                 .await
                 .map_err(fail)?
@@ -205,7 +288,7 @@ impl BookingEvents {
                     window: grant.window,
                     external_ref: &external_ref,
                 };
-                match self.ipassan.create_visitor(site, &new).await {
+                match ipassan.create_visitor(site, &new).await {
                     Ok(visitor) => visitor,
                     Err(IpassanError::NotFound { message, .. }) => {
                         tracing::warn!(%booking_id, site, %message, "visitee unknown to iPassan");
@@ -232,11 +315,7 @@ impl BookingEvents {
         let visitor = if visitor.window == grant.window {
             visitor
         } else {
-            match self
-                .ipassan
-                .update_window(site, &visitor.id, grant.window)
-                .await
-            {
+            match ipassan.update_window(site, &visitor.id, grant.window).await {
                 Ok(moved) => moved,
                 // It was there a moment ago: someone removed it meanwhile. Looking again
                 // later will make it anew.
@@ -261,10 +340,14 @@ impl BookingEvents {
     }
 
     /// Revokes the PIN of the booking's visitor, if there is one. The visitor record stays.
-    async fn revoke(&self, booking_id: Uuid, site: &str) -> Result<Option<String>, HandlerError> {
+    async fn revoke(
+        &self,
+        ipassan: &IpassanClient,
+        booking_id: Uuid,
+        site: &str,
+    ) -> Result<Option<String>, HandlerError> {
         let fail = |e| handler_error(e, booking_id, site);
-        let Some(visitor) = self
-            .ipassan
+        let Some(visitor) = ipassan
             .visitor_by_external_ref(site, &booking_id.to_string())
             .await
             .map_err(fail)?
@@ -272,7 +355,7 @@ impl BookingEvents {
             return Ok(None);
         };
         if visitor.pin.is_some() {
-            match self.ipassan.revoke_credential(site, &visitor.id).await {
+            match ipassan.revoke_credential(site, &visitor.id).await {
                 // Gone already: nothing left to open a door with.
                 Ok(()) | Err(IpassanError::NotFound { .. }) => {}
                 Err(e) => return Err(fail(e)),

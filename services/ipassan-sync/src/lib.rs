@@ -6,19 +6,22 @@
 //! a PIN; a reschedule moves the window (same PIN); a cancellation revokes the PIN. Each outcome
 //! is published as `visitor_access.{granted,updated,revoked,failed}.v1`.
 //!
-//! Modules: [`ipassan`] is the typed HTTP client of the contract; [`decision`] the pure rules;
-//! [`store`] this service's schema; [`handler`] the step that ties them together; [`visit`] the
-//! window and name formats iPassan wants; [`settings`] the configuration.
+//! Each building's visitors go to its own iPassan tenant when an operator connected one, else to
+//! the deployment default ([`tenants`]).
+//!
+//! Modules: [`decision`] the pure rules; [`store`] this service's schema; [`tenants`] which tenant
+//! and one client each (the client itself is the `ipassan-client` crate); [`handler`] the step
+//! that ties them together; [`settings`] the configuration.
 
 pub mod decision;
 pub mod handler;
-pub mod ipassan;
 pub mod settings;
 pub mod store;
-pub mod visit;
+pub mod tenants;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 
@@ -39,22 +42,54 @@ pub enum BuildError {
     #[error(transparent)]
     Database(#[from] platform::db::DbError),
     #[error("cannot set up the iPassan client: {0}")]
-    Ipassan(#[from] ipassan::IpassanError),
+    Ipassan(#[from] ipassan_client::IpassanError),
     #[error("cannot open the health port: {0}")]
     Health(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(#[from] platform::config::ConfigError),
+    /// Sealed secrets are stored that the configured keys cannot open.
+    #[error(
+        "the client secret of iPassan tenant {tenant} cannot be opened ({reason}); set \
+         CONNECX__SECRETS__KEY (or add the key it was sealed under to \
+         CONNECX__SECRETS__PREVIOUS_KEYS)"
+    )]
+    Secrets { tenant: String, reason: String },
+    #[error("reading the stored tenants: {0}")]
+    Store(#[from] store::StoreError),
 }
+
+/// How long one call to a building's own tenant may take when no default sets it.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Application {
     settings: Settings,
     pool: PgPool,
-    ipassan: Arc<ipassan::IpassanClient>,
+    tenants: Arc<tenants::Tenants>,
     health: platform::health::HealthServer,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
-        let ipassan = Arc::new(ipassan::IpassanClient::new(&settings.ipassan)?);
+        let sealer = settings.secrets.sealer()?.map(Arc::new);
+        let tenants = Arc::new(tenants::Tenants::new(
+            settings
+                .ipassan
+                .as_ref()
+                .map(IpassanSettings::tenant_settings),
+            sealer.clone(),
+            settings
+                .ipassan
+                .as_ref()
+                .map_or(DEFAULT_TIMEOUT, |d| Duration::from_secs(d.timeout_secs)),
+        )?);
+        if settings.ipassan.is_none() {
+            tracing::warn!(
+                "no default iPassan (CONNECX__IPASSAN__BASE_URL): only buildings with their own \
+                 connection get visitor access"
+            );
+        }
         let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        check_sealed_secrets(&pool, sealer.as_deref()).await?;
         if settings.database.max_connections < u32::from(settings.amqp.prefetch) {
             // Each message in flight holds one connection (its booking's lock) while it talks
             // to iPassan; fewer connections than messages makes some wait for one.
@@ -68,7 +103,7 @@ impl Application {
         Ok(Self {
             settings,
             pool,
-            ipassan,
+            tenants,
             health,
         })
     }
@@ -85,7 +120,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let token = platform::shutdown::token_for(shutdown);
         let publisher = Publisher::new(&self.settings.amqp, "ipassan-sync");
-        let handler = BookingEvents::new(self.pool.clone(), self.ipassan, publisher);
+        let handler = BookingEvents::new(self.pool.clone(), self.tenants, publisher);
         let worker = Worker::new(
             IPASSAN_SYNC_QUEUE,
             self.settings.amqp.clone(),
@@ -101,4 +136,30 @@ impl Application {
         self.pool.close().await;
         Ok(())
     }
+}
+
+/// Opens the client secret of every stored tenant: one that cannot be opened stops the start
+/// (naming the tenant and the key), and one sealed under a previous key is written back sealed
+/// under the current one.
+async fn check_sealed_secrets(
+    pool: &PgPool,
+    sealer: Option<&platform::secrets::Sealer>,
+) -> Result<(), BuildError> {
+    let stored = store::all_tenants(pool).await?;
+    for (tenant, connection) in &stored {
+        match tenants::reseal(sealer, connection) {
+            Ok(None) => {}
+            Ok(Some(resealed)) => {
+                store::reseal_tenant(pool, tenant, connection, &resealed).await?;
+                tracing::info!(tenant, "client secret re-sealed under the current key");
+            }
+            Err(reason) => {
+                return Err(BuildError::Secrets {
+                    tenant: tenant.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(())
 }

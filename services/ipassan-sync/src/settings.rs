@@ -1,5 +1,7 @@
-//! The service's settings (DESIGN §10): the shared database, broker, retry and log sections, plus
-//! `CONNECX__IPASSAN__*` for the iPassan API. Checked at start, so a bad key stops the service
+//! The service's settings (docs/configuration.md): the shared database, broker, retry and log
+//! sections, `CONNECX__IPASSAN__*` for the deployment's default iPassan tenant (optional: a
+//! deployment whose buildings all have their own needs none), and `CONNECX__SECRETS__*` to open
+//! the buildings' own tenants' sealed secrets. Checked at start, so a bad key stops the service
 //! with a message naming its environment variable instead of failing on the first booking.
 
 use std::fmt;
@@ -14,7 +16,11 @@ use platform::config::{
 pub struct Settings {
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
-    pub ipassan: IpassanSettings,
+    /// The deployment default, for buildings without a tenant of their own.
+    #[serde(default)]
+    pub ipassan: Option<IpassanSettings>,
+    #[serde(default)]
+    pub secrets: platform::secrets::SecretsSettings,
     #[serde(default)]
     pub retry: RetrySettings,
     #[serde(default)]
@@ -28,7 +34,23 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
         self.amqp.validate()?;
-        self.ipassan.validate()
+        self.secrets.validate()?;
+        match &self.ipassan {
+            Some(ipassan) => ipassan.validate(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl IpassanSettings {
+    /// The default tenant as the client wants it.
+    pub fn tenant_settings(&self) -> ipassan_client::TenantSettings {
+        ipassan_client::TenantSettings {
+            base_url: self.base_url.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
+        }
     }
 }
 
@@ -124,9 +146,10 @@ mod tests {
     #[test]
     fn ipassan_settings_come_from_the_environment_and_the_secret_is_never_shown() {
         let settings = load(&[]).unwrap();
-        assert_eq!(settings.ipassan.base_url, "https://tenant.ipassan.com");
-        assert_eq!(settings.ipassan.client_id, "connecx");
-        assert_eq!(settings.ipassan.timeout_secs, 10);
+        let ipassan = settings.ipassan.as_ref().unwrap();
+        assert_eq!(ipassan.base_url, "https://tenant.ipassan.com");
+        assert_eq!(ipassan.client_id, "connecx");
+        assert_eq!(ipassan.timeout_secs, 10);
         assert!(!format!("{settings:?}").contains("very-secret"));
     }
 

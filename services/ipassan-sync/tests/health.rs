@@ -23,12 +23,13 @@ async fn the_health_port_answers_and_says_ready_once_the_worker_consumes() {
             delivery_limit: 5,
             drain_timeout_secs: 30,
         },
-        ipassan: ipassan_sync::IpassanSettings {
+        ipassan: Some(ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),
             client_id: "connecx".into(),
             client_secret: "unused".into(),
             timeout_secs: 5,
-        },
+        }),
+        secrets: Default::default(),
         retry: RetrySettings::default(),
         log: LogSettings::default(),
         health: platform::health::HealthSettings {

@@ -79,7 +79,10 @@ pub fn alert_mail(letter: &DeadLetter, to: &str) -> Result<Mail, HandlerError> {
         first_failed_at: letter
             .first_failed_at
             .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
-        building_name: letter.event.as_ref().map(|e| e.building().name.as_str()),
+        building_name: letter
+            .event
+            .as_ref()
+            .and_then(|e| e.building().map(|b| b.name.as_str())),
         consequence: consequence(letter),
         action: action(letter),
     };

@@ -106,7 +106,7 @@ impl DeadLetter {
     }
 
     pub fn building_id(&self) -> Option<&str> {
-        self.event.as_ref().map(|e| e.building().id.as_str())
+        self.event.as_ref().and_then(Envelope::building_id)
     }
 
     /// Who is told: the building's managers, or the ops address when none is known.
@@ -114,7 +114,7 @@ impl DeadLetter {
         let managers: Vec<String> = self
             .event
             .as_ref()
-            .map(|e| e.building().manager_emails.clone())
+            .and_then(|e| e.building().map(|b| b.manager_emails.clone()))
             .unwrap_or_default();
         if managers.is_empty() {
             vec![ops_address.to_owned()]

@@ -6,8 +6,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use contracts::{
-    BookingWindow, DoubleBookingPolicy, Envelope, Event, FacilityAccessResult, FacilityBooking,
-    RefusedFacilityRequest, VisitorAccessResult, VisitorBooking,
+    AccessSystem, BookingWindow, ConnectionHealth, DoubleBookingPolicy, Envelope, Event,
+    FacilityAccessResult, FacilityBooking, RefusedFacilityRequest, RefusedVisitorRequest,
+    TimetablesExhausted, VisitorAccessResult, VisitorBooking,
 };
 
 use crate::calendar::{InviteMethod, visit_invite};
@@ -40,8 +41,20 @@ pub fn mails_for(
         // Expiry is the normal end of a booking; nobody needs a mail for it.
         Event::FacilityAccessExpired(_) => Ok(Vec::new()),
         Event::FacilityRequestRefused(r) => refused_request_mails(envelope, r, ops_address),
-        // Booking events are not for the notifier (it is not bound to them).
-        _ => Ok(Vec::new()),
+        Event::VisitorRequestRefused(r) => refused_visit_mails(envelope, r, ops_address),
+        Event::ConnectionDown(h) => connection_health_mails(h, "down", ops_address),
+        Event::ConnectionRecovered(h) => connection_health_mails(h, "recovered", ops_address),
+        Event::TimetablesExhausted(t) => timetables_exhausted_mails(t, ops_address),
+        // Booking events and connection changes are not for the notifier (it is not bound to
+        // them).
+        Event::VisitorBookingCreated(_)
+        | Event::VisitorBookingRescheduled(_)
+        | Event::VisitorBookingCancelled(_)
+        | Event::FacilityBookingCreated(_)
+        | Event::FacilityBookingRescheduled(_)
+        | Event::FacilityBookingCancelled(_)
+        | Event::IpassanConnectionChanged(_)
+        | Event::SaltoConnectionChanged(_) => Ok(Vec::new()),
     }
 }
 
@@ -307,6 +320,7 @@ fn refused_request_mails(
     ops: &str,
 ) -> Result<Vec<Mail>, TemplateError> {
     let action = match request.failure.code.as_str() {
+        "salto_not_connected" => not_connected_action(&request.building.id, AccessSystem::Salto),
         "apartment_access_control_id_missing" => format!(
             "Set apartment {}'s Access Control ID (its User Access Level ExtID in Salto) in connecX: PUT /v1/apartments/{} with access_control_id. Then ask the resident to book again.",
             request.apartment_id, request.apartment_id
@@ -316,8 +330,14 @@ fn refused_request_mails(
             request.facility_name, request.facility_id
         ),
     };
+    let not_connected = request.failure.code == "salto_not_connected";
     let context = json!({
         "kind": "refused",
+        "cause": if not_connected {
+            "the building is connected to no Salto (access control) server".to_owned()
+        } else {
+            "an ID only a manager can set is missing".to_owned()
+        },
         "what": format!("a booking of the {} for apartment {}", request.facility_name, request.apartment_id),
         "booking_id": envelope.booking_id,
         "window": window_text(&request.window, &request.building.timezone),
@@ -329,12 +349,327 @@ fn refused_request_mails(
         "building_name": request.building.name,
         "action": action,
     });
-    let subject = format!(
-        "[connecX] Action needed: the {} cannot be booked until an Access Control ID is set",
-        request.facility_name
-    );
+    let subject = if not_connected {
+        format!(
+            "[connecX] Action needed: the {} cannot be booked until the building is connected to Salto",
+            request.facility_name
+        )
+    } else {
+        format!(
+            "[connecX] Action needed: the {} cannot be booked until an Access Control ID is set",
+            request.facility_name
+        )
+    };
     managers_or_ops(&request.building.manager_emails, ops)
         .iter()
         .map(|to| mail(to, subject.clone(), "manager_action", &context))
         .collect()
+}
+
+fn not_connected_action(building_id: &str, system: AccessSystem) -> String {
+    format!(
+        "Ask connecX support (an operator) to connect this building to its {} with PUT /v1/buildings/{building_id}/connections/{system}. Then ask the resident to book again.",
+        system_name(system)
+    )
+}
+
+fn system_name(system: AccessSystem) -> &'static str {
+    match system {
+        AccessSystem::Ipassan => "iPassan (visitor access)",
+        AccessSystem::Salto => "Salto (facility access)",
+    }
+}
+
+/// The manager hears that a visit with access was refused because the building is connected to
+/// no iPassan.
+fn refused_visit_mails(
+    envelope: &Envelope,
+    request: &RefusedVisitorRequest,
+    ops: &str,
+) -> Result<Vec<Mail>, TemplateError> {
+    let context = json!({
+        "kind": "refused",
+        "cause": "the building is connected to no iPassan (access control) tenant",
+        "what": format!("{}'s visitor {} with building access", request.resident_name, request.visitor_name),
+        "booking_id": envelope.booking_id,
+        "window": window_text(&request.window, &request.building.timezone),
+        "reason": request.failure.message,
+        "code": request.failure.code,
+        "resident_name": request.resident_name,
+        "building_name": request.building.name,
+        "action": not_connected_action(&request.building.id, AccessSystem::Ipassan),
+    });
+    let subject =
+        "[connecX] Action needed: visitors cannot get access until the building is connected to iPassan"
+            .to_owned();
+    managers_or_ops(&request.building.manager_emails, ops)
+        .iter()
+        .map(|to| mail(to, subject.clone(), "manager_action", &context))
+        .collect()
+}
+
+/// One mail per outage and building: when its iPassan or Salto has been failing for a while, and
+/// when it works again.
+fn connection_health_mails(
+    health: &ConnectionHealth,
+    kind: &str,
+    ops: &str,
+) -> Result<Vec<Mail>, TemplateError> {
+    let building = &health.building;
+    let zone = building.timezone.parse::<chrono_tz::Tz>().ok();
+    let local = |at: chrono::DateTime<chrono::Utc>| match zone {
+        Some(zone) => format!(
+            "{} ({})",
+            at.with_timezone(&zone).format("%A %-d %B %Y %H:%M"),
+            building.timezone
+        ),
+        None => format!("{} UTC", at.format("%A %-d %B %Y %H:%M")),
+    };
+    let minutes = (health.recovered_at.unwrap_or_else(chrono::Utc::now) - health.failing_since)
+        .num_minutes()
+        .max(0);
+    let context = json!({
+        "kind": kind,
+        "system_name": system_name(health.system),
+        "endpoint": health.endpoint,
+        "since": local(health.failing_since),
+        "recovered_at": health.recovered_at.map(local),
+        "minutes": minutes,
+        "last_error": health.last_error,
+        "building_name": building.name,
+    });
+    let subject = match kind {
+        "down" => format!(
+            "[connecX] {} of {} is not answering: bookings are waiting, nothing is lost",
+            system_name(health.system),
+            building.name
+        ),
+        _ => format!(
+            "[connecX] {} of {} works again",
+            system_name(health.system),
+            building.name
+        ),
+    };
+    managers_or_ops(&building.manager_emails, ops)
+        .iter()
+        .map(|to| mail(to, subject.clone(), "system_health", &context))
+        .collect()
+}
+
+/// Ops hear that a Salto server has no timetable ID left.
+fn timetables_exhausted_mails(
+    exhausted: &TimetablesExhausted,
+    ops: &str,
+) -> Result<Vec<Mail>, TemplateError> {
+    let context = json!({
+        "kind": "exhausted",
+        "system_name": "Salto",
+        "endpoint": exhausted.server,
+        "held_by_connecx": exhausted.held_by_connecx,
+        "held_by_others": exhausted.held_by_others,
+        "building_id": exhausted.building_id,
+        "building_name": format!("Salto server {}", exhausted.server),
+    });
+    Ok(vec![mail(
+        ops,
+        format!(
+            "[connecX] Salto server {} has no free timetable ID: facility bookings wait",
+            exhausted.server
+        ),
+        "system_health",
+        &context,
+    )?])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use chrono::{TimeZone, Utc};
+    use contracts::{AccessFailure, Building, ConnectionVersions};
+    use uuid::Uuid;
+
+    use super::*;
+
+    const OPS: &str = "ops@connecx.example";
+
+    fn building(managers: &[&str]) -> Building {
+        Building {
+            id: "harbour".into(),
+            name: "Harbour View".into(),
+            timezone: "Australia/Sydney".into(),
+            manager_emails: managers.iter().map(|m| m.to_string()).collect(),
+            ipassan_site: Some("site-7".into()),
+            double_booking_policy: DoubleBookingPolicy::Auto,
+            connection_versions: ConnectionVersions::default(),
+        }
+    }
+
+    fn window() -> BookingWindow {
+        let starts = Utc.with_ymd_and_hms(2026, 12, 1, 7, 0, 0).unwrap();
+        let ends = Utc.with_ymd_and_hms(2026, 12, 1, 11, 0, 0).unwrap();
+        BookingWindow {
+            starts_at: starts,
+            ends_at: ends,
+            local_starts_at: starts
+                .with_timezone(&chrono_tz::Australia::Sydney)
+                .naive_local(),
+            local_ends_at: ends
+                .with_timezone(&chrono_tz::Australia::Sydney)
+                .naive_local(),
+        }
+    }
+
+    fn health(recovered: bool) -> ConnectionHealth {
+        ConnectionHealth {
+            building: building(&["m@harbour.example"]),
+            system: AccessSystem::Salto,
+            endpoint: "https://salto.harbour.example/".into(),
+            failing_since: Utc.with_ymd_and_hms(2026, 12, 1, 7, 0, 0).unwrap(),
+            last_error: "SaltoDBGroup.Read timed out after 10s".into(),
+            recovered_at: recovered.then(|| Utc.with_ymd_and_hms(2026, 12, 1, 7, 42, 0).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_visit_refused_for_want_of_ipassan_tells_the_managers_to_have_it_connected() {
+        let refused = Envelope::new(
+            Uuid::nil(),
+            1,
+            Event::VisitorRequestRefused(RefusedVisitorRequest {
+                building: building(&["m@harbour.example", "n@harbour.example"]),
+                window: window(),
+                resident_id: "ana".into(),
+                resident_name: "Ana Lee".into(),
+                visitor_name: "Bo Tan".into(),
+                failure: AccessFailure {
+                    code: "ipassan_not_connected".into(),
+                    message: "building harbour is connected to no iPassan tenant".into(),
+                    needs_manager: true,
+                },
+            }),
+        );
+        let mails = mails_for(&refused, OPS, false).unwrap();
+        assert_eq!(
+            mails.iter().map(|m| m.to.as_str()).collect::<Vec<_>>(),
+            ["m@harbour.example", "n@harbour.example"]
+        );
+        let text = &mails[0].text;
+        for needle in [
+            "Ana Lee's visitor Bo Tan",
+            "connected to no iPassan",
+            "ipassan_not_connected",
+            "PUT /v1/buildings/harbour/connections/ipassan",
+            "Tuesday 1 December 2026, 18:00–22:00 (Australia/Sydney)",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+        assert!(mails[0].html.contains("connected to no iPassan"));
+    }
+
+    #[test]
+    fn an_outage_mail_says_nothing_is_lost_and_the_recovery_mail_says_how_long_it_lasted() {
+        let down = Envelope::new(Uuid::nil(), 2, Event::ConnectionDown(health(false)));
+        let mails = mails_for(&down, OPS, false).unwrap();
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].to, "m@harbour.example");
+        assert!(
+            mails[0].subject.contains("nothing is lost"),
+            "{}",
+            mails[0].subject
+        );
+        for needle in [
+            "Salto (facility access)",
+            "Tuesday 1 December 2026 18:00 (Australia/Sydney)",
+            "https://salto.harbour.example/",
+            "timed out after 10s",
+            "Bookings are waiting, nothing is lost",
+        ] {
+            assert!(
+                mails[0].text.contains(needle),
+                "{needle:?} missing:\n{}",
+                mails[0].text
+            );
+        }
+
+        let up = Envelope::new(Uuid::nil(), 3, Event::ConnectionRecovered(health(true)));
+        let mails = mails_for(&up, OPS, false).unwrap();
+        assert!(mails[0].subject.contains("works again"));
+        assert!(mails[0].text.contains("18:42"), "{}", mails[0].text);
+        assert!(mails[0].text.contains("42 minutes"), "{}", mails[0].text);
+    }
+
+    #[test]
+    fn an_outage_of_a_building_without_managers_goes_to_ops() {
+        let mut orphan = health(false);
+        orphan.building.manager_emails.clear();
+        let mails = mails_for(
+            &Envelope::new(Uuid::nil(), 2, Event::ConnectionDown(orphan)),
+            OPS,
+            false,
+        )
+        .unwrap();
+        assert_eq!(mails[0].to, OPS);
+    }
+
+    #[test]
+    fn an_exhausted_timetable_pool_is_one_mail_to_ops_naming_the_server() {
+        let exhausted = Envelope::new(
+            Uuid::nil(),
+            1,
+            Event::TimetablesExhausted(TimetablesExhausted {
+                server: "https://salto.harbour.example/".into(),
+                held_by_connecx: 1000,
+                held_by_others: 24,
+                building_id: "harbour".into(),
+            }),
+        );
+        let mails = mails_for(&exhausted, OPS, false).unwrap();
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].to, OPS);
+        assert!(mails[0].subject.contains("https://salto.harbour.example/"));
+        assert!(
+            mails[0].text.contains("1000 by connecX, 24 by others"),
+            "{}",
+            mails[0].text
+        );
+    }
+
+    #[test]
+    fn a_facility_booking_refused_for_want_of_salto_asks_for_the_connection() {
+        let refused = Envelope::new(
+            Uuid::nil(),
+            1,
+            Event::FacilityRequestRefused(RefusedFacilityRequest {
+                building: building(&["m@harbour.example"]),
+                window: window(),
+                facility_id: "games-room".into(),
+                facility_name: "Games room".into(),
+                apartment_id: "apt-501".into(),
+                booked_by: contracts::BookedBy {
+                    user_id: "ana".into(),
+                    role: contracts::Role::Resident,
+                    name: Some("Ana Lee".into()),
+                    email: Some("ana@example.com".into()),
+                },
+                failure: AccessFailure {
+                    code: "salto_not_connected".into(),
+                    message: "connected to no Salto".into(),
+                    needs_manager: true,
+                },
+            }),
+        );
+        let mails = mails_for(&refused, OPS, false).unwrap();
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].subject.contains("connected to Salto"));
+        assert!(
+            mails[0]
+                .text
+                .contains("connected to no Salto (access control) server")
+        );
+        assert!(
+            mails[0]
+                .text
+                .contains("PUT /v1/buildings/harbour/connections/salto")
+        );
+    }
 }

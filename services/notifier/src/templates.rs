@@ -44,12 +44,13 @@ macro_rules! pairs {
     };
 }
 
-const TEMPLATES: [(&str, &str); 10] = pairs![
+const TEMPLATES: [(&str, &str); 12] = pairs![
     "dead_letter_alert",
     "visitor_access_resident",
     "visitor_access_visitor",
     "facility_access_resident",
     "manager_action",
+    "system_health",
 ];
 
 /// Renders `<name>.txt` and `<name>.html` with the same context.

@@ -247,7 +247,7 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
 async fn report_refusal(
     ctx: &Context,
     booking_id: Uuid,
-    refusal: &crate::ship::ShipError,
+    refusal: &salto_ship::ShipError,
 ) -> Result<(), StepError> {
     let Some(envelope) = snapshots::latest(&ctx.pool, booking_id).await? else {
         return Ok(());

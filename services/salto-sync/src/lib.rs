@@ -15,7 +15,6 @@ pub mod handler;
 pub mod ledger;
 pub mod results;
 pub mod settings;
-pub mod ship;
 pub mod step;
 pub mod timetables;
 
@@ -45,7 +44,7 @@ pub enum BuildError {
     #[error(transparent)]
     Db(#[from] platform::db::DbError),
     #[error(transparent)]
-    Ship(#[from] ship::ClientBuildError),
+    Ship(#[from] salto_ship::ClientBuildError),
     #[error("cannot open the health port: {0}")]
     Health(#[from] std::io::Error),
 }
@@ -72,7 +71,7 @@ impl Application {
         let ctx = step::Context {
             pool,
             journal,
-            ship: ship::ShipClient::new(&settings.salto)?,
+            ship: salto_ship::ShipClient::new(&settings.salto.ship_settings())?,
             publisher: Publisher::new(&settings.amqp, "salto-sync"),
             clock,
         };

@@ -10,7 +10,7 @@ use contracts::{
 };
 use uuid::Uuid;
 
-use crate::ship::{ShipError, ZonePermission, format_date_time};
+use salto_ship::{ShipError, ZonePermission, format_date_time};
 
 /// Namespace of result event ids (a fixed random UUID).
 const RESULT_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_4c2e_9b7d_4e58_a3c1_52f0_d8e4_b719);

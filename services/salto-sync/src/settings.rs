@@ -72,6 +72,22 @@ impl SaltoSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
+
+    /// The endpoint as the SHIP client wants it.
+    pub fn ship_settings(&self) -> salto_ship::ShipSettings {
+        salto_ship::ShipSettings {
+            url: self.url.trim().to_owned(),
+            auth: match self.auth_kind {
+                AuthKind::None => salto_ship::ShipAuth::None,
+                AuthKind::Basic => salto_ship::ShipAuth::Basic {
+                    username: self.username.clone().unwrap_or_default(),
+                    password: self.password.clone().unwrap_or_default(),
+                },
+                AuthKind::Key => salto_ship::ShipAuth::Key(self.key.clone().unwrap_or_default()),
+            },
+            timeout: self.timeout(),
+        }
+    }
 }
 
 impl fmt::Debug for SaltoSettings {

@@ -25,8 +25,8 @@ use crate::clock::Clock;
 use crate::ledger::decide::{self, converge_list, has_ended};
 use crate::ledger::{AccessLevelKey, Held, SlotKey, store};
 use crate::results::{Outcome, result_event};
-use crate::ship::{Group, Remedy, ShipClient, ShipError, ZonePermission};
 use crate::timetables;
+use salto_ship::{Group, Remedy, ShipClient, ShipError, ZonePermission};
 
 /// What every step needs.
 #[derive(Clone)]
@@ -255,7 +255,7 @@ impl Step {
             version,
             window,
             timetable,
-            period: crate::ship::Period::whole_day(window.date),
+            period: salto_ship::Period::whole_day(window.date),
         };
         store::insert_held(&mut self.tx, &held).await?;
         store::delete_waiting(&mut self.tx, booking_id).await?;

@@ -10,8 +10,8 @@
 use sqlx::PgConnection;
 
 use crate::ledger::store;
-use crate::ship::{DaySeconds, Interval, ShipClient, Timetable, format_day_time};
 use crate::step::StepError;
+use salto_ship::{DaySeconds, Interval, ShipClient, Timetable, format_day_time};
 
 const POOL_LOCK: &str = "salto_sync/timetable_pool";
 const MAX_ID: u32 = 1024;

@@ -11,6 +11,10 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::connections::{
+    AccessSystem, ConnectionVersions, IpassanConnectionChange, SaltoConnectionChange,
+};
+
 /// One message on `connecx.events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -40,9 +44,11 @@ impl Envelope {
         self.event.event_type()
     }
 
-    /// The building the event belongs to, for routing alerts to its managers.
-    pub fn building(&self) -> &Building {
-        match &self.event {
+    /// The building the event belongs to, for routing alerts to its managers; `None` for events
+    /// about something other than one building (a connection change names only its building's
+    /// id, a Salto server serves several).
+    pub fn building(&self) -> Option<&Building> {
+        Some(match &self.event {
             Event::VisitorBookingCreated(b)
             | Event::VisitorBookingRescheduled(b)
             | Event::VisitorBookingCancelled(b) => &b.building,
@@ -59,6 +65,21 @@ impl Envelope {
             | Event::FacilityAccessExpired(r)
             | Event::FacilityAccessFailed(r) => &r.booking.building,
             Event::FacilityRequestRefused(r) => &r.building,
+            Event::VisitorRequestRefused(r) => &r.building,
+            Event::ConnectionDown(h) | Event::ConnectionRecovered(h) => &h.building,
+            Event::IpassanConnectionChanged(_)
+            | Event::SaltoConnectionChanged(_)
+            | Event::TimetablesExhausted(_) => return None,
+        })
+    }
+
+    /// The id of the building the event belongs to, when it belongs to one.
+    pub fn building_id(&self) -> Option<&str> {
+        match &self.event {
+            Event::IpassanConnectionChanged(c) => Some(&c.building_id),
+            Event::SaltoConnectionChanged(c) => Some(&c.building_id),
+            Event::TimetablesExhausted(t) => Some(&t.building_id),
+            _ => self.building().map(|b| b.id.as_str()),
         }
     }
 
@@ -115,6 +136,27 @@ pub enum Event {
     /// booking-api refused a facility booking that a manager must make possible first.
     #[serde(rename = "facility_request.refused.v1")]
     FacilityRequestRefused(RefusedFacilityRequest),
+    /// booking-api refused a visitor booking with access that a person must make possible first
+    /// (the building is connected to no iPassan).
+    #[serde(rename = "visitor_request.refused.v1")]
+    VisitorRequestRefused(RefusedVisitorRequest),
+
+    /// An operator changed a building's own iPassan connection (booking-api → ipassan-sync).
+    #[serde(rename = "ipassan_connection.changed.v1")]
+    IpassanConnectionChanged(IpassanConnectionChange),
+    /// An operator changed a building's own Salto connection (booking-api → salto-sync).
+    #[serde(rename = "salto_connection.changed.v1")]
+    SaltoConnectionChanged(SaltoConnectionChange),
+
+    /// A building's iPassan or Salto has been failing for longer than the alert threshold.
+    #[serde(rename = "connection.down.v1")]
+    ConnectionDown(ConnectionHealth),
+    /// ... and works again.
+    #[serde(rename = "connection.recovered.v1")]
+    ConnectionRecovered(ConnectionHealth),
+    /// Every timetable ID of a Salto server is in use: bookings wait, ops must look.
+    #[serde(rename = "salto_server.timetables_exhausted.v1")]
+    TimetablesExhausted(TimetablesExhausted),
 }
 
 impl Event {
@@ -137,11 +179,17 @@ impl Event {
             Event::FacilityAccessExpired(_) => "facility_access.expired.v1",
             Event::FacilityAccessFailed(_) => "facility_access.failed.v1",
             Event::FacilityRequestRefused(_) => "facility_request.refused.v1",
+            Event::VisitorRequestRefused(_) => "visitor_request.refused.v1",
+            Event::IpassanConnectionChanged(_) => "ipassan_connection.changed.v1",
+            Event::SaltoConnectionChanged(_) => "salto_connection.changed.v1",
+            Event::ConnectionDown(_) => "connection.down.v1",
+            Event::ConnectionRecovered(_) => "connection.recovered.v1",
+            Event::TimetablesExhausted(_) => "salto_server.timetables_exhausted.v1",
         }
     }
 
     /// Every wire type this crate knows, for tests and documentation.
-    pub const ALL_TYPES: [&'static str; 16] = [
+    pub const ALL_TYPES: [&'static str; 22] = [
         "visitor_booking.created.v1",
         "visitor_booking.rescheduled.v1",
         "visitor_booking.cancelled.v1",
@@ -158,6 +206,12 @@ impl Event {
         "facility_access.expired.v1",
         "facility_access.failed.v1",
         "facility_request.refused.v1",
+        "visitor_request.refused.v1",
+        "ipassan_connection.changed.v1",
+        "salto_connection.changed.v1",
+        "connection.down.v1",
+        "connection.recovered.v1",
+        "salto_server.timetables_exhausted.v1",
     ];
 }
 
@@ -173,6 +227,10 @@ pub struct Building {
     /// The iPassan site this building maps to, when it has one.
     pub ipassan_site: Option<String>,
     pub double_booking_policy: DoubleBookingPolicy,
+    /// The versions of the building's own iPassan and Salto connections this snapshot was made
+    /// under (0 = the deployment default). Added after v1 shipped, hence defaulted on the wire.
+    #[serde(default)]
+    pub connection_versions: ConnectionVersions,
 }
 
 /// What happens to a second facility booking while Salto already holds the slot (DESIGN §8).
@@ -268,6 +326,8 @@ pub struct BookedBy {
 pub enum Role {
     Resident,
     Manager,
+    /// connecX platform staff: connect buildings to their systems; never book.
+    Operator,
 }
 
 /// Snapshot carried by `facility_booking.*` events.
@@ -332,6 +392,50 @@ pub struct RefusedFacilityRequest {
     pub failure: AccessFailure,
 }
 
+/// Payload of `visitor_request.refused.v1`: a visitor booking with access booking-api refused at
+/// once because something only a person can set up is missing (the building is connected to no
+/// iPassan). Nothing was stored; the envelope's `booking_id` is the id the booking would have had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedVisitorRequest {
+    pub building: Building,
+    pub window: BookingWindow,
+    pub resident_id: String,
+    pub resident_name: String,
+    pub visitor_name: String,
+    /// `code` is the 422's code, e.g. `ipassan_not_connected`.
+    pub failure: AccessFailure,
+}
+
+/// Payload of `connection.down.v1` and `connection.recovered.v1`: one building's iPassan or Salto,
+/// as the worker that uses it sees it. One event per outage and building, whatever the number
+/// of bookings waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionHealth {
+    pub building: Building,
+    pub system: AccessSystem,
+    /// Where the system is reached: its URL without credentials.
+    pub endpoint: String,
+    /// When the calls began to fail.
+    pub failing_since: DateTime<Utc>,
+    /// The last failure, in words.
+    pub last_error: String,
+    /// For `recovered`: when a call worked again.
+    pub recovered_at: Option<DateTime<Utc>>,
+}
+
+/// Payload of `salto_server.timetables_exhausted.v1`: a Salto server has no free timetable ID
+/// left. Bookings that need a new timetable wait (they are retried) until one frees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimetablesExhausted {
+    /// The SHIP endpoint (URL without credentials).
+    pub server: String,
+    /// Timetable IDs connecX holds on the server, and those someone else does.
+    pub held_by_connecx: u32,
+    pub held_by_others: u32,
+    /// The building whose booking found the pool empty.
+    pub building_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +449,10 @@ mod tests {
             manager_emails: vec!["manager@example.com".into()],
             ipassan_site: Some("site-1".into()),
             double_booking_policy: DoubleBookingPolicy::Auto,
+            connection_versions: ConnectionVersions {
+                ipassan: 2,
+                salto: 0,
+            },
         }
     }
 
@@ -455,7 +563,54 @@ mod tests {
                     needs_manager: true,
                 },
             }),
+            Event::VisitorRequestRefused(RefusedVisitorRequest {
+                building: building(),
+                window: window(),
+                resident_id: "r-1".into(),
+                resident_name: "Ana Lee".into(),
+                visitor_name: "Bo Tan".into(),
+                failure: AccessFailure {
+                    code: "ipassan_not_connected".into(),
+                    message: "connect it".into(),
+                    needs_manager: true,
+                },
+            }),
+            Event::IpassanConnectionChanged(IpassanConnectionChange {
+                building_id: "b-1".into(),
+                connection: Some(crate::IpassanConnection {
+                    base_url: "https://tenant.ipassan.example".into(),
+                    client_id: "connecx".into(),
+                    client_secret: crate::SealedSecret("cxs1.ab12cd34.eA".into()),
+                    site: "site-1".into(),
+                }),
+            }),
+            Event::SaltoConnectionChanged(SaltoConnectionChange {
+                building_id: "b-1".into(),
+                connection: None,
+            }),
+            Event::ConnectionDown(health()),
+            Event::ConnectionRecovered(ConnectionHealth {
+                recovered_at: Some(Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap()),
+                ..health()
+            }),
+            Event::TimetablesExhausted(TimetablesExhausted {
+                server: "http://salto.example/".into(),
+                held_by_connecx: 1000,
+                held_by_others: 24,
+                building_id: "b-1".into(),
+            }),
         ]
+    }
+
+    fn health() -> ConnectionHealth {
+        ConnectionHealth {
+            building: building(),
+            system: AccessSystem::Salto,
+            endpoint: "http://salto.example/".into(),
+            failing_since: Utc.with_ymd_and_hms(2026, 12, 1, 7, 0, 0).unwrap(),
+            last_error: "timed out".into(),
+            recovered_at: None,
+        }
     }
 
     #[test]
@@ -473,6 +628,14 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&envelope.to_json()).unwrap();
         assert!(json["data"].get("held_by_window").is_none());
         assert_eq!(Envelope::from_json(&envelope.to_json()).unwrap(), envelope);
+    }
+
+    #[test]
+    fn a_building_without_connection_versions_uses_the_defaults() {
+        let mut json = serde_json::to_value(building()).unwrap();
+        json.as_object_mut().unwrap().remove("connection_versions");
+        let back: Building = serde_json::from_value(json).unwrap();
+        assert_eq!(back.connection_versions, ConnectionVersions::default());
     }
 
     #[test]

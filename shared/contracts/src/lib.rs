@@ -4,8 +4,10 @@
 //! event's payload (a full snapshot, so a consumer never has to call its producer back), the
 //! routing keys, the exchanges, the queues and the headers the worker runtime writes. No I/O.
 
+pub mod connections;
 pub mod events;
 pub mod topology;
 
+pub use connections::*;
 pub use events::*;
 pub use topology::*;

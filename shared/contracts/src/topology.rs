@@ -32,7 +32,7 @@ pub struct QueueSpec {
 pub const IPASSAN_SYNC_QUEUE: QueueSpec = QueueSpec {
     name: "ipassan-sync",
     exchange: EVENTS_EXCHANGE,
-    bindings: &["visitor_booking.#"],
+    bindings: &["visitor_booking.#", "ipassan_connection.#"],
     dead_letter_exchange: DEAD_LETTER_EXCHANGE,
 };
 
@@ -40,11 +40,12 @@ pub const IPASSAN_SYNC_QUEUE: QueueSpec = QueueSpec {
 pub const SALTO_SYNC_QUEUE: QueueSpec = QueueSpec {
     name: "salto-sync",
     exchange: EVENTS_EXCHANGE,
-    bindings: &["facility_booking.#"],
+    bindings: &["facility_booking.#", "salto_connection.#"],
     dead_letter_exchange: DEAD_LETTER_EXCHANGE,
 };
 
-/// Results and refused requests → emails to residents, visitors and managers.
+/// Results, refused requests and the health of buildings' systems → emails to residents,
+/// visitors, managers and ops.
 pub const NOTIFIER_QUEUE: QueueSpec = QueueSpec {
     name: "notifier",
     exchange: EVENTS_EXCHANGE,
@@ -52,6 +53,9 @@ pub const NOTIFIER_QUEUE: QueueSpec = QueueSpec {
         "visitor_access.#",
         "facility_access.#",
         "facility_request.#",
+        "visitor_request.#",
+        "connection.#",
+        "salto_server.#",
     ],
     dead_letter_exchange: DEAD_LETTER_EXCHANGE,
 };
@@ -132,12 +136,16 @@ mod tests {
         };
         for key in crate::Event::ALL_TYPES {
             let consumers = consumers_of(key);
-            if key.starts_with("visitor_booking.") {
+            if key.starts_with("visitor_booking.") || key.starts_with("ipassan_connection.") {
                 assert_eq!(consumers, ["ipassan-sync"], "{key}");
-            } else if key.starts_with("facility_booking.") {
+            } else if key.starts_with("facility_booking.") || key.starts_with("salto_connection.") {
                 assert_eq!(consumers, ["salto-sync"], "{key}");
-            } else if key.starts_with("facility_request.") {
-                // Nothing was booked: only the manager is told.
+            } else if key.starts_with("facility_request.")
+                || key.starts_with("visitor_request.")
+                || key.starts_with("connection.")
+                || key.starts_with("salto_server.")
+            {
+                // Nothing was booked, or nothing about one booking: only people are told.
                 assert_eq!(consumers, ["notifier"], "{key}");
             } else {
                 assert_eq!(consumers, ["notifier", "booking-api.results"], "{key}");

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod metrics;
+pub mod secrets;
 pub mod shutdown;
 pub mod snapshots;
 pub mod telemetry;

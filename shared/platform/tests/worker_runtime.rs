@@ -92,6 +92,7 @@ fn booking_event(booking_id: Uuid) -> Envelope {
                 manager_emails: vec!["manager@example.com".into()],
                 ipassan_site: Some("site-1".into()),
                 double_booking_policy: DoubleBookingPolicy::Auto,
+                connection_versions: Default::default(),
             },
             window: BookingWindow {
                 starts_at: now,

@@ -372,6 +372,9 @@ fn start_replicas(
                 ("CONNECX__OUTBOX__POLL_INTERVAL_MS", "250".to_owned()),
                 ("CONNECX__OUTBOX__MAX_BACKOFF_MS", "2000".to_owned()),
                 ("CONNECX__OUTBOX__PUBLISH_TIMEOUT_SECS", "10".to_owned()),
+                // The deployment's defaults: booking-api reads only that they exist.
+                ("CONNECX__IPASSAN__BASE_URL", ipassan.base_url.clone()),
+                ("CONNECX__SALTO__URL", salto.url()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );

@@ -126,7 +126,13 @@ pub fn outcome_of(event: &Event) -> Option<AccessOutcome> {
         | Event::FacilityBookingCreated(_)
         | Event::FacilityBookingRescheduled(_)
         | Event::FacilityBookingCancelled(_)
-        | Event::FacilityRequestRefused(_) => return None,
+        | Event::FacilityRequestRefused(_)
+        | Event::VisitorRequestRefused(_)
+        | Event::IpassanConnectionChanged(_)
+        | Event::SaltoConnectionChanged(_)
+        | Event::ConnectionDown(_)
+        | Event::ConnectionRecovered(_)
+        | Event::TimetablesExhausted(_) => return None,
     })
 }
 

@@ -155,6 +155,62 @@ pub fn external_id(candidate: &str) -> Result<String, Rule> {
     Ok(trimmed.to_owned())
 }
 
+/// The longest URL of an outside system accepted.
+pub const MAX_URL_LEN: usize = 2048;
+/// The longest secret accepted (client secrets, SHIP passwords and keys).
+pub const MAX_SECRET_LEN: usize = 4096;
+
+/// The URL of an outside system's API: `http://` or `https://` with a host, and no credentials
+/// in it (they would be stored and shown in clear; they go in the secret fields).
+pub fn endpoint_url(candidate: &str) -> Result<String, Rule> {
+    let trimmed = candidate.trim();
+    if trimmed.is_empty() {
+        return Err(Rule::new("required", "must not be empty"));
+    }
+    if trimmed.len() > MAX_URL_LEN {
+        return Err(Rule::new(
+            "too_long",
+            format!("must be at most {MAX_URL_LEN} bytes"),
+        ));
+    }
+    let url = reqwest::Url::parse(trimmed)
+        .map_err(|e| Rule::new("invalid_url", format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(Rule::new(
+            "invalid_url",
+            "must be an http:// or https:// URL with a host, e.g. https://tenant.ipassan.com",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Rule::new(
+            "credentials_in_url",
+            "must not carry credentials; send them in the secret fields, which are sealed",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A secret (client secret, password, key): present, not blank, of reasonable size. Kept exactly
+/// as sent: spaces may be part of it.
+pub fn secret(candidate: Option<&str>) -> Result<String, Rule> {
+    let Some(text) = candidate.filter(|t| !t.trim().is_empty()) else {
+        return Err(Rule::new("required", "must be given"));
+    };
+    if text.len() > MAX_SECRET_LEN {
+        return Err(Rule::new(
+            "too_long",
+            format!("must be at most {MAX_SECRET_LEN} bytes"),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(Rule::new(
+            "invalid_characters",
+            "must not contain control characters",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// A connecX identifier (`[A-Za-z0-9_-]{1,64}`).
 pub fn connecx_id(candidate: &str) -> Result<(), Rule> {
     super::ids::check_id(candidate).map_err(|e| Rule::new("invalid_id", e.to_string()))
@@ -163,6 +219,36 @@ pub fn connecx_id(candidate: &str) -> Result<(), Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_is_an_http_url_with_a_host_and_no_credentials() {
+        assert_eq!(
+            endpoint_url(" https://tenant.ipassan.com ").unwrap(),
+            "https://tenant.ipassan.com"
+        );
+        assert!(endpoint_url("http://127.0.0.1:8091/ship").is_ok());
+        assert_eq!(
+            endpoint_url("tenant.ipassan.com").unwrap_err().code,
+            "invalid_url"
+        );
+        assert_eq!(
+            endpoint_url("ftp://tenant").unwrap_err().code,
+            "invalid_url"
+        );
+        assert_eq!(
+            endpoint_url("https://user:pw@tenant").unwrap_err().code,
+            "credentials_in_url"
+        );
+        assert_eq!(endpoint_url("").unwrap_err().code, "required");
+    }
+
+    #[test]
+    fn a_secret_must_be_given_and_is_kept_as_sent() {
+        assert_eq!(secret(Some(" a b ")).unwrap(), " a b ");
+        assert_eq!(secret(None).unwrap_err().code, "required");
+        assert_eq!(secret(Some("  ")).unwrap_err().code, "required");
+        assert_eq!(secret(Some("a\nb")).unwrap_err().code, "invalid_characters");
+    }
 
     #[test]
     fn names_are_trimmed_and_must_not_be_empty() {

@@ -4,11 +4,11 @@
 //! apartment of their building. A facility or apartment without its Access Control ID cannot be
 //! booked: the 422 names what the manager must set.
 
+use crate::auth::BuildingRole;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, FixedOffset, Utc};
-use contracts::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -26,7 +26,7 @@ use crate::domain::window::VisitWindow;
 use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
 use crate::idempotency::{self, Claim};
 use crate::problem::{Problem, ProblemDetails};
-use crate::refusals::{self, MissingId, RefusedRequest};
+use crate::refusals::{self, MissingId, RefusedBooking, RefusedRequest};
 use crate::snapshot::{self, Change};
 use crate::state::AppState;
 use crate::store::buildings::BuildingRow;
@@ -109,7 +109,7 @@ fn check_scope(caller: &Caller, row: &FacilityBookingRow) -> Result<(), Problem>
     if caller.building_id.as_str() != row.building_id {
         return Err(not_found());
     }
-    if caller.role == Role::Resident
+    if caller.role == BuildingRole::Resident
         && caller.apartment_id.as_ref().map(ApartmentId::as_str) != Some(row.apartment_id.as_str())
     {
         return Err(Problem::forbidden(
@@ -130,18 +130,18 @@ fn booking_apartment(
     requested: Option<&ApartmentId>,
 ) -> Result<ApartmentId, Problem> {
     match (caller.role, &caller.apartment_id) {
-        (Role::Resident, Some(own)) => match requested {
+        (BuildingRole::Resident, Some(own)) => match requested {
             Some(other) if other != own => Err(Problem::forbidden(
                 "not_your_apartment",
                 "residents book facilities only for their own apartment",
             )),
             _ => Ok(own.clone()),
         },
-        (Role::Resident, None) => Err(Problem::forbidden(
+        (BuildingRole::Resident, None) => Err(Problem::forbidden(
             "not_your_apartment",
             "the token names no apartment",
         )),
-        (Role::Manager, _) => requested.cloned().ok_or_else(|| {
+        (BuildingRole::Manager, _) => requested.cloned().ok_or_else(|| {
             Problem::validation(vec![FieldError::new(
                 "apartment_id",
                 "missing_field",
@@ -225,7 +225,7 @@ async fn booker(
         (status = 201, description = "Booked", body = FacilityBookingView),
         (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "Another apartment", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid; e.g. `spans_several_local_days`, `facility_access_control_id_missing`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid; e.g. `spans_several_local_days`, `facility_access_control_id_missing`, `salto_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -275,15 +275,18 @@ pub async fn create(
     let window = facility_window(&building, starts_at, ends_at, "ends_at")?;
     let facility = registered_facility(&mut tx, building_id, request.facility_id.as_str()).await?;
     let apartment = registered_apartment(&mut tx, building_id, apartment_id.as_str()).await?;
-    let (zone_id, access_level_id) = match refusals::salto_ids(&facility, &apartment) {
-        Ok(ids) => ids,
-        Err(missing) => {
-            let problem = refuse(
-                &app, tx, &caller, &building, &facility, &apartment, &window, booking_id, missing,
-            );
-            return Err(problem.await);
-        }
-    };
+    let salto_reachable = building.salto_connected || app.defaults.salto;
+    let (zone_id, access_level_id) =
+        match refusals::facility_access(&building, salto_reachable, &facility, &apartment) {
+            Ok(ids) => ids,
+            Err(missing) => {
+                let problem = refuse(
+                    &app, tx, &caller, &building, &facility, &apartment, &window, booking_id,
+                    missing,
+                );
+                return Err(problem.await);
+            }
+        };
     let row = store::insert(
         &mut tx,
         &NewFacilityBooking {
@@ -295,7 +298,7 @@ pub async fn create(
             access_level_id: &access_level_id,
             window,
             booked_by_user_id: &caller.user_id,
-            booked_by_role: caller.role,
+            booked_by_role: caller.role.into(),
         },
     )
     .await?;
@@ -320,14 +323,14 @@ async fn booked_by(
     caller: &Caller,
 ) -> Result<contracts::BookedBy, Problem> {
     let resident = match caller.role {
-        Role::Resident => {
+        BuildingRole::Resident => {
             directory::find_resident(conn, caller.building_id.as_str(), &caller.user_id).await?
         }
-        Role::Manager => None,
+        BuildingRole::Manager => None,
     };
     Ok(contracts::BookedBy {
         user_id: caller.user_id.clone(),
-        role: caller.role,
+        role: caller.role.into(),
         name: resident.as_ref().map(|r| r.name.clone()),
         email: resident.map(|r| r.email),
     })
@@ -360,38 +363,22 @@ async fn refuse(
         Ok(zone) => zone,
         Err(error) => return Problem::internal(&error),
     };
-    refuse_for_missing_id(
-        app,
+    refusals::refuse_and_tell(
+        &app.pool,
         RefusedRequest {
             reference,
             building,
-            facility,
-            apartment_id: &apartment.id,
             window: window.in_zone(zone),
-            booked_by,
             missing: &missing,
+            booking: RefusedBooking::Facility {
+                facility,
+                apartment_id: &apartment.id,
+                booked_by,
+            },
         },
     )
     .await;
     missing.problem()
-}
-
-/// Tells the managers of a refusal (once a day per missing ID). The booker's 422 does not depend
-/// on it: a failure here is logged, not answered.
-async fn refuse_for_missing_id(app: &AppState, request: RefusedRequest<'_>) {
-    let code = request.missing.code();
-    let reference = request.reference;
-    match refusals::tell_managers(&app.pool, request).await {
-        Ok(true) => {
-            tracing::warn!(%reference, code, "facility booking refused; managers will be told")
-        }
-        Ok(false) => {
-            tracing::info!(%reference, code, "facility booking refused; managers were told today already")
-        }
-        Err(error) => {
-            tracing::error!(%reference, code, error = %error, "facility booking refused; telling the managers failed")
-        }
-    }
 }
 
 async fn respond(
@@ -431,8 +418,8 @@ async fn respond(
 )]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
     let apartment = match caller.role {
-        Role::Resident => caller.apartment_id.as_ref().map(ApartmentId::as_str),
-        Role::Manager => None,
+        BuildingRole::Resident => caller.apartment_id.as_ref().map(ApartmentId::as_str),
+        BuildingRole::Manager => None,
     };
     let rows = store::list(
         &app.pool,
@@ -508,15 +495,17 @@ pub async fn patch(
     // The IDs now in force apply to this change (DESIGN §6: a changed ID affects later operations).
     let facility = registered_facility(&mut tx, &row.building_id, &row.facility_id).await?;
     let apartment = registered_apartment(&mut tx, &row.building_id, &row.apartment_id).await?;
-    let (zone_id, access_level_id) = match refusals::salto_ids(&facility, &apartment) {
-        Ok(ids) => ids,
-        Err(missing) => {
-            let problem = refuse(
-                &app, tx, &caller, &building, &facility, &apartment, &window, id, missing,
-            );
-            return Err(problem.await);
-        }
-    };
+    let salto_reachable = building.salto_connected || app.defaults.salto;
+    let (zone_id, access_level_id) =
+        match refusals::facility_access(&building, salto_reachable, &facility, &apartment) {
+            Ok(ids) => ids,
+            Err(missing) => {
+                let problem = refuse(
+                    &app, tx, &caller, &building, &facility, &apartment, &window, id, missing,
+                );
+                return Err(problem.await);
+            }
+        };
     let updated = store::reschedule(&mut tx, id, window, &zone_id, &access_level_id).await?;
     let booked_by = booker(&mut tx, &updated).await?;
     let envelope = snapshot::facility_envelope(
@@ -600,7 +589,7 @@ mod tests {
     use super::*;
     use crate::domain::ids::BuildingId;
 
-    fn caller(role: Role, apartment: Option<&str>) -> Caller {
+    fn caller(role: BuildingRole, apartment: Option<&str>) -> Caller {
         Caller {
             user_id: "u-1".into(),
             role,
@@ -611,7 +600,7 @@ mod tests {
 
     #[test]
     fn residents_book_only_for_their_own_apartment() {
-        let resident = caller(Role::Resident, Some("a-1"));
+        let resident = caller(BuildingRole::Resident, Some("a-1"));
         assert_eq!(booking_apartment(&resident, None).unwrap().as_str(), "a-1");
         let own = ApartmentId::parse("a-1").unwrap();
         assert_eq!(
@@ -628,7 +617,7 @@ mod tests {
 
     #[test]
     fn managers_must_name_the_apartment() {
-        let manager = caller(Role::Manager, None);
+        let manager = caller(BuildingRole::Manager, None);
         let other = ApartmentId::parse("a-2").unwrap();
         assert_eq!(
             booking_apartment(&manager, Some(&other)).unwrap().as_str(),

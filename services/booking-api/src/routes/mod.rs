@@ -1,6 +1,7 @@
 //! The HTTP API (DESIGN §6): routes, the layers around them, and what booking routes share.
 
 pub mod admin;
+pub mod connections;
 pub mod facility_bookings;
 pub mod health;
 pub mod visitor_bookings;
@@ -58,6 +59,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apartments/{id}", put(admin::put_apartment))
         .route("/v1/facilities/{id}", put(admin::put_facility))
         .route("/v1/residents/{id}", put(admin::put_resident))
+        .route(
+            "/v1/buildings/{id}/connections/ipassan",
+            get(connections::get_ipassan)
+                .put(connections::put_ipassan)
+                .delete(connections::delete_ipassan),
+        )
+        .route(
+            "/v1/buildings/{id}/connections/salto",
+            get(connections::get_salto)
+                .put(connections::put_salto)
+                .delete(connections::delete_salto),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics));

@@ -2,11 +2,11 @@
 //! PIN from iPassan (via ipassan-sync). Residents see and change only their own bookings, managers
 //! those of their building. Every change stores its event in the same transaction (outbox).
 
+use crate::auth::BuildingRole;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, FixedOffset, Utc};
-use contracts::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -23,6 +23,7 @@ use crate::domain::window::{VisitWindow, WindowError};
 use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
 use crate::idempotency::{self, Claim};
 use crate::problem::{Problem, ProblemDetails};
+use crate::refusals::{self, MissingId, RefusedBooking, RefusedRequest};
 use crate::snapshot::{self, Change};
 use crate::state::AppState;
 use crate::store::buildings::BuildingRow;
@@ -113,8 +114,8 @@ pub struct VisitorBookingList {
 fn may_see_pin(caller: &Caller, row: &VisitorBookingRow) -> bool {
     caller.building_id.as_str() == row.building_id
         && match caller.role {
-            Role::Manager => true,
-            Role::Resident => caller.user_id == row.resident_id,
+            BuildingRole::Manager => true,
+            BuildingRole::Resident => caller.user_id == row.resident_id,
         }
 }
 
@@ -153,7 +154,7 @@ fn check_scope(caller: &Caller, row: &VisitorBookingRow) -> Result<(), Problem> 
             "there is no such booking",
         ));
     }
-    if caller.role == Role::Resident && caller.user_id != row.resident_id {
+    if caller.role == BuildingRole::Resident && caller.user_id != row.resident_id {
         return Err(Problem::forbidden(
             "not_your_booking",
             "residents can see and change only their own bookings",
@@ -206,14 +207,14 @@ fn check_new(
 /// The resident a new booking is for: residents book for themselves, managers name the resident.
 fn booking_resident(caller: &Caller, requested: Option<&ResidentId>) -> Result<String, Problem> {
     match caller.role {
-        Role::Resident => match requested {
+        BuildingRole::Resident => match requested {
             Some(other) if other.as_str() != caller.user_id => Err(Problem::forbidden(
                 "not_your_resident_id",
                 "residents book visitors only for themselves",
             )),
             _ => Ok(caller.user_id.clone()),
         },
-        Role::Manager => requested.map(|r| r.as_str().to_owned()).ok_or_else(|| {
+        BuildingRole::Manager => requested.map(|r| r.as_str().to_owned()).ok_or_else(|| {
             Problem::validation(vec![FieldError::new(
                 "resident_id",
                 "missing_field",
@@ -231,6 +232,55 @@ fn not_synced(resident: &ResidentRow) -> Problem {
             resident.id
         ),
     )
+}
+
+/// Whether visitor access can be given at all: the building has its own iPassan connection, or
+/// the deployment has a default one.
+fn ipassan_reachable(app: &AppState, building: &BuildingRow) -> bool {
+    building.ipassan_connected || app.defaults.ipassan
+}
+
+/// A visit with access refused because the building is connected to no iPassan.
+struct RefusedVisit<'a> {
+    reference: Uuid,
+    building: &'a BuildingRow,
+    resident: &'a ResidentRow,
+    visitor_name: &'a str,
+    window: VisitWindow,
+}
+
+/// The answer to a visit refused for want of an iPassan: the request's transaction is rolled back
+/// (nothing is written), the managers are told (once a day), and the resident gets the 422.
+async fn refuse_unconnected(
+    app: &AppState,
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    refused: RefusedVisit<'_>,
+) -> Problem {
+    let missing = MissingId::IpassanConnection {
+        building_id: refused.building.id.clone(),
+    };
+    if let Err(error) = tx.rollback().await {
+        return Problem::from(error);
+    }
+    let zone = match refused.building.zone() {
+        Ok(zone) => zone,
+        Err(error) => return Problem::internal(&error),
+    };
+    refusals::refuse_and_tell(
+        &app.pool,
+        RefusedRequest {
+            reference: refused.reference,
+            building: refused.building,
+            window: refused.window.in_zone(zone),
+            missing: &missing,
+            booking: RefusedBooking::Visit {
+                resident: refused.resident,
+                visitor_name: refused.visitor_name,
+            },
+        },
+    )
+    .await;
+    missing.problem()
 }
 
 /// The caller's building (422 `building_not_registered`) and the booking's resident in it (422
@@ -271,7 +321,7 @@ fn unknown_resident(resident_id: &str) -> Problem {
         (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "Out of scope", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid; e.g. `resident_not_synced_to_ipassan`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid; e.g. `resident_not_synced_to_ipassan`, `ipassan_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -314,6 +364,16 @@ pub async fn create(
         }
     }
     let (building, resident) = building_and_resident(&mut tx, building_id, &resident_id).await?;
+    if request.provide_access && !ipassan_reachable(&app, &building) {
+        let refused = RefusedVisit {
+            reference: booking_id,
+            building: &building,
+            resident: &resident,
+            visitor_name: &checked.visitor_name,
+            window: checked.window,
+        };
+        return Err(refuse_unconnected(&app, tx, refused).await);
+    }
     if request.provide_access && resident.ipassan_person_id.is_none() {
         // Dropping the transaction rolls back the idempotency claim too: nothing is stored.
         return Err(not_synced(&resident));
@@ -329,7 +389,7 @@ pub async fn create(
             provide_access: request.provide_access,
             window: checked.window,
             booked_by_user_id: &caller.user_id,
-            booked_by_role: caller.role,
+            booked_by_role: caller.role.into(),
         },
     )
     .await?;
@@ -492,6 +552,16 @@ pub async fn patch(
         .map_err(|e: WindowError| window_problem(&e, patch.blamed_field()))?;
     let (building, resident) =
         building_and_resident(&mut tx, &row.building_id, &row.resident_id).await?;
+    if row.provide_access && !ipassan_reachable(&app, &building) {
+        let refused = RefusedVisit {
+            reference: id,
+            building: &building,
+            resident: &resident,
+            visitor_name: &row.visitor_name,
+            window,
+        };
+        return Err(refuse_unconnected(&app, tx, refused).await);
+    }
     if row.provide_access && resident.ipassan_person_id.is_none() {
         return Err(not_synced(&resident));
     }
@@ -555,7 +625,7 @@ pub async fn cancel(
 mod tests {
     use super::*;
 
-    fn caller(role: Role, user: &str, building: &str) -> Caller {
+    fn caller(role: BuildingRole, user: &str, building: &str) -> Caller {
         Caller {
             user_id: user.into(),
             role,
@@ -588,7 +658,7 @@ mod tests {
 
     #[test]
     fn residents_book_for_themselves_and_managers_name_the_resident() {
-        let resident = caller(Role::Resident, "r-1", "b-1");
+        let resident = caller(BuildingRole::Resident, "r-1", "b-1");
         assert_eq!(booking_resident(&resident, None).unwrap(), "r-1");
         let other = ResidentId::parse("r-2").unwrap();
         assert_eq!(
@@ -597,7 +667,7 @@ mod tests {
                 .status,
             403
         );
-        let manager = caller(Role::Manager, "m-1", "b-1");
+        let manager = caller(BuildingRole::Manager, "m-1", "b-1");
         assert_eq!(booking_resident(&manager, Some(&other)).unwrap(), "r-2");
         assert_eq!(
             booking_resident(&manager, None)

@@ -1,4 +1,6 @@
-//! `buildings`: name, time zone, manager emails, iPassan site and double-booking policy.
+//! `buildings`: name, time zone, manager emails, iPassan site and double-booking policy; read
+//! together with the versions of the building's own connections (`building_connections`,
+//! [`super::connections`]), which every booking snapshot carries.
 
 use chrono_tz::Tz;
 use contracts::DoubleBookingPolicy;
@@ -12,9 +14,29 @@ pub struct BuildingRow {
     pub name: String,
     pub timezone: String,
     pub manager_emails: Vec<String>,
+    /// The building's iPassan site: its own iPassan connection's site when it has one, else the
+    /// `ipassan_site` a manager set.
     pub ipassan_site: Option<String>,
     pub double_booking_policy: String,
+    /// Versions of the building's own connections (0: never had one).
+    pub ipassan_connection_version: i64,
+    pub salto_connection_version: i64,
+    /// Whether the building has its own connection now (else it uses the deployment default).
+    pub ipassan_connected: bool,
+    pub salto_connected: bool,
 }
+
+/// The columns of a [`BuildingRow`], for a query over `buildings b` joined as in [`FROM_BUILDINGS`].
+pub const BUILDING_COLUMNS: &str = "b.id, b.name, b.timezone, b.manager_emails,
+    COALESCE(ci.settings->>'site', b.ipassan_site) AS ipassan_site, b.double_booking_policy,
+    COALESCE(ci.version, 0) AS ipassan_connection_version,
+    COALESCE(cs.version, 0) AS salto_connection_version,
+    (ci.settings IS NOT NULL) AS ipassan_connected, (cs.settings IS NOT NULL) AS salto_connected";
+
+/// `buildings b` with its connections, for [`BUILDING_COLUMNS`].
+pub const FROM_BUILDINGS: &str = "buildings b
+    LEFT JOIN building_connections ci ON ci.building_id = b.id AND ci.system = 'ipassan'
+    LEFT JOIN building_connections cs ON cs.building_id = b.id AND cs.system = 'salto'";
 
 /// A stored building whose time zone no longer parses (the zone database changed under it).
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +67,10 @@ impl BuildingRow {
             manager_emails: self.manager_emails.clone(),
             ipassan_site: self.ipassan_site.clone(),
             double_booking_policy: self.policy(),
+            connection_versions: contracts::ConnectionVersions {
+                ipassan: self.ipassan_connection_version,
+                salto: self.salto_connection_version,
+            },
         }
     }
 }
@@ -74,10 +100,9 @@ pub struct BuildingRecord<'a> {
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: &str) -> Result<Option<BuildingRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, name, timezone, manager_emails, ipassan_site, double_booking_policy
-         FROM buildings WHERE id = $1",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {BUILDING_COLUMNS} FROM {FROM_BUILDINGS} WHERE b.id = $1"
+    )))
     .bind(id)
     .fetch_optional(db)
     .await

@@ -1,10 +1,10 @@
 //! `apartments`, `facilities` and `residents`: the building's directory that managers keep up to
 //! date and bookings refer to. Each is keyed by (building, id).
 
-use sqlx::PgExecutor;
+use sqlx::{FromRow, PgExecutor, Row};
 
 use super::Upsert;
-use super::buildings::BuildingRow;
+use super::buildings::{BUILDING_COLUMNS, BuildingRow, FROM_BUILDINGS};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApartmentRow {
@@ -135,65 +135,32 @@ pub async fn find_building_and_resident(
     building_id: &str,
     resident_id: &str,
 ) -> Result<Option<(BuildingRow, Option<ResidentRow>)>, sqlx::Error> {
-    type Joined = (
-        String,
-        String,
-        String,
-        Vec<String>,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let row: Option<Joined> = sqlx::query_as(
-        "SELECT b.id, b.name, b.timezone, b.manager_emails, b.ipassan_site,
-                b.double_booking_policy, r.id, r.name, r.email, r.apartment_id,
-                r.ipassan_person_id
-           FROM buildings b LEFT JOIN residents r ON r.building_id = b.id AND r.id = $2
-          WHERE b.id = $1",
-    )
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {BUILDING_COLUMNS}, r.id AS r_id, r.name AS r_name, r.email AS r_email,
+                r.apartment_id AS r_apartment_id, r.ipassan_person_id AS r_ipassan_person_id
+           FROM {FROM_BUILDINGS} LEFT JOIN residents r ON r.building_id = b.id AND r.id = $2
+          WHERE b.id = $1"
+    )))
     .bind(building_id)
     .bind(resident_id)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(
-        |(
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let building = BuildingRow::from_row(&row)?;
+    let resident_id: Option<String> = row.try_get("r_id")?;
+    let resident = match resident_id {
+        Some(id) => Some(ResidentRow {
             id,
-            name,
-            timezone,
-            manager_emails,
-            ipassan_site,
-            double_booking_policy,
-            r_id,
-            r_name,
-            r_email,
-            r_apartment,
-            r_person,
-        )| {
-            let building = BuildingRow {
-                id,
-                name,
-                timezone,
-                manager_emails,
-                ipassan_site,
-                double_booking_policy,
-            };
-            let resident = match (r_id, r_name, r_email, r_apartment) {
-                (Some(id), Some(name), Some(email), Some(apartment_id)) => Some(ResidentRow {
-                    id,
-                    name,
-                    email,
-                    apartment_id,
-                    ipassan_person_id: r_person,
-                }),
-                _ => None,
-            };
-            (building, resident)
-        },
-    ))
+            name: row.try_get("r_name")?,
+            email: row.try_get("r_email")?,
+            apartment_id: row.try_get("r_apartment_id")?,
+            ipassan_person_id: row.try_get("r_ipassan_person_id")?,
+        }),
+        None => None,
+    };
+    Ok(Some((building, resident)))
 }
 
 /// A resident as a manager writes it.

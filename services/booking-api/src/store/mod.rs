@@ -3,6 +3,7 @@
 //! routes decide the transaction boundaries and the store stays plain SQL.
 
 pub mod buildings;
+pub mod connections;
 pub mod directory;
 pub mod facility_bookings;
 pub mod visitor_bookings;
@@ -43,12 +44,14 @@ pub fn role_to_stored(role: contracts::Role) -> &'static str {
     match role {
         contracts::Role::Resident => "resident",
         contracts::Role::Manager => "manager",
+        contracts::Role::Operator => "operator",
     }
 }
 
 pub fn role_from_stored(text: &str) -> contracts::Role {
     match text {
         "manager" => contracts::Role::Manager,
+        "operator" => contracts::Role::Operator,
         _ => contracts::Role::Resident,
     }
 }

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use booking_api::auth::{TokenClaims, mint_token};
 use booking_api::outbox::OutboxSettings;
+use booking_api::settings::{DefaultIpassan, DefaultSalto};
 use booking_api::{Application, AuthSettings, RunError, Settings};
 use contracts::Role;
 use platform::config::{
     AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, RetrySettings, RetryTiers,
 };
+use platform::secrets::SecretsSettings;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::{TestBroker, TestDb};
@@ -22,6 +24,10 @@ use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// The `CONNECX__SECRETS__KEY` of test apps (32 bytes, base64).
+pub const SEALING_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// Another key, for rotation.
+pub const NEXT_SEALING_KEY: &str = "HxwdGxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAAA=";
 pub const BUILDING: &str = "harbour-view";
 pub const OTHER_BUILDING: &str = "river-side";
 
@@ -103,20 +109,35 @@ pub async fn spawn_app_with_amqp(broker: TestBroker, amqp_url: String) -> TestAp
     spawn(Some(broker), amqp_url).await
 }
 
+/// booking-api as [`spawn_app_offline`], with its settings changed by `tweak` first.
+pub async fn spawn_app_offline_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let nowhere = BrokerProxy::start(false).await;
+    let db = TestDb::create().await;
+    let mut settings = settings_for(db.url.clone(), nowhere.url("offline"));
+    tweak(&mut settings);
+    let mut app = spawn_with(settings, None).await;
+    app._unreachable = Some(nowhere);
+    app
+}
+
 async fn spawn(broker: Option<TestBroker>, amqp_url: String) -> TestApp {
     let db = TestDb::create().await;
     spawn_on(db.url.clone(), broker, amqp_url).await
 }
 
 async fn spawn_on(database_url: String, broker: Option<TestBroker>, amqp_url: String) -> TestApp {
-    init_logs();
-    let settings = Settings {
+    spawn_with(settings_for(database_url, amqp_url), broker).await
+}
+
+/// The settings of a test app: a deployment with a default iPassan and Salto, and a sealing key.
+pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
+    Settings {
         database: DatabaseSettings {
-            url: database_url.clone(),
+            url: database_url,
             max_connections: 5,
         },
         amqp: AmqpSettings {
-            url: amqp_url.clone(),
+            url: amqp_url,
             prefetch: 16,
             delivery_limit: 5,
             drain_timeout_secs: 30,
@@ -138,7 +159,24 @@ async fn spawn_on(database_url: String, broker: Option<TestBroker>, amqp_url: St
             max_backoff_ms: 500,
             ..OutboxSettings::default()
         },
-    };
+        secrets: SecretsSettings {
+            key: Some(SEALING_KEY.into()),
+            previous_keys: None,
+        },
+        ipassan: DefaultIpassan {
+            base_url: Some("https://default-tenant.ipassan.example".into()),
+        },
+        salto: DefaultSalto {
+            url: Some("https://salto.default.example/".into()),
+        },
+    }
+}
+
+/// Starts booking-api with `settings`.
+pub async fn spawn_with(settings: Settings, broker: Option<TestBroker>) -> TestApp {
+    init_logs();
+    let database_url = settings.database.url.clone();
+    let amqp_url = settings.amqp.url.clone();
     let application = Application::build(settings)
         .await
         .unwrap_or_else(|e| panic!("booking-api did not start: {e}"));
@@ -206,6 +244,11 @@ impl TestApp {
 
     pub fn manager(&self) -> String {
         self.token(Role::Manager, "manager-1", BUILDING, None)
+    }
+
+    /// A connecX operator (no building claim).
+    pub fn operator(&self) -> String {
+        self.token(Role::Operator, "ops-1", "", None)
     }
 
     pub fn resident_ana(&self) -> String {

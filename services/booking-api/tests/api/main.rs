@@ -5,6 +5,7 @@
 
 mod admin;
 mod authz;
+mod connections;
 mod facility_bookings;
 mod helpers;
 mod idempotency;

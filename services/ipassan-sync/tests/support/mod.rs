@@ -67,6 +67,9 @@ impl Drop for Harness {
     }
 }
 
+/// `CONNECX__SECRETS__KEY` of the harness.
+pub const SEALING_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 pub async fn start() -> Harness {
     start_with(Options::default()).await
 }
@@ -93,11 +96,15 @@ pub async fn start_with(options: Options) -> Harness {
             delivery_limit: 5,
             drain_timeout_secs: 30,
         },
-        ipassan: ipassan_sync::IpassanSettings {
+        ipassan: Some(ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),
             client_id: "connecx".into(),
             client_secret: "connecx-secret".into(),
             timeout_secs: options.timeout_secs,
+        }),
+        secrets: platform::secrets::SecretsSettings {
+            key: Some(SEALING_KEY.into()),
+            previous_keys: None,
         },
         retry: RetrySettings {
             tiers: options.tiers.parse().unwrap(),
@@ -200,6 +207,7 @@ pub fn booking(from: &str, to: &str) -> VisitorBooking {
             manager_emails: vec!["manager@harbour.example".into()],
             ipassan_site: Some(SITE.into()),
             double_booking_policy: DoubleBookingPolicy::Auto,
+            connection_versions: Default::default(),
         },
         window: BookingWindow {
             starts_at: utc(from),
@@ -254,6 +262,10 @@ impl Harness {
     /// The `CONNECX__*` environment that runs the service binary as this harness's replica.
     pub fn process_env(&self) -> Vec<(String, String)> {
         let s = &self.settings;
+        let ipassan = s
+            .ipassan
+            .as_ref()
+            .expect("the harness has a default tenant");
         [
             ("CONNECX__DATABASE__URL", s.database.url.clone()),
             (
@@ -272,16 +284,17 @@ impl Harness {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
-            ("CONNECX__IPASSAN__BASE_URL", s.ipassan.base_url.clone()),
-            ("CONNECX__IPASSAN__CLIENT_ID", s.ipassan.client_id.clone()),
+            ("CONNECX__IPASSAN__BASE_URL", ipassan.base_url.clone()),
+            ("CONNECX__IPASSAN__CLIENT_ID", ipassan.client_id.clone()),
             (
                 "CONNECX__IPASSAN__CLIENT_SECRET",
-                s.ipassan.client_secret.clone(),
+                ipassan.client_secret.clone(),
             ),
             (
                 "CONNECX__IPASSAN__TIMEOUT_SECS",
-                s.ipassan.timeout_secs.to_string(),
+                ipassan.timeout_secs.to_string(),
             ),
+            ("CONNECX__SECRETS__KEY", SEALING_KEY.to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -115,6 +115,7 @@ pub fn visit(managers: &[&str]) -> Envelope {
                 manager_emails: managers.iter().map(|m| m.to_string()).collect(),
                 ipassan_site: Some("site-1".into()),
                 double_booking_policy: DoubleBookingPolicy::Auto,
+                connection_versions: Default::default(),
             },
             window: BookingWindow {
                 starts_at: now,

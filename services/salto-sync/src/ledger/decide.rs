@@ -9,7 +9,7 @@ use contracts::{BookingState, Event, FacilityBooking};
 use uuid::Uuid;
 
 use super::{Held, LocalWindow, SlotKey};
-use crate::ship::ZonePermission;
+use salto_ship::ZonePermission;
 
 /// What the latest snapshot of a booking asks of Salto.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +153,7 @@ pub fn has_ended(window: &LocalWindow, today: NaiveDate) -> bool {
 mod tests {
     use super::*;
     use crate::ledger::AccessLevelKey;
-    use crate::ship::Period;
+    use salto_ship::Period;
 
     fn slot(zone: &str) -> SlotKey {
         SlotKey {
@@ -290,6 +290,7 @@ mod tests {
                 manager_emails: vec![],
                 ipassan_site: None,
                 double_booking_policy: DoubleBookingPolicy::Auto,
+                connection_versions: Default::default(),
             },
             window: BookingWindow {
                 starts_at: chrono::Utc::now(),

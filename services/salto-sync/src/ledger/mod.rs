@@ -9,7 +9,7 @@ use chrono::{NaiveDate, Timelike};
 use contracts::FacilityBooking;
 use uuid::Uuid;
 
-use crate::ship::{DaySeconds, END_OF_DAY, Period, ZonePermission};
+use salto_ship::{DaySeconds, END_OF_DAY, Period, ZonePermission};
 
 /// An apartment's access level in a building: the unit Salto rewrites as a whole, and so the
 /// unit writers are serialized on.

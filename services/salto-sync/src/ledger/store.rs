@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{AccessLevelKey, Held, LocalWindow, SlotKey, Waiting};
-use crate::ship::{DaySeconds, Period, ZonePermission};
+use salto_ship::{DaySeconds, Period, ZonePermission};
 
 /// Waits at most this long for another replica's lock before the step is retried later.
 pub async fn set_lock_timeout(conn: &mut PgConnection) -> Result<(), sqlx::Error> {

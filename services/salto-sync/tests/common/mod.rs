@@ -307,6 +307,7 @@ impl Booking {
                 manager_emails: vec!["manager@harbour.example".into()],
                 ipassan_site: None,
                 double_booking_policy: self.policy,
+                connection_versions: Default::default(),
             },
             window: BookingWindow {
                 starts_at: starts,

@@ -296,7 +296,16 @@ fn children(args: &Args) -> Vec<ChildSpec> {
             // Only this machine: the demo secret must not open the API to the network.
             .env("CONNECX__HTTP__HOST", "127.0.0.1")
             .env("CONNECX__HTTP__PORT", args.http_port)
-            .env("CONNECX__AUTH__JWT_SECRET", &args.jwt_secret),
+            .env("CONNECX__AUTH__JWT_SECRET", &args.jwt_secret)
+            // The deployment's defaults: booking-api reads only that they exist.
+            .env(
+                "CONNECX__IPASSAN__BASE_URL",
+                format!("http://127.0.0.1:{}", args.ipassan_port),
+            )
+            .env(
+                "CONNECX__SALTO__URL",
+                format!("http://127.0.0.1:{}/", args.salto_port),
+            ),
         ChildSpec::new("ipassan-sync")
             .with_database_and_broker(args)
             .env(

@@ -1,7 +1,9 @@
-//! The typed SHIP client (contracts/salto-ship.md): XML request/response calls over HTTP `POST`,
-//! with the configured authentication and a timeout on every call. The rest of the service sees
-//! groups, zone permissions and timetables as plain Rust values; the XML stays in [`wire`], and
-//! every failure arrives as a [`ShipError`] that already knows its [`Remedy`].
+//! The typed SHIP client (docs/contracts/salto-ship.md): XML request/response calls over HTTP
+//! `POST`, with the endpoint's authentication and a timeout on every call. Callers see groups,
+//! zone permissions and timetables as plain Rust values; the XML stays in `wire`, and every
+//! failure arrives as a [`ShipError`] that already knows its [`Remedy`]. salto-sync drives
+//! permissions with it; booking-api's connection check makes one harmless call with it
+//! ([`ShipClient::check`]).
 
 mod error;
 mod wire;
@@ -14,7 +16,7 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::settings::{AuthKind, SaltoSettings};
+use contracts::ConnectionProblem;
 
 pub const ZONE_LIST_READ: &str = "SaltoDBZoneList.Read";
 pub const TIMETABLE_INSERT: &str = "SaltoDBTimezoneTable.Insert";
@@ -84,11 +86,35 @@ pub struct Zone {
     pub name: String,
 }
 
-#[derive(Clone)]
-enum Auth {
+/// How connecX proves itself to a SHIP endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ShipAuth {
     None,
-    Basic { username: String, password: String },
+    /// HTTP Basic.
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// Header `Salto-SHIP-Key`.
     Key(String),
+}
+
+impl std::fmt::Debug for ShipAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShipAuth::None => f.write_str("None"),
+            ShipAuth::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
+            ShipAuth::Key(_) => f.write_str("Key(<redacted>)"),
+        }
+    }
+}
+
+/// A SHIP endpoint: where, how to authenticate, how long one call may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipSettings {
+    pub url: String,
+    pub auth: ShipAuth,
+    pub timeout: Duration,
 }
 
 /// A SHIP client; cheap to clone (one connection pool).
@@ -96,7 +122,7 @@ enum Auth {
 pub struct ShipClient {
     http: reqwest::Client,
     url: String,
-    auth: Auth,
+    auth: ShipAuth,
     timeout: Duration,
 }
 
@@ -115,24 +141,54 @@ impl std::fmt::Debug for ShipClient {
 pub struct ClientBuildError(#[source] reqwest::Error);
 
 impl ShipClient {
-    pub fn new(settings: &SaltoSettings) -> Result<Self, ClientBuildError> {
+    pub fn new(settings: &ShipSettings) -> Result<Self, ClientBuildError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(settings.timeout())
+            .connect_timeout(settings.timeout)
             .build()
             .map_err(ClientBuildError)?;
-        let auth = match settings.auth_kind {
-            AuthKind::None => Auth::None,
-            AuthKind::Basic => Auth::Basic {
-                username: settings.username.clone().unwrap_or_default(),
-                password: settings.password.clone().unwrap_or_default(),
-            },
-            AuthKind::Key => Auth::Key(settings.key.clone().unwrap_or_default()),
-        };
         Ok(Self {
             http,
             url: settings.url.trim().to_owned(),
-            auth,
-            timeout: settings.timeout(),
+            auth: settings.auth.clone(),
+            timeout: settings.timeout,
+        })
+    }
+
+    /// The endpoint's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One harmless call that proves the endpoint answers SHIP and takes the credentials: the
+    /// first zone of the zone list. `Err` says what is wrong, in the connection check's words.
+    pub async fn check(&self) -> Result<(), (ConnectionProblem, String)> {
+        let answer: Result<wire::ZoneListAnswer, ShipError> = self
+            .call(
+                ZONE_LIST_READ,
+                wire::ZoneListRead {
+                    max_count: 1,
+                    starting_from: None,
+                },
+            )
+            .await;
+        answer.map(|_| ()).map_err(|error| {
+            let problem = match &error {
+                ShipError::Timeout { .. } => ConnectionProblem::Timeout,
+                ShipError::Unreachable { .. } => ConnectionProblem::Unreachable,
+                ShipError::Http {
+                    status: 401 | 403, ..
+                } => ConnectionProblem::CredentialsRefused,
+                ShipError::Http { status, .. } if *status >= 500 => ConnectionProblem::Unreachable,
+                ShipError::Http { .. } | ShipError::Protocol { .. } => {
+                    ConnectionProblem::ProtocolError
+                }
+                // It speaks SHIP: a busy or licence-limited server is still there.
+                ShipError::Refused { code, .. } if remedy_for_code(*code) == Remedy::Transient => {
+                    ConnectionProblem::Unreachable
+                }
+                ShipError::Refused { .. } => ConnectionProblem::ProtocolError,
+            };
+            (problem, error.to_string())
         })
     }
 
@@ -260,9 +316,9 @@ impl ShipClient {
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .body(body);
         builder = match &self.auth {
-            Auth::None => builder,
-            Auth::Basic { username, password } => builder.basic_auth(username, Some(password)),
-            Auth::Key(key) => builder.header("Salto-SHIP-Key", key),
+            ShipAuth::None => builder,
+            ShipAuth::Basic { username, password } => builder.basic_auth(username, Some(password)),
+            ShipAuth::Key(key) => builder.header("Salto-SHIP-Key", key),
         };
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {

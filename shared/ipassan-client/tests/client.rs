@@ -5,13 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use ipassan_client::visit::{VisitWindow, parse_local, split_name};
+use ipassan_client::{
+    ErrorKind, IpassanClient, IpassanError, Missing, NewVisitor, PersonKind, TenantSettings,
+};
 use ipassan_sim::model::{Fault, FaultMatch, FaultResponse};
 use ipassan_sim::{ClientSeed, Person, RunningSim, Seed, SiteSeed};
-use ipassan_sync::IpassanSettings;
-use ipassan_sync::ipassan::{
-    ErrorKind, IpassanClient, IpassanError, Missing, NewVisitor, PersonKind,
-};
-use ipassan_sync::visit::{VisitWindow, parse_local, split_name};
 
 const SITE: &str = "site 1/a"; // needs percent-encoding in a path
 
@@ -50,11 +49,11 @@ async fn sim() -> RunningSim {
 }
 
 fn client(base_url: &str, secret: &str, timeout_secs: u64) -> IpassanClient {
-    IpassanClient::new(&IpassanSettings {
+    IpassanClient::new(&TenantSettings {
         base_url: base_url.into(),
         client_id: "connecx".into(),
         client_secret: secret.into(),
-        timeout_secs,
+        timeout: Duration::from_secs(timeout_secs),
     })
     .unwrap()
 }

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use salto_sim::RunningSim;
-use salto_sync::ship::{
-    Group, Interval, Period, Remedy, ShipClient, ShipError, Timetable, ZonePermission,
+use salto_ship::{
+    Group, Interval, Period, Remedy, ShipAuth, ShipClient, ShipError, ShipSettings, Timetable,
+    ZonePermission,
 };
-use salto_sync::{AuthKind, SaltoSettings};
+use salto_sim::RunningSim;
 use serde_json::{Value, json};
 
 async fn sim() -> RunningSim {
@@ -37,14 +37,26 @@ async fn control(sim: &RunningSim, path: &str, body: Value) {
     assert!(status.is_success());
 }
 
-fn settings(sim: &RunningSim, auth_kind: AuthKind) -> SaltoSettings {
-    SaltoSettings {
+/// How the tests authenticate: the simulator's key, or its Basic credentials.
+#[derive(Clone, Copy)]
+enum AuthKind {
+    None,
+    Key,
+    Basic,
+}
+
+fn settings(sim: &RunningSim, auth_kind: AuthKind) -> ShipSettings {
+    ShipSettings {
         url: sim.url(),
-        auth_kind,
-        key: Some("the-key".into()),
-        username: Some("ship".into()),
-        password: Some("secret".into()),
-        timeout_secs: 1,
+        auth: match auth_kind {
+            AuthKind::None => ShipAuth::None,
+            AuthKind::Key => ShipAuth::Key("the-key".into()),
+            AuthKind::Basic => ShipAuth::Basic {
+                username: "ship".into(),
+                password: "secret".into(),
+            },
+        },
+        timeout: Duration::from_secs(1),
     }
 }
 
@@ -181,7 +193,7 @@ async fn busy_unavailable_and_slow_answers_are_transient() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     ship.read_group("501-56").await.unwrap();
 
-    let down = ShipClient::new(&SaltoSettings {
+    let down = ShipClient::new(&ShipSettings {
         url: "http://127.0.0.1:9/".into(),
         ..settings(&sim, AuthKind::None)
     })

@@ -1,5 +1,6 @@
-//! The typed client of iPassan's HTTP API (`shared/contracts/ipassan.md`), and the only code of
-//! the service that knows its URLs, form fields and JSON shapes.
+//! The typed client of iPassan's HTTP API (docs/contracts/ipassan.md), and the only code of the
+//! workspace that knows its URLs, form fields and JSON shapes. ipassan-sync drives visitors with
+//! it; booking-api's connection check makes one harmless call with it ([`IpassanClient::check`]).
 //!
 //! Every call has a timeout; requests with a body are form-encoded. The bearer token is cached
 //! and renewed before it expires, and once more if iPassan answers 401. A 429 whose `Retry-After`
@@ -9,6 +10,7 @@
 
 mod error;
 mod token;
+pub mod visit;
 mod wire;
 
 use std::time::{Duration, Instant};
@@ -17,9 +19,10 @@ use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use contracts::ConnectionProblem;
+
 pub use error::{ErrorKind, IpassanError, Missing, parse_retry_after};
 
-use crate::settings::IpassanSettings;
 use crate::visit::{VisitWindow, VisitorName, parse_local};
 use token::{Token, TokenCache};
 
@@ -81,7 +84,30 @@ pub struct NewVisitor<'a> {
     pub external_ref: &'a str,
 }
 
-/// The client; share one per process (it holds the token and the connection pool).
+/// Where an iPassan tenant is and the client credentials it issued to connecX.
+#[derive(Clone)]
+pub struct TenantSettings {
+    /// e.g. `https://tenant.ipassan.com`
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The longest any one HTTP call may take.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for TenantSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantSettings")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The client of one tenant; share one per tenant and process (it holds the token and the
+/// connection pool).
 pub struct IpassanClient {
     http: reqwest::Client,
     base: Url,
@@ -92,7 +118,7 @@ pub struct IpassanClient {
 }
 
 impl IpassanClient {
-    pub fn new(settings: &IpassanSettings) -> Result<Self, IpassanError> {
+    pub fn new(settings: &TenantSettings) -> Result<Self, IpassanError> {
         let mut base = Url::parse(&settings.base_url)
             .map_err(|e| IpassanError::Connection(format!("bad base URL: {e}")))?;
         if base.path_segments_mut().is_err() {
@@ -100,7 +126,7 @@ impl IpassanClient {
                 "the base URL cannot carry a path".into(),
             ));
         }
-        let timeout = Duration::from_secs(settings.timeout_secs);
+        let timeout = settings.timeout;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -114,6 +140,19 @@ impl IpassanClient {
             timeout,
             tokens: TokenCache::default(),
         })
+    }
+
+    /// One harmless call that proves the tenant is reachable, takes the credentials and serves
+    /// `site`: a token, then a person search on the site for an address nobody has. `Err` says
+    /// what is wrong, in the connection check's words.
+    pub async fn check(&self, site: &str) -> Result<(), (ConnectionProblem, String)> {
+        match self
+            .persons_by_email(site, "connecx-connection-check@invalid.example")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => Err((check_problem(&error), error.to_string())),
+        }
     }
 
     /// `GET /person/{id}`; `None` when iPassan does not know the person.
@@ -391,6 +430,26 @@ impl IpassanClient {
                 message,
             },
         })
+    }
+}
+
+/// A failure as the connection check names it.
+fn check_problem(error: &IpassanError) -> ConnectionProblem {
+    match error {
+        IpassanError::Connection(_)
+        | IpassanError::Server { .. }
+        | IpassanError::RateLimited { .. } => ConnectionProblem::Unreachable,
+        IpassanError::Timeout(_) => ConnectionProblem::Timeout,
+        IpassanError::BadCredentials { .. } | IpassanError::Unauthorized { .. } => {
+            ConnectionProblem::CredentialsRefused
+        }
+        IpassanError::AccessDenied { .. } | IpassanError::NotFound { .. } => {
+            ConnectionProblem::SiteNotFound
+        }
+        IpassanError::InvalidRequest { .. }
+        | IpassanError::Conflict { .. }
+        | IpassanError::Refused { .. }
+        | IpassanError::UnreadableAnswer(_) => ConnectionProblem::ProtocolError,
     }
 }
 

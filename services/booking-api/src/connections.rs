@@ -1,0 +1,494 @@
+//! A building's own connections to iPassan and Salto (docs/architecture.md, "Many buildings"):
+//! what an operator sends, the checks it must pass, the sealed form it is stored and published
+//! in, and what an answer may show of it — never a secret, only whether one is set.
+//!
+//! Requests are checked by plain functions ([`check_ipassan`], [`check_salto`]) that name every
+//! field at fault; sealing needs the [`Sealer`] of `CONNECX__SECRETS__KEY`.
+
+use chrono::{DateTime, Utc};
+use contracts::{
+    AccessSystem, IpassanConnection, SaltoAuthKind, SaltoConnection, SealedSecret, sealed_fields,
+};
+use platform::secrets::{OpenError, Sealer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::validation::{self, FieldError, FieldErrors};
+use crate::store::connections::ConnectionRow;
+
+/// Default seconds one SHIP call may take.
+pub const DEFAULT_SALTO_TIMEOUT_SECS: u64 = 10;
+/// The longest a SHIP call may be allowed (the service's own default's bound).
+pub const MAX_SALTO_TIMEOUT_SECS: u64 = 300;
+
+/// `PUT /v1/buildings/{id}/connections/ipassan`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpassanConnectionRequest {
+    /// The tenant's API, e.g. `https://tenant.ipassan.com`.
+    pub base_url: String,
+    /// OAuth2 client credentials iPassan issued for connecX.
+    pub client_id: String,
+    /// Sealed at once; never shown again.
+    pub client_secret: Option<String>,
+    /// The building's iPassan site (it wins over the building's `ipassan_site`).
+    pub site: String,
+}
+
+/// How the SHIP endpoint authenticates connecX.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SaltoAuth {
+    #[default]
+    None,
+    /// HTTP Basic (`username`, `password`).
+    Basic,
+    /// Header `Salto-SHIP-Key` (`key`).
+    Key,
+}
+
+impl From<SaltoAuth> for SaltoAuthKind {
+    fn from(auth: SaltoAuth) -> Self {
+        match auth {
+            SaltoAuth::None => SaltoAuthKind::None,
+            SaltoAuth::Basic => SaltoAuthKind::Basic,
+            SaltoAuth::Key => SaltoAuthKind::Key,
+        }
+    }
+}
+
+impl From<SaltoAuthKind> for SaltoAuth {
+    fn from(auth: SaltoAuthKind) -> Self {
+        match auth {
+            SaltoAuthKind::None => SaltoAuth::None,
+            SaltoAuthKind::Basic => SaltoAuth::Basic,
+            SaltoAuthKind::Key => SaltoAuth::Key,
+        }
+    }
+}
+
+/// `PUT /v1/buildings/{id}/connections/salto`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaltoConnectionRequest {
+    /// The SHIP endpoint, e.g. `https://salto.building.example:8090/`.
+    pub url: String,
+    #[serde(default)]
+    pub auth_kind: SaltoAuth,
+    /// For `basic`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// For `basic`; sealed at once, never shown again.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// For `key`; sealed at once, never shown again.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Seconds one SHIP call may take (1–300, default 10).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// An iPassan connection that passed the checks, its secret still in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedIpassan {
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub site: String,
+}
+
+/// A Salto connection that passed the checks, its secrets still in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedSalto {
+    pub url: String,
+    pub auth_kind: SaltoAuth,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub key: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl CheckedSalto {
+    /// Whether anything must be sealed.
+    pub fn has_secret(&self) -> bool {
+        self.password.is_some() || self.key.is_some()
+    }
+}
+
+/// Checks an iPassan connection, naming every field at fault.
+pub fn check_ipassan(
+    request: &IpassanConnectionRequest,
+) -> Result<CheckedIpassan, Vec<FieldError>> {
+    let mut errors = FieldErrors::new();
+    let base_url = errors.check("base_url", validation::endpoint_url(&request.base_url));
+    let client_id = errors.check("client_id", validation::external_id(&request.client_id));
+    let client_secret = errors.check(
+        "client_secret",
+        validation::secret(request.client_secret.as_deref()),
+    );
+    let site = errors.check("site", validation::external_id(&request.site));
+    match (base_url, client_id, client_secret, site) {
+        (Some(base_url), Some(client_id), Some(client_secret), Some(site)) if errors.is_empty() => {
+            Ok(CheckedIpassan {
+                base_url,
+                client_id,
+                client_secret,
+                site,
+            })
+        }
+        _ => Err(errors.into_vec()),
+    }
+}
+
+/// Checks a Salto connection: the URL, the secrets its `auth_kind` needs (and no others), and the
+/// timeout.
+pub fn check_salto(request: &SaltoConnectionRequest) -> Result<CheckedSalto, Vec<FieldError>> {
+    let mut errors = FieldErrors::new();
+    let url = errors.check("url", validation::endpoint_url(&request.url));
+    let timeout_secs = request.timeout_secs.unwrap_or(DEFAULT_SALTO_TIMEOUT_SECS);
+    if !(1..=MAX_SALTO_TIMEOUT_SECS).contains(&timeout_secs) {
+        errors.push(FieldError::new(
+            "timeout_secs",
+            "out_of_range",
+            format!("must be between 1 and {MAX_SALTO_TIMEOUT_SECS} seconds"),
+        ));
+    }
+    let not_for = |field: &str, given: bool, errors: &mut FieldErrors| {
+        if given {
+            errors.push(FieldError::new(
+                field,
+                "not_for_this_auth_kind",
+                format!(
+                    "is not used with auth_kind `{}`; leave it out",
+                    auth_name(request.auth_kind)
+                ),
+            ));
+        }
+    };
+    let (mut username, mut password, mut key) = (None, None, None);
+    match request.auth_kind {
+        SaltoAuth::None => {
+            not_for("username", request.username.is_some(), &mut errors);
+            not_for("password", request.password.is_some(), &mut errors);
+            not_for("key", request.key.is_some(), &mut errors);
+        }
+        SaltoAuth::Basic => {
+            username = errors.check(
+                "username",
+                validation::external_id(request.username.as_deref().unwrap_or_default()),
+            );
+            password = errors.check("password", validation::secret(request.password.as_deref()));
+            not_for("key", request.key.is_some(), &mut errors);
+        }
+        SaltoAuth::Key => {
+            key = errors.check("key", validation::secret(request.key.as_deref()));
+            not_for("username", request.username.is_some(), &mut errors);
+            not_for("password", request.password.is_some(), &mut errors);
+        }
+    }
+    match url {
+        Some(url) if errors.is_empty() => Ok(CheckedSalto {
+            url,
+            auth_kind: request.auth_kind,
+            username,
+            password,
+            key,
+            timeout_secs,
+        }),
+        _ => Err(errors.into_vec()),
+    }
+}
+
+fn auth_name(auth: SaltoAuth) -> &'static str {
+    match auth {
+        SaltoAuth::None => "none",
+        SaltoAuth::Basic => "basic",
+        SaltoAuth::Key => "key",
+    }
+}
+
+impl CheckedIpassan {
+    /// The connection as stored and published: the secret sealed.
+    pub fn seal(self, sealer: &Sealer) -> IpassanConnection {
+        IpassanConnection {
+            client_secret: sealer.seal(&self.client_secret, sealed_fields::IPASSAN_CLIENT_SECRET),
+            base_url: self.base_url,
+            client_id: self.client_id,
+            site: self.site,
+        }
+    }
+}
+
+impl CheckedSalto {
+    /// The connection as stored and published: the secrets sealed. `sealer` may be `None` only
+    /// when there is no secret ([`CheckedSalto::has_secret`]).
+    pub fn seal(self, sealer: Option<&Sealer>) -> SaltoConnection {
+        let seal = |secret: Option<String>, field: &str| {
+            secret.and_then(|s| sealer.map(|sealer| sealer.seal(&s, field)))
+        };
+        SaltoConnection {
+            password: seal(self.password, sealed_fields::SALTO_PASSWORD),
+            key: seal(self.key, sealed_fields::SALTO_KEY),
+            url: self.url,
+            auth_kind: self.auth_kind.into(),
+            username: self.username,
+            timeout_secs: self.timeout_secs,
+        }
+    }
+}
+
+/// What an answer shows of an iPassan connection.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IpassanConnectionView {
+    pub building_id: String,
+    pub base_url: String,
+    pub client_id: String,
+    /// A client secret is stored (sealed); it is never shown.
+    pub client_secret_set: bool,
+    pub site: String,
+    /// +1 with every change of the building's iPassan connection.
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+    /// The operator who made the change.
+    pub updated_by: String,
+}
+
+/// What an answer shows of a Salto connection.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SaltoConnectionView {
+    pub building_id: String,
+    pub url: String,
+    pub auth_kind: SaltoAuth,
+    pub username: Option<String>,
+    /// A password is stored (sealed); it is never shown.
+    pub password_set: bool,
+    /// A SHIP key is stored (sealed); it is never shown.
+    pub key_set: bool,
+    pub timeout_secs: u64,
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+/// A stored row whose settings do not read as the connection they should be.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored {system} connection of building {building_id} cannot be read: {reason}")]
+pub struct UnreadableConnection {
+    pub building_id: String,
+    pub system: String,
+    pub reason: String,
+}
+
+fn unreadable(row: &ConnectionRow, reason: impl ToString) -> UnreadableConnection {
+    UnreadableConnection {
+        building_id: row.building_id.clone(),
+        system: row.system.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The view of a stored iPassan connection; `None` when the building is on the default.
+pub fn ipassan_view(
+    row: &ConnectionRow,
+) -> Result<Option<IpassanConnectionView>, UnreadableConnection> {
+    let Some(settings) = &row.settings else {
+        return Ok(None);
+    };
+    let stored: IpassanConnection =
+        serde_json::from_value(settings.clone()).map_err(|e| unreadable(row, e))?;
+    Ok(Some(IpassanConnectionView {
+        building_id: row.building_id.clone(),
+        base_url: stored.base_url,
+        client_id: stored.client_id,
+        client_secret_set: !stored.client_secret.0.is_empty(),
+        site: stored.site,
+        version: row.version,
+        updated_at: row.updated_at,
+        updated_by: row.updated_by.clone(),
+    }))
+}
+
+/// The view of a stored Salto connection; `None` when the building is on the default.
+pub fn salto_view(
+    row: &ConnectionRow,
+) -> Result<Option<SaltoConnectionView>, UnreadableConnection> {
+    let Some(settings) = &row.settings else {
+        return Ok(None);
+    };
+    let stored: SaltoConnection =
+        serde_json::from_value(settings.clone()).map_err(|e| unreadable(row, e))?;
+    Ok(Some(SaltoConnectionView {
+        building_id: row.building_id.clone(),
+        url: stored.url,
+        auth_kind: stored.auth_kind.into(),
+        username: stored.username,
+        password_set: stored.password.is_some(),
+        key_set: stored.key.is_some(),
+        timeout_secs: stored.timeout_secs,
+        version: row.version,
+        updated_at: row.updated_at,
+        updated_by: row.updated_by.clone(),
+    }))
+}
+
+/// The sealed secrets a stored connection holds, with the field each is sealed for.
+fn sealed_secrets_mut(
+    system: AccessSystem,
+    settings: &mut Value,
+) -> Vec<(&'static str, &mut Value)> {
+    let Some(object) = settings.as_object_mut() else {
+        return Vec::new();
+    };
+    let fields: &[(&str, &'static str)] = match system {
+        AccessSystem::Ipassan => &[("client_secret", sealed_fields::IPASSAN_CLIENT_SECRET)],
+        AccessSystem::Salto => &[
+            ("password", sealed_fields::SALTO_PASSWORD),
+            ("key", sealed_fields::SALTO_KEY),
+        ],
+    };
+    object
+        .iter_mut()
+        .filter_map(|(name, value)| {
+            let (_, field) = fields.iter().find(|(n, _)| n == name)?;
+            value.is_string().then_some((*field, value))
+        })
+        .collect()
+}
+
+/// Why a service holding sealed secrets cannot use them.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the {system} connection of building {building_id} holds a sealed secret that cannot be opened: {reason}"
+)]
+pub struct UnopenableSecret {
+    pub building_id: String,
+    pub system: String,
+    pub reason: OpenError,
+}
+
+/// Opens every sealed secret of `row` with `sealer`. Returns the settings re-sealed under the
+/// current key when some secret was sealed under a previous one (to be written back).
+pub fn open_all(
+    row: &ConnectionRow,
+    sealer: Option<&Sealer>,
+) -> Result<Option<Value>, UnopenableSecret> {
+    let system = match row.system.as_str() {
+        "ipassan" => AccessSystem::Ipassan,
+        _ => AccessSystem::Salto,
+    };
+    let Some(mut settings) = row.settings.clone() else {
+        return Ok(None);
+    };
+    let mut resealed_any = false;
+    for (field, value) in sealed_secrets_mut(system, &mut settings) {
+        let sealed = SealedSecret(value.as_str().unwrap_or_default().to_owned());
+        let opened = platform::secrets::open_with(sealer, &sealed, field).map_err(|reason| {
+            UnopenableSecret {
+                building_id: row.building_id.clone(),
+                system: row.system.clone(),
+                reason,
+            }
+        })?;
+        if let Some(resealed) = opened.resealed {
+            *value = Value::String(resealed.0);
+            resealed_any = true;
+        }
+    }
+    Ok(resealed_any.then_some(settings))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ipassan(secret: Option<&str>) -> IpassanConnectionRequest {
+        IpassanConnectionRequest {
+            base_url: "https://tenant.ipassan.com".into(),
+            client_id: "connecx".into(),
+            client_secret: secret.map(String::from),
+            site: "site-7".into(),
+        }
+    }
+
+    fn salto(auth_kind: SaltoAuth) -> SaltoConnectionRequest {
+        SaltoConnectionRequest {
+            url: "http://salto.example:8090/".into(),
+            auth_kind,
+            username: None,
+            password: None,
+            key: None,
+            timeout_secs: None,
+        }
+    }
+
+    fn fields(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn an_ipassan_connection_needs_its_secret_and_a_real_url() {
+        assert!(check_ipassan(&ipassan(Some("s"))).is_ok());
+        let errors = check_ipassan(&ipassan(None)).unwrap_err();
+        assert_eq!(fields(&errors), ["client_secret"]);
+        let mut bad = ipassan(Some("s"));
+        bad.base_url = "not a url".into();
+        bad.site = " ".into();
+        assert_eq!(
+            fields(&check_ipassan(&bad).unwrap_err()),
+            ["base_url", "site"]
+        );
+    }
+
+    #[test]
+    fn a_salto_connection_takes_exactly_the_secrets_of_its_auth_kind() {
+        let none = check_salto(&salto(SaltoAuth::None)).unwrap();
+        assert_eq!(none.timeout_secs, DEFAULT_SALTO_TIMEOUT_SECS);
+        assert!(!none.has_secret());
+
+        let errors = check_salto(&salto(SaltoAuth::Key)).unwrap_err();
+        assert_eq!(fields(&errors), ["key"]);
+        let errors = check_salto(&salto(SaltoAuth::Basic)).unwrap_err();
+        assert_eq!(fields(&errors), ["username", "password"]);
+
+        let mut extra = salto(SaltoAuth::Key);
+        extra.key = Some("k".into());
+        extra.password = Some("p".into());
+        extra.timeout_secs = Some(0);
+        let errors = check_salto(&extra).unwrap_err();
+        assert_eq!(fields(&errors), ["timeout_secs", "password"]);
+        assert_eq!(errors[1].code, "not_for_this_auth_kind");
+    }
+
+    #[test]
+    fn a_stored_connection_shows_that_a_secret_is_set_never_the_secret() {
+        let sealer = platform::secrets::SecretsSettings {
+            key: Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
+            previous_keys: None,
+        }
+        .sealer()
+        .unwrap()
+        .unwrap();
+        let sealed = check_ipassan(&ipassan(Some("very-secret")))
+            .unwrap()
+            .seal(&sealer);
+        let row = ConnectionRow {
+            building_id: "harbour".into(),
+            system: "ipassan".into(),
+            version: 3,
+            settings: Some(serde_json::to_value(&sealed).unwrap()),
+            updated_by: "ops-1".into(),
+            updated_at: Utc::now(),
+        };
+        let view = ipassan_view(&row).unwrap().unwrap();
+        assert!(view.client_secret_set);
+        let shown = serde_json::to_string(&view).unwrap();
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("cxs1"),
+            "{shown}"
+        );
+        assert!(open_all(&row, Some(&sealer)).unwrap().is_none());
+        assert!(open_all(&row, None).is_err());
+    }
+}

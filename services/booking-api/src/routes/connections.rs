@@ -1,0 +1,294 @@
+//! A building's own connections to iPassan and Salto (operators only). `PUT` stores the
+//! connection (secrets sealed) as its next version and, in the same transaction, puts
+//! `ipassan_connection.changed.v1` / `salto_connection.changed.v1` in the outbox for the worker
+//! that uses the system; `GET` shows it without secrets; `DELETE` puts the building back on the
+//! deployment default. A manager's `PUT /v1/buildings/{id}` never touches any of this.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use contracts::{
+    AccessSystem, Envelope, Event, IpassanConnectionChange, SaltoConnectionChange,
+    connection_subject,
+};
+
+use super::json_response;
+use crate::auth::Operator;
+use crate::connections::{
+    self, IpassanConnectionRequest, IpassanConnectionView, SaltoConnectionRequest,
+    SaltoConnectionView,
+};
+use crate::extract::{ApiJson, EntityIdPath};
+use crate::problem::{Problem, ProblemDetails};
+use crate::state::AppState;
+use crate::store::connections::{self as store, ConnectionRow};
+
+fn not_connected(app: &AppState, building_id: &str, system: AccessSystem) -> Problem {
+    let has_default = match system {
+        AccessSystem::Ipassan => app.defaults.ipassan,
+        AccessSystem::Salto => app.defaults.salto,
+    };
+    let uses = if has_default {
+        format!("uses the deployment's default {system}")
+    } else {
+        format!("is connected to no {system} (and the deployment has no default)")
+    };
+    Problem::not_found(
+        "not_connected",
+        format!("building {building_id} has no {system} connection of its own; it {uses}"),
+    )
+}
+
+fn secrets_not_configured() -> Problem {
+    Problem::unavailable(
+        "secrets_not_configured",
+        "CONNECX__SECRETS__KEY is not set on booking-api, so connection secrets cannot be sealed; \
+         ops must set it (see the README's Configuration)",
+    )
+}
+
+fn unreadable(error: &connections::UnreadableConnection) -> Problem {
+    Problem::internal(error)
+}
+
+fn status_after(saved: store::Saved) -> StatusCode {
+    if saved.was_connected {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
+}
+
+/// Saves `settings` (`None`: back to the default) as the next version with its event.
+async fn save(
+    app: &AppState,
+    operator: &Operator,
+    building_id: &str,
+    system: AccessSystem,
+    settings: Option<serde_json::Value>,
+    event: Event,
+) -> Result<(store::Saved, ConnectionRow), Problem> {
+    let mut tx = app.pool.begin().await?;
+    let saved = store::save(
+        &mut tx,
+        building_id,
+        system,
+        settings.as_ref(),
+        &operator.user_id,
+    )
+    .await?;
+    let envelope = Envelope::new(
+        connection_subject(building_id, system),
+        saved.version,
+        event,
+    );
+    crate::outbox::enqueue(&mut tx, &envelope).await?;
+    let row = store::find(&mut *tx, building_id, system)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    tx.commit().await?;
+    tracing::info!(
+        building_id, %system, version = saved.version, operator = %operator.user_id,
+        connected = row.settings.is_some(), "building connection changed"
+    );
+    Ok((saved, row))
+}
+
+/// Connects a building to its own iPassan tenant.
+#[utoipa::path(
+    put, path = "/v1/buildings/{id}/connections/ipassan", tag = "connections",
+    params(("id" = String, Path, description = "connecX building id")),
+    request_body = IpassanConnectionRequest,
+    responses(
+        (status = 200, description = "Replaced", body = IpassanConnectionView),
+        (status = 201, description = "The building had no iPassan connection of its own", body = IpassanConnectionView),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong or missing, e.g. `client_secret`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`secrets_not_configured`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_ipassan(
+    State(app): State<AppState>,
+    operator: Operator,
+    EntityIdPath(building_id): EntityIdPath,
+    body: ApiJson<IpassanConnectionRequest>,
+) -> Result<Response, Problem> {
+    let checked = connections::check_ipassan(&body.value).map_err(Problem::validation)?;
+    let sealer = app.sealer.as_deref().ok_or_else(secrets_not_configured)?;
+    let sealed = checked.seal(sealer);
+    let settings = serde_json::to_value(&sealed).map_err(|e| Problem::internal(&e))?;
+    let (saved, row) = save(
+        &app,
+        &operator,
+        &building_id,
+        AccessSystem::Ipassan,
+        Some(settings),
+        Event::IpassanConnectionChanged(IpassanConnectionChange {
+            building_id: building_id.clone(),
+            connection: Some(sealed),
+        }),
+    )
+    .await?;
+    let view = connections::ipassan_view(&row).map_err(|e| unreadable(&e))?;
+    Ok(json_response(status_after(saved), &view, HeaderMap::new()))
+}
+
+/// The building's own iPassan connection, without its secret.
+#[utoipa::path(
+    get, path = "/v1/buildings/{id}/connections/ipassan", tag = "connections",
+    params(("id" = String, Path, description = "connecX building id")),
+    responses(
+        (status = 200, body = IpassanConnectionView),
+        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not_connected`: the building uses the deployment default", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_ipassan(
+    State(app): State<AppState>,
+    _operator: Operator,
+    EntityIdPath(building_id): EntityIdPath,
+) -> Result<Response, Problem> {
+    let row = store::find(&app.pool, &building_id, AccessSystem::Ipassan).await?;
+    let view = match &row {
+        Some(row) => connections::ipassan_view(row).map_err(|e| unreadable(&e))?,
+        None => None,
+    };
+    let view = view.ok_or_else(|| not_connected(&app, &building_id, AccessSystem::Ipassan))?;
+    Ok(json_response(StatusCode::OK, &view, HeaderMap::new()))
+}
+
+/// Puts the building back on the deployment's default iPassan.
+#[utoipa::path(
+    delete, path = "/v1/buildings/{id}/connections/ipassan", tag = "connections",
+    params(("id" = String, Path, description = "connecX building id")),
+    responses(
+        (status = 204, description = "The building uses the default from now on"),
+        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_ipassan(
+    State(app): State<AppState>,
+    operator: Operator,
+    EntityIdPath(building_id): EntityIdPath,
+) -> Result<Response, Problem> {
+    disconnect(&app, &operator, &building_id, AccessSystem::Ipassan).await
+}
+
+/// Connects a building to its own Salto SHIP endpoint.
+#[utoipa::path(
+    put, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
+    params(("id" = String, Path, description = "connecX building id")),
+    request_body = SaltoConnectionRequest,
+    responses(
+        (status = 200, description = "Replaced", body = SaltoConnectionView),
+        (status = 201, description = "The building had no Salto connection of its own", body = SaltoConnectionView),
+        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong or missing, e.g. `key` for auth_kind `key`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`secrets_not_configured`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_salto(
+    State(app): State<AppState>,
+    operator: Operator,
+    EntityIdPath(building_id): EntityIdPath,
+    body: ApiJson<SaltoConnectionRequest>,
+) -> Result<Response, Problem> {
+    let checked = connections::check_salto(&body.value).map_err(Problem::validation)?;
+    if checked.has_secret() && app.sealer.is_none() {
+        return Err(secrets_not_configured());
+    }
+    let sealed = checked.seal(app.sealer.as_deref());
+    let settings = serde_json::to_value(&sealed).map_err(|e| Problem::internal(&e))?;
+    let (saved, row) = save(
+        &app,
+        &operator,
+        &building_id,
+        AccessSystem::Salto,
+        Some(settings),
+        Event::SaltoConnectionChanged(SaltoConnectionChange {
+            building_id: building_id.clone(),
+            connection: Some(sealed),
+        }),
+    )
+    .await?;
+    let view = connections::salto_view(&row).map_err(|e| unreadable(&e))?;
+    Ok(json_response(status_after(saved), &view, HeaderMap::new()))
+}
+
+/// The building's own Salto connection, without its secrets.
+#[utoipa::path(
+    get, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
+    params(("id" = String, Path, description = "connecX building id")),
+    responses(
+        (status = 200, body = SaltoConnectionView),
+        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not_connected`: the building uses the deployment default", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_salto(
+    State(app): State<AppState>,
+    _operator: Operator,
+    EntityIdPath(building_id): EntityIdPath,
+) -> Result<Response, Problem> {
+    let row = store::find(&app.pool, &building_id, AccessSystem::Salto).await?;
+    let view = match &row {
+        Some(row) => connections::salto_view(row).map_err(|e| unreadable(&e))?,
+        None => None,
+    };
+    let view = view.ok_or_else(|| not_connected(&app, &building_id, AccessSystem::Salto))?;
+    Ok(json_response(StatusCode::OK, &view, HeaderMap::new()))
+}
+
+/// Puts the building back on the deployment's default Salto.
+#[utoipa::path(
+    delete, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
+    params(("id" = String, Path, description = "connecX building id")),
+    responses(
+        (status = 204, description = "The building uses the default from now on"),
+        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_salto(
+    State(app): State<AppState>,
+    operator: Operator,
+    EntityIdPath(building_id): EntityIdPath,
+) -> Result<Response, Problem> {
+    disconnect(&app, &operator, &building_id, AccessSystem::Salto).await
+}
+
+async fn disconnect(
+    app: &AppState,
+    operator: &Operator,
+    building_id: &str,
+    system: AccessSystem,
+) -> Result<Response, Problem> {
+    let connected = store::find(&app.pool, building_id, system)
+        .await?
+        .is_some_and(|row| row.settings.is_some());
+    if !connected {
+        return Err(not_connected(app, building_id, system));
+    }
+    let building_id_owned = building_id.to_owned();
+    let event = match system {
+        AccessSystem::Ipassan => Event::IpassanConnectionChanged(IpassanConnectionChange {
+            building_id: building_id_owned,
+            connection: None,
+        }),
+        AccessSystem::Salto => Event::SaltoConnectionChanged(SaltoConnectionChange {
+            building_id: building_id_owned,
+            connection: None,
+        }),
+    };
+    save(app, operator, building_id, system, None, event).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
