@@ -413,6 +413,62 @@ mod tests {
     }
 
     #[test]
+    fn a_new_visitor_goes_to_the_buildings_own_tenant_and_a_made_one_stays_where_it_is() {
+        let own = BuildingIpassan::Own {
+            tenant: "https://bay#c".into(),
+            site: "bay-site".into(),
+        };
+        let Step::Grant(grant) = next_step(&booking(BookingState::Booked, true), 1, None, &own)
+        else {
+            panic!("expected a grant")
+        };
+        assert_eq!(
+            (grant.tenant, grant.site.as_str()),
+            (Tenant::Own("https://bay#c".into()), "bay-site")
+        );
+        // Made in the default tenant before the building got its own: changed and revoked there.
+        let made = applied(1, LastPublished::Nothing);
+        let Step::Grant(grant) =
+            next_step(&booking(BookingState::Booked, true), 2, Some(&made), &own)
+        else {
+            panic!("expected a grant")
+        };
+        assert_eq!(
+            (grant.tenant, grant.site.as_str()),
+            (Tenant::Default, "site-7")
+        );
+        assert_eq!(
+            next_step(
+                &booking(BookingState::Cancelled, true),
+                2,
+                Some(&made),
+                &own
+            ),
+            Step::Revoke {
+                tenant: Tenant::Default,
+                site: Some("site-7".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_building_connected_to_nothing_fails_and_has_nothing_to_revoke() {
+        let nothing = &BuildingIpassan::NotConnected;
+        let Step::Fail(failure) = next_step(&booking(BookingState::Booked, true), 1, None, nothing)
+        else {
+            panic!("expected a failure")
+        };
+        assert_eq!(failure.code, failures::IPASSAN_NOT_CONNECTED);
+        assert_eq!(
+            next_step(&booking(BookingState::Cancelled, true), 2, None, nothing),
+            Step::Revoke {
+                tenant: Tenant::Default,
+                site: None
+            }
+        );
+    }
+
+    #[test]
     fn without_provide_access_nothing_is_done() {
         for state in [BookingState::Booked, BookingState::Cancelled] {
             assert_eq!(

@@ -36,6 +36,8 @@ pub struct Options {
     pub timeout_secs: u64,
     /// Run one replica of the service in this process (off: the test starts the binary itself).
     pub in_process: bool,
+    /// The simulator is the deployment's default tenant (off: no default at all).
+    pub default_tenant: bool,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             tiers: "200ms,200ms,200ms",
             timeout_secs: 5,
             in_process: true,
+            default_tenant: true,
         }
     }
 }
@@ -96,12 +99,14 @@ pub async fn start_with(options: Options) -> Harness {
             delivery_limit: 5,
             drain_timeout_secs: 30,
         },
-        ipassan: Some(ipassan_sync::IpassanSettings {
-            base_url: sim.base_url.clone(),
-            client_id: "connecx".into(),
-            client_secret: "connecx-secret".into(),
-            timeout_secs: options.timeout_secs,
-        }),
+        ipassan: options
+            .default_tenant
+            .then(|| ipassan_sync::IpassanSettings {
+                base_url: sim.base_url.clone(),
+                client_id: "connecx".into(),
+                client_secret: "connecx-secret".into(),
+                timeout_secs: options.timeout_secs,
+            }),
         secrets: platform::secrets::SecretsSettings {
             key: Some(SEALING_KEY.into()),
             previous_keys: None,
@@ -309,6 +314,16 @@ impl Harness {
     /// Starts one more replica of the service on the same database and queue.
     pub async fn add_replica(&self) {
         spawn_service(self.settings.clone(), &self.stop).await;
+    }
+
+    /// The settings the service runs with.
+    pub fn settings(&self) -> &ipassan_sync::Settings {
+        &self.settings
+    }
+
+    /// Stops the in-process replicas.
+    pub fn stop_service(&self) {
+        self.stop.cancel();
     }
 
     pub async fn publish(&self, envelope: &Envelope) {
