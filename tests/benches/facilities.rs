@@ -351,13 +351,17 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
             },
             retry: RetrySettings::default(),
             log: LogSettings::default(),
-            salto: SaltoSettings {
+            salto: Some(SaltoSettings {
                 url: sim.url(),
                 auth_kind: AuthKind::None,
                 key: None,
                 username: None,
                 password: None,
                 timeout_secs: 10,
+            }),
+            secrets: platform::secrets::SecretsSettings {
+                key: Some(e2e::SEALING_KEY.into()),
+                previous_keys: None,
             },
             cleaner: CleanerSettings {
                 reconcile,
@@ -370,7 +374,13 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
     .await
     .expect("salto-sync builds");
 
-    load_ledger(app.pool(), shape, today).await;
+    load_ledger(
+        app.pool(),
+        shape,
+        today,
+        &salto_sync::servers::server_key(&sim.url()),
+    )
+    .await;
     seed_salto(&sim, app.pool(), shape).await;
 
     let requests_before = sim.state.lock().requests.len();
@@ -479,7 +489,7 @@ fn snapshot_template() -> Value {
 
 /// Fills the ledger as months of granted bookings would have: the permissions, each booking's
 /// snapshot and outcome, and the buildings. One transaction; then ANALYZE, as autovacuum would.
-async fn load_ledger(pool: &sqlx::PgPool, shape: LedgerShape, today: NaiveDate) {
+async fn load_ledger(pool: &sqlx::PgPool, shape: LedgerShape, today: NaiveDate, server: &str) {
     let step = shape.expiry_step as i32;
     let per_building = shape.levels.div_ceil(BUILDINGS) as i32;
     let (starts, ends): (Vec<i32>, Vec<i32>) = TIMETABLES
@@ -519,11 +529,14 @@ async fn load_ledger(pool: &sqlx::PgPool, shape: LedgerShape, today: NaiveDate) 
     .unwrap();
     sqlx::query(
         "INSERT INTO permissions (building_id, access_level_id, zone_id, booking_id, version,
-                                  local_date, starts_secs, ends_secs, timetable_id, period_start, period_end)
+                                  local_date, starts_secs, ends_secs, timetable_id, period_start,
+                                  period_end, server)
          SELECT building_id, access_level_id, zone_id, booking_id, 1, local_date, starts_secs,
-                ends_secs, timetable_id, local_date + time '00:00:00', local_date + time '23:59:59'
+                ends_secs, timetable_id, local_date + time '00:00:00', local_date + time '23:59:59',
+                $1
            FROM bench_rows",
     )
+    .bind(server)
     .execute(&mut *tx)
     .await
     .unwrap();

@@ -302,13 +302,17 @@ pub fn salto_sync_settings(
         amqp,
         retry,
         log: LogSettings::default(),
-        salto: salto_sync::SaltoSettings {
+        salto: Some(salto_sync::SaltoSettings {
             url: sim.url(),
             auth_kind: salto_sync::AuthKind::None,
             key: None,
             username: None,
             password: None,
             timeout_secs: 5,
+        }),
+        secrets: platform::secrets::SecretsSettings {
+            key: Some(SEALING_KEY.into()),
+            previous_keys: None,
         },
         cleaner: salto_sync::CleanerSettings::default(),
         health: Default::default(),

@@ -175,6 +175,7 @@ mod tests {
             message_id: Some("m-1".into()),
             headers: Headers(headers.as_object().cloned().unwrap_or_default()),
             retry_count: 0,
+            wait_count: 0,
             redelivered: false,
         }
     }

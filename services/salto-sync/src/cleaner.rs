@@ -118,7 +118,7 @@ impl Cleaner {
             store::levels_with_ended(&mut conn, building, today).await?
         };
         for level in levels {
-            match self.expire_level(&level, today).await {
+            match self.expire_level(&level, building, today).await {
                 Ok((expired, granted)) => {
                     clearing.expired += expired;
                     clearing.granted += granted;
@@ -166,15 +166,17 @@ impl Cleaner {
         Ok(Some(clearing))
     }
 
-    /// Removes an access level's ended permissions and waits, and grants the freed slots.
+    /// Removes `building`'s ended permissions and waits of an access level (on the building's
+    /// own date; other buildings on the same server clear on theirs), and grants the freed slots.
     async fn expire_level(
         &self,
         level: &AccessLevelKey,
+        building: &str,
         today: chrono::NaiveDate,
     ) -> Result<(usize, usize), StepError> {
         let mut step = Step::begin(&self.ctx).await?;
         step.lock([level.clone()]).await?;
-        let ended = store::take_ended_permissions(step.conn(), level, today).await?;
+        let ended = store::take_ended_permissions(step.conn(), level, building, today).await?;
         let mut freed = Vec::new();
         for held in &ended {
             step.mark_released(&held.slot);
@@ -184,7 +186,7 @@ impl Cleaner {
                     .await?;
             }
         }
-        let ended_waits = store::take_ended_waits(step.conn(), level, today).await?;
+        let ended_waits = store::take_ended_waits(step.conn(), level, building, today).await?;
         for waiting in &ended_waits {
             if let Some(booking) = snapshot_booking(&mut step, waiting.booking_id).await? {
                 step.outcome(

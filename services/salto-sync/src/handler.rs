@@ -5,8 +5,12 @@
 //! double booking (policy `auto`: wait in the ledger; `manual`: wait for the manager);
 //! cancelled → release the slot and grant the next waiter. A version already acted on is never
 //! acted on again, so a redelivered event changes nothing and sends nothing.
+//!
+//! The slot is on the building's Salto server: its own ([`crate::servers`]) or the deployment
+//! default. A snapshot made under a version of the building's connection this worker has not
+//! seen yet waits for it. `salto_connection.changed.v1` events are stored here too.
 
-use contracts::{DoubleBookingPolicy, Envelope};
+use contracts::{DoubleBookingPolicy, Envelope, Event, FacilityBooking, TimetablesExhausted};
 use platform::amqp::{EventHandler, HandlerError};
 use platform::snapshots::{self, Recorded};
 use uuid::Uuid;
@@ -14,6 +18,7 @@ use uuid::Uuid;
 use crate::ledger::decide::{self, GrantDecision, Intent, SaltoZone, decide_grant, salto_zone};
 use crate::ledger::{Waiting, store};
 use crate::results::{self, Outcome};
+use crate::servers;
 use crate::step::{Context, Step, StepError};
 use crate::timetables;
 
@@ -29,13 +34,30 @@ impl BookingEvents {
 
 impl EventHandler for BookingEvents {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        if let Event::SaltoConnectionChanged(change) = &envelope.event {
+            let mut conn = self.ctx.pool.acquire().await.map_err(database)?;
+            let changed = servers::record_connection(
+                &mut conn,
+                envelope.version,
+                envelope.occurred_at,
+                change,
+            )
+            .await
+            .map_err(database)?;
+            tracing::info!(
+                building_id = %change.building_id, version = envelope.version, changed,
+                server = change.connection.as_ref().map_or("default".to_owned(), |c| servers::server_key(&c.url)),
+                "building's Salto connection recorded"
+            );
+            return Ok(());
+        }
         if decide::facility_booking(&envelope.event).is_none() {
             // Bound to facility_booking.# only; anything else is not for us.
             return Ok(());
         }
         let recorded = snapshots::record(&self.ctx.pool, &envelope)
             .await
-            .map_err(|e| HandlerError::Transient(format!("database: {e}")))?;
+            .map_err(database)?;
         if recorded == Recorded::Older {
             tracing::info!(
                 booking_id = %envelope.booking_id, version = envelope.version,
@@ -52,6 +74,11 @@ impl EventHandler for BookingEvents {
 pub async fn act_on_latest(ctx: &Context, booking_id: Uuid) -> Result<(), HandlerError> {
     match act(ctx, booking_id).await {
         Ok(()) => Ok(()),
+        Err(StepError::PoolExhausted { server }) => {
+            alert_pool_exhausted(ctx, &server, booking_id).await;
+            ctx.sweeper.request(&server);
+            Err(StepError::PoolExhausted { server }.into_handler_error())
+        }
         Err(error) => match error.needs_manager() {
             Some(refusal) => {
                 tracing::warn!(%booking_id, error = %refusal, "Salto refused; the manager must act");
@@ -70,10 +97,11 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
         return Ok(());
     };
     let version = envelope.version;
-    let (Some(intent), Some(booking)) = (
-        decide::intent_of(&envelope.event),
-        decide::facility_booking(&envelope.event).cloned(),
-    ) else {
+    let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
+        return Ok(());
+    };
+    let server = building_server(ctx, &booking).await?;
+    let Some(intent) = decide::intent_of(&envelope.event, server.as_deref()) else {
         return Ok(());
     };
     {
@@ -96,9 +124,11 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
     if let Intent::Hold { slot, .. } = &intent {
         levels.push(slot.level.clone());
     }
-    let own = crate::ledger::SlotKey::of(&booking);
-    if !own.level.access_level.is_empty() {
-        levels.push(own.level);
+    if let Some(server) = &server {
+        let own = crate::ledger::SlotKey::of(&booking, server);
+        if !own.level.access_level.is_empty() {
+            levels.push(own.level);
+        }
     }
     let held = store::held_by_booking(step.conn(), booking_id).await?;
     let waiting = store::waiting_booking(step.conn(), booking_id).await?;
@@ -134,6 +164,26 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
             step.outcome(booking_id, version, Outcome::Revoked, booking)
                 .await?;
         }
+        Intent::NotConnected => {
+            // Whatever it held before (under a connection since removed) goes.
+            if let Some(held) = &held {
+                step.release(held).await?;
+                step.promote_waiters(&held.slot, today).await?;
+            }
+            if waiting.is_some() {
+                store::delete_waiting(step.conn(), booking_id).await?;
+            }
+            let failure = results::not_connected(&booking);
+            step.outcome_with(
+                booking_id,
+                version,
+                Outcome::Failed,
+                booking,
+                None,
+                Some(failure),
+            )
+            .await?;
+        }
         Intent::MissingIds { missing } => {
             let failure = results::missing_ids(&booking, missing);
             step.outcome_with(
@@ -159,15 +209,18 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
             let holder = store::holder_of(step.conn(), &slot).await?;
             match decide_grant(holder.as_ref(), booking_id, &window) {
                 GrantDecision::AlreadyHeld | GrantDecision::Move => {
-                    step.hold(&slot, booking_id, version, window).await?;
+                    step.hold(&slot, &booking.building.id, booking_id, version, window)
+                        .await?;
                     step.outcome(booking_id, version, Outcome::Granted, booking)
                         .await?;
                 }
                 GrantDecision::Grant => {
                     let group = step.salto_group(&slot.level).await?;
+                    let ship = step.ship(&slot.level.server).await?;
                     let timetable = timetables::timetable_for(
                         step.conn(),
-                        &ctx.ship,
+                        &ship,
+                        &slot.level.server,
                         window.starts,
                         window.ends,
                     )
@@ -188,7 +241,8 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
                             .await?;
                         }
                         SaltoZone::Free | SaltoZone::AlreadyOurs => {
-                            step.hold(&slot, booking_id, version, window).await?;
+                            step.hold(&slot, &booking.building.id, booking_id, version, window)
+                                .await?;
                             step.outcome(booking_id, version, Outcome::Granted, booking)
                                 .await?;
                         }
@@ -202,6 +256,7 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
                                 step.conn(),
                                 &Waiting {
                                     slot: slot.clone(),
+                                    building: booking.building.id.clone(),
                                     booking_id,
                                     version,
                                     window,
@@ -255,8 +310,11 @@ async fn report_refusal(
     let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
         return Ok(());
     };
+    let Some(server) = building_server(ctx, &booking).await? else {
+        return Ok(());
+    };
     let mut step = Step::begin(ctx).await?;
-    step.lock([crate::ledger::SlotKey::of(&booking).level])
+    step.lock([crate::ledger::SlotKey::of(&booking, &server).level])
         .await?;
     if !decide::should_act(
         store::outcome_version(step.conn(), booking_id).await?,
@@ -276,4 +334,68 @@ async fn report_refusal(
     .await?;
     step.finish().await?;
     Ok(())
+}
+
+fn database(error: sqlx::Error) -> HandlerError {
+    HandlerError::Transient(format!("database: {error}"))
+}
+
+/// The building's Salto server now: its own, or the deployment default (`None`: neither). A
+/// snapshot made under a newer version of the building's connection than this worker holds
+/// waits (a transient error) until that version is here.
+async fn building_server(
+    ctx: &Context,
+    booking: &FacilityBooking,
+) -> Result<Option<String>, StepError> {
+    let held = {
+        let mut conn = ctx.pool.acquire().await?;
+        servers::building_connection(&mut *conn, &booking.building.id).await?
+    };
+    let wanted = booking.building.connection_versions.salto;
+    let known = held.as_ref().map_or(0, |c| c.version);
+    if wanted > known {
+        return Err(StepError::AwaitingConnection {
+            building: booking.building.id.clone(),
+            wanted,
+            known,
+        });
+    }
+    Ok(match held.and_then(|c| c.server) {
+        Some(server) => Some(server),
+        None => ctx.servers.default_key().map(str::to_owned),
+    })
+}
+
+/// Tells ops, once per exhaustion, that a server has no timetable ID left.
+async fn alert_pool_exhausted(ctx: &Context, server: &str, booking_id: Uuid) {
+    let alert = async {
+        let mut conn = ctx.pool.acquire().await?;
+        if !store::pool_exhausted(&mut conn, server).await? {
+            return Ok::<_, StepError>(());
+        }
+        let (held_by_connecx, held_by_others) = store::pool_counts(&mut conn, server).await?;
+        let building_id = snapshots::latest(&ctx.pool, booking_id)
+            .await?
+            .and_then(|e| e.building_id().map(str::to_owned))
+            .unwrap_or_default();
+        let event = Envelope::new(
+            Uuid::new_v5(
+                &Uuid::NAMESPACE_URL,
+                format!("salto-pool/{server}").as_bytes(),
+            ),
+            chrono::Utc::now().timestamp_millis(),
+            Event::TimetablesExhausted(TimetablesExhausted {
+                server: server.to_owned(),
+                held_by_connecx,
+                held_by_others,
+                building_id,
+            }),
+        );
+        ctx.publisher.publish_event(&event).await?;
+        tracing::error!(server, "Salto timetable pool exhausted; ops are told");
+        Ok(())
+    };
+    if let Err(error) = alert.await {
+        tracing::warn!(server, %error, "could not tell ops of the exhausted timetable pool");
+    }
 }

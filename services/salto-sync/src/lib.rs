@@ -5,15 +5,20 @@
 //! publishes `facility_access.*` results. A nightly cleaner removes ended permissions — Salto
 //! never does — and grants the bookings that waited for them.
 //!
-//! - [`ship`]: the typed SHIP client; [`ledger`]: the rules and their storage; [`step`]: one
-//!   locked read-modify-write of the ledger and Salto; [`handler`]: booking events;
-//!   [`cleaner`]: the nightly run; [`timetables`]: the timetable pool; [`results`]: result events.
+//! Each building's permissions live on its own Salto server when an operator connected one, else
+//! on the deployment default; the ledger, its locks and the timetable pool are per server.
+//!
+//! - [`servers`]: which server and one SHIP client each (the client itself is the `salto-ship`
+//!   crate); [`ledger`]: the rules and their storage; [`step`]: one locked read-modify-write of
+//!   the ledger and Salto; [`handler`]: booking and connection events; [`cleaner`]: the nightly
+//!   run; [`timetables`]: the timetable pools and their sweeping; [`results`]: result events.
 
 pub mod cleaner;
 pub mod clock;
 pub mod handler;
 pub mod ledger;
 pub mod results;
+pub mod servers;
 pub mod settings;
 pub mod step;
 pub mod timetables;
@@ -47,6 +52,17 @@ pub enum BuildError {
     Ship(#[from] salto_ship::ClientBuildError),
     #[error("cannot open the health port: {0}")]
     Health(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(#[from] platform::config::ConfigError),
+    /// Sealed secrets are stored that the configured keys cannot open.
+    #[error(
+        "a secret of Salto server {server} cannot be opened ({reason}); set \
+         CONNECX__SECRETS__KEY (or add the key it was sealed under to \
+         CONNECX__SECRETS__PREVIOUS_KEYS)"
+    )]
+    Secrets { server: String, reason: String },
+    #[error("reading the stored servers: {0}")]
+    Store(#[from] sqlx::Error),
 }
 
 pub struct Application {
@@ -65,13 +81,45 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BuildError> {
+        let sealer = settings.secrets.sealer()?.map(Arc::new);
+        let servers = Arc::new(servers::Servers::new(
+            settings.salto.as_ref().map(SaltoSettings::ship_settings),
+            sealer.clone(),
+        )?);
         let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        check_sealed_secrets(&pool, sealer.as_deref()).await?;
+        match servers.default_key() {
+            Some(default) => {
+                let adopted = servers::adopt_rows_of_the_default(&pool, default).await?;
+                if adopted > 0 {
+                    tracing::info!(
+                        adopted,
+                        server = default,
+                        "ledger rows from before servers were known belong to the default server"
+                    );
+                }
+            }
+            None => {
+                tracing::warn!(
+                    "no default Salto (CONNECX__SALTO__URL): only buildings with their own \
+                     connection get facility access"
+                );
+                if servers::rows_without_server(&pool).await? {
+                    tracing::error!(
+                        "the ledger holds permissions granted on the default Salto, and none is \
+                         configured now: set CONNECX__SALTO__URL to clear them"
+                    );
+                }
+            }
+        }
         let journal =
             platform::db::connect_pool(&settings.database, SCHEMA, JOURNAL_CONNECTIONS).await?;
+        let sweeper = timetables::Sweeper::new(pool.clone(), servers.clone());
         let ctx = step::Context {
             pool,
             journal,
-            ship: salto_ship::ShipClient::new(&settings.salto.ship_settings())?,
+            servers,
+            sweeper,
             publisher: Publisher::new(&settings.amqp, "salto-sync"),
             clock,
         };
@@ -129,4 +177,24 @@ impl Application {
         outcome?;
         Ok(())
     }
+}
+
+/// Opens the secrets of every stored server: one that cannot be opened stops the start (naming
+/// the server and the key), and one sealed under a previous key is written back sealed under the
+/// current one.
+async fn check_sealed_secrets(
+    pool: &PgPool,
+    sealer: Option<&platform::secrets::Sealer>,
+) -> Result<(), BuildError> {
+    for (server, stored) in servers::all_stored(pool).await? {
+        match servers::reseal(sealer, &stored) {
+            Ok(None) => {}
+            Ok(Some(resealed)) => {
+                servers::reseal_stored(pool, &server, &stored, &resealed).await?;
+                tracing::info!(server, "secrets re-sealed under the current key");
+            }
+            Err(reason) => return Err(BuildError::Secrets { server, reason }),
+        }
+    }
+    Ok(())
 }

@@ -161,6 +161,20 @@ pub fn missing_ids(booking: &FacilityBooking, missing: &str) -> AccessFailure {
     }
 }
 
+/// The building is connected to no Salto server.
+pub fn not_connected(booking: &FacilityBooking) -> AccessFailure {
+    AccessFailure {
+        code: "salto_not_connected".into(),
+        message: format!(
+            "Access to {} cannot be given because the building {} is connected to no Salto \
+             server. connecX support must connect the building to its Salto, then the booking \
+             can be made again.",
+            booking.facility.name, booking.building.name
+        ),
+        needs_manager: true,
+    }
+}
+
 /// Reconciliation found a permission in Salto the ledger cannot explain, in the slot a booking
 /// waits for.
 pub fn drift(booking: &FacilityBooking, existing: &ZonePermission) -> AccessFailure {

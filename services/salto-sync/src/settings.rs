@@ -20,7 +20,11 @@ pub struct Settings {
     pub retry: RetrySettings,
     #[serde(default)]
     pub log: LogSettings,
-    pub salto: SaltoSettings,
+    /// The deployment default, for buildings without a Salto server of their own.
+    #[serde(default)]
+    pub salto: Option<SaltoSettings>,
+    #[serde(default)]
+    pub secrets: platform::secrets::SecretsSettings,
     #[serde(default)]
     pub cleaner: CleanerSettings,
     /// `CONNECX__HEALTH__PORT`: `/healthz`, `/readyz`, `/metrics` (off when unset).
@@ -32,7 +36,10 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
         self.amqp.validate()?;
-        self.salto.validate()?;
+        self.secrets.validate()?;
+        if let Some(salto) = &self.salto {
+            salto.validate()?;
+        }
         self.cleaner.validate()
     }
 }
@@ -252,9 +259,12 @@ mod tests {
             ("CONNECX__CLEANER__LOCAL_TIME", "01:30"),
         ])
         .unwrap();
-        assert_eq!(settings.salto.auth_kind, AuthKind::Key);
-        assert_eq!(settings.salto.key.as_deref(), Some("k-0123456789"));
-        assert_eq!(settings.salto.timeout_secs, 10);
+        assert_eq!(settings.salto.as_ref().unwrap().auth_kind, AuthKind::Key);
+        assert_eq!(
+            settings.salto.as_ref().unwrap().key.as_deref(),
+            Some("k-0123456789")
+        );
+        assert_eq!(settings.salto.as_ref().unwrap().timeout_secs, 10);
         assert_eq!(
             settings.cleaner.clearing_time(),
             NaiveTime::from_hms_opt(1, 30, 0).unwrap()
@@ -269,13 +279,19 @@ mod tests {
             settings.cleaner.clearing_time(),
             NaiveTime::from_hms_opt(0, 5, 0).unwrap()
         );
-        assert_eq!(settings.salto.auth_kind, AuthKind::None);
+        assert_eq!(settings.salto.as_ref().unwrap().auth_kind, AuthKind::None);
     }
 
     #[test]
     fn bad_salto_settings_name_the_variable_to_fix() {
-        let missing_url = load(&[]).unwrap_err().to_string();
-        assert!(missing_url.contains("salto"), "{missing_url}");
+        assert!(
+            load(&[]).unwrap().salto.is_none(),
+            "no CONNECX__SALTO__* at all: no default server"
+        );
+        let missing_url = load(&[("CONNECX__SALTO__AUTH_KIND", "none")])
+            .unwrap_err()
+            .to_string();
+        assert!(missing_url.contains("url"), "{missing_url}");
         let no_key = load(&[
             ("CONNECX__SALTO__URL", "http://salto.local/"),
             ("CONNECX__SALTO__AUTH_KIND", "key"),

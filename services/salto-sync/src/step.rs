@@ -11,7 +11,7 @@
 //! before the write (`unrecorded_writes`, committed on its own), so the next step on the access
 //! level sees them as its own to replace or remove, never as a permission made by hand.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -25,7 +25,8 @@ use crate::clock::Clock;
 use crate::ledger::decide::{self, converge_list, has_ended};
 use crate::ledger::{AccessLevelKey, Held, SlotKey, store};
 use crate::results::{Outcome, result_event};
-use crate::timetables;
+use crate::servers::{self, ServerError, Servers};
+use crate::timetables::{self, Sweeper};
 use salto_ship::{Group, Remedy, ShipClient, ShipError, ZonePermission};
 
 /// What every step needs.
@@ -37,7 +38,11 @@ pub struct Context {
     /// same pool, steps holding every connection would wait on each other until the acquire
     /// timeout.
     pub journal: PgPool,
-    pub ship: ShipClient,
+    /// Every Salto server's SHIP client.
+    pub servers: Arc<Servers>,
+    /// Deletes the timetables no permission uses any more, per server, after steps that may
+    /// have stopped using one.
+    pub sweeper: Arc<Sweeper>,
     pub publisher: Publisher,
     pub clock: Arc<dyn Clock>,
 }
@@ -65,6 +70,22 @@ pub enum StepError {
     Db(#[from] sqlx::Error),
     #[error("publishing results: {0}")]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Every timetable ID of the server is in use: the booking waits until one frees.
+    #[error("every Salto timetable ID (1..1024) of server {server} is in use")]
+    PoolExhausted { server: String },
+    /// The booking was made under a version of its building's connection this worker has not
+    /// seen yet; the change is on its way through the same queue.
+    #[error(
+        "the booking was made under version {wanted} of building {building}'s Salto connection; \
+         this worker has version {known} so far"
+    )]
+    AwaitingConnection {
+        building: String,
+        wanted: i64,
+        known: i64,
+    },
     #[error("{0}")]
     Bug(String),
 }
@@ -81,12 +102,21 @@ impl StepError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Ship(error) => error.remedy() == Remedy::Transient,
-            Self::Db(_) | Self::Publish(_) => true,
-            Self::Bug(_) => false,
+            Self::Db(_)
+            | Self::Publish(_)
+            | Self::PoolExhausted { .. }
+            | Self::AwaitingConnection { .. } => true,
+            // Ops can fix a key and restart; the message waits meanwhile.
+            Self::Server(ServerError::Secret { .. }) => true,
+            Self::Server(_) | Self::Bug(_) => false,
         }
     }
 
     pub fn into_handler_error(self) -> HandlerError {
+        if let Self::PoolExhausted { .. } = self {
+            // Nothing is wrong with the booking: it waits for an ID, however long that takes.
+            return HandlerError::Unavailable(self.to_string());
+        }
         if self.is_transient() {
             HandlerError::Transient(self.to_string())
         } else {
@@ -110,7 +140,10 @@ pub struct Step {
     tx: Transaction<'static, Postgres>,
     /// For what must commit outside the step's transaction ([`Context::journal`]).
     journal: PgPool,
-    ship: ShipClient,
+    servers: Arc<Servers>,
+    /// The clients of the servers this step talked to.
+    ships: HashMap<String, ShipClient>,
+    sweeper: Arc<Sweeper>,
     publisher: Publisher,
     locked: BTreeSet<AccessLevelKey>,
     /// Salto's groups as read, entries of failed steps included.
@@ -129,7 +162,9 @@ impl Step {
         Ok(Step {
             tx,
             journal: ctx.journal.clone(),
-            ship: ctx.ship.clone(),
+            servers: ctx.servers.clone(),
+            ships: HashMap::new(),
+            sweeper: ctx.sweeper.clone(),
             publisher: ctx.publisher.clone(),
             locked: BTreeSet::new(),
             groups: BTreeMap::new(),
@@ -144,8 +179,20 @@ impl Step {
         &mut self.tx
     }
 
-    pub fn ship(&self) -> &ShipClient {
-        &self.ship
+    /// The SHIP client of `server`, its stored settings read in the step's transaction.
+    pub async fn ship(&mut self, server: &str) -> Result<ShipClient, StepError> {
+        if let Some(ship) = self.ships.get(server) {
+            return Ok(ship.clone());
+        }
+        // The deployment default's credentials come from the configuration, not the database.
+        let stored = if self.servers.default_key() == Some(server) {
+            None
+        } else {
+            servers::stored(&mut *self.tx, server).await?
+        };
+        let ship = self.servers.client(server, stored.as_ref())?;
+        self.ships.insert(server.to_owned(), ship.clone());
+        Ok(ship)
     }
 
     /// Locks access levels not yet held by this step, in sorted order.
@@ -184,7 +231,8 @@ impl Step {
         if let Some(group) = self.groups.get(level) {
             return Ok(group.clone());
         }
-        let group = self.ship.read_group(&level.access_level).await?;
+        let ship = self.ship(&level.server).await?;
+        let group = ship.read_group(&level.access_level).await?;
         let unrecorded = store::unrecorded(&mut self.tx, level).await?;
         let orphans: Vec<ZonePermission> = group
             .permissions
@@ -239,18 +287,28 @@ impl Step {
             .is_some_and(|zones| zones.contains(&slot.zone))
     }
 
-    /// Makes `booking_id` the holder of `slot` for `window` (the pool supplies the timetable).
+    /// Makes `booking_id` (of `building`) the holder of `slot` for `window` (the server's pool
+    /// supplies the timetable).
     pub async fn hold(
         &mut self,
         slot: &SlotKey,
+        building: &str,
         booking_id: Uuid,
         version: i64,
         window: crate::ledger::LocalWindow,
     ) -> Result<Held, StepError> {
-        let timetable =
-            timetables::timetable_for(&mut self.tx, &self.ship, window.starts, window.ends).await?;
+        let ship = self.ship(&slot.level.server).await?;
+        let timetable = timetables::timetable_for(
+            &mut self.tx,
+            &ship,
+            &slot.level.server,
+            window.starts,
+            window.ends,
+        )
+        .await?;
         let held = Held {
             slot: slot.clone(),
+            building: building.to_owned(),
             booking_id,
             version,
             window,
@@ -305,8 +363,14 @@ impl Step {
                     .await?;
                 continue;
             }
-            self.hold(slot, waiter.booking_id, waiter.version, waiter.window)
-                .await?;
+            self.hold(
+                slot,
+                &waiter.building,
+                waiter.booking_id,
+                waiter.version,
+                waiter.window,
+            )
+            .await?;
             self.outcome(waiter.booking_id, waiter.version, Outcome::Granted, booking)
                 .await?;
             return Ok(Promotion::Granted(waiter.booking_id));
@@ -370,7 +434,8 @@ impl Step {
                     ..group
                 };
                 store::note_unrecorded(&self.journal, &level, &desired).await?;
-                self.ship.update_group(&updated).await?;
+                let ship = self.ship(&level.server).await?;
+                ship.update_group(&updated).await?;
                 self.groups.insert(level.clone(), updated);
             }
             store::forget_unrecorded(&mut self.tx, &level).await?;
@@ -379,6 +444,11 @@ impl Step {
             self.publisher.publish_events(&self.events).await?;
         }
         self.tx.commit().await?;
+        // A permission written, moved or removed may have been the last one of its timetable.
+        let servers: BTreeSet<String> = self.touched.iter().map(|l| l.server.clone()).collect();
+        for server in servers {
+            self.sweeper.request(&server);
+        }
         Ok(self.events)
     }
 }

@@ -95,6 +95,9 @@ pub fn retry_queue_name(queue: &str, tier: usize) -> String {
 pub mod headers {
     /// How many times the message has been handed back for a retry (absent = 0).
     pub const RETRY_COUNT: &str = "x-retry-count";
+    /// How many times the message waited for its outside system to be available again (absent
+    /// = 0); waits do not count as retries.
+    pub const WAIT_COUNT: &str = "x-wait-count";
     /// When the first attempt failed (RFC 3339), kept across retries.
     pub const FIRST_FAILED_AT: &str = "x-first-failed-at";
     /// The service (queue) that gave up on a dead letter.

@@ -20,6 +20,9 @@ pub enum Intent {
     Release,
     /// Booked, but without the IDs Salto needs (booking-api should have refused it).
     MissingIds { missing: &'static str },
+    /// Booked, but the building is connected to no Salto server (booking-api refuses these when
+    /// it knows; a worker without the default it expected finds out here).
+    NotConnected,
 }
 
 /// The facility booking an event carries, or `None` for anything else.
@@ -32,14 +35,19 @@ pub fn facility_booking(event: &Event) -> Option<&FacilityBooking> {
     }
 }
 
-pub fn intent_of(event: &Event) -> Option<Intent> {
+/// What the latest snapshot asks of Salto, with the building's server now (`None`: connected to
+/// none).
+pub fn intent_of(event: &Event, server: Option<&str>) -> Option<Intent> {
     let booking = facility_booking(event)?;
     let cancelled = matches!(event, Event::FacilityBookingCancelled(_))
         || booking.state == BookingState::Cancelled;
     if cancelled {
         return Some(Intent::Release);
     }
-    let slot = SlotKey::of(booking);
+    let Some(server) = server else {
+        return Some(Intent::NotConnected);
+    };
+    let slot = SlotKey::of(booking, server);
     if slot.level.access_level.is_empty() {
         return Some(Intent::MissingIds {
             missing: "the apartment's Access Control ID",
@@ -158,7 +166,7 @@ mod tests {
     fn slot(zone: &str) -> SlotKey {
         SlotKey {
             level: AccessLevelKey {
-                building: "b".into(),
+                server: "http://salto.example".into(),
                 access_level: "501-56".into(),
             },
             zone: zone.into(),
@@ -180,6 +188,7 @@ mod tests {
     fn held(booking: Uuid, w: LocalWindow) -> Held {
         Held {
             slot: slot("GAMES"),
+            building: "b".into(),
             booking_id: booking,
             version: 1,
             window: w,
@@ -325,13 +334,20 @@ mod tests {
         );
         let mut no_zone = booking.clone();
         no_zone.facility.zone_id = " ".into();
+        let server = Some("http://salto.example");
         assert!(matches!(
-            intent_of(&Event::FacilityBookingCreated(no_zone)),
+            intent_of(&Event::FacilityBookingCreated(no_zone), server),
             Some(Intent::MissingIds { .. })
         ));
         assert_eq!(
-            intent_of(&Event::FacilityBookingCancelled(booking)),
-            Some(Intent::Release)
+            intent_of(&Event::FacilityBookingCreated(booking.clone()), None),
+            Some(Intent::NotConnected),
+            "a booking of a building connected to no Salto"
+        );
+        assert_eq!(
+            intent_of(&Event::FacilityBookingCancelled(booking), None),
+            Some(Intent::Release),
+            "a cancellation needs no server to say what it wants"
         );
     }
 

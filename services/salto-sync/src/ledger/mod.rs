@@ -1,6 +1,9 @@
-//! The permission ledger (DESIGN §8): who holds each (building, access level, zone) slot, who
-//! waits for it, and what was last decided for each booking. The rules are pure functions in
-//! [`decide`]; the SQL that stores them is in [`store`].
+//! The permission ledger (docs/architecture.md): who holds each (server, access level, zone)
+//! slot, who waits for it, and what was last decided for each booking. A Salto server holds one
+//! permission per access level and zone whichever building asked for it, so the ledger is keyed
+//! by the server; each row also names the building whose booking it is (for that building's
+//! nightly clearing and its managers). The rules are pure functions in [`decide`]; the SQL that
+//! stores them is in [`store`].
 
 pub mod decide;
 pub mod store;
@@ -11,11 +14,12 @@ use uuid::Uuid;
 
 use salto_ship::{DaySeconds, END_OF_DAY, Period, ZonePermission};
 
-/// An apartment's access level in a building: the unit Salto rewrites as a whole, and so the
-/// unit writers are serialized on.
+/// An access level on a Salto server: the unit Salto rewrites as a whole, and so the unit writers
+/// are serialized on. Two buildings on one server naming the same access level share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccessLevelKey {
-    pub building: String,
+    /// The server's key (`crate::servers::server_key`).
+    pub server: String,
     /// Salto `ExtGroupID` (the apartment's Access Control ID).
     pub access_level: String,
 }
@@ -25,7 +29,7 @@ impl AccessLevelKey {
     pub fn lock_name(&self) -> String {
         format!(
             "salto_sync/access_level/{}/{}",
-            self.building, self.access_level
+            self.server, self.access_level
         )
     }
 }
@@ -39,10 +43,11 @@ pub struct SlotKey {
 }
 
 impl SlotKey {
-    pub fn of(booking: &FacilityBooking) -> SlotKey {
+    /// The slot `booking` asks for on `server`.
+    pub fn of(booking: &FacilityBooking, server: &str) -> SlotKey {
         SlotKey {
             level: AccessLevelKey {
-                building: booking.building.id.clone(),
+                server: server.to_owned(),
                 access_level: booking.apartment.access_level_id.trim().to_owned(),
             },
             zone: booking.facility.zone_id.trim().to_owned(),
@@ -91,6 +96,8 @@ impl LocalWindow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub slot: SlotKey,
+    /// The booking's building.
+    pub building: String,
     pub booking_id: Uuid,
     pub version: i64,
     pub window: LocalWindow,
@@ -112,6 +119,8 @@ impl Held {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
     pub slot: SlotKey,
+    /// The booking's building.
+    pub building: String,
     pub booking_id: Uuid,
     pub version: i64,
     pub window: LocalWindow,

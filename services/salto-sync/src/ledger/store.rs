@@ -46,11 +46,12 @@ fn held_from_row(row: &PgRow) -> Result<Held, sqlx::Error> {
     Ok(Held {
         slot: SlotKey {
             level: AccessLevelKey {
-                building: row.try_get("building_id")?,
+                server: row.try_get("server")?,
                 access_level: row.try_get("access_level_id")?,
             },
             zone: row.try_get("zone_id")?,
         },
+        building: row.try_get("building_id")?,
         booking_id: row.try_get("booking_id")?,
         version: row.try_get("version")?,
         window: LocalWindow {
@@ -70,11 +71,12 @@ fn waiting_from_row(row: &PgRow) -> Result<Waiting, sqlx::Error> {
     Ok(Waiting {
         slot: SlotKey {
             level: AccessLevelKey {
-                building: row.try_get("building_id")?,
+                server: row.try_get("server")?,
                 access_level: row.try_get("access_level_id")?,
             },
             zone: row.try_get("zone_id")?,
         },
+        building: row.try_get("building_id")?,
         booking_id: row.try_get("booking_id")?,
         version: row.try_get("version")?,
         window: LocalWindow {
@@ -85,17 +87,17 @@ fn waiting_from_row(row: &PgRow) -> Result<Waiting, sqlx::Error> {
     })
 }
 
-const HELD_COLUMNS: &str = "building_id, access_level_id, zone_id, booking_id, version, local_date, starts_secs, ends_secs, timetable_id, period_start, period_end";
-const WAITING_COLUMNS: &str = "building_id, access_level_id, zone_id, booking_id, version, local_date, starts_secs, ends_secs";
+const HELD_COLUMNS: &str = "server, building_id, access_level_id, zone_id, booking_id, version, local_date, starts_secs, ends_secs, timetable_id, period_start, period_end";
+const WAITING_COLUMNS: &str = "server, building_id, access_level_id, zone_id, booking_id, version, local_date, starts_secs, ends_secs";
 
 pub async fn holder_of(
     conn: &mut PgConnection,
     slot: &SlotKey,
 ) -> Result<Option<Held>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {HELD_COLUMNS} FROM permissions WHERE building_id = $1 AND access_level_id = $2 AND zone_id = $3"
+        "SELECT {HELD_COLUMNS} FROM permissions WHERE server = $1 AND access_level_id = $2 AND zone_id = $3"
     )))
-    .bind(&slot.level.building)
+    .bind(&slot.level.server)
     .bind(&slot.level.access_level)
     .bind(&slot.zone)
     .fetch_optional(conn)
@@ -135,9 +137,9 @@ pub async fn held_in_level(
     level: &AccessLevelKey,
 ) -> Result<Vec<Held>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {HELD_COLUMNS} FROM permissions WHERE building_id = $1 AND access_level_id = $2 ORDER BY zone_id"
+        "SELECT {HELD_COLUMNS} FROM permissions WHERE server = $1 AND access_level_id = $2 ORDER BY zone_id"
     )))
-    .bind(&level.building)
+    .bind(&level.server)
     .bind(&level.access_level)
     .fetch_all(conn)
     .await?;
@@ -147,16 +149,18 @@ pub async fn held_in_level(
 pub async fn insert_held(conn: &mut PgConnection, held: &Held) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO permissions (building_id, access_level_id, zone_id, booking_id, version, local_date,
-                                  starts_secs, ends_secs, timetable_id, period_start, period_end)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (building_id, access_level_id, zone_id) DO UPDATE
+                                  starts_secs, ends_secs, timetable_id, period_start, period_end,
+                                  server)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (server, access_level_id, zone_id) DO UPDATE
             SET booking_id = EXCLUDED.booking_id, version = EXCLUDED.version,
+                building_id = EXCLUDED.building_id,
                 local_date = EXCLUDED.local_date, starts_secs = EXCLUDED.starts_secs,
                 ends_secs = EXCLUDED.ends_secs, timetable_id = EXCLUDED.timetable_id,
                 period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
                 granted_at = now()",
     )
-    .bind(&held.slot.level.building)
+    .bind(&held.building)
     .bind(&held.slot.level.access_level)
     .bind(&held.slot.zone)
     .bind(held.booking_id)
@@ -167,6 +171,7 @@ pub async fn insert_held(conn: &mut PgConnection, held: &Held) -> Result<(), sql
     .bind(held.timetable as i32)
     .bind(held.period.start)
     .bind(held.period.end)
+    .bind(&held.slot.level.server)
     .execute(conn)
     .await
     .map(|_| ())
@@ -185,22 +190,23 @@ pub async fn delete_held(conn: &mut PgConnection, booking_id: Uuid) -> Result<()
 pub async fn upsert_waiting(conn: &mut PgConnection, waiting: &Waiting) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO waiting_bookings (booking_id, building_id, access_level_id, zone_id, version,
-                                       local_date, starts_secs, ends_secs)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                       local_date, starts_secs, ends_secs, server)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (booking_id) DO UPDATE
             SET version = EXCLUDED.version, local_date = EXCLUDED.local_date,
                 starts_secs = EXCLUDED.starts_secs, ends_secs = EXCLUDED.ends_secs,
                 building_id = EXCLUDED.building_id, access_level_id = EXCLUDED.access_level_id,
-                zone_id = EXCLUDED.zone_id",
+                zone_id = EXCLUDED.zone_id, server = EXCLUDED.server",
     )
     .bind(waiting.booking_id)
-    .bind(&waiting.slot.level.building)
+    .bind(&waiting.building)
     .bind(&waiting.slot.level.access_level)
     .bind(&waiting.slot.zone)
     .bind(waiting.version)
     .bind(waiting.window.date)
     .bind(waiting.window.starts as i32)
     .bind(waiting.window.ends as i32)
+    .bind(&waiting.slot.level.server)
     .execute(conn)
     .await
     .map(|_| ())
@@ -221,10 +227,10 @@ pub async fn waiters_for(
 ) -> Result<Vec<Waiting>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {WAITING_COLUMNS} FROM waiting_bookings
-          WHERE building_id = $1 AND access_level_id = $2 AND zone_id = $3
+          WHERE server = $1 AND access_level_id = $2 AND zone_id = $3
           ORDER BY queued_at, booking_id"
     )))
-    .bind(&slot.level.building)
+    .bind(&slot.level.server)
     .bind(&slot.level.access_level)
     .bind(&slot.zone)
     .fetch_all(conn)
@@ -239,14 +245,14 @@ pub async fn free_slots_with_waiters(
 ) -> Result<Vec<SlotKey>, sqlx::Error> {
     let zones: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT w.zone_id FROM waiting_bookings w
-          WHERE w.building_id = $1 AND w.access_level_id = $2
+          WHERE w.server = $1 AND w.access_level_id = $2
             AND NOT EXISTS (SELECT 1 FROM permissions p
-                             WHERE p.building_id = w.building_id
+                             WHERE p.server = w.server
                                AND p.access_level_id = w.access_level_id
                                AND p.zone_id = w.zone_id)
           ORDER BY 1",
     )
-    .bind(&level.building)
+    .bind(&level.server)
     .bind(&level.access_level)
     .fetch_all(conn)
     .await?;
@@ -259,36 +265,43 @@ pub async fn free_slots_with_waiters(
         .collect())
 }
 
-/// Removes and returns the permissions of an access level whose date is before `today`.
+/// Removes and returns `building`'s permissions of an access level whose date is before `today`
+/// (the building's local date: another building on the same server clears on its own clock).
 pub async fn take_ended_permissions(
     conn: &mut PgConnection,
     level: &AccessLevelKey,
+    building: &str,
     today: NaiveDate,
 ) -> Result<Vec<Held>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM permissions WHERE building_id = $1 AND access_level_id = $2 AND local_date < $3
+        "DELETE FROM permissions
+          WHERE server = $1 AND access_level_id = $2 AND building_id = $3 AND local_date < $4
          RETURNING {HELD_COLUMNS}"
     )))
-    .bind(&level.building)
+    .bind(&level.server)
     .bind(&level.access_level)
+    .bind(building)
     .bind(today)
     .fetch_all(conn)
     .await?;
     rows.iter().map(held_from_row).collect()
 }
 
-/// Removes and returns the waits of an access level whose date is before `today`.
+/// Removes and returns `building`'s waits of an access level whose date is before `today`.
 pub async fn take_ended_waits(
     conn: &mut PgConnection,
     level: &AccessLevelKey,
+    building: &str,
     today: NaiveDate,
 ) -> Result<Vec<Waiting>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM waiting_bookings WHERE building_id = $1 AND access_level_id = $2 AND local_date < $3
+        "DELETE FROM waiting_bookings
+          WHERE server = $1 AND access_level_id = $2 AND building_id = $3 AND local_date < $4
          RETURNING {WAITING_COLUMNS}"
     )))
-    .bind(&level.building)
+    .bind(&level.server)
     .bind(&level.access_level)
+    .bind(building)
     .bind(today)
     .fetch_all(conn)
     .await?;
@@ -302,46 +315,41 @@ pub async fn levels_with_ended(
     building: &str,
     today: NaiveDate,
 ) -> Result<Vec<AccessLevelKey>, sqlx::Error> {
-    let levels: Vec<String> = sqlx::query_scalar(
-        "SELECT access_level_id FROM permissions WHERE building_id = $1 AND local_date < $2
+    let levels: Vec<(String, String)> = sqlx::query_as(
+        "SELECT server, access_level_id FROM permissions WHERE building_id = $1 AND local_date < $2
          UNION
-         SELECT access_level_id FROM waiting_bookings WHERE building_id = $1 AND local_date < $2
-         ORDER BY 1",
+         SELECT server, access_level_id FROM waiting_bookings WHERE building_id = $1 AND local_date < $2
+         ORDER BY 1, 2",
     )
     .bind(building)
     .bind(today)
     .fetch_all(conn)
     .await?;
-    Ok(levels
-        .into_iter()
-        .map(|access_level| AccessLevelKey {
-            building: building.to_owned(),
-            access_level,
-        })
-        .collect())
+    Ok(levels.into_iter().map(level_key).collect())
 }
 
-/// Access levels of a building the ledger has anything in (for reconciliation).
+fn level_key((server, access_level): (String, String)) -> AccessLevelKey {
+    AccessLevelKey {
+        server,
+        access_level,
+    }
+}
+
+/// Access levels a building's bookings hold or wait for (for reconciliation).
 pub async fn levels_of_building(
     conn: &mut PgConnection,
     building: &str,
 ) -> Result<Vec<AccessLevelKey>, sqlx::Error> {
-    let levels: Vec<String> = sqlx::query_scalar(
-        "SELECT access_level_id FROM permissions WHERE building_id = $1
+    let levels: Vec<(String, String)> = sqlx::query_as(
+        "SELECT server, access_level_id FROM permissions WHERE building_id = $1
          UNION
-         SELECT access_level_id FROM waiting_bookings WHERE building_id = $1
-         ORDER BY 1",
+         SELECT server, access_level_id FROM waiting_bookings WHERE building_id = $1
+         ORDER BY 1, 2",
     )
     .bind(building)
     .fetch_all(conn)
     .await?;
-    Ok(levels
-        .into_iter()
-        .map(|access_level| AccessLevelKey {
-            building: building.to_owned(),
-            access_level,
-        })
-        .collect())
+    Ok(levels.into_iter().map(level_key).collect())
 }
 
 /// The last outcome's version for a booking.
@@ -468,42 +476,167 @@ pub async fn finish_cleaner_run(
     .map(|_| ())
 }
 
-/// The timetable the pool holds for an interval set.
+/// The timetable a server's pool holds for an interval set, share-locked until the caller's
+/// transaction ends: the pool's clean-up (which locks rows `FOR UPDATE SKIP LOCKED`) then leaves
+/// it alone while a step is about to use it.
 pub async fn timetable_for_key(
     conn: &mut PgConnection,
+    server: &str,
     key: &str,
 ) -> Result<Option<u32>, sqlx::Error> {
-    let id: Option<i32> =
-        sqlx::query_scalar("SELECT timetable_id FROM timetables WHERE interval_key = $1")
-            .bind(key)
-            .fetch_optional(conn)
-            .await?;
+    let id: Option<i32> = sqlx::query_scalar(
+        "SELECT timetable_id FROM timetables WHERE server = $1 AND interval_key = $2 FOR SHARE",
+    )
+    .bind(server)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
     Ok(id.and_then(|id| u32::try_from(id).ok()))
 }
 
-/// Every timetable ID the pool knows is taken (ours or someone else's).
-pub async fn taken_timetable_ids(conn: &mut PgConnection) -> Result<Vec<u32>, sqlx::Error> {
-    let ids: Vec<i32> = sqlx::query_scalar("SELECT timetable_id FROM timetables ORDER BY 1")
-        .fetch_all(conn)
-        .await?;
+/// Every timetable ID a server's pool knows is taken (ours or someone else's).
+pub async fn taken_timetable_ids(
+    conn: &mut PgConnection,
+    server: &str,
+) -> Result<Vec<u32>, sqlx::Error> {
+    let ids: Vec<i32> =
+        sqlx::query_scalar("SELECT timetable_id FROM timetables WHERE server = $1 ORDER BY 1")
+            .bind(server)
+            .fetch_all(conn)
+            .await?;
     Ok(ids
         .into_iter()
         .filter_map(|id| u32::try_from(id).ok())
         .collect())
 }
 
-/// Records a timetable ID: ours for `key`, or (`None`) taken in Salto by someone else.
+/// How many of a server's timetable IDs are connecX's, and how many someone else's.
+pub async fn pool_counts(conn: &mut PgConnection, server: &str) -> Result<(u32, u32), sqlx::Error> {
+    let (ours, others): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE interval_key IS NOT NULL),
+                count(*) FILTER (WHERE interval_key IS NULL)
+           FROM timetables WHERE server = $1",
+    )
+    .bind(server)
+    .fetch_one(conn)
+    .await?;
+    Ok((
+        u32::try_from(ours).unwrap_or(u32::MAX),
+        u32::try_from(others).unwrap_or(u32::MAX),
+    ))
+}
+
+/// Records a timetable ID of a server: ours for `key`, or (`None`) taken in Salto by someone
+/// else.
 pub async fn record_timetable(
     conn: &mut PgConnection,
+    server: &str,
     id: u32,
     key: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO timetables (timetable_id, interval_key) VALUES ($1, $2)
-         ON CONFLICT (timetable_id) DO UPDATE SET interval_key = EXCLUDED.interval_key",
+        "INSERT INTO timetables (server, timetable_id, interval_key) VALUES ($1, $2, $3)
+         ON CONFLICT (server, timetable_id) DO UPDATE SET interval_key = EXCLUDED.interval_key",
     )
+    .bind(server)
     .bind(id as i32)
     .bind(key)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// connecX's timetables of a server that no permission of the ledger (nor a write a failed step
+/// may have left in Salto) uses, locked for deletion. Rows a step has share-locked are skipped:
+/// that step is about to use them. A delete Salto refused is not tried again for an hour.
+pub async fn lock_unused_timetables(
+    conn: &mut PgConnection,
+    server: &str,
+) -> Result<Vec<u32>, sqlx::Error> {
+    let ids: Vec<i32> = sqlx::query_scalar(
+        "SELECT t.timetable_id FROM timetables t
+          WHERE t.server = $1 AND t.interval_key IS NOT NULL
+            AND (t.delete_refused_at IS NULL OR t.delete_refused_at < now() - interval '1 hour')
+            AND NOT EXISTS (SELECT 1 FROM permissions p
+                             WHERE p.server = t.server AND p.timetable_id = t.timetable_id)
+            AND NOT EXISTS (SELECT 1 FROM unrecorded_writes u
+                             WHERE u.server = t.server AND u.timetable_id = t.timetable_id)
+          ORDER BY t.timetable_id
+          FOR UPDATE SKIP LOCKED",
+    )
+    .bind(server)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Looked at again by a new statement, which sees everything committed until now: a step that
+    // took one of these rows before the lock above has committed since, and its permission is
+    // visible here.
+    let ids: Vec<i32> = sqlx::query_scalar(
+        "SELECT id FROM unnest($2::int[]) AS id
+          WHERE NOT EXISTS (SELECT 1 FROM permissions p WHERE p.server = $1 AND p.timetable_id = id)
+            AND NOT EXISTS (SELECT 1 FROM unrecorded_writes u
+                             WHERE u.server = $1 AND u.timetable_id = id)
+          ORDER BY id",
+    )
+    .bind(server)
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| u32::try_from(id).ok())
+        .collect())
+}
+
+/// Removes a timetable from a server's pool (it was deleted in Salto).
+pub async fn forget_timetable(
+    conn: &mut PgConnection,
+    server: &str,
+    id: u32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM timetables WHERE server = $1 AND timetable_id = $2")
+        .bind(server)
+        .bind(id as i32)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Notes that Salto refused to delete a timetable (a permission connecX does not own uses it).
+pub async fn delete_refused(
+    conn: &mut PgConnection,
+    server: &str,
+    id: u32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE timetables SET delete_refused_at = now() WHERE server = $1 AND timetable_id = $2",
+    )
+    .bind(server)
+    .bind(id as i32)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Records that a server's pool ran out; `true` the first time since it last had room (ops are
+/// told once per exhaustion).
+pub async fn pool_exhausted(conn: &mut PgConnection, server: &str) -> Result<bool, sqlx::Error> {
+    let alerted = sqlx::query(
+        "INSERT INTO pool_alerts (server) VALUES ($1)
+         ON CONFLICT (server) DO UPDATE SET alerted_at = now(), cleared_at = NULL
+          WHERE pool_alerts.cleared_at IS NOT NULL",
+    )
+    .bind(server)
+    .execute(conn)
+    .await?;
+    Ok(alerted.rows_affected() == 1)
+}
+
+/// A server's pool has room again: the next exhaustion alerts again.
+pub async fn pool_has_room(conn: &mut PgConnection, server: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE pool_alerts SET cleared_at = now() WHERE server = $1 AND cleared_at IS NULL",
+    )
+    .bind(server)
     .execute(conn)
     .await
     .map(|_| ())
@@ -523,12 +656,12 @@ pub async fn note_unrecorded(
             continue;
         };
         sqlx::query(
-            "INSERT INTO unrecorded_writes (building_id, access_level_id, zone_id, timetable_id,
+            "INSERT INTO unrecorded_writes (server, access_level_id, zone_id, timetable_id,
                                             period_start, period_end)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT DO NOTHING",
         )
-        .bind(&level.building)
+        .bind(&level.server)
         .bind(&level.access_level)
         .bind(&permission.zone)
         .bind(timetable as i32)
@@ -547,9 +680,9 @@ pub async fn unrecorded(
 ) -> Result<Vec<ZonePermission>, sqlx::Error> {
     let rows: Vec<(String, i32, chrono::NaiveDateTime, chrono::NaiveDateTime)> = sqlx::query_as(
         "SELECT zone_id, timetable_id, period_start, period_end FROM unrecorded_writes
-          WHERE building_id = $1 AND access_level_id = $2",
+          WHERE server = $1 AND access_level_id = $2",
     )
-    .bind(&level.building)
+    .bind(&level.server)
     .bind(&level.access_level)
     .fetch_all(conn)
     .await?;
@@ -569,8 +702,8 @@ pub async fn forget_unrecorded(
     conn: &mut PgConnection,
     level: &AccessLevelKey,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM unrecorded_writes WHERE building_id = $1 AND access_level_id = $2")
-        .bind(&level.building)
+    sqlx::query("DELETE FROM unrecorded_writes WHERE server = $1 AND access_level_id = $2")
+        .bind(&level.server)
         .bind(&level.access_level)
         .execute(conn)
         .await?;

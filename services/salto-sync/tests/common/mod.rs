@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const SYDNEY: Tz = chrono_tz::Australia::Sydney;
+/// `CONNECX__SECRETS__KEY` of the harness.
+pub const SEALING_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub const BUILDING: &str = "harbour";
 pub const APARTMENT: &str = "501-56";
 pub const GAMES: &str = "GAMES-ROOM";
@@ -121,13 +123,17 @@ impl Harness {
                 tiers: "200ms,200ms,200ms,200ms".parse().unwrap(),
             },
             log: LogSettings::default(),
-            salto: SaltoSettings {
+            salto: Some(SaltoSettings {
                 url: self.sim.url(),
                 auth_kind: AuthKind::None,
                 key: None,
                 username: None,
                 password: None,
                 timeout_secs: 1,
+            }),
+            secrets: platform::secrets::SecretsSettings {
+                key: Some(SEALING_KEY.into()),
+                previous_keys: None,
             },
             cleaner: self.cleaner.clone(),
             health: Default::default(),

@@ -42,6 +42,12 @@ pub enum HandlerError {
     /// The message is not something this worker can read at all (poison).
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// The outside system the message needs is known not to be able to take it now (its
+    /// connection's breaker is open, it has too many calls in flight, its pool is full). The
+    /// message waits through the retry tiers without using up its retry budget: nothing is
+    /// wrong with the message, and an outage of any length must not turn it into a dead letter.
+    #[error("waiting: {0}")]
+    Unavailable(String),
 }
 
 /// One delivery, as handlers see it.
@@ -51,8 +57,10 @@ pub struct Message {
     pub routing_key: String,
     pub message_id: Option<String>,
     pub headers: Headers,
-    /// How many times this message has been through a retry tier.
+    /// How many times this message has been through a retry tier after a failure.
     pub retry_count: u32,
+    /// How many times it waited in a retry tier because its system was unavailable.
+    pub wait_count: u32,
     /// The broker has delivered this message before (a crash or a lost ack).
     pub redelivered: bool,
 }
@@ -88,6 +96,11 @@ pub enum Disposition {
         tier: usize,
         error: String,
     },
+    /// Republish to tier `tier` without counting a retry, and ack.
+    Wait {
+        tier: usize,
+        error: String,
+    },
     /// Publish to `connecx.dead` and ack.
     DeadLetter {
         kind: &'static str,
@@ -95,13 +108,37 @@ pub enum Disposition {
     },
 }
 
+/// The longest a waiting message waits between two looks: the longest tier not over this, so a
+/// system that comes back is used again within minutes, whatever the retry tiers.
+pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub fn decide(
     outcome: &Result<(), HandlerError>,
     retry_count: u32,
+    wait_count: u32,
     tiers: &RetryTiers,
 ) -> Disposition {
     match outcome {
         Ok(()) => Disposition::Ack,
+        Err(HandlerError::Unavailable(error)) => {
+            let longest = tiers
+                .0
+                .iter()
+                .rposition(|delay| *delay <= LONGEST_WAIT)
+                .map_or(1, |index| index + 1);
+            let tier = (wait_count as usize + 1).min(longest);
+            if tiers.is_empty() {
+                // No tiers configured: nothing may wait or retry here.
+                return Disposition::DeadLetter {
+                    kind: "transient_exhausted",
+                    error: error.clone(),
+                };
+            }
+            Disposition::Wait {
+                tier,
+                error: error.clone(),
+            }
+        }
         Err(HandlerError::Permanent(error)) => Disposition::DeadLetter {
             kind: "permanent",
             error: error.clone(),
@@ -331,6 +368,10 @@ impl<H: MessageHandler> Step<H> {
                 .get_i64(headers::RETRY_COUNT)
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(0),
+            wait_count: headers
+                .get_i64(headers::WAIT_COUNT)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
             redelivered: delivery.redelivered,
             headers,
         };
@@ -360,7 +401,12 @@ impl<H: MessageHandler> Step<H> {
                 panic_text(panic.as_ref())
             ))),
         };
-        let disposition = decide(&outcome, message.retry_count, &self.tiers);
+        let disposition = decide(
+            &outcome,
+            message.retry_count,
+            message.wait_count,
+            &self.tiers,
+        );
         let elapsed = started.elapsed();
         let labels = [("queue", self.queue.name.to_owned())];
         metrics::histogram!("connecx_handler_seconds", &labels).record(elapsed.as_secs_f64());
@@ -373,7 +419,12 @@ impl<H: MessageHandler> Step<H> {
             Disposition::Retry { tier, error } => {
                 tracing::warn!(tier, %error, "transient failure; retrying later");
                 metrics::counter!("connecx_messages_retried_total", &labels).increment(1);
-                self.publish_retry(&message, *tier, error).await
+                self.publish_retry(&message, *tier, error, false).await
+            }
+            Disposition::Wait { tier, error } => {
+                tracing::info!(tier, %error, "system unavailable; waiting without using a retry");
+                metrics::counter!("connecx_messages_waited_total", &labels).increment(1);
+                self.publish_retry(&message, *tier, error, true).await
             }
             Disposition::DeadLetter { kind, error } => {
                 tracing::error!(kind, %error, "giving up; dead-lettering");
@@ -419,17 +470,26 @@ impl<H: MessageHandler> Step<H> {
         out
     }
 
+    /// Republishes to tier `tier`: as a retry (counted), or as a wait (the retry count stays).
     async fn publish_retry(
         &self,
         message: &Message,
         tier: usize,
         error: &str,
+        wait: bool,
     ) -> Result<(), super::PublishError> {
         let mut headers = self.carried_headers(message, error);
-        headers.set(
-            headers::RETRY_COUNT,
-            i64::try_from(tier).unwrap_or(i64::MAX),
-        );
+        if wait {
+            headers.set(
+                headers::WAIT_COUNT,
+                i64::from(message.wait_count.saturating_add(1)),
+            );
+        } else {
+            headers.set(
+                headers::RETRY_COUNT,
+                i64::try_from(tier).unwrap_or(i64::MAX),
+            );
+        }
         let routing_key = retry_queue_name(self.queue.name, tier);
         publish_confirmed(
             &self.publish_channel,
@@ -533,28 +593,28 @@ mod tests {
 
     #[test]
     fn success_is_acked() {
-        assert_eq!(decide(&Ok(()), 0, &tiers()), Disposition::Ack);
+        assert_eq!(decide(&Ok(()), 0, 0, &tiers()), Disposition::Ack);
     }
 
     #[test]
     fn a_transient_failure_climbs_the_tiers_then_dead_letters() {
         let failure = Err(HandlerError::Transient("503".into()));
         assert_eq!(
-            decide(&failure, 0, &tiers()),
+            decide(&failure, 0, 0, &tiers()),
             Disposition::Retry {
                 tier: 1,
                 error: "503".into()
             }
         );
         assert_eq!(
-            decide(&failure, 1, &tiers()),
+            decide(&failure, 1, 0, &tiers()),
             Disposition::Retry {
                 tier: 2,
                 error: "503".into()
             }
         );
         assert_eq!(
-            decide(&failure, 2, &tiers()),
+            decide(&failure, 2, 0, &tiers()),
             Disposition::DeadLetter {
                 kind: "transient_exhausted",
                 error: "503".into()
@@ -566,7 +626,7 @@ mod tests {
     fn a_permanent_failure_dead_letters_at_once() {
         let failure = Err(HandlerError::Permanent("403 site".into()));
         assert_eq!(
-            decide(&failure, 0, &tiers()),
+            decide(&failure, 0, 0, &tiers()),
             Disposition::DeadLetter {
                 kind: "permanent",
                 error: "403 site".into()
@@ -574,7 +634,7 @@ mod tests {
         );
         let poison = Err(HandlerError::Malformed("x".into()));
         assert!(matches!(
-            decide(&poison, 0, &tiers()),
+            decide(&poison, 0, 0, &tiers()),
             Disposition::DeadLetter {
                 kind: "malformed",
                 ..
@@ -586,11 +646,38 @@ mod tests {
     fn with_no_tiers_a_transient_failure_is_a_dead_letter() {
         let none = RetryTiers(Vec::new());
         assert!(matches!(
-            decide(&Err(HandlerError::Transient("x".into())), 0, &none),
+            decide(&Err(HandlerError::Transient("x".into())), 0, 0, &none),
             Disposition::DeadLetter {
                 kind: "transient_exhausted",
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn an_unavailable_system_waits_through_the_tiers_without_using_up_the_retries() {
+        let waiting = Err(HandlerError::Unavailable("breaker open".into()));
+        assert_eq!(
+            decide(&waiting, 1, 0, &tiers()),
+            Disposition::Wait {
+                tier: 1,
+                error: "breaker open".into()
+            }
+        );
+        // Climbs the tiers, then stays at the last one, however long the outage lasts.
+        assert!(matches!(
+            decide(&waiting, 2, 1, &tiers()),
+            Disposition::Wait { tier: 2, .. }
+        ));
+        assert!(matches!(
+            decide(&waiting, 2, 500, &tiers()),
+            Disposition::Wait { tier: 2, .. }
+        ));
+        // But never in a tier longer than five minutes.
+        let production: RetryTiers = "10s,1m,5m,30m,2h".parse().unwrap();
+        assert!(matches!(
+            decide(&waiting, 0, 9, &production),
+            Disposition::Wait { tier: 3, .. }
         ));
     }
 
