@@ -20,7 +20,6 @@ use crate::ledger::{Waiting, store};
 use crate::results::{self, Outcome};
 use crate::servers;
 use crate::step::{Context, Step, StepError};
-use crate::timetables;
 
 pub struct BookingEvents {
     ctx: Context,
@@ -216,15 +215,9 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
                 }
                 GrantDecision::Grant => {
                     let group = step.salto_group(&slot.level).await?;
-                    let ship = step.ship(&slot.level.server).await?;
-                    let timetable = timetables::timetable_for(
-                        step.conn(),
-                        &ship,
-                        &slot.level.server,
-                        window.starts,
-                        window.ends,
-                    )
-                    .await?;
+                    let timetable = step
+                        .timetable(&slot.level.server, window.starts, window.ends)
+                        .await?;
                     let wanted = window.permission(&slot.zone, timetable);
                     match salto_zone(&group.permissions, &wanted) {
                         SaltoZone::Unknown(existing) => {

@@ -287,6 +287,17 @@ impl Step {
             .is_some_and(|zones| zones.contains(&slot.zone))
     }
 
+    /// The ID of `server`'s pool timetable for these hours (made in Salto when new).
+    pub async fn timetable(
+        &mut self,
+        server: &str,
+        starts: salto_ship::DaySeconds,
+        ends: salto_ship::DaySeconds,
+    ) -> Result<u32, StepError> {
+        let ship = self.ship(server).await?;
+        timetables::timetable_for(&mut self.tx, &self.journal, &ship, server, starts, ends).await
+    }
+
     /// Makes `booking_id` (of `building`) the holder of `slot` for `window` (the server's pool
     /// supplies the timetable).
     pub async fn hold(
@@ -297,15 +308,9 @@ impl Step {
         version: i64,
         window: crate::ledger::LocalWindow,
     ) -> Result<Held, StepError> {
-        let ship = self.ship(&slot.level.server).await?;
-        let timetable = timetables::timetable_for(
-            &mut self.tx,
-            &ship,
-            &slot.level.server,
-            window.starts,
-            window.ends,
-        )
-        .await?;
+        let timetable = self
+            .timetable(&slot.level.server, window.starts, window.ends)
+            .await?;
         let held = Held {
             slot: slot.clone(),
             building: building.to_owned(),

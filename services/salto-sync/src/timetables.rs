@@ -47,9 +47,12 @@ fn every_day(starts: DaySeconds, ends: DaySeconds) -> Interval {
 }
 
 /// The ID of `server`'s pool timetable for these hours, creating it in Salto when it does not
-/// exist. The pool row stays share-locked until the caller's transaction ends.
+/// exist. The pool row stays share-locked until the caller's transaction ends. IDs found taken
+/// by someone else are noted through `journal`, committed at once: they stay taken whether or
+/// not the caller's step commits.
 pub async fn timetable_for(
     conn: &mut PgConnection,
+    journal: &PgPool,
     ship: &ShipClient,
     server: &str,
     starts: DaySeconds,
@@ -82,7 +85,8 @@ pub async fn timetable_for(
                     store::record_timetable(conn, server, id, Some(&key)).await?;
                     return Ok(id);
                 }
-                store::record_timetable(conn, server, id, None).await?;
+                let mut noted = journal.acquire().await?;
+                store::record_timetable(&mut noted, server, id, None).await?;
             }
             Err(error) => return Err(error.into()),
         }

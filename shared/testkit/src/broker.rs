@@ -365,6 +365,34 @@ impl TestBroker {
         self.publish_raw(envelope.routing_key(), &envelope.to_json())
             .await;
     }
+
+    /// Publishes many events on one connection, in order, waiting for every confirm.
+    pub async fn publish_events(&self, envelopes: &[Envelope]) {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let mut confirms = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let confirm = channel
+                .basic_publish(
+                    EVENTS_EXCHANGE.into(),
+                    envelope.routing_key().into(),
+                    BasicPublishOptions::default(),
+                    &envelope.to_json(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            confirm.await.expect("confirm");
+        }
+        let _ = connection.close(200, "bye".into()).await;
+    }
 }
 
 /// A message seen by a tap.

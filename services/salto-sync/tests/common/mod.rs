@@ -36,6 +36,8 @@ pub struct Harness {
     pub clock: ManualClock,
     pub tap: EventTap,
     pub cleaner: CleanerSettings,
+    /// The simulator is the deployment's default server (off: no default at all).
+    pub default_server: bool,
     stop: CancellationToken,
 }
 
@@ -69,10 +71,31 @@ impl Harness {
         .await
     }
 
+    /// As [`Harness::start`], with no default server: only buildings with a connection of their
+    /// own reach Salto.
+    pub async fn start_without_default() -> Harness {
+        Self::start_configured(
+            CleanerSettings::default(),
+            sydney("2026-11-30", "12:00:00"),
+            1,
+            false,
+        )
+        .await
+    }
+
     pub async fn start_with(
         cleaner: CleanerSettings,
         now: DateTime<Utc>,
         replicas: usize,
+    ) -> Harness {
+        Self::start_configured(cleaner, now, replicas, true).await
+    }
+
+    async fn start_configured(
+        cleaner: CleanerSettings,
+        now: DateTime<Utc>,
+        replicas: usize,
+        default_server: bool,
     ) -> Harness {
         platform::telemetry::init_for_tests();
         let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
@@ -86,6 +109,7 @@ impl Harness {
             clock: ManualClock::new(now),
             tap,
             cleaner,
+            default_server,
             stop: CancellationToken::new(),
         };
         harness
@@ -123,7 +147,7 @@ impl Harness {
                 tiers: "200ms,200ms,200ms,200ms".parse().unwrap(),
             },
             log: LogSettings::default(),
-            salto: Some(SaltoSettings {
+            salto: self.default_server.then(|| SaltoSettings {
                 url: self.sim.url(),
                 auth_kind: AuthKind::None,
                 key: None,
@@ -255,6 +279,9 @@ impl Harness {
 pub struct Booking {
     pub id: Uuid,
     pub version: i64,
+    pub building: String,
+    /// The version of the building's Salto connection the snapshot is made under.
+    pub salto_connection: i64,
     pub zone: String,
     pub access_level: String,
     pub date: String,
@@ -269,6 +296,8 @@ impl Booking {
         Booking {
             id: Uuid::new_v4(),
             version: 1,
+            building: BUILDING.into(),
+            salto_connection: 0,
             zone: GAMES.into(),
             access_level: APARTMENT.into(),
             date: date.into(),
@@ -294,6 +323,32 @@ impl Booking {
         self
     }
 
+    /// Of `building`, made under version `connection` of its Salto connection.
+    pub fn of_building(mut self, building: &str, connection: i64) -> Self {
+        self.building = building.into();
+        self.salto_connection = connection;
+        self
+    }
+
+    /// The next version, moved to other hours (and made under connection version `connection`).
+    pub fn moved_to(&mut self, from: &str, to: &str, connection: i64) -> Envelope {
+        self.version += 1;
+        self.from = from.into();
+        self.to = to.into();
+        self.salto_connection = connection;
+        Envelope::new(
+            self.id,
+            self.version,
+            Event::FacilityBookingRescheduled(self.snapshot(BookingState::Booked)),
+        )
+    }
+
+    /// The next version, cancelled, made under connection version `connection`.
+    pub fn cancelled_under(&mut self, connection: i64) -> Envelope {
+        self.salto_connection = connection;
+        self.cancelled()
+    }
+
     fn snapshot(&self, state: BookingState) -> FacilityBooking {
         let starts = sydney(&self.date, &self.from);
         let ends = if self.to == "24:00:00" {
@@ -307,13 +362,16 @@ impl Booking {
         };
         FacilityBooking {
             building: Building {
-                id: BUILDING.into(),
-                name: "Harbour View".into(),
+                id: self.building.clone(),
+                name: format!("Building {}", self.building),
                 timezone: "Australia/Sydney".into(),
                 manager_emails: vec!["manager@harbour.example".into()],
                 ipassan_site: None,
                 double_booking_policy: self.policy,
-                connection_versions: Default::default(),
+                connection_versions: contracts::ConnectionVersions {
+                    ipassan: 0,
+                    salto: self.salto_connection,
+                },
             },
             window: BookingWindow {
                 starts_at: starts,
