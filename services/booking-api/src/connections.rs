@@ -2,8 +2,10 @@
 //! what an operator sends, the checks it must pass, the sealed form it is stored and published
 //! in, and what an answer may show of it — never a secret, only whether one is set.
 //!
-//! Requests are checked by plain functions ([`check_ipassan`], [`check_salto`]) that name every
-//! field at fault; sealing needs the [`Sealer`] of `CONNECX__SECRETS__KEY`.
+//! Requests are validated by plain functions ([`validate_ipassan`], [`validate_salto`]) that name
+//! every field at fault; sealing needs the [`Sealer`] of `CONNECX__SECRETS__KEY`. A stored
+//! connection is checked against the real system with one harmless call ([`check_ipassan`],
+//! [`check_salto`]).
 
 use chrono::{DateTime, Utc};
 use contracts::{
@@ -117,7 +119,7 @@ impl CheckedSalto {
 }
 
 /// Checks an iPassan connection, naming every field at fault.
-pub fn check_ipassan(
+pub fn validate_ipassan(
     request: &IpassanConnectionRequest,
 ) -> Result<CheckedIpassan, Vec<FieldError>> {
     let mut errors = FieldErrors::new();
@@ -143,7 +145,7 @@ pub fn check_ipassan(
 
 /// Checks a Salto connection: the URL, the secrets its `auth_kind` needs (and no others), and the
 /// timeout.
-pub fn check_salto(request: &SaltoConnectionRequest) -> Result<CheckedSalto, Vec<FieldError>> {
+pub fn validate_salto(request: &SaltoConnectionRequest) -> Result<CheckedSalto, Vec<FieldError>> {
     let mut errors = FieldErrors::new();
     let url = errors.check("url", validation::endpoint_url(&request.url));
     let timeout_secs = request.timeout_secs.unwrap_or(DEFAULT_SALTO_TIMEOUT_SECS);
@@ -356,6 +358,158 @@ fn sealed_secrets_mut(
         .collect()
 }
 
+/// `POST /v1/buildings/{id}/connections/{system}/check`: what one harmless call found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckView {
+    /// The system answered as it should, and took the credentials (and, for iPassan, the site).
+    pub ok: bool,
+    /// What is wrong, when something is.
+    pub problem: Option<CheckProblem>,
+    /// In words (never a secret).
+    pub detail: String,
+    /// How long the call took.
+    pub latency_ms: u64,
+}
+
+/// The `problem` of a connection check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckProblem {
+    Unreachable,
+    Timeout,
+    CredentialsRefused,
+    SiteNotFound,
+    ProtocolError,
+}
+
+impl From<contracts::ConnectionProblem> for CheckProblem {
+    fn from(problem: contracts::ConnectionProblem) -> Self {
+        use contracts::ConnectionProblem as P;
+        match problem {
+            P::Unreachable => CheckProblem::Unreachable,
+            P::Timeout => CheckProblem::Timeout,
+            P::CredentialsRefused => CheckProblem::CredentialsRefused,
+            P::SiteNotFound => CheckProblem::SiteNotFound,
+            P::ProtocolError => CheckProblem::ProtocolError,
+        }
+    }
+}
+
+/// How long the check of an iPassan connection may take (the API has no timeout of its own).
+pub const IPASSAN_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Checks a stored iPassan connection with one harmless call. `Err` when the stored connection
+/// cannot be used at all (its secret does not open).
+pub async fn check_ipassan(
+    row: &ConnectionRow,
+    sealer: Option<&Sealer>,
+) -> Result<Option<CheckView>, CheckError> {
+    let Some(settings) = &row.settings else {
+        return Ok(None);
+    };
+    let stored: IpassanConnection = serde_json::from_value(settings.clone())
+        .map_err(|e| CheckError::Unreadable(unreadable(row, e)))?;
+    let secret = platform::secrets::open_with(
+        sealer,
+        &stored.client_secret,
+        sealed_fields::IPASSAN_CLIENT_SECRET,
+    )
+    .map_err(CheckError::Secret)?;
+    let client = ipassan_client::IpassanClient::new(&ipassan_client::TenantSettings {
+        base_url: stored.base_url.clone(),
+        client_id: stored.client_id.clone(),
+        client_secret: secret.secret.expose().to_owned(),
+        timeout: IPASSAN_CHECK_TIMEOUT,
+    })
+    .map_err(|e| CheckError::Client(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let outcome = client.check(&stored.site).await;
+    Ok(Some(check_view(
+        outcome,
+        started.elapsed(),
+        &format!(
+            "iPassan at {} accepted connecX for site {}",
+            stored.base_url, stored.site
+        ),
+    )))
+}
+
+/// Checks a stored Salto connection with one harmless call (the first zone of the zone list).
+pub async fn check_salto(
+    row: &ConnectionRow,
+    sealer: Option<&Sealer>,
+) -> Result<Option<CheckView>, CheckError> {
+    let Some(settings) = &row.settings else {
+        return Ok(None);
+    };
+    let stored: SaltoConnection = serde_json::from_value(settings.clone())
+        .map_err(|e| CheckError::Unreadable(unreadable(row, e)))?;
+    let open = |sealed: &Option<SealedSecret>, field: &str| -> Result<String, CheckError> {
+        match sealed {
+            Some(sealed) => platform::secrets::open_with(sealer, sealed, field)
+                .map(|opened| opened.secret.expose().to_owned())
+                .map_err(CheckError::Secret),
+            None => Ok(String::new()),
+        }
+    };
+    let auth = match stored.auth_kind {
+        SaltoAuthKind::None => salto_ship::ShipAuth::None,
+        SaltoAuthKind::Basic => salto_ship::ShipAuth::Basic {
+            username: stored.username.clone().unwrap_or_default(),
+            password: open(&stored.password, sealed_fields::SALTO_PASSWORD)?,
+        },
+        SaltoAuthKind::Key => {
+            salto_ship::ShipAuth::Key(open(&stored.key, sealed_fields::SALTO_KEY)?)
+        }
+    };
+    let ship = salto_ship::ShipClient::new(&salto_ship::ShipSettings {
+        url: stored.url.clone(),
+        auth,
+        timeout: std::time::Duration::from_secs(stored.timeout_secs),
+    })
+    .map_err(|e| CheckError::Client(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let outcome = ship.check().await;
+    Ok(Some(check_view(
+        outcome,
+        started.elapsed(),
+        &format!("Salto SHIP at {} answered", stored.url),
+    )))
+}
+
+fn check_view(
+    outcome: Result<(), (contracts::ConnectionProblem, String)>,
+    took: std::time::Duration,
+    fine: &str,
+) -> CheckView {
+    let latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+    match outcome {
+        Ok(()) => CheckView {
+            ok: true,
+            problem: None,
+            detail: format!("{fine} in {latency_ms} ms"),
+            latency_ms,
+        },
+        Err((problem, detail)) => CheckView {
+            ok: false,
+            problem: Some(problem.into()),
+            detail,
+            latency_ms,
+        },
+    }
+}
+
+/// Why a stored connection could not even be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Unreadable(UnreadableConnection),
+    #[error("its sealed secret cannot be opened: {0}")]
+    Secret(OpenError),
+    #[error("cannot set up the client: {0}")]
+    Client(String),
+}
+
 /// Why a service holding sealed secrets cannot use them.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -429,34 +583,34 @@ mod tests {
 
     #[test]
     fn an_ipassan_connection_needs_its_secret_and_a_real_url() {
-        assert!(check_ipassan(&ipassan(Some("s"))).is_ok());
-        let errors = check_ipassan(&ipassan(None)).unwrap_err();
+        assert!(validate_ipassan(&ipassan(Some("s"))).is_ok());
+        let errors = validate_ipassan(&ipassan(None)).unwrap_err();
         assert_eq!(fields(&errors), ["client_secret"]);
         let mut bad = ipassan(Some("s"));
         bad.base_url = "not a url".into();
         bad.site = " ".into();
         assert_eq!(
-            fields(&check_ipassan(&bad).unwrap_err()),
+            fields(&validate_ipassan(&bad).unwrap_err()),
             ["base_url", "site"]
         );
     }
 
     #[test]
     fn a_salto_connection_takes_exactly_the_secrets_of_its_auth_kind() {
-        let none = check_salto(&salto(SaltoAuth::None)).unwrap();
+        let none = validate_salto(&salto(SaltoAuth::None)).unwrap();
         assert_eq!(none.timeout_secs, DEFAULT_SALTO_TIMEOUT_SECS);
         assert!(!none.has_secret());
 
-        let errors = check_salto(&salto(SaltoAuth::Key)).unwrap_err();
+        let errors = validate_salto(&salto(SaltoAuth::Key)).unwrap_err();
         assert_eq!(fields(&errors), ["key"]);
-        let errors = check_salto(&salto(SaltoAuth::Basic)).unwrap_err();
+        let errors = validate_salto(&salto(SaltoAuth::Basic)).unwrap_err();
         assert_eq!(fields(&errors), ["username", "password"]);
 
         let mut extra = salto(SaltoAuth::Key);
         extra.key = Some("k".into());
         extra.password = Some("p".into());
         extra.timeout_secs = Some(0);
-        let errors = check_salto(&extra).unwrap_err();
+        let errors = validate_salto(&extra).unwrap_err();
         assert_eq!(fields(&errors), ["timeout_secs", "password"]);
         assert_eq!(errors[1].code, "not_for_this_auth_kind");
     }
@@ -470,7 +624,7 @@ mod tests {
         .sealer()
         .unwrap()
         .unwrap();
-        let sealed = check_ipassan(&ipassan(Some("very-secret")))
+        let sealed = validate_ipassan(&ipassan(Some("very-secret")))
             .unwrap()
             .seal(&sealer);
         let row = ConnectionRow {

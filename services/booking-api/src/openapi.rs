@@ -32,6 +32,8 @@ use crate::routes::{admin, connections, facility_bookings, health, visitor_booki
         connections::put_salto,
         connections::get_salto,
         connections::delete_salto,
+        connections::check_ipassan,
+        connections::check_salto,
         health::healthz,
         health::readyz,
         health::metrics,

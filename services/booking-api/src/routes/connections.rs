@@ -15,8 +15,8 @@ use contracts::{
 use super::json_response;
 use crate::auth::Operator;
 use crate::connections::{
-    self, IpassanConnectionRequest, IpassanConnectionView, SaltoConnectionRequest,
-    SaltoConnectionView,
+    self, CheckError, CheckView, IpassanConnectionRequest, IpassanConnectionView,
+    SaltoConnectionRequest, SaltoConnectionView,
 };
 use crate::extract::{ApiJson, EntityIdPath};
 use crate::problem::{Problem, ProblemDetails};
@@ -115,7 +115,7 @@ pub async fn put_ipassan(
     EntityIdPath(building_id): EntityIdPath,
     body: ApiJson<IpassanConnectionRequest>,
 ) -> Result<Response, Problem> {
-    let checked = connections::check_ipassan(&body.value).map_err(Problem::validation)?;
+    let checked = connections::validate_ipassan(&body.value).map_err(Problem::validation)?;
     let sealer = app.sealer.as_deref().ok_or_else(secrets_not_configured)?;
     let sealed = checked.seal(sealer);
     let settings = serde_json::to_value(&sealed).map_err(|e| Problem::internal(&e))?;
@@ -200,7 +200,7 @@ pub async fn put_salto(
     EntityIdPath(building_id): EntityIdPath,
     body: ApiJson<SaltoConnectionRequest>,
 ) -> Result<Response, Problem> {
-    let checked = connections::check_salto(&body.value).map_err(Problem::validation)?;
+    let checked = connections::validate_salto(&body.value).map_err(Problem::validation)?;
     if checked.has_secret() && app.sealer.is_none() {
         return Err(secrets_not_configured());
     }
@@ -291,4 +291,74 @@ async fn disconnect(
     };
     save(app, operator, building_id, system, None, event).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Checks the building's own iPassan connection with one real, harmless call.
+#[utoipa::path(
+    post, path = "/v1/buildings/{id}/connections/ipassan/check", tag = "connections",
+    params(("id" = String, Path, description = "connecX building id")),
+    responses(
+        (status = 200, description = "What the call found (`ok` false with a `problem` when something is wrong)", body = CheckView),
+        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn check_ipassan(
+    State(app): State<AppState>,
+    operator: Operator,
+    EntityIdPath(building_id): EntityIdPath,
+) -> Result<Response, Problem> {
+    check(&app, &operator, &building_id, AccessSystem::Ipassan).await
+}
+
+/// Checks the building's own Salto connection with one real, harmless call.
+#[utoipa::path(
+    post, path = "/v1/buildings/{id}/connections/salto/check", tag = "connections",
+    params(("id" = String, Path, description = "connecX building id")),
+    responses(
+        (status = 200, description = "What the call found (`ok` false with a `problem` when something is wrong)", body = CheckView),
+        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn check_salto(
+    State(app): State<AppState>,
+    operator: Operator,
+    EntityIdPath(building_id): EntityIdPath,
+) -> Result<Response, Problem> {
+    check(&app, &operator, &building_id, AccessSystem::Salto).await
+}
+
+async fn check(
+    app: &AppState,
+    operator: &Operator,
+    building_id: &str,
+    system: AccessSystem,
+) -> Result<Response, Problem> {
+    let row = store::find(&app.pool, building_id, system)
+        .await?
+        .ok_or_else(|| not_connected(app, building_id, system))?;
+    let sealer = app.sealer.as_deref();
+    let checked = match system {
+        AccessSystem::Ipassan => connections::check_ipassan(&row, sealer).await,
+        AccessSystem::Salto => connections::check_salto(&row, sealer).await,
+    };
+    let view: CheckView = match checked {
+        Ok(Some(view)) => view,
+        Ok(None) => return Err(not_connected(app, building_id, system)),
+        Err(CheckError::Secret(error)) => {
+            return Err(Problem::unavailable(
+                "secrets_not_configured",
+                format!("the connection's secret cannot be opened: {error}"),
+            ));
+        }
+        Err(error) => return Err(Problem::internal(&error)),
+    };
+    tracing::info!(
+        building_id, %system, operator = %operator.user_id, ok = view.ok,
+        problem = ?view.problem, latency_ms = view.latency_ms, "connection checked"
+    );
+    Ok(json_response(StatusCode::OK, &view, HeaderMap::new()))
 }

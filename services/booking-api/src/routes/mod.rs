@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -70,6 +70,14 @@ pub fn router(state: AppState) -> Router {
             get(connections::get_salto)
                 .put(connections::put_salto)
                 .delete(connections::delete_salto),
+        )
+        .route(
+            "/v1/buildings/{id}/connections/ipassan/check",
+            post(connections::check_ipassan),
+        )
+        .route(
+            "/v1/buildings/{id}/connections/salto/check",
+            post(connections::check_salto),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

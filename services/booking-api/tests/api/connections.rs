@@ -439,3 +439,140 @@ async fn secrets_it_cannot_open_stop_the_start_and_a_rotated_key_reseals_them() 
     );
     app.stop().await;
 }
+
+/// An iPassan tenant with one site granted to one client.
+async fn tenant() -> ipassan_sim::RunningSim {
+    let sim = ipassan_sim::spawn().await.unwrap();
+    sim.control()
+        .seed(&ipassan_sim::Seed {
+            sites: std::collections::BTreeMap::from([(
+                "harbour-site".to_owned(),
+                ipassan_sim::SiteSeed::default(),
+            )]),
+            clients: vec![ipassan_sim::ClientSeed {
+                client_id: "connecx-harbour".into(),
+                client_secret: CLIENT_SECRET.into(),
+                sites: vec!["harbour-site".into()],
+            }],
+        })
+        .await
+        .unwrap();
+    sim
+}
+
+/// A local port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn the_ipassan_check_makes_a_real_call_and_names_what_is_wrong() {
+    let app = spawn_app_offline().await;
+    let operator = app.operator();
+    let check = format!("{}/check", ipassan_path());
+    let refused = problem(app.post(&check, &operator, json!({})).await, 404).await;
+    assert_eq!(refused["code"], "not_connected");
+
+    let sim = tenant().await;
+    let mut connection = ipassan_connection();
+    connection["base_url"] = json!(sim.base_url);
+    app.put(&ipassan_path(), &operator, connection.clone())
+        .await;
+    let fine = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(
+        (&fine["ok"], &fine["problem"]),
+        (&json!(true), &Value::Null),
+        "{fine}"
+    );
+    assert!(fine["latency_ms"].is_u64());
+
+    let mut wrong_secret = connection.clone();
+    wrong_secret["client_secret"] = json!("not-the-secret");
+    app.put(&ipassan_path(), &operator, wrong_secret).await;
+    let answer = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(
+        (&answer["ok"], &answer["problem"]),
+        (&json!(false), &json!("credentials_refused")),
+        "{answer}"
+    );
+
+    let mut other_site = connection.clone();
+    other_site["site"] = json!("someone-elses-site");
+    app.put(&ipassan_path(), &operator, other_site).await;
+    let answer = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(answer["problem"], "site_not_found", "{answer}");
+
+    let mut nowhere = connection;
+    nowhere["base_url"] = json!(format!("http://127.0.0.1:{}", closed_port()));
+    app.put(&ipassan_path(), &operator, nowhere).await;
+    let answer = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(answer["problem"], "unreachable", "{answer}");
+    assert!(!answer.to_string().contains(CLIENT_SECRET));
+
+    let manager = problem(app.post(&check, &app.manager(), json!({})).await, 403).await;
+    assert_eq!(manager["code"], "operator_only");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_salto_check_makes_a_real_call_and_names_what_is_wrong() {
+    let app = spawn_app_offline().await;
+    let operator = app.operator();
+    let check = format!("{}/check", salto_path());
+    let sim = salto_sim::RunningSim::start(0).await.unwrap();
+    let seed = |body: Value| {
+        let url = format!("http://{}/_sim/seed", sim.addr);
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+    };
+    seed(
+        json!({"zones": [{"ext_id": "GAMES-ROOM", "name": "Games room"}],
+                "auth": {"kind": "key", "key": SHIP_KEY}}),
+    )
+    .await;
+    let connection =
+        json!({"url": sim.url(), "auth_kind": "key", "key": SHIP_KEY, "timeout_secs": 1});
+    app.put(&salto_path(), &operator, connection.clone()).await;
+    let fine = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(fine["ok"], true, "{fine}");
+
+    let mut wrong_key = connection.clone();
+    wrong_key["key"] = json!("not-the-key");
+    app.put(&salto_path(), &operator, wrong_key).await;
+    let answer = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(answer["problem"], "credentials_refused", "{answer}");
+
+    // Slower than the connection's one-second timeout.
+    app.put(&salto_path(), &operator, connection.clone()).await;
+    let fault = reqwest::Client::new()
+        .post(format!("http://{}/_sim/faults", sim.addr))
+        .json(&json!({"respond": {"delay_ms": 1500}, "times": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(fault.status().is_success());
+    let answer = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(answer["problem"], "timeout", "{answer}");
+
+    // Something answers HTTP there, but not SHIP.
+    let mut not_ship = connection;
+    not_ship["url"] = json!(format!("{}/_sim/state", sim.url().trim_end_matches('/')));
+    app.put(&salto_path(), &operator, not_ship).await;
+    let answer = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(answer["problem"], "protocol_error", "{answer}");
+
+    let nowhere =
+        json!({"url": format!("http://127.0.0.1:{}/", closed_port()), "auth_kind": "none"});
+    app.put(&salto_path(), &operator, nowhere).await;
+    let answer = body(app.post(&check, &operator, json!({})).await).await;
+    assert_eq!(answer["problem"], "unreachable", "{answer}");
+    app.stop().await;
+}
