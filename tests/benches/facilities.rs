@@ -359,6 +359,7 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
                 password: None,
                 timeout_secs: 10,
             }),
+            connections: Default::default(),
             secrets: platform::secrets::SecretsSettings {
                 key: Some(e2e::SEALING_KEY.into()),
                 previous_keys: None,

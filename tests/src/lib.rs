@@ -276,6 +276,7 @@ pub fn ipassan_sync_settings(
         amqp,
         retry,
         log: LogSettings::default(),
+        connections: Default::default(),
         health: Default::default(),
         ipassan: Some(ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),
@@ -315,6 +316,7 @@ pub fn salto_sync_settings(
             previous_keys: None,
         },
         cleaner: salto_sync::CleanerSettings::default(),
+        connections: Default::default(),
         health: Default::default(),
     }
 }

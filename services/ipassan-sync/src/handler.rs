@@ -176,6 +176,7 @@ impl BookingEvents {
             Step::Fail(failure) => Some(Achieved::Failed(failure)),
             Step::Grant(grant) => {
                 let client = self.client_for(&mut tx, &grant.tenant).await?;
+                let admitted = admit(&client, &booking)?;
                 let (achieved, made) = self
                     .grant(
                         &client.client,
@@ -184,7 +185,8 @@ impl BookingEvents {
                         &grant,
                         visitor_id.is_some(),
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| admitted.judge(e))?;
                 site = Some(grant.site);
                 tenant = grant.tenant;
                 visitor_id = made.or(visitor_id);
@@ -195,9 +197,11 @@ impl BookingEvents {
                 site: Some(revoke_at),
             } => {
                 let client = self.client_for(&mut tx, &revoke_in).await?;
+                let admitted = admit(&client, &booking)?;
                 visitor_id = self
                     .revoke(&client.client, booking_id, &revoke_at)
-                    .await?
+                    .await
+                    .map_err(|e| admitted.judge(e))?
                     .or(visitor_id);
                 site = Some(revoke_at);
                 tenant = revoke_in;
@@ -426,6 +430,18 @@ fn visitor_booking(event: &Event) -> Option<&VisitorBooking> {
         | Event::VisitorBookingCancelled(b) => Some(b),
         _ => None,
     }
+}
+
+/// Leave to work with the tenant now: refused while its breaker is open or it has enough
+/// messages in flight, and the message waits without using up its retries.
+fn admit(
+    client: &TenantClient,
+    booking: &VisitorBooking,
+) -> Result<platform::bulkhead::Admission, HandlerError> {
+    client
+        .bulkhead
+        .admit(Some(&booking.building))
+        .map_err(|refusal| HandlerError::Unavailable(refusal.to_string()))
 }
 
 fn transient(error: StoreError) -> HandlerError {

@@ -71,6 +71,10 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
         let sealer = settings.secrets.sealer()?.map(Arc::new);
+        let bulkheads = Arc::new(platform::bulkhead::Bulkheads::new(
+            contracts::AccessSystem::Ipassan,
+            &settings.connections,
+        ));
         let tenants = Arc::new(tenants::Tenants::new(
             settings
                 .ipassan
@@ -81,6 +85,7 @@ impl Application {
                 .ipassan
                 .as_ref()
                 .map_or(DEFAULT_TIMEOUT, |d| Duration::from_secs(d.timeout_secs)),
+            bulkheads,
         )?);
         if settings.ipassan.is_none() {
             tracing::warn!(
@@ -120,6 +125,12 @@ impl Application {
     ) -> anyhow::Result<()> {
         let token = platform::shutdown::token_for(shutdown);
         let publisher = Publisher::new(&self.settings.amqp, "ipassan-sync");
+        let outages = platform::outages::OutageWatch {
+            pool: self.pool.clone(),
+            publisher: publisher.clone(),
+            bulkheads: self.tenants.bulkheads().clone(),
+        };
+        let watching = tokio::spawn(outages.run(token.clone()));
         let handler = BookingEvents::new(self.pool.clone(), self.tenants, publisher);
         let worker = Worker::new(
             IPASSAN_SYNC_QUEUE,
@@ -133,6 +144,7 @@ impl Application {
         );
         self.health.serve(readiness, token.clone());
         worker.run(token).await?;
+        let _ = watching.await;
         self.pool.close().await;
         Ok(())
     }

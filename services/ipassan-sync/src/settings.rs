@@ -21,6 +21,9 @@ pub struct Settings {
     pub ipassan: Option<IpassanSettings>,
     #[serde(default)]
     pub secrets: platform::secrets::SecretsSettings,
+    /// `CONNECX__CONNECTIONS__*`: each tenant's bulkhead.
+    #[serde(default)]
+    pub connections: platform::bulkhead::ConnectionSettings,
     #[serde(default)]
     pub retry: RetrySettings,
     #[serde(default)]
@@ -35,6 +38,7 @@ impl Validate for Settings {
         self.database.validate()?;
         self.amqp.validate()?;
         self.secrets.validate()?;
+        self.connections.validate()?;
         match &self.ipassan {
             Some(ipassan) => ipassan.validate(),
             None => Ok(()),

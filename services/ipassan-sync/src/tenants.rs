@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use contracts::{IpassanConnection, SealedSecret, sealed_fields};
 use ipassan_client::{IpassanClient, IpassanError, TenantSettings};
+use platform::bulkhead::{Bulkhead, Bulkheads};
 use platform::secrets::{OpenError, Sealer};
 
 /// `visitor_access.tenant_key` of the deployment default (a stored NULL means the same).
@@ -75,11 +76,13 @@ pub enum TenantError {
     Client { key: String, reason: IpassanError },
 }
 
-/// One tenant's client, and where it points (for logs and alerts: no credentials).
+/// One tenant's client, where it points (for logs and alerts: no credentials), and its
+/// bulkhead (every call of the client reports to it).
 #[derive(Clone)]
 pub struct TenantClient {
     pub client: Arc<IpassanClient>,
     pub endpoint: String,
+    pub bulkhead: Arc<Bulkhead>,
 }
 
 struct Cached {
@@ -94,6 +97,7 @@ pub struct Tenants {
     sealer: Option<Arc<Sealer>>,
     timeout: Duration,
     own: Mutex<HashMap<String, Cached>>,
+    bulkheads: Arc<Bulkheads>,
 }
 
 impl Tenants {
@@ -103,12 +107,15 @@ impl Tenants {
         default: Option<TenantSettings>,
         sealer: Option<Arc<Sealer>>,
         timeout: Duration,
+        bulkheads: Arc<Bulkheads>,
     ) -> Result<Self, IpassanError> {
         let default = default
             .map(|settings| {
+                let bulkhead = bulkheads.of(DEFAULT_TENANT, &settings.base_url);
                 IpassanClient::new(&settings).map(|client| TenantClient {
-                    client: Arc::new(client),
+                    client: Arc::new(client.observed_by(bulkhead.clone())),
                     endpoint: settings.base_url.clone(),
+                    bulkhead,
                 })
             })
             .transpose()?;
@@ -117,7 +124,13 @@ impl Tenants {
             sealer,
             timeout,
             own: Mutex::new(HashMap::new()),
+            bulkheads,
         })
+    }
+
+    /// The bulkheads of every tenant (for the outage alerts).
+    pub fn bulkheads(&self) -> &Arc<Bulkheads> {
+        &self.bulkheads
     }
 
     pub fn has_default(&self) -> bool {
@@ -159,13 +172,15 @@ impl Tenants {
             client_secret: secret,
             timeout: self.timeout,
         };
+        let bulkhead = self.bulkheads.of(key, &connection.base_url);
         let client = IpassanClient::new(&settings).map_err(|reason| TenantError::Client {
             key: key.clone(),
             reason,
         })?;
         let tenant = TenantClient {
-            client: Arc::new(client),
+            client: Arc::new(client.observed_by(bulkhead.clone())),
             endpoint: connection.base_url,
+            bulkhead,
         };
         tracing::info!(tenant = key, "iPassan client ready");
         own.insert(

@@ -29,6 +29,7 @@ async fn the_health_port_answers_and_says_ready_once_the_worker_consumes() {
             client_secret: "unused".into(),
             timeout_secs: 5,
         }),
+        connections: Default::default(),
         secrets: Default::default(),
         retry: RetrySettings::default(),
         log: LogSettings::default(),

@@ -174,6 +174,8 @@ impl Cleaner {
         building: &str,
         today: chrono::NaiveDate,
     ) -> Result<(usize, usize), StepError> {
+        // A server that is failing is left for a later tick; it must not hold up the others.
+        let _admitted = self.ctx.servers.bulkhead(&level.server).admit(None)?;
         let mut step = Step::begin(&self.ctx).await?;
         step.lock([level.clone()]).await?;
         let ended = store::take_ended_permissions(step.conn(), level, building, today).await?;
@@ -219,6 +221,7 @@ impl Cleaner {
         level: &AccessLevelKey,
         today: chrono::NaiveDate,
     ) -> Result<(bool, usize), StepError> {
+        let _admitted = self.ctx.servers.bulkhead(&level.server).admit(None)?;
         let mut step = Step::begin(&self.ctx).await?;
         step.lock([level.clone()]).await?;
         let group = step.salto_group(level).await?;

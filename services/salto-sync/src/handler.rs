@@ -103,6 +103,33 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
     let Some(intent) = decide::intent_of(&envelope.event, server.as_deref()) else {
         return Ok(());
     };
+    // While the building's server is failing (or busy with other messages), the booking waits.
+    let admitted = match &server {
+        Some(server) => Some(
+            ctx.servers
+                .bulkhead(server)
+                .admit(Some(&booking.building))?,
+        ),
+        None => None,
+    };
+    let outcome = act_admitted(ctx, booking_id, version, intent, booking, server.as_deref()).await;
+    match (outcome, &admitted) {
+        // Failing while the server's breaker is open: the server is down; the booking waits.
+        (Err(error), Some(admitted)) if error.is_transient() && admitted.breaker_open() => {
+            Err(StepError::ServerDown(error.to_string()))
+        }
+        (outcome, _) => outcome,
+    }
+}
+
+async fn act_admitted(
+    ctx: &Context,
+    booking_id: Uuid,
+    version: i64,
+    intent: Intent,
+    booking: FacilityBooking,
+    server: Option<&str>,
+) -> Result<(), StepError> {
     {
         // Outside the step: the row lock of this upsert must not serialize a building's steps.
         let mut conn = ctx.pool.acquire().await?;
@@ -123,7 +150,7 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
     if let Intent::Hold { slot, .. } = &intent {
         levels.push(slot.level.clone());
     }
-    if let Some(server) = &server {
+    if let Some(server) = server {
         let own = crate::ledger::SlotKey::of(&booking, server);
         if !own.level.access_level.is_empty() {
             levels.push(own.level);

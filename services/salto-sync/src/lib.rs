@@ -82,9 +82,14 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BuildError> {
         let sealer = settings.secrets.sealer()?.map(Arc::new);
+        let bulkheads = Arc::new(platform::bulkhead::Bulkheads::new(
+            contracts::AccessSystem::Salto,
+            &settings.connections,
+        ));
         let servers = Arc::new(servers::Servers::new(
             settings.salto.as_ref().map(SaltoSettings::ship_settings),
             sealer.clone(),
+            bulkheads,
         )?);
         let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
         check_sealed_secrets(&pool, sealer.as_deref()).await?;
@@ -169,7 +174,14 @@ impl Application {
             vec![(SALTO_SYNC_QUEUE.name, worker.attached())],
         );
         self.health.serve(readiness, token.clone());
+        let outages = platform::outages::OutageWatch {
+            pool: self.ctx.pool.clone(),
+            publisher: self.ctx.publisher.clone(),
+            bulkheads: self.ctx.servers.bulkheads().clone(),
+        };
+        let watching = tokio::spawn(outages.run(token.clone()));
         let outcome = worker.run(token).await;
+        let _ = watching.await;
         if let Err(error) = scheduler.shutdown().await {
             tracing::warn!(%error, "cleaner scheduler did not stop cleanly");
         }

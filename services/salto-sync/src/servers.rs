@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use contracts::{SaltoAuthKind, SaltoConnection, SaltoConnectionChange, sealed_fields};
+use platform::bulkhead::{Bulkhead, Bulkheads};
 use platform::secrets::{OpenError, Sealer};
 use salto_ship::{ClientBuildError, ShipAuth, ShipClient, ShipSettings};
 use serde_json::Value;
@@ -52,28 +53,43 @@ struct Cached {
     ship: ShipClient,
 }
 
-/// Every server's client.
+/// Every server's client, and its bulkhead (each client reports its calls to it).
 pub struct Servers {
     default: Option<(String, ShipClient)>,
     sealer: Option<Arc<Sealer>>,
     own: Mutex<HashMap<String, Cached>>,
+    bulkheads: Arc<Bulkheads>,
 }
 
 impl Servers {
     pub fn new(
         default: Option<ShipSettings>,
         sealer: Option<Arc<Sealer>>,
+        bulkheads: Arc<Bulkheads>,
     ) -> Result<Self, ClientBuildError> {
         let default = default
             .map(|settings| {
-                ShipClient::new(&settings).map(|ship| (server_key(&settings.url), ship))
+                let key = server_key(&settings.url);
+                let bulkhead = bulkheads.of(&key, &key);
+                ShipClient::new(&settings).map(|ship| (key, ship.observed_by(bulkhead)))
             })
             .transpose()?;
         Ok(Self {
             default,
             sealer,
             own: Mutex::new(HashMap::new()),
+            bulkheads,
         })
+    }
+
+    /// The bulkhead of server `key` (its calls, its breaker).
+    pub fn bulkhead(&self, key: &str) -> Arc<Bulkhead> {
+        self.bulkheads.of(key, key)
+    }
+
+    /// Every server's bulkhead (for the outage alerts).
+    pub fn bulkheads(&self) -> &Arc<Bulkheads> {
+        &self.bulkheads
     }
 
     /// The deployment default's key, when there is one.
@@ -106,10 +122,12 @@ impl Servers {
                 reason,
             }
         })?;
-        let ship = ShipClient::new(&settings).map_err(|reason| ServerError::Client {
-            key: key.to_owned(),
-            reason,
-        })?;
+        let ship = ShipClient::new(&settings)
+            .map_err(|reason| ServerError::Client {
+                key: key.to_owned(),
+                reason,
+            })?
+            .observed_by(self.bulkhead(key));
         tracing::info!(server = key, "SHIP client ready");
         own.insert(
             key.to_owned(),

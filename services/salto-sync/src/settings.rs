@@ -25,6 +25,9 @@ pub struct Settings {
     pub salto: Option<SaltoSettings>,
     #[serde(default)]
     pub secrets: platform::secrets::SecretsSettings,
+    /// `CONNECX__CONNECTIONS__*`: each server's bulkhead.
+    #[serde(default)]
+    pub connections: platform::bulkhead::ConnectionSettings,
     #[serde(default)]
     pub cleaner: CleanerSettings,
     /// `CONNECX__HEALTH__PORT`: `/healthz`, `/readyz`, `/metrics` (off when unset).
@@ -37,6 +40,7 @@ impl Validate for Settings {
         self.database.validate()?;
         self.amqp.validate()?;
         self.secrets.validate()?;
+        self.connections.validate()?;
         if let Some(salto) = &self.salto {
             salto.validate()?;
         }

@@ -75,6 +75,13 @@ pub enum StepError {
     /// Every timetable ID of the server is in use: the booking waits until one frees.
     #[error("every Salto timetable ID (1..1024) of server {server} is in use")]
     PoolExhausted { server: String },
+    /// The building's server cannot take the booking now (its breaker is open, or it has enough
+    /// messages in flight): the booking waits without using up its retries.
+    #[error(transparent)]
+    Unavailable(#[from] platform::bulkhead::Refusal),
+    /// A call failed while the server's breaker is open: the server is down, the booking waits.
+    #[error("the Salto server is down: {0}")]
+    ServerDown(String),
     /// The booking was made under a version of its building's connection this worker has not
     /// seen yet; the change is on its way through the same queue.
     #[error(
@@ -105,6 +112,8 @@ impl StepError {
             Self::Db(_)
             | Self::Publish(_)
             | Self::PoolExhausted { .. }
+            | Self::Unavailable(_)
+            | Self::ServerDown(_)
             | Self::AwaitingConnection { .. } => true,
             // Ops can fix a key and restart; the message waits meanwhile.
             Self::Server(ServerError::Secret { .. }) => true,
@@ -113,7 +122,7 @@ impl StepError {
     }
 
     pub fn into_handler_error(self) -> HandlerError {
-        if let Self::PoolExhausted { .. } = self {
+        if let Self::PoolExhausted { .. } | Self::Unavailable(_) | Self::ServerDown(_) = self {
             // Nothing is wrong with the booking: it waits for an ID, however long that takes.
             return HandlerError::Unavailable(self.to_string());
         }

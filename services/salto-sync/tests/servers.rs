@@ -68,8 +68,8 @@ async fn bay_server() -> RunningSim {
         &sim,
         "seed",
         json!({"timezone": "Australia/Sydney",
-               "groups": [{"ext_id": APARTMENT, "name": "Bay 501"}],
-               "zones": [{"ext_id": GAMES, "name": "Bay games room"}],
+               "groups": [{"ext_id": APARTMENT, "name": "Bay 501"}, {"ext_id": "502-57", "name": "Bay 502"}],
+               "zones": [{"ext_id": GAMES, "name": "Bay games room"}, {"ext_id": common::GYM, "name": "Bay gym"}],
                "auth": {"kind": "key", "key": BAY_KEY}}),
     )
     .await;
@@ -365,4 +365,101 @@ async fn a_full_timetable_pool_makes_bookings_wait_and_tells_ops_once() {
         alerts.next(Duration::from_millis(300)).await.is_none(),
         "one alert per exhaustion, not one per retry"
     );
+}
+
+/// One booking for each (access level, zone) the simulators know: none waits for another.
+fn slots() -> impl Iterator<Item = Booking> {
+    [
+        (APARTMENT, GAMES),
+        (APARTMENT, common::GYM),
+        ("502-57", GAMES),
+        ("502-57", common::GYM),
+    ]
+    .into_iter()
+    .map(|(level, zone)| {
+        let mut booking = Booking::games(DAY).zone(zone);
+        booking.access_level = level.into();
+        booking
+    })
+}
+
+#[tokio::test]
+async fn a_hanging_server_waits_behind_its_breaker_while_the_other_server_goes_on() {
+    let mut h = Harness::start_with(
+        salto_sync::CleanerSettings::default(),
+        common::sydney("2026-11-30", "12:00:00"),
+        0,
+    )
+    .await;
+    h.connections = platform::bulkhead::ConnectionSettings {
+        max_in_flight: 2,
+        breaker_failures: 2,
+        breaker_open_secs: 1,
+        outage_alert_secs: 2,
+    };
+    h.start_replica().await;
+    let mut health = h.broker.tap("connection.#").await;
+    let bay = bay_server().await;
+    h.publish(&connection(1, Some(&bay))).await;
+    // The bay server stops answering within the connection's timeout.
+    control(
+        &bay,
+        "faults",
+        json!({"respond": {"delay_ms": 8000}, "times": 100000}),
+    )
+    .await;
+    let at_bay: Vec<Booking> = slots().map(|b| b.of_building(BAY, 1)).collect();
+    for booking in &at_bay {
+        h.publish(&booking.created()).await;
+    }
+    // The harbour building's bookings on the default server are granted meanwhile.
+    let at_harbour: Vec<Booking> = slots().collect();
+    for booking in &at_harbour {
+        h.publish(&booking.created()).await;
+    }
+    let mut granted = Vec::new();
+    while granted.len() < at_harbour.len() {
+        let result = h.next_result(30).await;
+        assert_eq!(result.routing_key(), "facility_access.granted.v1");
+        granted.push(result.booking_id);
+    }
+    assert!(
+        granted
+            .iter()
+            .all(|id| at_harbour.iter().any(|b| b.id == *id))
+    );
+
+    let down = health
+        .next(Duration::from_secs(20))
+        .await
+        .expect("an outage alert");
+    let Event::ConnectionDown(outage) = &down.event else {
+        panic!("expected connection.down, got {}", down.routing_key());
+    };
+    assert_eq!(outage.building.id, BAY);
+    assert_eq!(outage.system, AccessSystem::Salto);
+
+    // Back: the bay bookings complete, one recovery notice.
+    let cleared = reqwest::Client::new()
+        .delete(format!("http://{}/_sim/faults", bay.addr))
+        .send()
+        .await
+        .unwrap();
+    assert!(cleared.status().is_success());
+    let mut done = Vec::new();
+    while done.len() < at_bay.len() {
+        let result = h.next_result(30).await;
+        assert_eq!(
+            result.routing_key(),
+            "facility_access.granted.v1",
+            "{:?}",
+            result_of(&result).failure
+        );
+        done.push(result.booking_id);
+    }
+    let up = health
+        .next(Duration::from_secs(20))
+        .await
+        .expect("a recovery notice");
+    assert_eq!(up.routing_key(), "connection.recovered.v1");
 }

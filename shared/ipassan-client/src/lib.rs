@@ -13,6 +13,7 @@ mod token;
 pub mod visit;
 mod wire;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::RETRY_AFTER;
@@ -20,6 +21,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use contracts::ConnectionProblem;
+use platform::bulkhead::CallObserver;
 
 pub use error::{ErrorKind, IpassanError, Missing, parse_retry_after};
 
@@ -115,6 +117,8 @@ pub struct IpassanClient {
     client_secret: String,
     timeout: Duration,
     tokens: TokenCache,
+    /// Told of every call (the tenant's bulkhead).
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl IpassanClient {
@@ -139,7 +143,14 @@ impl IpassanClient {
             client_secret: settings.client_secret.clone(),
             timeout,
             tokens: TokenCache::default(),
+            observer: None,
         })
+    }
+
+    /// Tells `observer` whether each call found iPassan working ([`works`]).
+    pub fn observed_by(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// One harmless call that proves the tenant is reachable, takes the credentials and serves
@@ -305,6 +316,12 @@ impl IpassanClient {
         let started = std::time::Instant::now();
         let result = self.call_unmeasured(method, url, form, site, missing).await;
         platform::metrics::record_external_call("ipassan", operation, started, result.is_ok());
+        if let Some(observer) = &self.observer {
+            match &result {
+                Err(error) if !works(error) => observer.failed(&error.to_string()),
+                _ => observer.answered(),
+            }
+        }
         result
     }
 
@@ -430,6 +447,26 @@ impl IpassanClient {
                 message,
             },
         })
+    }
+}
+
+/// Whether iPassan still works although the call failed: it answered, refusing the request itself
+/// (a missing visitee, a conflict, a bad request). Timeouts, no connection, server errors, rate
+/// limits and refused credentials say it does not.
+pub fn works(error: &IpassanError) -> bool {
+    match error {
+        IpassanError::Connection(_)
+        | IpassanError::Timeout(_)
+        | IpassanError::Server { .. }
+        | IpassanError::RateLimited { .. }
+        | IpassanError::BadCredentials { .. }
+        | IpassanError::Unauthorized { .. } => false,
+        IpassanError::InvalidRequest { .. }
+        | IpassanError::AccessDenied { .. }
+        | IpassanError::NotFound { .. }
+        | IpassanError::Conflict { .. }
+        | IpassanError::Refused { .. }
+        | IpassanError::UnreadableAnswer(_) => true,
     }
 }
 

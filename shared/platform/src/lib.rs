@@ -4,11 +4,13 @@
 //! supplies its handler and its settings; it never talks to lapin itself.
 
 pub mod amqp;
+pub mod bulkhead;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod health;
 pub mod metrics;
+pub mod outages;
 pub mod secrets;
 pub mod shutdown;
 pub mod snapshots;

@@ -74,6 +74,18 @@ impl ShipError {
         }
     }
 
+    /// Whether the server still works although the call failed: it answered in SHIP, refusing
+    /// the request itself (a business rule, an unknown ID, a bad parameter). Timeouts, no
+    /// connection, HTTP errors, refused credentials, unreadable answers and "busy" codes say it
+    /// does not.
+    pub fn shows_server_works(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Unreachable { .. } | Self::Http { .. } => false,
+            Self::Protocol { .. } => false,
+            Self::Refused { code, .. } => remedy_for_code(*code) != Remedy::Transient,
+        }
+    }
+
     /// The SHIP error code, when Salto answered with one.
     pub fn code(&self) -> Option<u32> {
         match self {

@@ -10,6 +10,7 @@ mod wire;
 
 pub use error::{Remedy, ShipError, remedy_for_code, remedy_for_http_status};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
@@ -17,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use contracts::ConnectionProblem;
+use platform::bulkhead::CallObserver;
 
 pub const ZONE_LIST_READ: &str = "SaltoDBZoneList.Read";
 pub const TIMETABLE_INSERT: &str = "SaltoDBTimezoneTable.Insert";
@@ -124,6 +126,8 @@ pub struct ShipClient {
     url: String,
     auth: ShipAuth,
     timeout: Duration,
+    /// Told of every call (the server's bulkhead).
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl std::fmt::Debug for ShipClient {
@@ -151,7 +155,14 @@ impl ShipClient {
             url: settings.url.trim().to_owned(),
             auth: settings.auth.clone(),
             timeout: settings.timeout,
+            observer: None,
         })
+    }
+
+    /// Tells `observer` whether each call found the server working ([`ShipError::shows_server_works`]).
+    pub fn observed_by(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The endpoint's URL.
@@ -299,6 +310,12 @@ impl ShipClient {
         let started = std::time::Instant::now();
         let result = self.call_unmeasured(request, params).await;
         platform::metrics::record_external_call("salto", request, started, result.is_ok());
+        if let Some(observer) = &self.observer {
+            match &result {
+                Err(error) if !error.shows_server_works() => observer.failed(&error.to_string()),
+                _ => observer.answered(),
+            }
+        }
         result
     }
 

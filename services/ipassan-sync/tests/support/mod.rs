@@ -38,6 +38,10 @@ pub struct Options {
     pub in_process: bool,
     /// The simulator is the deployment's default tenant (off: no default at all).
     pub default_tenant: bool,
+    /// Each tenant's bulkhead.
+    pub connections: platform::bulkhead::ConnectionSettings,
+    /// Serve `/metrics` (and the health checks) on a free port.
+    pub health_port: bool,
 }
 
 impl Default for Options {
@@ -47,6 +51,8 @@ impl Default for Options {
             timeout_secs: 5,
             in_process: true,
             default_tenant: true,
+            connections: Default::default(),
+            health_port: false,
         }
     }
 }
@@ -60,6 +66,8 @@ pub struct Harness {
     pub results: EventTap,
     /// Everything published to `connecx.dead`.
     pub dead_letters: EventTap,
+    /// The first replica's health and metrics port, when asked for.
+    pub health_port: Option<u16>,
     settings: ipassan_sync::Settings,
     stop: CancellationToken,
 }
@@ -107,6 +115,7 @@ pub async fn start_with(options: Options) -> Harness {
                 client_secret: "connecx-secret".into(),
                 timeout_secs: options.timeout_secs,
             }),
+        connections: options.connections.clone(),
         secrets: platform::secrets::SecretsSettings {
             key: Some(SEALING_KEY.into()),
             previous_keys: None,
@@ -115,11 +124,15 @@ pub async fn start_with(options: Options) -> Harness {
             tiers: options.tiers.parse().unwrap(),
         },
         log: LogSettings::default(),
-        health: Default::default(),
+        health: platform::health::HealthSettings {
+            port: options.health_port.then_some(0),
+            host: "127.0.0.1".into(),
+        },
     };
     let stop = CancellationToken::new();
+    let mut health_port = None;
     if options.in_process {
-        spawn_service(settings.clone(), &stop).await;
+        health_port = spawn_service(settings.clone(), &stop).await;
         broker
             .wait_for_queue("ipassan-sync", Duration::from_secs(10))
             .await;
@@ -131,19 +144,22 @@ pub async fn start_with(options: Options) -> Harness {
         control,
         results,
         dead_letters,
+        health_port,
         settings,
         stop,
     }
 }
 
-async fn spawn_service(settings: ipassan_sync::Settings, stop: &CancellationToken) {
+async fn spawn_service(settings: ipassan_sync::Settings, stop: &CancellationToken) -> Option<u16> {
     let app = ipassan_sync::Application::build(settings).await.unwrap();
+    let port = app.health_port();
     let token = stop.clone();
     tokio::spawn(async move {
         app.run_until_stopped(async move { token.cancelled().await })
             .await
             .unwrap()
     });
+    port
 }
 
 fn seed() -> Seed {
@@ -314,6 +330,17 @@ impl Harness {
     /// Starts one more replica of the service on the same database and queue.
     pub async fn add_replica(&self) {
         spawn_service(self.settings.clone(), &self.stop).await;
+    }
+
+    /// The first replica's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let port = self.health_port.expect("started with a health port");
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The settings the service runs with.

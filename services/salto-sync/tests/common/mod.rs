@@ -38,6 +38,8 @@ pub struct Harness {
     pub cleaner: CleanerSettings,
     /// The simulator is the deployment's default server (off: no default at all).
     pub default_server: bool,
+    /// Each server's bulkhead (change before starting more replicas).
+    pub connections: platform::bulkhead::ConnectionSettings,
     stop: CancellationToken,
 }
 
@@ -110,6 +112,7 @@ impl Harness {
             tap,
             cleaner,
             default_server,
+            connections: platform::bulkhead::ConnectionSettings::default(),
             stop: CancellationToken::new(),
         };
         harness
@@ -124,10 +127,6 @@ impl Harness {
         for _ in 0..replicas {
             harness.start_replica().await;
         }
-        harness
-            .broker
-            .wait_for_queue("salto-sync", Duration::from_secs(20))
-            .await;
         harness
     }
 
@@ -155,6 +154,7 @@ impl Harness {
                 password: None,
                 timeout_secs: 1,
             }),
+            connections: self.connections.clone(),
             secrets: platform::secrets::SecretsSettings {
                 key: Some(SEALING_KEY.into()),
                 previous_keys: None,
@@ -178,6 +178,9 @@ impl Harness {
                 .await
                 .expect("salto-sync stops cleanly");
         });
+        self.broker
+            .wait_for_queue("salto-sync", Duration::from_secs(20))
+            .await;
     }
 
     pub async fn control(&self, path: &str, body: Value) -> Value {
