@@ -3,6 +3,7 @@
 //! vhost and a real SMTP sink. Tests drive it through booking-api's HTTP API like the app does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fleet;
 pub mod soak;
 
 use std::time::Duration;
