@@ -384,11 +384,24 @@ impl Fleet {
             .await;
     }
 
-    /// The operator points the bay building's Salto at `url` (with a SHIP key, or none).
+    /// The operator points the bay building's Salto at `url` (with a SHIP key, or none), with a
+    /// timeout of 2 s per SHIP call.
     pub async fn connect_bay_salto(&self, url: &str, key: Option<&str>) {
+        self.connect_bay_salto_with_timeout(url, key, 2).await;
+    }
+
+    /// As [`Fleet::connect_bay_salto`], with `timeout_secs` per SHIP call.
+    pub async fn connect_bay_salto_with_timeout(
+        &self,
+        url: &str,
+        key: Option<&str>,
+        timeout_secs: u64,
+    ) {
         let body = match key {
-            Some(key) => json!({"url": url, "auth_kind": "key", "key": key, "timeout_secs": 2}),
-            None => json!({"url": url, "auth_kind": "none", "timeout_secs": 2}),
+            Some(key) => {
+                json!({"url": url, "auth_kind": "key", "key": key, "timeout_secs": timeout_secs})
+            }
+            None => json!({"url": url, "auth_kind": "none", "timeout_secs": timeout_secs}),
         };
         let (status, answer) = self
             .send(

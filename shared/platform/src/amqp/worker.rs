@@ -109,8 +109,9 @@ pub enum Disposition {
 }
 
 /// The longest a waiting message waits between two looks: the longest tier not over this, so a
-/// system that comes back is used again within minutes, whatever the retry tiers.
-pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// system that comes back is used again within about a minute, whatever the retry tiers. A
+/// waiting message costs one cheap refusal per look.
+pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn decide(
     outcome: &Result<(), HandlerError>,
@@ -673,11 +674,11 @@ mod tests {
             decide(&waiting, 2, 500, &tiers()),
             Disposition::Wait { tier: 2, .. }
         ));
-        // But never in a tier longer than five minutes.
+        // But never in a tier longer than a minute.
         let production: RetryTiers = "10s,1m,5m,30m,2h".parse().unwrap();
         assert!(matches!(
             decide(&waiting, 0, 9, &production),
-            Disposition::Wait { tier: 3, .. }
+            Disposition::Wait { tier: 2, .. }
         ));
     }
 
