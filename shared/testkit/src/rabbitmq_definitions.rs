@@ -1,4 +1,4 @@
-//! The RabbitMQ topology of DESIGN §4 as a definitions document, for ops.
+//! The RabbitMQ topology of docs/architecture.md, "Messaging topology" as a definitions document, for ops.
 //!
 //! Every service declares its exchanges and queues at start (`platform::amqp::topology`); ops also
 //! want the same topology as a file they can load into a broker before any service runs

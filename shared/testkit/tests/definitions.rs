@@ -1,4 +1,4 @@
-//! `deploy/rabbitmq/definitions.json` stays the topology the services declare (DESIGN §4).
+//! `deploy/rabbitmq/definitions.json` stays the topology the services declare (docs/architecture.md, "Messaging topology").
 //!
 //! Three angles: the committed file is what the code generates (`devstack --print-definitions`);
 //! what `platform` declares on an empty broker is exactly the file; and services start on a

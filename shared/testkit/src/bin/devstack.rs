@@ -4,10 +4,12 @@
 //! It expects PostgreSQL and RabbitMQ to run locally and says which command starts them when
 //! they do not answer; it creates the `connecx` database if it is missing. Then it starts, from
 //! the directory it was itself built into, the `mail-sink` and the four services with their
-//! `CONNECX__*` settings (DESIGN §10), and prints every line they write prefixed with their
-//! name. Once booking-api is ready it seeds a demo building through booking-api's own admin API
-//! (so the demo exercises the real code path, outbox included) and prints a `curl` that books a
-//! visitor as a resident, with a token ready to paste.
+//! `CONNECX__*` settings (docs/architecture.md, "Configuration and operation"), and prints every line they write prefixed with their
+//! name. Once booking-api is ready it seeds two demo buildings through booking-api's own API (so
+//! the demo exercises the real code path, outbox included): `demo`, on the deployment's default
+//! iPassan tenant and Salto server, and `bay`, which an operator connects to its own tenant and
+//! server (two more simulators). It prints a `curl` that books a visitor as a resident, with a
+//! token ready to paste.
 //!
 //! The children run in process groups of their own, so a Ctrl-C in the terminal reaches only
 //! devstack, which then stops them in order: the services first (SIGTERM, SIGKILL after a grace
@@ -43,6 +45,8 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 /// Only for this machine: booking-api trusts tokens signed with it.
 const DEV_JWT_SECRET: &str = "connecx-devstack-local-only-secret-do-not-deploy";
+/// Only for this machine: `CONNECX__SECRETS__KEY` of the services (32 bytes, base64).
+const DEV_SEALING_KEY: &str = "ZGV2c3RhY2stbG9jYWwtb25seS1zZWFsaW5nLWtleSE=";
 const MAIL_SINK: &str = "mail-sink";
 const START_POSTGRES: &str =
     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
@@ -71,6 +75,12 @@ struct Args {
     /// The Salto SHIP simulator's port.
     #[arg(long, default_value_t = 8091)]
     salto_port: u16,
+    /// The bay building's own iPassan tenant (a second simulator).
+    #[arg(long, default_value_t = 8092)]
+    ipassan_bay_port: u16,
+    /// The bay building's own Salto server (a second simulator, wanting a SHIP key).
+    #[arg(long, default_value_t = 8093)]
+    salto_bay_port: u16,
     /// HS256 secret booking-api checks tokens with and devstack signs the demo tokens with
     /// [default: a fixed secret for local use only].
     #[arg(
@@ -182,7 +192,13 @@ async fn start_demo(stack: &mut Stack, args: &Args) -> Result<(), Ending> {
             .context("cannot build an HTTP client")?;
         wait_until_ready(&client, &api, Duration::from_secs(args.ready_timeout)).await?;
         seed_simulators(&client, args).await?;
-        let tokens = seed_demo(&client, &api, &args.jwt_secret).await?;
+        let tokens = seed_demo(
+            &client,
+            &api,
+            &args.jwt_secret,
+            (args.ipassan_bay_port, args.salto_bay_port),
+        )
+        .await?;
         let window = tomorrow_evening(Utc::now(), demo::TIMEZONE)?;
         Ok::<_, anyhow::Error>((tokens, window))
     };
@@ -243,15 +259,23 @@ async fn stop_requested() {
 
 /// One process devstack starts: a binary next to devstack, its arguments and its settings.
 struct ChildSpec {
+    /// What its lines are prefixed with.
     name: &'static str,
+    binary: &'static str,
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
 }
 
 impl ChildSpec {
     fn new(name: &'static str) -> Self {
+        Self::instance(name, name)
+    }
+
+    /// Another instance of `binary`, called `name`.
+    fn instance(binary: &'static str, name: &'static str) -> Self {
         Self {
             name,
+            binary,
             args: Vec::new(),
             env: Vec::new(),
         }
@@ -267,10 +291,15 @@ impl ChildSpec {
         self
     }
 
-    /// The settings every service reads (DESIGN §10).
+    /// The settings every service reads (docs/architecture.md, "Configuration and operation").
     fn with_database_and_broker(self, args: &Args) -> Self {
         self.env("CONNECX__DATABASE__URL", &args.database_url)
             .env("CONNECX__AMQP__URL", &args.amqp_url)
+    }
+
+    /// The key that seals buildings' connection secrets (local use only).
+    fn with_sealing_key(self) -> Self {
+        self.env("CONNECX__SECRETS__KEY", DEV_SEALING_KEY)
     }
 }
 
@@ -291,8 +320,17 @@ fn children(args: &Args) -> Vec<ChildSpec> {
             .arg(args.salto_port)
             .arg("--timezone")
             .arg(demo::TIMEZONE.name()),
+        ChildSpec::instance("ipassan-sim", "ipassan-bay")
+            .arg("--port")
+            .arg(args.ipassan_bay_port),
+        ChildSpec::instance("salto-sim", "salto-bay")
+            .arg("--port")
+            .arg(args.salto_bay_port)
+            .arg("--timezone")
+            .arg(demo::TIMEZONE.name()),
         ChildSpec::new("booking-api")
             .with_database_and_broker(args)
+            .with_sealing_key()
             // Only this machine: the demo secret must not open the API to the network.
             .env("CONNECX__HTTP__HOST", "127.0.0.1")
             .env("CONNECX__HTTP__PORT", args.http_port)
@@ -308,6 +346,7 @@ fn children(args: &Args) -> Vec<ChildSpec> {
             ),
         ChildSpec::new("ipassan-sync")
             .with_database_and_broker(args)
+            .with_sealing_key()
             .env(
                 "CONNECX__IPASSAN__BASE_URL",
                 format!("http://127.0.0.1:{}", args.ipassan_port),
@@ -319,6 +358,7 @@ fn children(args: &Args) -> Vec<ChildSpec> {
             ),
         ChildSpec::new("salto-sync")
             .with_database_and_broker(args)
+            .with_sealing_key()
             .env(
                 "CONNECX__SALTO__URL",
                 format!("http://127.0.0.1:{}/", args.salto_port),
@@ -343,11 +383,12 @@ fn bin_dir(args: &Args, children: &[ChildSpec]) -> anyhow::Result<PathBuf> {
             .map(Path::to_path_buf)
             .context("devstack has no parent directory; pass --bin-dir")?,
     };
-    let missing: Vec<&str> = children
+    let mut missing: Vec<&str> = children
         .iter()
-        .map(|child| child.name)
-        .filter(|name| !dir.join(name).is_file())
+        .map(|child| child.binary)
+        .filter(|binary| !dir.join(binary).is_file())
         .collect();
+    missing.dedup();
     if !missing.is_empty() {
         bail!(
             "{} not built in {}. Build everything with `cargo build --workspace --bins` \
@@ -439,6 +480,8 @@ fn check_ports_free(args: &Args) -> anyhow::Result<()> {
         (args.mail_port, "--mail-port"),
         (args.ipassan_port, "--ipassan-port"),
         (args.salto_port, "--salto-port"),
+        (args.ipassan_bay_port, "--ipassan-bay-port"),
+        (args.salto_bay_port, "--salto-bay-port"),
     ] {
         // The wildcard address collides with a listener on any local address.
         if let Err(error) = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
@@ -499,6 +542,50 @@ async fn seed_simulators(client: &reqwest::Client, args: &Args) -> anyhow::Resul
         bail!("seeding salto-sim answered {status}:\n{body}");
     }
     say("seeded salto-sim with the apartment's access level and the games room's zone");
+
+    // The bay building's own tenant and server.
+    let tenant = json!({
+        "sites": {bay::IPASSAN_SITE: {
+            "timezone": demo::TIMEZONE.name(),
+            "persons": [{"id": bay::IPASSAN_PERSON, "type": 1, "firstName": "Carla",
+                         "lastName": "Resident", "email": "carla@bay.connecx.example",
+                         "accessProfileId": bay::IPASSAN_PROFILE}],
+            "profiles": {bay::IPASSAN_PROFILE: [bay::IPASSAN_DOOR, bay::APARTMENT]},
+        }},
+        "clients": [{"client_id": bay::IPASSAN_CLIENT_ID,
+                     "client_secret": bay::IPASSAN_CLIENT_SECRET,
+                     "sites": [bay::IPASSAN_SITE]}],
+    });
+    seed_simulator(client, "ipassan-bay", args.ipassan_bay_port, tenant).await?;
+    let server = json!({
+        "timezone": demo::TIMEZONE.name(),
+        "groups": [{"ext_id": bay::ACCESS_LEVEL, "name": "Bay apartment 201"}],
+        "zones": [{"ext_id": demo::ZONE, "name": "Bay games room"}],
+        "auth": {"kind": "key", "key": bay::SHIP_KEY},
+    });
+    seed_simulator(client, "salto-bay", args.salto_bay_port, server).await?;
+    say("seeded the bay building's own iPassan tenant and Salto server (which wants a SHIP key)");
+    Ok(())
+}
+
+async fn seed_simulator(
+    client: &reqwest::Client,
+    name: &str,
+    port: u16,
+    seed: serde_json::Value,
+) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{port}/_sim/seed");
+    let response = client
+        .post(&url)
+        .json(&seed)
+        .send()
+        .await
+        .with_context(|| format!("seeding {name}: POST {url} failed"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        bail!("seeding {name} answered {status}:\n{body}");
+    }
     Ok(())
 }
 
@@ -526,30 +613,59 @@ mod demo {
     pub const UNSYNCED_RESIDENT: &str = "res-bob";
 }
 
+/// The second demo building, on its own iPassan tenant and Salto server (connected by an
+/// operator through booking-api, like connecX staff would).
+mod bay {
+    pub const BUILDING: &str = "bay";
+    pub const MANAGER: &str = "manager-bay";
+    pub const MANAGER_EMAIL: &str = "manager@bay.connecx.example";
+    pub const IPASSAN_SITE: &str = "bay-site";
+    pub const APARTMENT: &str = "apt-201";
+    pub const ACCESS_LEVEL: &str = "AL-APT-201";
+    pub const RESIDENT: &str = "res-carla";
+    pub const IPASSAN_PERSON: &str = "p-2001";
+    pub const IPASSAN_PROFILE: &str = "ap-apt-201";
+    pub const IPASSAN_DOOR: &str = "bay-entrance";
+    pub const IPASSAN_CLIENT_ID: &str = "connecx-bay";
+    pub const IPASSAN_CLIENT_SECRET: &str = "bay-tenant-local-only";
+    pub const SHIP_KEY: &str = "bay-ship-key-local-only";
+    pub const OPERATOR: &str = "operator-demo";
+}
+
 /// Tokens for the demo's people, valid for [`TOKEN_LIFETIME`].
 struct DemoTokens {
     manager: String,
     synced_resident: String,
     unsynced_resident: String,
+    bay_resident: String,
+    operator: String,
 }
 
-/// The claims booking-api reads (DESIGN §6).
+/// The claims booking-api reads (docs/architecture.md, "Services and what each owns").
 #[derive(Serialize)]
 struct Claims<'a> {
     sub: &'a str,
     role: Role,
+    #[serde(skip_serializing_if = "str::is_empty")]
     building_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     apartment_id: Option<&'a str>,
     exp: i64,
 }
 
-fn mint(secret: &str, sub: &str, role: Role, apartment_id: Option<&str>) -> anyhow::Result<String> {
+/// A token of `sub` in `building` (none for an operator).
+fn mint(
+    secret: &str,
+    sub: &str,
+    role: Role,
+    building: &str,
+    apartment_id: Option<&str>,
+) -> anyhow::Result<String> {
     let lifetime = chrono::Duration::from_std(TOKEN_LIFETIME).context("token lifetime")?;
     let claims = Claims {
         sub,
         role,
-        building_id: demo::BUILDING,
+        building_id: building,
         apartment_id,
         exp: (Utc::now() + lifetime).timestamp(),
     };
@@ -589,21 +705,32 @@ async fn seed_demo(
     client: &reqwest::Client,
     api: &str,
     secret: &str,
+    (ipassan_bay_port, salto_bay_port): (u16, u16),
 ) -> anyhow::Result<DemoTokens> {
     let tokens = DemoTokens {
-        manager: mint(secret, demo::MANAGER, Role::Manager, None)?,
+        manager: mint(secret, demo::MANAGER, Role::Manager, demo::BUILDING, None)?,
         synced_resident: mint(
             secret,
             demo::SYNCED_RESIDENT,
             Role::Resident,
+            demo::BUILDING,
             Some(demo::APARTMENT),
         )?,
         unsynced_resident: mint(
             secret,
             demo::UNSYNCED_RESIDENT,
             Role::Resident,
+            demo::BUILDING,
             Some(demo::APARTMENT),
         )?,
+        bay_resident: mint(
+            secret,
+            bay::RESIDENT,
+            Role::Resident,
+            bay::BUILDING,
+            Some(bay::APARTMENT),
+        )?,
+        operator: mint(secret, bay::OPERATOR, Role::Operator, "", None)?,
     };
     let admin = Admin {
         client,
@@ -659,6 +786,77 @@ async fn seed_demo(
     say(&format!(
         "seeded building `{}` through booking-api's admin API",
         demo::BUILDING
+    ));
+
+    let bay_manager = mint(secret, bay::MANAGER, Role::Manager, bay::BUILDING, None)?;
+    let admin = Admin {
+        client,
+        api,
+        token: &bay_manager,
+    };
+    admin
+        .put(
+            &format!("/v1/buildings/{}", bay::BUILDING),
+            json!({
+                "name": "Bay Towers",
+                "timezone": demo::TIMEZONE.name(),
+                "manager_emails": [bay::MANAGER_EMAIL],
+                "double_booking_policy": "auto",
+            }),
+        )
+        .await?;
+    admin
+        .put(
+            &format!("/v1/apartments/{}", bay::APARTMENT),
+            json!({ "access_control_id": bay::ACCESS_LEVEL }),
+        )
+        .await?;
+    admin
+        .put(
+            &format!("/v1/facilities/{}", demo::FACILITY),
+            json!({ "name": "Games room", "access_control_facility_id": demo::ZONE }),
+        )
+        .await?;
+    admin
+        .put(
+            &format!("/v1/residents/{}", bay::RESIDENT),
+            json!({
+                "name": "Carla Resident",
+                "email": "carla@bay.connecx.example",
+                "apartment_id": bay::APARTMENT,
+                "ipassan_person_id": bay::IPASSAN_PERSON,
+            }),
+        )
+        .await?;
+    let operator = Admin {
+        client,
+        api,
+        token: &tokens.operator,
+    };
+    operator
+        .put(
+            &format!("/v1/buildings/{}/connections/ipassan", bay::BUILDING),
+            json!({
+                "base_url": format!("http://127.0.0.1:{ipassan_bay_port}"),
+                "client_id": bay::IPASSAN_CLIENT_ID,
+                "client_secret": bay::IPASSAN_CLIENT_SECRET,
+                "site": bay::IPASSAN_SITE,
+            }),
+        )
+        .await?;
+    operator
+        .put(
+            &format!("/v1/buildings/{}/connections/salto", bay::BUILDING),
+            json!({
+                "url": format!("http://127.0.0.1:{salto_bay_port}/"),
+                "auth_kind": "key",
+                "key": bay::SHIP_KEY,
+            }),
+        )
+        .await?;
+    say(&format!(
+        "seeded building `{}`, connected by an operator to its own iPassan tenant and Salto server",
+        bay::BUILDING
     ));
     Ok(tokens)
 }
@@ -772,6 +970,15 @@ curl -sS -w '\n' {api}/v1/visitor-bookings/<id> -H "Authorization: Bearer $CONNE
     {bob_token}
   Manager token (admin PUTs, facility bookings):
     {manager_token}
+
+A second building, `{bay}` (Bay Towers), is on its own iPassan tenant (port {ipassan_bay_port}) and
+Salto server (port {salto_bay_port}, which wants a SHIP key), connected by an operator. Book the
+same way as its resident {carla}:
+  export CONNECX_BAY_TOKEN='{carla_token}'
+and look at (or check) its connections as the operator — secrets are never shown:
+  export CONNECX_OPERATOR_TOKEN='{operator_token}'
+curl -sS -w '\n' {api}/v1/buildings/{bay}/connections/salto -H "Authorization: Bearer $CONNECX_OPERATOR_TOKEN"
+curl -sS -w '\n' -X POST {api}/v1/buildings/{bay}/connections/salto/check -H "Authorization: Bearer $CONNECX_OPERATOR_TOKEN"
 Ctrl-C stops everything.
 {rule}
 "#,
@@ -794,6 +1001,12 @@ Ctrl-C stops everything.
         inside = (starts_at + chrono::Duration::minutes(30)).to_rfc3339(),
         door = demo::IPASSAN_DOOR,
         site = demo::IPASSAN_SITE,
+        bay = bay::BUILDING,
+        carla = bay::RESIDENT,
+        carla_token = tokens.bay_resident,
+        operator_token = tokens.operator,
+        ipassan_bay_port = args.ipassan_bay_port,
+        salto_bay_port = args.salto_bay_port,
     );
 }
 
@@ -833,7 +1046,7 @@ impl Stack {
     }
 
     fn spawn(&mut self, bin_dir: &Path, spec: ChildSpec) -> anyhow::Result<()> {
-        let program = bin_dir.join(spec.name);
+        let program = bin_dir.join(spec.binary);
         let mut command = Command::new(&program);
         command
             .args(&spec.args)
@@ -1033,7 +1246,14 @@ mod tests {
 
     #[test]
     fn a_demo_token_carries_the_claims_booking_api_reads() {
-        let token = mint(DEV_JWT_SECRET, "res-alice", Role::Resident, Some("apt-101")).unwrap();
+        let token = mint(
+            DEV_JWT_SECRET,
+            "res-alice",
+            Role::Resident,
+            "demo",
+            Some("apt-101"),
+        )
+        .unwrap();
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         let claims = jsonwebtoken::decode::<serde_json::Value>(
