@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 SERVICES = {"booking-api": "api", "ipassan-sync": "worker", "salto-sync": "worker", "notifier": "worker"}
 WORKERS = [name for name, kind in SERVICES.items() if kind == "worker"]
-# The queue each worker consumes (DESIGN §4); the notifier also drains the dead letters.
+# The queue each worker consumes (docs/architecture.md, "Messaging topology"); the notifier also drains the dead letters.
 WORKER_QUEUES = {"ipassan-sync": ["ipassan-sync"], "salto-sync": ["salto-sync"],
                  "notifier": ["notifier", "notifier.dead-letters"]}
 
-# Every configuration key the services read (README "Configuration", DESIGN §10 and the settings
+# Every configuration key the services read (README "Configuration", docs/architecture.md, "Configuration and operation" and the settings
 # structs). A CONNECX__ key outside this list is a typo the services would silently ignore.
 KNOWN_KEYS = {
     "CONNECX__DATABASE__URL", "CONNECX__DATABASE__MAX_CONNECTIONS",

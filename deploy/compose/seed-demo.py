@@ -48,7 +48,7 @@ def b64url(data: bytes) -> str:
 
 
 def mint(sub: str, role: str, apartment_id: str | None = None) -> str:
-    """An HS256 token with the claims booking-api reads (DESIGN §6)."""
+    """An HS256 token with the claims booking-api reads (docs/architecture.md, "Services and what each owns")."""
     claims = {
         "sub": sub,
         "role": role,

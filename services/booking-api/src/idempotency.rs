@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on booking creation (DESIGN §6).
+//! `Idempotency-Key` on booking creation (docs/architecture.md, "Services and what each owns").
 //!
 //! A key is the caller's (building, user) own. The first request with a key records, in the
 //! same transaction that creates the booking, a fingerprint of the request and the booking it

@@ -1,4 +1,4 @@
-//! booking-api: the connecX booking service (DESIGN §6).
+//! booking-api: the connecX booking service (docs/architecture.md, "Services and what each owns").
 //!
 //! An axum JSON API for visitor and facility bookings and the building directory; every write
 //! stores its event in a transactional outbox that a relay publishes to RabbitMQ; a consumer of

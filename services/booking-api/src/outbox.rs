@@ -1,4 +1,4 @@
-//! The transactional outbox (DESIGN §6): every write stores its event in the same transaction as
+//! The transactional outbox (docs/architecture.md, "Services and what each owns"): every write stores its event in the same transaction as
 //! the change ([`enqueue`]), and the relay ([`Relay`]) publishes stored events to RabbitMQ with
 //! publisher confirms, then marks them sent.
 //!

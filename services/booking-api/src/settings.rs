@@ -1,4 +1,4 @@
-//! booking-api's configuration (docs/configuration.md): the shared keys plus `auth`, `outbox`,
+//! booking-api's configuration (the README, "Configuration"): the shared keys plus `auth`, `outbox`,
 //! `secrets` (the key that seals buildings' connection secrets) and whether the deployment has a
 //! default iPassan and Salto (`CONNECX__IPASSAN__BASE_URL`, `CONNECX__SALTO__URL`: booking-api
 //! reads only whether they are set, to refuse bookings of buildings connected to neither).

@@ -1,4 +1,4 @@
-//! Event snapshots (DESIGN §5): the full state a consumer needs, read from the database inside the
+//! Event snapshots (docs/architecture.md, "The version rule"): the full state a consumer needs, read from the database inside the
 //! writing transaction and put in a `contracts::Envelope`. Consumers never call booking-api back,
 //! so everything they use — building and its time zone, manager emails, iPassan site, policy, the
 //! window in UTC and building-local time, resident, visitor or facility and apartment with their

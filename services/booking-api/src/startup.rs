@@ -1,6 +1,6 @@
 //! Building and running the service: the database (migrated), the HTTP listener, and the three
 //! long-running parts — HTTP server, outbox relay and results consumer — plus the notification
-//! listener they share, all stopped by one shutdown future (DESIGN §10).
+//! listener they share, all stopped by one shutdown future (docs/architecture.md, "Configuration and operation").
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! `Prefer: wait=N`: hold a creation's answer until the booking's access outcome is known, or
-//! N seconds pass (DESIGN §6). The results consumer NOTIFYs after applying a result; every
+//! N seconds pass (docs/architecture.md, "Services and what each owns"). The results consumer NOTIFYs after applying a result; every
 //! replica hears it (see [`crate::notifications`]), so the request waits correctly whichever
 //! replica took it. The state is read after subscribing, so a result landing in between is not
 //! missed.

@@ -1,5 +1,5 @@
 //! What to do for a booking, decided from the stored latest snapshot and what this worker last
-//! did for it (DESIGN §5, §7) — before any I/O ([`next_step`]) and after it ([`result_to_publish`]).
+//! did for it (docs/architecture.md, "The version rule" and "Visitor bookings and iPassan") — before any I/O ([`next_step`]) and after it ([`result_to_publish`]).
 //! Plain functions of their inputs, so the version rule, idempotency and the granted/updated
 //! choice are tested without iPassan, a database or a broker.
 

@@ -1,4 +1,4 @@
-//! One `visitor_booking.*` message = one step (DESIGN §5, §7): record the snapshot under the
+//! One `visitor_booking.*` message = one step (docs/architecture.md, "The version rule" and "Visitor bookings and iPassan"): record the snapshot under the
 //! version rule, then — holding the booking's lock — act on the *stored latest* snapshot, never
 //! on the message in hand: ensure or revoke the iPassan visitor, publish the result event, and
 //! record what was done so a duplicate changes nothing and publishes nothing twice.

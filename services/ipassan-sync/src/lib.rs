@@ -1,4 +1,4 @@
-//! ipassan-sync: visitor bookings → iPassan visitors with a PIN (DESIGN §7).
+//! ipassan-sync: visitor bookings → iPassan visitors with a PIN (docs/architecture.md, "Visitor bookings and iPassan").
 //!
 //! For each `visitor_booking.*` event the worker converges iPassan to the latest version of the
 //! booking it has seen: a booking with "provide access" gets a visitor attached to the resident,

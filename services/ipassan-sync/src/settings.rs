@@ -1,4 +1,4 @@
-//! The service's settings (docs/configuration.md): the shared database, broker, retry and log
+//! The service's settings (the README, "Configuration"): the shared database, broker, retry and log
 //! sections, `CONNECX__IPASSAN__*` for the deployment's default iPassan tenant (optional: a
 //! deployment whose buildings all have their own needs none), and `CONNECX__SECRETS__*` to open
 //! the buildings' own tenants' sealed secrets. Checked at start, so a bad key stops the service

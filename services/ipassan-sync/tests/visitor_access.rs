@@ -1,5 +1,5 @@
 //! A visitor booking becomes an iPassan visitor with a PIN, follows reschedules and
-//! cancellations, and converges under duplicates and out-of-order versions (DESIGN §5, §7).
+//! cancellations, and converges under duplicates and out-of-order versions (docs/architecture.md, "The version rule" and "Visitor bookings and iPassan").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

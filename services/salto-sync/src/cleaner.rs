@@ -1,4 +1,4 @@
-//! The nightly cleaner (DESIGN §8). Salto never removes an expired permission by itself, and
+//! The nightly cleaner (docs/architecture.md, "Facility bookings and the ledger"). Salto never removes an expired permission by itself, and
 //! while one stays, the apartment cannot be granted that zone again. So once a night per building,
 //! after the building-local clearing time (default 00:05), the cleaner removes every permission
 //! whose Period has ended, publishes `facility_access.expired`, grants the bookings waiting for

@@ -1,4 +1,4 @@
-//! salto-sync: facility bookings → SALTO ProAccess SPACE zone permissions (DESIGN §8).
+//! salto-sync: facility bookings → SALTO ProAccess SPACE zone permissions (docs/architecture.md, "Facility bookings and the ledger").
 //!
 //! It consumes `facility_booking.*`, keeps the permission ledger in its schema (who holds each
 //! (access level, zone) slot, who waits for it), makes Salto match the ledger through SHIP, and

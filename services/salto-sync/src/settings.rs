@@ -1,4 +1,4 @@
-//! salto-sync's settings (DESIGN §10): the shared sections plus the SHIP endpoint
+//! salto-sync's settings (docs/architecture.md, "Configuration and operation"): the shared sections plus the SHIP endpoint
 //! (`CONNECX__SALTO__*`) and the nightly cleaner (`CONNECX__CLEANER__*`). Checked at start, with
 //! messages naming the environment variable to fix; secrets never appear in `Debug`.
 

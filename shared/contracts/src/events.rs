@@ -1,4 +1,4 @@
-//! Event envelope and payloads (DESIGN §5).
+//! Event envelope and payloads (docs/architecture.md, "The version rule").
 //!
 //! An event is `{event_id, type, occurred_at, booking_id, version, data}`. `type` is also the AMQP
 //! routing key, and ends in its schema version (`.v1`): a change that breaks a consumer gets a new
@@ -233,7 +233,7 @@ pub struct Building {
     pub connection_versions: ConnectionVersions,
 }
 
-/// What happens to a second facility booking while Salto already holds the slot (DESIGN §8).
+/// What happens to a second facility booking while Salto already holds the slot (docs/architecture.md, "Facility bookings and the ledger").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DoubleBookingPolicy {
@@ -375,7 +375,7 @@ pub struct FacilityAccessResult {
 }
 
 /// Payload of `facility_request.refused.v1`: a facility booking booking-api refused at once
-/// because something only a manager can set is missing (DESIGN §6: a facility or apartment
+/// because something only a manager can set is missing (docs/architecture.md, "Services and what each owns": a facility or apartment
 /// without its Access Control ID). Nothing was stored; the envelope's `booking_id` is the id the
 /// booking would have had, quoted to the manager as a reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! Exchange, queue and header names (DESIGN §4).
+//! Exchange, queue and header names (docs/architecture.md, "Messaging topology").
 //!
 //! Each consuming service owns one durable quorum queue bound to the routing keys it needs; retry
 //! tiers and dead letters hang off that queue. The names live here, once, so that a service and

@@ -1,4 +1,4 @@
-//! Configuration loading (DESIGN §10).
+//! Configuration loading (docs/architecture.md, "Configuration and operation").
 //!
 //! Layers, later ones winning: the settings' own defaults (serde), `config/default.toml`,
 //! `config/{CONNECX_ENVIRONMENT}.toml` (default `local`), then environment variables

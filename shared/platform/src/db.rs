@@ -1,4 +1,4 @@
-//! PostgreSQL: one database, one schema per service (DESIGN §2).
+//! PostgreSQL: one database, one schema per service (docs/architecture.md, "Services and what each owns").
 //!
 //! A service's pool has `search_path` set to its own schema, so its SQL and its sqlx migration
 //! table live there and no service can read another's tables by accident.

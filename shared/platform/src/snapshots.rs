@@ -1,4 +1,4 @@
-//! The version rule of DESIGN §5, shared by every worker: store an event's snapshot only if its
+//! The version rule of docs/architecture.md, "The version rule", shared by every worker: store an event's snapshot only if its
 //! version is newer than the one held, then act on the stored latest snapshot — never on the
 //! message in hand — so a late or retried message cannot push an older truth out.
 //!

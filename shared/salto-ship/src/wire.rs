@@ -1,4 +1,4 @@
-//! The XML shapes of SHIP (contracts/salto-ship.md), as serde types for quick-xml. They stay
+//! The XML shapes of SHIP (docs/contracts/salto-ship.md), as serde types for quick-xml. They stay
 //! inside the client: the rest of the service sees [`super::Group`], [`super::ZonePermission`]
 //! and friends. Values travel as text and are read by the client, so an odd value is a clear
 //! protocol error rather than a panic; unknown elements in answers are ignored.

@@ -1,4 +1,4 @@
-//! The iPassan API as `contracts/ipassan.md` fixes it: the token endpoint, persons and visitors
+//! The iPassan API as `docs/contracts/ipassan.md` fixes it: the token endpoint, persons and visitors
 //! under `/api/v1/access/site/{site}`. Each handler checks the bearer token and the site grant
 //! first (401, then 403), then applies the contract's rules to the [`World`].
 

@@ -1,4 +1,4 @@
-//! ipassan-sim: a stand-in for iPassan that follows `shared/contracts/ipassan.md` to the letter
+//! ipassan-sim: a stand-in for iPassan that follows `docs/contracts/ipassan.md` to the letter
 //! (tokens, site scoping, persons, visitors with PINs, the error table), plus the control API of
 //! the contract's last section (`/_sim/...`) so tests and the local run can seed it, move its
 //! clock, try PINs at doors and inject faults.

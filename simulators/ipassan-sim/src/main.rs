@@ -3,7 +3,7 @@
 use clap::Parser;
 use tokio::net::TcpListener;
 
-/// A stand-in for iPassan (shared/contracts/ipassan.md) with a /_sim control API.
+/// A stand-in for iPassan (docs/contracts/ipassan.md) with a /_sim control API.
 #[derive(Parser)]
 struct Args {
     /// Interface to listen on.

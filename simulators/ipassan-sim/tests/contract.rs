@@ -1,4 +1,4 @@
-//! The simulator follows `contracts/ipassan.md`, checked over HTTP as any client would see it.
+//! The simulator follows `docs/contracts/ipassan.md`, checked over HTTP as any client would see it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,5 +1,5 @@
 //! salto-sim: a stand-in for SALTO ProAccess SPACE that speaks SHIP over HTTP exactly as
-//! `contracts/salto-ship.md` fixes it, for the service tests, the end-to-end tests and the local
+//! `docs/contracts/salto-ship.md` fixes it, for the service tests, the end-to-end tests and the local
 //! run. SHIP requests are `POST`ed to any path outside `/_sim`; `/_sim` is the JSON control API
 //! (seed, state, clock, door check, fault injection, a manual "console" change).
 //!

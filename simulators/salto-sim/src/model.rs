@@ -1,5 +1,5 @@
 //! What the simulated Salto server holds — groups with their zone permissions, zones, timetables —
-//! and the rules the real server enforces on them (contracts/salto-ship.md): one permission per
+//! and the rules the real server enforces on them (docs/contracts/salto-ship.md): one permission per
 //! zone in a group, no unknown references, no period that ends before it starts, and expired
 //! permissions that stay until a client removes them. The door rule lives here too, because a test
 //! asks "does the card open?" rather than "what is in the list?".

@@ -3,7 +3,7 @@
 //! being `<Exception><Code>` in the body. Malformed XML is code 500, an unknown request 501, a
 //! request without its `Params` 502.
 //!
-//! The wire shapes here are the simulator's own reading of contracts/salto-ship.md, written apart
+//! The wire shapes here are the simulator's own reading of docs/contracts/salto-ship.md, written apart
 //! from salto-sync's client so that a drift between either and the contract shows up in tests.
 
 use chrono::NaiveDateTime;

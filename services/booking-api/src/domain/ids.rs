@@ -1,4 +1,4 @@
-//! connecX's own identifiers for buildings, apartments, facilities and residents (DESIGN §6).
+//! connecX's own identifiers for buildings, apartments, facilities and residents (docs/architecture.md, "Services and what each owns").
 //!
 //! They are strings the connecX backend chooses, limited to `[A-Za-z0-9_-]{1,64}` so they are safe
 //! in URLs, logs and the downstream systems' fields. Each kind has its own newtype so that a

@@ -492,7 +492,7 @@ pub async fn patch(
     }
     let building = registered_building(&mut tx, &row.building_id).await?;
     let window = facility_window(&building, starts_at, ends_at, patch.blamed_field())?;
-    // The IDs now in force apply to this change (DESIGN §6: a changed ID affects later operations).
+    // The IDs now in force apply to this change (docs/architecture.md, "Services and what each owns": a changed ID affects later operations).
     let facility = registered_facility(&mut tx, &row.building_id, &row.facility_id).await?;
     let apartment = registered_apartment(&mut tx, &row.building_id, &row.apartment_id).await?;
     let salto_reachable = building.salto_connected || app.defaults.salto;

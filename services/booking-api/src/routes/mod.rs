@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §6): routes, the layers around them, and what booking routes share.
+//! The HTTP API (docs/architecture.md, "Services and what each owns"): routes, the layers around them, and what booking routes share.
 
 pub mod admin;
 pub mod connections;

@@ -1,4 +1,4 @@
-//! Who may do what (DESIGN §6): 401 without a valid token, 403 out of scope, 404 for another
+//! Who may do what (docs/architecture.md, "Services and what each owns"): 401 without a valid token, 403 out of scope, 404 for another
 //! building's resources.
 
 use contracts::Role;

@@ -1,4 +1,4 @@
-//! RabbitMQ (DESIGN §4): connecting, declaring the topology, confirmed publishing, and the worker
+//! RabbitMQ (docs/architecture.md, "Messaging topology"): connecting, declaring the topology, confirmed publishing, and the worker
 //! runtime. This is the only place in the workspace that talks to lapin.
 
 mod headers;

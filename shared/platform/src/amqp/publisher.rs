@@ -1,4 +1,4 @@
-//! Confirmed publishing (DESIGN §4): every publish is `mandatory` and waits for the broker's
+//! Confirmed publishing (docs/architecture.md, "Messaging topology"): every publish is `mandatory` and waits for the broker's
 //! confirm. A message the broker could not route, or refused, is an error of the operation and
 //! never a silent success. The connection is made lazily and remade after any failure, so a
 //! broker restart costs the caller one failed publish, not a dead process.

@@ -1,4 +1,4 @@
-//! Declares exchanges and queues (DESIGN §4). Every service declares what it uses at start;
+//! Declares exchanges and queues (docs/architecture.md, "Messaging topology"). Every service declares what it uses at start;
 //! declarations are idempotent, so replicas and restarts agree. `deploy/rabbitmq/definitions.json`
 //! holds the same topology for ops.
 

@@ -1,4 +1,4 @@
-//! The worker runtime (DESIGN §4): consume a queue, hand each message to the service's handler,
+//! The worker runtime (docs/architecture.md, "Messaging topology"): consume a queue, hand each message to the service's handler,
 //! and act on the outcome — ack, retry through the tier queues, or dead-letter.
 //!
 //! A worker never loses a message: it acks only after the outcome is safely on the broker (the
