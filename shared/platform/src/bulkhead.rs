@@ -125,6 +125,8 @@ struct Inner {
     failing_since: Option<DateTime<Utc>>,
     last_error: String,
     last_failure: Option<Instant>,
+    /// When the connection last answered.
+    last_answer: Option<DateTime<Utc>>,
     /// Every building whose messages used this connection, as their latest snapshot had it.
     buildings: BTreeMap<String, Building>,
 }
@@ -205,6 +207,8 @@ pub struct Health {
     pub last_error: String,
     /// How long ago the last call failed.
     pub last_failure_ago: Option<Duration>,
+    /// When the connection last answered (this replica's calls).
+    pub last_answer: Option<DateTime<Utc>>,
     pub buildings: Vec<Building>,
 }
 
@@ -222,6 +226,7 @@ impl Bulkhead {
                 failing_since: None,
                 last_error: String::new(),
                 last_failure: None,
+                last_answer: None,
                 buildings: BTreeMap::new(),
             }),
         }
@@ -309,6 +314,7 @@ impl Bulkhead {
             failing_since: inner.failing_since,
             last_error: inner.last_error.clone(),
             last_failure_ago: inner.last_failure.map(|at| at.elapsed()),
+            last_answer: inner.last_answer,
             buildings: inner.buildings.values().cloned().collect(),
         }
     }
@@ -361,6 +367,7 @@ impl CallObserver for Bulkhead {
             failures_in_a_row: 0,
         };
         inner.failing_since = None;
+        inner.last_answer = Some(Utc::now());
         if changed {
             self.publish_state(&inner);
         }

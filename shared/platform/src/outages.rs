@@ -15,8 +15,10 @@
 //! CREATE UNIQUE INDEX connection_outages_open ON connection_outages (building_id)
 //!     WHERE recovered_at IS NULL;
 //! ```
-//! A replica whose own view of a connection is stale (it saw failures long ago, and no calls
-//! since) announces nothing: only failures seen within the alert time count.
+//! A replica whose own view of a connection is stale announces nothing: only failures seen within
+//! the alert time open an outage, and only an answer seen after the announcement ends it. Within
+//! the alert time after a recovery, no replica announces the building's connection down again
+//! (replicas see an outage end at slightly different times).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,8 +91,12 @@ impl OutageWatch {
                 }
                 Some(_) => {}
                 None => {
+                    let Some(answered_at) = health.last_answer else {
+                        continue;
+                    };
                     for building in &health.buildings {
-                        self.announce_recovery(&health, building).await?;
+                        self.announce_recovery(&health, answered_at, building)
+                            .await?;
                     }
                 }
             }
@@ -107,9 +113,15 @@ impl OutageWatch {
         // As PostgreSQL keeps it, so the recovery names the very same time.
         let since = since.trunc_subsecs(6);
         let mut tx = self.pool.begin().await?;
+        // Not within the alert time of a recovery: a replica that still sees the failures of an
+        // outage another replica has just seen end would otherwise announce it again (and the
+        // two would take turns). A connection that keeps failing is announced after that time.
         let claimed: Option<i64> = sqlx::query_scalar(
             "INSERT INTO connection_outages (building_id, endpoint, failing_since, last_error)
-             VALUES ($1, $2, $3, $4)
+             SELECT $1, $2, $3, $4
+              WHERE NOT EXISTS (SELECT 1 FROM connection_outages
+                                 WHERE building_id = $1
+                                   AND recovered_at > now() - make_interval(secs => $5))
              ON CONFLICT (building_id) WHERE recovered_at IS NULL DO NOTHING
              RETURNING id",
         )
@@ -117,6 +129,7 @@ impl OutageWatch {
         .bind(&health.endpoint)
         .bind(since)
         .bind(&health.last_error)
+        .bind(self.alert_after().as_secs_f64())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(id) = claimed else {
@@ -144,18 +157,22 @@ impl OutageWatch {
         Ok(())
     }
 
+    /// Ends the building's outage if the connection answered (`answered_at`) after the managers
+    /// were told: an answer from before says nothing about the outage.
     async fn announce_recovery(
         &self,
         health: &Health,
+        answered_at: DateTime<Utc>,
         building: &Building,
     ) -> Result<(), OutageError> {
         let mut tx = self.pool.begin().await?;
         let closed: Option<(i64, String, DateTime<Utc>, String)> = sqlx::query_as(
             "UPDATE connection_outages SET recovered_at = now()
-              WHERE building_id = $1 AND recovered_at IS NULL
+              WHERE building_id = $1 AND recovered_at IS NULL AND announced_at < $2
              RETURNING id, endpoint, failing_since, last_error",
         )
         .bind(&building.id)
+        .bind(answered_at)
         .fetch_optional(&mut *tx)
         .await?;
         let Some((id, endpoint, failing_since, last_error)) = closed else {
@@ -218,6 +235,7 @@ mod tests {
             failing_since: None,
             last_error: "timeout".into(),
             last_failure_ago,
+            last_answer: None,
             buildings: vec![],
         }
     }
