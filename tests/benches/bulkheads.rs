@@ -10,6 +10,7 @@
 //! messages in flight, a breaker that never opens) to show what they buy.
 //!
 //! `cargo bench -p e2e --bench bulkheads` (a release build of the workspace first).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -92,7 +93,7 @@ async fn run(label: &str, connections: ConnectionSettings, rate: usize, secs: us
             ends.clone(),
         )));
         // The bay building keeps booking too, at half the rate: all of it waits.
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let fleet_http = (fleet.http.clone(), fleet.api.clone(), fleet.resident(BAY));
             bay.push(tokio::spawn(book_bay(
                 fleet_http,
@@ -179,7 +180,7 @@ async fn book_harbour(
     starts: String,
     ends: String,
 ) -> Option<Duration> {
-    let (path, token, body) = if i % 2 == 0 {
+    let (path, token, body) = if i.is_multiple_of(2) {
         (
             "/v1/visitor-bookings",
             resident,
@@ -216,7 +217,7 @@ async fn book_bay(
     starts: String,
     ends: String,
 ) -> String {
-    let (path, body) = if n % 2 == 0 {
+    let (path, body) = if n.is_multiple_of(2) {
         (
             "/v1/visitor-bookings",
             json!({"visitor": {"name": format!("Bay guest {n}"), "email": format!("b{n}@bench.example")},

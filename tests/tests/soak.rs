@@ -2,7 +2,8 @@
 //! every service, running as their real binaries, while the cheap faults are injected a few times
 //! each — the vhost's connections force-closed, worker replicas SIGKILLed and restarted, the SMTP
 //! server refusing, every database connection terminated, and the simulators answering 503, 429
-//! or too late. (Not a broker restart: the broker is shared with the tests running beside this
+//! or too late; the second building's own iPassan tenant and Salto server go down for a while.
+//! (Not a broker restart: the broker is shared with the tests running beside this
 //! one.) Then nothing may be lost, nothing stale, no booking in a wrong state, and every dead
 //! letter must have produced an alert.
 //!
@@ -38,6 +39,10 @@ fn ci_config() -> SoakConfig {
         sim_slow_answer: Duration::from_secs(config.client_timeout_secs + 1),
         broker_restarts: 0,
         broker_down: Duration::ZERO,
+        // The second building's own iPassan and Salto fail for longer than the retry tiers'
+        // first steps (200 ms, 500 ms, 1 s, 2 s).
+        building_outages: 1,
+        building_outage: Duration::from_secs(8),
     };
     config.drain_timeout = Duration::from_secs(240);
     // Every replica's log lines, to look into a failure.
@@ -64,6 +69,16 @@ async fn under_faults_nothing_is_lost_or_stale_and_every_dead_letter_is_alerted(
         faults.sim_faults_served.values().sum::<usize>() > 0,
         "the simulators answered some requests with a fault"
     );
+    assert_eq!(
+        faults.building_outages.len(),
+        config.faults.building_outages
+    );
+    for own in ["ipassan (own)", "salto (own)"] {
+        assert!(
+            faults.sim_requests.get(own).copied().unwrap_or(0) > 0,
+            "the second building's bookings reached its own systems ({own})"
+        );
+    }
     let audit = &report.audit;
     assert_eq!(
         report.load.visitor_bookings + report.load.facility_bookings,
@@ -79,4 +94,9 @@ async fn under_faults_nothing_is_lost_or_stale_and_every_dead_letter_is_alerted(
         audit.stale_explained
     );
     assert_eq!(audit.dead_letters_alerted, audit.dead_letters);
+    let (down, recovered) = audit.outage_mails;
+    assert!(
+        down >= 1 && recovered >= 1,
+        "the second building's managers heard that its systems were down ({down}) and work again ({recovered})"
+    );
 }

@@ -54,6 +54,13 @@ struct Args {
     /// How long the broker stays down, in seconds.
     #[arg(long, default_value_t = 5)]
     broker_down_secs: u64,
+    /// Outages of the last building's own iPassan and Salto (with two buildings or more)
+    /// [default: one per 5000 bookings, at least 1].
+    #[arg(long)]
+    building_outages: Option<usize>,
+    /// How long each building outage lasts, in seconds.
+    #[arg(long, default_value_t = 20)]
+    building_outage_secs: u64,
     /// Times the vhost's RabbitMQ connections are force-closed [default: one per 1000 bookings,
     /// at least 4].
     #[arg(long)]
@@ -153,6 +160,8 @@ async fn main() -> ExitCode {
                 0
             },
             broker_down: Duration::from_secs(args.broker_down_secs),
+            building_outages: args.building_outages.unwrap_or_else(|| per(5000, 1)),
+            building_outage: Duration::from_secs(args.building_outage_secs),
         }
     };
     match soak::run(config).await {

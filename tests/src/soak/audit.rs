@@ -34,6 +34,12 @@ pub struct Sources<'a> {
     pub notifier: &'a PgPool,
     pub ipassan: &'a ipassan_sim::SimState,
     pub salto: &'a salto_sim::SimState,
+    /// The iPassan tenant and Salto server of the building on systems of its own, if any.
+    pub own: Option<(&'a ipassan_sim::SimState, &'a salto_sim::SimState)>,
+    /// That building (an index of the world's buildings).
+    pub own_building: Option<usize>,
+    /// When its outages began and ended.
+    pub outages: &'a [(DateTime<Utc>, DateTime<Utc>)],
     pub mails: &'a [testkit::mail_sink::ReceivedMail],
     pub tap: &'a AuditTap,
     pub evidence: &'a Evidence,
@@ -124,6 +130,7 @@ pub async fn audit(sources: &Sources<'_>) -> anyhow::Result<Audit> {
     }
 
     compare_with_client(&mut audit, sources.client, &visitors, &facilities);
+    measure_latencies(&mut audit, sources);
 
     // Bookings a dead letter names: a person was told about them.
     let mut explained: HashSet<Uuid> = dead_letters.iter().filter_map(|d| d.booking_id).collect();
@@ -235,17 +242,18 @@ fn audit_visitors(
         .iter()
         .map(|b| (b.id.as_str(), b.ipassan_site.as_str()))
         .collect();
-    // (site, external ref) → the visitors iPassan holds for it.
-    let ipassan = sources.ipassan.world();
+    // (site, external ref) → the visitors iPassan holds for it, in every tenant.
     let mut held: HashMap<(String, String), Vec<ipassan_sim::model::Visitor>> = HashMap::new();
-    for (site, state) in &ipassan.sites {
-        for visitor in state.visitors.values() {
-            held.entry((site.clone(), visitor.external_ref.clone()))
-                .or_default()
-                .push(visitor.clone());
+    for tenant in std::iter::once(sources.ipassan).chain(sources.own.map(|(own, _)| own)) {
+        let ipassan = tenant.world();
+        for (site, state) in &ipassan.sites {
+            for visitor in state.visitors.values() {
+                held.entry((site.clone(), visitor.external_ref.clone()))
+                    .or_default()
+                    .push(visitor.clone());
+            }
         }
     }
-    drop(ipassan);
     let mut known_refs = HashSet::new();
     for v in visitors {
         let site = site_of.get(v.building_id.as_str()).copied().unwrap_or("");
@@ -345,10 +353,17 @@ fn audit_facilities(
     facilities: &[FacilityRow],
     is_explained: &dyn Fn(&Uuid) -> bool,
 ) {
-    let salto = sources.salto.lock();
-    let groups = salto.db.groups.clone();
-    let timetables = salto.db.timetables.clone();
-    drop(salto);
+    // Every server's groups, and each server's own timetables (their IDs overlap).
+    let servers: Vec<&salto_sim::SimState> = std::iter::once(sources.salto)
+        .chain(sources.own.map(|(_, own)| own))
+        .collect();
+    let mut groups = Vec::new();
+    let mut timetables = Vec::new();
+    for (index, server) in servers.iter().enumerate() {
+        let salto = server.lock();
+        groups.extend(salto.db.groups.values().cloned().map(|g| (index, g)));
+        timetables.push(salto.db.timetables.clone());
+    }
     let mut slots: BTreeMap<(String, String), Vec<&FacilityRow>> = BTreeMap::new();
     for f in facilities {
         slots
@@ -366,14 +381,15 @@ fn audit_facilities(
             );
         }
     }
-    // Salto's permissions: (group, zone) → how many entries.
-    let mut in_salto: HashMap<(String, String), Vec<salto_sim::model::GroupZone>> = HashMap::new();
-    for group in groups.values() {
+    // Salto's permissions: (group, zone) → the entries, with the server each is on.
+    let mut in_salto: HashMap<(String, String), Vec<(usize, salto_sim::model::GroupZone)>> =
+        HashMap::new();
+    for (server, group) in &groups {
         for entry in &group.zones {
             in_salto
                 .entry((group.ext_id.clone(), entry.zone.clone()))
                 .or_default()
-                .push(entry.clone());
+                .push((*server, entry.clone()));
         }
     }
     for (slot, entries) in &in_salto {
@@ -444,8 +460,8 @@ fn audit_facilities(
                     format!("facility booking {} granted, Salto holds nothing", f.id),
                 );
             }
-            (Some(f), Some(entry)) => {
-                if let Some(problem) = permission_problem(f, entry, &timetables) {
+            (Some(f), Some((server, entry))) => {
+                if let Some(problem) = permission_problem(f, entry, &timetables[*server]) {
                     audit.wrong_state_found(
                         explained,
                         format!("facility booking {} v{}: {problem}", f.id, f.version),
@@ -543,6 +559,12 @@ fn audit_mails(audit: &mut Audit, sources: &Sources<'_>, dead_letters: &[DeadLet
     audit.mails = sources.mails.len();
     let mut seen = HashSet::new();
     for mail in sources.mails {
+        // The notifier's subjects of connection.down / connection.recovered.
+        if mail.subject.contains(" is not answering") {
+            audit.outage_mails.0 += 1;
+        } else if mail.subject.contains(" works again") {
+            audit.outage_mails.1 += 1;
+        }
         let mut recipients = mail.recipients.clone();
         recipients.sort();
         let key = (
@@ -680,4 +702,49 @@ async fn audit_messages(
         }
     }
     Ok(())
+}
+
+/// From each booking's creation to its first access outcome (a result event of version 1), for
+/// the bookings that ask for access; split into the building on its own systems and the others,
+/// and for the others also the bookings created while that building's systems were out.
+fn measure_latencies(audit: &mut Audit, sources: &Sources<'_>) {
+    let mut first_outcome: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    for event in sources.tap.events() {
+        let result = event.routing_key.starts_with("visitor_access.")
+            || event.routing_key.starts_with("facility_access.");
+        if result && event.version == 1 {
+            let seen = first_outcome
+                .entry(event.booking_id)
+                .or_insert(event.seen_at);
+            *seen = (*seen).min(event.seen_at);
+        }
+    }
+    let (mut own, mut others, mut others_during) = (Vec::new(), Vec::new(), Vec::new());
+    for booking in sources.client.values() {
+        let asks = !matches!(
+            booking.kind,
+            super::workload::BookingKind::Visitor {
+                provide_access: false
+            }
+        );
+        let Some(outcome) = first_outcome.get(&booking.id).filter(|_| asks) else {
+            continue;
+        };
+        let took = (*outcome - booking.created_at).to_std().unwrap_or_default();
+        if Some(booking.building) == sources.own_building {
+            own.push(took);
+        } else {
+            others.push(took);
+            if sources
+                .outages
+                .iter()
+                .any(|(from, to)| booking.created_at >= *from && booking.created_at <= *to)
+            {
+                others_during.push(took);
+            }
+        }
+    }
+    audit.latency_own = super::report::Latencies::of(own);
+    audit.latency_others = super::report::Latencies::of(others);
+    audit.latency_others_during_outage = super::report::Latencies::of(others_during);
 }

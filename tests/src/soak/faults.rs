@@ -10,7 +10,10 @@
 //! - the SMTP sink refusing every mail (451) for a while;
 //! - every PostgreSQL connection to the run's database terminated (`pg_terminate_backend`);
 //! - windows in which a set share of the simulators' requests get a 503, a 429 or an answer
-//!   slower than the clients' timeout, through the simulators' own `/_sim/faults` APIs.
+//!   slower than the clients' timeout, through the simulators' own `/_sim/faults` APIs;
+//! - one building's outage: the building on systems of its own has its Salto server answer every
+//!   request later than the clients' timeout and its iPassan answer every request with 503, for
+//!   longer than the retry tiers' first steps. The other buildings must not notice.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -42,6 +45,9 @@ pub struct FaultSettings {
     pub sim_slow_answer: Duration,
     pub broker_restarts: usize,
     pub broker_down: Duration,
+    /// Outages of the building on its own systems (needs two buildings or more).
+    pub building_outages: usize,
+    pub building_outage: Duration,
 }
 
 impl FaultSettings {
@@ -59,6 +65,8 @@ impl FaultSettings {
             sim_slow_answer: Duration::from_secs(3),
             broker_restarts: 0,
             broker_down: Duration::ZERO,
+            building_outages: 0,
+            building_outage: Duration::ZERO,
         }
     }
 }
@@ -71,6 +79,7 @@ enum FaultKind {
     TerminateDatabaseConnections,
     SimulatorFaults,
     BrokerRestart,
+    BuildingOutage,
 }
 
 /// What was injected, for the report.
@@ -91,6 +100,8 @@ pub struct FaultLog {
     /// simulator → requests seen during the whole run.
     pub sim_requests: BTreeMap<String, usize>,
     pub broker_restarts: usize,
+    /// When each outage of the building on its own systems began and ended.
+    pub building_outages: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
     /// Faults that could not be injected (e.g. the management API did not answer).
     pub failures: Vec<String>,
     /// `+12.3s  kind  detail`, in order.
@@ -105,6 +116,18 @@ pub struct Targets {
     pub mail: testkit::mail_sink::MailSink,
     pub database: String,
     pub server_url: String,
+    pub ipassan: ipassan_sim::SimState,
+    pub ipassan_control: ipassan_sim::SimControl,
+    pub salto: salto_sim::SimState,
+    pub salto_url: String,
+    /// The systems of the building that has its own (its outages' target).
+    pub own: Option<OwnSystems>,
+}
+
+/// The iPassan tenant and Salto server of the building on systems of its own.
+#[derive(Clone)]
+pub struct OwnSystems {
+    pub building: String,
     pub ipassan: ipassan_sim::SimState,
     pub ipassan_control: ipassan_sim::SimControl,
     pub salto: salto_sim::SimState,
@@ -160,6 +183,14 @@ impl Injector {
             (s.pg_terminations, FaultKind::TerminateDatabaseConnections),
             (s.sim_fault_windows, FaultKind::SimulatorFaults),
             (s.broker_restarts, FaultKind::BrokerRestart),
+            (
+                if self.targets.own.is_some() {
+                    s.building_outages
+                } else {
+                    0
+                },
+                FaultKind::BuildingOutage,
+            ),
         ] {
             for n in 0..count {
                 // Spread evenly over 10–85 % of the load, with a little seeded jitter.
@@ -220,6 +251,7 @@ impl Injector {
                 Ok(())
             }
             FaultKind::BrokerRestart => self.broker_restart().await,
+            FaultKind::BuildingOutage => self.building_outage().await,
         };
         if let Err(error) = outcome {
             let text = format!("{kind:?}: {error:#}");
@@ -321,6 +353,51 @@ impl Injector {
         self.log().sim_fault_windows += 1;
     }
 
+    /// The building on its own systems loses them: its Salto answers later than the clients'
+    /// timeout, its iPassan 503, until the outage ends.
+    async fn building_outage(&self) -> anyhow::Result<()> {
+        let Some(own) = &self.targets.own else {
+            anyhow::bail!("no building has systems of its own");
+        };
+        let outage = self.settings.building_outage;
+        let slow = u64::try_from(self.settings.sim_slow_answer.as_millis()).unwrap_or(3000);
+        self.note(
+            "building outage",
+            format!(
+                "{}: Salto answers after {slow} ms, iPassan 503, for {outage:?}",
+                own.building
+            ),
+        );
+        let began = chrono::Utc::now();
+        let fault: ipassan_sim::model::Fault = serde_json::from_value(
+            json!({"match": {}, "respond": {"status": 503}, "times": 10_000_000}),
+        )?;
+        own.ipassan_control.add_fault(&fault).await?;
+        self.http
+            .post(format!("{}_sim/faults", own.salto_url))
+            .json(&json!({"match": {}, "respond": {"delay_ms": slow}, "times": 10_000_000}))
+            .send()
+            .await?
+            .error_for_status()?;
+        tokio::time::sleep(outage).await;
+        let ended = self.clear_own_faults(own).await;
+        self.note("building outage over", own.building.clone());
+        self.log()
+            .building_outages
+            .push((began, chrono::Utc::now()));
+        ended
+    }
+
+    async fn clear_own_faults(&self, own: &OwnSystems) -> anyhow::Result<()> {
+        own.ipassan_control.clear_faults().await?;
+        self.http
+            .delete(format!("{}_sim/faults", own.salto_url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     async fn broker_restart(&self) -> anyhow::Result<()> {
         let _stopping = self.broker.lock().await;
         let down = self.settings.broker_down;
@@ -351,6 +428,19 @@ impl Injector {
                 let taken = std::mem::take(&mut sim.requests);
                 (taken.len(), taken.iter().filter(|r| r.fault).count())
             };
+            if let Some(own) = &self.targets.own {
+                let ipassan_own = std::mem::take(&mut own.ipassan.world().requests);
+                let salto_own = std::mem::take(&mut own.salto.lock().requests);
+                let mut log = self.log();
+                *log.sim_requests.entry("ipassan (own)".into()).or_default() += ipassan_own.len();
+                *log.sim_requests.entry("salto (own)".into()).or_default() += salto_own.len();
+                *log.sim_faults_served
+                    .entry("ipassan (own)".into())
+                    .or_default() += ipassan_own.iter().filter(|r| r.fault).count();
+                *log.sim_faults_served
+                    .entry("salto (own)".into())
+                    .or_default() += salto_own.iter().filter(|r| r.fault).count();
+            }
             {
                 let mut log = self.log();
                 *log.sim_requests.entry("ipassan".into()).or_default() += ipassan_seen;
@@ -448,6 +538,9 @@ impl Injector {
     /// Nothing injected may outlive the load: faults not used up are removed, SMTP accepts mail.
     async fn undo_all(&self) {
         self.targets.mail.set_refusing(false);
+        if let Some(own) = &self.targets.own {
+            let _ = self.clear_own_faults(own).await;
+        }
         let _ = self.targets.ipassan_control.clear_faults().await;
         let _ = self
             .http

@@ -106,6 +106,8 @@ impl SoakConfig {
                 sim_slow_answer: Duration::from_secs(3),
                 broker_restarts: 0,
                 broker_down: Duration::from_secs(5),
+                building_outages: 1,
+                building_outage: Duration::from_secs(20),
             },
             retry_tiers: "200ms,500ms,1s,2s".to_owned(),
             prefetch: 8,
@@ -125,6 +127,7 @@ impl SoakConfig {
 }
 
 const JWT_SECRET: &str = "the soak's secret, at least 32 bytes long";
+const SEALING_KEY: &str = "c29hay1zZWFsaW5nLWtleS1sb2NhbC1vbmx5LSEhISE=";
 const LOG_FILTER: &str = "info,lapin=warn,sqlx=warn,hyper=warn,reqwest=warn,tower_http=warn";
 
 /// Runs the whole soak and returns its report (`report.violations` empty = passed). An `Err` means
@@ -169,6 +172,31 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         .await
         .and_then(reqwest::Response::error_for_status)
         .context("seeding salto-sim")?;
+    // With two buildings or more, the last one is on an iPassan tenant and a Salto server of its
+    // own (seeded alike), connected by an operator: the target of the building outages.
+    let own = if config.buildings >= 2 {
+        let ipassan = ipassan_sim::spawn()
+            .await
+            .context("own ipassan-sim starts")?;
+        ipassan
+            .control()
+            .seed(&world.ipassan_seed())
+            .await
+            .context("seeding the own ipassan-sim")?;
+        let salto = salto_sim::RunningSim::start(0)
+            .await
+            .context("own salto-sim starts")?;
+        http.post(format!("{}_sim/seed", salto.url()))
+            .json(&world.salto_seed())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .context("seeding the own salto-sim")?;
+        Some((ipassan, salto))
+    } else {
+        None
+    };
+    let own_building = own.as_ref().map(|_| config.buildings - 1);
 
     let evidence = Evidence::default();
     if let Some(dir) = &config.log_dir {
@@ -186,7 +214,25 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         let apis = start_replicas(&config, &supervisor, &db, &broker, &mail, &ipassan, &salto)?;
         wait_until_up(&supervisor, &management, &apis, config.replicas).await?;
         world.register(&http, &apis[0]).await?;
+        // Before connecting a building: the connection's events go through the outbox too, and
+        // the audit wants to see every sent one on the broker.
         let tap = tap::AuditTap::start(&broker.url).await?;
+        if let (Some(building), Some((ipassan, salto))) = (own_building, &own) {
+            world
+                .connect_own_systems(
+                    &http,
+                    &apis[0],
+                    building,
+                    &ipassan.base_url,
+                    &salto.url(),
+                    config.client_timeout_secs,
+                )
+                .await?;
+            say(&format!(
+                "building {} is on its own iPassan tenant and Salto server",
+                world.buildings[building].id
+            ));
+        }
         say(&format!(
             "{} replicas of each service up; load: {} bookings at {} requests/s",
             config.replicas, config.bookings, config.rate
@@ -212,6 +258,15 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
                 ipassan_control: ipassan.control(),
                 salto: salto.state.clone(),
                 salto_url: salto.url(),
+                own: own_building
+                    .zip(own.as_ref())
+                    .map(|(building, (ipassan, salto))| faults::OwnSystems {
+                        building: world.buildings[building].id.clone(),
+                        ipassan: ipassan.state.clone(),
+                        ipassan_control: ipassan.control(),
+                        salto: salto.state.clone(),
+                        salto_url: salto.url(),
+                    }),
             },
             config.faults.clone(),
         );
@@ -258,6 +313,11 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
             notifier: &notifier_pool,
             ipassan: &ipassan.state,
             salto: &salto.state,
+            own: own
+                .as_ref()
+                .map(|(ipassan, salto)| (&ipassan.state, &salto.state)),
+            own_building,
+            outages: &fault_log.building_outages,
             mails: &mails,
             tap: &tap,
             evidence: &evidence,
@@ -352,6 +412,12 @@ fn start_replicas(
             ("CONNECX__LOG__FORMAT", "json".to_owned()),
             ("CONNECX__LOG__LEVEL", "info".to_owned()),
             ("RUST_LOG", LOG_FILTER.to_owned()),
+            // Seals the own building's connection (booking-api and the workers).
+            ("CONNECX__SECRETS__KEY", SEALING_KEY.to_owned()),
+            // Short enough that a building outage of the run opens, probes and closes a breaker
+            // and produces its outage and recovery mails.
+            ("CONNECX__CONNECTIONS__BREAKER_OPEN_SECS", "2".to_owned()),
+            ("CONNECX__CONNECTIONS__OUTAGE_ALERT_SECS", "3".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

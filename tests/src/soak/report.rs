@@ -54,6 +54,8 @@ pub struct Audit {
     /// Mails identical (recipient, subject, text) to an earlier one.
     pub duplicate_mails: usize,
     pub duplicate_mail_samples: Vec<String>,
+    /// Mails telling managers a building's connection is down, and works again.
+    pub outage_mails: (usize, usize),
     pub dead_letters: usize,
     pub dead_letters_by_kind: BTreeMap<String, usize>,
     pub dead_letters_alerted: usize,
@@ -66,9 +68,63 @@ pub struct Audit {
     pub outbox_parked: usize,
     /// Sent outbox events the broker tap never saw.
     pub outbox_unpublished: usize,
+    /// From each booking's creation (booking-api's 201) to its first access outcome (result
+    /// event of version 1), for bookings that ask for access: the other buildings' while the
+    /// building on its own systems was out, the other buildings' overall, and that building's.
+    pub latency_others_during_outage: Latencies,
+    pub latency_others: Latencies,
+    pub latency_own: Latencies,
     /// A few examples per finding, for a person to start from.
     pub samples: Vec<String>,
 }
+
+/// Figures of a set of latencies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latencies {
+    pub count: usize,
+    pub p50: std::time::Duration,
+    pub p99: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Latencies {
+    pub fn of(mut all: Vec<std::time::Duration>) -> Self {
+        all.sort();
+        let at = |p: f64| {
+            if all.is_empty() {
+                std::time::Duration::ZERO
+            } else {
+                all[((all.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        Self {
+            count: all.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: all.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Latencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.count == 0 {
+            return f.write_str("none");
+        }
+        write!(
+            f,
+            "{} bookings: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            self.count,
+            self.p50.as_secs_f64() * 1000.0,
+            self.p99.as_secs_f64() * 1000.0,
+            self.max.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// Another building's bookings may take at most this long (p99) to their first access outcome
+/// while one building's systems are out: their queues, slots and connections are their own.
+pub const OTHERS_P99_DURING_OUTAGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Audit {
     pub fn lost(&self) -> usize {
@@ -188,6 +244,13 @@ impl SoakReport {
             !self.faults.failures.is_empty(),
             format!("faults not injected: {}", self.faults.failures.join("; ")),
         );
+        check(
+            a.latency_others_during_outage.p99 > OTHERS_P99_DURING_OUTAGE,
+            format!(
+                "while one building's systems were out, the other buildings' bookings took {} to their first outcome (p99 must stay under {:?})",
+                a.latency_others_during_outage, OTHERS_P99_DURING_OUTAGE
+            ),
+        );
         self.violations = v;
     }
 }
@@ -289,6 +352,20 @@ impl fmt::Display for SoakReport {
             "simulator fault windows",
             fl.sim_fault_windows.to_string(),
         )?;
+        row(
+            f,
+            "outages of one building's own iPassan and Salto",
+            format!(
+                "{} / {}",
+                fl.building_outages.len(),
+                secs(
+                    fl.building_outages
+                        .iter()
+                        .map(|(from, to)| (*to - *from).to_std().unwrap_or_default())
+                        .sum()
+                )
+            ),
+        )?;
         for ((sim, kind), n) in &fl.sim_faults_injected {
             row(f, &format!("  {sim} {kind} injected"), n.to_string())?;
         }
@@ -300,6 +377,26 @@ impl fmt::Display for SoakReport {
                 format!("{n} / {seen}"),
             )?;
         }
+
+        writeln!(
+            f,
+            "\ncreated → first access outcome (bookings asking for access):"
+        )?;
+        writeln!(
+            f,
+            "  other buildings, during the outages: {}",
+            a.latency_others_during_outage
+        )?;
+        writeln!(
+            f,
+            "  other buildings, whole run:          {}",
+            a.latency_others
+        )?;
+        writeln!(
+            f,
+            "  the building on its own systems:     {}",
+            a.latency_own
+        )?;
 
         writeln!(f, "\n| {:<58} | {:>14} |", "audit", "")?;
         writeln!(f, "{rule}")?;
@@ -350,6 +447,11 @@ impl fmt::Display for SoakReport {
             f,
             "emails sent / duplicate emails",
             format!("{} / {}", a.mails, a.duplicate_mails),
+        )?;
+        row(
+            f,
+            "  connection down / works again (managers)",
+            format!("{} / {}", a.outage_mails.0, a.outage_mails.1),
         )?;
         row(
             f,

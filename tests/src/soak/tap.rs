@@ -31,6 +31,8 @@ pub struct TappedEvent {
     pub routing_key: String,
     pub booking_id: Uuid,
     pub version: i64,
+    /// When the tap saw it.
+    pub seen_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A dead letter as published to `connecx.dead`.
@@ -167,6 +169,7 @@ impl AuditTap {
                         routing_key: envelope.routing_key().to_owned(),
                         booking_id: envelope.booking_id,
                         version: envelope.version,
+                        seen_at: chrono::Utc::now(),
                     },
                 );
             }

@@ -79,6 +79,8 @@ pub struct ClientBooking {
     pub ends_at: DateTime<Utc>,
     pub cancelled: bool,
     pub version: i64,
+    /// When booking-api's 201 arrived (for the latency until its first access outcome).
+    pub created_at: DateTime<Utc>,
 }
 
 impl ClientBooking {
@@ -511,6 +513,7 @@ impl Inner {
                 ends_at: answer["ends_at"].as_str()?.parse().ok()?,
                 cancelled: answer["state"].as_str()? == "cancelled",
                 version: answer["version"].as_i64()?,
+                created_at: Utc::now(),
             })
         };
         let booking = parsed();

@@ -200,6 +200,45 @@ impl World {
     }
 
     /// Registers every building, apartment, facility and resident in booking-api.
+    /// Connects building `building` to its own iPassan tenant and Salto server, as a connecX
+    /// operator does (the same client credentials; the simulators are seeded alike).
+    pub async fn connect_own_systems(
+        &self,
+        http: &reqwest::Client,
+        api: &str,
+        building: usize,
+        ipassan_base_url: &str,
+        salto_url: &str,
+        timeout_secs: u64,
+    ) -> anyhow::Result<()> {
+        let b = &self.buildings[building];
+        let claims = TokenClaims {
+            sub: "soak-operator".to_owned(),
+            role: Role::Operator,
+            building_id: String::new(),
+            apartment_id: None,
+            exp: (chrono::Utc::now().timestamp() + 7 * 24 * 3600) as u64,
+        };
+        let operator = mint_token(&self.jwt_secret, &claims).unwrap_or_default();
+        put(
+            http,
+            api,
+            &operator,
+            &format!("/v1/buildings/{}/connections/ipassan", b.id),
+            json!({"base_url": ipassan_base_url, "client_id": IPASSAN_CLIENT_ID,
+                   "client_secret": IPASSAN_CLIENT_SECRET, "site": b.ipassan_site}),
+        )
+        .await?;
+        put(
+            http,
+            api,
+            &operator,
+            &format!("/v1/buildings/{}/connections/salto", b.id),
+            json!({"url": salto_url, "auth_kind": "none", "timeout_secs": timeout_secs}),
+        )
+        .await
+    }
+
     pub async fn register(&self, http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
         for (index, b) in self.buildings.iter().enumerate() {
             let manager = self.manager_token(index);
