@@ -23,7 +23,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Apartments of the harbour building, each its own Salto access level, so that every facility
-/// booking is a slot of its own (Salto holds one permission per access level and zone).
+/// booking is a slot of its own (Salto holds one permission per access level and zone) up to
+/// 800 harbour bookings (every second one is a facility booking).
 const APARTMENTS: usize = 400;
 
 #[tokio::main]
@@ -191,7 +192,7 @@ async fn book_harbour(
         (
             "/v1/facility-bookings",
             manager,
-            json!({"facility_id": "games-room", "apartment_id": format!("apt-{}", i % APARTMENTS),
+            json!({"facility_id": "games-room", "apartment_id": format!("apt-{}", (i / 2) % APARTMENTS),
                    "starts_at": starts, "ends_at": ends}),
         )
     };
