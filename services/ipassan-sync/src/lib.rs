@@ -75,6 +75,7 @@ impl Application {
             contracts::AccessSystem::Ipassan,
             &settings.connections,
         ));
+        bulkheads.warn_unless_below(settings.amqp.prefetch);
         let tenants = Arc::new(tenants::Tenants::new(
             settings
                 .ipassan

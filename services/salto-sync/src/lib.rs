@@ -86,6 +86,7 @@ impl Application {
             contracts::AccessSystem::Salto,
             &settings.connections,
         ));
+        bulkheads.warn_unless_below(settings.amqp.prefetch);
         let servers = Arc::new(servers::Servers::new(
             settings.salto.as_ref().map(SaltoSettings::ship_settings),
             sealer.clone(),

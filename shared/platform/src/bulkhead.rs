@@ -422,6 +422,20 @@ impl Bulkheads {
         self.system
     }
 
+    /// Says so in the log when one connection may hold every message a worker process has
+    /// fetched (`CONNECX__AMQP__PREFETCH`): then a hanging building's calls can still hold up
+    /// the others until its breaker opens. The cap must be below the prefetch to isolate.
+    pub fn warn_unless_below(&self, prefetch: u16) {
+        if self.settings.max_in_flight >= usize::from(prefetch) {
+            tracing::warn!(
+                max_in_flight = self.settings.max_in_flight,
+                prefetch,
+                "CONNECX__CONNECTIONS__MAX_IN_FLIGHT is not below CONNECX__AMQP__PREFETCH: one \
+                 failing building's calls can take every message slot of this process"
+            );
+        }
+    }
+
     pub fn settings(&self) -> &ConnectionSettings {
         &self.settings
     }

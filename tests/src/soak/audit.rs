@@ -560,10 +560,20 @@ fn audit_mails(audit: &mut Audit, sources: &Sources<'_>, dead_letters: &[DeadLet
     let mut seen = HashSet::new();
     for mail in sources.mails {
         // The notifier's subjects of connection.down / connection.recovered.
-        if mail.subject.contains(" is not answering") {
+        let down = mail.subject.contains(" is not answering");
+        let up = mail.subject.contains(" works again");
+        if down {
             audit.outage_mails.0 += 1;
-        } else if mail.subject.contains(" works again") {
+        } else if up {
             audit.outage_mails.1 += 1;
+        }
+        if (down || up) && audit.outage_mail_lines.len() < 20 {
+            audit.outage_mail_lines.push(format!(
+                "{} {} → {}",
+                mail.received_at.format("%H:%M:%S%.3f"),
+                mail.subject,
+                mail.recipients.join(", ")
+            ));
         }
         let mut recipients = mail.recipients.clone();
         recipients.sort();

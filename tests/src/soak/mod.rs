@@ -417,6 +417,13 @@ fn start_replicas(
             // Short enough that a building outage of the run opens, probes and closes a breaker
             // and produces its outage and recovery mails.
             ("CONNECX__CONNECTIONS__BREAKER_OPEN_SECS", "2".to_owned()),
+            ("CONNECX__CONNECTIONS__BREAKER_FAILURES", "2".to_owned()),
+            // Below the prefetch, so that the failing building never holds every message slot
+            // of a replica (the services warn otherwise).
+            (
+                "CONNECX__CONNECTIONS__MAX_IN_FLIGHT",
+                (config.prefetch / 2).max(1).to_string(),
+            ),
             ("CONNECX__CONNECTIONS__OUTAGE_ALERT_SECS", "3".to_owned()),
         ]
         .into_iter()

@@ -56,6 +56,8 @@ pub struct Audit {
     pub duplicate_mail_samples: Vec<String>,
     /// Mails telling managers a building's connection is down, and works again.
     pub outage_mails: (usize, usize),
+    /// Those mails: when, what, to whom.
+    pub outage_mail_lines: Vec<String>,
     pub dead_letters: usize,
     pub dead_letters_by_kind: BTreeMap<String, usize>,
     pub dead_letters_alerted: usize,
@@ -518,6 +520,12 @@ impl fmt::Display for SoakReport {
             writeln!(f, "\nexamples:")?;
             for sample in &a.samples {
                 writeln!(f, "  - {sample}")?;
+            }
+        }
+        if !a.outage_mail_lines.is_empty() {
+            writeln!(f, "\nconnection down / works again mails:")?;
+            for line in &a.outage_mail_lines {
+                writeln!(f, "  - {line}")?;
             }
         }
         if !a.duplicate_mail_samples.is_empty() {
