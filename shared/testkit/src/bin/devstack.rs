@@ -143,19 +143,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let children = children(&args);
     let bin_dir = bin_dir(&args, &children)?;
 
+    // The mail sink and the simulators first, seeded before any service starts: salto-sync's
+    // cleaner looks at Salto as it starts (a fresh simulator, a database kept from an earlier
+    // run), and the workers may call them at once.
+    let (simulators, services): (Vec<_>, Vec<_>) = children
+        .into_iter()
+        .partition(|child| child.binary == MAIL_SINK || child.binary.ends_with("-sim"));
     let mut stack = Stack::new(Duration::from_secs(args.stop_timeout));
-    let mut ending = None;
-    for child in children {
-        if let Err(error) = stack.spawn(&bin_dir, child) {
-            ending = Some(Ending::Failed(error));
-            break;
-        }
-    }
-    let ending = match ending {
-        Some(failed) => failed,
-        None => match start_demo(&mut stack, &args).await {
-            Ok(()) => watch(&mut stack).await,
+    let ending = match spawn_all(&mut stack, &bin_dir, simulators) {
+        Err(failed) => failed,
+        Ok(()) => match seed_simulators_or_stop(&mut stack, &args).await {
             Err(ending) => ending,
+            Ok(()) => match spawn_all(&mut stack, &bin_dir, services) {
+                Err(failed) => failed,
+                Ok(()) => match start_demo(&mut stack, &args).await {
+                    Ok(()) => watch(&mut stack).await,
+                    Err(ending) => ending,
+                },
+            },
         },
     };
     stack.stop_all().await;
@@ -181,6 +186,29 @@ enum Ending {
     Failed(anyhow::Error),
 }
 
+fn spawn_all(stack: &mut Stack, bin_dir: &Path, children: Vec<ChildSpec>) -> Result<(), Ending> {
+    for child in children {
+        stack.spawn(bin_dir, child).map_err(Ending::Failed)?;
+    }
+    Ok(())
+}
+
+/// Seeds the simulators — unless a child dies or a stop is requested first.
+async fn seed_simulators_or_stop(stack: &mut Stack, args: &Args) -> Result<(), Ending> {
+    let seeding = async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build an HTTP client")?;
+        seed_simulators(&client, args).await
+    };
+    tokio::select! {
+        result = seeding => result.map_err(Ending::Failed),
+        exit = stack.next_exit() => Err(died(exit)),
+        () = stop_requested() => Err(Ending::StopRequested),
+    }
+}
+
 /// Waits for booking-api, seeds the demo and prints how to use it — unless a child dies or a
 /// stop is requested first.
 async fn start_demo(stack: &mut Stack, args: &Args) -> Result<(), Ending> {
@@ -191,7 +219,6 @@ async fn start_demo(stack: &mut Stack, args: &Args) -> Result<(), Ending> {
             .build()
             .context("cannot build an HTTP client")?;
         wait_until_ready(&client, &api, Duration::from_secs(args.ready_timeout)).await?;
-        seed_simulators(&client, args).await?;
         let tokens = seed_demo(
             &client,
             &api,
@@ -311,7 +338,7 @@ fn children(args: &Args) -> Vec<ChildSpec> {
             .arg(args.smtp_port)
             .arg("--http-port")
             .arg(args.mail_port),
-        // ── Simulators, before the workers that call them (seeded in `seed_simulators`) ─────
+        // ── Simulators: started and seeded (`seed_simulators`) before the services ─────────
         ChildSpec::new("ipassan-sim")
             .arg("--port")
             .arg(args.ipassan_port),
@@ -510,18 +537,7 @@ async fn seed_simulators(client: &reqwest::Client, args: &Args) -> anyhow::Resul
                      "client_secret": demo::IPASSAN_CLIENT_SECRET,
                      "sites": [demo::IPASSAN_SITE]}],
     });
-    let url = format!("http://127.0.0.1:{}/_sim/seed", args.ipassan_port);
-    let response = client
-        .post(&url)
-        .json(&seed)
-        .send()
-        .await
-        .with_context(|| format!("seeding ipassan-sim: POST {url} failed"))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        bail!("seeding ipassan-sim answered {status}:\n{body}");
-    }
+    seed_simulator(client, "ipassan-sim", args.ipassan_port, seed).await?;
     say("seeded ipassan-sim with the demo site, its resident and her access profile");
 
     let seed = json!({
@@ -529,18 +545,7 @@ async fn seed_simulators(client: &reqwest::Client, args: &Args) -> anyhow::Resul
         "groups": [{"ext_id": demo::ACCESS_LEVEL, "name": "Apartment 101"}],
         "zones": [{"ext_id": demo::ZONE, "name": "Games room"}],
     });
-    let url = format!("http://127.0.0.1:{}/_sim/seed", args.salto_port);
-    let response = client
-        .post(&url)
-        .json(&seed)
-        .send()
-        .await
-        .with_context(|| format!("seeding salto-sim: POST {url} failed"))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        bail!("seeding salto-sim answered {status}:\n{body}");
-    }
+    seed_simulator(client, "salto-sim", args.salto_port, seed).await?;
     say("seeded salto-sim with the apartment's access level and the games room's zone");
 
     // The bay building's own tenant and server.
@@ -575,12 +580,16 @@ async fn seed_simulator(
     seed: serde_json::Value,
 ) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{port}/_sim/seed");
-    let response = client
-        .post(&url)
-        .json(&seed)
-        .send()
-        .await
-        .with_context(|| format!("seeding {name}: POST {url} failed"))?;
+    // Just spawned, it may not listen yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        match client.post(&url).json(&seed).send().await {
+            Err(error) if error.is_connect() && Instant::now() < deadline => {
+                sleep(Duration::from_millis(200)).await;
+            }
+            sent => break sent.with_context(|| format!("seeding {name}: POST {url} failed"))?,
+        }
+    };
     if !response.status().is_success() {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
