@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod outbox;
 pub mod problem;
+pub mod rate_limit;
 pub mod refusals;
 pub mod results;
 pub mod routes;

@@ -57,6 +57,10 @@ pub struct ProblemDetails {
     #[serde(skip)]
     #[schema(ignore)]
     www_authenticate: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (429, 503).
+    #[serde(skip)]
+    #[schema(ignore)]
+    retry_after_secs: Option<u64>,
 }
 
 impl Problem {
@@ -71,6 +75,7 @@ impl Problem {
             field: None,
             errors: Vec::new(),
             www_authenticate: None,
+            retry_after_secs: None,
         }))
     }
 
@@ -154,6 +159,19 @@ impl Problem {
         )
     }
 
+    /// 429: too many requests; try again after `retry_after_secs`.
+    pub fn too_many_requests(code: &str, detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut problem = Self::new(StatusCode::TOO_MANY_REQUESTS, code, detail);
+        problem.retry_after_secs = Some(retry_after_secs);
+        problem
+    }
+
+    /// Adds a `Retry-After` header.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
     /// 503: a dependency is down.
     pub fn unavailable(code: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
@@ -171,6 +189,9 @@ impl IntoResponse for Problem {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let Some(challenge) = self.www_authenticate {
             headers.insert(
                 header::WWW_AUTHENTICATE,

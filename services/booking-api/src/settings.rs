@@ -10,6 +10,7 @@ use platform::config::{
 };
 use serde::Deserialize;
 
+use crate::domain::window::WindowLimits;
 use crate::outbox::OutboxSettings;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +36,77 @@ pub struct Settings {
     /// The deployment's default Salto SHIP endpoint (only `url` is read here).
     #[serde(default)]
     pub salto: DefaultSalto,
+    /// `CONNECX__LIMITS__*`: how much a client may ask.
+    #[serde(default)]
+    pub limits: LimitsSettings,
+}
+
+/// `CONNECX__LIMITS__*`: bounds on what a booking may ask, and how fast a resident may write.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct LimitsSettings {
+    /// The longest visit, in hours.
+    pub max_visit_hours: u32,
+    /// How far ahead a booking may start, in days.
+    pub max_days_ahead: u32,
+    /// Live bookings (not cancelled, not yet ended) a resident may hold of each kind.
+    pub max_live_bookings: u32,
+    /// Booking writes (create, change, cancel) a resident may send a minute; 0 turns the limit
+    /// off.
+    pub writes_per_minute: u32,
+    /// How many of them may come at once.
+    pub write_burst: u32,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            max_visit_hours: 72,
+            max_days_ahead: 365,
+            max_live_bookings: 50,
+            writes_per_minute: 30,
+            write_burst: 10,
+        }
+    }
+}
+
+impl LimitsSettings {
+    /// The bounds of a visit's window.
+    pub fn visits(&self) -> WindowLimits {
+        WindowLimits {
+            max_length: Some(chrono::Duration::hours(i64::from(self.max_visit_hours))),
+            max_ahead: chrono::Duration::days(i64::from(self.max_days_ahead)),
+        }
+    }
+
+    /// The bounds of a facility booking's window (its length is bounded by its one local day).
+    pub fn facilities(&self) -> WindowLimits {
+        WindowLimits {
+            max_length: None,
+            max_ahead: chrono::Duration::days(i64::from(self.max_days_ahead)),
+        }
+    }
+}
+
+impl Validate for LimitsSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("limits.max_visit_hours", self.max_visit_hours),
+            ("limits.max_days_ahead", self.max_days_ahead),
+            ("limits.max_live_bookings", self.max_live_bookings),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.writes_per_minute > 0 && self.write_burst == 0 {
+            return Err(ConfigError::invalid(
+                "limits.write_burst",
+                "must be at least 1 while limits.writes_per_minute is on",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `CONNECX__IPASSAN__BASE_URL`, read by booking-api only for whether it is set.
@@ -107,6 +179,7 @@ impl Validate for Settings {
             ));
         }
         self.secrets.validate()?;
+        self.limits.validate()?;
         if self.outbox.batch_size < 1 {
             return Err(ConfigError::invalid(
                 "outbox.batch_size",
@@ -147,6 +220,7 @@ mod tests {
         .unwrap();
         assert_eq!(settings.http.port, 9090);
         assert_eq!(settings.outbox.batch_size, 500);
+        assert_eq!(settings.limits, LimitsSettings::default());
         assert!(!format!("{settings:?}").contains(SECRET));
     }
 

@@ -133,6 +133,8 @@ impl Application {
             prometheus: crate::telemetry::prometheus(),
             sealer,
             defaults: settings.deployment_defaults(),
+            limits: settings.limits,
+            write_limiter: Arc::new(crate::rate_limit::WriteLimiter::new(&settings.limits)),
         };
 
         let mut tasks = tokio::task::JoinSet::new();
@@ -148,6 +150,7 @@ impl Application {
             settings.outbox.clone(),
         );
         tasks.spawn(relay.run(token.clone()));
+        tasks.spawn(Arc::clone(&state.write_limiter).forget_idle(token.clone()));
         tasks.spawn(housekeeping(
             pool.clone(),
             settings.outbox.retention_hours,

@@ -25,6 +25,10 @@ pub struct AppState {
     pub sealer: Option<Arc<platform::secrets::Sealer>>,
     /// Whether the deployment has a default iPassan / Salto for unconnected buildings.
     pub defaults: crate::settings::DeploymentDefaults,
+    /// `CONNECX__LIMITS__*`.
+    pub limits: crate::settings::LimitsSettings,
+    /// Residents' booking writes a minute.
+    pub write_limiter: Arc<crate::rate_limit::WriteLimiter>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {

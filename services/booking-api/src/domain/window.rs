@@ -26,6 +26,10 @@ pub enum WindowError {
         "a facility booking must lie within one building-local day ({day}, {timezone}); it may end at the following midnight at the latest"
     )]
     SpansLocalDays { day: NaiveDate, timezone: String },
+    #[error("a visit may last {max_hours} hours at most")]
+    TooLong { max_hours: i64 },
+    #[error("a booking may start {max_days} days ahead at most")]
+    TooFarAhead { max_days: i64 },
 }
 
 impl WindowError {
@@ -35,13 +39,35 @@ impl WindowError {
             Self::EndsNotAfterStarts => "ends_not_after_starts",
             Self::EndsInPast => "ends_in_past",
             Self::SpansLocalDays { .. } => "spans_several_local_days",
+            Self::TooLong { .. } => "window_too_long",
+            Self::TooFarAhead { .. } => "too_far_ahead",
         }
     }
 
     /// The field a client must change.
     pub fn field(&self) -> &'static str {
-        "ends_at"
+        self.field_or("ends_at")
     }
+
+    /// The field a client must change, `blamed` where either end could be (a change of the
+    /// window blames the end the client moved).
+    pub fn field_or<'a>(&self, blamed: &'a str) -> &'a str {
+        match self {
+            Self::TooFarAhead { .. } => "starts_at",
+            Self::TooLong { .. } => "ends_at",
+            _ => blamed,
+        }
+    }
+}
+
+/// How long and how far ahead a window may reach (`CONNECX__LIMITS__MAX_VISIT_HOURS`,
+/// `__MAX_DAYS_AHEAD`). Without them a PIN could be made valid until the year 9998, and a window
+/// past the year 9999 cannot even be written as the access systems read dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// The longest window; `None` where another rule bounds it (a facility booking's one day).
+    pub max_length: Option<Duration>,
+    pub max_ahead: Duration,
 }
 
 impl VisitWindow {
@@ -58,6 +84,26 @@ impl VisitWindow {
             return Err(WindowError::EndsInPast);
         }
         Ok(Self { starts_at, ends_at })
+    }
+
+    /// Checks `limits`: the window starts at most `max_ahead` from `now` and lasts at most
+    /// `max_length`.
+    pub fn check_limits(
+        &self,
+        limits: &WindowLimits,
+        now: DateTime<Utc>,
+    ) -> Result<(), WindowError> {
+        if self.starts_at - now > limits.max_ahead {
+            return Err(WindowError::TooFarAhead {
+                max_days: limits.max_ahead.num_days(),
+            });
+        }
+        match limits.max_length {
+            Some(max) if self.ends_at - self.starts_at > max => Err(WindowError::TooLong {
+                max_hours: max.num_hours(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// A window read back from storage, where the rules were checked when it was written.
@@ -150,6 +196,46 @@ mod tests {
             VisitWindow::new(t, t - Duration::hours(1), now),
             Err(WindowError::EndsNotAfterStarts)
         );
+    }
+
+    const VISIT_LIMITS: WindowLimits = WindowLimits {
+        max_length: Some(Duration::hours(72)),
+        max_ahead: Duration::days(365),
+    };
+
+    #[test]
+    fn a_visit_may_last_the_limit_but_not_a_second_more() {
+        let now = utc("2026-12-06T00:00:00Z");
+        let exactly = window("2026-12-07T00:00:00Z", "2026-12-10T00:00:00Z");
+        assert_eq!(exactly.check_limits(&VISIT_LIMITS, now), Ok(()));
+        let longer = window("2026-12-07T00:00:00Z", "2026-12-10T00:00:01Z");
+        let error = longer.check_limits(&VISIT_LIMITS, now).unwrap_err();
+        assert_eq!(error.code(), "window_too_long");
+        assert_eq!(error.field_or("starts_at"), "ends_at");
+        let unbounded = WindowLimits {
+            max_length: None,
+            ..VISIT_LIMITS
+        };
+        assert_eq!(longer.check_limits(&unbounded, now), Ok(()));
+    }
+
+    #[test]
+    fn a_booking_may_start_the_limit_ahead_and_no_later_not_even_in_the_year_9998() {
+        let now = utc("2026-12-06T00:00:00Z");
+        let at_the_limit = window("2027-12-06T00:00:00Z", "2027-12-06T02:00:00Z");
+        assert_eq!(at_the_limit.check_limits(&VISIT_LIMITS, now), Ok(()));
+        for start in [
+            "2027-12-06T00:00:01Z",
+            "9998-01-01T00:00:00Z",
+            "+10000-01-01T00:00:00Z",
+        ] {
+            // As serde reads a request's times (RFC 3339 itself has no year beyond 9999).
+            let starts: DateTime<Utc> = start.parse().unwrap();
+            let far = VisitWindow::new(starts, starts + Duration::hours(1), now).unwrap();
+            let error = far.check_limits(&VISIT_LIMITS, now).unwrap_err();
+            assert_eq!(error.code(), "too_far_ahead", "{start}");
+            assert_eq!(error.field(), "starts_at");
+        }
     }
 
     #[test]

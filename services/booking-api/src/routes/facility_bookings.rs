@@ -16,13 +16,13 @@ use uuid::Uuid;
 use super::visitor_bookings::key_reused;
 use super::{
     BookingState, LIST_LIMIT, TimePatch, cancelled_problem, creation_headers, json_response,
-    registered_building, window_problem,
+    registered_building, too_many_live_bookings, window_problem,
 };
 use crate::auth::Caller;
 use crate::domain::access::{AccessStatus, BookingKind};
 use crate::domain::ids::{ApartmentId, FacilityId};
 use crate::domain::validation::FieldError;
-use crate::domain::window::VisitWindow;
+use crate::domain::window::{VisitWindow, WindowLimits};
 use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
 use crate::idempotency::{self, Claim};
 use crate::problem::{Problem, ProblemDetails};
@@ -185,16 +185,18 @@ async fn registered_apartment(
         })
 }
 
-/// Checks a window for a facility booking of `building`: ends after it starts, in the future, and
-/// within one building-local day.
+/// Checks a window for a facility booking of `building`: ends after it starts, in the future, not
+/// too far ahead, and within one building-local day.
 fn facility_window(
     building: &BuildingRow,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
+    (starts_at, ends_at): (DateTime<Utc>, DateTime<Utc>),
+    limits: &WindowLimits,
     blamed: &str,
 ) -> Result<VisitWindow, Problem> {
-    let window =
-        VisitWindow::new(starts_at, ends_at, Utc::now()).map_err(|e| window_problem(&e, blamed))?;
+    let now = Utc::now();
+    let window = VisitWindow::new(starts_at, ends_at, now)
+        .and_then(|window| window.check_limits(limits, now).map(|()| window))
+        .map_err(|e| window_problem(&e, blamed))?;
     let zone = building.zone().map_err(|e| Problem::internal(&e))?;
     window
         .check_single_local_day(zone)
@@ -226,6 +228,7 @@ async fn booker(
         (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "Another apartment", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Invalid; e.g. `spans_several_local_days`, `facility_access_control_id_missing`, `salto_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -235,6 +238,7 @@ pub async fn create(
     headers: HeaderMap,
     body: ApiJson<NewFacilityBookingRequest>,
 ) -> Result<Response, Problem> {
+    app.write_limiter.admit(&caller)?;
     let idempotency_key = IdempotencyKey::from_headers(&headers)?;
     let wait = preferred_wait(&headers);
     let request = body.value;
@@ -242,7 +246,10 @@ pub async fn create(
         request.starts_at.with_timezone(&Utc),
         request.ends_at.with_timezone(&Utc),
     );
-    VisitWindow::new(starts_at, ends_at, Utc::now()).map_err(|e| window_problem(&e, "ends_at"))?;
+    let now = Utc::now();
+    VisitWindow::new(starts_at, ends_at, now)
+        .and_then(|window| window.check_limits(&app.limits.facilities(), now))
+        .map_err(|e| window_problem(&e, "ends_at"))?;
     let apartment_id = booking_apartment(&caller, request.apartment_id.as_ref())?;
     let building_id = caller.building_id.as_str();
     let booking_id = Uuid::new_v4();
@@ -272,9 +279,24 @@ pub async fn create(
         }
     }
     let building = registered_building(&mut tx, building_id).await?;
-    let window = facility_window(&building, starts_at, ends_at, "ends_at")?;
+    let window = facility_window(
+        &building,
+        (starts_at, ends_at),
+        &app.limits.facilities(),
+        "ends_at",
+    )?;
     let facility = registered_facility(&mut tx, building_id, request.facility_id.as_str()).await?;
     let apartment = registered_apartment(&mut tx, building_id, apartment_id.as_str()).await?;
+    if caller.role == BuildingRole::Resident {
+        let live =
+            store::lock_and_count_live_of_resident(&mut tx, building_id, &caller.user_id).await?;
+        if live >= i64::from(app.limits.max_live_bookings) {
+            return Err(too_many_live_bookings(
+                "facility",
+                app.limits.max_live_bookings,
+            ));
+        }
+    }
     let salto_reachable = building.salto_connected || app.defaults.salto;
     let (zone_id, access_level_id) =
         match refusals::facility_access(&building, salto_reachable, &facility, &apartment) {
@@ -466,6 +488,7 @@ pub async fn get(
         (status = 200, body = FacilityBookingView),
         (status = 409, description = "Cancelled", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "e.g. `field_not_patchable`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -475,6 +498,7 @@ pub async fn patch(
     BookingIdPath(id): BookingIdPath,
     body: ApiJson<Value>,
 ) -> Result<Response, Problem> {
+    app.write_limiter.admit(&caller)?;
     let patch = TimePatch::from_body(&body.value)?;
     let mut tx = app.pool.begin().await?;
     let row = store::find_for_update(&mut tx, id)
@@ -491,7 +515,12 @@ pub async fn patch(
         return Ok(json_response(StatusCode::OK, &view(&row), HeaderMap::new()));
     }
     let building = registered_building(&mut tx, &row.building_id).await?;
-    let window = facility_window(&building, starts_at, ends_at, patch.blamed_field())?;
+    let window = facility_window(
+        &building,
+        (starts_at, ends_at),
+        &app.limits.facilities(),
+        patch.blamed_field(),
+    )?;
     // The IDs now in force apply to this change (docs/architecture.md, "Services and what each owns": a changed ID affects later operations).
     let facility = registered_facility(&mut tx, &row.building_id, &row.facility_id).await?;
     let apartment = registered_apartment(&mut tx, &row.building_id, &row.apartment_id).await?;
@@ -530,7 +559,11 @@ pub async fn patch(
 #[utoipa::path(
     delete, path = "/v1/facility-bookings/{id}", tag = "facility bookings",
     params(("id" = Uuid, Path)),
-    responses((status = 200, description = "Cancelled", body = FacilityBookingView), (status = 404, body = ProblemDetails, content_type = "application/problem+json")),
+    responses(
+        (status = 200, description = "Cancelled", body = FacilityBookingView),
+        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
     security(("bearer" = []))
 )]
 pub async fn cancel(
@@ -538,6 +571,7 @@ pub async fn cancel(
     caller: Caller,
     BookingIdPath(id): BookingIdPath,
 ) -> Result<Response, Problem> {
+    app.write_limiter.admit(&caller)?;
     let mut tx = app.pool.begin().await?;
     let row = store::find_for_update(&mut tx, id)
         .await?

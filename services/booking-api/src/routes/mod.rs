@@ -115,10 +115,21 @@ impl From<contracts::BookingState> for BookingState {
 /// 422 for a window rule, naming the field to change.
 pub fn window_problem(error: &WindowError, field: &str) -> Problem {
     Problem::validation(vec![FieldError::new(
-        field,
+        error.field_or(field),
         error.code(),
         error.to_string(),
     )])
+}
+
+/// 422 `too_many_live_bookings`: a resident already holds `CONNECX__LIMITS__MAX_LIVE_BOOKINGS` live
+/// bookings of a kind.
+pub fn too_many_live_bookings(kind: &str, max: u32) -> Problem {
+    Problem::unprocessable(
+        "too_many_live_bookings",
+        format!(
+            "a resident may hold {max} live {kind} bookings at most (booked and not yet ended); cancel one first"
+        ),
+    )
 }
 
 /// The caller's building, or 422 when no manager has registered it yet.

@@ -13,13 +13,13 @@ use uuid::Uuid;
 
 use super::{
     BookingState, LIST_LIMIT, TimePatch, building_not_registered, cancelled_problem,
-    creation_headers, json_response, window_problem,
+    creation_headers, json_response, too_many_live_bookings, window_problem,
 };
 use crate::auth::Caller;
 use crate::domain::access::{AccessStatus, BookingKind};
 use crate::domain::ids::ResidentId;
 use crate::domain::validation::{self, FieldError, FieldErrors};
-use crate::domain::window::{VisitWindow, WindowError};
+use crate::domain::window::{VisitWindow, WindowError, WindowLimits};
 use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
 use crate::idempotency::{self, Claim};
 use crate::problem::{Problem, ProblemDetails};
@@ -172,6 +172,7 @@ struct CheckedVisit {
 
 fn check_new(
     request: &NewVisitorBookingRequest,
+    limits: &WindowLimits,
     now: DateTime<Utc>,
 ) -> Result<CheckedVisit, Problem> {
     let mut errors = FieldErrors::new();
@@ -181,7 +182,9 @@ fn check_new(
         request.starts_at.with_timezone(&Utc),
         request.ends_at.with_timezone(&Utc),
         now,
-    ) {
+    )
+    .and_then(|window| window.check_limits(limits, now).map(|()| window))
+    {
         Ok(window) => Some(window),
         Err(error) => {
             errors.push(FieldError::new(
@@ -322,6 +325,7 @@ fn unknown_resident(resident_id: &str) -> Problem {
         (status = 403, description = "Out of scope", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Invalid; e.g. `resident_not_synced_to_ipassan`, `ipassan_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -331,10 +335,11 @@ pub async fn create(
     headers: HeaderMap,
     body: ApiJson<NewVisitorBookingRequest>,
 ) -> Result<Response, Problem> {
+    app.write_limiter.admit(&caller)?;
     let idempotency_key = IdempotencyKey::from_headers(&headers)?;
     let wait = preferred_wait(&headers);
     let request = body.value;
-    let checked = check_new(&request, Utc::now())?;
+    let checked = check_new(&request, &app.limits.visits(), Utc::now())?;
     let resident_id = booking_resident(&caller, request.resident_id.as_ref())?;
     let building_id = caller.building_id.as_str();
     let booking_id = Uuid::new_v4();
@@ -377,6 +382,13 @@ pub async fn create(
     if request.provide_access && resident.ipassan_person_id.is_none() {
         // Dropping the transaction rolls back the idempotency claim too: nothing is stored.
         return Err(not_synced(&resident));
+    }
+    let live = store::lock_and_count_live(&mut tx, building_id, &resident.id).await?;
+    if live >= i64::from(app.limits.max_live_bookings) {
+        return Err(too_many_live_bookings(
+            "visitor",
+            app.limits.max_live_bookings,
+        ));
     }
     let row = store::insert(
         &mut tx,
@@ -519,6 +531,7 @@ fn not_found() -> Problem {
         (status = 200, body = VisitorBookingView),
         (status = 409, description = "Cancelled", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "e.g. `field_not_patchable`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -528,6 +541,7 @@ pub async fn patch(
     BookingIdPath(id): BookingIdPath,
     body: ApiJson<Value>,
 ) -> Result<Response, Problem> {
+    app.write_limiter.admit(&caller)?;
     let patch = TimePatch::from_body(&body.value)?;
     let mut tx = app.pool.begin().await?;
     let row = store::find_for_update(&mut tx, id)
@@ -548,7 +562,13 @@ pub async fn patch(
             HeaderMap::new(),
         ));
     }
-    let window = VisitWindow::new(starts_at, ends_at, Utc::now())
+    let now = Utc::now();
+    let window = VisitWindow::new(starts_at, ends_at, now)
+        .and_then(|window| {
+            window
+                .check_limits(&app.limits.visits(), now)
+                .map(|()| window)
+        })
         .map_err(|e: WindowError| window_problem(&e, patch.blamed_field()))?;
     let (building, resident) =
         building_and_resident(&mut tx, &row.building_id, &row.resident_id).await?;
@@ -585,6 +605,7 @@ pub async fn patch(
     responses(
         (status = 200, description = "Cancelled", body = VisitorBookingView),
         (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -593,6 +614,7 @@ pub async fn cancel(
     caller: Caller,
     BookingIdPath(id): BookingIdPath,
 ) -> Result<Response, Problem> {
+    app.write_limiter.admit(&caller)?;
     let mut tx = app.pool.begin().await?;
     let row = store::find_for_update(&mut tx, id)
         .await?
@@ -647,6 +669,7 @@ mod tests {
                 "starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T09:00:00Z",
                 "provide_access": true
             })),
+            &crate::settings::LimitsSettings::default().visits(),
             now,
         ) {
             Err(problem) => problem,

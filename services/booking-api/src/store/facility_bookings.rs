@@ -229,3 +229,26 @@ pub async fn apply_result(
     .await?;
     Ok(())
 }
+
+/// The live facility bookings (booked, not yet ended) that resident `user_id` made, counted after
+/// taking a transaction lock on that resident's facility bookings, so that two concurrent
+/// creations cannot both pass the limit.
+pub async fn lock_and_count_live_of_resident(
+    conn: &mut PgConnection,
+    building_id: &str,
+    user_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("live-facility-bookings/{building_id}/{user_id}"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM facility_bookings
+          WHERE building_id = $1 AND booked_by_user_id = $2 AND booked_by_role = 'resident'
+            AND state = 'booked' AND ends_at > now()",
+    )
+    .bind(building_id)
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await
+}

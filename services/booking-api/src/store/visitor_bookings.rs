@@ -229,3 +229,25 @@ pub async fn apply_result(
     .await?;
     Ok(())
 }
+
+/// The live visitor bookings (booked, not yet ended) of `resident_id`, counted after taking a
+/// transaction lock on that resident's visits, so that two concurrent creations cannot both pass
+/// the limit.
+pub async fn lock_and_count_live(
+    conn: &mut PgConnection,
+    building_id: &str,
+    resident_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("live-visits/{building_id}/{resident_id}"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM visitor_bookings
+          WHERE building_id = $1 AND resident_id = $2 AND state = 'booked' AND ends_at > now()",
+    )
+    .bind(building_id)
+    .bind(resident_id)
+    .fetch_one(&mut *conn)
+    .await
+}

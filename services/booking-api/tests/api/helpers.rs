@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use booking_api::auth::{TokenClaims, mint_token};
 use booking_api::outbox::OutboxSettings;
-use booking_api::settings::{DefaultIpassan, DefaultSalto};
+use booking_api::settings::{DefaultIpassan, DefaultSalto, LimitsSettings};
 use booking_api::{Application, AuthSettings, RunError, Settings};
 use contracts::Role;
 use platform::config::{
@@ -168,6 +168,12 @@ pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
         },
         salto: DefaultSalto {
             url: Some("https://salto.default.example/".into()),
+        },
+        // The shipped bounds, but no write rate: many tests write quickly as one resident. The
+        // rate limit's own tests turn it on.
+        limits: LimitsSettings {
+            writes_per_minute: 0,
+            ..LimitsSettings::default()
         },
     }
 }

@@ -9,6 +9,7 @@ mod connections;
 mod facility_bookings;
 mod helpers;
 mod idempotency;
+mod limits;
 mod migrate;
 mod operations;
 mod outbox;
