@@ -244,6 +244,7 @@ pub fn booking_api_settings(
         http: HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,
+            ..Default::default()
         },
         auth: booking_api::AuthSettings {
             jwt_secret: jwt_secret.into(),

@@ -6,6 +6,7 @@
 //! [`Application::build`] then [`Application::run_until_stopped`] — `main` only loads settings.
 
 pub mod auth;
+pub mod broker_health;
 pub mod connections;
 pub mod domain;
 pub mod extract;

@@ -170,6 +170,7 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
         self.amqp.validate()?;
+        self.http.validate()?;
         if self.auth.jwt_secret.len() < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::invalid(
                 "auth.jwt_secret",

@@ -127,7 +127,7 @@ impl Application {
                 &settings.auth.jwt_secret,
                 settings.auth.leeway_secs,
             )),
-            publisher: publisher.clone(),
+            broker: crate::broker_health::BrokerHealth::default(),
             notifications: notifications.clone(),
             shutdown: token.clone(),
             prometheus: crate::telemetry::prometheus(),
@@ -143,6 +143,7 @@ impl Application {
                 .clone()
                 .run_listener(pool.clone(), token.clone()),
         );
+        tasks.spawn(state.broker.clone().watch(publisher.clone(), token.clone()));
         let relay = Relay::new(
             pool.clone(),
             publisher,
@@ -165,12 +166,10 @@ impl Application {
         );
         let consumer = tokio::spawn(async move { consumer.run(consumer_token).await });
 
-        let app = crate::routes::router(state);
+        let request_timeout = Duration::from_secs(settings.http.request_timeout_secs);
+        let app = crate::routes::router(state, request_timeout);
         tracing::info!(port, "booking-api listening");
-        let server_token = token.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_token.cancelled().await })
-            .await;
+        let served = serve(listener, app, &settings.http, token.clone()).await;
         // However the server ended, everything else stops too.
         token.cancel();
 
@@ -209,6 +208,31 @@ impl Application {
             }
         }
     }
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish (for at most
+/// the request timeout). A connection whose request headers do not all arrive within
+/// `CONNECX__HTTP__HEADER_READ_TIMEOUT_SECS` is closed, so slow clients cannot hold connections;
+/// the whole request is bounded by the router's timeout.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    http: &platform::config::HttpSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let grace = Duration::from_secs(http.request_timeout_secs);
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(grace));
+    });
+    let mut server = axum_server::from_tcp(listener.into_std()?)?.handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(Duration::from_secs(http.header_read_timeout_secs)));
+    server.serve(app.into_make_service()).await
 }
 
 /// Hourly: forget idempotency keys older than 24 h and sent outbox rows past their retention.

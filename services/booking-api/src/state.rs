@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
-use platform::amqp::Publisher;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +14,8 @@ use crate::notifications::Notifications;
 pub struct AppState {
     pub pool: PgPool,
     pub authenticator: Arc<Authenticator>,
-    /// For `/readyz` (the relay has its own handle on the same connection).
-    pub publisher: Publisher,
+    /// The broker as last seen, for `/healthz`.
+    pub broker: crate::broker_health::BrokerHealth,
     pub notifications: Notifications,
     /// Cancelled at shutdown: `Prefer: wait` stops waiting.
     pub shutdown: CancellationToken,

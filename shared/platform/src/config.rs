@@ -295,6 +295,14 @@ pub struct HttpSettings {
     /// 0 picks a free port (tests).
     #[serde(default = "default_port")]
     pub port: u16,
+    /// A connection whose request headers have not all arrived within this time is closed (a
+    /// slow client must not hold connections).
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// The longest a request may take, body and answer included (`Prefer: wait` waits 10 s at
+    /// most); beyond it the answer is 408 `request_timeout`.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -302,8 +310,36 @@ impl Default for HttpSettings {
         Self {
             host: default_host(),
             port: default_port(),
+            header_read_timeout_secs: default_header_read_timeout_secs(),
+            request_timeout_secs: default_request_timeout_secs(),
         }
     }
+}
+
+impl Validate for HttpSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "http.header_read_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.request_timeout_secs <= 10 {
+            return Err(ConfigError::invalid(
+                "http.request_timeout_secs",
+                "must be more than 10 (a `Prefer: wait` request waits up to 10 s)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_header_read_timeout_secs() -> u64 {
+    10
+}
+
+fn default_request_timeout_secs() -> u64 {
+    30
 }
 
 fn default_host() -> String {

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (PostgreSQL and RabbitMQ are reachable) and
+//! `/healthz` (the process answers; with the broker's state as last seen), `/readyz` (PostgreSQL
+//! is reachable: bookings are accepted while the broker is down, they wait in the outbox) and
 //! `/metrics` (Prometheus text).
 
 use std::time::Duration;
@@ -16,46 +17,44 @@ pub struct Health {
     pub status: &'static str,
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok` when the process answers.
+    pub status: &'static str,
+    /// RabbitMQ as last seen (every 5 s): `up` or `down`. While it is down, bookings wait in the
+    /// outbox; it is not a reason to restart.
+    pub broker: &'static str,
+}
+
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Liveness)))]
+pub async fn healthz(State(app): State<AppState>) -> axum::Json<Liveness> {
+    axum::Json(Liveness {
+        status: "ok",
+        broker: if app.broker.is_up() { "up" } else { "down" },
+    })
 }
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// PostgreSQL and RabbitMQ are reachable.
+/// PostgreSQL is reachable.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, body = Health),
-        (status = 503, description = "A dependency is down", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is down", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    let database = async {
+    let failure =
         match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&app.pool)).await
         {
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => Some(format!("database: {error}")),
-            Err(_) => Some("database: no answer within 3s".to_owned()),
-        }
-    };
-    let broker = async {
-        match tokio::time::timeout(CHECK_TIMEOUT, app.publisher.check()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(format!("broker: {error}")),
-            Err(_) => Some("broker: no answer within 3s".to_owned()),
-        }
-    };
-    let (database, broker) = tokio::join!(database, broker);
-    let failures: Vec<String> = [database, broker].into_iter().flatten().collect();
-    if failures.is_empty() {
-        axum::Json(Health { status: "ready" }).into_response()
-    } else {
-        tracing::warn!(failures = ?failures, "not ready");
-        Problem::unavailable("not_ready", failures.join("; ")).into_response()
-    }
+            Ok(Ok(_)) => return axum::Json(Health { status: "ready" }).into_response(),
+            Ok(Err(error)) => format!("database: {error}"),
+            Err(_) => "database: no answer within 3s".to_owned(),
+        };
+    tracing::warn!(failure, "not ready");
+    Problem::unavailable("not_ready", failure).into_response()
 }
 
 /// Prometheus metrics.

@@ -33,7 +33,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The most bookings one list answer holds.
 pub const LIST_LIMIT: i64 = 500;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .route(
             "/v1/visitor-bookings",
@@ -88,6 +88,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            within(request_timeout, request, next)
+        }))
         .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .layer(axum::middleware::from_fn(crate::telemetry::trace_requests))
@@ -108,6 +111,27 @@ impl From<contracts::BookingState> for BookingState {
         match state {
             contracts::BookingState::Booked => Self::Booked,
             contracts::BookingState::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// Answers 408 `request_timeout` when `request` (its body read included) takes longer than
+/// `limit`: a client sending its body slowly must not hold a connection and a task for ever.
+async fn within(
+    limit: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_secs = limit.as_secs(), "request timed out");
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request took longer than {} s", limit.as_secs()),
+            )
+            .into_response()
         }
     }
 }

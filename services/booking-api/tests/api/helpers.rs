@@ -145,6 +145,7 @@ pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
         http: HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,
+            ..Default::default()
         },
         auth: AuthSettings {
             jwt_secret: SECRET.into(),
@@ -488,12 +489,17 @@ pub struct BrokerProxy {
 
 impl BrokerProxy {
     pub async fn start(up: bool) -> Self {
+        let target =
+            std::env::var("CONNECX_TEST_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1:5672".into());
+        Self::start_to(target, up).await
+    }
+
+    /// A proxy to any TCP server at `target` (`host:port`), e.g. PostgreSQL.
+    pub async fn start_to(target: String, up: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let address = listener.local_addr().expect("proxy address");
         let is_up = Arc::new(AtomicBool::new(up));
         let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let target =
-            std::env::var("CONNECX_TEST_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1:5672".into());
         let accept = {
             let is_up = is_up.clone();
             let links = links.clone();

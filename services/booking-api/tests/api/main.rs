@@ -14,5 +14,6 @@ mod migrate;
 mod operations;
 mod outbox;
 mod results;
+mod timeouts;
 mod validation;
 mod visitor_bookings;
