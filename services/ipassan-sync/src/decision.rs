@@ -203,6 +203,21 @@ pub mod failures {
     pub const BUILDING_HAS_NO_IPASSAN_SITE: &str = "building_has_no_ipassan_site";
     pub const RESIDENT_NOT_SYNCED_TO_IPASSAN: &str = "resident_not_synced_to_ipassan";
     pub const IPASSAN_NOT_CONNECTED: &str = "ipassan_not_connected";
+    pub const IPASSAN_REFUSED: &str = "ipassan_refused";
+
+    /// iPassan refused the grant for good (400, 403, another 4xx): trying again changes
+    /// nothing, a person must look at the building's iPassan.
+    pub fn ipassan_refused(site: &str, refusal: &str) -> AccessFailure {
+        AccessFailure {
+            code: IPASSAN_REFUSED.into(),
+            message: format!(
+                "iPassan refused to give the visitor access at site {site}: {refusal}. The \
+                 building manager must check the building's iPassan (its site, and what connecX \
+                 may do there); then the booking can be made again."
+            ),
+            needs_manager: true,
+        }
+    }
 
     pub fn not_connected(building: &str) -> AccessFailure {
         AccessFailure {

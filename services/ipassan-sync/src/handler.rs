@@ -270,15 +270,29 @@ impl BookingEvents {
         let site = grant.site.as_str();
         let external_ref = booking_id.to_string();
         let fail = |e| handler_error(e, booking_id, site);
+        // A refusal for good is the booking's outcome (failed, the manager told), not only a
+        // dead letter: the resident must hear that the visitor has no access. An answer that
+        // breaks the contract stays an error (a dead letter for ops).
+        let refused = |e: IpassanError| -> Result<(Achieved, Option<String>), HandlerError> {
+            match e {
+                IpassanError::UnreadableAnswer(_) => Err(fail(e)),
+                e if e.kind() == ErrorKind::Permanent => {
+                    tracing::warn!(%booking_id, site, error = %e, "iPassan refused the grant for good");
+                    let failure = failures::ipassan_refused(site, &e.to_string());
+                    Ok((Achieved::Failed(failure), None))
+                }
+                e => Err(fail(e)),
+            }
+        };
         // A visitor made before is looked up (a reschedule moves its window). For a booking with
         // none on record the create is the lookup: iPassan answers a create with an externalRef
         // it knows with the visitor already made (contract), so a retry after a crash finds the
         // one it made — and every new booking costs one call less.
         let existing = if made_before {
-            ipassan
-                .visitor_by_external_ref(site, &external_ref)
-                .await
-                .map_err(fail)?
+            match ipassan.visitor_by_external_ref(site, &external_ref).await {
+                Ok(found) => found,
+                Err(e) => return refused(e),
+            }
         } else {
             None
         };
@@ -312,7 +326,7 @@ impl BookingEvents {
                         );
                         return Ok((Achieved::Failed(failure), None));
                     }
-                    Err(e) => return Err(fail(e)),
+                    Err(e) => return refused(e),
                 }
             }
         };
@@ -330,7 +344,7 @@ impl BookingEvents {
                         visitor.id
                     )));
                 }
-                Err(e) => return Err(fail(e)),
+                Err(e) => return refused(e),
             }
         };
         let achieved = match visitor.pin {

@@ -1,4 +1,5 @@
-//! iPassan misbehaving: errors are retried or dead-lettered as the contract's table says, and
+//! iPassan misbehaving: errors are retried, dead-lettered or (a grant refused for good) the
+//! booking's `failed` outcome, as the contract's table says, and
 //! the assertion is always the same — nothing lost, nothing granted twice, every failure alerted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -199,31 +200,56 @@ async fn a_token_refused_mid_run_is_renewed_once_and_the_call_retried() {
 }
 
 #[tokio::test]
-async fn a_site_not_granted_to_connecx_is_a_dead_letter_for_the_manager() {
+async fn a_site_not_granted_to_connecx_fails_the_visit_with_the_reason_for_the_manager() {
     let mut harness = start().await;
     let id = Uuid::new_v4();
     let mut visit = booking(FROM, TO);
     visit.building.ipassan_site = Some(FOREIGN_SITE.into());
     harness.publish(&created(id, visit)).await;
 
-    let dead = harness
-        .dead_letters
-        .next_message(Duration::from_secs(15))
-        .await
-        .expect("a dead letter");
-    assert_eq!(dead.headers.get_str(headers::ERROR_KIND), Some("permanent"));
-    let error = dead.headers.get_str(headers::ERROR).unwrap();
+    let failed = harness.next_result().await;
+    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    let failure = result_of(&failed).failure.clone().expect("a reason");
+    assert_eq!(failure.code, "ipassan_refused");
+    assert!(failure.needs_manager, "the manager is told");
     assert!(
-        error.contains("403") && error.contains(FOREIGN_SITE),
-        "{error}"
+        failure.message.contains("403") && failure.message.contains(FOREIGN_SITE),
+        "{}",
+        failure.message
     );
-    assert_eq!(
-        dead.headers.get_i64(headers::RETRY_COUNT),
-        Some(0),
-        "not retried"
+    assert!(
+        harness
+            .dead_letters
+            .next(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "an outcome, not a dead letter"
     );
-    assert_eq!(Envelope::from_json(&dead.body).unwrap().booking_id, id);
+    let refusals = harness
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.status == 403)
+        .count();
+    assert_eq!(refusals, 1, "not retried");
+}
+
+#[tokio::test]
+async fn a_request_ipassan_refuses_as_malformed_fails_the_visit_and_is_not_retried() {
+    let mut harness = start().await;
+    harness.fault("POST", VISITOR_PATH, status(400), 1).await;
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+
+    let failed = harness.next_result().await;
+    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    let failure = result_of(&failed).failure.clone().expect("a reason");
+    assert_eq!(failure.code, "ipassan_refused");
+    assert!(failure.message.contains("400"), "{}", failure.message);
+    assert_eq!(result_of(&failed).pin, None);
     harness.no_more_results(Duration::from_millis(500)).await;
+    assert_eq!(posts_to_visitor(&harness.requests().await), [(400, true)]);
+    assert!(harness.visitors_for(id).await.is_empty());
 }
 
 #[tokio::test]

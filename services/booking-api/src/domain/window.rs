@@ -5,7 +5,7 @@
 //! conversion lives here once. A facility booking must lie within one building-local day because
 //! Salto grants it as one Period (a date) plus one Timetable (hours on that date).
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// A checked booking window: `starts_at < ends_at`.
@@ -30,6 +30,14 @@ pub enum WindowError {
     TooLong { max_hours: i64 },
     #[error("a booking may start {max_days} days ahead at most")]
     TooFarAhead { max_days: i64 },
+    #[error(
+        "on the building's clock ({timezone}) this window runs from {local_start} to {local_end}, which iPassan and Salto cannot take (a daylight-saving change turns it back)"
+    )]
+    NotRepresentable {
+        timezone: String,
+        local_start: NaiveDateTime,
+        local_end: NaiveDateTime,
+    },
 }
 
 impl WindowError {
@@ -41,6 +49,7 @@ impl WindowError {
             Self::SpansLocalDays { .. } => "spans_several_local_days",
             Self::TooLong { .. } => "window_too_long",
             Self::TooFarAhead { .. } => "too_far_ahead",
+            Self::NotRepresentable { .. } => "window_not_representable",
         }
     }
 
@@ -72,11 +81,14 @@ pub struct WindowLimits {
 
 impl VisitWindow {
     /// A window for a new or changed booking: it must end after it starts, and in the future.
+    /// Both ends are cut to whole seconds first (iPassan and Salto take nothing finer), so what
+    /// is stored, answered and granted is the same window.
     pub fn new(
         starts_at: DateTime<Utc>,
         ends_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Self, WindowError> {
+        let (starts_at, ends_at) = (whole_seconds(starts_at), whole_seconds(ends_at));
         if ends_at <= starts_at {
             return Err(WindowError::EndsNotAfterStarts);
         }
@@ -103,6 +115,26 @@ impl VisitWindow {
                 max_hours: max.num_hours(),
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// Checks that the access systems can take the window: they are given the building's
+    /// wall-clock times, so the local end must come after the local start. Across a change back
+    /// from daylight saving a window can be forwards in UTC and backwards on the wall clock
+    /// (Sydney `02:30+11:00` → `02:15+10:00`).
+    pub fn check_representable(&self, zone: Tz) -> Result<(), WindowError> {
+        let (local_start, local_end) = (
+            local_time(self.starts_at, zone),
+            local_time(self.ends_at, zone),
+        );
+        if local_start < local_end {
+            Ok(())
+        } else {
+            Err(WindowError::NotRepresentable {
+                timezone: zone.name().to_owned(),
+                local_start,
+                local_end,
+            })
         }
     }
 
@@ -147,6 +179,11 @@ impl VisitWindow {
     }
 }
 
+/// `at` without its fraction of a second.
+pub fn whole_seconds(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(0)
+}
+
 /// `at` on the wall clock of `zone`.
 pub fn local_time(at: DateTime<Utc>, zone: Tz) -> NaiveDateTime {
     at.with_timezone(&zone).naive_local()
@@ -157,12 +194,23 @@ pub fn local_time(at: DateTime<Utc>, zone: Tz) -> NaiveDateTime {
 pub fn start_of_local_day(day: NaiveDate, zone: Tz) -> Option<DateTime<Utc>> {
     let midnight = day.and_hms_opt(0, 0, 0)?;
     // No zone skips more than a few hours; a day ends after 24 hours of wall clock at most.
-    (0..=(24 * 60)).find_map(|minutes| {
+    let first_minute = (0..=(24 * 60)).find_map(|minutes| {
         let wall = midnight + Duration::minutes(minutes);
         zone.from_local_datetime(&wall)
             .earliest()
             .map(|t| t.with_timezone(&Utc))
-    })
+    })?;
+    // A gap may end between two minutes (old offsets had seconds, e.g. Monrovia's -00:44:30
+    // until 1972): the day begins at the gap's end, up to a minute earlier.
+    let mut start = first_minute;
+    for _ in 0..60 {
+        let earlier = start - Duration::seconds(1);
+        if local_time(earlier, zone).date() != day {
+            break;
+        }
+        start = earlier;
+    }
+    Some(start)
 }
 
 #[cfg(test)]
@@ -353,6 +401,61 @@ mod tests {
     }
 
     #[test]
+    fn a_window_running_backwards_on_the_wall_clock_is_not_representable() {
+        // 5 April 2026, Sydney: 03:00 (+11) becomes 02:00 (+10). 02:30+11:00 → 02:15+10:00 is
+        // 45 minutes forwards in UTC and 15 minutes backwards on the wall clock.
+        let backwards = VisitWindow::new(
+            DateTime::parse_from_rfc3339("2026-04-05T02:30:00+11:00")
+                .unwrap()
+                .with_timezone(&Utc),
+            DateTime::parse_from_rfc3339("2026-04-05T02:15:00+10:00")
+                .unwrap()
+                .with_timezone(&Utc),
+            utc(LONG_AGO),
+        )
+        .unwrap();
+        let error = backwards.check_representable(SYDNEY).unwrap_err();
+        assert_eq!(error.code(), "window_not_representable");
+        // Ending on the same wall-clock time it started is empty there: refused too.
+        let empty = VisitWindow::new(
+            DateTime::parse_from_rfc3339("2026-04-05T02:30:00+11:00")
+                .unwrap()
+                .with_timezone(&Utc),
+            DateTime::parse_from_rfc3339("2026-04-05T02:30:00+10:00")
+                .unwrap()
+                .with_timezone(&Utc),
+            utc(LONG_AGO),
+        )
+        .unwrap();
+        assert!(empty.check_representable(SYDNEY).is_err());
+        // Across the change but forwards on the wall clock: fine.
+        assert!(
+            window("2026-04-04T15:00:00Z", "2026-04-04T17:00:00Z")
+                .check_representable(SYDNEY)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn fractions_of_a_second_are_cut_from_both_ends() {
+        let w = VisitWindow::new(
+            utc("2026-12-07T07:00:00.999Z"),
+            utc("2026-12-07T09:00:00.001Z"),
+            utc(LONG_AGO),
+        )
+        .unwrap();
+        assert_eq!(w.starts_at(), utc("2026-12-07T07:00:00Z"));
+        assert_eq!(w.ends_at(), utc("2026-12-07T09:00:00Z"));
+        // A window shorter than a second, once cut, is empty.
+        let empty = VisitWindow::new(
+            utc("2026-12-07T07:00:00.1Z"),
+            utc("2026-12-07T07:00:00.9Z"),
+            utc(LONG_AGO),
+        );
+        assert_eq!(empty, Err(WindowError::EndsNotAfterStarts));
+    }
+
+    #[test]
     fn a_day_whose_midnight_was_skipped_starts_at_its_first_minute() {
         // São Paulo entered daylight time on 2018-11-04 at 00:00 → 01:00 (-03 → -02).
         let zone = chrono_tz::America::Sao_Paulo;
@@ -366,5 +469,136 @@ mod tests {
         assert!(w.check_single_local_day(zone).is_ok());
         let w = window("2018-11-04T01:00:00Z", "2018-11-04T03:01:00Z");
         assert!(w.check_single_local_day(zone).is_err());
+    }
+
+    /// Local-time rules over every IANA zone, around its offset changes: each case picks a zone
+    /// and a year, finds the zone's transitions in that year (hour by hour), and looks at windows
+    /// and days around one of them (or anywhere in the year, for zones without one).
+    mod around_transitions {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The instants in `year` at which `zone`'s offset changes (to the hour before them).
+        fn transitions(zone: Tz, year: i32) -> Vec<DateTime<Utc>> {
+            use chrono::Offset;
+            let start = Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0).unwrap();
+            let offset = |t: DateTime<Utc>| t.with_timezone(&zone).offset().fix();
+            (0..366 * 24)
+                .map(|h| start + Duration::hours(h))
+                .filter(|t| offset(*t) != offset(*t + Duration::hours(1)))
+                .map(|t| {
+                    // To the second: the first instant with the new offset.
+                    let mut change = t + Duration::hours(1);
+                    let mut step = Duration::minutes(30);
+                    while step >= Duration::seconds(1) {
+                        while offset(change - step) == offset(change) {
+                            change -= step;
+                        }
+                        step = step / 2;
+                    }
+                    change
+                })
+                .collect()
+        }
+
+        /// (zone, an instant near one of its transitions)
+        fn zone_and_instant() -> impl Strategy<Value = (Tz, DateTime<Utc>)> {
+            (
+                0..chrono_tz::TZ_VARIANTS.len(),
+                1970..2038i32,
+                any::<prop::sample::Index>(),
+                -3 * 3600..3 * 3600i64,
+                0..366 * 86_400i64,
+            )
+                .prop_map(|(zone, year, which, around, anywhere)| {
+                    let zone = chrono_tz::TZ_VARIANTS[zone];
+                    let changes = transitions(zone, year);
+                    let at = if changes.is_empty() {
+                        Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0).unwrap()
+                            + Duration::seconds(anywhere)
+                    } else {
+                        *which.get(&changes) + Duration::seconds(around)
+                    };
+                    (zone, at)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn every_instant_is_one_of_the_instants_its_wall_clock_time_names(
+                (zone, at) in zone_and_instant()
+            ) {
+                let wall = local_time(at, zone);
+                let named: Vec<DateTime<Utc>> = match zone.from_local_datetime(&wall) {
+                    chrono::LocalResult::Single(t) => vec![t.with_timezone(&Utc)],
+                    chrono::LocalResult::Ambiguous(a, b) => {
+                        vec![a.with_timezone(&Utc), b.with_timezone(&Utc)]
+                    }
+                    chrono::LocalResult::None => vec![],
+                };
+                prop_assert!(named.contains(&at), "{} in {}: {wall} names {named:?}", at, zone.name());
+            }
+
+            #[test]
+            fn a_representable_window_runs_forwards_on_the_wall_clock_and_its_events_say_so(
+                (zone, at) in zone_and_instant(),
+                length in 1..6 * 3600i64,
+            ) {
+                let w = VisitWindow::stored(at, at + Duration::seconds(length));
+                let local = w.in_zone(zone);
+                prop_assert_eq!(local.local_starts_at, local_time(w.starts_at(), zone));
+                prop_assert_eq!(local.local_ends_at, local_time(w.ends_at(), zone));
+                prop_assert_eq!(
+                    w.check_representable(zone).is_ok(),
+                    local.local_starts_at < local.local_ends_at
+                );
+            }
+
+            #[test]
+            fn a_local_day_begins_at_its_first_instant(
+                (zone, at) in zone_and_instant(),
+                days_later in 0..2i64,
+            ) {
+                let day = local_time(at, zone).date() + Duration::days(days_later);
+                let start = start_of_local_day(day, zone).expect("every day has a start");
+                prop_assert_eq!(local_time(start, zone).date(), day, "{} {}", zone.name(), day);
+                prop_assert!(
+                    local_time(start - Duration::seconds(1), zone).date() < day,
+                    "{} {}: {} is not the first instant", zone.name(), day, start
+                );
+            }
+
+            #[test]
+            fn an_accepted_facility_window_lies_on_the_local_day_it_starts(
+                (zone, at) in zone_and_instant(),
+                length in 1..26 * 3600i64,
+            ) {
+                let w = VisitWindow::stored(at, at + Duration::seconds(length));
+                let day = local_time(at, zone).date();
+                if w.check_single_local_day(zone).is_ok() {
+                    for n in 0..=16 {
+                        let inside = at + Duration::seconds((length - 1) * n / 16);
+                        prop_assert_eq!(
+                            local_time(inside, zone).date(), day,
+                            "{} {} → {}: {} is not on the first day", zone.name(), at, w.ends_at(), inside
+                        );
+                    }
+                } else {
+                    // Refused: some second of it is on another day.
+                    let last = at + Duration::seconds(length - 1);
+                    prop_assert!(
+                        local_time(last, zone).date() != day
+                            || (0..=16).any(|n| {
+                                let inside = at + Duration::seconds((length - 1) * n / 16);
+                                local_time(inside, zone).date() != day
+                            }),
+                        "{} {} → {} refused though it lies on {}", zone.name(), at, w.ends_at(), day
+                    );
+                }
+            }
+        }
     }
 }

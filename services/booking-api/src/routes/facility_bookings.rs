@@ -199,7 +199,8 @@ fn facility_window(
         .map_err(|e| window_problem(&e, blamed))?;
     let zone = building.zone().map_err(|e| Problem::internal(&e))?;
     window
-        .check_single_local_day(zone)
+        .check_representable(zone)
+        .and_then(|()| window.check_single_local_day(zone))
         .map_err(|e| window_problem(&e, blamed))?;
     Ok(window)
 }

@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::domain::validation::FieldError;
-use crate::domain::window::WindowError;
+use crate::domain::window::{WindowError, whole_seconds};
 use crate::problem::{self, Problem};
 use crate::state::AppState;
 use crate::store::buildings::{self, BuildingRow};
@@ -208,7 +208,7 @@ impl TimePatch {
         let mut read = |name: &str| -> Option<DateTime<Utc>> {
             let value = fields.get(name)?;
             match serde_json::from_value::<DateTime<FixedOffset>>(value.clone()) {
-                Ok(time) => Some(time.with_timezone(&Utc)),
+                Ok(time) => Some(whole_seconds(time.with_timezone(&Utc))),
                 Err(_) => {
                     errors.push(FieldError::new(
                         name,

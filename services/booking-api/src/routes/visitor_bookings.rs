@@ -207,6 +207,18 @@ fn check_new(
     }
 }
 
+/// 422 `window_not_representable` when the building's wall clock runs backwards across the window.
+fn representable(
+    window: &VisitWindow,
+    building: &BuildingRow,
+    blamed: &str,
+) -> Result<(), Problem> {
+    let zone = building.zone().map_err(|e| Problem::internal(&e))?;
+    window
+        .check_representable(zone)
+        .map_err(|e| window_problem(&e, blamed))
+}
+
 /// The resident a new booking is for: residents book for themselves, managers name the resident.
 fn booking_resident(caller: &Caller, requested: Option<&ResidentId>) -> Result<String, Problem> {
     match caller.role {
@@ -369,6 +381,7 @@ pub async fn create(
         }
     }
     let (building, resident) = building_and_resident(&mut tx, building_id, &resident_id).await?;
+    representable(&checked.window, &building, "ends_at")?;
     if request.provide_access && !ipassan_reachable(&app, &building) {
         let refused = RefusedVisit {
             reference: booking_id,
@@ -572,6 +585,7 @@ pub async fn patch(
         .map_err(|e: WindowError| window_problem(&e, patch.blamed_field()))?;
     let (building, resident) =
         building_and_resident(&mut tx, &row.building_id, &row.resident_id).await?;
+    representable(&window, &building, patch.blamed_field())?;
     if row.provide_access && !ipassan_reachable(&app, &building) {
         let refused = RefusedVisit {
             reference: id,

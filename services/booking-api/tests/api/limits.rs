@@ -299,3 +299,87 @@ async fn a_resident_writing_too_fast_gets_429_with_retry_after_and_others_are_no
     let again = app.post("/v1/visitor-bookings", &ana, visit(16)).await;
     assert_eq!(again.status(), 201);
 }
+
+/// The next change back from daylight saving in Sydney: the date whose 02:30 happens twice.
+fn next_sydney_fall_back() -> chrono::NaiveDate {
+    use chrono::TimeZone;
+    let zone = chrono_tz::Australia::Sydney;
+    let today = Utc::now().with_timezone(&zone).date_naive();
+    (1..=366)
+        .map(|n| today + Duration::days(n))
+        .find(|day| {
+            matches!(
+                zone.from_local_datetime(&day.and_hms_opt(2, 30, 0).unwrap()),
+                chrono::LocalResult::Ambiguous(..)
+            )
+        })
+        .expect("Sydney falls back once a year")
+}
+
+#[tokio::test]
+async fn a_window_running_backwards_on_the_buildings_clock_is_refused_and_fractions_of_a_second_are_cut()
+ {
+    let app = spawn_app_offline().await;
+    app.seed().await;
+    let ana = app.resident_ana();
+    let day = next_sydney_fall_back();
+    // 02:30 before the change (+11:00) to 02:15 after it (+10:00): 45 minutes in UTC, 15
+    // minutes backwards on the wall clock iPassan and Salto are given.
+    let (starts_at, ends_at) = (
+        format!("{day}T02:30:00+11:00"),
+        format!("{day}T02:15:00+10:00"),
+    );
+    let visit = app
+        .post(
+            "/v1/visitor-bookings",
+            &ana,
+            visit_between(&starts_at, &ends_at),
+        )
+        .await;
+    let refused = problem(visit, 422).await;
+    assert_eq!(refused["code"], "window_not_representable");
+    assert_eq!(refused["field"], "ends_at");
+    let facility = app
+        .post(
+            "/v1/facility-bookings",
+            &ana,
+            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+        )
+        .await;
+    assert_eq!(
+        problem(facility, 422).await["code"],
+        "window_not_representable"
+    );
+    assert_eq!(app.outbox_rows().await, 0);
+
+    // Fractions of a second: cut from both ends, in the answer and in the event alike.
+    let (starts_at, ends_at) = local_tomorrow(18, 20);
+    let with_fraction = |t: &str| t.replacen(":00+", ":00.750+", 1);
+    let created = app
+        .post(
+            "/v1/visitor-bookings",
+            &ana,
+            visit_between(&with_fraction(&starts_at), &with_fraction(&ends_at)),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let created = body(created).await;
+    let whole = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    assert_eq!(
+        whole(created["starts_at"].as_str().unwrap()),
+        whole(&starts_at)
+    );
+    assert_eq!(whole(created["ends_at"].as_str().unwrap()), whole(&ends_at));
+    let event: serde_json::Value = sqlx::query_scalar("SELECT envelope FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let event = event.to_string();
+    assert!(!event.contains(".750"), "{event}");
+    let start = whole(&starts_at).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    assert!(event.contains(&start), "{start} in {event}");
+}
