@@ -44,6 +44,7 @@ impl MessageHandler for DeadLetterAlerts {
             &format!("dead-letter:{}", letter.id),
             mails,
             Some(fallback),
+            None,
         )
         .await
     }
@@ -99,6 +100,7 @@ pub fn alert_mail(letter: &DeadLetter, to: &str) -> Result<Mail, HandlerError> {
         ),
     };
     Ok(Mail {
+        kind: "dead_letter_alert",
         to: to.to_owned(),
         subject,
         text,

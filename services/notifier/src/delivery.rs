@@ -1,4 +1,5 @@
-//! Sending each mail at most once per (subject, recipient), across redeliveries and replicas.
+//! Sending each mail at most once per (event, kind of mail, recipient), across redeliveries and
+//! replicas; and a booking's result mails in the order of its results.
 //!
 //! A sender holds the mail's lock — a PostgreSQL session-level advisory lock on the connection
 //! it keeps for the whole send — while its claim row says `sending`. The lock goes with the
@@ -11,8 +12,10 @@
 //! (or losing the database connection mid-send) can still send one duplicate; that window is
 //! the price of never recording a mail that did not go.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
+use uuid::Uuid;
 
 use platform::amqp::HandlerError;
 
@@ -25,25 +28,31 @@ use crate::store;
 /// again). A recipient refused for good is recorded and skipped; if every recipient was refused,
 /// `fallback` (the ops address) is told instead. A mail another delivery is sending right now
 /// makes this step transient, so the event is looked at again once that send has settled.
+///
+/// `order`: the mails are a booking's result. Its mails are then sent one booking at a time
+/// (under the booking's lock), and none once a newer result of the booking is recorded: so no
+/// mail ever follows one about a newer result.
 pub async fn deliver_once(
     pool: &PgPool,
     mailer: &Mailer,
     dedup_key: &str,
     mails: Vec<Mail>,
     fallback: Option<Mail>,
+    order: Option<&ResultOrder>,
 ) -> Result<(), HandlerError> {
     let mut delivered = 0;
     let total = mails.len();
     for mail in &mails {
-        match send_once(pool, mailer, dedup_key, mail).await? {
+        match send_once(pool, mailer, dedup_key, mail, order).await? {
             Sent::Now | Sent::Before => delivered += 1,
             Sent::Refused => {}
+            Sent::Superseded => return Ok(()),
         }
     }
     if delivered == 0
         && total > 0
         && let Some(fallback) = fallback
-        && let Sent::Refused = send_once(pool, mailer, dedup_key, &fallback).await?
+        && let Sent::Refused = send_once(pool, mailer, dedup_key, &fallback, None).await?
     {
         return Err(HandlerError::Permanent(
             "no recipient accepted the mail, not even the ops address".to_owned(),
@@ -52,10 +61,20 @@ pub async fn deliver_once(
     Ok(())
 }
 
+/// Where a result stands among its booking's results (version, then when it happened).
+#[derive(Debug, Clone, Copy)]
+pub struct ResultOrder {
+    pub booking_id: Uuid,
+    pub version: i64,
+    pub occurred_at: DateTime<Utc>,
+}
+
 enum Sent {
     Now,
     Before,
     Refused,
+    /// A newer result of the booking is recorded: this one mails nobody any more.
+    Superseded,
 }
 
 async fn send_once(
@@ -63,21 +82,34 @@ async fn send_once(
     mailer: &Mailer,
     dedup_key: &str,
     mail: &Mail,
+    order: Option<&ResultOrder>,
 ) -> Result<Sent, HandlerError> {
+    // One event may mail one address twice (a visitor who is also the resident): each kind of
+    // mail is its own.
+    let dedup_key = format!("{dedup_key}/{}", mail.kind);
+    let dedup_key = dedup_key.as_str();
+    let lock = match order {
+        Some(order) => store::booking_lock_name(order.booking_id),
+        None => store::mail_lock_name(dedup_key, &mail.to),
+    };
     let mut conn = pool.acquire().await.map_err(db)?;
-    if !store::lock_mail(&mut conn, dedup_key, &mail.to)
-        .await
-        .map_err(db)?
-    {
+    if !store::try_lock(&mut conn, &lock).await.map_err(db)? {
         return Err(HandlerError::Transient(format!(
             "mail {dedup_key} is being sent by another delivery"
         )));
     }
-    let outcome = claimed_send(pool, &mut conn, mailer, dedup_key, mail).await;
-    if store::unlock_mail(&mut conn, dedup_key, &mail.to)
-        .await
-        .is_err()
-    {
+    let outcome = match order {
+        Some(order)
+            if store::newer_result_recorded(&mut conn, order)
+                .await
+                .map_err(db)? =>
+        {
+            tracing::info!(dedup_key, booking_id = %order.booking_id, "a newer result of the booking is recorded; not mailed");
+            Ok(Sent::Superseded)
+        }
+        _ => claimed_send(pool, &mut conn, mailer, dedup_key, mail).await,
+    };
+    if store::unlock(&mut conn, &lock).await.is_err() {
         // The lock must not stay with a pooled connection: close it instead of returning it.
         drop(PoolConnection::detach(conn));
     }

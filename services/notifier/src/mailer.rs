@@ -37,6 +37,9 @@ pub enum MailError {
 /// One mail, ready to send.
 #[derive(Debug, Clone)]
 pub struct Mail {
+    /// What the mail is (its template, e.g. `visitor_access_visitor`): one event may send
+    /// several mails to one address (a visitor who is also the resident gets both).
+    pub kind: &'static str,
     pub to: String,
     pub subject: String,
     pub text: String,

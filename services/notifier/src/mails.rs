@@ -100,11 +100,12 @@ fn window_text(window: &BookingWindow, timezone: &str) -> String {
 fn mail(
     to: &str,
     subject: String,
-    template: &str,
+    template: &'static str,
     context: &impl Serialize,
 ) -> Result<Mail, TemplateError> {
     let (text, html) = render_pair(template, context)?;
     Ok(Mail {
+        kind: template,
         to: to.to_owned(),
         subject,
         text,

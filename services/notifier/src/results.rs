@@ -1,15 +1,17 @@
 //! Result events (`visitor_access.*`, `facility_access.*`) and refused requests
 //! (`facility_request.refused`) → mails to residents, visitors and
-//! managers. Each mail goes once per (event, recipient); a result older than one already seen for
-//! the same booking (it arrived late) mails nobody, so a stale PIN never follows a cancellation.
+//! managers. Each mail goes once per (event, kind of mail, recipient); a result older than one
+//! already seen for the same booking — a lower version, or the same version earlier — mails
+//! nobody, and a booking's mails go out in the order of its results, so a stale PIN never follows
+//! a cancellation.
 
 use sqlx::PgPool;
 
 use contracts::{Envelope, Event};
 use platform::amqp::{EventHandler, HandlerError};
-use platform::snapshots::{self, Recorded};
+use platform::snapshots::Recorded;
 
-use crate::delivery::deliver_once;
+use crate::delivery::{ResultOrder, deliver_once};
 use crate::mailer::Mailer;
 use crate::mails::mails_for;
 use crate::store;
@@ -22,7 +24,7 @@ pub struct ResultMails {
 
 impl EventHandler for ResultMails {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
-        let recorded = snapshots::record(&self.pool, &envelope)
+        let recorded = store::record_result(&self.pool, &envelope)
             .await
             .map_err(|e| HandlerError::Transient(format!("notifier database: {e}")))?;
         if recorded == Recorded::Older {
@@ -56,6 +58,11 @@ impl EventHandler for ResultMails {
             &format!("event:{}", envelope.event_id),
             mails,
             None,
+            Some(&ResultOrder {
+                booking_id: envelope.booking_id,
+                version: envelope.version,
+                occurred_at: envelope.occurred_at,
+            }),
         )
         .await
     }

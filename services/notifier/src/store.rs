@@ -95,34 +95,85 @@ pub async fn close_dead_letter(pool: &PgPool, id: Uuid, status: &str) -> Result<
     Ok(done.rows_affected() == 1)
 }
 
-/// Takes the lock of the mail about `dedup_key` to `recipient` on this session; `false` when
-/// another live sender holds it. Held until [`unlock_mail`] or until the connection ends (a
-/// sender that dies mid-send frees it with its connection).
-pub async fn lock_mail(
-    conn: &mut PgConnection,
-    dedup_key: &str,
-    recipient: &str,
-) -> Result<bool, sqlx::Error> {
+/// Takes the session lock `name` (see [`mail_lock_name`], [`booking_lock_name`]); `false` when
+/// another live sender holds it. Held until [`unlock`] or until the connection ends (a sender
+/// that dies mid-send frees it with its connection).
+pub async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-        .bind(mail_lock_name(dedup_key, recipient))
+        .bind(name)
         .fetch_one(conn)
         .await
 }
 
-pub async fn unlock_mail(
-    conn: &mut PgConnection,
-    dedup_key: &str,
-    recipient: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn unlock(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-        .bind(mail_lock_name(dedup_key, recipient))
+        .bind(name)
         .execute(conn)
         .await?;
     Ok(())
 }
 
-fn mail_lock_name(dedup_key: &str, recipient: &str) -> String {
+/// The lock of one mail: the mail about `dedup_key` to `recipient`.
+pub fn mail_lock_name(dedup_key: &str, recipient: &str) -> String {
     format!("notifier/mail/{dedup_key}/{}", recipient.to_lowercase())
+}
+
+/// The lock of every result mail of a booking (they go out one at a time, in order).
+pub fn booking_lock_name(booking_id: Uuid) -> String {
+    format!("notifier/booking/{booking_id}")
+}
+
+/// Records a result of a booking unless a newer one is held (a higher version, or the same
+/// version later: a facility booking's `granted` after its `deferred`).
+pub async fn record_result(
+    pool: &PgPool,
+    envelope: &contracts::Envelope,
+) -> Result<platform::snapshots::Recorded, sqlx::Error> {
+    use platform::snapshots::Recorded;
+    let held: Option<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "WITH previous AS (SELECT version, occurred_at FROM booking_snapshots WHERE booking_id = $1),
+              upsert AS (
+                INSERT INTO booking_snapshots (booking_id, version, event_type, envelope, occurred_at)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (booking_id) DO UPDATE
+                   SET version = EXCLUDED.version, event_type = EXCLUDED.event_type,
+                       envelope = EXCLUDED.envelope, occurred_at = EXCLUDED.occurred_at,
+                       updated_at = now()
+                 WHERE (booking_snapshots.version, coalesce(booking_snapshots.occurred_at, '-infinity'))
+                     < (EXCLUDED.version, EXCLUDED.occurred_at))
+         SELECT version, occurred_at FROM previous",
+    )
+    .bind(envelope.booking_id)
+    .bind(envelope.version)
+    .bind(envelope.routing_key())
+    .bind(sqlx::types::Json(envelope))
+    .bind(envelope.occurred_at)
+    .fetch_optional(pool)
+    .await?;
+    let this = (envelope.version, Some(envelope.occurred_at));
+    Ok(match held {
+        None => Recorded::Newer,
+        Some(held) if held == this => Recorded::Same,
+        Some(held) if held > this => Recorded::Older,
+        Some(_) => Recorded::Newer,
+    })
+}
+
+/// Whether a result of the booking newer than `order` is recorded.
+pub async fn newer_result_recorded(
+    conn: &mut PgConnection,
+    order: &crate::delivery::ResultOrder,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM booking_snapshots
+                         WHERE booking_id = $1
+                           AND (version, coalesce(occurred_at, '-infinity')) > ($2, $3))",
+    )
+    .bind(order.booking_id)
+    .bind(order.version)
+    .bind(order.occurred_at)
+    .fetch_one(conn)
+    .await
 }
 
 /// Claims the right to send the mail about `dedup_key` to `recipient`; `false` when it was sent

@@ -21,7 +21,7 @@ async fn an_alert_claimed_by_a_sender_that_died_mid_send_still_goes_out() {
     // What a replica killed between claiming the alert and settling it leaves behind.
     let pool = stack.db.pool(notifier::SCHEMA).await;
     sqlx::query("INSERT INTO sent_mail (dedup_key, recipient, outcome) VALUES ($1, $2, 'sending')")
-        .bind(format!("dead-letter:{dead_letter_id}"))
+        .bind(format!("dead-letter:{dead_letter_id}/dead_letter_alert"))
         .bind(MANAGER)
         .execute(&pool)
         .await
@@ -58,7 +58,7 @@ async fn an_alert_claimed_by_a_sender_that_died_mid_send_still_goes_out() {
     assert_eq!(stack.mail.mails_to(MANAGER).len(), 1, "and only once");
     let outcome: String =
         sqlx::query_scalar("SELECT outcome FROM sent_mail WHERE dedup_key = $1 AND recipient = $2")
-            .bind(format!("dead-letter:{dead_letter_id}"))
+            .bind(format!("dead-letter:{dead_letter_id}/dead_letter_alert"))
             .bind(MANAGER)
             .fetch_one(&pool)
             .await

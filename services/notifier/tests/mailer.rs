@@ -24,6 +24,7 @@ fn mailer(sink: &MailSink) -> Mailer {
 
 fn mail(to: &str, subject: &str) -> Mail {
     Mail {
+        kind: "test",
         to: to.into(),
         subject: subject.into(),
         text: format!("{subject}\n"),

@@ -572,3 +572,70 @@ fn result_pin(envelope: &Envelope) -> String {
         _ => unreachable!(),
     }
 }
+
+#[tokio::test]
+async fn a_visitor_with_the_residents_address_gets_both_mails() {
+    let stack = start_notifier().await;
+    let mut booking = visitor_booking();
+    booking.visitor.email = booking.resident.email.clone();
+    let shared = booking.resident.email.clone();
+    let envelope = Envelope::new(
+        Uuid::new_v4(),
+        1,
+        Event::VisitorAccessGranted(VisitorAccessResult {
+            booking,
+            pin: Some("424242".into()),
+            failure: None,
+        }),
+    );
+    publish(&stack, &envelope).await;
+    let mails = stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    assert!(mails.iter().all(|m| m.is_to(&shared)));
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.attachment_of_type("text/calendar").is_some()),
+        "the visitor's invite arrived too"
+    );
+    // Redelivered: still two, not four.
+    publish(&stack, &envelope).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stack.mail.mails().len(), 2);
+}
+
+#[tokio::test]
+async fn an_earlier_result_of_the_same_version_arriving_late_mails_nobody() {
+    let stack = start_notifier().await;
+    let booking = Uuid::new_v4();
+    let now = chrono::Utc::now();
+    let mut granted = Envelope::new(
+        booking,
+        1,
+        Event::FacilityAccessGranted(facility_result(DoubleBookingPolicy::Auto, None, None)),
+    );
+    granted.occurred_at = now;
+    let mut deferred = Envelope::new(
+        booking,
+        1,
+        Event::FacilityAccessDeferred(facility_result(
+            DoubleBookingPolicy::Auto,
+            Some(Uuid::new_v4()),
+            None,
+        )),
+    );
+    deferred.occurred_at = now - chrono::Duration::seconds(30);
+    publish(&stack, &granted).await;
+    let first = stack.mail.wait_for(1, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_grant = stack.mail.mails().len();
+    assert!(after_grant >= first.len());
+    publish(&stack, &deferred).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mails = stack.mail.mails();
+    assert_eq!(
+        mails.len(),
+        after_grant,
+        "the late `deferred` mailed: {:?}",
+        mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
+}
