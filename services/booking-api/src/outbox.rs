@@ -307,7 +307,27 @@ impl Relay {
             match serde_json::from_str::<Envelope>(&envelope) {
                 Ok(envelope) => batch.push((id, envelope, trace)),
                 Err(error) => {
-                    tracing::error!(outbox_id = id, %error, "outbox row cannot be decoded; parked for a person to look at");
+                    tracing::error!(outbox_id = id, %error, "outbox row cannot be decoded; parked, and a dead letter tells a person");
+                    // Parked only once someone is told (a dead letter: stored and mailed by the
+                    // notifier); if that cannot be sent now, the row is looked at again.
+                    let letter_id =
+                        uuid::Uuid::new_v5(&OUTBOX_NAMESPACE, id.to_string().as_bytes())
+                            .to_string();
+                    let told = self
+                        .publisher
+                        .publish_dead_letter(platform::amqp::OwnDeadLetter {
+                            id: &letter_id,
+                            service: "booking-api",
+                            original_queue: "booking-api.outbox",
+                            routing_key: "booking_api.outbox",
+                            error: &format!("outbox row {id} cannot be decoded: {error}"),
+                            body: envelope.as_bytes(),
+                        })
+                        .await;
+                    if let Err(failure) = told {
+                        tracing::warn!(outbox_id = id, %failure, "cannot send the dead letter of an undecodable outbox row; trying again later");
+                        continue;
+                    }
                     sqlx::query(
                         "UPDATE outbox SET parked_at = now(), last_error = $2 WHERE id = $1",
                     )
@@ -403,6 +423,10 @@ impl Relay {
         }
     }
 }
+
+/// Namespace of the dead letters of undecodable outbox rows (a fixed random UUID): one per row.
+const OUTBOX_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x2f6b_51d2_8c0e_4a7b_9e13_5d4c_a1f0_b862);
 
 /// A failed publish: the message was refused, or the broker could not be reached at all.
 enum PublishFailure {

@@ -458,8 +458,13 @@ fn admit(
         .map_err(|refusal| HandlerError::Unavailable(refusal.to_string()))
 }
 
+/// A store failure: the database's is worth retrying, an unreadable snapshot is not (a dead
+/// letter, and its alert, name the booking).
 fn transient(error: StoreError) -> HandlerError {
-    HandlerError::Transient(error.to_string())
+    match error {
+        StoreError::Database(_) => HandlerError::Transient(error.to_string()),
+        StoreError::Snapshot { .. } => HandlerError::Permanent(error.to_string()),
+    }
 }
 
 /// An iPassan failure as the worker runtime needs it, naming the booking and the site.

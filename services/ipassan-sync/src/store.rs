@@ -18,11 +18,13 @@ use crate::decision::{Applied, LastPublished};
 use crate::tenants::{Tenant, tenant_key};
 use ipassan_client::visit::VisitWindow;
 
-/// Why the records could not be read or written (always worth retrying).
+/// Why the records could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Worth retrying.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Not worth retrying: acting as if nothing were held would drop the booking silently.
     #[error("stored snapshot of booking {booking_id} cannot be read: {reason}")]
     Snapshot { booking_id: Uuid, reason: String },
 }

@@ -339,3 +339,35 @@ async fn a_cancel_arriving_while_the_create_is_still_failing_leaves_no_credentia
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_stored_snapshot_that_no_longer_decodes_is_a_dead_letter_not_a_silent_ack() {
+    let mut harness = start().await;
+    let id = Uuid::new_v4();
+    let event = created(id, booking(FROM, TO));
+    harness.publish(&event).await;
+    harness.next_result().await;
+    // What an older release might have stored.
+    let pool = harness.db.pool(ipassan_sync::SCHEMA).await;
+    sqlx::query(
+        "UPDATE booking_snapshots SET envelope = '{\"shape\": \"old\"}' WHERE booking_id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    harness.publish(&event).await;
+    let dead = harness
+        .dead_letters
+        .next_message(Duration::from_secs(15))
+        .await
+        .expect("a dead letter");
+    assert_eq!(dead.headers.get_str(headers::ERROR_KIND), Some("permanent"));
+    let error = dead.headers.get_str(headers::ERROR).unwrap();
+    assert!(error.contains("cannot be read"), "{error}");
+    assert_eq!(
+        dead.headers.get_i64(headers::RETRY_COUNT),
+        Some(0),
+        "not retried"
+    );
+}

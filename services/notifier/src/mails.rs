@@ -58,6 +58,21 @@ pub fn mails_for(
     }
 }
 
+/// Events the notifier is not bound to (booking events, connection changes).
+pub fn not_for_the_notifier(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::VisitorBookingCreated(_)
+            | Event::VisitorBookingRescheduled(_)
+            | Event::VisitorBookingCancelled(_)
+            | Event::FacilityBookingCreated(_)
+            | Event::FacilityBookingRescheduled(_)
+            | Event::FacilityBookingCancelled(_)
+            | Event::IpassanConnectionChanged(_)
+            | Event::SaltoConnectionChanged(_)
+    )
+}
+
 /// A booking window on the building's clock, e.g. `Wednesday 25 November 2026, 18:00–20:00
 /// (Australia/Sydney)`.
 pub fn local_window(starts: NaiveDateTime, ends: NaiveDateTime, timezone: &str) -> String {
@@ -455,6 +470,35 @@ fn connection_health_mails(
         .iter()
         .map(|to| mail(to, subject.clone(), "system_health", &context))
         .collect()
+}
+
+/// What is sent instead when every recipient of `mails` (the mails of `envelope`) refused them for
+/// good: the building's first manager (or ops) hears who was not reached, and about what — the
+/// subjects only, never a PIN.
+pub fn undeliverable(
+    envelope: &Envelope,
+    mails: &[Mail],
+    ops: &str,
+) -> Result<Mail, TemplateError> {
+    let building = envelope.building();
+    let to = building
+        .and_then(|b| b.manager_emails.first())
+        .map_or(ops, String::as_str);
+    let context = json!({
+        "booking_id": envelope.booking_id.to_string(),
+        "event_type": envelope.routing_key(),
+        "mails": mails.iter().map(|m| json!({"subject": m.subject, "to": m.to})).collect::<Vec<_>>(),
+        "building_name": building.map_or("connecX", |b| b.name.as_str()),
+    });
+    mail(
+        to,
+        format!(
+            "[connecX] Undeliverable: nobody could be mailed about booking {}",
+            envelope.booking_id
+        ),
+        "undeliverable",
+        &context,
+    )
 }
 
 /// Ops hear that a Salto server has no timetable ID left.

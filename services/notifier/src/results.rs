@@ -24,6 +24,14 @@ pub struct ResultMails {
 
 impl EventHandler for ResultMails {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        if crate::mails::not_for_the_notifier(&envelope.event) {
+            // The notifier is not bound to these: one here is a binding gone wrong, for a
+            // person to see (a dead letter), not an event to drop.
+            return Err(HandlerError::Permanent(format!(
+                "{} is not for the notifier",
+                envelope.routing_key()
+            )));
+        }
         let recorded = store::record_result(&self.pool, &envelope)
             .await
             .map_err(|e| HandlerError::Transient(format!("notifier database: {e}")))?;
@@ -52,12 +60,15 @@ impl EventHandler for ResultMails {
             return Ok(());
         }
         tracing::info!(booking_id = %envelope.booking_id, event_type = envelope.routing_key(), mails = mails.len(), "mailing result");
+        // Refused by every recipient, the mails are not silently done with: a person hears of it.
+        let fallback = crate::mails::undeliverable(&envelope, &mails, &self.ops_address)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
         deliver_once(
             &self.pool,
             &self.mailer,
             &format!("event:{}", envelope.event_id),
             mails,
-            None,
+            Some(fallback),
             Some(&ResultOrder {
                 booking_id: envelope.booking_id,
                 version: envelope.version,

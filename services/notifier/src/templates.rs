@@ -44,13 +44,14 @@ macro_rules! pairs {
     };
 }
 
-const TEMPLATES: [(&str, &str); 12] = pairs![
+const TEMPLATES: [(&str, &str); 14] = pairs![
     "dead_letter_alert",
     "visitor_access_resident",
     "visitor_access_visitor",
     "facility_access_resident",
     "manager_action",
     "system_health",
+    "undeliverable",
 ];
 
 /// Renders `<name>.txt` and `<name>.html` with the same context.

@@ -639,3 +639,62 @@ async fn an_earlier_result_of_the_same_version_arriving_late_mails_nobody() {
         mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_result_every_recipient_refuses_tells_the_manager_who_was_not_reached() {
+    let stack = start_notifier().await;
+    stack.mail.reject_recipient(RESIDENT);
+    stack.mail.reject_recipient(VISITOR);
+    let booking = Uuid::new_v4();
+    publish(
+        &stack,
+        &visitor_result(booking, 1, Event::VisitorAccessGranted, Some("313131")),
+    )
+    .await;
+    let told = stack
+        .mail
+        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
+        .await
+        .expect("the manager hears that nobody was reached");
+    assert!(told.subject.contains("Undeliverable"), "{}", told.subject);
+    assert!(told.text_body.contains(RESIDENT) && told.text_body.contains(VISITOR));
+    assert!(told.text_body.contains(&booking.to_string()));
+    assert!(!told.text_body.contains("313131"), "never the PIN");
+}
+
+#[tokio::test]
+async fn an_event_the_notifier_is_not_for_is_a_dead_letter_not_dropped() {
+    let stack = start_notifier().await;
+    let event = visit(&[MANAGER]);
+    let body = event.to_json();
+    let id = event.event_id.to_string();
+    platform::amqp::Publisher::new(&common::amqp(&stack.broker), "test")
+        .publish(platform::amqp::Outgoing {
+            exchange: "",
+            routing_key: contracts::NOTIFIER_QUEUE.name,
+            body: &body,
+            message_id: Some(&id),
+            headers: platform::amqp::Headers::default(),
+        })
+        .await
+        .unwrap();
+    let pool = stack.db.pool(notifier::SCHEMA).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let stored: Vec<(String, String)> =
+            sqlx::query_as("SELECT error_kind, error FROM dead_letters")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        if let Some((kind, error)) = stored.first() {
+            assert_eq!(kind, "permanent");
+            assert!(error.contains("not for the notifier"), "{error}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter stored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

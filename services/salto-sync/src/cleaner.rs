@@ -117,6 +117,9 @@ impl Cleaner {
             let mut conn = self.ctx.pool.acquire().await?;
             store::levels_with_ended(&mut conn, building, today).await?
         };
+        // What a person must look at: the night is still done (trying again every minute would
+        // change nothing), but each one becomes a dead letter, and so an alert mail.
+        let mut problems: Vec<(AccessLevelKey, String)> = Vec::new();
         for level in levels {
             match self.expire_level(&level, building, today).await {
                 Ok((expired, granted)) => {
@@ -129,6 +132,7 @@ impl Cleaner {
                 Err(error) => {
                     tracing::error!(building, access_level = level.access_level, %error,
                                     "cannot clear this access level; a person must look");
+                    problems.push((level, format!("cannot clear access level: {error}")));
                 }
             }
         }
@@ -147,9 +151,22 @@ impl Cleaner {
                     Err(error) => {
                         tracing::error!(building, access_level = level.access_level, %error,
                                         "cannot reconcile this access level");
+                        let problem = format!("cannot reconcile access level: {error}");
+                        // One report per access level and night.
+                        match problems.iter_mut().find(|(known, _)| *known == level) {
+                            Some((_, text)) => {
+                                text.push_str("; ");
+                                text.push_str(&problem);
+                            }
+                            None => problems.push((level, problem)),
+                        }
                     }
                 }
             }
+        }
+        // Told before the night is marked done: a failed publish gives the night back.
+        for (level, problem) in &problems {
+            self.report(building, due, level, problem).await?;
         }
         store::finish_cleaner_run(
             &mut claim,
@@ -164,6 +181,60 @@ impl Cleaner {
                        granted = clearing.granted, repaired_levels = clearing.repaired_levels,
                        "nightly clearing done");
         Ok(Some(clearing))
+    }
+
+    /// Sends a problem of the night's clearing to `connecx.dead` as the worker runtime sends a
+    /// dead letter: the notifier stores it and mails the building's managers. The body is the
+    /// latest snapshot of a booking on that access level (or of the building), which names the
+    /// managers; its id is fixed per (building, night, access level), so a night given back and
+    /// run again reports the same dead letter.
+    async fn report(
+        &self,
+        building: &str,
+        night: chrono::NaiveDate,
+        level: &AccessLevelKey,
+        problem: &str,
+    ) -> Result<(), StepError> {
+        let snapshot = {
+            let mut conn = self.ctx.pool.acquire().await?;
+            store::snapshot_for_alert(&mut conn, building, &level.access_level).await?
+        };
+        let (routing_key, body) = match &snapshot {
+            Some(envelope) => (envelope.routing_key().to_owned(), envelope.to_json()),
+            None => (
+                "salto_sync.cleaner".to_owned(),
+                serde_json::json!({"building_id": building, "access_level": level.access_level})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        };
+        let id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!(
+                "salto-sync/cleaner/{building}/{night}/{}",
+                level.access_level
+            )
+            .as_bytes(),
+        )
+        .to_string();
+        let error = format!(
+            "nightly clearing of building {building} for {night}, access level {} on server {}: \
+             {problem}",
+            level.access_level, level.server
+        );
+        self.ctx
+            .publisher
+            .publish_dead_letter(platform::amqp::OwnDeadLetter {
+                id: &id,
+                service: "salto-sync",
+                // A replay sends the booking back to salto-sync, which acts on it again.
+                original_queue: contracts::SALTO_SYNC_QUEUE.name,
+                routing_key: &routing_key,
+                error: &error,
+                body: &body,
+            })
+            .await?;
+        Ok(())
     }
 
     /// Removes `building`'s ended permissions and waits of an access level (on the building's

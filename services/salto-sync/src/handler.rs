@@ -51,8 +51,14 @@ impl EventHandler for BookingEvents {
             return Ok(());
         }
         if decide::facility_booking(&envelope.event).is_none() {
-            // Bound to facility_booking.# only; anything else is not for us.
-            return Ok(());
+            // Bound to facility_booking.# and the Salto connection changes only: anything else
+            // here is a binding gone wrong, which a person must see (a dead letter), not an
+            // event to drop.
+            return Err(HandlerError::Permanent(format!(
+                "{} is not for salto-sync, which handles facility_booking.* and \
+                 salto_connection.changed only",
+                envelope.routing_key()
+            )));
         }
         let recorded = snapshots::record(&self.ctx.pool, &envelope)
             .await

@@ -97,6 +97,16 @@ pub enum StepError {
     Bug(String),
 }
 
+impl From<platform::snapshots::SnapshotError> for StepError {
+    fn from(error: platform::snapshots::SnapshotError) -> Self {
+        match error {
+            platform::snapshots::SnapshotError::Db(e) => Self::Db(e),
+            // Not for retrying: a dead letter, and the alert, name the booking.
+            undecodable => Self::Bug(undecodable.to_string()),
+        }
+    }
+}
+
 impl StepError {
     /// Salto's refusal that a person must resolve, if that is what this is.
     pub fn needs_manager(&self) -> Option<&ShipError> {

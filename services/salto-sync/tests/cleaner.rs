@@ -189,3 +189,60 @@ async fn the_nightly_reconciliation_re_applies_a_grant_salto_lost() {
     assert!(h.opens(GAMES, APARTMENT, "2026-12-03T19:00:00").await);
     assert_eq!(results(&mut h).await, vec![], "a repair is not news");
 }
+
+#[tokio::test]
+async fn an_access_level_the_cleaner_cannot_clear_reaches_the_managers_and_the_night_still_ends() {
+    let mut h =
+        Harness::start_with(every_second("00:05"), sydney("2026-11-30", "12:00:00"), 1).await;
+    let mut dead = h
+        .broker
+        .tap_exchange(
+            contracts::DEAD_LETTER_EXCHANGE,
+            lapin::ExchangeKind::Fanout,
+            "",
+        )
+        .await;
+    let booking = Booking::games("2026-12-01");
+    h.publish(&booking.created()).await;
+    h.next_result(15).await;
+
+    // Salto no longer knows the apartment's access level: nothing a retry can change.
+    h.fault("SaltoDBGroup.Read", serde_json::json!({"code": 11}), 1000)
+        .await;
+    h.clock.set(sydney("2026-12-02", "00:06:00"));
+    let letter = dead
+        .next_message(Duration::from_secs(15))
+        .await
+        .expect("the problem is a dead letter, and so an alert");
+    use contracts::headers;
+    assert_eq!(letter.headers.get_str(headers::SERVICE), Some("salto-sync"));
+    assert_eq!(
+        letter.headers.get_str(headers::ERROR_KIND),
+        Some("permanent")
+    );
+    let error = letter.headers.get_str(headers::ERROR).unwrap();
+    assert!(
+        error.contains(APARTMENT) && error.contains("2026-12-02"),
+        "{error}"
+    );
+    let envelope = contracts::Envelope::from_json(&letter.body).unwrap();
+    assert_eq!(envelope.booking_id, booking.id, "it names the managers");
+    assert_eq!(
+        envelope.building().unwrap().manager_emails.len(),
+        1,
+        "{envelope:?}"
+    );
+
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        runs(&h).await,
+        vec![date("2026-12-02")],
+        "the night is done"
+    );
+    assert!(
+        dead.next_message(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "told once"
+    );
+}

@@ -293,3 +293,40 @@ async fn snapshot_recorded(h: &Harness, booking: uuid::Uuid, version: i64) {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_stored_snapshot_that_no_longer_decodes_is_a_dead_letter_not_a_silent_ack() {
+    let mut h = Harness::start().await;
+    let mut dead = h
+        .broker
+        .tap_exchange(
+            contracts::DEAD_LETTER_EXCHANGE,
+            lapin::ExchangeKind::Fanout,
+            "",
+        )
+        .await;
+    let booking = Booking::games("2026-12-01");
+    h.publish(&booking.created()).await;
+    h.next_result(15).await;
+    // What an older release might have stored.
+    let pool = h.db.pool(salto_sync::SCHEMA).await;
+    sqlx::query(
+        "UPDATE booking_snapshots SET envelope = '{\"shape\": \"old\"}' WHERE booking_id = $1",
+    )
+    .bind(booking.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    h.publish(&booking.created()).await;
+    let letter = dead
+        .next_message(Duration::from_secs(15))
+        .await
+        .expect("a dead letter");
+    use contracts::headers;
+    assert_eq!(
+        letter.headers.get_str(headers::ERROR_KIND),
+        Some("permanent")
+    );
+    let error = letter.headers.get_str(headers::ERROR).unwrap();
+    assert!(error.contains("no longer decodes"), "{error}");
+}

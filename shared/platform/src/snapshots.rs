@@ -58,14 +58,39 @@ pub async fn record(db: impl PgExecutor<'_>, envelope: &Envelope) -> Result<Reco
     Ok(compare(held, envelope.version))
 }
 
+/// Why a held snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Stored by an earlier version of the service and no longer readable: acting as if nothing
+    /// were held would drop the booking silently, so it is an error a person must see.
+    #[error("the snapshot held for booking {booking_id} no longer decodes: {reason}")]
+    Undecodable { booking_id: Uuid, reason: String },
+}
+
 /// The latest snapshot held for a booking.
-pub async fn latest(pool: &PgPool, booking_id: Uuid) -> Result<Option<Envelope>, sqlx::Error> {
+pub async fn latest(pool: &PgPool, booking_id: Uuid) -> Result<Option<Envelope>, SnapshotError> {
     let body: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT envelope FROM booking_snapshots WHERE booking_id = $1")
             .bind(booking_id)
             .fetch_optional(pool)
             .await?;
-    Ok(body.and_then(|b| serde_json::from_value(b).ok()))
+    decode(booking_id, body)
+}
+
+/// A stored snapshot's body as an envelope (`None` when nothing is held).
+pub fn decode(
+    booking_id: Uuid,
+    body: Option<serde_json::Value>,
+) -> Result<Option<Envelope>, SnapshotError> {
+    body.map(|body| {
+        serde_json::from_value(body).map_err(|e| SnapshotError::Undecodable {
+            booking_id,
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]

@@ -172,3 +172,85 @@ async fn two_replicas_publish_every_event_once_and_each_bookings_events_in_versi
     second.stop().await;
     first.stop().await;
 }
+
+#[tokio::test]
+async fn an_outbox_row_that_no_longer_decodes_is_set_aside_and_a_person_is_told() {
+    let app = crate::helpers::spawn_app().await;
+    let mut dead = app
+        .broker()
+        .tap_exchange(
+            contracts::DEAD_LETTER_EXCHANGE,
+            lapin::ExchangeKind::Fanout,
+            "",
+        )
+        .await;
+    let mut events = app.broker().tap("visitor_booking.#").await;
+    // What an older release might have left: an envelope this one cannot read.
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (event_id, booking_id, event_type, envelope)
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'visitor_booking.created.v1', '{\"shape\": \"old\"}')
+         RETURNING id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    app.seed().await;
+    let booking = body(
+        app.post("/v1/visitor-bookings", &app.resident_ana(), visit(false))
+            .await,
+    )
+    .await;
+
+    let letter = dead
+        .next_message(Duration::from_secs(15))
+        .await
+        .expect("a dead letter for the row");
+    use contracts::headers;
+    assert_eq!(
+        letter.headers.get_str(headers::SERVICE),
+        Some("booking-api")
+    );
+    assert_eq!(
+        letter.headers.get_str(headers::ERROR_KIND),
+        Some("permanent")
+    );
+    let error = letter.headers.get_str(headers::ERROR).unwrap();
+    assert!(error.contains(&format!("outbox row {id}")), "{error}");
+    assert_eq!(
+        String::from_utf8_lossy(&letter.body),
+        "{\"shape\": \"old\"}"
+    );
+    // The row is set aside, not lost, and holds nothing else up.
+    let event = events
+        .next(Duration::from_secs(15))
+        .await
+        .expect("the good event goes out");
+    assert_eq!(
+        event.booking_id.to_string(),
+        booking["id"].as_str().unwrap()
+    );
+    // Parked with the round's commit, just after its messages went out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let parked: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT parked_at FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if parked.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the row was never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dead.next_message(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "told once"
+    );
+}

@@ -388,13 +388,37 @@ pub async fn record_outcome(
 pub async fn snapshot(
     conn: &mut PgConnection,
     booking_id: Uuid,
-) -> Result<Option<Envelope>, sqlx::Error> {
+) -> Result<Option<Envelope>, platform::snapshots::SnapshotError> {
     let body: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT envelope FROM booking_snapshots WHERE booking_id = $1")
             .bind(booking_id)
             .fetch_optional(conn)
             .await?;
-    Ok(body.and_then(|b| serde_json::from_value(b).ok()))
+    platform::snapshots::decode(booking_id, body)
+}
+
+/// The latest snapshot of a booking holding `access_level` of `building`, or else of any booking
+/// of the building: what an alert about the access level is sent with (it names the managers).
+pub async fn snapshot_for_alert(
+    conn: &mut PgConnection,
+    building: &str,
+    access_level: &str,
+) -> Result<Option<Envelope>, platform::snapshots::SnapshotError> {
+    let found: Option<(Uuid, serde_json::Value)> = sqlx::query_as(
+        "SELECT s.booking_id, s.envelope FROM booking_snapshots s
+           LEFT JOIN permissions p ON p.booking_id = s.booking_id AND p.access_level_id = $2
+          WHERE s.envelope->'data'->'building'->>'id' = $1
+          ORDER BY (p.booking_id IS NOT NULL) DESC, s.updated_at DESC
+          LIMIT 1",
+    )
+    .bind(building)
+    .bind(access_level)
+    .fetch_optional(conn)
+    .await?;
+    match found {
+        Some((booking_id, body)) => platform::snapshots::decode(booking_id, Some(body)),
+        None => Ok(None),
+    }
 }
 
 /// Remembers a building's time zone for the nightly clearing.

@@ -7,7 +7,7 @@ pub mod topology;
 mod worker;
 
 pub use headers::Headers;
-pub use publisher::{Outgoing, PublishError, Publisher};
+pub use publisher::{Outgoing, OwnDeadLetter, PublishError, Publisher};
 pub use worker::{
     Disposition, EventHandler, Events, HandlerError, Message, MessageHandler, Worker, WorkerError,
     decide,

@@ -44,6 +44,18 @@ pub struct Outgoing<'a> {
     pub headers: Headers,
 }
 
+/// A dead letter a service makes itself ([`Publisher::publish_dead_letter`]).
+pub struct OwnDeadLetter<'a> {
+    pub id: &'a str,
+    /// The service that gave up (`salto-sync`).
+    pub service: &'a str,
+    /// Where a replay sends it.
+    pub original_queue: &'a str,
+    pub routing_key: &'a str,
+    pub error: &'a str,
+    pub body: &'a [u8],
+}
+
 /// A confirmed publisher; cheap to clone (all clones share one connection).
 #[derive(Clone)]
 pub struct Publisher {
@@ -120,6 +132,31 @@ impl Publisher {
             })
             .collect();
         self.publish_all(&messages).await
+    }
+
+    /// Sends a dead letter a service makes itself — work it had to give up outside any consumed
+    /// message (the nightly clearing, an outbox row that no longer decodes) — to
+    /// `connecx.dead` with the headers a consumer's dead letter carries, so the notifier stores
+    /// it and mails it like any other. `letter.id` should be fixed per problem: reported again,
+    /// it is the same dead letter.
+    pub async fn publish_dead_letter(&self, letter: OwnDeadLetter<'_>) -> Result<(), PublishError> {
+        use contracts::headers;
+        let mut dead = Headers::default();
+        dead.set(headers::DEAD_LETTER_ID, letter.id);
+        dead.set(headers::SERVICE, letter.service);
+        dead.set(headers::ORIGINAL_QUEUE, letter.original_queue);
+        dead.set(headers::ORIGINAL_ROUTING_KEY, letter.routing_key);
+        dead.set(headers::ERROR_KIND, "permanent");
+        dead.set(headers::ERROR, letter.error);
+        dead.set(headers::RETRY_COUNT, 0_i64);
+        self.publish(Outgoing {
+            exchange: contracts::DEAD_LETTER_EXCHANGE,
+            routing_key: letter.routing_key,
+            body: letter.body,
+            message_id: Some(letter.id),
+            headers: dead,
+        })
+        .await
     }
 
     /// Publishes one message anywhere (retry tiers, dead letters, replays).
