@@ -164,19 +164,80 @@ impl VisitWindow {
     /// Checks the facility rule: the whole window lies within the building-local day it starts on.
     /// Ending exactly at the next local midnight (e.g. 20:00–24:00) is within the day.
     pub fn check_single_local_day(&self, zone: Tz) -> Result<(), WindowError> {
-        let day = local_time(self.starts_at, zone).date();
-        let next_day_starts = match day.succ_opt() {
-            Some(next) => start_of_local_day(next, zone),
-            None => None,
-        };
-        match next_day_starts {
-            Some(limit) if self.ends_at <= limit => Ok(()),
-            _ => Err(WindowError::SpansLocalDays {
-                day,
+        match self.first_instant_off_its_day(zone) {
+            None => Ok(()),
+            Some(_) => Err(WindowError::SpansLocalDays {
+                day: local_time(self.starts_at, zone).date(),
                 timezone: zone.name().to_owned(),
             }),
         }
     }
+
+    /// The first instant of the window whose local date is not the one it starts on, if any.
+    ///
+    /// Between two offset changes the local date only grows, so the window is split at the
+    /// zone's offset changes inside it and each piece is looked at at both ends. (A change back
+    /// across midnight makes the date go down: Newfoundland's 00:01 → 23:01 in 1987 put a minute
+    /// of the 25th between two stretches of the 24th.)
+    pub fn first_instant_off_its_day(&self, zone: Tz) -> Option<DateTime<Utc>> {
+        let day = local_time(self.starts_at, zone).date();
+        let last = self.ends_at - Duration::nanoseconds(1);
+        let mut piece_start = self.starts_at;
+        for change in offset_changes(self.starts_at, last, zone)
+            .into_iter()
+            .chain([self.ends_at])
+        {
+            let piece_last = change - Duration::nanoseconds(1);
+            if local_time(piece_start, zone).date() != day {
+                return Some(piece_start);
+            }
+            if local_time(piece_last, zone).date() != day {
+                // The date grows within the piece: find where it stops being `day`.
+                return Some(first_where(piece_start, piece_last, |t| {
+                    local_time(t, zone).date() != day
+                }));
+            }
+            piece_start = change;
+        }
+        None
+    }
+}
+
+/// The instants in `(from, to]` at which `zone`'s offset changes (windows span a day or so: it
+/// looks hour by hour, then to the second).
+fn offset_changes(from: DateTime<Utc>, to: DateTime<Utc>, zone: Tz) -> Vec<DateTime<Utc>> {
+    use chrono::Offset;
+    let offset = |t: DateTime<Utc>| t.with_timezone(&zone).offset().fix();
+    let mut changes = Vec::new();
+    let mut at = from;
+    while at < to {
+        let next = (at + Duration::hours(1)).min(to);
+        if offset(at) != offset(next) {
+            let first = offset(next);
+            changes.push(first_where(at, next, |t| offset(t) == first));
+        }
+        at = next;
+    }
+    changes
+}
+
+/// The first instant in `(from, to]` where `test` holds, given that it holds at `to` and from
+/// some instant on up to `to` (to the second, then to the nanosecond).
+fn first_where(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    test: impl Fn(DateTime<Utc>) -> bool,
+) -> DateTime<Utc> {
+    let (mut lo, mut hi) = (from, to);
+    while hi - lo > Duration::nanoseconds(1) {
+        let mid = lo + (hi - lo) / 2;
+        if test(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
 }
 
 /// `at` without its fraction of a second.
@@ -190,7 +251,8 @@ pub fn local_time(at: DateTime<Utc>, zone: Tz) -> NaiveDateTime {
 }
 
 /// The first instant of `day` in `zone`. Usually local midnight; where a DST change skips
-/// midnight (e.g. São Paulo until 2019), the first wall-clock minute that exists that day.
+/// midnight (e.g. São Paulo until 2019), the first wall-clock instant that exists that day;
+/// `None` for a day the zone skipped altogether.
 pub fn start_of_local_day(day: NaiveDate, zone: Tz) -> Option<DateTime<Utc>> {
     let midnight = day.and_hms_opt(0, 0, 0)?;
     // No zone skips more than a few hours; a day ends after 24 hours of wall clock at most.
@@ -202,6 +264,10 @@ pub fn start_of_local_day(day: NaiveDate, zone: Tz) -> Option<DateTime<Utc>> {
     })?;
     // A gap may end between two minutes (old offsets had seconds, e.g. Monrovia's -00:44:30
     // until 1972): the day begins at the gap's end, up to a minute earlier.
+    if local_time(first_minute, zone).date() != day {
+        // The whole day was skipped (Kanton went from 30 December 1994 to 1 January 1995).
+        return None;
+    }
     let mut start = first_minute;
     for _ in 0..60 {
         let earlier = start - Duration::seconds(1);
@@ -456,6 +522,26 @@ mod tests {
     }
 
     #[test]
+    fn a_change_back_across_midnight_keeps_a_window_on_the_day_it_is_on() {
+        // Newfoundland, 25 October 1987: at 00:01 (-02:30) clocks went back to 23:01 (-03:30)
+        // of the 24th. One second at 23:01:01 after the change is on the 24th, although the
+        // 25th had begun (for a minute) before it.
+        let zone = chrono_tz::America::St_Johns;
+        let after_the_change =
+            VisitWindow::stored(utc("1987-10-25T02:31:01Z"), utc("1987-10-25T02:31:02Z"));
+        assert_eq!(after_the_change.first_instant_off_its_day(zone), None);
+        assert!(after_the_change.check_single_local_day(zone).is_ok());
+        // From 23:30 (-02:30) on the 24th across that minute of the 25th: refused, and the
+        // first instant off the day is the 25th's 00:00.
+        let across = VisitWindow::stored(utc("1987-10-25T02:00:55Z"), utc("1987-10-25T02:41:03Z"));
+        assert_eq!(
+            across.first_instant_off_its_day(zone),
+            Some(utc("1987-10-25T02:30:00Z"))
+        );
+        assert!(across.check_single_local_day(zone).is_err());
+    }
+
+    #[test]
     fn a_day_whose_midnight_was_skipped_starts_at_its_first_minute() {
         // São Paulo entered daylight time on 2018-11-04 at 00:00 → 01:00 (-03 → -02).
         let zone = chrono_tz::America::Sao_Paulo;
@@ -563,7 +649,12 @@ mod tests {
                 days_later in 0..2i64,
             ) {
                 let day = local_time(at, zone).date() + Duration::days(days_later);
-                let start = start_of_local_day(day, zone).expect("every day has a start");
+                let Some(start) = start_of_local_day(day, zone) else {
+                    // A skipped day: the day before it ends where the day after it begins.
+                    let after = start_of_local_day(day + Duration::days(1), zone).expect("the next day");
+                    prop_assert!(local_time(after - Duration::seconds(1), zone).date() < day, "{} {}", zone.name(), day);
+                    return Ok(());
+                };
                 prop_assert_eq!(local_time(start, zone).date(), day, "{} {}", zone.name(), day);
                 prop_assert!(
                     local_time(start - Duration::seconds(1), zone).date() < day,
@@ -578,25 +669,29 @@ mod tests {
             ) {
                 let w = VisitWindow::stored(at, at + Duration::seconds(length));
                 let day = local_time(at, zone).date();
-                if w.check_single_local_day(zone).is_ok() {
-                    for n in 0..=16 {
-                        let inside = at + Duration::seconds((length - 1) * n / 16);
-                        prop_assert_eq!(
-                            local_time(inside, zone).date(), day,
-                            "{} {} → {}: {} is not on the first day", zone.name(), at, w.ends_at(), inside
-                        );
+                match w.first_instant_off_its_day(zone) {
+                    None => {
+                        prop_assert!(w.check_single_local_day(zone).is_ok());
+                        for n in 0..=64 {
+                            let inside = at + Duration::seconds((length - 1) * n / 64);
+                            prop_assert_eq!(
+                                local_time(inside, zone).date(), day,
+                                "{} {} → {}: {} is not on the first day", zone.name(), at, w.ends_at(), inside
+                            );
+                        }
                     }
-                } else {
-                    // Refused: some second of it is on another day.
-                    let last = at + Duration::seconds(length - 1);
-                    prop_assert!(
-                        local_time(last, zone).date() != day
-                            || (0..=16).any(|n| {
-                                let inside = at + Duration::seconds((length - 1) * n / 16);
-                                local_time(inside, zone).date() != day
-                            }),
-                        "{} {} → {} refused though it lies on {}", zone.name(), at, w.ends_at(), day
-                    );
+                    Some(off) => {
+                        prop_assert!(w.check_single_local_day(zone).is_err());
+                        prop_assert!(at <= off && off < w.ends_at(), "{} outside the window", off);
+                        prop_assert_ne!(local_time(off, zone).date(), day);
+                        // And it is the first: an instant just before is still on the day.
+                        if off > at {
+                            prop_assert_eq!(
+                                local_time(off - Duration::nanoseconds(1), zone).date(), day,
+                                "{} {}: {} is not the first instant off the day", zone.name(), at, off
+                            );
+                        }
+                    }
                 }
             }
         }
