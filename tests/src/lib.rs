@@ -249,6 +249,8 @@ pub fn booking_api_settings(
         auth: booking_api::AuthSettings {
             jwt_secret: jwt_secret.into(),
             leeway_secs: 0,
+            issuer: None,
+            audience: None,
         },
         log: LogSettings::default(),
         retry,
@@ -348,6 +350,7 @@ pub fn notifier_settings(
             tls: SmtpTls::None,
             from: "connecX <no-reply@connecx.example>".into(),
             timeout_secs: 5,
+            allow_plain_auth: false,
         },
         ops: OpsSettings {
             alert_email: OPS_EMAIL.into(),

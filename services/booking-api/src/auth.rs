@@ -45,11 +45,32 @@ impl Authenticator {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = leeway_secs;
         validation.validate_exp = true;
+        // A token not valid yet (`nbf` in the future, beyond the leeway) is refused.
+        validation.validate_nbf = true;
+        // Checked only when configured ([`Authenticator::expecting`]).
+        validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
         }
+    }
+
+    /// Also requires the token's `iss` to be `issuer` and its `aud` to name `audience`, each
+    /// when given (`CONNECX__AUTH__ISSUER`, `CONNECX__AUTH__AUDIENCE`).
+    pub fn expecting(mut self, issuer: Option<&str>, audience: Option<&str>) -> Self {
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = issuer {
+            self.validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if let Some(audience) = audience {
+            self.validation.set_audience(&[audience]);
+            self.validation.validate_aud = true;
+            required.push("aud");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self
     }
 
     /// Who a bearer token names, or the 401 to answer.
@@ -364,6 +385,65 @@ mod tests {
                 .unwrap_err()
                 .status,
             401
+        );
+    }
+
+    /// A token with extra registered claims (`nbf`, `iss`, `aud`) over the usual ones.
+    fn token_with(extra: serde_json::Value) -> String {
+        let mut claims = serde_json::to_value(claims(Role::Resident, 600)).unwrap();
+        for (key, value) in extra.as_object().unwrap() {
+            claims[key] = value.clone();
+        }
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let later = chrono::Utc::now().timestamp() + 300;
+        let problem = Authenticator::hs256(SECRET, 30)
+            .verify(&token_with(serde_json::json!({"nbf": later})))
+            .unwrap_err();
+        assert_eq!(
+            (problem.status, problem.code.as_str()),
+            (401, "invalid_token")
+        );
+        let now = chrono::Utc::now().timestamp();
+        assert!(
+            Authenticator::hs256(SECRET, 30)
+                .verify(&token_with(serde_json::json!({"nbf": now})))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let expecting = || {
+            Authenticator::hs256(SECRET, 0)
+                .expecting(Some("https://connecx.example"), Some("access-api"))
+        };
+        let right =
+            token_with(serde_json::json!({"iss": "https://connecx.example", "aud": "access-api"}));
+        assert!(expecting().verify(&right).is_ok());
+        for wrong in [
+            serde_json::json!({"iss": "https://elsewhere.example", "aud": "access-api"}),
+            serde_json::json!({"iss": "https://connecx.example", "aud": "another-api"}),
+            serde_json::json!({"aud": "access-api"}),
+            serde_json::json!({"iss": "https://connecx.example"}),
+        ] {
+            let problem = expecting().verify(&token_with(wrong.clone())).unwrap_err();
+            assert_eq!(problem.code, "invalid_token", "{wrong}");
+        }
+        // Not configured: neither is required, and an audience is not held against the token.
+        assert!(Authenticator::hs256(SECRET, 0).verify(&right).is_ok());
+        assert!(
+            Authenticator::hs256(SECRET, 0)
+                .verify(&token_with(serde_json::json!({})))
+                .is_ok()
         );
     }
 }

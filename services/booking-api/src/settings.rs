@@ -145,9 +145,15 @@ impl Settings {
 pub struct AuthSettings {
     /// HS256 secret shared with the connecX backend (environment only).
     pub jwt_secret: String,
-    /// Clock skew tolerated on `exp`, in seconds.
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway_secs")]
     pub leeway_secs: u64,
+    /// When set, a token's `iss` must be this.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must name this.
+    #[serde(default)]
+    pub audience: Option<String>,
 }
 
 fn default_leeway_secs() -> u64 {
@@ -162,6 +168,8 @@ impl fmt::Debug for AuthSettings {
         f.debug_struct("AuthSettings")
             .field("jwt_secret", &"<redacted>")
             .field("leeway_secs", &self.leeway_secs)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
             .finish()
     }
 }

@@ -123,10 +123,13 @@ impl Application {
         let notifications = Notifications::new();
         let state = AppState {
             pool: pool.clone(),
-            authenticator: Arc::new(Authenticator::hs256(
-                &settings.auth.jwt_secret,
-                settings.auth.leeway_secs,
-            )),
+            authenticator: Arc::new(
+                Authenticator::hs256(&settings.auth.jwt_secret, settings.auth.leeway_secs)
+                    .expecting(
+                        settings.auth.issuer.as_deref(),
+                        settings.auth.audience.as_deref(),
+                    ),
+            ),
             broker: crate::broker_health::BrokerHealth::default(),
             notifications: notifications.clone(),
             shutdown: token.clone(),

@@ -77,6 +77,9 @@ enum Transport {
 
 impl Mailer {
     pub fn new(settings: &SmtpSettings) -> Result<Self, MailError> {
+        settings
+            .check_plain_auth()
+            .map_err(|e| MailError::Permanent(e.to_string()))?;
         let credentials = match (&settings.username, &settings.password) {
             (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
             _ => None,

@@ -18,6 +18,7 @@ fn mailer(sink: &MailSink) -> Mailer {
         tls: SmtpTls::None,
         from: "connecX <no-reply@connecx.test>".into(),
         timeout_secs: 5,
+        allow_plain_auth: false,
     })
     .unwrap()
 }
@@ -117,6 +118,7 @@ async fn no_server_is_transient() {
         tls: SmtpTls::None,
         from: "connecX <no-reply@connecx.test>".into(),
         timeout_secs: 2,
+        allow_plain_auth: false,
     })
     .unwrap();
     let failed = mailer.send(&mail("ana@residents.test", "nobody")).await;

@@ -365,6 +365,10 @@ pub struct SmtpSettings {
     /// Seconds before an SMTP conversation is given up (then retried as transient).
     #[serde(default = "default_smtp_timeout_secs")]
     pub timeout_secs: u64,
+    /// Lets credentials go over a plain connection (`tls = none`), where anyone on the path
+    /// reads them: only for a mail relay on the same host or a trusted network.
+    #[serde(default)]
+    pub allow_plain_auth: bool,
 }
 
 fn default_smtp_port() -> u16 {
@@ -384,6 +388,7 @@ impl fmt::Debug for SmtpSettings {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
             .field("from", &self.from)
+            .field("allow_plain_auth", &self.allow_plain_auth)
             .finish()
     }
 }
@@ -403,6 +408,20 @@ impl Validate for SmtpSettings {
             return Err(ConfigError::invalid(
                 "smtp.password",
                 "username and password go together",
+            ));
+        }
+        self.check_plain_auth()
+    }
+}
+
+impl SmtpSettings {
+    /// Credentials are never sent over a plain connection unless `allow_plain_auth` says so.
+    pub fn check_plain_auth(&self) -> Result<(), ConfigError> {
+        if self.tls == SmtpTls::None && self.username.is_some() && !self.allow_plain_auth {
+            return Err(ConfigError::invalid(
+                "smtp.username",
+                "would be sent in clear over a plain connection: use CONNECX__SMTP__TLS=starttls \
+                 or tls, or set CONNECX__SMTP__ALLOW_PLAIN_AUTH=true for a trusted local relay",
             ));
         }
         Ok(())
@@ -578,6 +597,38 @@ mod tests {
         assert_eq!(
             redact_url("postgres://postgres@h/db"),
             "postgres://postgres@h/db"
+        );
+    }
+
+    #[test]
+    fn credentials_never_go_over_a_plain_smtp_connection_unless_allowed() {
+        let smtp = |tls: SmtpTls, allow_plain_auth: bool| SmtpSettings {
+            host: "mail.example".into(),
+            port: 587,
+            username: Some("connecx".into()),
+            password: Some("secret".into()),
+            tls,
+            from: "connecX <no-reply@connecx.example>".into(),
+            timeout_secs: 10,
+            allow_plain_auth,
+        };
+        let err = smtp(SmtpTls::None, false).validate().unwrap_err();
+        assert!(err.to_string().contains("CONNECX__SMTP__USERNAME"), "{err}");
+        assert!(
+            err.to_string().contains("CONNECX__SMTP__ALLOW_PLAIN_AUTH"),
+            "{err}"
+        );
+        assert!(smtp(SmtpTls::None, true).validate().is_ok());
+        assert!(smtp(SmtpTls::Starttls, false).validate().is_ok());
+        assert!(smtp(SmtpTls::Tls, false).validate().is_ok());
+        let anonymous = SmtpSettings {
+            username: None,
+            password: None,
+            ..smtp(SmtpTls::None, false)
+        };
+        assert!(
+            anonymous.validate().is_ok(),
+            "a local sink without credentials"
         );
     }
 }

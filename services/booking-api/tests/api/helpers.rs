@@ -150,6 +150,8 @@ pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
         auth: AuthSettings {
             jwt_secret: SECRET.into(),
             leeway_secs: 0,
+            issuer: None,
+            audience: None,
         },
         log: LogSettings::default(),
         retry: RetrySettings {

@@ -59,6 +59,7 @@ pub fn settings(db: &TestDb, broker: &TestBroker, mail: &MailSink) -> notifier::
             tls: SmtpTls::None,
             from: "connecX <no-reply@connecx.example>".into(),
             timeout_secs: 5,
+            allow_plain_auth: false,
         },
         ops: OpsSettings {
             alert_email: OPS.into(),
