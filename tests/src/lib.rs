@@ -239,6 +239,7 @@ pub fn booking_api_settings(
     jwt_secret: &str,
 ) -> booking_api::Settings {
     booking_api::Settings {
+        retention: Default::default(),
         database,
         amqp,
         http: HttpSettings {
@@ -283,6 +284,7 @@ pub fn ipassan_sync_settings(
     sim: &ipassan_sim::RunningSim,
 ) -> ipassan_sync::Settings {
     ipassan_sync::Settings {
+        retention: Default::default(),
         database,
         amqp,
         retry,
@@ -340,6 +342,7 @@ pub fn notifier_settings(
     mail: &MailSink,
 ) -> notifier::Settings {
     notifier::Settings {
+        retention: Default::default(),
         database,
         amqp,
         smtp: SmtpSettings {

@@ -18,6 +18,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod refusals;
 pub mod results;
+pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod snapshot;

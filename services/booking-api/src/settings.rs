@@ -39,6 +39,9 @@ pub struct Settings {
     /// `CONNECX__LIMITS__*`: how much a client may ask.
     #[serde(default)]
     pub limits: LimitsSettings,
+    /// `CONNECX__RETENTION__*`: how long PINs and visitors' personal data are kept.
+    #[serde(default)]
+    pub retention: platform::retention::RetentionSettings,
 }
 
 /// `CONNECX__LIMITS__*`: bounds on what a booking may ask, and how fast a resident may write.
@@ -189,6 +192,7 @@ impl Validate for Settings {
         }
         self.secrets.validate()?;
         self.limits.validate()?;
+        self.retention.validate()?;
         if self.outbox.batch_size < 1 {
             return Err(ConfigError::invalid(
                 "outbox.batch_size",

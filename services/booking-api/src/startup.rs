@@ -155,6 +155,14 @@ impl Application {
         );
         tasks.spawn(relay.run(token.clone()));
         tasks.spawn(Arc::clone(&state.write_limiter).forget_idle(token.clone()));
+        tasks.spawn(platform::retention::run(
+            pool.clone(),
+            Arc::new(platform::clock::SystemClock),
+            settings.retention,
+            "booking-api",
+            crate::retention::BookingEraser,
+            token.clone(),
+        ));
         tasks.spawn(housekeeping(
             pool.clone(),
             settings.outbox.retention_hours,

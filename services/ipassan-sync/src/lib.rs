@@ -15,6 +15,7 @@
 
 pub mod decision;
 pub mod handler;
+pub mod retention;
 pub mod settings;
 pub mod store;
 pub mod tenants;
@@ -132,6 +133,14 @@ impl Application {
             bulkheads: self.tenants.bulkheads().clone(),
         };
         let watching = tokio::spawn(outages.run(token.clone()));
+        let erasing = tokio::spawn(platform::retention::run(
+            self.pool.clone(),
+            Arc::new(platform::clock::SystemClock),
+            self.settings.retention,
+            "ipassan-sync",
+            retention::SnapshotEraser,
+            token.clone(),
+        ));
         let handler = BookingEvents::new(self.pool.clone(), self.tenants, publisher);
         let worker = Worker::new(
             IPASSAN_SYNC_QUEUE,
@@ -146,6 +155,7 @@ impl Application {
         self.health.serve(readiness, token.clone());
         worker.run(token).await?;
         let _ = watching.await;
+        let _ = erasing.await;
         self.pool.close().await;
         Ok(())
     }

@@ -31,6 +31,9 @@ pub struct Settings {
     /// `CONNECX__HEALTH__PORT`: `/healthz`, `/readyz`, `/metrics` (off when unset).
     #[serde(default)]
     pub health: platform::health::HealthSettings,
+    /// `CONNECX__RETENTION__*`: how long PINs and visitors' personal data are kept.
+    #[serde(default)]
+    pub retention: platform::retention::RetentionSettings,
 }
 
 impl Validate for Settings {
@@ -39,6 +42,7 @@ impl Validate for Settings {
         self.amqp.validate()?;
         self.secrets.validate()?;
         self.connections.validate()?;
+        self.retention.validate()?;
         match &self.ipassan {
             Some(ipassan) => ipassan.validate(),
             None => Ok(()),

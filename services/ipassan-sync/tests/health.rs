@@ -13,6 +13,7 @@ async fn the_health_port_answers_and_says_ready_once_the_worker_consumes() {
     let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
     let sim = ipassan_sim::spawn().await.unwrap();
     let app = ipassan_sync::Application::build(ipassan_sync::Settings {
+        retention: Default::default(),
         database: DatabaseSettings {
             url: db.url.clone(),
             max_connections: 4,

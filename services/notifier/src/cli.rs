@@ -62,8 +62,8 @@ pub async fn list(pool: &PgPool, include_closed: bool) -> Result<String, CliErro
     Ok(out)
 }
 
-/// Everything stored about one dead letter.
-pub async fn show(pool: &PgPool, id: Uuid) -> Result<String, CliError> {
+/// Everything stored about one dead letter; a PIN in its body shows as `******` unless `reveal`.
+pub async fn show(pool: &PgPool, id: Uuid, reveal: bool) -> Result<String, CliError> {
     let l = store::get_dead_letter(pool, id)
         .await?
         .ok_or(CliError::NotFound(id))?;
@@ -109,12 +109,20 @@ pub async fn show(pool: &PgPool, id: Uuid) -> Result<String, CliError> {
     let body = String::from_utf8_lossy(&l.body);
     let pretty = serde_json::from_slice::<serde_json::Value>(&l.body)
         .ok()
+        .map(|mut v| {
+            if !reveal {
+                mask_pins(&mut v);
+            }
+            v
+        })
         .and_then(|v| serde_json::to_string_pretty(&v).ok());
-    let _ = writeln!(
-        out,
-        "body:\n{}",
-        pretty.unwrap_or_else(|| body.into_owned())
-    );
+    let body = match pretty {
+        Some(pretty) => pretty,
+        // Not JSON: shown as it is only when asked (a PIN could be anywhere in it).
+        None if reveal => body.into_owned(),
+        None => format!("({} bytes, not JSON; --reveal shows them)", l.body.len()),
+    };
+    let _ = writeln!(out, "body:\n{body}");
     Ok(out)
 }
 
@@ -196,5 +204,22 @@ fn first_line(text: &str, max: usize) -> String {
         format!("{}…", line.chars().take(max).collect::<String>())
     } else {
         line.to_owned()
+    }
+}
+
+/// Replaces every `"pin"` string in `value` with `******`.
+fn mask_pins(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, field) in fields.iter_mut() {
+                if key == "pin" && field.is_string() {
+                    *field = serde_json::Value::String("******".into());
+                } else {
+                    mask_pins(field);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_pins),
+        _ => {}
     }
 }

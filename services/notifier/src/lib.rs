@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod mailer;
 pub mod mails;
 pub mod results;
+pub mod retention;
 pub mod store;
 pub mod templates;
 
@@ -43,6 +44,9 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub health: platform::health::HealthSettings,
+    /// `CONNECX__RETENTION__*`: how long PINs and visitors' personal data are kept.
+    #[serde(default)]
+    pub retention: platform::retention::RetentionSettings,
 }
 
 impl Validate for Settings {
@@ -50,6 +54,7 @@ impl Validate for Settings {
         self.database.validate()?;
         self.amqp.validate()?;
         self.smtp.validate()?;
+        self.retention.validate()?;
         self.ops.validate()
     }
 }
@@ -144,7 +149,16 @@ impl Application {
             ],
         );
         self.health.serve(readiness, token.clone());
+        let erasing = tokio::spawn(platform::retention::run(
+            self.pool.clone(),
+            std::sync::Arc::new(platform::clock::SystemClock),
+            self.settings.retention,
+            "notifier",
+            retention::NotifierEraser,
+            token.clone(),
+        ));
         let (a, r) = tokio::join!(alerts.run(token.clone()), results.run(token.clone()));
+        let _ = erasing.await;
         a?;
         r?;
         self.pool.close().await;

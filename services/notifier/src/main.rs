@@ -29,8 +29,13 @@ enum DeadLetterCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Shows one dead letter whole.
-    Show { id: Uuid },
+    /// Shows one dead letter whole (a PIN in it masked).
+    Show {
+        id: Uuid,
+        /// Shows PINs as they are.
+        #[arg(long)]
+        reveal: bool,
+    },
     /// Republishes it to the queue it came from, with a fresh retry budget.
     Replay { id: Uuid },
     /// Closes it without republishing.
@@ -57,7 +62,9 @@ async fn main() -> anyhow::Result<()> {
             let pool = notifier::cli_pool(&settings).await?;
             let output = match command {
                 DeadLetterCommand::List { all } => notifier::cli::list(&pool, all).await?,
-                DeadLetterCommand::Show { id } => notifier::cli::show(&pool, id).await?,
+                DeadLetterCommand::Show { id, reveal } => {
+                    notifier::cli::show(&pool, id, reveal).await?
+                }
                 DeadLetterCommand::Discard { id } => notifier::cli::discard(&pool, id).await?,
                 DeadLetterCommand::Replay { id } => {
                     let publisher = platform::amqp::Publisher::new(&settings.amqp, "notifier-cli");

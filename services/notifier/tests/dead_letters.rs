@@ -183,7 +183,7 @@ async fn a_dead_letter_can_be_listed_shown_replayed_and_discarded() {
         listing.contains(&id.to_string()) && listing.contains("zone unknown"),
         "{listing}"
     );
-    let shown = notifier::cli::show(&pool, id).await.unwrap();
+    let shown = notifier::cli::show(&pool, id, false).await.unwrap();
     assert!(
         shown.contains(&event.booking_id.to_string())
             && shown.contains("visitor_booking.created.v1"),
@@ -218,7 +218,7 @@ async fn a_dead_letter_can_be_listed_shown_replayed_and_discarded() {
             .contains("no open dead letters")
     );
     assert!(
-        notifier::cli::show(&pool, Uuid::new_v4())
+        notifier::cli::show(&pool, Uuid::new_v4(), false)
             .await
             .unwrap_err()
             .to_string()

@@ -14,7 +14,6 @@
 //!   run; [`timetables`]: the timetable pools and their sweeping; [`results`]: result events.
 
 pub mod cleaner;
-pub mod clock;
 pub mod handler;
 pub mod ledger;
 pub mod results;
@@ -31,7 +30,7 @@ use sqlx::PgPool;
 use contracts::SALTO_SYNC_QUEUE;
 use platform::amqp::{Publisher, Worker};
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use platform::clock::{Clock, ManualClock, SystemClock};
 pub use settings::{AuthKind, CleanerSettings, SaltoSettings, Settings};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

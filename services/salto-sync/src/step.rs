@@ -21,12 +21,12 @@ use platform::amqp::{HandlerError, PublishError, Publisher};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::clock::Clock;
 use crate::ledger::decide::{self, converge_list, has_ended};
 use crate::ledger::{AccessLevelKey, Held, SlotKey, store};
 use crate::results::{Outcome, result_event};
 use crate::servers::{self, ServerError, Servers};
 use crate::timetables::{self, Sweeper};
+use platform::clock::Clock;
 use salto_ship::{Group, Remedy, ShipClient, ShipError, ZonePermission};
 
 /// What every step needs.

@@ -6,11 +6,13 @@
 pub mod amqp;
 pub mod bulkhead;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod health;
 pub mod metrics;
 pub mod outages;
+pub mod retention;
 pub mod secrets;
 pub mod shutdown;
 pub mod snapshots;

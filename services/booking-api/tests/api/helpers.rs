@@ -132,6 +132,7 @@ async fn spawn_on(database_url: String, broker: Option<TestBroker>, amqp_url: St
 /// The settings of a test app: a deployment with a default iPassan and Salto, and a sealing key.
 pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
     Settings {
+        retention: Default::default(),
         database: DatabaseSettings {
             url: database_url,
             max_connections: 5,

@@ -14,6 +14,7 @@ mod migrate;
 mod operations;
 mod outbox;
 mod results;
+mod retention;
 mod timeouts;
 mod validation;
 mod visitor_bookings;

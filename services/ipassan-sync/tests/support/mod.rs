@@ -97,6 +97,7 @@ pub async fn start_with(options: Options) -> Harness {
         .await;
 
     let settings = ipassan_sync::Settings {
+        retention: Default::default(),
         database: DatabaseSettings {
             url: db.url.clone(),
             max_connections: 8,

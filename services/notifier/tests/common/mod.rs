@@ -46,6 +46,7 @@ pub fn amqp(broker: &TestBroker) -> AmqpSettings {
 
 pub fn settings(db: &TestDb, broker: &TestBroker, mail: &MailSink) -> notifier::Settings {
     notifier::Settings {
+        retention: Default::default(),
         database: DatabaseSettings {
             url: db.url.clone(),
             max_connections: 5,

@@ -1,5 +1,6 @@
-//! Time as the service sees it. The cleaner and the "has this ended?" rules take a clock rather
-//! than reading the system time, so tests can drive a night (and a DST change) in seconds.
+//! Time as a service sees it. What runs by the calendar — salto-sync's nightly clearing, its
+//! "has this ended?" rules, every service's erasing of old PINs and personal data — takes a clock
+//! rather than reading the system time, so tests can drive nights and weeks in seconds.
 
 use std::sync::{Arc, Mutex};
 
