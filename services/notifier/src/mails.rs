@@ -8,7 +8,7 @@ use serde_json::json;
 use contracts::{
     AccessSystem, BookingWindow, ConnectionHealth, DoubleBookingPolicy, Envelope, Event,
     FacilityAccessResult, FacilityBooking, RefusedFacilityRequest, RefusedVisitorRequest,
-    TimetablesExhausted, VisitorAccessResult, VisitorBooking,
+    SaltoDrift, TimetablesExhausted, VisitorAccessResult, VisitorBooking,
 };
 
 use crate::calendar::{InviteMethod, visit_invite};
@@ -45,6 +45,7 @@ pub fn mails_for(
         Event::ConnectionDown(h) => connection_health_mails(h, "down", ops_address),
         Event::ConnectionRecovered(h) => connection_health_mails(h, "recovered", ops_address),
         Event::TimetablesExhausted(t) => timetables_exhausted_mails(t, ops_address),
+        Event::SaltoDriftFound(d) => salto_drift_mails(d, ops_address),
         // Booking events and connection changes are not for the notifier (it is not bound to
         // them).
         Event::VisitorBookingCreated(_)
@@ -501,6 +502,24 @@ pub fn undeliverable(
     )
 }
 
+/// The building's managers hear what the nightly check found changed by hand in Salto.
+fn salto_drift_mails(drift: &SaltoDrift, ops: &str) -> Result<Vec<Mail>, TemplateError> {
+    let context = json!({
+        "access_level": drift.access_level,
+        "server": drift.server,
+        "findings": drift.findings,
+        "building_name": drift.building.name,
+    });
+    let subject = format!(
+        "[connecX] Salto access level {} of {} was changed outside connecX",
+        drift.access_level, drift.building.name
+    );
+    managers_or_ops(&drift.building.manager_emails, ops)
+        .iter()
+        .map(|to| mail(to, subject.clone(), "salto_drift", &context))
+        .collect()
+}
+
 /// Ops hear that a Salto server has no timetable ID left.
 fn timetables_exhausted_mails(
     exhausted: &TimetablesExhausted,
@@ -715,6 +734,51 @@ mod tests {
             mails[0]
                 .text
                 .contains("PUT /v1/buildings/harbour/connections/salto")
+        );
+    }
+
+    #[test]
+    fn a_salto_drift_tells_the_managers_what_was_found_and_what_was_done() {
+        use contracts::{DriftFinding, DriftKind};
+        let drift = SaltoDrift {
+            building: building(&["manager@harbour.example"]),
+            server: "http://salto.harbour.example/".into(),
+            access_level: "501-56".into(),
+            findings: vec![
+                DriftFinding {
+                    zone: "GAMES-ROOM".into(),
+                    kind: DriftKind::ChangedByHand,
+                    found: "no timetable, at any date".into(),
+                    expected: Some(
+                        "timetable 3, 2026-12-03T00:00:00 to 2026-12-03T23:59:59".into(),
+                    ),
+                },
+                DriftFinding {
+                    zone: "GYM".into(),
+                    kind: DriftKind::UnknownPermission,
+                    found: "no timetable, at any date".into(),
+                    expected: None,
+                },
+            ],
+        };
+        let envelope = Envelope::new(Uuid::new_v4(), 1, Event::SaltoDriftFound(drift));
+        let mails = mails_for(&envelope, OPS, false).unwrap();
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].to, "manager@harbour.example");
+        assert!(mails[0].subject.contains("501-56"), "{}", mails[0].subject);
+        let text = &mails[0].text;
+        assert!(
+            text.contains("zone GAMES-ROOM: connecX had granted timetable 3"),
+            "{text}"
+        );
+        assert!(text.contains("put its grant back"), "{text}");
+        assert!(
+            text.contains("zone GYM: Salto holds no timetable, at any date"),
+            "{text}"
+        );
+        assert!(
+            text.contains("left as it is") && text.contains("salto_drift"),
+            "{text}"
         );
     }
 }

@@ -44,7 +44,7 @@ macro_rules! pairs {
     };
 }
 
-const TEMPLATES: [(&str, &str); 14] = pairs![
+const TEMPLATES: [(&str, &str); 16] = pairs![
     "dead_letter_alert",
     "visitor_access_resident",
     "visitor_access_visitor",
@@ -52,6 +52,7 @@ const TEMPLATES: [(&str, &str); 14] = pairs![
     "manager_action",
     "system_health",
     "undeliverable",
+    "salto_drift",
 ];
 
 /// Renders `<name>.txt` and `<name>.html` with the same context.

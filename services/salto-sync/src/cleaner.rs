@@ -142,7 +142,7 @@ impl Cleaner {
                 store::levels_of_building(&mut conn, building).await?
             };
             for level in levels {
-                match self.reconcile_level(&level, today).await {
+                match self.reconcile_level(&level, building, today).await {
                     Ok((repaired, granted)) => {
                         clearing.repaired_levels += usize::from(repaired);
                         clearing.granted += granted;
@@ -290,6 +290,7 @@ impl Cleaner {
     async fn reconcile_level(
         &self,
         level: &AccessLevelKey,
+        building: &str,
         today: chrono::NaiveDate,
     ) -> Result<(bool, usize), StepError> {
         let _admitted = self.ctx.servers.bulkhead(&level.server).admit(None)?;
@@ -297,6 +298,8 @@ impl Cleaner {
         step.lock([level.clone()]).await?;
         let group = step.salto_group(level).await?;
         let held = store::held_in_level(step.conn(), level).await?;
+        let managed = store::managed_zones(step.conn(), &level.access_level).await?;
+        let findings = crate::ledger::decide::drift_findings(&held, &group.permissions, &managed);
         let missing: Vec<_> = held
             .iter()
             .filter(|h| !group.permissions.contains(&h.permission()))
@@ -334,7 +337,64 @@ impl Cleaner {
             }
         }
         step.finish().await?;
+        self.report_drift(building, level, findings).await?;
         Ok((repaired, granted))
+    }
+
+    /// Tells the building's managers what is newly found changed outside connecX on an access
+    /// level (`salto_server.drift_found.v1`), and remembers everything found now: what stays as
+    /// it was is not reported again each night, what went away is forgotten.
+    async fn report_drift(
+        &self,
+        building: &str,
+        level: &AccessLevelKey,
+        findings: Vec<contracts::DriftFinding>,
+    ) -> Result<(), StepError> {
+        let keys: Vec<String> = findings
+            .iter()
+            .map(crate::ledger::decide::drift_key)
+            .collect();
+        let mut conn = self.ctx.pool.acquire().await?;
+        let reported = store::drift_reported(&mut conn, level).await?;
+        if keys.iter().any(|key| !reported.contains(key)) {
+            let managers = store::snapshot_for_alert(&mut conn, building, &level.access_level)
+                .await?
+                .and_then(|e| e.building().cloned());
+            match managers {
+                Some(building) => {
+                    tracing::warn!(
+                        access_level = level.access_level,
+                        server = level.server,
+                        findings = findings.len(),
+                        "Salto changed outside connecX; managers told"
+                    );
+                    let subject = uuid::Uuid::new_v5(
+                        &uuid::Uuid::NAMESPACE_URL,
+                        format!("salto-drift/{}/{}", level.server, level.access_level).as_bytes(),
+                    );
+                    let mut event = contracts::Envelope::new(
+                        subject,
+                        chrono::Utc::now().timestamp_millis(),
+                        contracts::Event::SaltoDriftFound(contracts::SaltoDrift {
+                            building,
+                            server: level.server.clone(),
+                            access_level: level.access_level.clone(),
+                            findings,
+                        }),
+                    );
+                    // The same findings reported again (a night given back) are the same event.
+                    event.event_id = uuid::Uuid::new_v5(&subject, keys.join("\n").as_bytes());
+                    self.ctx.publisher.publish_event(&event).await?;
+                }
+                None => tracing::warn!(
+                    building,
+                    access_level = level.access_level,
+                    "Salto changed outside connecX, but no booking names the managers to tell"
+                ),
+            }
+        }
+        store::remember_drift(&mut conn, level, &keys).await?;
+        Ok(())
     }
 }
 

@@ -246,3 +246,93 @@ async fn an_access_level_the_cleaner_cannot_clear_reaches_the_managers_and_the_n
         "told once"
     );
 }
+
+/// Replaces the apartment's list in Salto, as someone at the Salto console would.
+async fn set_by_hand(h: &Harness, entries: &str) {
+    let update = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<RequestCall><RequestName>SaltoDBGroup.Update</RequestName><Params><SaltoDBGroup><ExtGroupID>{APARTMENT}</ExtGroupID><GroupZoneList>{entries}</GroupZoneList></SaltoDBGroup></Params></RequestCall>"
+    );
+    let answer = h
+        .http
+        .post(h.sim.url())
+        .body(update)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!answer.contains("<Exception>"), "{answer}");
+}
+
+#[tokio::test]
+async fn permissions_changed_at_the_console_reach_the_managers_once() {
+    let mut h =
+        Harness::start_with(every_second("00:05"), sydney("2026-11-30", "12:00:00"), 1).await;
+    let mut drift = h.broker.tap("salto_server.#").await;
+    // The gym is a zone connecX manages: it was booked once.
+    let gym = Booking::games("2026-12-01").zone(GYM);
+    let games = Booking::games("2026-12-03");
+    h.publish(&gym.created()).await;
+    h.next_result(15).await;
+    h.publish(&games.created()).await;
+    h.next_result(15).await;
+    h.clock.set(sydney("2026-12-02", "00:06:00"));
+    tokio::time::sleep(SETTLE).await;
+    assert!(
+        drift.next(Duration::from_millis(200)).await.is_none(),
+        "nothing changed by hand yet"
+    );
+
+    // At the console: the games permission loses its period, and the gym gets one for good.
+    let always = |zone: &str| {
+        format!(
+            "<SaltoDB.AccessPermission.Group_Zone><ExtZoneID>{zone}</ExtZoneID><UsePeriod>0</UsePeriod></SaltoDB.AccessPermission.Group_Zone>"
+        )
+    };
+    set_by_hand(&h, &format!("{}{}", always(GAMES), always(GYM))).await;
+    h.clock.set(sydney("2026-12-03", "00:06:00"));
+    let found = drift
+        .next(Duration::from_secs(15))
+        .await
+        .expect("the managers hear of it");
+    let contracts::Event::SaltoDriftFound(report) = &found.event else {
+        panic!("{found:?}")
+    };
+    assert_eq!(report.access_level, APARTMENT);
+    assert_eq!(report.building.manager_emails.len(), 1);
+    let kinds: Vec<_> = report
+        .findings
+        .iter()
+        .map(|f| (f.zone.as_str(), f.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (GAMES, contracts::DriftKind::ChangedByHand),
+            (GYM, contracts::DriftKind::UnknownPermission)
+        ]
+    );
+    assert!(
+        h.opens(GAMES, APARTMENT, "2026-12-03T19:00:00").await,
+        "the grant was put back"
+    );
+    assert!(
+        !h.opens(GAMES, APARTMENT, "2026-12-05T19:00:00").await,
+        "with its own period again"
+    );
+
+    // The hand-made gym permission stays; night after night it is not reported again.
+    for night in ["2026-12-04", "2026-12-05"] {
+        h.clock.set(sydney(night, "00:06:00"));
+        tokio::time::sleep(SETTLE).await;
+        assert!(
+            drift.next(Duration::from_millis(300)).await.is_none(),
+            "{night}: reported again"
+        );
+    }
+    assert!(
+        h.opens(GYM, APARTMENT, "2026-12-06T07:00:00").await,
+        "left as it is"
+    );
+}

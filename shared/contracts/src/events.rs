@@ -70,6 +70,7 @@ impl Envelope {
             Event::IpassanConnectionChanged(_)
             | Event::SaltoConnectionChanged(_)
             | Event::TimetablesExhausted(_) => return None,
+            Event::SaltoDriftFound(d) => &d.building,
         })
     }
 
@@ -157,6 +158,9 @@ pub enum Event {
     /// Every timetable ID of a Salto server is in use: bookings wait, ops must look.
     #[serde(rename = "salto_server.timetables_exhausted.v1")]
     TimetablesExhausted(TimetablesExhausted),
+    /// The nightly reconciliation found an access level's permissions changed outside connecX.
+    #[serde(rename = "salto_server.drift_found.v1")]
+    SaltoDriftFound(SaltoDrift),
 }
 
 impl Event {
@@ -185,11 +189,12 @@ impl Event {
             Event::ConnectionDown(_) => "connection.down.v1",
             Event::ConnectionRecovered(_) => "connection.recovered.v1",
             Event::TimetablesExhausted(_) => "salto_server.timetables_exhausted.v1",
+            Event::SaltoDriftFound(_) => "salto_server.drift_found.v1",
         }
     }
 
     /// Every wire type this crate knows, for tests and documentation.
-    pub const ALL_TYPES: [&'static str; 22] = [
+    pub const ALL_TYPES: [&'static str; 23] = [
         "visitor_booking.created.v1",
         "visitor_booking.rescheduled.v1",
         "visitor_booking.cancelled.v1",
@@ -212,6 +217,7 @@ impl Event {
         "connection.down.v1",
         "connection.recovered.v1",
         "salto_server.timetables_exhausted.v1",
+        "salto_server.drift_found.v1",
     ];
 }
 
@@ -436,6 +442,40 @@ pub struct TimetablesExhausted {
     pub building_id: String,
 }
 
+/// Payload of `salto_server.drift_found.v1` (code `salto_drift`): the nightly reconciliation
+/// found an access level's permissions in Salto changed outside connecX. Sent once for what is
+/// new; what stays as it was is not reported again each night.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaltoDrift {
+    /// The building whose managers are told.
+    pub building: Building,
+    /// The SHIP endpoint (URL without credentials).
+    pub server: String,
+    /// The access level (the apartment's `ExtGroupID`).
+    pub access_level: String,
+    pub findings: Vec<DriftFinding>,
+}
+
+/// One thing found on an access level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftFinding {
+    pub zone: String,
+    pub kind: DriftKind,
+    /// What Salto held, in words (`none` when nothing).
+    pub found: String,
+    /// What connecX granted, in words, when it granted something there.
+    pub expected: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// A permission connecX granted was changed or removed by hand; connecX put it back.
+    ChangedByHand,
+    /// A permission on a zone connecX manages that no booking holds; left as it is.
+    UnknownPermission,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,6 +638,17 @@ mod tests {
                 held_by_connecx: 1000,
                 held_by_others: 24,
                 building_id: "b-1".into(),
+            }),
+            Event::SaltoDriftFound(SaltoDrift {
+                building: building(),
+                server: "http://salto.example/".into(),
+                access_level: "501-56".into(),
+                findings: vec![DriftFinding {
+                    zone: "GYM".into(),
+                    kind: DriftKind::UnknownPermission,
+                    found: "always".into(),
+                    expected: None,
+                }],
             }),
         ]
     }

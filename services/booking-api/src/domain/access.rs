@@ -132,7 +132,8 @@ pub fn outcome_of(event: &Event) -> Option<AccessOutcome> {
         | Event::SaltoConnectionChanged(_)
         | Event::ConnectionDown(_)
         | Event::ConnectionRecovered(_)
-        | Event::TimetablesExhausted(_) => return None,
+        | Event::TimetablesExhausted(_)
+        | Event::SaltoDriftFound(_) => return None,
     })
 }
 

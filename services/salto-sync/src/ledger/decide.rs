@@ -157,6 +157,63 @@ pub fn has_ended(window: &LocalWindow, today: NaiveDate) -> bool {
     window.date < today
 }
 
+/// What the nightly reconciliation reports about an access level (docs/architecture.md,
+/// "Facility bookings and the ledger"): a permission the ledger holds that Salto lost or holds
+/// differently (changed by hand; the step puts it back), and a permission on a zone connecX
+/// manages (`managed_zones`) that no booking holds (left as it is).
+pub fn drift_findings(
+    held: &[Held],
+    salto: &[ZonePermission],
+    managed_zones: &BTreeSet<String>,
+) -> Vec<contracts::DriftFinding> {
+    use contracts::{DriftFinding, DriftKind};
+    let on_zone = |zone: &str| salto.iter().find(|p| p.zone == zone);
+    let mut findings: Vec<DriftFinding> = held
+        .iter()
+        .filter(|h| !salto.contains(&h.permission()))
+        .map(|h| DriftFinding {
+            zone: h.slot.zone.clone(),
+            kind: DriftKind::ChangedByHand,
+            found: on_zone(&h.slot.zone).map_or_else(|| "none".to_owned(), describe),
+            expected: Some(describe(&h.permission())),
+        })
+        .collect();
+    findings.extend(
+        salto
+            .iter()
+            .filter(|p| managed_zones.contains(&p.zone))
+            .filter(|p| !held.iter().any(|h| h.slot.zone == p.zone))
+            .map(|p| DriftFinding {
+                zone: p.zone.clone(),
+                kind: DriftKind::UnknownPermission,
+                found: describe(p),
+                expected: None,
+            }),
+    );
+    findings.sort_by(|a, b| a.zone.cmp(&b.zone));
+    findings
+}
+
+/// A finding as it is remembered, to report only what is new.
+pub fn drift_key(finding: &contracts::DriftFinding) -> String {
+    format!("{:?}/{}/{}", finding.kind, finding.zone, finding.found)
+}
+
+/// A permission in words, e.g. `timetable 42, 2026-12-03T00:00:00 to 2026-12-03T23:59:59`.
+pub fn describe(permission: &ZonePermission) -> String {
+    let timetable = permission
+        .timetable
+        .map_or_else(|| "no timetable".to_owned(), |t| format!("timetable {t}"));
+    match permission.period {
+        Some(period) => format!(
+            "{timetable}, {} to {}",
+            salto_ship::format_date_time(period.start),
+            salto_ship::format_date_time(period.end)
+        ),
+        None => format!("{timetable}, at any date"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

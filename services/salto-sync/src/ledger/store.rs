@@ -421,6 +421,67 @@ pub async fn snapshot_for_alert(
     }
 }
 
+/// The zones connecX manages for the buildings with bookings on `access_level`: every zone any
+/// facility booking of theirs named.
+pub async fn managed_zones(
+    conn: &mut PgConnection,
+    access_level: &str,
+) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    let zones: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT s.envelope #>> '{data,facility,zone_id}' FROM booking_snapshots s
+          WHERE s.envelope #>> '{data,building,id}' IN (
+                SELECT DISTINCT envelope #>> '{data,building,id}' FROM booking_snapshots
+                 WHERE envelope #>> '{data,apartment,access_level_id}' = $1)
+            AND s.envelope #>> '{data,facility,zone_id}' IS NOT NULL",
+    )
+    .bind(access_level)
+    .fetch_all(conn)
+    .await?;
+    Ok(zones.into_iter().collect())
+}
+
+/// The finding keys last reported for an access level.
+pub async fn drift_reported(
+    conn: &mut PgConnection,
+    level: &AccessLevelKey,
+) -> Result<Vec<String>, sqlx::Error> {
+    let keys: Option<sqlx::types::Json<Vec<String>>> = sqlx::query_scalar(
+        "SELECT findings FROM drift_reports WHERE server = $1 AND access_level = $2",
+    )
+    .bind(&level.server)
+    .bind(&level.access_level)
+    .fetch_optional(conn)
+    .await?;
+    Ok(keys.map(|k| k.0).unwrap_or_default())
+}
+
+/// Remembers what is found on an access level now (nothing: forgets it).
+pub async fn remember_drift(
+    conn: &mut PgConnection,
+    level: &AccessLevelKey,
+    keys: &[String],
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        sqlx::query("DELETE FROM drift_reports WHERE server = $1 AND access_level = $2")
+            .bind(&level.server)
+            .bind(&level.access_level)
+            .execute(conn)
+            .await?;
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO drift_reports (server, access_level, findings) VALUES ($1, $2, $3)
+         ON CONFLICT (server, access_level) DO UPDATE
+            SET findings = EXCLUDED.findings, reported_at = now()",
+    )
+    .bind(&level.server)
+    .bind(&level.access_level)
+    .bind(sqlx::types::Json(keys))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Remembers a building's time zone for the nightly clearing.
 pub async fn remember_building(
     conn: &mut PgConnection,
