@@ -204,6 +204,21 @@ pub mod failures {
     pub const RESIDENT_NOT_SYNCED_TO_IPASSAN: &str = "resident_not_synced_to_ipassan";
     pub const IPASSAN_NOT_CONNECTED: &str = "ipassan_not_connected";
     pub const IPASSAN_REFUSED: &str = "ipassan_refused";
+    pub const GAVE_UP: &str = "gave_up";
+
+    /// ipassan-sync gave the booking up (every retry failed, or a failure no retry can help):
+    /// its details are in the dead letter the managers are mailed.
+    pub fn gave_up() -> AccessFailure {
+        AccessFailure {
+            code: GAVE_UP.into(),
+            message: "connecX could not give the visitor access: iPassan did not work for this \
+                      booking after every retry. The building manager has been sent the details."
+                .into(),
+            // The dead letter's alert has told the managers, with the details: one alert, not
+            // two.
+            needs_manager: false,
+        }
+    }
 
     /// iPassan refused the grant for good (400, 403, another 4xx): trying again changes
     /// nothing, a person must look at the building's iPassan.

@@ -45,6 +45,31 @@ impl BookingEvents {
 }
 
 impl EventHandler for BookingEvents {
+    /// A booking given up still gets an outcome: `failed` (`gave_up`), so it does not stay
+    /// `pending` for ever; the dead letter's alert carries the details.
+    async fn gave_up(&self, envelope: &Envelope, error: &str) {
+        let Some(booking) = visitor_booking(&envelope.event) else {
+            return;
+        };
+        if !booking.provide_access {
+            return;
+        }
+        let failed = result_event(
+            envelope,
+            booking,
+            ResultKind::Failed,
+            &Achieved::Failed(failures::gave_up()),
+        );
+        match self.publisher.publish_event(&failed).await {
+            Ok(()) => {
+                tracing::warn!(booking_id = %envelope.booking_id, version = envelope.version, %error, "gave up; the booking's access failed")
+            }
+            Err(publish) => {
+                tracing::error!(booking_id = %envelope.booking_id, %publish, "gave up, and cannot publish the failure")
+            }
+        }
+    }
+
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
         if let Event::IpassanConnectionChanged(change) = &envelope.event {
             return self.record_connection(&envelope, change).await;

@@ -253,7 +253,7 @@ async fn a_request_ipassan_refuses_as_malformed_fails_the_visit_and_is_not_retri
 }
 
 #[tokio::test]
-async fn ipassan_down_longer_than_every_retry_tier_ends_in_a_dead_letter_naming_the_booking() {
+async fn ipassan_down_longer_than_every_retry_tier_ends_in_a_dead_letter_and_a_failed_visit() {
     let mut harness = start_with(Options {
         tiers: "100ms,100ms",
         ..Options::default()
@@ -283,6 +283,16 @@ async fn ipassan_down_longer_than_every_retry_tier_ends_in_a_dead_letter_naming_
         "{error}"
     );
     assert_eq!(Envelope::from_json(&dead.body).unwrap().booking_id, id);
+    // The booking is not left pending: its access failed, for the resident to see.
+    let failed = harness.next_result().await;
+    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    assert_eq!((failed.booking_id, failed.version), (id, 1));
+    let failure = result_of(&failed).failure.clone().expect("a reason");
+    assert_eq!(failure.code, "gave_up");
+    assert!(
+        !failure.needs_manager,
+        "the managers have the dead letter's alert: one mail, not two"
+    );
     harness.no_more_results(Duration::from_millis(300)).await;
     assert!(harness.visitors_for(id).await.is_empty());
 }

@@ -32,6 +32,30 @@ impl BookingEvents {
 }
 
 impl EventHandler for BookingEvents {
+    /// A booking given up still gets an outcome: `failed` (`gave_up`), so it does not stay
+    /// `pending` for ever; the dead letter's alert carries the details.
+    async fn gave_up(&self, envelope: &Envelope, error: &str) {
+        let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
+            return;
+        };
+        let failed = results::result_event(
+            results::Outcome::Failed,
+            envelope.booking_id,
+            envelope.version,
+            booking,
+            None,
+            Some(results::gave_up()),
+        );
+        match self.ctx.publisher.publish_event(&failed).await {
+            Ok(()) => {
+                tracing::warn!(booking_id = %envelope.booking_id, version = envelope.version, %error, "gave up; the booking's access failed")
+            }
+            Err(publish) => {
+                tracing::error!(booking_id = %envelope.booking_id, %publish, "gave up, and cannot publish the failure")
+            }
+        }
+    }
+
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
         if let Event::SaltoConnectionChanged(change) = &envelope.event {
             let mut conn = self.ctx.pool.acquire().await.map_err(database)?;

@@ -177,6 +177,20 @@ pub fn not_connected(booking: &FacilityBooking) -> AccessFailure {
 
 /// Reconciliation found a permission in Salto the ledger cannot explain, in the slot a booking
 /// waits for.
+/// salto-sync gave the booking up (every retry failed, or a failure no retry can help): its
+/// details are in the dead letter the managers are mailed.
+pub fn gave_up() -> AccessFailure {
+    AccessFailure {
+        code: "gave_up".into(),
+        message: "connecX could not set this booking's access in Salto after every retry. The \
+                  building manager has been sent the details."
+            .into(),
+        // The dead letter's alert has told the managers, with the details: one alert, not
+        // two.
+        needs_manager: false,
+    }
+}
+
 pub fn drift(booking: &FacilityBooking, existing: &ZonePermission) -> AccessFailure {
     let mut failure = unknown_permission(booking, existing);
     failure.code = "salto_drift".into();

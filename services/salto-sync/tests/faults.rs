@@ -330,3 +330,29 @@ async fn a_stored_snapshot_that_no_longer_decodes_is_a_dead_letter_not_a_silent_
     let error = letter.headers.get_str(headers::ERROR).unwrap();
     assert!(error.contains("no longer decodes"), "{error}");
 }
+
+#[tokio::test]
+async fn a_booking_given_up_ends_failed_not_pending() {
+    let mut h = Harness::start().await;
+    let mut dead = h
+        .broker
+        .tap_exchange(
+            contracts::DEAD_LETTER_EXCHANGE,
+            lapin::ExchangeKind::Fanout,
+            "",
+        )
+        .await;
+    // An answer no retry can change, and that no person can fix by setting an ID.
+    h.fault("SaltoDBGroup.Update", json!({"code": 12}), 1000)
+        .await;
+    let booking = Booking::games("2026-12-01");
+    h.publish(&booking.created()).await;
+    dead.next_message(Duration::from_secs(15))
+        .await
+        .expect("a dead letter");
+    let failed = h.next_result(15).await;
+    assert_eq!(failed.routing_key(), "facility_access.failed.v1");
+    assert_eq!((failed.booking_id, failed.version), (booking.id, 1));
+    let failure = result_of(&failed).failure.clone().expect("a reason");
+    assert_eq!(failure.code, "gave_up");
+}

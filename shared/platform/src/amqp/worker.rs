@@ -68,11 +68,25 @@ pub struct Message {
 /// Handles raw messages (the dead-letter consumer, which must accept anything).
 pub trait MessageHandler: Send + Sync + 'static {
     fn handle(&self, message: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called once the worker gives `message` up, just before it becomes a dead letter: the
+    /// place to tell whoever waits for an outcome that none is coming (a booking must not stay
+    /// `pending` for ever). Best effort; by default nothing.
+    fn gave_up(&self, message: &Message, error: &str) -> impl Future<Output = ()> + Send {
+        let _ = (message, error);
+        async {}
+    }
 }
 
 /// Handles events; what most workers implement. Wrap it in [`Events`] to run it.
 pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, envelope: Envelope) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// As [`MessageHandler::gave_up`], for a message that is a known event.
+    fn gave_up(&self, envelope: &Envelope, error: &str) -> impl Future<Output = ()> + Send {
+        let _ = (envelope, error);
+        async {}
+    }
 }
 
 /// Adapts an [`EventHandler`]: a body that is not a known event is permanent (a dead letter).
@@ -83,6 +97,12 @@ impl<H: EventHandler> MessageHandler for Events<H> {
         let envelope = Envelope::from_json(&message.body)
             .map_err(|e| HandlerError::Malformed(format!("not a known event ({e})")))?;
         self.0.handle(envelope).await
+    }
+
+    async fn gave_up(&self, message: &Message, error: &str) {
+        if let Ok(envelope) = Envelope::from_json(&message.body) {
+            self.0.gave_up(&envelope, error).await;
+        }
     }
 }
 
@@ -429,6 +449,7 @@ impl<H: MessageHandler> Step<H> {
             }
             Disposition::DeadLetter { kind, error } => {
                 tracing::error!(kind, %error, "giving up; dead-lettering");
+                self.handler.gave_up(&message, error).await;
                 metrics::counter!(
                     "connecx_messages_dead_lettered_total",
                     &[
