@@ -381,3 +381,72 @@ async fn a_stored_snapshot_that_no_longer_decodes_is_a_dead_letter_not_a_silent_
         "not retried"
     );
 }
+
+fn raw(status: u16, body: &str, repeat: usize) -> FaultResponse {
+    FaultResponse {
+        status: Some(status),
+        raw_body: Some(body.into()),
+        repeat: Some(repeat),
+        ..FaultResponse::default()
+    }
+}
+
+#[tokio::test]
+async fn a_token_said_to_live_for_ever_is_used_a_while_and_nothing_panics() {
+    let mut harness = start().await;
+    // u64::MAX seconds: added to the clock as it is, that overflows.
+    harness
+        .fault(
+            "POST",
+            "/api/v1/token",
+            raw(
+                200,
+                r#"{"access_token":"from-a-broken-server","token_type":"Bearer","expires_in":18446744073709551615}"#,
+                1,
+            ),
+            1,
+        )
+        .await;
+    let id = Uuid::new_v4();
+    harness.publish(&created(id, booking(FROM, TO))).await;
+    // The bogus token is refused, dropped and replaced: the visit is granted.
+    let granted = harness.next_result().await;
+    assert_eq!(granted.routing_key(), "visitor_access.granted.v1");
+    assert!(
+        harness
+            .dead_letters
+            .next(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_answer_of_the_wrong_shape_or_size_is_a_dead_letter_and_a_failed_visit() {
+    for (answer, said) in [
+        (
+            raw(201, r#"{"id": 5, "pin": true}"#, 1),
+            "does not follow the contract",
+        ),
+        (
+            raw(201, r#"{"id": "v-1", "visitee"#, 1),
+            "does not follow the contract",
+        ),
+        (raw(201, "0123456789abcdef", 80_000), "larger than"),
+    ] {
+        let mut harness = start().await;
+        harness.fault("POST", VISITOR_PATH, answer, 1).await;
+        let id = Uuid::new_v4();
+        harness.publish(&created(id, booking(FROM, TO))).await;
+        let dead = harness
+            .dead_letters
+            .next_message(Duration::from_secs(15))
+            .await
+            .expect("a dead letter");
+        assert_eq!(dead.headers.get_str(headers::ERROR_KIND), Some("permanent"));
+        let error = dead.headers.get_str(headers::ERROR).unwrap();
+        assert!(error.contains(said), "{error}");
+        let failed = harness.next_result().await;
+        assert_eq!(failed.routing_key(), "visitor_access.failed.v1", "{said}");
+    }
+}

@@ -533,13 +533,44 @@ async fn read_json<T: DeserializeOwned>(
     response: Response,
     timeout: Duration,
 ) -> Result<T, IpassanError> {
-    let bytes = response.bytes().await.map_err(|e| transport(&e, timeout))?;
+    let bytes = read_limited(response, timeout).await?;
     serde_json::from_slice(&bytes).map_err(|e| IpassanError::UnreadableAnswer(e.to_string()))
+}
+
+/// The most an answer may hold. iPassan's answers are a few hundred bytes (a list of a site's
+/// visitors for one booking at most); anything bigger is not an answer this client reads, and
+/// reading it whole would let one tenant fill a worker's memory.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// A body, read up to [`MAX_ANSWER_BYTES`] (more is an unreadable answer, read no further).
+async fn read_limited(mut response: Response, timeout: Duration) -> Result<Vec<u8>, IpassanError> {
+    let too_big = || {
+        IpassanError::UnreadableAnswer(format!(
+            "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport(&e, timeout))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The `message` (and `error` code) of an error answer, or its first bytes.
 async fn error_message(response: Response) -> String {
-    let text = response.text().await.unwrap_or_default();
+    let text = match read_limited(response, Duration::from_secs(10)).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(error) => error.to_string(),
+    };
     match serde_json::from_str::<wire::ErrorAnswer>(&text) {
         Ok(answer) if !answer.error.is_empty() => format!("{}: {}", answer.error, answer.message),
         Ok(answer) if !answer.message.is_empty() => answer.message,

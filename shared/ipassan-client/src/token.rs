@@ -13,9 +13,15 @@ pub struct Token {
     pub renew_at: Instant,
 }
 
+/// The longest a token is used before a new one is fetched, whatever iPassan says: a lifetime
+/// near `u64::MAX` seconds would overflow the clock (a panic), and a day is plenty.
+pub const LONGEST_USE: Duration = Duration::from_secs(24 * 3600);
+
 impl Token {
-    /// Renews at 80 % of the lifetime, and at most 30 s before expiry for long-lived tokens.
+    /// Renews at 80 % of the lifetime, and at most 30 s before expiry for long-lived tokens;
+    /// a lifetime beyond [`LONGEST_USE`] counts as that.
     pub fn new(value: String, expires_in: Duration, issued_at: Instant) -> Self {
+        let expires_in = expires_in.min(LONGEST_USE);
         let margin = (expires_in / 5).min(Duration::from_secs(30));
         Self {
             value,
@@ -96,5 +102,25 @@ mod tests {
         assert_eq!(cache.get(fetch).await, Ok("t0".to_owned()));
         cache.refused("t0").await;
         assert_eq!(cache.get(fetch).await, Ok("t1".to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use super::*;
+
+    #[test]
+    fn an_absurd_lifetime_is_used_for_a_day_at_most_and_does_not_panic() {
+        let now = Instant::now();
+        for seconds in [1_000_000_000_000_000_000, u64::MAX] {
+            let token = Token::new("t".into(), Duration::from_secs(seconds), now);
+            assert!(token.is_fresh(now + Duration::from_secs(3600)));
+            assert!(!token.is_fresh(now + LONGEST_USE));
+        }
+        let zero = Token::new("t".into(), Duration::ZERO, now);
+        assert!(
+            !zero.is_fresh(now),
+            "a token already expired is fetched again"
+        );
     }
 }

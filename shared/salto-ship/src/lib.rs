@@ -355,9 +355,43 @@ impl ShipClient {
         if status != 200 {
             return Err(ShipError::Http { request, status });
         }
-        let text = response.text().await.map_err(transport)?;
-        parse_response(request, &text)
+        let text = read_limited(response).await.map_err(|e| match e {
+            Limited::Transport(e) => transport(e),
+            Limited::TooBig => protocol(
+                request,
+                format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+            ),
+        })?;
+        parse_response(request, &String::from_utf8_lossy(&text))
     }
+}
+
+/// The most an answer may hold. SHIP answers are a few kilobytes (one group's zone list at
+/// most); anything bigger is not an answer this client reads, and reading it whole would let one
+/// server fill a worker's memory.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+enum Limited {
+    Transport(reqwest::Error),
+    TooBig,
+}
+
+/// A body, read up to [`MAX_ANSWER_BYTES`] (more is refused, read no further).
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Limited> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(Limited::TooBig);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Limited::Transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(Limited::TooBig);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn protocol(request: &'static str, detail: impl Into<String>) -> ShipError {
@@ -672,5 +706,54 @@ mod tests {
         assert_eq!(format_day_time(END_OF_DAY), "24:00:00");
         assert_eq!(parse_day_time("24:00:00"), Some(END_OF_DAY));
         assert_eq!(parse_day_time("18:30:00"), Some(18 * 3600 + 1800));
+    }
+
+    mod malformed_answers {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const GOOD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<RequestResponse><RequestName>SaltoDBGroup.Read</RequestName><Params><SaltoDBGroup><ExtGroupID>501-56</ExtGroupID><GroupZoneList><SaltoDB.AccessPermission.Group_Zone><ExtZoneID>GAMES-ROOM</ExtZoneID><TimezoneTableID>42</TimezoneTableID><UsePeriod>1</UsePeriod><Period><StartDate>2026-12-01T00:00:00</StartDate><EndDate>2026-12-01T23:59:59</EndDate></Period></SaltoDB.AccessPermission.Group_Zone></GroupZoneList></SaltoDBGroup></Params></RequestResponse>";
+
+        /// What reading a group answer does with `text`, all the way to permissions.
+        fn read(text: &str) -> Result<(), ShipError> {
+            let answer: wire::GroupAnswer = parse_response(GROUP_READ, text)?;
+            if let Some(group) = answer.group {
+                for entry in group.zones.entries {
+                    permission_from_wire(entry).map_err(|d| protocol(GROUP_READ, d))?;
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn a_cut_off_answer_is_an_error_or_an_answer_never_a_panic(at in 0..GOOD.len()) {
+                let _ = read(&GOOD[..at]);
+            }
+
+            #[test]
+            fn a_changed_byte_is_an_error_or_an_answer_never_a_panic(
+                at in 0..GOOD.len(),
+                byte in any::<u8>(),
+            ) {
+                let mut bytes = GOOD.as_bytes().to_vec();
+                bytes[at] = byte;
+                let _ = read(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn any_text_is_an_error_or_an_answer_never_a_panic(text in ".{0,400}") {
+                let _ = read(&text);
+            }
+
+            #[test]
+            fn any_value_in_a_field_is_an_error_or_an_answer_never_a_panic(
+                field in prop::sample::select(vec!["42", "1", "2026-12-01T00:00:00", "2026-12-01T23:59:59", "GAMES-ROOM"]),
+                value in "[ -~]{0,30}",
+            ) {
+                let _ = read(&GOOD.replacen(field, &value, 1));
+            }
+        }
     }
 }

@@ -203,3 +203,42 @@ async fn busy_unavailable_and_slow_answers_are_transient() {
         Remedy::Transient
     );
 }
+
+/// A valid `SaltoDBGroup.Read` answer, as the simulator gives it.
+const GOOD_ANSWER: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<RequestResponse><RequestName>SaltoDBGroup.Read</RequestName><Params><SaltoDBGroup><ExtGroupID>501-56</ExtGroupID><Name>Apartment 501</Name><GroupZoneList><SaltoDB.AccessPermission.Group_Zone><ExtZoneID>GAMES-ROOM</ExtZoneID><TimezoneTableID>42</TimezoneTableID><UsePeriod>1</UsePeriod><Period><StartDate>2026-12-01T00:00:00</StartDate><EndDate>2026-12-01T23:59:59</EndDate></Period></SaltoDB.AccessPermission.Group_Zone></GroupZoneList></SaltoDBGroup></Params></RequestResponse>";
+
+#[tokio::test]
+async fn a_malformed_or_huge_answer_is_a_protocol_error_never_a_panic() {
+    let sim = sim().await;
+    let ship = client(&sim, AuthKind::None);
+    let cut = |at: usize| GOOD_ANSWER[..at].to_owned();
+    let answers = [
+        json!({"body": cut(GOOD_ANSWER.len() / 2)}),
+        json!({"body": cut(40)}),
+        json!({"body": GOOD_ANSWER.replace("<TimezoneTableID>42", "<TimezoneTableID>forty-two")}),
+        json!({"body": GOOD_ANSWER.replace("<UsePeriod>1", "<UsePeriod>yes")}),
+        json!({"body": GOOD_ANSWER.replace("2026-12-01T00:00:00", "the first of December")}),
+        json!({"body": "not xml at all"}),
+        json!({"body": ""}),
+        // 2 MiB of one answer's zones over and over.
+        json!({"body": "<RequestResponse>", "repeat": 1}),
+        json!({"body": "<Params>0123456789abcdef", "repeat": 90_000}),
+    ];
+    for respond in answers {
+        control(&sim, "faults", json!({"respond": respond, "times": 1})).await;
+        let outcome = ship.read_group("501-56").await;
+        // Whatever it is, it came back (no panic): an error for a person, never a retry loop.
+        if let Err(error) = &outcome {
+            assert_eq!(error.remedy(), Remedy::Permanent, "{respond}: {error}");
+        }
+    }
+    control(
+        &sim,
+        "faults",
+        json!({"respond": {"body": "<x>", "repeat": 400_000}, "times": 1}),
+    )
+    .await;
+    let huge = ship.read_group("501-56").await.unwrap_err();
+    assert!(huge.to_string().contains("larger than"), "{huge}");
+    ship.read_group("501-56").await.unwrap();
+}

@@ -179,6 +179,11 @@ pub struct FaultResponse {
     pub status: Option<u16>,
     #[serde(default)]
     pub body: Option<serde_json::Value>,
+    /// Instead of `body`: exactly this text (not JSON, cut off, or huge), `repeat` times over.
+    #[serde(default)]
+    pub raw_body: Option<String>,
+    #[serde(default)]
+    pub repeat: Option<usize>,
     /// Seconds, sent as the `Retry-After` header.
     #[serde(default)]
     pub retry_after: Option<u64>,

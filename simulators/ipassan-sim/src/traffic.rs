@@ -77,6 +77,13 @@ fn fault_response(fault: &FaultResponse) -> Response {
     );
     let mut response = if status == StatusCode::NO_CONTENT {
         status.into_response()
+    } else if let Some(raw) = &fault.raw_body {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            raw.repeat(fault.repeat.unwrap_or(1)),
+        )
+            .into_response()
     } else {
         json(status, &body)
     };

@@ -98,6 +98,13 @@ pub enum FaultResponse {
     HttpStatus { http_status: u16 },
     /// Answer after a delay (the request is then applied as usual, like a slow server would).
     Delay { delay_ms: u64 },
+    /// Answer HTTP 200 with exactly this body (truncated XML, wrong types, a huge answer),
+    /// `repeat` times over (default once). The request is not applied.
+    Body {
+        body: String,
+        #[serde(default)]
+        repeat: Option<usize>,
+    },
 }
 
 /// Shared handle to the simulator's state.
@@ -191,6 +198,22 @@ async fn ship_endpoint(
     if let Some(FaultResponse::Delay { delay_ms }) = &fault {
         tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
     }
+    if let Some(FaultResponse::Body { body, repeat }) = &fault {
+        state.lock().requests.push(LoggedRequest {
+            at: Utc::now(),
+            request_name: name.clone(),
+            body: text,
+            http_status: 200,
+            code: None,
+            fault: true,
+        });
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, SHIP_CONTENT_TYPE)],
+            body.repeat(repeat.unwrap_or(1)),
+        )
+            .into_response();
+    }
     let mut sim = state.lock();
     let (http_status, outcome) = match fault {
         Some(FaultResponse::HttpStatus { http_status }) => (http_status, None),
@@ -202,7 +225,7 @@ async fn ship_endpoint(
             };
             (200, Some(Err(Refusal::new(code, message))))
         }
-        Some(FaultResponse::Delay { .. }) | None => {
+        Some(FaultResponse::Delay { .. } | FaultResponse::Body { .. }) | None => {
             let outcome = match &parsed {
                 Ok(request) => ship::apply(&mut sim.db, request),
                 Err(refusal) => Err(refusal.clone()),
