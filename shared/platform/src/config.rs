@@ -101,8 +101,34 @@ impl Validate for DatabaseSettings {
                 "must be a postgres:// URL",
             ));
         }
+        let options: sqlx::postgres::PgConnectOptions = self
+            .url
+            .parse()
+            .map_err(|e| ConfigError::invalid("database.url", format!("is not valid: {e}")))?;
+        // With `sslmode=verify-ca` / `verify-full`, a root certificate that cannot be read would
+        // only show as a failed connection later; say so now, naming the file.
+        use sqlx::postgres::PgSslMode;
+        if matches!(
+            options.get_ssl_mode(),
+            PgSslMode::VerifyCa | PgSslMode::VerifyFull
+        ) && let Some(path) = ssl_root_cert(&self.url)
+            && let Err(e) = std::fs::read(&path)
+        {
+            return Err(ConfigError::invalid(
+                "database.url",
+                format!("sslrootcert `{path}` cannot be read: {e}"),
+            ));
+        }
         Ok(())
     }
+}
+
+/// The `sslrootcert` (or `ssl-root-cert`, `ssl-ca`) of a PostgreSQL URL, if it names one.
+fn ssl_root_cert(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    url.query_pairs()
+        .find(|(key, _)| matches!(key.as_ref(), "sslrootcert" | "ssl-root-cert" | "ssl-ca"))
+        .map(|(_, value)| value.into_owned())
 }
 
 /// What `<service> migrate` reads: the database and the logs, nothing else, so the migration
@@ -566,6 +592,33 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_root_certificate_that_cannot_be_read_is_named_at_start() {
+        let err = load_with_env::<MigrateSettings>(env(&[(
+            "CONNECX__DATABASE__URL",
+            "postgres://u:secret@db.example/connecx?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CONNECX__DATABASE__URL"), "{err}");
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+
+        let err = load_with_env::<MigrateSettings>(env(&[(
+            "CONNECX__DATABASE__URL",
+            "postgres://h/db?sslmode=very-secure",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("CONNECX__DATABASE__URL"), "{err}");
+
+        // Without verification the file is not read (libpq's rule too).
+        load_with_env::<MigrateSettings>(env(&[(
+            "CONNECX__DATABASE__URL",
+            "postgres://h/db?sslmode=require&sslrootcert=/nonexistent/ca.pem",
+        )]))
+        .unwrap();
     }
 
     #[test]
