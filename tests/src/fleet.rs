@@ -16,7 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use booking_api::auth::{TokenClaims, mint_token};
-use contracts::Role;
+use contracts::{Role, Service};
 use platform::bulkhead::ConnectionSettings;
 use platform::config::{AmqpSettings, DatabaseSettings, RetrySettings};
 use platform::secrets::SecretsSettings;
@@ -190,8 +190,12 @@ impl Fleet {
             tiers: options.tiers.parse().expect("retry tiers"),
         };
 
-        let mut api_settings =
-            crate::booking_api_settings(database.clone(), amqp.clone(), retry.clone(), JWT_SECRET);
+        let mut api_settings = crate::booking_api_settings(
+            database.clone(),
+            self.amqp_as(&amqp, Service::BookingApi),
+            retry.clone(),
+            JWT_SECRET,
+        );
         api_settings.secrets = options.secrets.clone();
         if !options.defaults {
             api_settings.ipassan.base_url = None;
@@ -209,7 +213,7 @@ impl Fleet {
 
         let mut ipassan_settings = crate::ipassan_sync_settings(
             database.clone(),
-            amqp.clone(),
+            self.amqp_as(&amqp, Service::IpassanSync),
             retry.clone(),
             &self.ipassan_a,
         );
@@ -228,7 +232,7 @@ impl Fleet {
 
         let mut salto_settings = crate::salto_sync_settings(
             database.clone(),
-            amqp.clone(),
+            self.amqp_as(&amqp, Service::SaltoSync),
             retry.clone(),
             &self.salto_a,
         );
@@ -246,7 +250,10 @@ impl Fleet {
         self.spawn(|stop| salto.run_until_stopped(stop));
 
         let notifier = notifier::Application::build(crate::notifier_settings(
-            database, amqp, retry, &self.mail,
+            database,
+            self.amqp_as(&amqp, Service::Notifier),
+            retry,
+            &self.mail,
         ))
         .await
         .expect("notifier starts");
@@ -263,6 +270,11 @@ impl Fleet {
                 .wait_for_queue(queue, Duration::from_secs(20))
                 .await;
         }
+    }
+
+    /// As each service connects in a deployment: as its own RabbitMQ user.
+    fn amqp_as(&self, amqp: &AmqpSettings, service: Service) -> AmqpSettings {
+        crate::amqp_as(amqp, &self.broker, service)
     }
 
     fn spawn<F, Fut>(&mut self, run: F)

@@ -9,7 +9,7 @@ pub mod soak;
 use std::time::Duration;
 
 use booking_api::auth::{TokenClaims, mint_token};
-use contracts::Role;
+use contracts::{Role, Service};
 use platform::config::{
     AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, OpsSettings, RetrySettings,
     SmtpSettings, SmtpTls,
@@ -75,7 +75,7 @@ impl Stack {
 
         let api = booking_api::Application::build(booking_api_settings(
             database.clone(),
-            amqp.clone(),
+            amqp_as(&amqp, &broker, Service::BookingApi),
             retry.clone(),
             JWT_SECRET,
         ))
@@ -94,7 +94,7 @@ impl Stack {
             .expect("ipassan-sim seeded");
         let ipassan = ipassan_sync::Application::build(ipassan_sync_settings(
             database.clone(),
-            amqp.clone(),
+            amqp_as(&amqp, &broker, Service::IpassanSync),
             retry.clone(),
             &ipassan_sim,
         ))
@@ -121,7 +121,7 @@ impl Stack {
         assert!(seeded.status().is_success(), "salto-sim seeded");
         let salto = salto_sync::Application::build(salto_sync_settings(
             database.clone(),
-            amqp.clone(),
+            amqp_as(&amqp, &broker, Service::SaltoSync),
             retry.clone(),
             &salto_sim,
         ))
@@ -129,10 +129,14 @@ impl Stack {
         .expect("salto-sync starts");
         spawn(&stop, |s| salto.run_until_stopped(s));
 
-        let notifier =
-            notifier::Application::build(notifier_settings(database, amqp, retry, &mail))
-                .await
-                .expect("notifier starts");
+        let notifier = notifier::Application::build(notifier_settings(
+            database,
+            amqp_as(&amqp, &broker, Service::Notifier),
+            retry,
+            &mail,
+        ))
+        .await
+        .expect("notifier starts");
         spawn(&stop, |s| notifier.run_until_stopped(s));
 
         for queue in [
@@ -240,7 +244,8 @@ pub fn booking_api_settings(
 ) -> booking_api::Settings {
     booking_api::Settings {
         retention: Default::default(),
-        database,
+        // As the service connects in a deployment: as its own PostgreSQL role.
+        database: testkit::db::as_service(&database, booking_api::SCHEMA),
         amqp,
         http: HttpSettings {
             host: "127.0.0.1".into(),
@@ -285,7 +290,8 @@ pub fn ipassan_sync_settings(
 ) -> ipassan_sync::Settings {
     ipassan_sync::Settings {
         retention: Default::default(),
-        database,
+        // As the service connects in a deployment: as its own PostgreSQL role.
+        database: testkit::db::as_service(&database, ipassan_sync::SCHEMA),
         amqp,
         retry,
         log: LogSettings::default(),
@@ -312,7 +318,8 @@ pub fn salto_sync_settings(
     sim: &salto_sim::RunningSim,
 ) -> salto_sync::Settings {
     salto_sync::Settings {
-        database,
+        // As the service connects in a deployment: as its own PostgreSQL role.
+        database: testkit::db::as_service(&database, salto_sync::SCHEMA),
         amqp,
         retry,
         log: LogSettings::default(),
@@ -343,7 +350,8 @@ pub fn notifier_settings(
 ) -> notifier::Settings {
     notifier::Settings {
         retention: Default::default(),
-        database,
+        // As the service connects in a deployment: as its own PostgreSQL role.
+        database: testkit::db::as_service(&database, notifier::SCHEMA),
         amqp,
         smtp: SmtpSettings {
             host: mail.host(),
@@ -443,5 +451,15 @@ pub fn ipassan_seed() -> ipassan_sim::Seed {
             client_secret: "connecx-e2e-secret".into(),
             sites: vec![IPASSAN_SITE.into()],
         }],
+    }
+}
+
+/// `amqp` as `service` connects in a deployment: as its own RabbitMQ user, allowed on `broker`'s
+/// vhost only its part of the topology. Test code that looks at queues or publishes as another
+/// service would keeps the admin `broker.url`.
+pub fn amqp_as(amqp: &AmqpSettings, broker: &TestBroker, service: Service) -> AmqpSettings {
+    AmqpSettings {
+        url: broker.url_for(service),
+        ..amqp.clone()
     }
 }

@@ -130,9 +130,10 @@ async fn a_worker_that_keeps_failing_ends_in_an_alert_email_to_the_building_mana
         .fetch_one(&notifier_pool)
         .await
         .unwrap();
+    // As `notifier dead-letters replay` runs: as the notifier's own RabbitMQ user.
     let publisher = platform::amqp::Publisher::new(
         &platform::config::AmqpSettings {
-            url: stack.broker.url.clone(),
+            url: stack.broker.url_for(contracts::Service::Notifier),
             prefetch: 1,
             delivery_limit: 5,
             drain_timeout_secs: 30,

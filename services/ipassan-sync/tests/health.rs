@@ -15,11 +15,11 @@ async fn the_health_port_answers_and_says_ready_once_the_worker_consumes() {
     let app = ipassan_sync::Application::build(ipassan_sync::Settings {
         retention: Default::default(),
         database: DatabaseSettings {
-            url: db.url.clone(),
+            url: db.service_url(ipassan_sync::SCHEMA),
             max_connections: 4,
         },
         amqp: AmqpSettings {
-            url: broker.url.clone(),
+            url: broker.url_for(contracts::Service::IpassanSync),
             prefetch: 4,
             delivery_limit: 5,
             drain_timeout_secs: 30,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{MANAGER, OPS, Stack, amqp, publish, start_notifier, visit};
+use common::{MANAGER, OPS, Stack, amqp_as, publish, start_notifier, visit};
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ async fn start(failure: HandlerError) -> Stack {
     let stack = start_notifier().await;
     let failing = Worker::new(
         IPASSAN_SYNC_QUEUE,
-        amqp(&stack.broker),
+        amqp_as(&stack.broker, contracts::Service::IpassanSync),
         "100ms,100ms".parse().unwrap(),
         AlwaysFails(failure),
     );
@@ -191,7 +191,11 @@ async fn a_dead_letter_can_be_listed_shown_replayed_and_discarded() {
     );
 
     // Replay sends it back to ipassan-sync, which fails again: a new dead letter, a new alert.
-    let publisher = Publisher::new(&amqp(&stack.broker), "test-cli");
+    // As the notifier's CLI runs: as the notifier's user.
+    let publisher = Publisher::new(
+        &amqp_as(&stack.broker, contracts::Service::Notifier),
+        "notifier-cli",
+    );
     notifier::cli::replay(&pool, &publisher, id).await.unwrap();
     let mails = stack.mail.wait_for(2, Duration::from_secs(15)).await;
     assert_eq!(

@@ -1,7 +1,8 @@
 //! PostgreSQL: one database, one schema per service (docs/architecture.md, "Services and what each owns").
 //!
 //! A service's pool has `search_path` set to its own schema, so its SQL and its sqlx migration
-//! table live there and no service can read another's tables by accident.
+//! table live there and no service can read another's tables by accident; with a PostgreSQL role
+//! per service (deploy/postgres/roles.sql, docs/decisions/0010) it cannot on purpose either.
 //!
 //! Migrations run in two places, both safe beside running replicas: every service at start
 //! ([`connect_and_migrate`], a no-op when the schema is up to date), and `<service> migrate`
@@ -214,6 +215,19 @@ async fn create_schema(options: &PgConnectOptions, url: &str, schema: &str) -> R
             url: url.to_owned(),
             source,
         })?;
+    // A deployment with a role per service (deploy/postgres/roles.sql) made the schema already,
+    // owned by the service's role, and gave that role no right to create schemas: asking to
+    // create it again would be refused even with IF NOT EXISTS.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&pool)
+            .await
+            .map_err(err)?;
+    if exists {
+        pool.close().await;
+        return Ok(());
+    }
     // Two replicas starting together would race on CREATE SCHEMA IF NOT EXISTS (it can fail
     // with a unique violation), so the creation is serialized by a transaction-scoped lock.
     let mut tx = pool.begin().await.map_err(err)?;

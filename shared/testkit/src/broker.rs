@@ -6,6 +6,11 @@
 //! milliseconds and any number of tests may call it at once, unlike `rabbitmqctl`, whose CLI nodes
 //! exhaust their distribution ports when many tests start together. A vhost is deleted when its
 //! test ends (and ones left by killed runs are swept), so quorum queues do not pile up.
+//!
+//! A service under test connects as its own user, allowed on the test's vhost only what it is
+//! allowed in a deployment ([`TestBroker::url_for`], `contracts::broker_permissions`), so a test
+//! fails where production would refuse. Test code that looks at or publishes to queues directly
+//! uses the admin [`TestBroker::url`].
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +23,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
 
-use contracts::{EVENTS_EXCHANGE, Envelope};
+use contracts::{EVENTS_EXCHANGE, Envelope, Service, broker_permissions};
 
 const PREFIX: &str = "connecx-test-";
 
@@ -59,8 +64,19 @@ fn segment(text: &str) -> String {
         .collect()
 }
 
-/// One call to the management API (blocking; also used from `Drop`).
+/// One call to the management API as guest (blocking; also used from `Drop`).
 fn management(method: &str, path: &str, body: Option<serde_json::Value>) -> Result<String, String> {
+    management_as(("guest", "guest"), method, path, body)
+}
+
+/// One call to the management API as `(user, password)`.
+fn management_as(
+    (user, password): (&str, &str),
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<String, String> {
+    use base64::Engine as _;
     let url = format!("{}{path}", api_base());
     let agent = ureq::Agent::new_with_config(
         ureq::config::Config::builder()
@@ -68,7 +84,11 @@ fn management(method: &str, path: &str, body: Option<serde_json::Value>) -> Resu
             .http_status_as_error(false)
             .build(),
     );
-    let auth = "Basic Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let auth = auth.as_str();
     let response = match (method, body) {
         ("GET", _) => agent.get(&url).header("Authorization", auth).call(),
         ("DELETE", _) => agent.delete(&url).header("Authorization", auth).call(),
@@ -117,6 +137,14 @@ impl TestBroker {
         .unwrap_or_else(|e| panic!("{e}"));
         let url = format!("amqp://guest:guest@{}/{path}", host());
         TestBroker { vhost, url }
+    }
+
+    /// The URL `service` connects with: as its own user (`connecx-<service>`), allowed on this
+    /// vhost exactly what `contracts::broker_permissions` allows it. The user is made (or its
+    /// password set again) through the management API; that is idempotent, so tests running at
+    /// once in many processes may all ask for the same user.
+    pub fn url_for(&self, service: Service) -> String {
+        grant_service_user(&self.url, service).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Forcibly closes every client connection of this vhost, as a broker restart would, and
@@ -438,6 +466,81 @@ impl EventTap {
     }
 }
 
+/// Makes `service`'s user, with its local password
+/// ([`crate::rabbitmq_definitions::local_password`]), and gives it its permissions on the vhost
+/// of `admin_url`, through the management API as the user of `admin_url` (an administrator).
+/// Returns the URL the service connects with. Every step is an idempotent `PUT`.
+pub fn grant_service_user(admin_url: &str, service: Service) -> Result<String, String> {
+    let admin: lapin::uri::AMQPUri = admin_url
+        .parse()
+        .map_err(|e| format!("`{admin_url}` is not an AMQP URL: {e}"))?;
+    let credentials = (
+        admin.authority.userinfo.username.as_str(),
+        admin.authority.userinfo.password.as_str(),
+    );
+    let user = service.broker_user();
+    let password = crate::rabbitmq_definitions::local_password(service);
+    put_user(credentials, user, &password)?;
+    let permissions = broker_permissions(service);
+    management_as(
+        credentials,
+        "PUT",
+        &format!("/permissions/{}/{}", segment(&admin.vhost), segment(user)),
+        Some(serde_json::json!({
+            "configure": permissions.configure,
+            "write": permissions.write,
+            "read": permissions.read,
+        })),
+    )?;
+    Ok(url_as(admin_url, user, &password))
+}
+
+/// Makes `user` with `password` and no tags, or sets them again.
+fn put_user(credentials: (&str, &str), user: &str, password: &str) -> Result<(), String> {
+    // Two first creations at once: RabbitMQ answers one of them 400 (the user exists by then);
+    // the next try updates it.
+    let mut tries = 0;
+    while let Err(error) = management_as(
+        credentials,
+        "PUT",
+        &format!("/users/{}", segment(user)),
+        Some(serde_json::json!({ "password": password, "tags": "" })),
+    ) {
+        tries += 1;
+        if tries == 5 {
+            return Err(error);
+        }
+        std::thread::sleep(Duration::from_millis(50 * tries));
+    }
+    Ok(())
+}
+
+/// `amqp_url` with `user` and `password` in place of its own.
+pub fn url_as(amqp_url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = amqp_url.split_once("://").unwrap_or(("amqp", amqp_url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let host_start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+    format!(
+        "{scheme}://{}:{}@{}",
+        segment(user),
+        segment(password),
+        &rest[host_start..]
+    )
+}
+
+/// `amqp_url` (e.g. through a test's proxy) with the user and password of `own_url` (a
+/// [`TestBroker::url_for`]).
+pub fn with_credentials_of(amqp_url: &str, own_url: &str) -> String {
+    match own_url.parse::<lapin::uri::AMQPUri>() {
+        Ok(own) => url_as(
+            amqp_url,
+            &own.authority.userinfo.username,
+            &own.authority.userinfo.password,
+        ),
+        Err(_) => amqp_url.to_owned(),
+    }
+}
+
 /// Names of the client connections of a vhost (the management API lists them a few seconds late
 /// at most; callers poll).
 fn connection_names(vhost_segment: &str) -> Vec<String> {
@@ -478,5 +581,48 @@ fn sweep_stale_vhosts() {
         if created.is_some_and(|ts| ts < cutoff) {
             let _ = management("DELETE", &format!("/vhosts/{}", segment(&vhost)), None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_tests_making_the_same_user_at_once_all_get_it() {
+        let user = format!("connecx-test-probe-{}", uuid::Uuid::new_v4().simple());
+        let makers: Vec<_> = (0..32)
+            .map(|_| {
+                let user = user.clone();
+                std::thread::spawn(move || put_user(("guest", "guest"), &user, "probe"))
+            })
+            .collect();
+        let results: Vec<Result<(), String>> =
+            makers.into_iter().map(|t| t.join().unwrap()).collect();
+        let _ = management("DELETE", &format!("/users/{}", segment(&user)), None);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
+
+    #[test]
+    fn a_url_as_another_user_keeps_host_vhost_and_options() {
+        assert_eq!(
+            url_as(
+                "amqp://guest:guest@127.0.0.1:5672/%2f?frame_max=8192",
+                "connecx-notifier",
+                "p@ss"
+            ),
+            "amqp://connecx-notifier:p%40ss@127.0.0.1:5672/%2f?frame_max=8192"
+        );
+        assert_eq!(
+            url_as("amqp://rabbitmq/connecx-test-1", "u", "p"),
+            "amqp://u:p@rabbitmq/connecx-test-1"
+        );
+        assert_eq!(
+            with_credentials_of(
+                "amqp://guest:guest@127.0.0.1:40123/connecx-test-1",
+                "amqp://connecx-booking-api:booking-api-local-only@127.0.0.1:5672/connecx-test-1"
+            ),
+            "amqp://connecx-booking-api:booking-api-local-only@127.0.0.1:40123/connecx-test-1"
+        );
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! Names carry their creation time, so databases left by killed test runs are dropped by later
 //! runs instead of piling up.
+//!
+//! Every fresh database gets the services' roles and schemas from `deploy/postgres/roles.sql`,
+//! as a deployment does, and a service under test connects as its own role
+//! ([`TestDb::service_url`]); the test itself looks at any schema as the server's superuser.
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
@@ -9,6 +13,29 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const PREFIX: &str = "connecx_test_";
+
+/// The deployment's role script: one login role per service owning that service's schema.
+pub const ROLES_SQL: &str = include_str!("../../../deploy/postgres/roles.sql");
+
+/// Each service's schema and the PostgreSQL role that owns it (as `deploy/postgres/roles.sql`
+/// makes them).
+pub const SERVICE_ROLES: [(&str, &str); 4] = [
+    ("booking", "connecx_booking_api"),
+    ("ipassan_sync", "connecx_ipassan_sync"),
+    ("salto_sync", "connecx_salto_sync"),
+    ("notifier", "connecx_notifier"),
+];
+
+/// The role that owns `schema`; panics for a schema that is not a service's.
+pub fn service_role(schema: &str) -> &'static str {
+    SERVICE_ROLES
+        .iter()
+        .find(|(s, _)| *s == schema)
+        .map(|(_, role)| *role)
+        .unwrap_or_else(|| {
+            panic!("`{schema}` is not a service's schema (deploy/postgres/roles.sql)")
+        })
+}
 
 /// A database that exists for one test.
 #[derive(Debug, Clone)]
@@ -19,9 +46,14 @@ pub struct TestDb {
 }
 
 /// The server tests use: `CONNECX_TEST_DATABASE_URL`, or the local trust-auth server.
+///
+/// Locally without TLS: on loopback it protects nothing, and rustls built without optimisation
+/// (the test profile) made every new connection slow enough to show in the soak's latencies.
+/// TLS itself is tested against a server of its own (`shared/platform/tests/postgres_tls.rs`).
 pub fn server_url() -> String {
-    std::env::var("CONNECX_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("CONNECX_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_owned()
+    })
 }
 
 impl TestDb {
@@ -43,11 +75,32 @@ impl TestDb {
             .execute(&mut admin)
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
-        let url = match server.rfind('/') {
-            Some(slash) => format!("{}/{name}", &server[..slash]),
-            None => panic!("CONNECX_TEST_DATABASE_URL must end in /<database>"),
+        // The server's URL with the new database (its options, e.g. `sslmode`, kept).
+        let url = {
+            let mut url = reqwest::Url::parse(&server)
+                .unwrap_or_else(|e| panic!("CONNECX_TEST_DATABASE_URL is not a URL ({e})"));
+            url.set_path(&format!("/{name}"));
+            url.to_string()
         };
+        let mut fresh = PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));
+        sqlx::raw_sql(ROLES_SQL)
+            .execute(&mut fresh)
+            .await
+            .unwrap_or_else(|e| panic!("deploy/postgres/roles.sql failed on {name}: {e}"));
         TestDb { name, url }
+    }
+
+    /// The URL a service uses: the test database, as the role that owns `schema` (a service's
+    /// schema constant, e.g. `notifier::SCHEMA`).
+    pub fn service_url(&self, schema: &str) -> String {
+        self.url_as(service_role(schema))
+    }
+
+    /// The test database's URL with `role` as the user (no password: the local server trusts).
+    pub fn url_as(&self, role: &str) -> String {
+        url_as(&self.url, role)
     }
 
     /// A pool on the test database whose search path is `schema` (to look at what a service
@@ -74,6 +127,31 @@ impl TestDb {
             .execute(&mut admin)
             .await
             .expect("terminate connections");
+    }
+}
+
+/// `url` with `role` as its user and no password (the local test server trusts; a deployment's
+/// URLs carry each role's password).
+pub fn url_as(url: &str, role: &str) -> String {
+    let mut parsed =
+        reqwest::Url::parse(url).unwrap_or_else(|e| panic!("bad database url {url}: {e}"));
+    parsed
+        .set_username(role)
+        .unwrap_or_else(|()| panic!("cannot set user {role} on {url}"));
+    parsed
+        .set_password(None)
+        .unwrap_or_else(|()| panic!("cannot clear the password of {url}"));
+    parsed.to_string()
+}
+
+/// `database` as the service owning `schema` connects: as that service's role.
+pub fn as_service(
+    database: &platform::config::DatabaseSettings,
+    schema: &str,
+) -> platform::config::DatabaseSettings {
+    platform::config::DatabaseSettings {
+        url: url_as(&database.url, service_role(schema)),
+        max_connections: database.max_connections,
     }
 }
 

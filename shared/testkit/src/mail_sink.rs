@@ -3,7 +3,7 @@
 //! The notifier talks SMTP through lettre; to test it the way it runs, tests point it at a
 //! [`MailSink`] on a random local port and assert on what a person would receive: envelope,
 //! subject, text and HTML bodies, the `.ics` attachment. The sink also plays the failures the
-//! notifier must classify (docs/architecture.md, "Mails", §11): [`MailSink::set_refusing`] answers `451` to every
+//! notifier must classify (docs/architecture.md, "Mails"): [`MailSink::set_refusing`] answers `451` to every
 //! transaction ("SMTP down", transient) and [`MailSink::reject_recipient`] answers `550` for one
 //! address (permanent for that recipient).
 //!

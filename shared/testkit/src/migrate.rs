@@ -32,7 +32,7 @@ impl MigrateCommand {
     pub async fn migrates_a_fresh_database_then_has_nothing_left_to_do(&self) {
         let db = TestDb::create().await;
 
-        let first = self.run(&db.url).await;
+        let first = self.run(&db.service_url(self.schema)).await;
         assert_success(&first, "the first `migrate`");
         assert!(
             combined(&first).contains("schema migrated"),
@@ -60,7 +60,7 @@ impl MigrateCommand {
             self.schema
         );
 
-        let second = self.run(&db.url).await;
+        let second = self.run(&db.service_url(self.schema)).await;
         assert_success(&second, "the second `migrate`");
         assert!(
             combined(&second).contains("already up to date"),

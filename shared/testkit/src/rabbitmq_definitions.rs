@@ -9,14 +9,21 @@
 //! broker, that the services' own declarations agree with it argument for argument — a queue
 //! redeclared with different arguments is refused by the broker, so a drift would stop a service.
 //!
-//! Only topology and the vhost are described: users and permissions belong to the deployment.
+//! Besides the topology and the vhost, the file holds each service's user (`connecx-<service>`)
+//! with its permissions on the vhost (`contracts::broker_permissions`), so a broker loaded from it
+//! lets every service do its part and nothing more. Their passwords are [`local_password`]s, for
+//! a broker on one's own machine only: a deployment sets its own (README, Runbook). The
+//! administrator ops log in as is not in the file: it belongs to the deployment
+//! (`compose-users.json` for docker compose).
 
+use base64::Engine as _;
 use contracts::{
     ALL_QUEUES, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, PARKING_EXCHANGE, PARKING_QUEUE, QueueSpec,
-    retry_queue_name,
+    Service, broker_permissions, retry_queue_name,
 };
 use platform::config::{AmqpSettings, RetryTiers};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 /// The vhost the services use by default (`amqp://…/%2f`).
 pub const VHOST: &str = "/";
@@ -52,7 +59,9 @@ pub fn definitions(tiers: &RetryTiers, delivery_limit: u32) -> Value {
         );
     }
     json!({
+        "users": Service::ALL.map(user),
         "vhosts": [{ "name": VHOST }],
+        "permissions": Service::ALL.map(permissions),
         "exchanges": [
             exchange(EVENTS_EXCHANGE, "topic"),
             exchange(DEAD_LETTER_EXCHANGE, "fanout"),
@@ -60,6 +69,50 @@ pub fn definitions(tiers: &RetryTiers, delivery_limit: u32) -> Value {
         ],
         "queues": queues,
         "bindings": bindings,
+    })
+}
+
+/// The password `service`'s user has on a local broker: in the definitions file (which docker
+/// compose loads), under devstack and in the tests. Known to everyone, so never for a shared
+/// broker.
+pub fn local_password(service: Service) -> String {
+    format!("{}-local-only", service.name())
+}
+
+/// RabbitMQ's `rabbit_password_hashing_sha256`: base64 of a 4-byte salt followed by
+/// SHA-256(salt ‖ password).
+pub fn password_hash(password: &str, salt: [u8; 4]) -> String {
+    let digest = Sha256::new()
+        .chain_update(salt)
+        .chain_update(password.as_bytes())
+        .finalize();
+    let mut salted = salt.to_vec();
+    salted.extend_from_slice(&digest);
+    base64::engine::general_purpose::STANDARD.encode(salted)
+}
+
+/// `service`'s user with its local password, salted from its name so the file stays the same
+/// from one generation to the next. No tags: no management UI, only AMQP.
+fn user(service: Service) -> Value {
+    let name = service.broker_user();
+    let digest = Sha256::digest(name.as_bytes());
+    let salt = [digest[0], digest[1], digest[2], digest[3]];
+    json!({
+        "name": name,
+        "password_hash": password_hash(&local_password(service), salt),
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": [],
+    })
+}
+
+fn permissions(service: Service) -> Value {
+    let permissions = broker_permissions(service);
+    json!({
+        "user": service.broker_user(),
+        "vhost": VHOST,
+        "configure": permissions.configure,
+        "write": permissions.write,
+        "read": permissions.read,
     })
 }
 
@@ -152,6 +205,43 @@ mod tests {
         );
         assert!(queues.iter().all(|q| q["name"] != "salto-sync.retry.6"));
         assert_eq!(queues.len(), 1 + ALL_QUEUES.len() * 6);
+    }
+
+    #[test]
+    fn a_password_hash_is_what_rabbitmq_computes() {
+        // `rabbitmqctl hash_password` style: base64(salt ‖ sha256(salt ‖ password)), checked
+        // against a hash RabbitMQ made for guest/guest.
+        let hash = "/BZjZh+7G80QZDtbuajW/vJBIRcq/JrtnPIfDPUeNaJEgKY4";
+        let salted = base64::engine::general_purpose::STANDARD
+            .decode(hash)
+            .unwrap();
+        let salt = [salted[0], salted[1], salted[2], salted[3]];
+        assert_eq!(password_hash("guest", salt), hash);
+    }
+
+    #[test]
+    fn every_service_has_its_user_and_its_permissions_on_the_vhost() {
+        let definitions = default_definitions();
+        for service in Service::ALL {
+            let user = definitions["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|u| u["name"] == service.broker_user())
+                .unwrap_or_else(|| panic!("no user for {service}"));
+            assert_eq!(user["tags"], json!([]), "{service} is no administrator");
+            let granted = definitions["permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["user"] == service.broker_user())
+                .unwrap_or_else(|| panic!("no permissions for {service}"));
+            let expected = broker_permissions(service);
+            assert_eq!(granted["vhost"], VHOST);
+            assert_eq!(granted["configure"], expected.configure, "{service}");
+            assert_eq!(granted["write"], expected.write, "{service}");
+            assert_eq!(granted["read"], expected.read, "{service}");
+        }
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! `deploy/rabbitmq/definitions.json` stays the topology the services declare (docs/architecture.md, "Messaging topology").
 //!
-//! Three angles: the committed file is what the code generates (`devstack --print-definitions`);
-//! what `platform` declares on an empty broker is exactly the file; and services start on a
-//! broker preloaded from the file — RabbitMQ refuses to redeclare a queue with other arguments,
-//! so a drift there would stop every service at start in production.
+//! Four angles: the committed file is what the code generates (`devstack --print-definitions`);
+//! its users are the services' own, with `contracts::broker_permissions`; what `platform`
+//! declares on an empty broker, each service as its own user, is exactly the file's topology; and
+//! services start, as the file's users, on a broker preloaded from the file — RabbitMQ refuses to
+//! redeclare a queue with other arguments, so a drift there would stop every service at start in
+//! production.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use contracts::ALL_QUEUES;
+use contracts::{Service, broker_permissions};
 use platform::amqp::topology::declare_consumer_queue;
 use platform::config::{AmqpSettings, RetryTiers};
 use serde_json::{Value, json};
 use testkit::TestBroker;
-use testkit::rabbitmq_definitions::{default_definitions, default_delivery_limit};
+use testkit::broker::url_as;
+use testkit::rabbitmq_definitions::{default_definitions, default_delivery_limit, local_password};
 
 const REGENERATE: &str =
     "cargo run -p testkit --bin devstack -- --print-definitions > deploy/rabbitmq/definitions.json";
@@ -30,14 +33,50 @@ fn the_committed_definitions_file_is_what_the_code_generates() {
     );
 }
 
+#[test]
+fn the_files_users_are_the_services_own_with_their_broker_permissions() {
+    let file = committed_definitions();
+    let users: Vec<&str> = file["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users,
+        Service::ALL.map(Service::broker_user),
+        "one user per service and no other (the administrator belongs to the deployment)"
+    );
+    for service in Service::ALL {
+        let granted: Vec<&Value> = file["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["user"] == service.broker_user())
+            .collect();
+        let expected = broker_permissions(service);
+        assert_eq!(
+            granted,
+            [&json!({
+                "user": service.broker_user(),
+                "vhost": "/",
+                "configure": expected.configure,
+                "write": expected.write,
+                "read": expected.read,
+            })],
+            "{service}'s permissions in deploy/rabbitmq/definitions.json"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_services_declare_exactly_the_topology_of_the_file() {
     let broker = TestBroker::create().await;
 
-    declare_every_queue_as_the_services_do(&broker).await;
+    declare_every_queue_as_the_services_do(&broker, |service| broker.url_for(service)).await;
 
     let differences = diff(
-        &committed_definitions(),
+        &topology(&committed_definitions()),
         &broker_topology(&broker.vhost).await,
     );
     assert!(
@@ -53,11 +92,15 @@ async fn the_services_start_on_a_broker_loaded_from_the_file() {
     let broker = TestBroker::create().await;
     import_into_vhost(&committed_definitions(), &broker.vhost).await;
 
-    // Refused with PRECONDITION_FAILED if any argument the broker compares differs.
-    declare_every_queue_as_the_services_do(&broker).await;
+    // As the file's users, with the file's password hashes: refused with ACCESS_REFUSED if a
+    // permission is missing, with PRECONDITION_FAILED if any argument the broker compares differs.
+    declare_every_queue_as_the_services_do(&broker, |service| {
+        url_as(&broker.url, service.broker_user(), &local_password(service))
+    })
+    .await;
 
     let differences = diff(
-        &committed_definitions(),
+        &topology(&committed_definitions()),
         &broker_topology(&broker.vhost).await,
     );
     assert!(
@@ -79,29 +122,46 @@ fn committed_definitions() -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
-async fn declare_every_queue_as_the_services_do(broker: &TestBroker) {
-    let settings = AmqpSettings {
-        url: broker.url.clone(),
-        prefetch: 1,
-        delivery_limit: default_delivery_limit(),
-        drain_timeout_secs: 30,
-    };
-    let connection = platform::amqp::connect(&settings, "definitions test")
-        .await
-        .unwrap();
-    for spec in &ALL_QUEUES {
-        // A refused declaration closes the channel, so each queue gets its own.
-        let channel = connection.create_channel().await.unwrap();
-        declare_consumer_queue(
-            &channel,
-            spec,
-            &RetryTiers::default(),
-            settings.delivery_limit,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("declaring {} as the services do: {e}", spec.name));
+/// Each service, connected with `url_of(service)`, declares the queues it consumes.
+async fn declare_every_queue_as_the_services_do(
+    broker: &TestBroker,
+    url_of: impl Fn(Service) -> String,
+) {
+    for service in Service::ALL {
+        let settings = AmqpSettings {
+            url: url_of(service),
+            prefetch: 1,
+            delivery_limit: default_delivery_limit(),
+            drain_timeout_secs: 30,
+        };
+        let connection = platform::amqp::connect(&settings, "definitions test")
+            .await
+            .unwrap_or_else(|e| panic!("{service} connecting to {}: {e}", broker.vhost));
+        for spec in service.consumes() {
+            // A refused declaration closes the channel, so each queue gets its own.
+            let channel = connection.create_channel().await.unwrap();
+            declare_consumer_queue(
+                &channel,
+                spec,
+                &RetryTiers::default(),
+                settings.delivery_limit,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("declaring {} as {service} does: {e}", spec.name));
+        }
+        let _ = connection.close(200, "done".into()).await;
     }
-    let _ = connection.close(200, "done".into()).await;
+}
+
+/// The file's topology sections only (what a broker's vhost can be compared with).
+fn topology(definitions: &Value) -> Value {
+    let mut topology = definitions.clone();
+    if let Some(sections) = topology.as_object_mut() {
+        sections.retain(|section, _| {
+            ["vhosts", "exchanges", "queues", "bindings"].contains(&section.as_str())
+        });
+    }
+    topology
 }
 
 /// One line per exchange, queue, binding and other section, for a readable set difference.
@@ -237,17 +297,25 @@ async fn broker_topology(vhost: &str) -> Value {
     })
 }
 
-/// Imports the file's topology into `vhost` instead of `/`, as ops would load it.
+/// Imports the file into `vhost` instead of `/`, as ops would load it: its topology into the
+/// vhost, its users (global; the same passwords every test gives them) with their permissions on
+/// the vhost.
 async fn import_into_vhost(definitions: &Value, vhost: &str) {
-    let mut definitions = definitions.clone();
-    if let Some(sections) = definitions.as_object_mut() {
-        // The test vhost exists already, with the test user's permissions.
+    // The test vhost exists already, with the test user's permissions.
+    let mut topology = topology(definitions);
+    if let Some(sections) = topology.as_object_mut() {
         sections.remove("vhosts");
     }
     management(
         reqwest::Method::POST,
         &format!("/definitions/{vhost}"),
-        Some(&definitions),
+        Some(&topology),
     )
     .await;
+    let mut permissions = definitions["permissions"].clone();
+    for granted in permissions.as_array_mut().unwrap() {
+        granted["vhost"] = json!(vhost);
+    }
+    let users = json!({ "users": definitions["users"], "permissions": permissions });
+    management(reqwest::Method::POST, "/definitions", Some(&users)).await;
 }

@@ -384,6 +384,11 @@ async fn pool(db: &TestDb, schema: &str) -> anyhow::Result<sqlx::PgPool> {
         .await?)
 }
 
+/// `CONNECX__AMQP__URL` of a replica: as its service's own RabbitMQ user, as in a deployment.
+fn amqp_url_as(broker: &TestBroker, service: contracts::Service) -> (String, String) {
+    ("CONNECX__AMQP__URL".to_owned(), broker.url_for(service))
+}
+
 /// A free port on 127.0.0.1 for a booking-api replica.
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
@@ -399,14 +404,14 @@ fn start_replicas(
     ipassan: &ipassan_sim::RunningSim,
     salto: &salto_sim::RunningSim,
 ) -> anyhow::Result<Vec<String>> {
-    let common = |connections: u32| -> Vec<(String, String)> {
+    // Each service connects as its own PostgreSQL role, as in a deployment.
+    let common = |schema: &str, connections: u32| -> Vec<(String, String)> {
         [
-            ("CONNECX__DATABASE__URL", db.url.clone()),
+            ("CONNECX__DATABASE__URL", db.service_url(schema)),
             (
                 "CONNECX__DATABASE__MAX_CONNECTIONS",
                 connections.to_string(),
             ),
-            ("CONNECX__AMQP__URL", broker.url.clone()),
             ("CONNECX__AMQP__PREFETCH", config.prefetch.to_string()),
             ("CONNECX__RETRY__TIERS", config.retry_tiers.clone()),
             ("CONNECX__LOG__FORMAT", "json".to_owned()),
@@ -439,7 +444,8 @@ fn start_replicas(
     for index in 1..=config.replicas {
         let port = free_port()?;
         apis.push(format!("http://127.0.0.1:{port}"));
-        let mut env = common(config.db_connections);
+        let mut env = common(booking_api::SCHEMA, config.db_connections);
+        env.push(amqp_url_as(broker, contracts::Service::BookingApi));
         env.extend(
             [
                 ("CONNECX__HTTP__HOST", "127.0.0.1".to_owned()),
@@ -462,7 +468,16 @@ fn start_replicas(
     }
     for service in Service::WORKERS {
         for index in 1..=config.replicas {
-            let mut env = common(config.db_connections);
+            let schema = match service {
+                Service::BookingApi => booking_api::SCHEMA,
+                Service::IpassanSync => ipassan_sync::SCHEMA,
+                Service::SaltoSync => salto_sync::SCHEMA,
+                Service::Notifier => notifier::SCHEMA,
+            };
+            let mut env = common(schema, config.db_connections);
+            let own = contracts::Service::from_name(service.binary())
+                .with_context(|| format!("{} has no RabbitMQ user", service.binary()))?;
+            env.push(amqp_url_as(broker, own));
             let extra: Vec<(&str, String)> = match service {
                 Service::IpassanSync => vec![
                     ("CONNECX__IPASSAN__BASE_URL", ipassan.base_url.clone()),

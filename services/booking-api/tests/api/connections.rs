@@ -386,7 +386,7 @@ async fn without_a_sealing_key_secrets_are_refused_and_a_keyless_endpoint_is_not
 async fn secrets_it_cannot_open_stop_the_start_and_a_rotated_key_reseals_them() {
     let db = testkit::TestDb::create().await;
     let nowhere = crate::helpers::BrokerProxy::start(false).await;
-    let settings = || settings_for(db.url.clone(), nowhere.url("offline"));
+    let settings = || settings_for(db.service_url(booking_api::SCHEMA), nowhere.url("offline"));
 
     let app = spawn_with(settings(), None).await;
     app.put(&ipassan_path(), &app.operator(), ipassan_connection())

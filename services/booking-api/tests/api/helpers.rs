@@ -103,9 +103,12 @@ pub async fn spawn_app_offline() -> TestApp {
     app
 }
 
-/// booking-api on a fresh database, talking to RabbitMQ at `amqp_url` (e.g. through a proxy);
-/// `broker` is the vhost the test observes.
+/// booking-api on a fresh database, talking to RabbitMQ at `amqp_url` (e.g. through a proxy) as
+/// its own user; `broker` is the vhost the test observes.
 pub async fn spawn_app_with_amqp(broker: TestBroker, amqp_url: String) -> TestApp {
+    // As the service connects in a deployment: as its own RabbitMQ user (through a proxy too).
+    let own = broker.url_for(contracts::Service::BookingApi);
+    let amqp_url = testkit::broker::with_credentials_of(&amqp_url, &own);
     spawn(Some(broker), amqp_url).await
 }
 
@@ -113,7 +116,7 @@ pub async fn spawn_app_with_amqp(broker: TestBroker, amqp_url: String) -> TestAp
 pub async fn spawn_app_offline_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let nowhere = BrokerProxy::start(false).await;
     let db = TestDb::create().await;
-    let mut settings = settings_for(db.url.clone(), nowhere.url("offline"));
+    let mut settings = settings_for(db.service_url(booking_api::SCHEMA), nowhere.url("offline"));
     tweak(&mut settings);
     let mut app = spawn_with(settings, None).await;
     app._unreachable = Some(nowhere);
@@ -122,7 +125,7 @@ pub async fn spawn_app_offline_with(tweak: impl FnOnce(&mut Settings)) -> TestAp
 
 async fn spawn(broker: Option<TestBroker>, amqp_url: String) -> TestApp {
     let db = TestDb::create().await;
-    spawn_on(db.url.clone(), broker, amqp_url).await
+    spawn_on(db.service_url(booking_api::SCHEMA), broker, amqp_url).await
 }
 
 async fn spawn_on(database_url: String, broker: Option<TestBroker>, amqp_url: String) -> TestApp {

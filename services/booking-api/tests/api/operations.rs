@@ -77,11 +77,9 @@ async fn while_the_broker_is_unreachable_it_stays_ready_and_says_so_in_healthz_a
 async fn readiness_fails_while_the_database_is_unreachable() {
     let db = testkit::TestDb::create().await;
     let proxy = crate::helpers::BrokerProxy::start_to("127.0.0.1:5432".into(), true).await;
-    let through_proxy = db.url.replace("127.0.0.1:5432", &proxy.address.to_string());
-    assert_ne!(
-        through_proxy, db.url,
-        "the test database is on 127.0.0.1:5432"
-    );
+    let url = db.service_url(booking_api::SCHEMA);
+    let through_proxy = url.replace("127.0.0.1:5432", &proxy.address.to_string());
+    assert_ne!(through_proxy, url, "the test database is on 127.0.0.1:5432");
     let nowhere = crate::helpers::BrokerProxy::start(false).await;
     let settings = crate::helpers::settings_for(through_proxy, nowhere.url("offline"));
     let app = crate::helpers::spawn_with(settings, None).await;

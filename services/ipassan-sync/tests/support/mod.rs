@@ -99,11 +99,12 @@ pub async fn start_with(options: Options) -> Harness {
     let settings = ipassan_sync::Settings {
         retention: Default::default(),
         database: DatabaseSettings {
-            url: db.url.clone(),
+            url: db.service_url(ipassan_sync::SCHEMA),
             max_connections: 8,
         },
         amqp: AmqpSettings {
-            url: broker.url.clone(),
+            // As the service connects in a deployment: as its own RabbitMQ user.
+            url: broker.url_for(contracts::Service::IpassanSync),
             prefetch: 8,
             delivery_limit: 5,
             drain_timeout_secs: 30,

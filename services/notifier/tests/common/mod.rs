@@ -35,6 +35,7 @@ impl Drop for Stack {
     }
 }
 
+/// Broker settings as the admin, for test code that publishes as another service would.
 pub fn amqp(broker: &TestBroker) -> AmqpSettings {
     AmqpSettings {
         url: broker.url.clone(),
@@ -44,14 +45,22 @@ pub fn amqp(broker: &TestBroker) -> AmqpSettings {
     }
 }
 
+/// Broker settings as `service` connects in a deployment: as its own RabbitMQ user.
+pub fn amqp_as(broker: &TestBroker, service: contracts::Service) -> AmqpSettings {
+    AmqpSettings {
+        url: broker.url_for(service),
+        ..amqp(broker)
+    }
+}
+
 pub fn settings(db: &TestDb, broker: &TestBroker, mail: &MailSink) -> notifier::Settings {
     notifier::Settings {
         retention: Default::default(),
         database: DatabaseSettings {
-            url: db.url.clone(),
+            url: db.service_url(notifier::SCHEMA),
             max_connections: 5,
         },
-        amqp: amqp(broker),
+        amqp: amqp_as(broker, contracts::Service::Notifier),
         smtp: SmtpSettings {
             host: mail.host(),
             port: mail.port(),

@@ -133,11 +133,12 @@ impl Harness {
     pub fn settings(&self) -> Settings {
         Settings {
             database: DatabaseSettings {
-                url: self.db.url.clone(),
+                url: self.db.service_url(salto_sync::SCHEMA),
                 max_connections: 5,
             },
             amqp: AmqpSettings {
-                url: self.broker.url.clone(),
+                // As the service connects in a deployment: as its own RabbitMQ user.
+                url: self.broker.url_for(contracts::Service::SaltoSync),
                 prefetch: 16,
                 delivery_limit: 5,
                 drain_timeout_secs: 30,

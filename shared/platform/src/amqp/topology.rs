@@ -1,6 +1,11 @@
 //! Declares exchanges and queues (docs/architecture.md, "Messaging topology"). Every service declares what it uses at start;
 //! declarations are idempotent, so replicas and restarts agree. `deploy/rabbitmq/definitions.json`
 //! holds the same topology for ops.
+//!
+//! A service declares only what it uses, because it connects as a user allowed only that
+//! (`contracts::broker_permissions`): the exchanges it publishes to, the queues it consumes with
+//! their retry tiers, and the parking exchange and queue only with the queue that parks its
+//! failures (the notifier's dead letters).
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -14,22 +19,15 @@ use contracts::{
 use super::AmqpError;
 use crate::config::RetryTiers;
 
-/// The exchanges every service may publish to.
+/// The exchanges every service publishes to: events and dead letters.
 pub async fn declare_exchanges(channel: &Channel) -> Result<(), AmqpError> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    for (name, kind) in [
-        (EVENTS_EXCHANGE, ExchangeKind::Topic),
-        (DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout),
-        (PARKING_EXCHANGE, ExchangeKind::Fanout),
-    ] {
-        channel
-            .exchange_declare(name.into(), kind, durable, FieldTable::default())
-            .await
-            .map_err(AmqpError::Topology)?;
-    }
+    declare_exchange(channel, EVENTS_EXCHANGE, ExchangeKind::Topic).await?;
+    declare_exchange(channel, DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout).await
+}
+
+/// The parking exchange and the queue that keeps what reaches it.
+async fn declare_parking(channel: &Channel) -> Result<(), AmqpError> {
+    declare_exchange(channel, PARKING_EXCHANGE, ExchangeKind::Fanout).await?;
     declare_quorum_queue(channel, PARKING_QUEUE, FieldTable::default()).await?;
     channel
         .queue_bind(
@@ -52,6 +50,9 @@ pub async fn declare_consumer_queue(
     delivery_limit: u32,
 ) -> Result<(), AmqpError> {
     declare_exchanges(channel).await?;
+    if spec.dead_letter_exchange == PARKING_EXCHANGE {
+        declare_parking(channel).await?;
+    }
     let mut args = FieldTable::default();
     // The broker's own guard against a message that crashes its consumer over and over.
     args.insert(
@@ -89,6 +90,21 @@ pub async fn declare_consumer_queue(
         declare_quorum_queue(channel, &retry_queue_name(spec.name, index + 1), args).await?;
     }
     Ok(())
+}
+
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), AmqpError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, durable, FieldTable::default())
+        .await
+        .map_err(AmqpError::Topology)
 }
 
 async fn declare_quorum_queue(

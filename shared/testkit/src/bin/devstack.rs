@@ -91,7 +91,10 @@ struct Args {
     )]
     jwt_secret: String,
     /// The database the services share; created when missing.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/connecx")]
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/connecx?sslmode=disable"
+    )]
     database_url: String,
     /// The broker, vhost included.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
@@ -320,8 +323,28 @@ impl ChildSpec {
 
     /// The settings every service reads (docs/architecture.md, "Configuration and operation").
     fn with_database_and_broker(self, args: &Args) -> Self {
-        self.env("CONNECX__DATABASE__URL", &args.database_url)
-            .env("CONNECX__AMQP__URL", &args.amqp_url)
+        // Each service as its own PostgreSQL role (deploy/postgres/roles.sql, applied by
+        // `ensure_database`), as in a deployment.
+        let schema = match self.binary {
+            "booking-api" => "booking",
+            "ipassan-sync" => "ipassan_sync",
+            "salto-sync" => "salto_sync",
+            "notifier" => "notifier",
+            other => unreachable!("{other} has no database"),
+        };
+        let database_url =
+            testkit::db::url_as(&args.database_url, testkit::db::service_role(schema));
+        // And as its own RabbitMQ user (made by `check_rabbitmq`).
+        let amqp_url = match contracts::Service::from_name(self.binary) {
+            Some(service) => testkit::broker::url_as(
+                &args.amqp_url,
+                service.broker_user(),
+                &testkit::rabbitmq_definitions::local_password(service),
+            ),
+            None => args.amqp_url.clone(),
+        };
+        self.env("CONNECX__DATABASE__URL", database_url)
+            .env("CONNECX__AMQP__URL", amqp_url)
     }
 
     /// The key that seals buildings' connection secrets (local use only).
@@ -471,6 +494,15 @@ async fn ensure_database(database_url: &str) -> anyhow::Result<()> {
         }
     }
     let _ = admin.close().await;
+    // The services' roles and schemas (idempotent; hands over schemas an earlier run made).
+    let mut connecx = PgConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("cannot connect to database {database} on {server}"))?;
+    sqlx::raw_sql(testkit::db::ROLES_SQL)
+        .execute(&mut connecx)
+        .await
+        .context("deploy/postgres/roles.sql failed (it needs a superuser in --database-url)")?;
+    let _ = connecx.close().await;
     Ok(())
 }
 
@@ -489,7 +521,6 @@ async fn check_rabbitmq(amqp_url: &str) -> anyhow::Result<()> {
     match connected {
         Ok(Ok(connection)) => {
             let _ = connection.close(200, "checked".into()).await;
-            Ok(())
         }
         Ok(Err(error)) => bail!("{error}.\nStart RabbitMQ with:\n  {START_RABBITMQ}"),
         Err(_) => bail!(
@@ -497,6 +528,22 @@ async fn check_rabbitmq(amqp_url: &str) -> anyhow::Result<()> {
             platform::config::redact_url(amqp_url)
         ),
     }
+    // Each service connects as its own user, allowed only its part of the topology, as in a
+    // deployment: made (or their local passwords set again) as the user of --amqp-url.
+    let admin_url = amqp_url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        contracts::Service::ALL.into_iter().try_for_each(|service| {
+            testkit::broker::grant_service_user(&admin_url, service).map(|_| ())
+        })
+    })
+    .await?
+    .map_err(|error| {
+        anyhow!(
+            "cannot make the services' RabbitMQ users ({error}).\nThe user of --amqp-url must \
+             be an administrator, and the management API must be on:\n  \
+             rabbitmq-plugins enable rabbitmq_management"
+        )
+    })
 }
 
 /// A taken port would otherwise show up as a child dying with "address in use" among the logs.
