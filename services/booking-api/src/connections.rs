@@ -27,13 +27,39 @@ pub const MAX_SALTO_TIMEOUT_SECS: u64 = 300;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpassanConnectionRequest {
-    /// The tenant's API, e.g. `https://tenant.ipassan.com`.
+    /// The tenant's API, e.g. `https://tenant.ipassan.com`: `http://` or `https://` with a host
+    /// and no credentials; at most 2048 bytes.
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        format = "uri",
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub base_url: String,
-    /// OAuth2 client credentials iPassan issued for connecX.
+    /// OAuth2 client credentials iPassan issued for connecX. Not blank; at most 128 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub client_id: String,
-    /// Sealed at once; never shown again.
+    /// Sealed at once; never shown again. Not blank; at most 4096 bytes.
+    // Read as optional so that its absence is named (`required`) like any other field rule.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub client_secret: Option<String>,
-    /// The building's iPassan site (it wins over the building's `ipassan_site`).
+    /// The building's iPassan site (it wins over the building's `ipassan_site`). Not blank; at
+    /// most 128 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub site: String,
 }
 
@@ -73,21 +99,46 @@ impl From<SaltoAuthKind> for SaltoAuth {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaltoConnectionRequest {
-    /// The SHIP endpoint, e.g. `https://salto.building.example:8090/`.
+    /// The SHIP endpoint, e.g. `https://salto.building.example:8090/`: `http://` or `https://`
+    /// with a host and no credentials; at most 2048 bytes.
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        format = "uri",
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub url: String,
+    /// `none` (default), `basic` (needs `username` and `password`) or `key` (needs `key`); a
+    /// secret the kind does not use is a 422 `not_for_this_auth_kind`.
     #[serde(default)]
     pub auth_kind: SaltoAuth,
-    /// For `basic`.
+    /// For `basic`. Not blank; at most 128 characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub username: Option<String>,
-    /// For `basic`; sealed at once, never shown again.
+    /// For `basic`; sealed at once, never shown again. Not blank; at most 4096 bytes.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub password: Option<String>,
-    /// For `key`; sealed at once, never shown again.
+    /// For `key`; sealed at once, never shown again. Not blank; at most 4096 bytes.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub key: Option<String>,
-    /// Seconds one SHIP call may take (1–300, default 10).
+    /// Seconds one SHIP call may take (default 10).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 300)]
     pub timeout_secs: Option<u64>,
 }
 

@@ -3,7 +3,9 @@
 //! Every failure a client can see goes through [`Problem`], including axum's own rejections (bad
 //! JSON, wrong content type, unknown route), so a client never gets plain text or a 500 for bad
 //! input. Internal errors are logged with their cause and answered with a generic 500 that says
-//! nothing about the internals.
+//! nothing about the internals. A database that cannot be reached, or that dropped the request's
+//! connection, is not an internal error but an outage the client can wait out: 503
+//! `database_unavailable` with `Retry-After` ([`connection_lost`] decides which is which).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -39,17 +41,21 @@ impl std::ops::DerefMut for Problem {
 pub struct ProblemDetails {
     /// A URI naming the problem type (`urn:connecx:problem:<code>`).
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:connecx:problem:[a-z0-9_]+$")]
     pub type_uri: String,
     /// Short summary of the problem type.
     pub title: String,
     /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// Stable machine code, e.g. `resident_not_synced_to_ipassan`.
+    #[schema(pattern = "^[a-z0-9_]+$")]
     pub code: String,
     /// What happened, in words.
     pub detail: String,
     /// The request field at fault, when there is exactly one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
     /// Every field at fault (validation problems).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -177,6 +183,19 @@ impl Problem {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
     }
 
+    /// 503 `database_unavailable`: PostgreSQL could not be reached, or dropped the connection
+    /// the request was using. Nothing the request meant to change was committed unless the
+    /// connection died during the commit itself, so the answer invites a retry (with the same
+    /// `Idempotency-Key`, a creation is never made twice).
+    pub fn database_unavailable(error: &sqlx::Error) -> Self {
+        tracing::warn!(%error, "request failed: the database is unavailable");
+        Self::unavailable(
+            "database_unavailable",
+            "the database is unavailable for a moment; retry after the time in Retry-After",
+        )
+        .with_retry_after(DATABASE_RETRY_AFTER_SECS)
+    }
+
     pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -202,10 +221,46 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The `Retry-After` of a 503 for an unavailable database: long enough for a pool to reconnect
+/// or a failover to finish, short enough that a person waiting on the app does not give up.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        Self::internal(&error)
+        if connection_lost(&error) {
+            Self::database_unavailable(&error)
+        } else {
+            Self::internal(&error)
+        }
     }
+}
+
+/// Whether `error` means the database itself is out of reach — no connection could be had in
+/// time, the pool is shut, the socket failed, or the server ended the session — rather than that
+/// a statement failed. The first is an outage to wait out (503), the second a bug (500).
+///
+/// A protocol error counts as lost too: it is what sqlx reports for a connection closed while
+/// it is being opened (a proxy or balancer in front of a database that is down accepts, then
+/// hangs up, and the answer to sqlx's first message never comes), and the connection is closed
+/// after it either way.
+pub fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| sqlstate_lost(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs of a session the server cannot or will not serve: class 08 (connection exception),
+/// `57P01` admin_shutdown (e.g. `pg_terminate_backend`), `57P02` crash_shutdown, `57P03`
+/// cannot_connect_now (starting up or in recovery), and `53300` too_many_connections.
+fn sqlstate_lost(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// The answer for any route that does not exist.
@@ -261,6 +316,51 @@ mod tests {
         assert_eq!(problem.code, "validation_failed");
         assert_eq!(problem.field, None);
         assert_eq!(problem.errors.len(), 2);
+    }
+
+    #[test]
+    fn a_lost_database_connection_is_an_outage_and_a_failed_statement_a_bug() {
+        for lost in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()),
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+            sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into()),
+        ] {
+            assert!(connection_lost(&lost), "{lost}");
+        }
+        for bug in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::ColumnNotFound("id".into()),
+            sqlx::Error::Decode("not a uuid".into()),
+        ] {
+            assert!(!connection_lost(&bug), "{bug}");
+        }
+        for code in [
+            "08000", "08003", "08006", "57P01", "57P02", "57P03", "53300",
+        ] {
+            assert!(sqlstate_lost(code), "{code}");
+        }
+        // unique_violation, serialization_failure, query_canceled, syntax_error
+        for code in ["23505", "40001", "57014", "42601"] {
+            assert!(!sqlstate_lost(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn an_unavailable_database_answers_503_with_retry_after() {
+        let response = Problem::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(
+            response.headers()[header::RETRY_AFTER],
+            DATABASE_RETRY_AFTER_SECS.to_string().as_str()
+        );
+        let internal = Problem::from(sqlx::Error::RowNotFound);
+        assert_eq!(
+            (internal.status, internal.code.as_str()),
+            (500, "internal_error")
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Field rules for what clients send: names, email addresses, time zones and the IDs of the
 //! outside systems. Each rule is a plain function returning the reason in words; [`FieldErrors`]
 //! collects them per field so one answer can name every field that is wrong.
+//!
+//! Lengths and characters are judged on the value as sent, surrounding spaces included, so that
+//! the OpenAPI document can state them (`maxLength`, a `pattern` without control characters) and
+//! the API refuses exactly what the document calls invalid. Only then is the value trimmed.
 
 use std::str::FromStr;
 
@@ -65,6 +69,12 @@ impl FieldErrors {
     }
 }
 
+/// An email address a mail can be sent to.
+// The OpenAPI document's name for it; the API reads text and checks it with [`email`].
+#[derive(Debug, Clone, utoipa::ToSchema)]
+#[schema(value_type = String, format = Email)]
+pub struct EmailAddress(pub String);
+
 /// A broken rule: a code and a message, before it is attached to a field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -86,19 +96,20 @@ pub const MAX_NAME_LEN: usize = 200;
 /// The longest ID of an outside system accepted (Salto ExtIDs, iPassan ids and sites).
 pub const MAX_EXTERNAL_ID_LEN: usize = 128;
 
-/// A human-readable name: trimmed, not empty, no control characters.
+/// A human-readable name: at most 200 characters and no control characters as sent, not blank;
+/// kept trimmed.
 pub fn name(candidate: &str) -> Result<String, Rule> {
     let trimmed = candidate.trim();
     if trimmed.is_empty() {
         return Err(Rule::new("required", "must not be empty"));
     }
-    if trimmed.chars().count() > MAX_NAME_LEN {
+    if candidate.chars().count() > MAX_NAME_LEN {
         return Err(Rule::new(
             "too_long",
             format!("must be at most {MAX_NAME_LEN} characters"),
         ));
     }
-    if trimmed.chars().any(char::is_control) {
+    if candidate.chars().any(char::is_control) {
         return Err(Rule::new(
             "invalid_characters",
             "must not contain control characters",
@@ -129,9 +140,9 @@ pub fn timezone(candidate: &str) -> Result<Tz, Rule> {
     })
 }
 
-/// An identifier of an outside system (Salto ExtID, iPassan person id or site): trimmed, not
-/// empty, printable, at most 128 characters. These are set by a manager from another system's
-/// screens, so the rule is only what every system can store.
+/// An identifier of an outside system (Salto ExtID, iPassan person id or site): at most 128
+/// characters and no control characters as sent, not blank; kept trimmed. These are set by a
+/// manager from another system's screens, so the rule is only what every system can store.
 pub fn external_id(candidate: &str) -> Result<String, Rule> {
     let trimmed = candidate.trim();
     if trimmed.is_empty() {
@@ -140,13 +151,13 @@ pub fn external_id(candidate: &str) -> Result<String, Rule> {
             "must not be empty (send null to unset it)",
         ));
     }
-    if trimmed.chars().count() > MAX_EXTERNAL_ID_LEN {
+    if candidate.chars().count() > MAX_EXTERNAL_ID_LEN {
         return Err(Rule::new(
             "too_long",
             format!("must be at most {MAX_EXTERNAL_ID_LEN} characters"),
         ));
     }
-    if trimmed.chars().any(char::is_control) {
+    if candidate.chars().any(char::is_control) {
         return Err(Rule::new(
             "invalid_characters",
             "must not contain control characters",
@@ -161,16 +172,24 @@ pub const MAX_URL_LEN: usize = 2048;
 pub const MAX_SECRET_LEN: usize = 4096;
 
 /// The URL of an outside system's API: `http://` or `https://` with a host, and no credentials
-/// in it (they would be stored and shown in clear; they go in the secret fields).
+/// in it (they would be stored and shown in clear; they go in the secret fields). At most 2048
+/// bytes and no control characters as sent (a URL parser would drop a tab or a line break
+/// silently, and the text is stored as sent).
 pub fn endpoint_url(candidate: &str) -> Result<String, Rule> {
     let trimmed = candidate.trim();
     if trimmed.is_empty() {
         return Err(Rule::new("required", "must not be empty"));
     }
-    if trimmed.len() > MAX_URL_LEN {
+    if candidate.len() > MAX_URL_LEN {
         return Err(Rule::new(
             "too_long",
             format!("must be at most {MAX_URL_LEN} bytes"),
+        ));
+    }
+    if candidate.chars().any(char::is_control) {
+        return Err(Rule::new(
+            "invalid_characters",
+            "must not contain control characters",
         ));
     }
     let url = reqwest::Url::parse(trimmed)
@@ -256,6 +275,28 @@ mod tests {
         assert_eq!(name("   ").unwrap_err().code, "required");
         assert_eq!(name(&"x".repeat(201)).unwrap_err().code, "too_long");
         assert_eq!(name("a\u{0}b").unwrap_err().code, "invalid_characters");
+    }
+
+    #[test]
+    fn lengths_and_characters_are_judged_as_sent() {
+        // What the OpenAPI document states (`maxLength`, no control characters) holds for the
+        // value as sent: spaces that trimming would remove still count, and a trailing line
+        // break is refused, not trimmed away.
+        let padded = format!(" {} ", "x".repeat(MAX_NAME_LEN - 1));
+        assert_eq!(name(&padded).unwrap_err().code, "too_long");
+        assert_eq!(name("Ana\n").unwrap_err().code, "invalid_characters");
+        assert_eq!(name("\n").unwrap_err().code, "required");
+        let padded = format!(" {} ", "z".repeat(MAX_EXTERNAL_ID_LEN - 1));
+        assert_eq!(external_id(&padded).unwrap_err().code, "too_long");
+        assert_eq!(external_id("501\t").unwrap_err().code, "invalid_characters");
+        assert_eq!(
+            endpoint_url("https://tenant\t.ipassan.com")
+                .unwrap_err()
+                .code,
+            "invalid_characters"
+        );
+        let long = format!(" https://tenant.example/{}", "p".repeat(MAX_URL_LEN - 23));
+        assert_eq!(endpoint_url(&long).unwrap_err().code, "too_long");
     }
 
     #[test]

@@ -179,13 +179,18 @@ impl VisitWindow {
     /// zone's offset changes inside it and each piece is looked at at both ends. (A change back
     /// across midnight makes the date go down: Newfoundland's 00:01 → 23:01 in 1987 put a minute
     /// of the 25th between two stretches of the 24th.)
+    ///
+    /// No local date lasts [`LONGER_THAN_ANY_LOCAL_DAY`], so the instant is found within that
+    /// much of the window however long the window is: a window of centuries (a start in the
+    /// past is allowed) is not looked at hour by hour.
     pub fn first_instant_off_its_day(&self, zone: Tz) -> Option<DateTime<Utc>> {
         let day = local_time(self.starts_at, zone).date();
-        let last = self.ends_at - Duration::nanoseconds(1);
+        let ends_at = self.ends_at.min(self.starts_at + LONGER_THAN_ANY_LOCAL_DAY);
+        let last = ends_at - Duration::nanoseconds(1);
         let mut piece_start = self.starts_at;
         for change in offset_changes(self.starts_at, last, zone)
             .into_iter()
-            .chain([self.ends_at])
+            .chain([ends_at])
         {
             let piece_last = change - Duration::nanoseconds(1);
             if local_time(piece_start, zone).date() != day {
@@ -199,9 +204,14 @@ impl VisitWindow {
             }
             piece_start = change;
         }
-        None
+        // Cut short, the window's first instant past the cut is off its day by the bound's rule.
+        (ends_at < self.ends_at).then_some(ends_at)
     }
 }
+
+/// Longer than any local date has lasted: the longest, 18 October 1867 in Alaska (the date came
+/// twice when the clocks moved across the date line), lasted about 48 hours.
+pub const LONGER_THAN_ANY_LOCAL_DAY: Duration = Duration::hours(72);
 
 /// The instants in `(from, to]` at which `zone`'s offset changes (windows span a day or so: it
 /// looks hour by hour, then to the second).
@@ -414,6 +424,24 @@ mod tests {
                 day: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
                 timezone: "Australia/Sydney".into()
             })
+        );
+    }
+
+    #[test]
+    fn a_window_of_centuries_spans_several_days_and_is_judged_at_once() {
+        // Looked at hour by hour, this window kept a debug build busy for minutes (nextest's
+        // slow-test timeout ends such a regression); it is judged within three days of its start.
+        let w = window("0323-04-29T23:52:50Z", "8634-06-21T07:33:13Z");
+        assert!(matches!(
+            w.check_single_local_day(SYDNEY),
+            Err(WindowError::SpansLocalDays { .. })
+        ));
+        // Just past the bound, the answer is the one the search would give.
+        let w = window("2026-12-01T07:00:00Z", "2026-12-04T07:00:01Z");
+        assert_eq!(
+            w.first_instant_off_its_day(SYDNEY),
+            Some(utc("2026-12-01T13:00:00Z")),
+            "Sydney's midnight"
         );
     }
 

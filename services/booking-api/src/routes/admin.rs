@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{json_response, registered_building};
 use crate::auth::Caller;
-use crate::domain::ids::ApartmentId;
-use crate::domain::validation::{self, FieldError, FieldErrors};
+use crate::domain::ids::{ApartmentId, BuildingId, FacilityId, ResidentId};
+use crate::domain::validation::{self, EmailAddress, FieldError, FieldErrors};
 use crate::extract::{ApiJson, EntityIdPath};
 use crate::problem::{Problem, ProblemDetails};
 use crate::state::AppState;
@@ -43,14 +43,28 @@ impl From<DoubleBookingPolicy> for contracts::DoubleBookingPolicy {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildingRequest {
+    /// Not blank; at most 200 characters, none of them control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
-    /// IANA time zone, e.g. `Australia/Sydney`.
+    /// IANA time zone name, e.g. `Australia/Sydney` or `UTC`.
+    #[schema(min_length = 1, example = "Australia/Sydney")]
     pub timezone: String,
-    /// Who is told when a person must act.
+    /// Who is told when a person must act (duplicates, ignoring case, are dropped).
     #[serde(default)]
+    #[schema(value_type = Vec<EmailAddress>)]
     pub manager_emails: Vec<String>,
-    /// The iPassan site of the building.
+    /// The iPassan site of the building. Not blank; at most 128 characters, no control
+    /// characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub ipassan_site: Option<String>,
     /// `auto` (default) or `manual`.
     #[serde(default)]
@@ -72,7 +86,13 @@ pub struct BuildingView {
 #[serde(deny_unknown_fields)]
 pub struct ApartmentRequest {
     /// Salto access level ExtID ("Access Control ID"); facility bookings need it. Null unsets it.
+    /// Not blank; at most 128 characters, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub access_control_id: Option<String>,
 }
 
@@ -86,9 +106,21 @@ pub struct ApartmentView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FacilityRequest {
+    /// Not blank; at most 200 characters, none of them control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Salto Zone ExtID ("Access Control Facility ID"); bookings need it. Null unsets it.
+    /// Not blank; at most 128 characters, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub access_control_facility_id: Option<String>,
 }
 
@@ -103,11 +135,25 @@ pub struct FacilityView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResidentRequest {
+    /// Not blank; at most 200 characters, none of them control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
+    #[schema(format = Email)]
     pub email: String,
+    /// An apartment of the building, registered first.
     pub apartment_id: ApartmentId,
     /// The iPassan person (visitee) this resident is; visitor access needs it. Null unsets it.
+    /// Not blank; at most 128 characters, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub ipassan_person_id: Option<String>,
 }
 
@@ -138,15 +184,15 @@ fn optional_external_id(
 /// Creates or replaces the manager's own building.
 #[utoipa::path(
     put, path = "/v1/buildings/{id}", tag = "admin",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id: the manager's own")),
     request_body = BuildingRequest,
     responses(
         (status = 200, description = "Updated", body = BuildingView),
         (status = 201, description = "Created", body = BuildingView),
-        (status = 403, description = "Not a manager, or not the token's building", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "`not_your_building`: not the token's building", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks its rule: `required`, `too_long`, `invalid_characters`, `invalid_timezone`, `invalid_email`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["manager"]))
 )]
 pub async fn put_building(
     State(app): State<AppState>,
@@ -212,15 +258,14 @@ pub async fn put_building(
 /// Creates or replaces an apartment of the manager's building.
 #[utoipa::path(
     put, path = "/v1/apartments/{id}", tag = "admin",
-    params(("id" = String, Path, description = "connecX apartment id")),
+    params(("id" = ApartmentId, Path, description = "connecX apartment id")),
     request_body = ApartmentRequest,
     responses(
         (status = 200, description = "Updated", body = ApartmentView),
         (status = 201, description = "Created", body = ApartmentView),
-        (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "`building_not_registered`, or a field breaks its rule: `required`, `too_long`, `invalid_characters`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["manager"]))
 )]
 pub async fn put_apartment(
     State(app): State<AppState>,
@@ -258,15 +303,14 @@ pub async fn put_apartment(
 /// Creates or replaces a facility of the manager's building.
 #[utoipa::path(
     put, path = "/v1/facilities/{id}", tag = "admin",
-    params(("id" = String, Path, description = "connecX facility id")),
+    params(("id" = FacilityId, Path, description = "connecX facility id")),
     request_body = FacilityRequest,
     responses(
         (status = 200, description = "Updated", body = FacilityView),
         (status = 201, description = "Created", body = FacilityView),
-        (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "`building_not_registered`, or a field breaks its rule: `required`, `too_long`, `invalid_characters`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["manager"]))
 )]
 pub async fn put_facility(
     State(app): State<AppState>,
@@ -303,15 +347,14 @@ pub async fn put_facility(
 /// Creates or replaces a resident of the manager's building.
 #[utoipa::path(
     put, path = "/v1/residents/{id}", tag = "admin",
-    params(("id" = String, Path, description = "connecX user id of the resident")),
+    params(("id" = ResidentId, Path, description = "connecX user id of the resident (the `sub` of their token)")),
     request_body = ResidentRequest,
     responses(
         (status = 200, description = "Updated", body = ResidentView),
         (status = 201, description = "Created", body = ResidentView),
-        (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "e.g. `unknown_apartment`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "`building_not_registered`, `unknown_apartment`, or a field breaks its rule: `required`, `too_long`, `invalid_characters`, `invalid_email`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["manager"]))
 )]
 pub async fn put_resident(
     State(app): State<AppState>,

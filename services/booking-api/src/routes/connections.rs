@@ -18,6 +18,7 @@ use crate::connections::{
     self, CheckError, CheckView, IpassanConnectionRequest, IpassanConnectionView,
     SaltoConnectionRequest, SaltoConnectionView,
 };
+use crate::domain::ids::BuildingId;
 use crate::extract::{ApiJson, EntityIdPath};
 use crate::problem::{Problem, ProblemDetails};
 use crate::state::AppState;
@@ -97,17 +98,15 @@ async fn save(
 /// Connects a building to its own iPassan tenant.
 #[utoipa::path(
     put, path = "/v1/buildings/{id}/connections/ipassan", tag = "connections",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id")),
     request_body = IpassanConnectionRequest,
     responses(
         (status = 200, description = "Replaced", body = IpassanConnectionView),
         (status = 201, description = "The building had no iPassan connection of its own", body = IpassanConnectionView),
-        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "A field is wrong or missing, e.g. `client_secret`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "`secrets_not_configured`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks its rule: `required`, `too_long`, `invalid_characters`, `invalid_url`, `credentials_in_url`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`secrets_not_configured`: booking-api has no `CONNECX__SECRETS__KEY` to seal the secret with", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 pub async fn put_ipassan(
     State(app): State<AppState>,
@@ -138,13 +137,12 @@ pub async fn put_ipassan(
 /// The building's own iPassan connection, without its secret.
 #[utoipa::path(
     get, path = "/v1/buildings/{id}/connections/ipassan", tag = "connections",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id")),
     responses(
-        (status = 200, body = IpassanConnectionView),
-        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "The connection, without its secret", body = IpassanConnectionView),
         (status = 404, description = "`not_connected`: the building uses the deployment default", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 pub async fn get_ipassan(
     State(app): State<AppState>,
@@ -163,13 +161,12 @@ pub async fn get_ipassan(
 /// Puts the building back on the deployment's default iPassan.
 #[utoipa::path(
     delete, path = "/v1/buildings/{id}/connections/ipassan", tag = "connections",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id")),
     responses(
         (status = 204, description = "The building uses the default from now on"),
-        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 pub async fn delete_ipassan(
     State(app): State<AppState>,
@@ -182,17 +179,15 @@ pub async fn delete_ipassan(
 /// Connects a building to its own Salto SHIP endpoint.
 #[utoipa::path(
     put, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id")),
     request_body = SaltoConnectionRequest,
     responses(
         (status = 200, description = "Replaced", body = SaltoConnectionView),
         (status = 201, description = "The building had no Salto connection of its own", body = SaltoConnectionView),
-        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "A field is wrong or missing, e.g. `key` for auth_kind `key`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "`secrets_not_configured`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks its rule: `required` (e.g. `key` for auth_kind `key`), `not_for_this_auth_kind`, `out_of_range`, `too_long`, `invalid_characters`, `invalid_url`, `credentials_in_url`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`secrets_not_configured`: booking-api has no `CONNECX__SECRETS__KEY` to seal the secret with", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 pub async fn put_salto(
     State(app): State<AppState>,
@@ -225,13 +220,12 @@ pub async fn put_salto(
 /// The building's own Salto connection, without its secrets.
 #[utoipa::path(
     get, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id")),
     responses(
-        (status = 200, body = SaltoConnectionView),
-        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "The connection, without its secrets", body = SaltoConnectionView),
         (status = 404, description = "`not_connected`: the building uses the deployment default", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 pub async fn get_salto(
     State(app): State<AppState>,
@@ -250,13 +244,12 @@ pub async fn get_salto(
 /// Puts the building back on the deployment's default Salto.
 #[utoipa::path(
     delete, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id")),
     responses(
         (status = 204, description = "The building uses the default from now on"),
-        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 pub async fn delete_salto(
     State(app): State<AppState>,
@@ -296,13 +289,13 @@ async fn disconnect(
 /// Checks the building's own iPassan connection with one real, harmless call.
 #[utoipa::path(
     post, path = "/v1/buildings/{id}/connections/ipassan/check", tag = "connections",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id")),
     responses(
         (status = 200, description = "What the call found (`ok` false with a `problem` when something is wrong)", body = CheckView),
-        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`secrets_not_configured`: the connection's sealed secret cannot be opened with the configured keys", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 pub async fn check_ipassan(
     State(app): State<AppState>,
@@ -315,13 +308,13 @@ pub async fn check_ipassan(
 /// Checks the building's own Salto connection with one real, harmless call.
 #[utoipa::path(
     post, path = "/v1/buildings/{id}/connections/salto/check", tag = "connections",
-    params(("id" = String, Path, description = "connecX building id")),
+    params(("id" = BuildingId, Path, description = "connecX building id")),
     responses(
         (status = 200, description = "What the call found (`ok` false with a `problem` when something is wrong)", body = CheckView),
-        (status = 403, description = "`operator_only`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`secrets_not_configured`: the connection's sealed secret cannot be opened with the configured keys", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["operator"]))
 )]
 pub async fn check_salto(
     State(app): State<AppState>,

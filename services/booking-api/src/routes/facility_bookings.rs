@@ -49,10 +49,18 @@ pub struct NewFacilityBookingRequest {
     pub ends_at: DateTime<FixedOffset>,
 }
 
-/// Changeable fields of a facility booking (anything else is a 422 naming the field).
+/// Changeable fields of a facility booking, at least one (anything else is a 422
+/// `field_not_patchable` naming the field).
+// The document's shape of a PATCH; the handler reads the body as a [`TimePatch`].
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct FacilityBookingPatch {
+    /// RFC 3339 with offset.
+    #[schema(nullable = false)]
     pub starts_at: Option<DateTime<FixedOffset>>,
+    /// RFC 3339 with offset; after `starts_at`, on the same building-local day (or its end).
+    #[schema(nullable = false)]
     pub ends_at: Option<DateTime<FixedOffset>>,
 }
 
@@ -218,20 +226,23 @@ async fn booker(
 
 /// Creates a facility booking.
 #[utoipa::path(
-    post, path = "/v1/facility-bookings", tag = "facility bookings",
+    post, path = "/v1/facility-bookings", tag = "facility bookings", operation_id = "create_facility_booking",
     request_body = NewFacilityBookingRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h answers with the first booking"),
-        ("Prefer" = Option<String>, Header, description = "`wait=N` (N ≤ 10): wait up to N seconds for the access outcome"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r#"^"?[!-~]{1,255}"?$"#, description = "1 to 255 visible ASCII characters (optionally in double quotes). The same key and body within 24 h answers with the first booking (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`"),
+        ("Prefer" = Option<String>, Header, nullable = false, description = "`wait=N` (N ≤ 10): wait up to N seconds for the access outcome; anything else is ignored"),
     ),
     responses(
-        (status = 201, description = "Booked", body = FacilityBookingView),
-        (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 403, description = "Another apartment", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid; e.g. `spans_several_local_days`, `facility_access_control_id_missing`, `salto_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 201, description = "Booked (or the booking this key made before)", body = FacilityBookingView, headers(
+            ("Location" = String, description = "The booking: `/v1/facility-bookings/{id}`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same `Idempotency-Key`"),
+            ("Preference-Applied" = String, description = "`wait=N` when `Prefer: wait` was honoured"),
+        )),
+        (status = 403, description = "`not_your_apartment`: a resident booking for another apartment", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn create(
     State(app): State<AppState>,
@@ -435,9 +446,11 @@ async fn respond(
 
 /// Lists facility bookings: a resident's apartment's, or all of the manager's building.
 #[utoipa::path(
-    get, path = "/v1/facility-bookings", tag = "facility bookings",
-    responses((status = 200, body = FacilityBookingList), (status = 401, body = ProblemDetails, content_type = "application/problem+json")),
-    security(("bearer" = []))
+    get, path = "/v1/facility-bookings", tag = "facility bookings", operation_id = "list_facility_bookings",
+    responses(
+        (status = 200, description = "At most 500 bookings, by start time: a resident's apartment's, or all of the manager's building", body = FacilityBookingList),
+    ),
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
     let apartment = match caller.role {
@@ -461,14 +474,13 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
 
 /// Shows one facility booking.
 #[utoipa::path(
-    get, path = "/v1/facility-bookings/{id}", tag = "facility bookings",
-    params(("id" = Uuid, Path)),
+    get, path = "/v1/facility-bookings/{id}", tag = "facility bookings", operation_id = "get_facility_booking",
+    params(("id" = Uuid, Path, description = "The booking's id")),
     responses(
-        (status = 200, body = FacilityBookingView),
-        (status = 403, body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "The booking", body = FacilityBookingView),
+        (status = 403, description = "`not_your_booking`: another apartment's booking", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn get(
     State(app): State<AppState>,
@@ -482,16 +494,17 @@ pub async fn get(
 
 /// Moves a facility booking's window; only `starts_at` and `ends_at` may change.
 #[utoipa::path(
-    patch, path = "/v1/facility-bookings/{id}", tag = "facility bookings",
-    params(("id" = Uuid, Path)),
+    patch, path = "/v1/facility-bookings/{id}", tag = "facility bookings", operation_id = "reschedule_facility_booking",
+    params(("id" = Uuid, Path, description = "The booking's id")),
     request_body = FacilityBookingPatch,
     responses(
-        (status = 200, body = FacilityBookingView),
-        (status = 409, description = "Cancelled", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "e.g. `field_not_patchable`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "Rescheduled (a new version), or unchanged when the window is the same", body = FacilityBookingView),
+        (status = 403, description = "`not_your_booking`: another apartment's booking", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "`booking_cancelled`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Refused: `field_not_patchable`, `empty_patch`, a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn patch(
     State(app): State<AppState>,
@@ -558,14 +571,14 @@ pub async fn patch(
 
 /// Cancels a facility booking (cancelling again changes nothing).
 #[utoipa::path(
-    delete, path = "/v1/facility-bookings/{id}", tag = "facility bookings",
-    params(("id" = Uuid, Path)),
+    delete, path = "/v1/facility-bookings/{id}", tag = "facility bookings", operation_id = "cancel_facility_booking",
+    params(("id" = Uuid, Path, description = "The booking's id")),
     responses(
-        (status = 200, description = "Cancelled", body = FacilityBookingView),
-        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "Cancelled (cancelling again changes nothing)", body = FacilityBookingView),
+        (status = 403, description = "`not_your_booking`: another apartment's booking", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn cancel(
     State(app): State<AppState>,

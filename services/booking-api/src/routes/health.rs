@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::problem::{Problem, ProblemDetails};
+use crate::problem::{DATABASE_RETRY_AFTER_SECS, Problem, ProblemDetails};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -27,7 +27,7 @@ pub struct Liveness {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Liveness)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process answers", body = Liveness)))]
 pub async fn healthz(State(app): State<AppState>) -> axum::Json<Liveness> {
     axum::Json(Liveness {
         status: "ok",
@@ -41,8 +41,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, body = Health),
-        (status = 503, description = "PostgreSQL is down", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "PostgreSQL answers", body = Health),
+        (status = 503, description = "`not_ready`: PostgreSQL did not answer within 3 s", body = ProblemDetails, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait before asking again"),
+        )),
     )
 )]
 pub async fn readyz(State(app): State<AppState>) -> Response {
@@ -54,7 +56,9 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             Err(_) => "database: no answer within 3s".to_owned(),
         };
     tracing::warn!(failure, "not ready");
-    Problem::unavailable("not_ready", failure).into_response()
+    Problem::unavailable("not_ready", failure)
+        .with_retry_after(DATABASE_RETRY_AFTER_SECS)
+        .into_response()
 }
 
 /// Prometheus metrics.

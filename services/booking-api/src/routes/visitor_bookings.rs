@@ -51,14 +51,29 @@ pub struct NewVisitorBookingRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VisitorInput {
+    /// Not blank; at most 200 characters, none of them control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
+    #[schema(format = Email)]
     pub email: String,
 }
 
-/// Changeable fields of a visitor booking (anything else is a 422 naming the field).
+/// Changeable fields of a visitor booking, at least one (anything else is a 422
+/// `field_not_patchable` naming the field).
+// The document's shape of a PATCH; the handler reads the body as a [`TimePatch`].
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct VisitorBookingPatch {
+    /// RFC 3339 with offset.
+    #[schema(nullable = false)]
     pub starts_at: Option<DateTime<FixedOffset>>,
+    /// RFC 3339 with offset; after `starts_at`.
+    #[schema(nullable = false)]
     pub ends_at: Option<DateTime<FixedOffset>>,
 }
 
@@ -324,22 +339,23 @@ fn unknown_resident(resident_id: &str) -> Problem {
 
 /// Creates a visitor booking.
 #[utoipa::path(
-    post, path = "/v1/visitor-bookings", tag = "visitor bookings",
+    post, path = "/v1/visitor-bookings", tag = "visitor bookings", operation_id = "create_visitor_booking",
     request_body = NewVisitorBookingRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h answers with the first booking"),
-        ("Prefer" = Option<String>, Header, description = "`wait=N` (N ≤ 10): wait up to N seconds for the access outcome"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r#"^"?[!-~]{1,255}"?$"#, description = "1 to 255 visible ASCII characters (optionally in double quotes). The same key and body within 24 h answers with the first booking (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`"),
+        ("Prefer" = Option<String>, Header, nullable = false, description = "`wait=N` (N ≤ 10): wait up to N seconds for the access outcome; anything else is ignored"),
     ),
     responses(
-        (status = 201, description = "Booked", body = VisitorBookingView),
-        (status = 400, description = "Unreadable body", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 403, description = "Out of scope", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid; e.g. `resident_not_synced_to_ipassan`, `ipassan_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 201, description = "Booked (or the booking this key made before)", body = VisitorBookingView, headers(
+            ("Location" = String, description = "The booking: `/v1/visitor-bookings/{id}`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same `Idempotency-Key`"),
+            ("Preference-Applied" = String, description = "`wait=N` when `Prefer: wait` was honoured"),
+        )),
+        (status = 403, description = "`not_your_resident_id`: a resident booking for another resident", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `window_too_long`, `too_far_ahead`, `window_not_representable`), `invalid_email`, `required`, `too_long`, `invalid_characters`, `building_not_registered`, `unknown_resident`, `resident_not_synced_to_ipassan`, `ipassan_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn create(
     State(app): State<AppState>,
@@ -481,12 +497,11 @@ fn answer(
 
 /// Lists visitor bookings: a resident's own, or all of the manager's building.
 #[utoipa::path(
-    get, path = "/v1/visitor-bookings", tag = "visitor bookings",
+    get, path = "/v1/visitor-bookings", tag = "visitor bookings", operation_id = "list_visitor_bookings",
     responses(
-        (status = 200, body = VisitorBookingList),
-        (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "At most 500 bookings, by start time: a resident's own, or all of the manager's building", body = VisitorBookingList),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
     let resident = caller.resident_id();
@@ -507,15 +522,13 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Respons
 
 /// Shows one visitor booking.
 #[utoipa::path(
-    get, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings",
-    params(("id" = Uuid, Path)),
+    get, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings", operation_id = "get_visitor_booking",
+    params(("id" = Uuid, Path, description = "The booking's id")),
     responses(
-        (status = 200, body = VisitorBookingView),
-        (status = 401, body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 403, description = "Another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "The booking", body = VisitorBookingView),
+        (status = 403, description = "`not_your_booking`: another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn get(
     State(app): State<AppState>,
@@ -537,16 +550,17 @@ fn not_found() -> Problem {
 
 /// Moves a visitor booking's window; only `starts_at` and `ends_at` may change.
 #[utoipa::path(
-    patch, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings",
-    params(("id" = Uuid, Path)),
+    patch, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings", operation_id = "reschedule_visitor_booking",
+    params(("id" = Uuid, Path, description = "The booking's id")),
     request_body = VisitorBookingPatch,
     responses(
-        (status = 200, body = VisitorBookingView),
-        (status = 409, description = "Cancelled", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "e.g. `field_not_patchable`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "Rescheduled (a new version), or unchanged when the window is the same", body = VisitorBookingView),
+        (status = 403, description = "`not_your_booking`: another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "`booking_cancelled`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Refused: `field_not_patchable`, `empty_patch`, a window rule (`ends_not_after_starts`, `ends_in_past`, `window_too_long`, `too_far_ahead`, `window_not_representable`), `resident_not_synced_to_ipassan`, `ipassan_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn patch(
     State(app): State<AppState>,
@@ -614,14 +628,14 @@ pub async fn patch(
 
 /// Cancels a visitor booking (cancelling again changes nothing).
 #[utoipa::path(
-    delete, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings",
-    params(("id" = Uuid, Path)),
+    delete, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings", operation_id = "cancel_visitor_booking",
+    params(("id" = Uuid, Path, description = "The booking's id")),
     responses(
-        (status = 200, description = "Cancelled", body = VisitorBookingView),
-        (status = 404, body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "A resident sent too many booking writes in a short time (`too_many_requests`, `Retry-After`)", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "Cancelled (cancelling again changes nothing)", body = VisitorBookingView),
+        (status = 403, description = "`not_your_booking`: another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn cancel(
     State(app): State<AppState>,

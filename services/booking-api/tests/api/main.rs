@@ -6,6 +6,7 @@
 mod admin;
 mod authz;
 mod connections;
+mod database;
 mod facility_bookings;
 mod helpers;
 mod idempotency;
