@@ -2,7 +2,7 @@
 //! `CONNECX__SECRETS__KEY`, so that they are never in clear in a database row, an event on the
 //! broker or a log line.
 //!
-//! A secret is sealed with ChaCha20-Poly1305 (ring's AEAD) under a random 96-bit nonce, with the
+//! A secret is sealed with ChaCha20-Poly1305 (aws-lc-rs's AEAD, the build's one crypto provider) under a random 96-bit nonce, with the
 //! name of the field it belongs to as associated data (a sealed password cannot be passed off as
 //! a key). Its text is `cxs1.<key id>.<base64url(nonce ‖ ciphertext ‖ tag)>`; the key id (the first
 //! 8 hex digits of a SHA-256 of the key) says which key opens it without trying each.
@@ -15,10 +15,10 @@
 
 use std::fmt;
 
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
