@@ -417,6 +417,9 @@ fn start_replicas(
             ("CONNECX__LOG__FORMAT", "json".to_owned()),
             ("CONNECX__LOG__LEVEL", "info".to_owned()),
             ("RUST_LOG", LOG_FILTER.to_owned()),
+            // A replica that dies shows why in its last lines, not a backtrace that pushes the
+            // error out of them.
+            ("RUST_BACKTRACE", "0".to_owned()),
             // Seals the own building's connection (booking-api and the workers).
             ("CONNECX__SECRETS__KEY", SEALING_KEY.to_owned()),
             // Short enough that a building outage of the run opens, probes and closes a breaker
