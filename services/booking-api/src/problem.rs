@@ -5,7 +5,7 @@
 //! input. Internal errors are logged with their cause and answered with a generic 500 that says
 //! nothing about the internals. A database that cannot be reached, or that dropped the request's
 //! connection, is not an internal error but an outage the client can wait out: 503
-//! `database_unavailable` with `Retry-After` ([`connection_lost`] decides which is which).
+//! `database_unavailable` with `Retry-After` ([`platform::db::connection_lost`] decides which is which).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -227,40 +227,12 @@ pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        if connection_lost(&error) {
+        if platform::db::connection_lost(&error) {
             Self::database_unavailable(&error)
         } else {
             Self::internal(&error)
         }
     }
-}
-
-/// Whether `error` means the database itself is out of reach — no connection could be had in
-/// time, the pool is shut, the socket failed, or the server ended the session — rather than that
-/// a statement failed. The first is an outage to wait out (503), the second a bug (500).
-///
-/// A protocol error counts as lost too: it is what sqlx reports for a connection closed while
-/// it is being opened (a proxy or balancer in front of a database that is down accepts, then
-/// hangs up, and the answer to sqlx's first message never comes), and the connection is closed
-/// after it either way.
-pub fn connection_lost(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(error) => error.code().is_some_and(|code| sqlstate_lost(&code)),
-        _ => false,
-    }
-}
-
-/// SQLSTATEs of a session the server cannot or will not serve: class 08 (connection exception),
-/// `57P01` admin_shutdown (e.g. `pg_terminate_backend`), `57P02` crash_shutdown, `57P03`
-/// cannot_connect_now (starting up or in recovery), and `53300` too_many_connections.
-fn sqlstate_lost(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// The answer for any route that does not exist.
@@ -316,35 +288,6 @@ mod tests {
         assert_eq!(problem.code, "validation_failed");
         assert_eq!(problem.field, None);
         assert_eq!(problem.errors.len(), 2);
-    }
-
-    #[test]
-    fn a_lost_database_connection_is_an_outage_and_a_failed_statement_a_bug() {
-        for lost in [
-            sqlx::Error::PoolTimedOut,
-            sqlx::Error::PoolClosed,
-            sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()),
-            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
-            sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into()),
-        ] {
-            assert!(connection_lost(&lost), "{lost}");
-        }
-        for bug in [
-            sqlx::Error::RowNotFound,
-            sqlx::Error::ColumnNotFound("id".into()),
-            sqlx::Error::Decode("not a uuid".into()),
-        ] {
-            assert!(!connection_lost(&bug), "{bug}");
-        }
-        for code in [
-            "08000", "08003", "08006", "57P01", "57P02", "57P03", "53300",
-        ] {
-            assert!(sqlstate_lost(code), "{code}");
-        }
-        // unique_violation, serialization_failure, query_canceled, syntax_error
-        for code in ["23505", "40001", "57014", "42601"] {
-            assert!(!sqlstate_lost(code), "{code}");
-        }
     }
 
     #[test]

@@ -33,6 +33,35 @@ pub enum DbError {
     Applied { schema: String, source: sqlx::Error },
 }
 
+/// Whether `error` means the database itself is out of reach — no connection could be had in
+/// time, the pool is shut, the socket failed, or the server ended the session — rather than that
+/// a statement failed. The first is an outage to wait out (booking-api answers 503, a service
+/// starting waits), the second a bug.
+///
+/// A protocol error counts as lost too: it is what sqlx reports for a connection closed while
+/// it is being opened (a proxy or balancer in front of a database that is down accepts, then
+/// hangs up, and the answer to sqlx's first message never comes), and the connection is closed
+/// after it either way.
+pub fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| sqlstate_lost(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs of a session the server cannot or will not serve: class 08 (connection exception),
+/// `57P01` admin_shutdown (e.g. `pg_terminate_backend`), `57P02` crash_shutdown, `57P03`
+/// cannot_connect_now (starting up or in recovery), and `53300` too_many_connections.
+fn sqlstate_lost(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
 /// Why `<service> migrate` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateOnlyError {
@@ -61,15 +90,57 @@ pub struct Migrated {
 
 /// Connects a pool whose connections use `schema`, creating the schema if needed, and runs the
 /// service's migrations in it. Safe to run from several replicas at once.
+///
+/// A connection lost meanwhile (PostgreSQL restarting, a session ended by an administrator) is
+/// waited out for up to [`STARTUP_ATTEMPTS`] tries a second apart, rather than ending the
+/// service's start: the migrations are idempotent, so trying again is safe.
 pub async fn connect_and_migrate(
     settings: &DatabaseSettings,
     schema: &'static str,
     migrator: &Migrator,
 ) -> Result<PgPool, DbError> {
-    let pool = connect(settings, schema).await?;
-    run_migrations(&pool, schema, migrator).await?;
-    tracing::info!(schema, "database ready");
-    Ok(pool)
+    let mut attempt = 1;
+    loop {
+        let result: Result<PgPool, DbError> = async {
+            let pool = connect(settings, schema).await?;
+            run_migrations(&pool, schema, migrator).await?;
+            Ok(pool)
+        }
+        .await;
+        match result {
+            Ok(pool) => {
+                tracing::info!(schema, "database ready");
+                return Ok(pool);
+            }
+            Err(error) if attempt < STARTUP_ATTEMPTS && error.is_connection_lost() => {
+                tracing::warn!(schema, attempt, %error, "database connection lost while starting; trying again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// How often a start tries to connect and migrate when connections are lost meanwhile.
+pub const STARTUP_ATTEMPTS: u32 = 5;
+
+impl DbError {
+    /// Whether the database was out of reach or dropped the connection (worth another try),
+    /// rather than refusing what was asked.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            DbError::Url(_) => false,
+            DbError::Connect { source, .. }
+            | DbError::Schema { source, .. }
+            | DbError::Applied { source, .. } => connection_lost(source),
+            DbError::Migrate { source, .. } => match source {
+                sqlx::migrate::MigrateError::Execute(error)
+                | sqlx::migrate::MigrateError::ExecuteMigration(error, _) => connection_lost(error),
+                _ => false,
+            },
+        }
+    }
 }
 
 /// `<service> migrate`: loads only the database and log settings (`CONNECX__DATABASE__*`,
@@ -244,4 +315,38 @@ async fn create_schema(options: &PgConnectOptions, url: &str, schema: &str) -> R
     tx.commit().await.map_err(err)?;
     pool.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_database_connection_is_an_outage_and_a_failed_statement_a_bug() {
+        for lost in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()),
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+            sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into()),
+        ] {
+            assert!(connection_lost(&lost), "{lost}");
+        }
+        for bug in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::ColumnNotFound("id".into()),
+            sqlx::Error::Decode("not a uuid".into()),
+        ] {
+            assert!(!connection_lost(&bug), "{bug}");
+        }
+        for code in [
+            "08000", "08003", "08006", "57P01", "57P02", "57P03", "53300",
+        ] {
+            assert!(sqlstate_lost(code), "{code}");
+        }
+        // unique_violation, serialization_failure, query_canceled, syntax_error
+        for code in ["23505", "40001", "57014", "42601"] {
+            assert!(!sqlstate_lost(code), "{code}");
+        }
+    }
 }
