@@ -8,10 +8,12 @@ async fn main() -> anyhow::Result<()> {
         None => {
             let settings = platform::config::load::<booking_api::Settings>()?;
             platform::telemetry::init(SERVICE, &settings.log);
-            booking_api::Application::build(settings)
-                .await?
-                .run_until_stopped(platform::shutdown::signal())
-                .await?;
+            platform::db::start_waiting_out_lost_connections(|| {
+                booking_api::Application::build(settings.clone())
+            })
+            .await?
+            .run_until_stopped(platform::shutdown::signal())
+            .await?;
             Ok(())
         }
         Some(Command::Migrate) => {

@@ -48,10 +48,12 @@ async fn main() -> anyhow::Result<()> {
         None => {
             let settings = platform::config::load::<notifier::Settings>()?;
             platform::telemetry::init(SERVICE, &settings.log);
-            notifier::Application::build(settings)
-                .await?
-                .run_until_stopped(platform::shutdown::signal())
-                .await
+            platform::db::start_waiting_out_lost_connections(|| {
+                notifier::Application::build(settings.clone())
+            })
+            .await?
+            .run_until_stopped(platform::shutdown::signal())
+            .await
         }
         Some(Command::Service(platform::cli::Command::Migrate)) => {
             platform::db::migrate_only(SERVICE, notifier::SCHEMA, &notifier::MIGRATOR).await?;

@@ -8,10 +8,12 @@ async fn main() -> anyhow::Result<()> {
         None => {
             let settings = platform::config::load::<salto_sync::Settings>()?;
             platform::telemetry::init(SERVICE, &settings.log);
-            salto_sync::Application::build(settings)
-                .await?
-                .run_until_stopped(platform::shutdown::signal())
-                .await
+            platform::db::start_waiting_out_lost_connections(|| {
+                salto_sync::Application::build(settings.clone())
+            })
+            .await?
+            .run_until_stopped(platform::shutdown::signal())
+            .await
         }
         Some(Command::Migrate) => {
             platform::db::migrate_only(SERVICE, salto_sync::SCHEMA, &salto_sync::MIGRATOR).await?;

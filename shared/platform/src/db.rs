@@ -125,6 +125,47 @@ pub async fn connect_and_migrate(
 /// How often a start tries to connect and migrate when connections are lost meanwhile.
 pub const STARTUP_ATTEMPTS: u32 = 5;
 
+/// Runs a service's whole start (`build`) again when it failed because database connections were
+/// lost meanwhile (see [`caused_by_lost_connection`]), up to [`STARTUP_ATTEMPTS`] tries a second
+/// apart. A start reads and writes more than its migrations (stored servers, sealed secrets); a
+/// session ended under any of those must not end the service.
+pub async fn start_waiting_out_lost_connections<T, E, F, Fut>(mut build: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    let mut attempt = 1;
+    loop {
+        match build().await {
+            Err(error) if attempt < STARTUP_ATTEMPTS && caused_by_lost_connection(&error) => {
+                tracing::warn!(attempt, %error, "database connection lost while starting; starting again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `error`, or any error it was caused by, is a lost database connection.
+pub fn caused_by_lost_connection(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(connection_lost)
+            || error
+                .downcast_ref::<DbError>()
+                .is_some_and(DbError::is_connection_lost)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 impl DbError {
     /// Whether the database was out of reach or dropped the connection (worth another try),
     /// rather than refusing what was asked.
@@ -320,6 +361,54 @@ async fn create_schema(options: &PgConnectOptions, url: &str, schema: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service's start error, as the services wrap what failed.
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the stored servers: {0}")]
+    struct StartFailed(#[source] sqlx::Error);
+
+    fn lost() -> StartFailed {
+        StartFailed(sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()))
+    }
+
+    #[test]
+    fn a_lost_connection_anywhere_down_the_chain_counts() {
+        assert!(caused_by_lost_connection(&lost()));
+        assert!(!caused_by_lost_connection(&StartFailed(
+            sqlx::Error::RowNotFound
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_start_is_tried_again_while_connections_are_lost_and_not_for_other_errors() {
+        let mut attempts = 0;
+        let started = start_waiting_out_lost_connections(|| {
+            attempts += 1;
+            let attempt = attempts;
+            async move {
+                if attempt < 3 {
+                    Err(lost())
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await
+        .expect("the third start works");
+        assert_eq!(started, 3);
+
+        let mut attempts = 0;
+        let failed: Result<(), StartFailed> = start_waiting_out_lost_connections(|| {
+            attempts += 1;
+            async { Err(StartFailed(sqlx::Error::RowNotFound)) }
+        })
+        .await;
+        assert!(failed.is_err());
+        assert_eq!(
+            attempts, 1,
+            "a start that fails for another reason is not repeated"
+        );
+    }
 
     #[test]
     fn a_lost_database_connection_is_an_outage_and_a_failed_statement_a_bug() {
