@@ -89,40 +89,21 @@ pub struct Migrated {
 }
 
 /// Connects a pool whose connections use `schema`, creating the schema if needed, and runs the
-/// service's migrations in it. Safe to run from several replicas at once.
-///
-/// A connection lost meanwhile (PostgreSQL restarting, a session ended by an administrator) is
-/// waited out for up to [`STARTUP_ATTEMPTS`] tries a second apart, rather than ending the
-/// service's start: the migrations are idempotent, so trying again is safe.
+/// service's migrations in it. Safe to run from several replicas at once, and again after a
+/// failure (a service's start waits out lost connections around it:
+/// [`start_waiting_out_lost_connections`]).
 pub async fn connect_and_migrate(
     settings: &DatabaseSettings,
     schema: &'static str,
     migrator: &Migrator,
 ) -> Result<PgPool, DbError> {
-    let mut attempt = 1;
-    loop {
-        let result: Result<PgPool, DbError> = async {
-            let pool = connect(settings, schema).await?;
-            run_migrations(&pool, schema, migrator).await?;
-            Ok(pool)
-        }
-        .await;
-        match result {
-            Ok(pool) => {
-                tracing::info!(schema, "database ready");
-                return Ok(pool);
-            }
-            Err(error) if attempt < STARTUP_ATTEMPTS && error.is_connection_lost() => {
-                tracing::warn!(schema, attempt, %error, "database connection lost while starting; trying again");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    let pool = connect(settings, schema).await?;
+    run_migrations(&pool, schema, migrator).await?;
+    tracing::info!(schema, "database ready");
+    Ok(pool)
 }
 
-/// How often a start tries to connect and migrate when connections are lost meanwhile.
+/// How often a service tries to start when database connections are lost meanwhile.
 pub const STARTUP_ATTEMPTS: u32 = 5;
 
 /// Runs a service's whole start (`build`) again when it failed because database connections were

@@ -1,4 +1,5 @@
-//! A service's start waits out a database that drops its connections for a moment (PostgreSQL
+//! A service's start (`platform::db::start_waiting_out_lost_connections`, as every `main` runs
+//! it) waits out a database that drops its connections for a moment (PostgreSQL
 //! restarting, sessions ended by an administrator) instead of exiting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,9 +48,11 @@ async fn connections_dropped_while_starting_are_waited_out() {
         "the test database is on 127.0.0.1:5432"
     );
 
-    let pool = platform::db::connect_and_migrate(&settings, "start_check", &MIGRATOR)
-        .await
-        .expect("the start waits out two dropped connections");
+    let pool = platform::db::start_waiting_out_lost_connections(|| {
+        platform::db::connect_and_migrate(&settings, "start_check", &MIGRATOR)
+    })
+    .await
+    .expect("the start waits out two dropped connections");
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'start_check' AND tablename = 'started'",
     )
@@ -70,9 +73,11 @@ async fn a_database_that_stays_away_still_ends_the_start_with_its_error() {
         url: format!("postgres://postgres@{proxy}/postgres?sslmode=disable"),
         max_connections: 1,
     };
-    let error = platform::db::connect_and_migrate(&settings, "start_check", &MIGRATOR)
-        .await
-        .expect_err("no database, no start");
+    let error = platform::db::start_waiting_out_lost_connections(|| {
+        platform::db::connect_and_migrate(&settings, "start_check", &MIGRATOR)
+    })
+    .await
+    .expect_err("no database, no start");
     assert!(error.is_connection_lost(), "{error}");
     assert!(
         accepted.load(Ordering::SeqCst) >= platform::db::STARTUP_ATTEMPTS as usize,
