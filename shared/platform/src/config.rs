@@ -71,12 +71,88 @@ pub fn load_with_env<S: DeserializeOwned + Validate>(
     Ok(settings)
 }
 
+/// The sections every service reads, under the same keys everywhere: `CONNECX__DATABASE__*`,
+/// `CONNECX__AMQP__*`, `CONNECX__LOG__*`, `CONNECX__HEALTH__*` and `CONNECX__RETRY__*`. A
+/// service's settings take them in whole with `#[serde(flatten)] shared: SharedSettings`, so
+/// their keys stay at the top level and one ConfigMap serves every service.
+///
+/// booking-api serves its health and metrics on its HTTP port and ignores `health`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SharedSettings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub health: crate::health::HealthSettings,
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+impl Validate for SharedSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.amqp.validate()
+    }
+}
+
+/// A number of a shared section. Environment values arrive as text, and inside a
+/// `#[serde(flatten)]` section serde sees that text as it is (the config crate's own conversion
+/// does not reach it), so these keys read a number or its text. The key is named here because a
+/// flattened section's errors carry no path.
+fn number<'de, D, T>(deserializer: D, key: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr + Deserialize<'de>,
+    T::Err: fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw<T> {
+        Number(T),
+        Text(String),
+    }
+    match Raw::<T>::deserialize(deserializer)? {
+        Raw::Number(number) => Ok(number),
+        Raw::Text(text) => text.trim().parse().map_err(|e| {
+            serde::de::Error::custom(ConfigError::invalid(
+                key,
+                format!("`{text}` is not a valid number ({e})"),
+            ))
+        }),
+    }
+}
+
+fn database_max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    number(d, "database.max_connections")
+}
+
+fn amqp_prefetch<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    number(d, "amqp.prefetch")
+}
+
+fn amqp_delivery_limit<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    number(d, "amqp.delivery_limit")
+}
+
+fn amqp_drain_timeout_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    number(d, "amqp.drain_timeout_secs")
+}
+
+/// With `#[serde(default)]`: an absent key is `None`.
+pub(crate) fn health_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    number(d, "health.port").map(Some)
+}
+
 /// `CONNECX__DATABASE__*`
 #[derive(Clone, Deserialize)]
 pub struct DatabaseSettings {
     /// e.g. `postgres://postgres@127.0.0.1:5432/connecx`
     pub url: String,
-    #[serde(default = "default_max_connections")]
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "database_max_connections"
+    )]
     pub max_connections: u32,
 }
 
@@ -153,15 +229,21 @@ pub struct AmqpSettings {
     /// e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` (vhost included).
     pub url: String,
     /// Unacknowledged messages one consumer may hold (and handle concurrently).
-    #[serde(default = "default_prefetch")]
+    #[serde(default = "default_prefetch", deserialize_with = "amqp_prefetch")]
     pub prefetch: u16,
     /// Broker-side crash-loop guard: deliveries after which the broker dead-letters a message.
-    #[serde(default = "default_delivery_limit")]
+    #[serde(
+        default = "default_delivery_limit",
+        deserialize_with = "amqp_delivery_limit"
+    )]
     pub delivery_limit: u32,
     /// At shutdown, how long messages already taken may take to finish; what is still unfinished
     /// then is handed back to the broker (redelivered to another replica). Keep it below the
     /// orchestrator's grace period (Kubernetes: `terminationGracePeriodSeconds`, 45 s here).
-    #[serde(default = "default_drain_timeout_secs")]
+    #[serde(
+        default = "default_drain_timeout_secs",
+        deserialize_with = "amqp_drain_timeout_secs"
+    )]
     pub drain_timeout_secs: u64,
 }
 
@@ -683,5 +765,96 @@ mod tests {
             anonymous.validate().is_ok(),
             "a local sink without credentials"
         );
+    }
+}
+
+#[cfg(test)]
+mod shared_settings_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A service's settings as every service writes them: the shared sections flattened in.
+    #[derive(Debug, Deserialize)]
+    struct ExampleService {
+        #[serde(flatten)]
+        shared: SharedSettings,
+        own: Option<String>,
+    }
+
+    impl Validate for ExampleService {
+        fn validate(&self) -> Result<(), ConfigError> {
+            self.shared.validate()
+        }
+    }
+
+    fn load(extra: &[(&str, &str)]) -> Result<ExampleService, ConfigError> {
+        let mut env: HashMap<String, String> = [
+            ("CONNECX__DATABASE__URL", "postgres://u@h/db"),
+            ("CONNECX__AMQP__URL", "amqp://guest:guest@h:5672/%2f"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        load_with_env(Some(env))
+    }
+
+    #[test]
+    fn the_shared_sections_keep_their_keys_and_read_numbers_from_the_environment() {
+        let loaded = load(&[
+            ("CONNECX__DATABASE__MAX_CONNECTIONS", "3"),
+            ("CONNECX__AMQP__PREFETCH", "4"),
+            ("CONNECX__AMQP__DELIVERY_LIMIT", "6"),
+            ("CONNECX__AMQP__DRAIN_TIMEOUT_SECS", "7"),
+            ("CONNECX__HEALTH__PORT", "9100"),
+            ("CONNECX__LOG__FORMAT", "json"),
+            ("CONNECX__RETRY__TIERS", "1s,2m"),
+            ("CONNECX__OWN", "0042"),
+        ])
+        .unwrap();
+        let shared = &loaded.shared;
+        assert_eq!(shared.database.max_connections, 3);
+        assert_eq!(shared.amqp.prefetch, 4);
+        assert_eq!(shared.amqp.delivery_limit, 6);
+        assert_eq!(shared.amqp.drain_timeout_secs, 7);
+        assert_eq!(shared.health.port, Some(9100));
+        assert_eq!(shared.log.format, LogFormat::Json);
+        assert_eq!(shared.retry.tiers.len(), 2);
+        // The service's own text keys stay text, leading zeros and all.
+        assert_eq!(loaded.own.as_deref(), Some("0042"));
+    }
+
+    #[test]
+    fn defaults_fill_what_the_environment_leaves_out() {
+        let shared = load(&[]).unwrap().shared;
+        assert_eq!(shared.database.max_connections, 10);
+        assert_eq!(shared.amqp.prefetch, 16);
+        assert_eq!(shared.health.port, None);
+        assert_eq!(shared.retry, RetrySettings::default());
+    }
+
+    #[test]
+    fn a_bad_number_in_a_shared_section_names_its_environment_variable() {
+        for (env, value) in [
+            ("CONNECX__DATABASE__MAX_CONNECTIONS", "many"),
+            ("CONNECX__AMQP__PREFETCH", "70000"),
+            ("CONNECX__AMQP__DELIVERY_LIMIT", "-1"),
+            ("CONNECX__AMQP__DRAIN_TIMEOUT_SECS", "30s"),
+            ("CONNECX__HEALTH__PORT", "http"),
+        ] {
+            let err = load(&[(env, value)]).unwrap_err().to_string();
+            assert!(err.contains(env) && err.contains(value), "{env}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_shared_section_is_named() {
+        let env: HashMap<String, String> = [(
+            "CONNECX__DATABASE__URL".to_owned(),
+            "postgres://u@h/db".to_owned(),
+        )]
+        .into();
+        let err = load_with_env::<ExampleService>(Some(env)).unwrap_err();
+        assert!(err.to_string().contains("amqp"), "{err}");
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct HealthSettings {
     /// Port of the health/metrics listener; none = no listener.
+    #[serde(default, deserialize_with = "crate::config::health_port")]
     pub port: Option<u16>,
     #[serde(default = "default_host")]
     pub host: String,
