@@ -313,13 +313,13 @@ impl<H: MessageHandler> Worker<H> {
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
-                        let step = Step {
+                        let task = DeliveryTask {
                             queue: self.queue,
                             tiers: self.tiers.clone(),
                             handler: Arc::clone(&self.handler),
                             publish_channel: publish_channel.clone(),
                         };
-                        in_flight.spawn(step.run(delivery));
+                        in_flight.spawn(task.run(delivery));
                     }
                     Some(Err(error)) => break Err(AmqpError::Channel(error)),
                     None => break Err(AmqpError::ConsumerClosed),
@@ -356,15 +356,15 @@ async fn close(connection: &Connection, consume: &Channel, publish: &Channel) {
     let _ = connection.close(200, "bye".into()).await;
 }
 
-/// Everything one message needs, moved into its task.
-struct Step<H> {
+/// Everything one delivered message needs, moved into the task that handles it.
+struct DeliveryTask<H> {
     queue: QueueSpec,
     tiers: RetryTiers,
     handler: Arc<H>,
     publish_channel: Channel,
 }
 
-impl<H: MessageHandler> Step<H> {
+impl<H: MessageHandler> DeliveryTask<H> {
     async fn run(self, delivery: Delivery) {
         let mut headers = Headers::from_field_table(delivery.properties.headers().as_ref());
         // The trace the message belongs to (a new one if it came without): the span shows it,
@@ -411,8 +411,8 @@ impl<H: MessageHandler> Step<H> {
     async fn handle(self, delivery: Delivery, message: Message, trace: crate::trace::TraceId) {
         let started = Instant::now();
         // A panicking handler is our bug, not the message's: it becomes a dead letter with the
-        // panic text instead of a crash loop. The handler runs inside this step's task (not a
-        // task of its own), so a step aborted at the end of a shutdown's drain stops its
+        // panic text instead of a crash loop. The handler runs inside this delivery's task (not a
+        // task of its own), so a task aborted at the end of a shutdown's drain stops its
         // handler too, and the message goes back to the broker unacknowledged.
         let handling = crate::trace::in_trace(trace, self.handler.handle(&message));
         let outcome = match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
