@@ -243,15 +243,10 @@ where
     authenticator.verify(token)
 }
 
-impl<S> FromRequestParts<S> for Caller
-where
-    S: Send + Sync,
-    Arc<Authenticator>: FromRef<S>,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match principal(parts, state)? {
+impl Principal {
+    /// The resident or manager, or 403 for an operator.
+    fn into_caller(self) -> Result<Caller, Problem> {
+        match self {
             Principal::Caller(caller) => Ok(caller),
             Principal::Operator(_) => Err(Problem::forbidden(
                 "not_for_operators",
@@ -260,17 +255,10 @@ where
             )),
         }
     }
-}
 
-impl<S> FromRequestParts<S> for Operator
-where
-    S: Send + Sync,
-    Arc<Authenticator>: FromRef<S>,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match principal(parts, state)? {
+    /// The operator, or 403 for a resident or manager.
+    fn into_operator(self) -> Result<Operator, Problem> {
+        match self {
             Principal::Operator(operator) => Ok(operator),
             Principal::Caller(_) => Err(Problem::forbidden(
                 "operator_only",
@@ -280,11 +268,47 @@ where
     }
 }
 
+/// Makes `$who` an extractor: the request's verified token, as `$who` ([`Principal`]'s `$into`).
+macro_rules! from_token {
+    ($who:ty, $into:ident) => {
+        impl<S> FromRequestParts<S> for $who
+        where
+            S: Send + Sync,
+            Arc<Authenticator>: FromRef<S>,
+        {
+            type Rejection = Problem;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+                principal(parts, state)?.$into()
+            }
+        }
+    };
+}
+
+from_token!(Caller, into_caller);
+from_token!(Operator, into_operator);
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+
+    /// What verifying `token` with the test secret (and no leeway) refuses.
+    fn refusal(token: &str) -> (u16, String) {
+        let problem = Authenticator::hs256(SECRET, 0).verify(token).unwrap_err();
+        (problem.status, problem.code.clone())
+    }
+
+    /// A token of raw `claims`, for claims a [`TokenClaims`] cannot hold.
+    fn raw_token(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
 
     fn claims(role: Role, exp_offset: i64) -> TokenClaims {
         TokenClaims {
@@ -315,55 +339,30 @@ mod tests {
             &claims(Role::Manager, 60),
         )
         .unwrap();
-        let problem = Authenticator::hs256(SECRET, 0).verify(&token).unwrap_err();
-        assert_eq!(
-            (problem.status, problem.code.as_str()),
-            (401, "invalid_token")
-        );
+        assert_eq!(refusal(&token), (401, "invalid_token".into()));
     }
 
     #[test]
     fn an_expired_token_is_refused() {
         let token = mint_token(SECRET, &claims(Role::Manager, -120)).unwrap();
-        let problem = Authenticator::hs256(SECRET, 0).verify(&token).unwrap_err();
-        assert_eq!(
-            (problem.status, problem.code.as_str()),
-            (401, "token_expired")
-        );
+        assert_eq!(refusal(&token), (401, "token_expired".into()));
     }
 
     #[test]
     fn a_resident_token_without_an_apartment_or_with_a_bad_building_is_refused() {
         let mut c = claims(Role::Resident, 60);
         c.apartment_id = None;
-        let token = mint_token(SECRET, &c).unwrap();
-        assert_eq!(
-            Authenticator::hs256(SECRET, 0)
-                .verify(&token)
-                .unwrap_err()
-                .status,
-            401
-        );
+        assert_eq!(refusal(&mint_token(SECRET, &c).unwrap()).0, 401);
         let mut c = claims(Role::Manager, 60);
         c.building_id = "b/1".into();
-        let token = mint_token(SECRET, &c).unwrap();
-        assert_eq!(
-            Authenticator::hs256(SECRET, 0)
-                .verify(&token)
-                .unwrap_err()
-                .status,
-            401
-        );
+        assert_eq!(refusal(&mint_token(SECRET, &c).unwrap()).0, 401);
     }
 
     #[test]
     fn an_operator_token_needs_no_building_and_names_an_operator() {
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
+        let token = raw_token(
             &serde_json::json!({"sub": "ops-1", "role": "operator", "exp": chrono::Utc::now().timestamp() + 60}),
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap();
+        );
         let Principal::Operator(operator) = Authenticator::hs256(SECRET, 0).verify(&token).unwrap()
         else {
             panic!("an operator token names an operator")
@@ -373,19 +372,10 @@ mod tests {
 
     #[test]
     fn an_unknown_role_is_refused() {
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
+        let token = raw_token(
             &serde_json::json!({"sub": "x", "role": "admin", "building_id": "b-1", "exp": chrono::Utc::now().timestamp() + 60}),
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap();
-        assert_eq!(
-            Authenticator::hs256(SECRET, 0)
-                .verify(&token)
-                .unwrap_err()
-                .status,
-            401
         );
+        assert_eq!(refusal(&token).0, 401);
     }
 
     /// A token with extra registered claims (`nbf`, `iss`, `aud`) over the usual ones.
@@ -394,12 +384,7 @@ mod tests {
         for (key, value) in extra.as_object().unwrap() {
             claims[key] = value.clone();
         }
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap()
+        raw_token(&claims)
     }
 
     #[test]

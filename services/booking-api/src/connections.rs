@@ -12,6 +12,7 @@ use contracts::{
     AccessSystem, IpassanConnection, SaltoAuthKind, SaltoConnection, SealedSecret, sealed_fields,
 };
 use platform::secrets::{OpenError, Sealer};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -341,15 +342,21 @@ fn unreadable(row: &ConnectionRow, reason: impl ToString) -> UnreadableConnectio
     }
 }
 
+/// The stored connection of `row` (secrets sealed); `None` when the building is on the default.
+fn stored<T: DeserializeOwned>(row: &ConnectionRow) -> Result<Option<T>, UnreadableConnection> {
+    row.settings
+        .as_ref()
+        .map(|settings| serde_json::from_value(settings.clone()).map_err(|e| unreadable(row, e)))
+        .transpose()
+}
+
 /// The view of a stored iPassan connection; `None` when the building is on the default.
 pub fn ipassan_view(
     row: &ConnectionRow,
 ) -> Result<Option<IpassanConnectionView>, UnreadableConnection> {
-    let Some(settings) = &row.settings else {
+    let Some(stored) = stored::<IpassanConnection>(row)? else {
         return Ok(None);
     };
-    let stored: IpassanConnection =
-        serde_json::from_value(settings.clone()).map_err(|e| unreadable(row, e))?;
     Ok(Some(IpassanConnectionView {
         building_id: row.building_id.clone(),
         base_url: stored.base_url,
@@ -366,11 +373,9 @@ pub fn ipassan_view(
 pub fn salto_view(
     row: &ConnectionRow,
 ) -> Result<Option<SaltoConnectionView>, UnreadableConnection> {
-    let Some(settings) = &row.settings else {
+    let Some(stored) = stored::<SaltoConnection>(row)? else {
         return Ok(None);
     };
-    let stored: SaltoConnection =
-        serde_json::from_value(settings.clone()).map_err(|e| unreadable(row, e))?;
     Ok(Some(SaltoConnectionView {
         building_id: row.building_id.clone(),
         url: stored.url,
@@ -455,11 +460,9 @@ pub async fn check_ipassan(
     row: &ConnectionRow,
     sealer: Option<&Sealer>,
 ) -> Result<Option<CheckView>, CheckError> {
-    let Some(settings) = &row.settings else {
+    let Some(stored) = stored::<IpassanConnection>(row).map_err(CheckError::Unreadable)? else {
         return Ok(None);
     };
-    let stored: IpassanConnection = serde_json::from_value(settings.clone())
-        .map_err(|e| CheckError::Unreadable(unreadable(row, e)))?;
     let secret = platform::secrets::open_with(
         sealer,
         &stored.client_secret,
@@ -473,16 +476,11 @@ pub async fn check_ipassan(
         timeout: IPASSAN_CHECK_TIMEOUT,
     })
     .map_err(|e| CheckError::Client(e.to_string()))?;
-    let started = std::time::Instant::now();
-    let outcome = client.check(&stored.site).await;
-    Ok(Some(check_view(
-        outcome,
-        started.elapsed(),
-        &format!(
-            "iPassan at {} accepted connecX for site {}",
-            stored.base_url, stored.site
-        ),
-    )))
+    let fine = format!(
+        "iPassan at {} accepted connecX for site {}",
+        stored.base_url, stored.site
+    );
+    Ok(Some(timed_check(client.check(&stored.site), &fine).await))
 }
 
 /// Checks a stored Salto connection with one harmless call (the first zone of the zone list).
@@ -490,11 +488,9 @@ pub async fn check_salto(
     row: &ConnectionRow,
     sealer: Option<&Sealer>,
 ) -> Result<Option<CheckView>, CheckError> {
-    let Some(settings) = &row.settings else {
+    let Some(stored) = stored::<SaltoConnection>(row).map_err(CheckError::Unreadable)? else {
         return Ok(None);
     };
-    let stored: SaltoConnection = serde_json::from_value(settings.clone())
-        .map_err(|e| CheckError::Unreadable(unreadable(row, e)))?;
     let open = |sealed: &Option<SealedSecret>, field: &str| -> Result<String, CheckError> {
         match sealed {
             Some(sealed) => platform::secrets::open_with(sealer, sealed, field)
@@ -519,21 +515,18 @@ pub async fn check_salto(
         timeout: std::time::Duration::from_secs(stored.timeout_secs),
     })
     .map_err(|e| CheckError::Client(e.to_string()))?;
-    let started = std::time::Instant::now();
-    let outcome = ship.check().await;
-    Ok(Some(check_view(
-        outcome,
-        started.elapsed(),
-        &format!("Salto SHIP at {} answered", stored.url),
-    )))
+    let fine = format!("Salto SHIP at {} answered", stored.url);
+    Ok(Some(timed_check(ship.check(), &fine).await))
 }
 
-fn check_view(
-    outcome: Result<(), (contracts::ConnectionProblem, String)>,
-    took: std::time::Duration,
+/// What the client's harmless `call` found, and how long it took (`fine`: what success says).
+async fn timed_check(
+    call: impl std::future::Future<Output = Result<(), (contracts::ConnectionProblem, String)>>,
     fine: &str,
 ) -> CheckView {
-    let latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+    let started = std::time::Instant::now();
+    let outcome = call.await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match outcome {
         Ok(()) => CheckView {
             ok: true,

@@ -131,13 +131,12 @@ pub async fn claim(
     }
 }
 
+/// How long a key stands for the booking it made.
+const KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Deletes keys older than 24 hours.
 pub async fn purge_expired(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-    let result =
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
-            .execute(pool)
-            .await?;
-    Ok(result.rows_affected())
+    crate::store::delete_older_than(pool, "idempotency_keys", "created_at", KEY_LIFETIME).await
 }
 
 #[cfg(test)]

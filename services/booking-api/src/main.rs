@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     match platform::cli::parse(SERVICE) {
         None => {
             let settings = platform::config::load::<booking_api::Settings>()?;
-            platform::telemetry::init(SERVICE, &settings.log);
+            platform::telemetry::init(SERVICE, &settings.shared.log);
             platform::db::start_waiting_out_lost_connections(|| {
                 booking_api::Application::build(settings.clone())
             })

@@ -3,10 +3,10 @@
 //! The document must describe every answer the API gives, because clients are generated from it
 //! and CI fuzzes the API against it (`scripts/fuzz-api`). A route's annotation names what is its
 //! own: its body, its success, the refusals of its domain. What a route answers because of what
-//! stands in front of it — the bearer token check, the JSON body reader, the path id readers, the
-//! request timeout, the database — is the same for every route of that shape, so [`CommonAnswers`]
-//! adds it once, from the operation's shape, instead of each annotation repeating it (and one of
-//! them forgetting).
+//! stands in front of it — the bearer token check, a resident's write rate, the JSON body reader,
+//! the path id readers, the request timeout, the database — is the same for every route of that
+//! shape, so [`CommonAnswers`] adds it once, from the operation's shape, instead of each
+//! annotation repeating it (and one of them forgetting).
 
 use std::collections::BTreeMap;
 
@@ -96,155 +96,210 @@ impl Modify for BearerAuth {
 /// Adds to every operation the answers that come from what stands in front of its handler.
 struct CommonAnswers;
 
-/// One answer an operation can give: its status, its stable `code`, and what it means.
+/// What stands in front of a route's handler, and can answer in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// The router's request timeout and the panic guard sit in front of every route.
+    EveryRoute,
+    /// The bearer token check (`src/auth.rs`).
+    Token,
+    /// A resident's or manager's route called with an operator's token.
+    NotForOperators,
+    /// An operator's route called with a resident's or manager's token.
+    OperatorOnly,
+    /// A write a resident may make is a booking write, counted against the resident's rate
+    /// (`src/rate_limit.rs`) before anything else.
+    ResidentWrite,
+    /// A manager's route called with a resident's token.
+    ManagersOnly,
+    /// The JSON body reader (`src/extract.rs`, `ApiJson`).
+    JsonBody,
+    /// A connecX id in the path (`EntityIdPath`).
+    EntityIdPath,
+    /// A booking id in the path (`BookingIdPath`): anything that is not a UUID cannot name one.
+    BookingIdPath,
+    /// `Idempotency-Key` (`src/extract.rs`).
+    IdempotencyKey,
+    /// Every `/v1/` route reads or writes PostgreSQL.
+    Database,
+}
+
+/// One answer a gate gives: its status, its stable `code`, and what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Answer {
+    gate: Gate,
     status: &'static str,
     code: &'static str,
     meaning: &'static str,
 }
 
-const fn answer(status: &'static str, code: &'static str, meaning: &'static str) -> Answer {
+const fn answer(
+    gate: Gate,
+    status: &'static str,
+    code: &'static str,
+    meaning: &'static str,
+) -> Answer {
     Answer {
+        gate,
         status,
         code,
         meaning,
     }
 }
 
-/// The router's request timeout and the panic guard sit in front of every route.
-const EVERY_ROUTE: &[Answer] = &[
+/// Every answer of every gate, each gate's in the order the document lists them.
+const ANSWERS: &[Answer] = &[
     answer(
+        Gate::EveryRoute,
         "408",
         "request_timeout",
         "the request, its body included, took longer than `CONNECX__HTTP__REQUEST_TIMEOUT_SECS`",
     ),
     answer(
+        Gate::EveryRoute,
         "500",
         "internal_error",
         "a failure of the service itself (logged with its cause, never shown); safe to retry",
     ),
-];
-
-/// The bearer token check (`src/auth.rs`).
-const TOKEN: &[Answer] = &[
     answer(
+        Gate::Token,
         "401",
         "missing_token",
         "no `Authorization` header (challenge `Bearer`)",
     ),
     answer(
+        Gate::Token,
         "401",
         "invalid_token",
         "not `Bearer <token>`, or a token that is malformed, wrongly signed, not valid yet, or whose claims cannot be used",
     ),
-    answer("401", "token_expired", "the token's `exp` has passed"),
-];
-
-/// A resident's or manager's route called with an operator's token.
-const NOT_FOR_OPERATORS: Answer = answer(
-    "403",
-    "not_for_operators",
-    "an operator's token: bookings and building records belong to residents and managers",
-);
-
-/// An operator's route called with a resident's or manager's token.
-const OPERATOR_ONLY: Answer = answer(
-    "403",
-    "operator_only",
-    "a resident's or manager's token: only connecX operators see or change connections",
-);
-
-/// A manager's route called with a resident's token.
-const MANAGERS_ONLY: Answer = answer(
-    "403",
-    "managers_only",
-    "a resident's token: only the building's managers may do this",
-);
-
-/// The JSON body reader (`src/extract.rs`, `ApiJson`).
-const JSON_BODY: &[Answer] = &[
-    answer("400", "malformed_json", "the body is not valid JSON"),
     answer(
+        Gate::Token,
+        "401",
+        "token_expired",
+        "the token's `exp` has passed",
+    ),
+    answer(
+        Gate::NotForOperators,
+        "403",
+        "not_for_operators",
+        "an operator's token: bookings and building records belong to residents and managers",
+    ),
+    answer(
+        Gate::OperatorOnly,
+        "403",
+        "operator_only",
+        "a resident's or manager's token: only connecX operators see or change connections",
+    ),
+    answer(
+        Gate::ResidentWrite,
+        "429",
+        "too_many_requests",
+        "a resident sent too many booking writes in a short time",
+    ),
+    answer(
+        Gate::ManagersOnly,
+        "403",
+        "managers_only",
+        "a resident's token: only the building's managers may do this",
+    ),
+    answer(
+        Gate::JsonBody,
+        "400",
+        "malformed_json",
+        "the body is not valid JSON",
+    ),
+    answer(
+        Gate::JsonBody,
         "400",
         "unreadable_body",
         "the body could not be read to its end",
     ),
-    answer("413", "payload_too_large", "the body is larger than 64 KiB"),
     answer(
+        Gate::JsonBody,
+        "413",
+        "payload_too_large",
+        "the body is larger than 64 KiB",
+    ),
+    answer(
+        Gate::JsonBody,
         "415",
         "unsupported_media_type",
         "no `Content-Type: application/json` (or another `application/*+json`)",
     ),
     answer(
+        Gate::JsonBody,
         "422",
         "invalid_body",
         "the body is JSON but not an object, or not of the documented shape",
     ),
     answer(
+        Gate::JsonBody,
         "422",
         "missing_field",
         "a required field is missing (`field` names it)",
     ),
     answer(
+        Gate::JsonBody,
         "422",
         "unknown_field",
         "a field the schema does not list (`field` names it)",
     ),
     answer(
+        Gate::JsonBody,
         "422",
         "invalid_value",
         "a field of the wrong type or format (`field` names it)",
     ),
     answer(
+        Gate::JsonBody,
         "422",
         "validation_failed",
         "several fields break their rules (`errors` lists each field with its own code); with one, the answer carries that field's code and `field`",
     ),
-];
-
-/// A connecX id in the path (`EntityIdPath`).
-const ENTITY_ID_PATH: &[Answer] = &[
     answer(
+        Gate::EntityIdPath,
         "400",
         "invalid_path",
         "the path could not be read (not UTF-8 once decoded)",
     ),
     answer(
+        Gate::EntityIdPath,
         "404",
         "route_not_found",
         "an empty id (or one that changes the path) names no resource",
     ),
     answer(
+        Gate::EntityIdPath,
         "422",
         "invalid_id",
         "the id is not `[A-Za-z0-9_-]{1,64}` (`field` is `id`)",
     ),
-];
-
-/// A booking id in the path (`BookingIdPath`): anything that is not a UUID cannot name one.
-const BOOKING_ID_PATH: &[Answer] = &[
     answer(
+        Gate::BookingIdPath,
         "404",
         "booking_not_found",
         "no such booking: not a UUID, another building's booking, or none with this id",
     ),
-    answer("404", "route_not_found", "an empty id names no resource"),
+    answer(
+        Gate::BookingIdPath,
+        "404",
+        "route_not_found",
+        "an empty id names no resource",
+    ),
+    answer(
+        Gate::IdempotencyKey,
+        "400",
+        "invalid_idempotency_key",
+        "`Idempotency-Key` is not 1 to 255 visible ASCII characters",
+    ),
+    answer(
+        Gate::Database,
+        "503",
+        "database_unavailable",
+        "PostgreSQL is out of reach or dropped the request's connection; retry after `Retry-After` seconds (nothing was changed unless the commit itself was cut, so a creation is retried with the same `Idempotency-Key`)",
+    ),
 ];
-
-/// `Idempotency-Key` (`src/extract.rs`).
-const IDEMPOTENCY_KEY: Answer = answer(
-    "400",
-    "invalid_idempotency_key",
-    "`Idempotency-Key` is not 1 to 255 visible ASCII characters",
-);
-
-/// Every `/v1/` route reads or writes PostgreSQL.
-const DATABASE: Answer = answer(
-    "503",
-    "database_unavailable",
-    "PostgreSQL is out of reach or dropped the request's connection; retry after `Retry-After` seconds (nothing was changed unless the commit itself was cut, so a creation is retried with the same `Idempotency-Key`)",
-);
 
 /// Headers a route declares that go with every answer of their status: utoipa 6's `Header` has
 /// no `required`, so [`mark_required`] writes it. (A route whose 503 never says when to retry,
@@ -259,16 +314,20 @@ const ALWAYS_SENT: &[(&str, &str)] = &[
 impl Modify for CommonAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
+            // Each operation, and whether it writes.
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
             ];
-            for operation in operations.into_iter().flatten() {
+            for (operation, writes) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
                 mark_always_sent(operation);
-                let answers = common_answers(path, operation);
+                let answers = common_answers(path, writes, operation);
                 add_answers(operation, &answers);
                 add_headers(operation);
             }
@@ -276,22 +335,35 @@ impl Modify for CommonAnswers {
     }
 }
 
-/// What `operation` at `path` answers because of its shape.
-fn common_answers(path: &str, operation: &Operation) -> Vec<Answer> {
-    let mut answers = EVERY_ROUTE.to_vec();
+/// What `operation` at `path` answers because of its shape (`writes`: not a GET): the answers
+/// of the gates in front of it, in the order a request meets them.
+fn common_answers(path: &str, writes: bool, operation: &Operation) -> Vec<Answer> {
+    gates(path, writes, operation)
+        .into_iter()
+        .flat_map(|gate| ANSWERS.iter().filter(move |answer| answer.gate == gate))
+        .copied()
+        .collect()
+}
+
+/// The gates in front of `operation` at `path`.
+fn gates(path: &str, writes: bool, operation: &Operation) -> Vec<Gate> {
+    let mut gates = vec![Gate::EveryRoute];
     if let Some(roles) = bearer_roles(operation) {
-        answers.extend_from_slice(TOKEN);
+        gates.push(Gate::Token);
+        if writes && roles.iter().any(|role| role == "resident") {
+            gates.push(Gate::ResidentWrite);
+        }
         if roles.iter().any(|role| role == "operator") {
-            answers.push(OPERATOR_ONLY);
+            gates.push(Gate::OperatorOnly);
         } else {
-            answers.push(NOT_FOR_OPERATORS);
+            gates.push(Gate::NotForOperators);
             if roles.iter().all(|role| role == "manager") {
-                answers.push(MANAGERS_ONLY);
+                gates.push(Gate::ManagersOnly);
             }
         }
     }
     if operation.request_body.is_some() {
-        answers.extend_from_slice(JSON_BODY);
+        gates.push(Gate::JsonBody);
     }
     let parameters = operation.parameters.iter().flatten();
     for parameter in parameters {
@@ -300,19 +372,19 @@ fn common_answers(path: &str, operation: &Operation) -> Vec<Answer> {
         };
         match parameter.parameter_in {
             ParameterIn::Path if is_uuid(parameter.schema.as_ref()) => {
-                answers.extend_from_slice(BOOKING_ID_PATH);
+                gates.push(Gate::BookingIdPath);
             }
-            ParameterIn::Path => answers.extend_from_slice(ENTITY_ID_PATH),
+            ParameterIn::Path => gates.push(Gate::EntityIdPath),
             ParameterIn::Header if parameter.name.eq_ignore_ascii_case("Idempotency-Key") => {
-                answers.push(IDEMPOTENCY_KEY);
+                gates.push(Gate::IdempotencyKey);
             }
             _ => {}
         }
     }
     if path.starts_with("/v1/") {
-        answers.push(DATABASE);
+        gates.push(Gate::Database);
     }
-    answers
+    gates
 }
 
 /// The roles of the operation's bearer requirement (`None`: no token needed). OpenAPI 3.1 lets a
@@ -357,42 +429,33 @@ fn add_answers(operation: &mut Operation, answers: &[Answer]) {
             .collect();
         let listed = listed.join("; ");
         let responses = &mut operation.responses.responses;
-        match responses.get_mut(status) {
-            Some(RefOr::T(existing)) => {
-                existing.description = if existing.description.is_empty() {
-                    listed
-                } else {
-                    format!(
-                        "{}. Also {listed}",
-                        existing.description.trim_end_matches('.')
-                    )
-                };
-                if existing.content.is_empty() {
-                    existing
-                        .content
-                        .insert(PROBLEM_JSON.to_owned(), problem_content());
-                }
-                if status == "503" {
-                    // Another 503 of the route (e.g. `secrets_not_configured`) comes without it.
-                    existing
-                        .headers
-                        .entry("Retry-After".to_owned())
-                        .or_insert_with(|| retry_after(false).into());
-                }
-            }
-            Some(RefOr::Ref(_)) => {}
-            None => {
-                let mut response = Response::new(listed);
-                response
-                    .content
-                    .insert(PROBLEM_JSON.to_owned(), problem_content());
-                if status == "503" {
-                    response
-                        .headers
-                        .insert("Retry-After".to_owned(), retry_after(true).into());
-                }
-                responses.insert(status.to_owned(), RefOr::T(response));
-            }
+        let declared = responses.contains_key(status);
+        let RefOr::T(response) = responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(Response::new("")))
+        else {
+            continue;
+        };
+        response.description = if response.description.is_empty() {
+            listed
+        } else {
+            format!(
+                "{}. Also {listed}",
+                response.description.trim_end_matches('.')
+            )
+        };
+        if response.content.is_empty() {
+            response
+                .content
+                .insert(PROBLEM_JSON.to_owned(), problem_content());
+        }
+        if status == "503" {
+            // Only the database's 503 always says when to retry; another 503 the route declares
+            // (e.g. `secrets_not_configured`) comes without it.
+            response
+                .headers
+                .entry("Retry-After".to_owned())
+                .or_insert_with(|| retry_after(!declared).into());
         }
     }
 }

@@ -86,7 +86,7 @@ pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(),
     .bind(envelope.routing_key())
     .bind(Json(envelope))
     .bind(platform::trace::current().map(|trace| trace.to_string()))
-    .bind(crate::notifications::OUTBOX_CHANNEL)
+    .bind(crate::pg_notify::OUTBOX_CHANNEL)
     .execute(conn)
     .await?;
     Ok(())
@@ -469,13 +469,7 @@ async fn mark_attempt_failed(
 
 /// Deletes sent rows older than the retention.
 pub async fn purge_sent(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-    let result =
-        sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1::bigint)")
-            .bind(secs)
-            .execute(pool)
-            .await?;
-    Ok(result.rows_affected())
+    crate::store::delete_older_than(pool, "outbox", "sent_at", retention).await
 }
 
 #[cfg(test)]

@@ -235,6 +235,19 @@ impl From<sqlx::Error> for Problem {
     }
 }
 
+/// A stored building whose time zone no longer parses is a failure of ours.
+impl From<crate::store::buildings::UnknownZone> for Problem {
+    fn from(error: crate::store::buildings::UnknownZone) -> Self {
+        Self::internal(&error)
+    }
+}
+
+impl From<crate::snapshot::SnapshotError> for Problem {
+    fn from(error: crate::snapshot::SnapshotError) -> Self {
+        Self::internal(&error)
+    }
+}
+
 /// The answer for any route that does not exist.
 pub async fn route_not_found() -> Problem {
     Problem::not_found("route_not_found", "there is no such resource")

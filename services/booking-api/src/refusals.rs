@@ -15,13 +15,14 @@ use contracts::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::domain::window::BookingWindow;
 use crate::problem::Problem;
-use crate::store::buildings::BuildingRow;
+use crate::store::buildings::{BuildingRow, UnknownZone};
 use crate::store::directory::{ApartmentRow, FacilityRow, ResidentRow};
 
 /// What a manager (or, for a connection, an operator) must set before a booking can be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MissingId {
+pub enum MissingSetup {
     /// The facility's Access Control Facility ID (its Salto Zone ExtID).
     FacilityZone { facility_id: String },
     /// The apartment's Access Control ID (its Salto User Access Level ExtID).
@@ -40,9 +41,9 @@ pub fn facility_access(
     salto_reachable: bool,
     facility: &FacilityRow,
     apartment: &ApartmentRow,
-) -> Result<(String, String), MissingId> {
+) -> Result<(String, String), MissingSetup> {
     if !salto_reachable {
-        return Err(MissingId::SaltoConnection {
+        return Err(MissingSetup::SaltoConnection {
             building_id: building.id.clone(),
         });
     }
@@ -54,58 +55,58 @@ pub fn facility_access(
 pub fn salto_ids(
     facility: &FacilityRow,
     apartment: &ApartmentRow,
-) -> Result<(String, String), MissingId> {
+) -> Result<(String, String), MissingSetup> {
     let zone_id =
         facility
             .access_control_facility_id
             .clone()
-            .ok_or_else(|| MissingId::FacilityZone {
+            .ok_or_else(|| MissingSetup::FacilityZone {
                 facility_id: facility.id.clone(),
             })?;
     let access_level_id =
         apartment
             .access_control_id
             .clone()
-            .ok_or_else(|| MissingId::ApartmentAccessLevel {
+            .ok_or_else(|| MissingSetup::ApartmentAccessLevel {
                 apartment_id: apartment.id.clone(),
             })?;
     Ok((zone_id, access_level_id))
 }
 
-impl MissingId {
+impl MissingSetup {
     /// The stable code of the 422 and of the manager's email.
     pub fn code(&self) -> &'static str {
         match self {
-            MissingId::FacilityZone { .. } => "facility_access_control_id_missing",
-            MissingId::ApartmentAccessLevel { .. } => "apartment_access_control_id_missing",
-            MissingId::SaltoConnection { .. } => "salto_not_connected",
-            MissingId::IpassanConnection { .. } => "ipassan_not_connected",
+            MissingSetup::FacilityZone { .. } => "facility_access_control_id_missing",
+            MissingSetup::ApartmentAccessLevel { .. } => "apartment_access_control_id_missing",
+            MissingSetup::SaltoConnection { .. } => "salto_not_connected",
+            MissingSetup::IpassanConnection { .. } => "ipassan_not_connected",
         }
     }
 
     /// The facility or apartment that lacks the ID, or the system the building lacks.
     fn subject_id(&self) -> &str {
         match self {
-            MissingId::FacilityZone { facility_id } => facility_id,
-            MissingId::ApartmentAccessLevel { apartment_id } => apartment_id,
-            MissingId::SaltoConnection { .. } => "salto",
-            MissingId::IpassanConnection { .. } => "ipassan",
+            MissingSetup::FacilityZone { facility_id } => facility_id,
+            MissingSetup::ApartmentAccessLevel { apartment_id } => apartment_id,
+            MissingSetup::SaltoConnection { .. } => "salto",
+            MissingSetup::IpassanConnection { .. } => "ipassan",
         }
     }
 
     /// What is missing and how a manager sets it.
     pub fn message(&self) -> String {
         match self {
-            MissingId::FacilityZone { facility_id } => format!(
+            MissingSetup::FacilityZone { facility_id } => format!(
                 "facility {facility_id} has no Access Control Facility ID (Salto Zone ID); a manager must set access_control_facility_id with PUT /v1/facilities/{facility_id}"
             ),
-            MissingId::ApartmentAccessLevel { apartment_id } => format!(
+            MissingSetup::ApartmentAccessLevel { apartment_id } => format!(
                 "apartment {apartment_id} has no Access Control ID (Salto access level ExtID); a manager must set access_control_id with PUT /v1/apartments/{apartment_id}"
             ),
-            MissingId::SaltoConnection { building_id } => format!(
+            MissingSetup::SaltoConnection { building_id } => format!(
                 "building {building_id} is connected to no Salto SHIP endpoint and this deployment has no default one, so facility access cannot be given; a connecX operator must connect it with PUT /v1/buildings/{building_id}/connections/salto"
             ),
-            MissingId::IpassanConnection { building_id } => format!(
+            MissingSetup::IpassanConnection { building_id } => format!(
                 "building {building_id} is connected to no iPassan tenant and this deployment has no default one, so visitor access cannot be given; a connecX operator must connect it with PUT /v1/buildings/{building_id}/connections/ipassan"
             ),
         }
@@ -115,38 +116,58 @@ impl MissingId {
     pub fn problem(&self) -> Problem {
         let problem = Problem::unprocessable(self.code(), self.message());
         match self {
-            MissingId::FacilityZone { .. } => problem.with_field("facility_id"),
-            MissingId::ApartmentAccessLevel { .. } => problem.with_field("apartment_id"),
+            MissingSetup::FacilityZone { .. } => problem.with_field("facility_id"),
+            MissingSetup::ApartmentAccessLevel { .. } => problem.with_field("apartment_id"),
             // Nothing in the request is at fault.
-            MissingId::SaltoConnection { .. } | MissingId::IpassanConnection { .. } => problem,
+            MissingSetup::SaltoConnection { .. } | MissingSetup::IpassanConnection { .. } => {
+                problem
+            }
         }
     }
 }
 
-/// A refused request, as the managers are told of it.
-pub struct RefusedRequest<'a> {
+/// A refused request, as the managers are told of it. It owns what it tells: it is decided
+/// inside the request's transaction and told after that transaction is rolled back.
+pub struct RefusedRequest {
     /// The id the booking would have had, quoted to the manager as a reference.
     pub reference: Uuid,
-    pub building: &'a BuildingRow,
+    pub building: BuildingRow,
     pub window: contracts::BookingWindow,
-    pub missing: &'a MissingId,
-    pub booking: RefusedBooking<'a>,
+    pub missing: MissingSetup,
+    pub booking: RefusedBooking,
 }
 
 /// What was asked for.
-pub enum RefusedBooking<'a> {
+pub enum RefusedBooking {
     Facility {
-        facility: &'a FacilityRow,
-        apartment_id: &'a str,
+        facility: FacilityRow,
+        apartment_id: String,
         booked_by: BookedBy,
     },
     Visit {
-        resident: &'a ResidentRow,
-        visitor_name: &'a str,
+        resident: ResidentRow,
+        visitor_name: String,
     },
 }
 
-impl RefusedRequest<'_> {
+impl RefusedRequest {
+    /// The request `reference` for `window` in `building`, refused for want of `missing`.
+    pub fn new(
+        reference: Uuid,
+        building: &BuildingRow,
+        window: &BookingWindow,
+        missing: MissingSetup,
+        booking: RefusedBooking,
+    ) -> Result<Self, UnknownZone> {
+        Ok(Self {
+            reference,
+            window: window.in_zone(building.zone()?),
+            building: building.clone(),
+            missing,
+            booking,
+        })
+    }
+
     /// The event that tells the managers.
     fn into_event(self) -> Event {
         let failure = AccessFailure {
@@ -163,9 +184,9 @@ impl RefusedRequest<'_> {
             } => Event::FacilityRequestRefused(RefusedFacilityRequest {
                 building,
                 window: self.window,
-                facility_id: facility.id.clone(),
-                facility_name: facility.name.clone(),
-                apartment_id: apartment_id.to_owned(),
+                facility_id: facility.id,
+                facility_name: facility.name,
+                apartment_id,
                 booked_by,
                 failure,
             }),
@@ -175,9 +196,9 @@ impl RefusedRequest<'_> {
             } => Event::VisitorRequestRefused(RefusedVisitorRequest {
                 building,
                 window: self.window,
-                resident_id: resident.id.clone(),
-                resident_name: resident.name.clone(),
-                visitor_name: visitor_name.to_owned(),
+                resident_id: resident.id,
+                resident_name: resident.name,
+                visitor_name,
                 failure,
             }),
         }
@@ -185,9 +206,9 @@ impl RefusedRequest<'_> {
 }
 
 /// Puts the managers' email about `request` in the outbox, unless they were told of the same
-/// missing ID today (building-local) already. Returns whether it was queued. Its own transaction:
-/// the refused booking itself was rolled back.
-pub async fn tell_managers(pool: &PgPool, request: RefusedRequest<'_>) -> Result<bool, TellError> {
+/// missing thing today (building-local) already. Returns whether it was queued. Its own
+/// transaction: the refused booking itself was rolled back.
+pub async fn tell_managers(pool: &PgPool, request: RefusedRequest) -> Result<bool, TellError> {
     let zone = request.building.zone().map_err(TellError::Zone)?;
     let today = Utc::now().with_timezone(&zone).date_naive();
     let mut tx = pool.begin().await?;
@@ -215,7 +236,7 @@ pub async fn tell_managers(pool: &PgPool, request: RefusedRequest<'_>) -> Result
 
 /// Tells the managers of a refusal (once a day per missing thing). The booker's 422 does not
 /// depend on it: a failure here is logged, not answered.
-pub async fn refuse_and_tell(pool: &PgPool, request: RefusedRequest<'_>) {
+pub async fn refuse_and_tell(pool: &PgPool, request: RefusedRequest) {
     let code = request.missing.code();
     let reference = request.reference;
     match tell_managers(pool, request).await {
@@ -260,7 +281,7 @@ mod tests {
     fn the_facility_is_named_first_then_the_apartment() {
         assert_eq!(
             salto_ids(&facility(None), &apartment(None)),
-            Err(MissingId::FacilityZone {
+            Err(MissingSetup::FacilityZone {
                 facility_id: "gym".into()
             })
         );

@@ -10,7 +10,7 @@ use platform::amqp::{EventHandler, HandlerError};
 use sqlx::PgPool;
 
 use crate::domain::access::{AppliedResult, BookingKind, outcome_of, should_apply};
-use crate::store::{facility_bookings, visitor_bookings};
+use crate::store::{bookings, facility_bookings, visitor_bookings};
 
 /// Applies result events to bookings.
 pub struct ResultsHandler {
@@ -68,15 +68,9 @@ pub async fn apply(pool: &PgPool, envelope: &Envelope) -> Result<Applied, Handle
         occurred_at: envelope.occurred_at,
     };
     let mut tx = pool.begin().await.map_err(transient)?;
-    let applied = match outcome.kind {
-        BookingKind::Visitor => {
-            visitor_bookings::applied_result(&mut tx, envelope.booking_id).await
-        }
-        BookingKind::Facility => {
-            facility_bookings::applied_result(&mut tx, envelope.booking_id).await
-        }
-    }
-    .map_err(transient)?;
+    let applied = bookings::applied_result(&mut tx, outcome.kind, envelope.booking_id)
+        .await
+        .map_err(transient)?;
     let Some(applied) = applied else {
         return Err(HandlerError::Permanent(format!(
             "result `{}` names booking {}, which booking-api does not have",
@@ -97,7 +91,7 @@ pub async fn apply(pool: &PgPool, envelope: &Envelope) -> Result<Applied, Handle
         }
     }
     .map_err(transient)?;
-    crate::notifications::notify_access(&mut tx, envelope.booking_id)
+    crate::pg_notify::notify_access(&mut tx, envelope.booking_id)
         .await
         .map_err(transient)?;
     tx.commit().await.map_err(transient)?;

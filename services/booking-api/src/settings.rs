@@ -5,9 +5,7 @@
 
 use std::fmt;
 
-use platform::config::{
-    AmqpSettings, ConfigError, DatabaseSettings, HttpSettings, LogSettings, RetrySettings, Validate,
-};
+use platform::config::{ConfigError, HttpSettings, SharedSettings, Validate};
 use serde::Deserialize;
 
 use crate::domain::window::WindowLimits;
@@ -15,16 +13,14 @@ use crate::outbox::OutboxSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    pub database: DatabaseSettings,
-    pub amqp: AmqpSettings,
+    /// Database, broker, log and the results consumer's retry tiers, under the keys every service
+    /// reads. booking-api serves `/healthz`, `/readyz` and `/metrics` on its HTTP port, so
+    /// `shared.health` is not used here.
+    #[serde(flatten)]
+    pub shared: SharedSettings,
     #[serde(default)]
     pub http: HttpSettings,
     pub auth: AuthSettings,
-    #[serde(default)]
-    pub log: LogSettings,
-    /// Retry tiers of the results consumer.
-    #[serde(default)]
-    pub retry: RetrySettings,
     #[serde(default)]
     pub outbox: OutboxSettings,
     /// `CONNECX__SECRETS__KEY` / `__PREVIOUS_KEYS`.
@@ -179,8 +175,7 @@ impl fmt::Debug for AuthSettings {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.database.validate()?;
-        self.amqp.validate()?;
+        self.shared.validate()?;
         self.http.validate()?;
         if self.auth.jwt_secret.len() < MIN_JWT_SECRET_BYTES {
             return Err(ConfigError::invalid(

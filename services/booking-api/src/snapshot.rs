@@ -19,6 +19,16 @@ pub enum Change {
     Cancelled,
 }
 
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Created => "created",
+            Self::Rescheduled => "rescheduled",
+            Self::Cancelled => "cancelled",
+        })
+    }
+}
+
 /// A snapshot that cannot be built from what is stored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -35,21 +45,25 @@ pub fn visitor_envelope(
 ) -> Result<Envelope, SnapshotError> {
     let snapshot = VisitorBooking {
         building: building.to_contract(),
-        window: booking.window().in_zone(building.zone()?),
+        window: booking.booking.window().in_zone(building.zone()?),
         resident: resident.to_contract(),
         visitor: contracts::Visitor {
             name: booking.visitor_name.clone(),
             email: booking.visitor_email.clone(),
         },
         provide_access: booking.provide_access,
-        state: booking.state(),
+        state: booking.booking.state(),
     };
     let event = match change {
         Change::Created => Event::VisitorBookingCreated(snapshot),
         Change::Rescheduled => Event::VisitorBookingRescheduled(snapshot),
         Change::Cancelled => Event::VisitorBookingCancelled(snapshot),
     };
-    Ok(Envelope::new(booking.id, booking.version, event))
+    Ok(Envelope::new(
+        booking.booking.id,
+        booking.booking.version,
+        event,
+    ))
 }
 
 /// The event for a change of a facility booking. The Salto IDs are the ones stored on the booking
@@ -63,7 +77,7 @@ pub fn facility_envelope(
 ) -> Result<Envelope, SnapshotError> {
     let snapshot = FacilityBooking {
         building: building.to_contract(),
-        window: booking.window().in_zone(building.zone()?),
+        window: booking.booking.window().in_zone(building.zone()?),
         facility: contracts::Facility {
             id: facility.id.clone(),
             name: facility.name.clone(),
@@ -74,17 +88,21 @@ pub fn facility_envelope(
             access_level_id: booking.access_level_id.clone(),
         },
         booked_by: BookedBy {
-            user_id: booking.booked_by_user_id.clone(),
-            role: crate::store::role_from_stored(&booking.booked_by_role),
+            user_id: booking.booking.booked_by_user_id.clone(),
+            role: crate::store::role_from_stored(&booking.booking.booked_by_role),
             name: booker.map(|r| r.name.clone()),
             email: booker.map(|r| r.email.clone()),
         },
-        state: booking.state(),
+        state: booking.booking.state(),
     };
     let event = match change {
         Change::Created => Event::FacilityBookingCreated(snapshot),
         Change::Rescheduled => Event::FacilityBookingRescheduled(snapshot),
         Change::Cancelled => Event::FacilityBookingCancelled(snapshot),
     };
-    Ok(Envelope::new(booking.id, booking.version, event))
+    Ok(Envelope::new(
+        booking.booking.id,
+        booking.booking.version,
+        event,
+    ))
 }

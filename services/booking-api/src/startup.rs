@@ -12,8 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::notifications::Notifications;
 use crate::outbox::Relay;
+use crate::pg_notify::PgNotifyHub;
 use crate::results::ResultsHandler;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -74,7 +74,8 @@ impl Application {
     /// broker is not needed yet: bookings are accepted while it is down, and published later.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let sealer = settings.secrets.sealer()?.map(Arc::new);
-        let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        let pool =
+            platform::db::connect_and_migrate(&settings.shared.database, SCHEMA, &MIGRATOR).await?;
         check_sealed_secrets(&pool, sealer.as_deref()).await?;
         let address = format!("{}:{}", settings.http.host, settings.http.port);
         let listener = TcpListener::bind(&address)
@@ -119,8 +120,8 @@ impl Application {
             listener,
             port,
         } = self;
-        let publisher = Publisher::new(&settings.amqp, "booking-api");
-        let notifications = Notifications::new();
+        let publisher = Publisher::new(&settings.shared.amqp, "booking-api");
+        let pg_notify = PgNotifyHub::new();
         let state = AppState {
             pool: pool.clone(),
             authenticator: Arc::new(
@@ -131,9 +132,9 @@ impl Application {
                     ),
             ),
             broker: crate::broker_health::BrokerHealth::default(),
-            notifications: notifications.clone(),
+            pg_notify: pg_notify.clone(),
             shutdown: token.clone(),
-            prometheus: crate::telemetry::prometheus(),
+            prometheus: crate::http_metrics::prometheus(),
             sealer,
             defaults: settings.deployment_defaults(),
             limits: settings.limits,
@@ -141,16 +142,12 @@ impl Application {
         };
 
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(
-            notifications
-                .clone()
-                .run_listener(pool.clone(), token.clone()),
-        );
+        tasks.spawn(pg_notify.clone().run_listener(pool.clone(), token.clone()));
         tasks.spawn(state.broker.clone().watch(publisher.clone(), token.clone()));
         let relay = Relay::new(
             pool.clone(),
             publisher,
-            notifications.outbox_wake(),
+            pg_notify.outbox_wake(),
             settings.outbox.clone(),
         );
         tasks.spawn(relay.run(token.clone()));
@@ -171,8 +168,8 @@ impl Application {
         let consumer_token = token.clone();
         let consumer = Worker::new(
             contracts::BOOKING_API_RESULTS_QUEUE,
-            settings.amqp.clone(),
-            settings.retry.tiers.clone(),
+            settings.shared.amqp.clone(),
+            settings.shared.retry.tiers.clone(),
             ResultsHandler::new(pool.clone()),
         );
         let consumer = tokio::spawn(async move { consumer.run(consumer_token).await });

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::notifications::Notifications;
+use crate::pg_notify::PgNotifyHub;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,7 +16,8 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     /// The broker as last seen, for `/healthz`.
     pub broker: crate::broker_health::BrokerHealth,
-    pub notifications: Notifications,
+    /// Wakes `Prefer: wait` requests when a result lands (PostgreSQL NOTIFY).
+    pub pg_notify: PgNotifyHub,
     /// Cancelled at shutdown: `Prefer: wait` stops waiting.
     pub shutdown: CancellationToken,
     pub prometheus: PrometheusHandle,

@@ -1,6 +1,6 @@
 //! `Prefer: wait=N`: hold a creation's answer until the booking's access outcome is known, or
 //! N seconds pass (docs/architecture.md, "Services and what each owns"). The results consumer NOTIFYs after applying a result; every
-//! replica hears it (see [`crate::notifications`]), so the request waits correctly whichever
+//! replica hears it (see [`crate::pg_notify`]), so the request waits correctly whichever
 //! replica took it. The state is read after subscribing, so a result landing in between is not
 //! missed.
 
@@ -11,12 +11,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::notifications::{AccessChanged, Notifications};
+use crate::pg_notify::{AccessChanged, PgNotifyHub};
 
 /// Reloads the booking with `load` until `still_pending` says no, `wait` passes or `shutdown`.
 /// Returns the last state read.
 pub async fn while_pending<T, F, Fut>(
-    notifications: &Notifications,
+    pg_notify: &PgNotifyHub,
     shutdown: &CancellationToken,
     booking_id: Uuid,
     wait: Duration,
@@ -28,7 +28,7 @@ where
     Fut: Future<Output = Result<T, sqlx::Error>>,
 {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut changes = notifications.subscribe_access();
+    let mut changes = pg_notify.subscribe_access();
     loop {
         let current = load().await?;
         if !still_pending(&current) {

@@ -8,9 +8,10 @@ pub mod broker;
 pub mod db;
 pub mod mail_sink;
 pub mod migrate;
-pub mod process;
 pub mod rabbitmq_definitions;
+pub mod settings;
 
 pub use broker::{EventTap, Tapped, TestBroker};
 pub use db::TestDb;
 pub use migrate::MigrateCommand;
+pub use settings::shared_settings;

@@ -2,8 +2,8 @@
 //! binary, a fresh database, nothing in the environment but `CONNECX__DATABASE__URL` (so it
 //! proves the step needs none of the service's other keys or secrets).
 //!
-//! Each service's test file names its binary, schema and migrations directory in a
-//! [`MigrateCommand`] and calls the two checks.
+//! Each service's test binary calls [`migrate_command_tests!`] with its binary and schema: the
+//! two checks as tests.
 
 use std::path::Path;
 use std::process::Output;
@@ -157,4 +157,31 @@ fn assert_success(output: &Output, what: &str) {
         output.status,
         combined(output)
     );
+}
+
+/// The two `migrate` tests every service has, for the service whose binary and schema are
+/// named: `testkit::migrate_command_tests!(env!("CARGO_BIN_EXE_notifier"), notifier::SCHEMA);`
+/// in the service's test binary. The migrations directory is the calling crate's `migrations/`.
+#[macro_export]
+macro_rules! migrate_command_tests {
+    ($binary:expr, $schema:expr $(,)?) => {
+        const MIGRATE: $crate::MigrateCommand = $crate::MigrateCommand {
+            binary: $binary,
+            schema: $schema,
+            migrations: concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
+        };
+
+        #[tokio::test]
+        async fn migrate_applies_every_migration_to_a_fresh_database_and_a_second_run_changes_nothing()
+         {
+            MIGRATE
+                .migrates_a_fresh_database_then_has_nothing_left_to_do()
+                .await;
+        }
+
+        #[tokio::test]
+        async fn migrate_fails_naming_the_database_when_it_is_unreachable() {
+            MIGRATE.fails_naming_an_unreachable_database().await;
+        }
+    };
 }

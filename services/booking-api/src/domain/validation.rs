@@ -67,6 +67,15 @@ impl FieldErrors {
     pub fn into_vec(self) -> Vec<FieldError> {
         self.0
     }
+
+    /// `checked` (the values the checks passed through) when no field broke its rule, else every
+    /// field that did.
+    pub fn finish<T>(self, checked: Option<T>) -> Result<T, Vec<FieldError>> {
+        match checked {
+            Some(checked) if self.is_empty() => Ok(checked),
+            _ => Err(self.0),
+        }
+    }
 }
 
 /// An email address a mail can be sent to.
@@ -99,23 +108,42 @@ pub const MAX_EXTERNAL_ID_LEN: usize = 128;
 /// A human-readable name: at most 200 characters and no control characters as sent, not blank;
 /// kept trimmed.
 pub fn name(candidate: &str) -> Result<String, Rule> {
+    short_text(candidate, MAX_NAME_LEN, "must not be empty")
+}
+
+/// Text a person types or copies from another system's screens: not blank (`when_blank` says
+/// what to do instead), at most `max` characters and no control characters as sent; kept
+/// trimmed.
+fn short_text(candidate: &str, max: usize, when_blank: &str) -> Result<String, Rule> {
     let trimmed = candidate.trim();
     if trimmed.is_empty() {
-        return Err(Rule::new("required", "must not be empty"));
+        return Err(Rule::new("required", when_blank));
     }
-    if candidate.chars().count() > MAX_NAME_LEN {
+    at_most(candidate.chars().count(), max, "characters")?;
+    printable(candidate)?;
+    Ok(trimmed.to_owned())
+}
+
+/// `too_long` when `length` (counted in `unit`) is over `max`.
+fn at_most(length: usize, max: usize, unit: &str) -> Result<(), Rule> {
+    if length > max {
         return Err(Rule::new(
             "too_long",
-            format!("must be at most {MAX_NAME_LEN} characters"),
+            format!("must be at most {max} {unit}"),
         ));
     }
+    Ok(())
+}
+
+/// `invalid_characters` when `candidate` holds a control character.
+fn printable(candidate: &str) -> Result<(), Rule> {
     if candidate.chars().any(char::is_control) {
         return Err(Rule::new(
             "invalid_characters",
             "must not contain control characters",
         ));
     }
-    Ok(trimmed.to_owned())
+    Ok(())
 }
 
 /// An email address a mail can be sent to (parsed as the notifier's mailer will parse it).
@@ -144,26 +172,11 @@ pub fn timezone(candidate: &str) -> Result<Tz, Rule> {
 /// characters and no control characters as sent, not blank; kept trimmed. These are set by a
 /// manager from another system's screens, so the rule is only what every system can store.
 pub fn external_id(candidate: &str) -> Result<String, Rule> {
-    let trimmed = candidate.trim();
-    if trimmed.is_empty() {
-        return Err(Rule::new(
-            "required",
-            "must not be empty (send null to unset it)",
-        ));
-    }
-    if candidate.chars().count() > MAX_EXTERNAL_ID_LEN {
-        return Err(Rule::new(
-            "too_long",
-            format!("must be at most {MAX_EXTERNAL_ID_LEN} characters"),
-        ));
-    }
-    if candidate.chars().any(char::is_control) {
-        return Err(Rule::new(
-            "invalid_characters",
-            "must not contain control characters",
-        ));
-    }
-    Ok(trimmed.to_owned())
+    short_text(
+        candidate,
+        MAX_EXTERNAL_ID_LEN,
+        "must not be empty (send null to unset it)",
+    )
 }
 
 /// The longest URL of an outside system accepted.
@@ -180,18 +193,8 @@ pub fn endpoint_url(candidate: &str) -> Result<String, Rule> {
     if trimmed.is_empty() {
         return Err(Rule::new("required", "must not be empty"));
     }
-    if candidate.len() > MAX_URL_LEN {
-        return Err(Rule::new(
-            "too_long",
-            format!("must be at most {MAX_URL_LEN} bytes"),
-        ));
-    }
-    if candidate.chars().any(char::is_control) {
-        return Err(Rule::new(
-            "invalid_characters",
-            "must not contain control characters",
-        ));
-    }
+    at_most(candidate.len(), MAX_URL_LEN, "bytes")?;
+    printable(candidate)?;
     let url = reqwest::Url::parse(trimmed)
         .map_err(|e| Rule::new("invalid_url", format!("is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
@@ -215,18 +218,8 @@ pub fn secret(candidate: Option<&str>) -> Result<String, Rule> {
     let Some(text) = candidate.filter(|t| !t.trim().is_empty()) else {
         return Err(Rule::new("required", "must be given"));
     };
-    if text.len() > MAX_SECRET_LEN {
-        return Err(Rule::new(
-            "too_long",
-            format!("must be at most {MAX_SECRET_LEN} bytes"),
-        ));
-    }
-    if text.chars().any(char::is_control) {
-        return Err(Rule::new(
-            "invalid_characters",
-            "must not contain control characters",
-        ));
-    }
+    at_most(text.len(), MAX_SECRET_LEN, "bytes")?;
+    printable(text)?;
     Ok(text.to_owned())
 }
 

@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 
 /// A checked booking window: `starts_at < ends_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VisitWindow {
+pub struct BookingWindow {
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
 }
@@ -79,7 +79,7 @@ pub struct WindowLimits {
     pub max_ahead: Duration,
 }
 
-impl VisitWindow {
+impl BookingWindow {
     /// A window for a new or changed booking: it must end after it starts, and in the future.
     /// Both ends are cut to whole seconds first (iPassan and Salto take nothing finer), so what
     /// is stored, answered and granted is the same window.
@@ -96,6 +96,19 @@ impl VisitWindow {
             return Err(WindowError::EndsInPast);
         }
         Ok(Self { starts_at, ends_at })
+    }
+
+    /// A window for a new or changed booking ([`Self::new`]) that keeps within `limits`
+    /// ([`Self::check_limits`]).
+    pub fn within_limits(
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        limits: &WindowLimits,
+        now: DateTime<Utc>,
+    ) -> Result<Self, WindowError> {
+        let window = Self::new(starts_at, ends_at, now)?;
+        window.check_limits(limits, now)?;
+        Ok(window)
     }
 
     /// Checks `limits`: the window starts at most `max_ahead` from `now` and lasts at most
@@ -304,8 +317,8 @@ mod tests {
     const SYDNEY: Tz = chrono_tz::Australia::Sydney;
     const LONG_AGO: &str = "2000-01-01T00:00:00Z";
 
-    fn window(start: &str, end: &str) -> VisitWindow {
-        VisitWindow::new(utc(start), utc(end), utc(LONG_AGO)).unwrap()
+    fn window(start: &str, end: &str) -> BookingWindow {
+        BookingWindow::new(utc(start), utc(end), utc(LONG_AGO)).unwrap()
     }
 
     #[test]
@@ -313,11 +326,11 @@ mod tests {
         let now = utc(LONG_AGO);
         let t = utc("2026-12-01T10:00:00Z");
         assert_eq!(
-            VisitWindow::new(t, t, now),
+            BookingWindow::new(t, t, now),
             Err(WindowError::EndsNotAfterStarts)
         );
         assert_eq!(
-            VisitWindow::new(t, t - Duration::hours(1), now),
+            BookingWindow::new(t, t - Duration::hours(1), now),
             Err(WindowError::EndsNotAfterStarts)
         );
     }
@@ -355,7 +368,7 @@ mod tests {
         ] {
             // As serde reads a request's times (RFC 3339 itself has no year beyond 9999).
             let starts: DateTime<Utc> = start.parse().unwrap();
-            let far = VisitWindow::new(starts, starts + Duration::hours(1), now).unwrap();
+            let far = BookingWindow::new(starts, starts + Duration::hours(1), now).unwrap();
             let error = far.check_limits(&VISIT_LIMITS, now).unwrap_err();
             assert_eq!(error.code(), "too_far_ahead", "{start}");
             assert_eq!(error.field(), "starts_at");
@@ -366,7 +379,7 @@ mod tests {
     fn a_window_that_already_ended_is_refused_but_one_under_way_is_fine() {
         let now = utc("2026-12-01T10:00:00Z");
         assert_eq!(
-            VisitWindow::new(
+            BookingWindow::new(
                 utc("2026-12-01T08:00:00Z"),
                 utc("2026-12-01T09:00:00Z"),
                 now
@@ -374,7 +387,7 @@ mod tests {
             Err(WindowError::EndsInPast)
         );
         assert!(
-            VisitWindow::new(
+            BookingWindow::new(
                 utc("2026-12-01T09:00:00Z"),
                 utc("2026-12-01T11:00:00Z"),
                 now
@@ -498,7 +511,7 @@ mod tests {
     fn a_window_running_backwards_on_the_wall_clock_is_not_representable() {
         // 5 April 2026, Sydney: 03:00 (+11) becomes 02:00 (+10). 02:30+11:00 → 02:15+10:00 is
         // 45 minutes forwards in UTC and 15 minutes backwards on the wall clock.
-        let backwards = VisitWindow::new(
+        let backwards = BookingWindow::new(
             DateTime::parse_from_rfc3339("2026-04-05T02:30:00+11:00")
                 .unwrap()
                 .with_timezone(&Utc),
@@ -511,7 +524,7 @@ mod tests {
         let error = backwards.check_representable(SYDNEY).unwrap_err();
         assert_eq!(error.code(), "window_not_representable");
         // Ending on the same wall-clock time it started is empty there: refused too.
-        let empty = VisitWindow::new(
+        let empty = BookingWindow::new(
             DateTime::parse_from_rfc3339("2026-04-05T02:30:00+11:00")
                 .unwrap()
                 .with_timezone(&Utc),
@@ -532,7 +545,7 @@ mod tests {
 
     #[test]
     fn fractions_of_a_second_are_cut_from_both_ends() {
-        let w = VisitWindow::new(
+        let w = BookingWindow::new(
             utc("2026-12-07T07:00:00.999Z"),
             utc("2026-12-07T09:00:00.001Z"),
             utc(LONG_AGO),
@@ -541,7 +554,7 @@ mod tests {
         assert_eq!(w.starts_at(), utc("2026-12-07T07:00:00Z"));
         assert_eq!(w.ends_at(), utc("2026-12-07T09:00:00Z"));
         // A window shorter than a second, once cut, is empty.
-        let empty = VisitWindow::new(
+        let empty = BookingWindow::new(
             utc("2026-12-07T07:00:00.1Z"),
             utc("2026-12-07T07:00:00.9Z"),
             utc(LONG_AGO),
@@ -556,12 +569,13 @@ mod tests {
         // 25th had begun (for a minute) before it.
         let zone = chrono_tz::America::St_Johns;
         let after_the_change =
-            VisitWindow::stored(utc("1987-10-25T02:31:01Z"), utc("1987-10-25T02:31:02Z"));
+            BookingWindow::stored(utc("1987-10-25T02:31:01Z"), utc("1987-10-25T02:31:02Z"));
         assert_eq!(after_the_change.first_instant_off_its_day(zone), None);
         assert!(after_the_change.check_single_local_day(zone).is_ok());
         // From 23:30 (-02:30) on the 24th across that minute of the 25th: refused, and the
         // first instant off the day is the 25th's 00:00.
-        let across = VisitWindow::stored(utc("1987-10-25T02:00:55Z"), utc("1987-10-25T02:41:03Z"));
+        let across =
+            BookingWindow::stored(utc("1987-10-25T02:00:55Z"), utc("1987-10-25T02:41:03Z"));
         assert_eq!(
             across.first_instant_off_its_day(zone),
             Some(utc("1987-10-25T02:30:00Z"))
@@ -661,7 +675,7 @@ mod tests {
                 (zone, at) in zone_and_instant(),
                 length in 1..6 * 3600i64,
             ) {
-                let w = VisitWindow::stored(at, at + Duration::seconds(length));
+                let w = BookingWindow::stored(at, at + Duration::seconds(length));
                 let local = w.in_zone(zone);
                 prop_assert_eq!(local.local_starts_at, local_time(w.starts_at(), zone));
                 prop_assert_eq!(local.local_ends_at, local_time(w.ends_at(), zone));
@@ -695,7 +709,7 @@ mod tests {
                 (zone, at) in zone_and_instant(),
                 length in 1..26 * 3600i64,
             ) {
-                let w = VisitWindow::stored(at, at + Duration::seconds(length));
+                let w = BookingWindow::stored(at, at + Duration::seconds(length));
                 let day = local_time(at, zone).date();
                 match w.first_instant_off_its_day(zone) {
                     None => {

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
 
 use super::{json_response, registered_building};
 use crate::auth::Caller;
@@ -16,7 +17,7 @@ use crate::extract::{ApiJson, EntityIdPath};
 use crate::problem::{Problem, ProblemDetails};
 use crate::state::AppState;
 use crate::store::Upsert;
-use crate::store::buildings::{self, BuildingRecord};
+use crate::store::buildings::{self, BuildingRecord, BuildingRow};
 use crate::store::directory::{self, ResidentRecord};
 
 /// What happens to a second facility booking while the slot is held.
@@ -166,13 +167,27 @@ pub struct ResidentView {
     pub ipassan_person_id: Option<String>,
 }
 
-fn status_of(upsert: Upsert) -> StatusCode {
-    match upsert {
+/// The answer to an upsert: the record as saved, 201 when it was created, 200 when replaced.
+fn saved<V: Serialize>(upsert: Upsert, view: &V) -> Response {
+    let status = match upsert {
         Upsert::Created => StatusCode::CREATED,
         Upsert::Updated => StatusCode::OK,
-    }
+    };
+    json_response(status, view, HeaderMap::new())
 }
 
+/// A write to the directory of the manager's building: its transaction, and the building
+/// (422 while no manager has registered it).
+async fn directory_write(
+    app: &AppState,
+    caller: &Caller,
+) -> Result<(Transaction<'static, Postgres>, BuildingRow), Problem> {
+    let mut tx = app.pool.begin().await?;
+    let building = registered_building(&mut tx, caller.building_id.as_str()).await?;
+    Ok((tx, building))
+}
+
+/// An outside system's ID that may be left out (or null, which unsets it).
 fn optional_external_id(
     errors: &mut FieldErrors,
     field: &str,
@@ -225,12 +240,7 @@ pub async fn put_building(
     }
     let ipassan_site =
         optional_external_id(&mut errors, "ipassan_site", request.ipassan_site.as_deref());
-    let (Some(name), Some(zone)) = (name, zone) else {
-        return Err(Problem::validation(errors.into_vec()));
-    };
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors.into_vec()));
-    }
+    let (name, zone) = errors.finish(name.zip(zone)).map_err(Problem::validation)?;
     let upsert = buildings::upsert(
         &app.pool,
         &BuildingRecord {
@@ -252,7 +262,7 @@ pub async fn put_building(
         ipassan_site,
         double_booking_policy: request.double_booking_policy,
     };
-    Ok(json_response(status_of(upsert), &view, HeaderMap::new()))
+    Ok(saved(upsert, &view))
 }
 
 /// Creates or replaces an apartment of the manager's building.
@@ -280,24 +290,20 @@ pub async fn put_apartment(
         "access_control_id",
         body.value.access_control_id.as_deref(),
     );
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors.into_vec()));
-    }
-    let mut tx = app.pool.begin().await?;
-    let building = registered_building(&mut tx, caller.building_id.as_str()).await?;
+    let access_control_id = errors
+        .finish(Some(access_control_id))
+        .map_err(Problem::validation)?;
+    let (mut tx, building) = directory_write(&app, &caller).await?;
     let upsert =
         directory::upsert_apartment(&mut *tx, &building.id, &id, access_control_id.as_deref())
             .await?;
     tx.commit().await?;
     tracing::info!(building_id = %building.id, apartment_id = %id, ?upsert, "apartment saved");
-    Ok(json_response(
-        status_of(upsert),
-        &ApartmentView {
-            id,
-            access_control_id,
-        },
-        HeaderMap::new(),
-    ))
+    let view = ApartmentView {
+        id,
+        access_control_id,
+    };
+    Ok(saved(upsert, &view))
 }
 
 /// Creates or replaces a facility of the manager's building.
@@ -327,11 +333,8 @@ pub async fn put_facility(
         "access_control_facility_id",
         request.access_control_facility_id.as_deref(),
     );
-    let Some(name) = name.filter(|_| errors.is_empty()) else {
-        return Err(Problem::validation(errors.into_vec()));
-    };
-    let mut tx = app.pool.begin().await?;
-    let building = registered_building(&mut tx, caller.building_id.as_str()).await?;
+    let name = errors.finish(name).map_err(Problem::validation)?;
+    let (mut tx, building) = directory_write(&app, &caller).await?;
     let upsert =
         directory::upsert_facility(&mut *tx, &building.id, &id, &name, zone_id.as_deref()).await?;
     tx.commit().await?;
@@ -341,7 +344,7 @@ pub async fn put_facility(
         name,
         access_control_facility_id: zone_id,
     };
-    Ok(json_response(status_of(upsert), &view, HeaderMap::new()))
+    Ok(saved(upsert, &view))
 }
 
 /// Creates or replaces a resident of the manager's building.
@@ -372,14 +375,10 @@ pub async fn put_resident(
         "ipassan_person_id",
         request.ipassan_person_id.as_deref(),
     );
-    let (Some(name), Some(email)) = (name, email) else {
-        return Err(Problem::validation(errors.into_vec()));
-    };
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors.into_vec()));
-    }
-    let mut tx = app.pool.begin().await?;
-    let building = registered_building(&mut tx, caller.building_id.as_str()).await?;
+    let (name, email) = errors
+        .finish(name.zip(email))
+        .map_err(Problem::validation)?;
+    let (mut tx, building) = directory_write(&app, &caller).await?;
     if directory::find_apartment(&mut *tx, &building.id, request.apartment_id.as_str())
         .await?
         .is_none()
@@ -414,5 +413,5 @@ pub async fn put_resident(
         apartment_id: request.apartment_id.to_string(),
         ipassan_person_id: person,
     };
-    Ok(json_response(status_of(upsert), &view, HeaderMap::new()))
+    Ok(saved(upsert, &view))
 }

@@ -8,21 +8,74 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use contracts::{
-    AccessSystem, Envelope, Event, IpassanConnectionChange, SaltoConnectionChange,
-    connection_subject,
+    AccessSystem, Envelope, Event, IpassanConnection, IpassanConnectionChange, SaltoConnection,
+    SaltoConnectionChange, connection_subject,
 };
+use serde::Serialize;
 
 use super::json_response;
 use crate::auth::Operator;
 use crate::connections::{
     self, CheckError, CheckView, IpassanConnectionRequest, IpassanConnectionView,
-    SaltoConnectionRequest, SaltoConnectionView,
+    SaltoConnectionRequest, SaltoConnectionView, UnreadableConnection,
 };
 use crate::domain::ids::BuildingId;
 use crate::extract::{ApiJson, EntityIdPath};
 use crate::problem::{Problem, ProblemDetails};
 use crate::state::AppState;
 use crate::store::connections::{self as store, ConnectionRow};
+
+/// What differs between a building's own iPassan and Salto connections, for the handlers both
+/// share.
+trait SystemConnection {
+    const SYSTEM: AccessSystem;
+    /// The connection as stored and published: its secrets sealed.
+    type Sealed: Serialize;
+    /// The connection as an answer shows it: no secret, only whether one is set.
+    type View: Serialize;
+
+    fn view(row: &ConnectionRow) -> Result<Option<Self::View>, UnreadableConnection>;
+    /// The event that tells the system's worker; `None`: back to the deployment default.
+    fn changed(building_id: String, connection: Option<Self::Sealed>) -> Event;
+}
+
+struct Ipassan;
+
+impl SystemConnection for Ipassan {
+    const SYSTEM: AccessSystem = AccessSystem::Ipassan;
+    type Sealed = IpassanConnection;
+    type View = IpassanConnectionView;
+
+    fn view(row: &ConnectionRow) -> Result<Option<IpassanConnectionView>, UnreadableConnection> {
+        connections::ipassan_view(row)
+    }
+
+    fn changed(building_id: String, connection: Option<IpassanConnection>) -> Event {
+        Event::IpassanConnectionChanged(IpassanConnectionChange {
+            building_id,
+            connection,
+        })
+    }
+}
+
+struct Salto;
+
+impl SystemConnection for Salto {
+    const SYSTEM: AccessSystem = AccessSystem::Salto;
+    type Sealed = SaltoConnection;
+    type View = SaltoConnectionView;
+
+    fn view(row: &ConnectionRow) -> Result<Option<SaltoConnectionView>, UnreadableConnection> {
+        connections::salto_view(row)
+    }
+
+    fn changed(building_id: String, connection: Option<SaltoConnection>) -> Event {
+        Event::SaltoConnectionChanged(SaltoConnectionChange {
+            building_id,
+            connection,
+        })
+    }
+}
 
 fn not_connected(app: &AppState, building_id: &str, system: AccessSystem) -> Problem {
     let has_default = match system {
@@ -116,22 +169,7 @@ pub async fn put_ipassan(
 ) -> Result<Response, Problem> {
     let checked = connections::validate_ipassan(&body.value).map_err(Problem::validation)?;
     let sealer = app.sealer.as_deref().ok_or_else(secrets_not_configured)?;
-    let sealed = checked.seal(sealer);
-    let settings = serde_json::to_value(&sealed).map_err(|e| Problem::internal(&e))?;
-    let (saved, row) = save(
-        &app,
-        &operator,
-        &building_id,
-        AccessSystem::Ipassan,
-        Some(settings),
-        Event::IpassanConnectionChanged(IpassanConnectionChange {
-            building_id: building_id.clone(),
-            connection: Some(sealed),
-        }),
-    )
-    .await?;
-    let view = connections::ipassan_view(&row).map_err(|e| unreadable(&e))?;
-    Ok(json_response(status_after(saved), &view, HeaderMap::new()))
+    connect::<Ipassan>(&app, &operator, &building_id, checked.seal(sealer)).await
 }
 
 /// The building's own iPassan connection, without its secret.
@@ -149,13 +187,7 @@ pub async fn get_ipassan(
     _operator: Operator,
     EntityIdPath(building_id): EntityIdPath,
 ) -> Result<Response, Problem> {
-    let row = store::find(&app.pool, &building_id, AccessSystem::Ipassan).await?;
-    let view = match &row {
-        Some(row) => connections::ipassan_view(row).map_err(|e| unreadable(&e))?,
-        None => None,
-    };
-    let view = view.ok_or_else(|| not_connected(&app, &building_id, AccessSystem::Ipassan))?;
-    Ok(json_response(StatusCode::OK, &view, HeaderMap::new()))
+    show::<Ipassan>(&app, &building_id).await
 }
 
 /// Puts the building back on the deployment's default iPassan.
@@ -173,7 +205,7 @@ pub async fn delete_ipassan(
     operator: Operator,
     EntityIdPath(building_id): EntityIdPath,
 ) -> Result<Response, Problem> {
-    disconnect(&app, &operator, &building_id, AccessSystem::Ipassan).await
+    disconnect::<Ipassan>(&app, &operator, &building_id).await
 }
 
 /// Connects a building to its own Salto SHIP endpoint.
@@ -200,21 +232,7 @@ pub async fn put_salto(
         return Err(secrets_not_configured());
     }
     let sealed = checked.seal(app.sealer.as_deref());
-    let settings = serde_json::to_value(&sealed).map_err(|e| Problem::internal(&e))?;
-    let (saved, row) = save(
-        &app,
-        &operator,
-        &building_id,
-        AccessSystem::Salto,
-        Some(settings),
-        Event::SaltoConnectionChanged(SaltoConnectionChange {
-            building_id: building_id.clone(),
-            connection: Some(sealed),
-        }),
-    )
-    .await?;
-    let view = connections::salto_view(&row).map_err(|e| unreadable(&e))?;
-    Ok(json_response(status_after(saved), &view, HeaderMap::new()))
+    connect::<Salto>(&app, &operator, &building_id, sealed).await
 }
 
 /// The building's own Salto connection, without its secrets.
@@ -232,13 +250,7 @@ pub async fn get_salto(
     _operator: Operator,
     EntityIdPath(building_id): EntityIdPath,
 ) -> Result<Response, Problem> {
-    let row = store::find(&app.pool, &building_id, AccessSystem::Salto).await?;
-    let view = match &row {
-        Some(row) => connections::salto_view(row).map_err(|e| unreadable(&e))?,
-        None => None,
-    };
-    let view = view.ok_or_else(|| not_connected(&app, &building_id, AccessSystem::Salto))?;
-    Ok(json_response(StatusCode::OK, &view, HeaderMap::new()))
+    show::<Salto>(&app, &building_id).await
 }
 
 /// Puts the building back on the deployment's default Salto.
@@ -256,33 +268,50 @@ pub async fn delete_salto(
     operator: Operator,
     EntityIdPath(building_id): EntityIdPath,
 ) -> Result<Response, Problem> {
-    disconnect(&app, &operator, &building_id, AccessSystem::Salto).await
+    disconnect::<Salto>(&app, &operator, &building_id).await
 }
 
-async fn disconnect(
+/// Stores `sealed` as the building's own connection to `S` and answers with it: 201 when the
+/// building had none of its own, 200 when it replaces one.
+async fn connect<S: SystemConnection>(
     app: &AppState,
     operator: &Operator,
     building_id: &str,
-    system: AccessSystem,
+    sealed: S::Sealed,
 ) -> Result<Response, Problem> {
-    let connected = store::find(&app.pool, building_id, system)
+    let settings = serde_json::to_value(&sealed).map_err(|e| Problem::internal(&e))?;
+    let event = S::changed(building_id.to_owned(), Some(sealed));
+    let (saved, row) = save(app, operator, building_id, S::SYSTEM, Some(settings), event).await?;
+    let view = S::view(&row).map_err(|e| unreadable(&e))?;
+    Ok(json_response(status_after(saved), &view, HeaderMap::new()))
+}
+
+/// The building's own connection to `S`, without its secrets; 404 when it has none.
+async fn show<S: SystemConnection>(app: &AppState, building_id: &str) -> Result<Response, Problem> {
+    let row = store::find(&app.pool, building_id, S::SYSTEM).await?;
+    let view = match &row {
+        Some(row) => S::view(row).map_err(|e| unreadable(&e))?,
+        None => None,
+    };
+    let view = view.ok_or_else(|| not_connected(app, building_id, S::SYSTEM))?;
+    Ok(json_response(StatusCode::OK, &view, HeaderMap::new()))
+}
+
+/// Puts the building back on the deployment's default `S`; 404 when it has no connection of its
+/// own.
+async fn disconnect<S: SystemConnection>(
+    app: &AppState,
+    operator: &Operator,
+    building_id: &str,
+) -> Result<Response, Problem> {
+    let connected = store::find(&app.pool, building_id, S::SYSTEM)
         .await?
         .is_some_and(|row| row.settings.is_some());
     if !connected {
-        return Err(not_connected(app, building_id, system));
+        return Err(not_connected(app, building_id, S::SYSTEM));
     }
-    let building_id_owned = building_id.to_owned();
-    let event = match system {
-        AccessSystem::Ipassan => Event::IpassanConnectionChanged(IpassanConnectionChange {
-            building_id: building_id_owned,
-            connection: None,
-        }),
-        AccessSystem::Salto => Event::SaltoConnectionChanged(SaltoConnectionChange {
-            building_id: building_id_owned,
-            connection: None,
-        }),
-    };
-    save(app, operator, building_id, system, None, event).await?;
+    let event = S::changed(building_id.to_owned(), None);
+    save(app, operator, building_id, S::SYSTEM, None, event).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

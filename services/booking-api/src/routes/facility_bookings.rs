@@ -2,38 +2,35 @@
 //! building-local day; salto-sync then puts the facility's zone on the apartment's Salto access
 //! level. Residents book and see only their own apartment's bookings; managers act for any
 //! apartment of their building. A facility or apartment without its Access Control ID cannot be
-//! booked: the 422 names what the manager must set.
+//! booked: the 422 names what the manager must set. What every booking shares (idempotency,
+//! `Prefer: wait`, the outbox) is in [`super::booking_core`]; this module holds what is a facility
+//! booking's own.
 
-use crate::auth::BuildingRole;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::visitor_bookings::key_reused;
-use super::{
-    BookingState, LIST_LIMIT, TimePatch, cancelled_problem, creation_headers, json_response,
-    registered_building, too_many_live_bookings, window_problem,
-};
-use crate::auth::Caller;
-use crate::domain::access::{AccessStatus, BookingKind};
+use super::booking_core::{self, BookingRoutes, BookingState, Changed, Refusal, window_problem};
+use super::registered_building;
+use crate::auth::{BuildingRole, Caller};
+use crate::domain::access::AccessStatus;
 use crate::domain::ids::{ApartmentId, FacilityId};
 use crate::domain::validation::FieldError;
-use crate::domain::window::{VisitWindow, WindowLimits};
-use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
-use crate::idempotency::{self, Claim};
+use crate::domain::window::{BookingWindow, WindowLimits};
+use crate::extract::{ApiJson, BookingIdPath};
 use crate::problem::{Problem, ProblemDetails};
-use crate::refusals::{self, MissingId, RefusedBooking, RefusedRequest};
+use crate::refusals::{self, RefusedBooking, RefusedRequest};
+use crate::settings::LimitsSettings;
 use crate::snapshot::{self, Change};
 use crate::state::AppState;
 use crate::store::buildings::BuildingRow;
-use crate::store::directory::{self, ApartmentRow, FacilityRow};
+use crate::store::directory::{self, ApartmentRow, FacilityRow, ResidentRow};
 use crate::store::facility_bookings::{self as store, FacilityBookingRow, NewFacilityBooking};
-
-const PATH: &str = "/v1/facility-bookings";
 
 /// A new facility booking.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -51,7 +48,8 @@ pub struct NewFacilityBookingRequest {
 
 /// Changeable fields of a facility booking, at least one (anything else is a 422
 /// `field_not_patchable` naming the field).
-// The document's shape of a PATCH; the handler reads the body as a [`TimePatch`].
+// The document's shape of a PATCH; the handler reads the body as a
+// [`booking_core::WindowPatch`].
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(min_properties = 1)]
@@ -96,40 +94,20 @@ pub struct FacilityBookingList {
 
 fn view(row: &FacilityBookingRow) -> FacilityBookingView {
     FacilityBookingView {
-        id: row.id,
-        state: row.state().into(),
-        starts_at: row.starts_at,
-        ends_at: row.ends_at,
+        id: row.booking.id,
+        state: row.booking.state().into(),
+        starts_at: row.booking.starts_at,
+        ends_at: row.booking.ends_at,
         facility_id: row.facility_id.clone(),
         apartment_id: row.apartment_id.clone(),
         access: FacilityAccessView {
-            status: row.access_status(),
-            reason: row.access_reason.clone(),
-            reason_code: row.access_reason_code.clone(),
+            status: row.booking.access_status(),
+            reason: row.booking.access_reason.clone(),
+            reason_code: row.booking.access_reason_code.clone(),
             held_by: row.access_held_by,
         },
-        version: row.version,
+        version: row.booking.version,
     }
-}
-
-/// 404 for another building's booking, 403 for another apartment's booking in the same building.
-fn check_scope(caller: &Caller, row: &FacilityBookingRow) -> Result<(), Problem> {
-    if caller.building_id.as_str() != row.building_id {
-        return Err(not_found());
-    }
-    if caller.role == BuildingRole::Resident
-        && caller.apartment_id.as_ref().map(ApartmentId::as_str) != Some(row.apartment_id.as_str())
-    {
-        return Err(Problem::forbidden(
-            "not_your_booking",
-            "residents can see and change only their apartment's bookings",
-        ));
-    }
-    Ok(())
-}
-
-fn not_found() -> Problem {
-    Problem::not_found("booking_not_found", "there is no such booking")
 }
 
 /// The apartment a new booking is for: residents book for their own, managers name one.
@@ -161,7 +139,7 @@ fn booking_apartment(
 
 /// The facility of a new booking, or 422 when the building has no such facility.
 async fn registered_facility(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     building_id: &str,
     facility_id: &str,
 ) -> Result<FacilityRow, Problem> {
@@ -178,7 +156,7 @@ async fn registered_facility(
 
 /// The apartment of a new booking, or 422 when the building has no such apartment.
 async fn registered_apartment(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     building_id: &str,
     apartment_id: &str,
 ) -> Result<ApartmentRow, Problem> {
@@ -193,167 +171,105 @@ async fn registered_apartment(
         })
 }
 
-/// Checks a window for a facility booking of `building`: ends after it starts, in the future, not
-/// too far ahead, and within one building-local day.
-fn facility_window(
-    building: &BuildingRow,
-    (starts_at, ends_at): (DateTime<Utc>, DateTime<Utc>),
-    limits: &WindowLimits,
-    blamed: &str,
-) -> Result<VisitWindow, Problem> {
-    let now = Utc::now();
-    let window = VisitWindow::new(starts_at, ends_at, now)
-        .and_then(|window| window.check_limits(limits, now).map(|()| window))
-        .map_err(|e| window_problem(&e, blamed))?;
-    let zone = building.zone().map_err(|e| Problem::internal(&e))?;
-    window
-        .check_representable(zone)
-        .and_then(|()| window.check_single_local_day(zone))
-        .map_err(|e| window_problem(&e, blamed))?;
-    Ok(window)
+/// The facility and the apartment a booking is of and for, with their building: each registered,
+/// read inside the booking's transaction.
+struct FacilityAndApartment {
+    building: BuildingRow,
+    facility: FacilityRow,
+    apartment: ApartmentRow,
 }
 
-/// The resident row of a resident caller, for `booked_by` (managers have none).
-async fn booker(
-    conn: &mut sqlx::PgConnection,
+impl FacilityAndApartment {
+    /// Reads what a booking of `facility_id` by `apartment_id` is made with, checking on the way
+    /// that `window` lies within one day of the building's clock (`blamed` names the field).
+    async fn look_up(
+        conn: &mut PgConnection,
+        building_id: &str,
+        (facility_id, apartment_id): (&str, &str),
+        window: &BookingWindow,
+        blamed: &str,
+    ) -> Result<Self, Problem> {
+        let building = registered_building(conn, building_id).await?;
+        let zone = building.zone()?;
+        window
+            .check_representable(zone)
+            .and_then(|()| window.check_single_local_day(zone))
+            .map_err(|e| window_problem(&e, blamed))?;
+        Ok(Self {
+            facility: registered_facility(conn, building_id, facility_id).await?,
+            apartment: registered_apartment(conn, building_id, apartment_id).await?,
+            building,
+        })
+    }
+
+    /// The Salto IDs the booking `reference` is made with now — (Zone ExtID, access level
+    /// ExtID) — or the refusal naming what a person must set up first (the IDs now in force apply
+    /// to every change: docs/architecture.md, "Services and what each owns").
+    async fn salto_ids(
+        &self,
+        app: &AppState,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        window: &BookingWindow,
+        reference: Uuid,
+    ) -> Result<(String, String), Refusal> {
+        let salto_reachable = self.building.salto_connected || app.defaults.salto;
+        let missing = match refusals::facility_access(
+            &self.building,
+            salto_reachable,
+            &self.facility,
+            &self.apartment,
+        ) {
+            Ok(ids) => return Ok(ids),
+            Err(missing) => missing,
+        };
+        let booking = RefusedBooking::Facility {
+            facility: self.facility.clone(),
+            apartment_id: self.apartment.id.clone(),
+            booked_by: booked_by(conn, caller).await?,
+        };
+        let refused = RefusedRequest::new(reference, &self.building, window, missing, booking)?;
+        Err(Refusal::MissingSetup(Box::new(refused)))
+    }
+
+    /// The change committed with the event that announces it.
+    async fn announce(
+        &self,
+        conn: &mut PgConnection,
+        change: Change,
+        row: FacilityBookingRow,
+    ) -> Result<Changed<FacilityBookingRow>, Problem> {
+        let booker = booker_resident(conn, &row).await?;
+        let event = snapshot::facility_envelope(
+            change,
+            &self.building,
+            &self.facility,
+            &row,
+            booker.as_ref(),
+        )?;
+        Ok(Changed { row, event })
+    }
+}
+
+/// The resident who made the booking, for `booked_by` (a manager's booking has none).
+async fn booker_resident(
+    conn: &mut PgConnection,
     row: &FacilityBookingRow,
-) -> Result<Option<directory::ResidentRow>, Problem> {
-    if row.booked_by_role != "resident" {
+) -> Result<Option<ResidentRow>, Problem> {
+    if row.booking.booked_by_role != "resident" {
         return Ok(None);
     }
-    Ok(directory::find_resident(conn, &row.building_id, &row.booked_by_user_id).await?)
-}
-
-/// Creates a facility booking.
-#[utoipa::path(
-    post, path = "/v1/facility-bookings", tag = "facility bookings", operation_id = "create_facility_booking",
-    request_body = NewFacilityBookingRequest,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r#"^"?[!-~]{1,255}"?$"#, description = "1 to 255 visible ASCII characters (optionally in double quotes). The same key and body within 24 h answers with the first booking (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`"),
-        ("Prefer" = Option<String>, Header, nullable = false, description = "`wait=N` (N ≤ 10): wait up to N seconds for the access outcome; anything else is ignored"),
-    ),
-    responses(
-        (status = 201, description = "Booked (or the booking this key made before)", body = FacilityBookingView, headers(
-            ("Location" = String, description = "The booking: `/v1/facility-bookings/{id}`"),
-            ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same `Idempotency-Key`"),
-            ("Preference-Applied" = String, description = "`wait=N` when `Prefer: wait` was honoured"),
-        )),
-        (status = 403, description = "`not_your_apartment`: a resident booking for another apartment", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn create(
-    State(app): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: ApiJson<NewFacilityBookingRequest>,
-) -> Result<Response, Problem> {
-    app.write_limiter.admit(&caller)?;
-    let idempotency_key = IdempotencyKey::from_headers(&headers)?;
-    let wait = preferred_wait(&headers);
-    let request = body.value;
-    let (starts_at, ends_at) = (
-        request.starts_at.with_timezone(&Utc),
-        request.ends_at.with_timezone(&Utc),
-    );
-    let now = Utc::now();
-    VisitWindow::new(starts_at, ends_at, now)
-        .and_then(|window| window.check_limits(&app.limits.facilities(), now))
-        .map_err(|e| window_problem(&e, "ends_at"))?;
-    let apartment_id = booking_apartment(&caller, request.apartment_id.as_ref())?;
-    let building_id = caller.building_id.as_str();
-    let booking_id = Uuid::new_v4();
-
-    let mut tx = app.pool.begin().await?;
-    if let Some(key) = &idempotency_key {
-        let hash = idempotency::fingerprint("POST", PATH, &body.raw);
-        match idempotency::claim(
-            &mut tx,
-            &caller,
-            key,
-            &hash,
-            BookingKind::Facility,
-            booking_id,
-        )
-        .await?
-        {
-            Claim::Fresh => {}
-            Claim::Replay {
-                kind: BookingKind::Facility,
-                booking_id,
-            } => {
-                tx.rollback().await?;
-                return respond(&app, booking_id, true, wait).await;
-            }
-            Claim::Replay { .. } | Claim::Mismatch => return Err(key_reused()),
-        }
-    }
-    let building = registered_building(&mut tx, building_id).await?;
-    let window = facility_window(
-        &building,
-        (starts_at, ends_at),
-        &app.limits.facilities(),
-        "ends_at",
-    )?;
-    let facility = registered_facility(&mut tx, building_id, request.facility_id.as_str()).await?;
-    let apartment = registered_apartment(&mut tx, building_id, apartment_id.as_str()).await?;
-    if caller.role == BuildingRole::Resident {
-        let live =
-            store::lock_and_count_live_of_resident(&mut tx, building_id, &caller.user_id).await?;
-        if live >= i64::from(app.limits.max_live_bookings) {
-            return Err(too_many_live_bookings(
-                "facility",
-                app.limits.max_live_bookings,
-            ));
-        }
-    }
-    let salto_reachable = building.salto_connected || app.defaults.salto;
-    let (zone_id, access_level_id) =
-        match refusals::facility_access(&building, salto_reachable, &facility, &apartment) {
-            Ok(ids) => ids,
-            Err(missing) => {
-                let problem = refuse(
-                    &app, tx, &caller, &building, &facility, &apartment, &window, booking_id,
-                    missing,
-                );
-                return Err(problem.await);
-            }
-        };
-    let row = store::insert(
-        &mut tx,
-        &NewFacilityBooking {
-            id: booking_id,
-            building_id,
-            facility_id: &facility.id,
-            apartment_id: &apartment.id,
-            zone_id: &zone_id,
-            access_level_id: &access_level_id,
-            window,
-            booked_by_user_id: &caller.user_id,
-            booked_by_role: caller.role.into(),
-        },
+    Ok(directory::find_resident(
+        conn,
+        &row.booking.building_id,
+        &row.booking.booked_by_user_id,
     )
-    .await?;
-    let booked_by = booker(&mut tx, &row).await?;
-    let envelope = snapshot::facility_envelope(
-        Change::Created,
-        &building,
-        &facility,
-        &row,
-        booked_by.as_ref(),
-    )
-    .map_err(|e| Problem::internal(&e))?;
-    crate::outbox::enqueue(&mut tx, &envelope).await?;
-    tx.commit().await?;
-    tracing::info!(booking_id = %row.id, version = row.version, facility_id = %row.facility_id, "facility booking created");
-    respond(&app, row.id, false, wait).await
+    .await?)
 }
 
 /// Who is booking, as the manager's email names them.
 async fn booked_by(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     caller: &Caller,
 ) -> Result<contracts::BookedBy, Problem> {
     let resident = match caller.role {
@@ -370,78 +286,197 @@ async fn booked_by(
     })
 }
 
-/// The answer to a booking refused because `missing` is not set: the request's transaction is
-/// rolled back (nothing of the booking is written, and its connection is free before the
-/// managers' note takes one), the managers are told (once a day per missing ID), and the booker
-/// gets the 422 naming what is missing.
-#[allow(clippy::too_many_arguments)]
-async fn refuse(
-    app: &AppState,
-    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    caller: &Caller,
-    building: &BuildingRow,
-    facility: &FacilityRow,
-    apartment: &ApartmentRow,
-    window: &VisitWindow,
-    reference: Uuid,
-    missing: MissingId,
-) -> Problem {
-    let booked_by = match booked_by(&mut tx, caller).await {
-        Ok(booked_by) => booked_by,
-        Err(problem) => return problem,
-    };
-    if let Err(error) = tx.rollback().await {
-        return Problem::from(error);
-    }
-    let zone = match building.zone() {
-        Ok(zone) => zone,
-        Err(error) => return Problem::internal(&error),
-    };
-    refusals::refuse_and_tell(
-        &app.pool,
-        RefusedRequest {
-            reference,
-            building,
-            window: window.in_zone(zone),
-            missing: &missing,
-            booking: RefusedBooking::Facility {
-                facility,
-                apartment_id: &apartment.id,
-                booked_by,
-            },
-        },
-    )
-    .await;
-    missing.problem()
+/// A creation request once its fields are checked.
+pub struct CheckedFacilityBooking {
+    facility_id: FacilityId,
+    apartment_id: ApartmentId,
+    window: BookingWindow,
 }
 
-async fn respond(
-    app: &AppState,
-    booking_id: Uuid,
-    replayed: bool,
-    wait: Option<std::time::Duration>,
-) -> Result<Response, Problem> {
-    let load = || async {
-        store::find(&app.pool, booking_id)
-            .await?
-            .ok_or_else(|| sqlx::Error::RowNotFound)
-    };
-    let row = match wait {
-        Some(wait) => {
-            crate::waiting::while_pending(
-                &app.notifications,
-                &app.shutdown,
-                booking_id,
-                wait,
-                load,
-                |row: &FacilityBookingRow| row.access_status() == AccessStatus::Pending,
+/// Facility bookings in the shared booking core.
+pub struct FacilityBookings;
+
+impl BookingRoutes for FacilityBookings {
+    type Row = FacilityBookingRow;
+    type View = FacilityBookingView;
+    type List = FacilityBookingList;
+    type NewRequest = NewFacilityBookingRequest;
+    type CheckedRequest = CheckedFacilityBooking;
+
+    const PATH: &'static str = "/v1/facility-bookings";
+    const NAME: &'static str = "facility";
+    const NOT_YOURS: &'static str = "residents can see and change only their apartment's bookings";
+
+    fn is_residents_own(caller: &Caller, row: &FacilityBookingRow) -> bool {
+        caller.apartment_id.as_ref().map(ApartmentId::as_str) == Some(row.apartment_id.as_str())
+    }
+
+    fn view(_caller: &Caller, row: &FacilityBookingRow) -> FacilityBookingView {
+        view(row)
+    }
+
+    fn list(items: Vec<FacilityBookingView>) -> FacilityBookingList {
+        FacilityBookingList { items }
+    }
+
+    fn listed_owner(caller: &Caller) -> Option<String> {
+        match caller.role {
+            BuildingRole::Resident => caller.apartment_id.as_ref().map(|a| a.as_str().to_owned()),
+            BuildingRole::Manager => None,
+        }
+    }
+
+    fn window_limits(limits: &LimitsSettings) -> WindowLimits {
+        limits.facilities()
+    }
+
+    fn check_request(
+        caller: &Caller,
+        request: NewFacilityBookingRequest,
+        limits: &WindowLimits,
+        now: DateTime<Utc>,
+    ) -> Result<CheckedFacilityBooking, Problem> {
+        let window = BookingWindow::within_limits(
+            request.starts_at.with_timezone(&Utc),
+            request.ends_at.with_timezone(&Utc),
+            limits,
+            now,
+        )
+        .map_err(|e| window_problem(&e, "ends_at"))?;
+        let apartment_id = booking_apartment(caller, request.apartment_id.as_ref())?;
+        Ok(CheckedFacilityBooking {
+            facility_id: request.facility_id,
+            apartment_id,
+            window,
+        })
+    }
+
+    async fn create(
+        app: &AppState,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        request: CheckedFacilityBooking,
+        booking_id: Uuid,
+    ) -> Result<Changed<FacilityBookingRow>, Refusal> {
+        let building_id = caller.building_id.as_str();
+        let target = FacilityAndApartment::look_up(
+            conn,
+            building_id,
+            (request.facility_id.as_str(), request.apartment_id.as_str()),
+            &request.window,
+            "ends_at",
+        )
+        .await?;
+        if caller.role == BuildingRole::Resident {
+            let live =
+                store::lock_and_count_live_of_resident(conn, building_id, &caller.user_id).await?;
+            booking_core::check_live_bookings::<Self>(live, &app.limits)?;
+        }
+        let (zone_id, access_level_id) = target
+            .salto_ids(app, conn, caller, &request.window, booking_id)
+            .await?;
+        let new = NewFacilityBooking {
+            booking: booking_core::new_booking(caller, booking_id, request.window),
+            facility_id: &target.facility.id,
+            apartment_id: &target.apartment.id,
+            zone_id: &zone_id,
+            access_level_id: &access_level_id,
+        };
+        let row = store::insert(conn, &new).await?;
+        Ok(target.announce(conn, Change::Created, row).await?)
+    }
+
+    async fn reschedule(
+        app: &AppState,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        row: FacilityBookingRow,
+        window: BookingWindow,
+        blamed: &'static str,
+    ) -> Result<Changed<FacilityBookingRow>, Refusal> {
+        let ids = (row.facility_id.as_str(), row.apartment_id.as_str());
+        let target =
+            FacilityAndApartment::look_up(conn, &row.booking.building_id, ids, &window, blamed)
+                .await?;
+        let (zone_id, access_level_id) = target
+            .salto_ids(app, conn, caller, &window, row.booking.id)
+            .await?;
+        let rescheduled =
+            store::reschedule(conn, row.booking.id, window, &zone_id, &access_level_id).await?;
+        Ok(target
+            .announce(conn, Change::Rescheduled, rescheduled)
+            .await?)
+    }
+
+    async fn cancel(
+        conn: &mut PgConnection,
+        row: FacilityBookingRow,
+    ) -> Result<Changed<FacilityBookingRow>, Problem> {
+        let stored = || Problem::internal(&sqlx::Error::RowNotFound);
+        let target = FacilityAndApartment {
+            building: registered_building(conn, &row.booking.building_id).await?,
+            facility: directory::find_facility(
+                &mut *conn,
+                &row.booking.building_id,
+                &row.facility_id,
             )
             .await?
-        }
-        None => load().await?,
-    };
-    let headers = creation_headers(&format!("{PATH}/{}", row.id), replayed, wait);
-    Ok(json_response(StatusCode::CREATED, &view(&row), headers))
+            .ok_or_else(stored)?,
+            apartment: directory::find_apartment(
+                &mut *conn,
+                &row.booking.building_id,
+                &row.apartment_id,
+            )
+            .await?
+            .ok_or_else(stored)?,
+        };
+        // A cancellation must always go through: when a manager has since unset an ID, the one
+        // the booking was last announced with is used.
+        let zone_id = target
+            .facility
+            .access_control_facility_id
+            .clone()
+            .unwrap_or_else(|| row.zone_id.clone());
+        let access_level_id = target
+            .apartment
+            .access_control_id
+            .clone()
+            .unwrap_or_else(|| row.access_level_id.clone());
+        let cancelled = store::cancel(conn, row.booking.id, &zone_id, &access_level_id).await?;
+        target.announce(conn, Change::Cancelled, cancelled).await
+    }
+
+    fn log_committed(change: Change, row: &FacilityBookingRow) {
+        tracing::info!(
+            booking_id = %row.booking.id, version = row.booking.version, facility_id = %row.facility_id,
+            "facility booking {change}"
+        );
+    }
+}
+
+/// Creates a facility booking.
+#[utoipa::path(
+    post, path = "/v1/facility-bookings", tag = "facility bookings", operation_id = "create_facility_booking",
+    request_body = NewFacilityBookingRequest,
+    params(booking_core::CreationHeaders),
+    responses(
+        (status = 201, description = "Booked (or the booking this key made before)", body = FacilityBookingView, headers(
+            ("Location" = String, description = "The booking: `/v1/facility-bookings/{id}`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same `Idempotency-Key`"),
+            ("Preference-Applied" = String, description = "`wait=N` when `Prefer: wait` was honoured"),
+        )),
+        (status = 403, description = "`not_your_apartment`: a resident booking for another apartment", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["resident", "manager"]))
+)]
+pub async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: ApiJson<NewFacilityBookingRequest>,
+) -> Result<Response, Problem> {
+    booking_core::create::<FacilityBookings>(&app, &caller, &headers, body).await
 }
 
 /// Lists facility bookings: a resident's apartment's, or all of the manager's building.
@@ -453,23 +488,7 @@ async fn respond(
     security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    let apartment = match caller.role {
-        BuildingRole::Resident => caller.apartment_id.as_ref().map(ApartmentId::as_str),
-        BuildingRole::Manager => None,
-    };
-    let rows = store::list(
-        &app.pool,
-        caller.building_id.as_str(),
-        apartment,
-        LIST_LIMIT,
-    )
-    .await?;
-    let items = rows.iter().map(view).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &FacilityBookingList { items },
-        HeaderMap::new(),
-    ))
+    booking_core::list::<FacilityBookings>(&app, &caller).await
 }
 
 /// Shows one facility booking.
@@ -487,9 +506,7 @@ pub async fn get(
     caller: Caller,
     BookingIdPath(id): BookingIdPath,
 ) -> Result<Response, Problem> {
-    let row = store::find(&app.pool, id).await?.ok_or_else(not_found)?;
-    check_scope(&caller, &row)?;
-    Ok(json_response(StatusCode::OK, &view(&row), HeaderMap::new()))
+    booking_core::get::<FacilityBookings>(&app, &caller, id).await
 }
 
 /// Moves a facility booking's window; only `starts_at` and `ends_at` may change.
@@ -502,7 +519,6 @@ pub async fn get(
         (status = 403, description = "`not_your_booking`: another apartment's booking", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "`booking_cancelled`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Refused: `field_not_patchable`, `empty_patch`, a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["resident", "manager"]))
 )]
@@ -512,61 +528,7 @@ pub async fn patch(
     BookingIdPath(id): BookingIdPath,
     body: ApiJson<Value>,
 ) -> Result<Response, Problem> {
-    app.write_limiter.admit(&caller)?;
-    let patch = TimePatch::from_body(&body.value)?;
-    let mut tx = app.pool.begin().await?;
-    let row = store::find_for_update(&mut tx, id)
-        .await?
-        .ok_or_else(not_found)?;
-    check_scope(&caller, &row)?;
-    if row.state() == contracts::BookingState::Cancelled {
-        return Err(cancelled_problem());
-    }
-    let starts_at = patch.starts_at.unwrap_or(row.starts_at);
-    let ends_at = patch.ends_at.unwrap_or(row.ends_at);
-    if (starts_at, ends_at) == (row.starts_at, row.ends_at) {
-        tx.rollback().await?;
-        return Ok(json_response(StatusCode::OK, &view(&row), HeaderMap::new()));
-    }
-    let building = registered_building(&mut tx, &row.building_id).await?;
-    let window = facility_window(
-        &building,
-        (starts_at, ends_at),
-        &app.limits.facilities(),
-        patch.blamed_field(),
-    )?;
-    // The IDs now in force apply to this change (docs/architecture.md, "Services and what each owns": a changed ID affects later operations).
-    let facility = registered_facility(&mut tx, &row.building_id, &row.facility_id).await?;
-    let apartment = registered_apartment(&mut tx, &row.building_id, &row.apartment_id).await?;
-    let salto_reachable = building.salto_connected || app.defaults.salto;
-    let (zone_id, access_level_id) =
-        match refusals::facility_access(&building, salto_reachable, &facility, &apartment) {
-            Ok(ids) => ids,
-            Err(missing) => {
-                let problem = refuse(
-                    &app, tx, &caller, &building, &facility, &apartment, &window, id, missing,
-                );
-                return Err(problem.await);
-            }
-        };
-    let updated = store::reschedule(&mut tx, id, window, &zone_id, &access_level_id).await?;
-    let booked_by = booker(&mut tx, &updated).await?;
-    let envelope = snapshot::facility_envelope(
-        Change::Rescheduled,
-        &building,
-        &facility,
-        &updated,
-        booked_by.as_ref(),
-    )
-    .map_err(|e| Problem::internal(&e))?;
-    crate::outbox::enqueue(&mut tx, &envelope).await?;
-    tx.commit().await?;
-    tracing::info!(booking_id = %id, version = updated.version, "facility booking rescheduled");
-    Ok(json_response(
-        StatusCode::OK,
-        &view(&updated),
-        HeaderMap::new(),
-    ))
+    booking_core::reschedule::<FacilityBookings>(&app, &caller, id, &body.value).await
 }
 
 /// Cancels a facility booking (cancelling again changes nothing).
@@ -576,7 +538,6 @@ pub async fn patch(
     responses(
         (status = 200, description = "Cancelled (cancelling again changes nothing)", body = FacilityBookingView),
         (status = 403, description = "`not_your_booking`: another apartment's booking", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["resident", "manager"]))
 )]
@@ -585,51 +546,7 @@ pub async fn cancel(
     caller: Caller,
     BookingIdPath(id): BookingIdPath,
 ) -> Result<Response, Problem> {
-    app.write_limiter.admit(&caller)?;
-    let mut tx = app.pool.begin().await?;
-    let row = store::find_for_update(&mut tx, id)
-        .await?
-        .ok_or_else(not_found)?;
-    check_scope(&caller, &row)?;
-    if row.state() == contracts::BookingState::Cancelled {
-        tx.rollback().await?;
-        return Ok(json_response(StatusCode::OK, &view(&row), HeaderMap::new()));
-    }
-    let building = registered_building(&mut tx, &row.building_id).await?;
-    let facility = directory::find_facility(&mut *tx, &row.building_id, &row.facility_id)
-        .await?
-        .ok_or_else(|| Problem::internal(&sqlx::Error::RowNotFound))?;
-    let apartment = directory::find_apartment(&mut *tx, &row.building_id, &row.apartment_id)
-        .await?
-        .ok_or_else(|| Problem::internal(&sqlx::Error::RowNotFound))?;
-    // A cancellation must always go through: when a manager has since unset an ID, the one the
-    // booking was last announced with is used.
-    let zone_id = facility
-        .access_control_facility_id
-        .clone()
-        .unwrap_or_else(|| row.zone_id.clone());
-    let access_level_id = apartment
-        .access_control_id
-        .clone()
-        .unwrap_or_else(|| row.access_level_id.clone());
-    let cancelled = store::cancel(&mut tx, id, &zone_id, &access_level_id).await?;
-    let booked_by = booker(&mut tx, &cancelled).await?;
-    let envelope = snapshot::facility_envelope(
-        Change::Cancelled,
-        &building,
-        &facility,
-        &cancelled,
-        booked_by.as_ref(),
-    )
-    .map_err(|e| Problem::internal(&e))?;
-    crate::outbox::enqueue(&mut tx, &envelope).await?;
-    tx.commit().await?;
-    tracing::info!(booking_id = %id, version = cancelled.version, "facility booking cancelled");
-    Ok(json_response(
-        StatusCode::OK,
-        &view(&cancelled),
-        HeaderMap::new(),
-    ))
+    booking_core::cancel::<FacilityBookings>(&app, &caller, id).await
 }
 
 #[cfg(test)]

@@ -1,36 +1,34 @@
 //! `/v1/visitor-bookings`: a resident expects a visitor; with `provide_access` the visitor gets a
 //! PIN from iPassan (via ipassan-sync). Residents see and change only their own bookings, managers
-//! those of their building. Every change stores its event in the same transaction (outbox).
+//! those of their building. What every booking shares (idempotency, `Prefer: wait`, the outbox) is
+//! in [`super::booking_core`]; this module holds what is a visit's own: its body and checks, the
+//! resident it is for, iPassan's preconditions and the event it announces.
 
-use crate::auth::BuildingRole;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{
-    BookingState, LIST_LIMIT, TimePatch, building_not_registered, cancelled_problem,
-    creation_headers, json_response, too_many_live_bookings, window_problem,
-};
-use crate::auth::Caller;
-use crate::domain::access::{AccessStatus, BookingKind};
+use super::booking_core::{self, BookingRoutes, BookingState, Changed, Refusal, window_problem};
+use super::building_not_registered;
+use crate::auth::{BuildingRole, Caller};
+use crate::domain::access::AccessStatus;
 use crate::domain::ids::ResidentId;
 use crate::domain::validation::{self, FieldError, FieldErrors};
-use crate::domain::window::{VisitWindow, WindowError, WindowLimits};
-use crate::extract::{ApiJson, BookingIdPath, IdempotencyKey, preferred_wait};
-use crate::idempotency::{self, Claim};
+use crate::domain::window::{BookingWindow, WindowLimits};
+use crate::extract::{ApiJson, BookingIdPath};
 use crate::problem::{Problem, ProblemDetails};
-use crate::refusals::{self, MissingId, RefusedBooking, RefusedRequest};
+use crate::refusals::{MissingSetup, RefusedBooking, RefusedRequest};
+use crate::settings::LimitsSettings;
 use crate::snapshot::{self, Change};
 use crate::state::AppState;
 use crate::store::buildings::BuildingRow;
 use crate::store::directory::{self, ResidentRow};
 use crate::store::visitor_bookings::{self as store, NewVisitorBooking, VisitorBookingRow};
-
-const PATH: &str = "/v1/visitor-bookings";
 
 /// A new visitor booking.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -64,7 +62,8 @@ pub struct VisitorInput {
 
 /// Changeable fields of a visitor booking, at least one (anything else is a 422
 /// `field_not_patchable` naming the field).
-// The document's shape of a PATCH; the handler reads the body as a [`TimePatch`].
+// The document's shape of a PATCH; the handler reads the body as a
+// [`booking_core::WindowPatch`].
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(min_properties = 1)]
@@ -127,7 +126,7 @@ pub struct VisitorBookingList {
 
 /// The PIN is for the booking's resident and the building's managers only.
 fn may_see_pin(caller: &Caller, row: &VisitorBookingRow) -> bool {
-    caller.building_id.as_str() == row.building_id
+    caller.building_id.as_str() == row.booking.building_id
         && match caller.role {
             BuildingRole::Manager => true,
             BuildingRole::Resident => caller.user_id == row.resident_id,
@@ -136,10 +135,10 @@ fn may_see_pin(caller: &Caller, row: &VisitorBookingRow) -> bool {
 
 fn view(caller: &Caller, row: &VisitorBookingRow) -> VisitorBookingView {
     VisitorBookingView {
-        id: row.id,
-        state: row.state().into(),
-        starts_at: row.starts_at,
-        ends_at: row.ends_at,
+        id: row.booking.id,
+        state: row.booking.state().into(),
+        starts_at: row.booking.starts_at,
+        ends_at: row.booking.ends_at,
         visitor: VisitorView {
             name: row.visitor_name.clone(),
             email: row.visitor_email.clone(),
@@ -147,59 +146,44 @@ fn view(caller: &Caller, row: &VisitorBookingRow) -> VisitorBookingView {
         provide_access: row.provide_access,
         resident_id: row.resident_id.clone(),
         access: VisitorAccessView {
-            status: row.access_status(),
+            status: row.booking.access_status(),
             pin: if may_see_pin(caller, row) {
                 row.access_pin.clone()
             } else {
                 None
             },
-            reason: row.access_reason.clone(),
-            reason_code: row.access_reason_code.clone(),
+            reason: row.booking.access_reason.clone(),
+            reason_code: row.booking.access_reason_code.clone(),
         },
-        version: row.version,
+        version: row.booking.version,
     }
-}
-
-/// 404 for another building's booking (its existence is not revealed), 403 for another
-/// resident's booking in the same building.
-fn check_scope(caller: &Caller, row: &VisitorBookingRow) -> Result<(), Problem> {
-    if caller.building_id.as_str() != row.building_id {
-        return Err(Problem::not_found(
-            "booking_not_found",
-            "there is no such booking",
-        ));
-    }
-    if caller.role == BuildingRole::Resident && caller.user_id != row.resident_id {
-        return Err(Problem::forbidden(
-            "not_your_booking",
-            "residents can see and change only their own bookings",
-        ));
-    }
-    Ok(())
 }
 
 /// What a creation request says once its fields are checked.
-struct CheckedVisit {
+pub struct CheckedVisit {
     visitor_name: String,
     visitor_email: String,
-    window: VisitWindow,
+    window: BookingWindow,
+    provide_access: bool,
+    /// The resident the visitor comes to.
+    resident_id: String,
 }
 
-fn check_new(
+/// Checks a new visit's fields, naming every one at fault.
+fn check_fields(
     request: &NewVisitorBookingRequest,
     limits: &WindowLimits,
     now: DateTime<Utc>,
-) -> Result<CheckedVisit, Problem> {
+) -> Result<(String, String, BookingWindow), Problem> {
     let mut errors = FieldErrors::new();
     let visitor_name = errors.check("visitor.name", validation::name(&request.visitor.name));
     let visitor_email = errors.check("visitor.email", validation::email(&request.visitor.email));
-    let window = match VisitWindow::new(
+    let window = match BookingWindow::within_limits(
         request.starts_at.with_timezone(&Utc),
         request.ends_at.with_timezone(&Utc),
+        limits,
         now,
-    )
-    .and_then(|window| window.check_limits(limits, now).map(|()| window))
-    {
+    ) {
         Ok(window) => Some(window),
         Err(error) => {
             errors.push(FieldError::new(
@@ -212,11 +196,7 @@ fn check_new(
     };
     match (visitor_name, visitor_email, window) {
         (Some(visitor_name), Some(visitor_email), Some(window)) if errors.is_empty() => {
-            Ok(CheckedVisit {
-                visitor_name,
-                visitor_email,
-                window,
-            })
+            Ok((visitor_name, visitor_email, window))
         }
         _ => Err(Problem::validation(errors.into_vec())),
     }
@@ -224,13 +204,12 @@ fn check_new(
 
 /// 422 `window_not_representable` when the building's wall clock runs backwards across the window.
 fn representable(
-    window: &VisitWindow,
+    window: &BookingWindow,
     building: &BuildingRow,
     blamed: &str,
 ) -> Result<(), Problem> {
-    let zone = building.zone().map_err(|e| Problem::internal(&e))?;
     window
-        .check_representable(zone)
+        .check_representable(building.zone()?)
         .map_err(|e| window_problem(&e, blamed))
 }
 
@@ -264,59 +243,50 @@ fn not_synced(resident: &ResidentRow) -> Problem {
     )
 }
 
-/// Whether visitor access can be given at all: the building has its own iPassan connection, or
-/// the deployment has a default one.
-fn ipassan_reachable(app: &AppState, building: &BuildingRow) -> bool {
-    building.ipassan_connected || app.defaults.ipassan
-}
-
-/// A visit with access refused because the building is connected to no iPassan.
-struct RefusedVisit<'a> {
+/// What a visit is, for the check of the access it asks for.
+struct Visit<'a> {
+    /// The booking's id (or the id it would have had).
     reference: Uuid,
-    building: &'a BuildingRow,
-    resident: &'a ResidentRow,
     visitor_name: &'a str,
-    window: VisitWindow,
+    window: &'a BookingWindow,
+    provide_access: bool,
 }
 
-/// The answer to a visit refused for want of an iPassan: the request's transaction is rolled back
-/// (nothing is written), the managers are told (once a day), and the resident gets the 422.
-async fn refuse_unconnected(
+/// Checks that the building can give the access a visit asks for: it must be connected to an
+/// iPassan (its own or the deployment's default), else the visit is refused and the managers are
+/// told. A resident with no iPassan person is a plain 422: only a manager's change of the
+/// resident helps.
+fn check_access(
     app: &AppState,
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    refused: RefusedVisit<'_>,
-) -> Problem {
-    let missing = MissingId::IpassanConnection {
-        building_id: refused.building.id.clone(),
-    };
-    if let Err(error) = tx.rollback().await {
-        return Problem::from(error);
+    building: &BuildingRow,
+    resident: &ResidentRow,
+    visit: Visit<'_>,
+) -> Result<(), Refusal> {
+    if !visit.provide_access {
+        return Ok(());
     }
-    let zone = match refused.building.zone() {
-        Ok(zone) => zone,
-        Err(error) => return Problem::internal(&error),
-    };
-    refusals::refuse_and_tell(
-        &app.pool,
-        RefusedRequest {
-            reference: refused.reference,
-            building: refused.building,
-            window: refused.window.in_zone(zone),
-            missing: &missing,
-            booking: RefusedBooking::Visit {
-                resident: refused.resident,
-                visitor_name: refused.visitor_name,
-            },
-        },
-    )
-    .await;
-    missing.problem()
+    if !(building.ipassan_connected || app.defaults.ipassan) {
+        let missing = MissingSetup::IpassanConnection {
+            building_id: building.id.clone(),
+        };
+        let booking = RefusedBooking::Visit {
+            resident: resident.clone(),
+            visitor_name: visit.visitor_name.to_owned(),
+        };
+        let refused =
+            RefusedRequest::new(visit.reference, building, visit.window, missing, booking)?;
+        return Err(Refusal::MissingSetup(Box::new(refused)));
+    }
+    if resident.ipassan_person_id.is_none() {
+        return Err(not_synced(resident).into());
+    }
+    Ok(())
 }
 
 /// The caller's building (422 `building_not_registered`) and the booking's resident in it (422
 /// `unknown_resident`), in one query.
 async fn building_and_resident(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     building_id: &str,
     resident_id: &str,
 ) -> Result<(BuildingRow, ResidentRow), Problem> {
@@ -337,14 +307,149 @@ fn unknown_resident(resident_id: &str) -> Problem {
     .with_field("resident_id")
 }
 
+/// The change committed with the event that announces it.
+fn announced(
+    change: Change,
+    building: &BuildingRow,
+    resident: &ResidentRow,
+    row: VisitorBookingRow,
+) -> Result<Changed<VisitorBookingRow>, Problem> {
+    let event = snapshot::visitor_envelope(change, building, resident, &row)?;
+    Ok(Changed { row, event })
+}
+
+/// Visitor bookings in the shared booking core.
+pub struct VisitorBookings;
+
+impl BookingRoutes for VisitorBookings {
+    type Row = VisitorBookingRow;
+    type View = VisitorBookingView;
+    type List = VisitorBookingList;
+    type NewRequest = NewVisitorBookingRequest;
+    type CheckedRequest = CheckedVisit;
+
+    const PATH: &'static str = "/v1/visitor-bookings";
+    const NAME: &'static str = "visitor";
+    const NOT_YOURS: &'static str = "residents can see and change only their own bookings";
+
+    fn is_residents_own(caller: &Caller, row: &VisitorBookingRow) -> bool {
+        caller.user_id == row.resident_id
+    }
+
+    fn view(caller: &Caller, row: &VisitorBookingRow) -> VisitorBookingView {
+        view(caller, row)
+    }
+
+    fn list(items: Vec<VisitorBookingView>) -> VisitorBookingList {
+        VisitorBookingList { items }
+    }
+
+    fn listed_owner(caller: &Caller) -> Option<String> {
+        caller.resident_id().map(|r| r.as_str().to_owned())
+    }
+
+    fn window_limits(limits: &LimitsSettings) -> WindowLimits {
+        limits.visits()
+    }
+
+    fn check_request(
+        caller: &Caller,
+        request: NewVisitorBookingRequest,
+        limits: &WindowLimits,
+        now: DateTime<Utc>,
+    ) -> Result<CheckedVisit, Problem> {
+        let (visitor_name, visitor_email, window) = check_fields(&request, limits, now)?;
+        let resident_id = booking_resident(caller, request.resident_id.as_ref())?;
+        Ok(CheckedVisit {
+            visitor_name,
+            visitor_email,
+            window,
+            provide_access: request.provide_access,
+            resident_id,
+        })
+    }
+
+    async fn create(
+        app: &AppState,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        request: CheckedVisit,
+        booking_id: Uuid,
+    ) -> Result<Changed<VisitorBookingRow>, Refusal> {
+        let building_id = caller.building_id.as_str();
+        let (building, resident) =
+            building_and_resident(conn, building_id, &request.resident_id).await?;
+        representable(&request.window, &building, "ends_at")?;
+        let visit = Visit {
+            reference: booking_id,
+            visitor_name: &request.visitor_name,
+            window: &request.window,
+            provide_access: request.provide_access,
+        };
+        check_access(app, &building, &resident, visit)?;
+        let live = store::lock_and_count_live(conn, building_id, &resident.id).await?;
+        booking_core::check_live_bookings::<Self>(live, &app.limits)?;
+        let new = NewVisitorBooking {
+            booking: booking_core::new_booking(caller, booking_id, request.window),
+            resident_id: &resident.id,
+            visitor_name: &request.visitor_name,
+            visitor_email: &request.visitor_email,
+            provide_access: request.provide_access,
+        };
+        let row = store::insert(conn, &new).await?;
+        Ok(announced(Change::Created, &building, &resident, row)?)
+    }
+
+    async fn reschedule(
+        app: &AppState,
+        conn: &mut PgConnection,
+        _caller: &Caller,
+        row: VisitorBookingRow,
+        window: BookingWindow,
+        blamed: &'static str,
+    ) -> Result<Changed<VisitorBookingRow>, Refusal> {
+        let (building, resident) =
+            building_and_resident(conn, &row.booking.building_id, &row.resident_id).await?;
+        representable(&window, &building, blamed)?;
+        let visit = Visit {
+            reference: row.booking.id,
+            visitor_name: &row.visitor_name,
+            window: &window,
+            provide_access: row.provide_access,
+        };
+        check_access(app, &building, &resident, visit)?;
+        let rescheduled = store::reschedule(conn, row.booking.id, window).await?;
+        Ok(announced(
+            Change::Rescheduled,
+            &building,
+            &resident,
+            rescheduled,
+        )?)
+    }
+
+    async fn cancel(
+        conn: &mut PgConnection,
+        row: VisitorBookingRow,
+    ) -> Result<Changed<VisitorBookingRow>, Problem> {
+        let (building, resident) =
+            building_and_resident(conn, &row.booking.building_id, &row.resident_id).await?;
+        let cancelled = store::cancel(conn, row.booking.id).await?;
+        announced(Change::Cancelled, &building, &resident, cancelled)
+    }
+
+    fn log_committed(change: Change, row: &VisitorBookingRow) {
+        tracing::info!(
+            booking_id = %row.booking.id, version = row.booking.version, provide_access = row.provide_access,
+            "visitor booking {change}"
+        );
+    }
+}
+
 /// Creates a visitor booking.
 #[utoipa::path(
     post, path = "/v1/visitor-bookings", tag = "visitor bookings", operation_id = "create_visitor_booking",
     request_body = NewVisitorBookingRequest,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r#"^"?[!-~]{1,255}"?$"#, description = "1 to 255 visible ASCII characters (optionally in double quotes). The same key and body within 24 h answers with the first booking (`Idempotent-Replayed: true`); the same key with another body is a 422 `idempotency_key_reused`"),
-        ("Prefer" = Option<String>, Header, nullable = false, description = "`wait=N` (N ≤ 10): wait up to N seconds for the access outcome; anything else is ignored"),
-    ),
+    params(booking_core::CreationHeaders),
     responses(
         (status = 201, description = "Booked (or the booking this key made before)", body = VisitorBookingView, headers(
             ("Location" = String, description = "The booking: `/v1/visitor-bookings/{id}`"),
@@ -353,7 +458,6 @@ fn unknown_resident(resident_id: &str) -> Problem {
         )),
         (status = 403, description = "`not_your_resident_id`: a resident booking for another resident", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `window_too_long`, `too_far_ahead`, `window_not_representable`), `invalid_email`, `required`, `too_long`, `invalid_characters`, `building_not_registered`, `unknown_resident`, `resident_not_synced_to_ipassan`, `ipassan_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["resident", "manager"]))
 )]
@@ -363,136 +467,7 @@ pub async fn create(
     headers: HeaderMap,
     body: ApiJson<NewVisitorBookingRequest>,
 ) -> Result<Response, Problem> {
-    app.write_limiter.admit(&caller)?;
-    let idempotency_key = IdempotencyKey::from_headers(&headers)?;
-    let wait = preferred_wait(&headers);
-    let request = body.value;
-    let checked = check_new(&request, &app.limits.visits(), Utc::now())?;
-    let resident_id = booking_resident(&caller, request.resident_id.as_ref())?;
-    let building_id = caller.building_id.as_str();
-    let booking_id = Uuid::new_v4();
-
-    let mut tx = app.pool.begin().await?;
-    if let Some(key) = &idempotency_key {
-        let hash = idempotency::fingerprint("POST", PATH, &body.raw);
-        match idempotency::claim(
-            &mut tx,
-            &caller,
-            key,
-            &hash,
-            BookingKind::Visitor,
-            booking_id,
-        )
-        .await?
-        {
-            Claim::Fresh => {}
-            Claim::Replay {
-                kind: BookingKind::Visitor,
-                booking_id,
-            } => {
-                tx.rollback().await?;
-                return respond(&app, &caller, booking_id, StatusCode::CREATED, true, wait).await;
-            }
-            Claim::Replay { .. } | Claim::Mismatch => return Err(key_reused()),
-        }
-    }
-    let (building, resident) = building_and_resident(&mut tx, building_id, &resident_id).await?;
-    representable(&checked.window, &building, "ends_at")?;
-    if request.provide_access && !ipassan_reachable(&app, &building) {
-        let refused = RefusedVisit {
-            reference: booking_id,
-            building: &building,
-            resident: &resident,
-            visitor_name: &checked.visitor_name,
-            window: checked.window,
-        };
-        return Err(refuse_unconnected(&app, tx, refused).await);
-    }
-    if request.provide_access && resident.ipassan_person_id.is_none() {
-        // Dropping the transaction rolls back the idempotency claim too: nothing is stored.
-        return Err(not_synced(&resident));
-    }
-    let live = store::lock_and_count_live(&mut tx, building_id, &resident.id).await?;
-    if live >= i64::from(app.limits.max_live_bookings) {
-        return Err(too_many_live_bookings(
-            "visitor",
-            app.limits.max_live_bookings,
-        ));
-    }
-    let row = store::insert(
-        &mut tx,
-        &NewVisitorBooking {
-            id: booking_id,
-            building_id,
-            resident_id: &resident.id,
-            visitor_name: &checked.visitor_name,
-            visitor_email: &checked.visitor_email,
-            provide_access: request.provide_access,
-            window: checked.window,
-            booked_by_user_id: &caller.user_id,
-            booked_by_role: caller.role.into(),
-        },
-    )
-    .await?;
-    let envelope = snapshot::visitor_envelope(Change::Created, &building, &resident, &row)
-        .map_err(|e| Problem::internal(&e))?;
-    crate::outbox::enqueue(&mut tx, &envelope).await?;
-    tx.commit().await?;
-    tracing::info!(booking_id = %row.id, version = row.version, provide_access = row.provide_access, "visitor booking created");
-    match wait {
-        // Without `Prefer: wait` the answer is the booking as created (its RETURNING row).
-        None => Ok(answer(&caller, &row, StatusCode::CREATED, false, None)),
-        Some(_) => respond(&app, &caller, row.id, StatusCode::CREATED, false, wait).await,
-    }
-}
-
-pub(super) fn key_reused() -> Problem {
-    Problem::unprocessable(
-        "idempotency_key_reused",
-        "this Idempotency-Key was already used for a different request; use a new key",
-    )
-}
-
-/// Answers with the booking, after waiting for its access outcome when asked to.
-async fn respond(
-    app: &AppState,
-    caller: &Caller,
-    booking_id: Uuid,
-    status: StatusCode,
-    replayed: bool,
-    wait: Option<std::time::Duration>,
-) -> Result<Response, Problem> {
-    let load = || async {
-        store::find(&app.pool, booking_id)
-            .await?
-            .ok_or_else(|| sqlx::Error::RowNotFound)
-    };
-    let row = match wait {
-        Some(wait) => {
-            crate::waiting::while_pending(
-                &app.notifications,
-                &app.shutdown,
-                booking_id,
-                wait,
-                load,
-                |row: &VisitorBookingRow| row.access_status() == AccessStatus::Pending,
-            )
-            .await?
-        }
-        None => load().await?,
-    };
-    Ok(answer(caller, &row, status, replayed, wait))
-}
-
-fn answer(
-    caller: &Caller,
-    row: &VisitorBookingRow,
-    status: StatusCode,
-    replayed: bool,
-    wait: Option<std::time::Duration>,
-) -> Response {
-    let headers = creation_headers(&format!("{PATH}/{}", row.id), replayed, wait);
-    json_response(status, &view(caller, row), headers)
+    booking_core::create::<VisitorBookings>(&app, &caller, &headers, body).await
 }
 
 /// Lists visitor bookings: a resident's own, or all of the manager's building.
@@ -504,20 +479,7 @@ fn answer(
     security(("bearer" = ["resident", "manager"]))
 )]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    let resident = caller.resident_id();
-    let rows = store::list(
-        &app.pool,
-        caller.building_id.as_str(),
-        resident.as_ref().map(|r| r.as_str()),
-        LIST_LIMIT,
-    )
-    .await?;
-    let items = rows.iter().map(|row| view(&caller, row)).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &VisitorBookingList { items },
-        HeaderMap::new(),
-    ))
+    booking_core::list::<VisitorBookings>(&app, &caller).await
 }
 
 /// Shows one visitor booking.
@@ -535,17 +497,7 @@ pub async fn get(
     caller: Caller,
     BookingIdPath(id): BookingIdPath,
 ) -> Result<Response, Problem> {
-    let row = store::find(&app.pool, id).await?.ok_or_else(not_found)?;
-    check_scope(&caller, &row)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &view(&caller, &row),
-        HeaderMap::new(),
-    ))
-}
-
-fn not_found() -> Problem {
-    Problem::not_found("booking_not_found", "there is no such booking")
+    booking_core::get::<VisitorBookings>(&app, &caller, id).await
 }
 
 /// Moves a visitor booking's window; only `starts_at` and `ends_at` may change.
@@ -558,7 +510,6 @@ fn not_found() -> Problem {
         (status = 403, description = "`not_your_booking`: another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 409, description = "`booking_cancelled`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Refused: `field_not_patchable`, `empty_patch`, a window rule (`ends_not_after_starts`, `ends_in_past`, `window_too_long`, `too_far_ahead`, `window_not_representable`), `resident_not_synced_to_ipassan`, `ipassan_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["resident", "manager"]))
 )]
@@ -568,62 +519,7 @@ pub async fn patch(
     BookingIdPath(id): BookingIdPath,
     body: ApiJson<Value>,
 ) -> Result<Response, Problem> {
-    app.write_limiter.admit(&caller)?;
-    let patch = TimePatch::from_body(&body.value)?;
-    let mut tx = app.pool.begin().await?;
-    let row = store::find_for_update(&mut tx, id)
-        .await?
-        .ok_or_else(not_found)?;
-    check_scope(&caller, &row)?;
-    if row.state() == contracts::BookingState::Cancelled {
-        return Err(cancelled_problem());
-    }
-    let starts_at = patch.starts_at.unwrap_or(row.starts_at);
-    let ends_at = patch.ends_at.unwrap_or(row.ends_at);
-    if (starts_at, ends_at) == (row.starts_at, row.ends_at) {
-        // Nothing changes: no new version, no event.
-        tx.rollback().await?;
-        return Ok(json_response(
-            StatusCode::OK,
-            &view(&caller, &row),
-            HeaderMap::new(),
-        ));
-    }
-    let now = Utc::now();
-    let window = VisitWindow::new(starts_at, ends_at, now)
-        .and_then(|window| {
-            window
-                .check_limits(&app.limits.visits(), now)
-                .map(|()| window)
-        })
-        .map_err(|e: WindowError| window_problem(&e, patch.blamed_field()))?;
-    let (building, resident) =
-        building_and_resident(&mut tx, &row.building_id, &row.resident_id).await?;
-    representable(&window, &building, patch.blamed_field())?;
-    if row.provide_access && !ipassan_reachable(&app, &building) {
-        let refused = RefusedVisit {
-            reference: id,
-            building: &building,
-            resident: &resident,
-            visitor_name: &row.visitor_name,
-            window,
-        };
-        return Err(refuse_unconnected(&app, tx, refused).await);
-    }
-    if row.provide_access && resident.ipassan_person_id.is_none() {
-        return Err(not_synced(&resident));
-    }
-    let updated = store::reschedule(&mut tx, id, window).await?;
-    let envelope = snapshot::visitor_envelope(Change::Rescheduled, &building, &resident, &updated)
-        .map_err(|e| Problem::internal(&e))?;
-    crate::outbox::enqueue(&mut tx, &envelope).await?;
-    tx.commit().await?;
-    tracing::info!(booking_id = %id, version = updated.version, "visitor booking rescheduled");
-    Ok(json_response(
-        StatusCode::OK,
-        &view(&caller, &updated),
-        HeaderMap::new(),
-    ))
+    booking_core::reschedule::<VisitorBookings>(&app, &caller, id, &body.value).await
 }
 
 /// Cancels a visitor booking (cancelling again changes nothing).
@@ -633,7 +529,6 @@ pub async fn patch(
     responses(
         (status = 200, description = "Cancelled (cancelling again changes nothing)", body = VisitorBookingView),
         (status = 403, description = "`not_your_booking`: another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "`too_many_requests`: a resident sent too many booking writes in a short time", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["resident", "manager"]))
 )]
@@ -642,33 +537,7 @@ pub async fn cancel(
     caller: Caller,
     BookingIdPath(id): BookingIdPath,
 ) -> Result<Response, Problem> {
-    app.write_limiter.admit(&caller)?;
-    let mut tx = app.pool.begin().await?;
-    let row = store::find_for_update(&mut tx, id)
-        .await?
-        .ok_or_else(not_found)?;
-    check_scope(&caller, &row)?;
-    if row.state() == contracts::BookingState::Cancelled {
-        tx.rollback().await?;
-        return Ok(json_response(
-            StatusCode::OK,
-            &view(&caller, &row),
-            HeaderMap::new(),
-        ));
-    }
-    let (building, resident) =
-        building_and_resident(&mut tx, &row.building_id, &row.resident_id).await?;
-    let cancelled = store::cancel(&mut tx, id).await?;
-    let envelope = snapshot::visitor_envelope(Change::Cancelled, &building, &resident, &cancelled)
-        .map_err(|e| Problem::internal(&e))?;
-    crate::outbox::enqueue(&mut tx, &envelope).await?;
-    tx.commit().await?;
-    tracing::info!(booking_id = %id, version = cancelled.version, "visitor booking cancelled");
-    Ok(json_response(
-        StatusCode::OK,
-        &view(&caller, &cancelled),
-        HeaderMap::new(),
-    ))
+    booking_core::cancel::<VisitorBookings>(&app, &caller, id).await
 }
 
 #[cfg(test)]
@@ -691,7 +560,7 @@ mod tests {
     #[test]
     fn a_new_booking_names_every_bad_field() {
         let now = Utc::now();
-        let problem = match check_new(
+        let problem = match check_fields(
             &request(serde_json::json!({
                 "visitor": {"name": " ", "email": "nope"},
                 "starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T09:00:00Z",

@@ -1,7 +1,8 @@
 //! The `booking` schema: one module per table, each holding its rows and the SQL that reads and
-//! writes them. Functions take a connection (`&mut *tx` inside a transaction) or the pool, so
+//! writes them ([`bookings`]: what the two booking tables share). Functions take a connection (`&mut *tx` inside a transaction) or the pool, so
 //! routes decide the transaction boundaries and the store stays plain SQL.
 
+pub mod bookings;
 pub mod buildings;
 pub mod connections;
 pub mod directory;
@@ -23,6 +24,24 @@ impl Upsert {
             Self::Updated
         }
     }
+}
+
+/// Deletes the rows of `table` whose `column` (a time) lies more than `age` in the past, and says
+/// how many: the housekeeping of tables that only grow (idempotency keys, sent outbox rows).
+pub async fn delete_older_than(
+    pool: &sqlx::PgPool,
+    table: &str,
+    column: &str,
+    age: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE {column} < now() - make_interval(secs => $1::bigint)"
+    )))
+    .bind(secs)
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
 }
 
 /// A booking's lifecycle state as stored.

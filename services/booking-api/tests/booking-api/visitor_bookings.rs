@@ -6,7 +6,10 @@ use std::time::Duration;
 use contracts::{BookingState, Event};
 use serde_json::json;
 
-use crate::helpers::{body, local_tomorrow, problem, spawn_app, spawn_app_offline, visit};
+use crate::helpers::{
+    body, booking_path, code_and_field, local_tomorrow, problem, spawn_app, spawn_app_offline,
+    visit,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -123,7 +126,7 @@ async fn only_the_window_of_a_booking_can_be_patched() {
     app.seed().await;
     let ana = app.resident_ana();
     let created = body(app.post("/v1/visitor-bookings", &ana, visit(true)).await).await;
-    let path = format!("/v1/visitor-bookings/{}", created["id"].as_str().unwrap());
+    let path = booking_path("/v1/visitor-bookings", &created);
 
     let p = problem(
         app.patch(
@@ -136,7 +139,7 @@ async fn only_the_window_of_a_booking_can_be_patched() {
     )
     .await;
     assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
+        code_and_field(&p),
         (Some("field_not_patchable"), Some("visitor"))
     );
     let p = problem(
@@ -157,7 +160,7 @@ async fn only_the_window_of_a_booking_can_be_patched() {
     )
     .await;
     assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
+        code_and_field(&p),
         (Some("ends_not_after_starts"), Some("starts_at"))
     );
     assert_eq!(
@@ -248,7 +251,7 @@ async fn a_manager_books_a_visitor_for_a_resident_of_the_building() {
     let created = body(response).await;
     assert_eq!(created["resident_id"], "bo");
     // Bo sees it as his own; the manager sees every booking of the building.
-    let path = format!("/v1/visitor-bookings/{}", created["id"].as_str().unwrap());
+    let path = booking_path("/v1/visitor-bookings", &created);
     assert_eq!(app.get(&path, &app.resident_bo()).await.status(), 200);
     app.post("/v1/visitor-bookings", &app.resident_ana(), visit(false))
         .await;
@@ -262,7 +265,7 @@ async fn a_manager_books_a_visitor_for_a_resident_of_the_building() {
     )
     .await;
     assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
+        code_and_field(&p),
         (Some("unknown_resident"), Some("resident_id"))
     );
     app.stop().await;

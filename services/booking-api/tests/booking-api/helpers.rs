@@ -12,9 +12,7 @@ use booking_api::outbox::OutboxSettings;
 use booking_api::settings::{DefaultIpassan, DefaultSalto, LimitsSettings};
 use booking_api::{Application, AuthSettings, RunError, Settings};
 use contracts::Role;
-use platform::config::{
-    AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, RetrySettings, RetryTiers,
-};
+use platform::config::HttpSettings;
 use platform::secrets::SecretsSettings;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -103,6 +101,15 @@ pub async fn spawn_app_offline() -> TestApp {
     app
 }
 
+/// booking-api on a fresh database and vhost that it reaches through a [`BrokerProxy`], down
+/// until the test brings it up.
+pub async fn spawn_app_behind_proxy() -> (TestApp, BrokerProxy) {
+    let broker = TestBroker::create().await;
+    let proxy = BrokerProxy::start(false).await;
+    let url = proxy.url(&broker.vhost);
+    (spawn_app_with_amqp(broker, url).await, proxy)
+}
+
 /// booking-api on a fresh database, talking to RabbitMQ at `amqp_url` (e.g. through a proxy) as
 /// its own user; `broker` is the vhost the test observes.
 pub async fn spawn_app_with_amqp(broker: TestBroker, amqp_url: String) -> TestApp {
@@ -136,16 +143,11 @@ async fn spawn_on(database_url: String, broker: Option<TestBroker>, amqp_url: St
 pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
     Settings {
         retention: Default::default(),
-        database: DatabaseSettings {
-            url: database_url,
-            max_connections: 5,
-        },
-        amqp: AmqpSettings {
-            url: amqp_url,
-            prefetch: 16,
-            delivery_limit: 5,
-            drain_timeout_secs: 30,
-        },
+        shared: testkit::shared_settings(
+            database_url,
+            amqp_url,
+            &[Duration::from_millis(200), Duration::from_millis(500)],
+        ),
         http: HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,
@@ -156,10 +158,6 @@ pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
             leeway_secs: 0,
             issuer: None,
             audience: None,
-        },
-        log: LogSettings::default(),
-        retry: RetrySettings {
-            tiers: RetryTiers(vec![Duration::from_millis(200), Duration::from_millis(500)]),
         },
         outbox: OutboxSettings {
             poll_interval_ms: 200,
@@ -188,8 +186,8 @@ pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
 /// Starts booking-api with `settings`.
 pub async fn spawn_with(settings: Settings, broker: Option<TestBroker>) -> TestApp {
     init_logs();
-    let database_url = settings.database.url.clone();
-    let amqp_url = settings.amqp.url.clone();
+    let database_url = settings.shared.database.url.clone();
+    let amqp_url = settings.shared.amqp.url.clone();
     let application = Application::build(settings)
         .await
         .unwrap_or_else(|e| panic!("booking-api did not start: {e}"));
@@ -304,6 +302,22 @@ impl TestApp {
             .await
     }
 
+    /// POSTs a new booking to `collection` as `token`, asserts it was created (201), and returns
+    /// the booking.
+    pub async fn book(&self, collection: &str, token: &str, booking: Value) -> Value {
+        let response = self.post(collection, token, booking).await;
+        let status = response.status();
+        let created = body(response).await;
+        assert_eq!(status, 201, "not created: {created}");
+        created
+    }
+
+    /// POSTs `body` to `path` as `token`, asserts the answer is a problem with `status`, and
+    /// returns the problem.
+    pub async fn post_refused(&self, path: &str, token: &str, body: Value, status: u16) -> Value {
+        problem(self.post(path, token, body).await, status).await
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
         self.send(reqwest::Method::GET, path, Some(token), None)
             .await
@@ -404,10 +418,15 @@ impl TestApp {
 
     /// Rows in the outbox (all, sent or not).
     pub async fn outbox_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM outbox")
+        self.rows("outbox").await
+    }
+
+    /// Rows in `table` of the service's schema.
+    pub async fn rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&self.pool)
             .await
-            .expect("outbox count")
+            .unwrap_or_else(|e| panic!("count of {table}: {e}"))
     }
 }
 
@@ -438,6 +457,30 @@ pub fn visit(provide_access: bool) -> Value {
         "ends_at": ends_at,
         "provide_access": provide_access
     })
+}
+
+/// A visitor booking body (no access asked for) from `starts_at` to `ends_at`.
+pub fn visit_between(starts_at: &str, ends_at: &str) -> Value {
+    json!({
+        "visitor": {"name": "Dee Visitor", "email": "dee@visitors.example"},
+        "starts_at": starts_at, "ends_at": ends_at, "provide_access": false
+    })
+}
+
+/// A facility booking body: `facility_id` for the window `(starts_at, ends_at)`.
+pub fn facility_booking(facility_id: &str, (starts_at, ends_at): &(String, String)) -> Value {
+    json!({"facility_id": facility_id, "starts_at": starts_at, "ends_at": ends_at})
+}
+
+/// Where the booking an answer shows lives: `{collection}/{id}`.
+pub fn booking_path(collection: &str, booking: &Value) -> String {
+    let id = booking["id"].as_str().expect("the booking has an id");
+    format!("{collection}/{id}")
+}
+
+/// A problem's `code` and `field`, to check both at once.
+pub fn code_and_field(problem: &Value) -> (Option<&str>, Option<&str>) {
+    (problem["code"].as_str(), problem["field"].as_str())
 }
 
 /// 18:00–22:00 tomorrow in Sydney, as RFC 3339 with the Sydney offset.

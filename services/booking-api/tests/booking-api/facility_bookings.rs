@@ -6,9 +6,13 @@ use std::time::Duration;
 use contracts::{BookingState, Event, Role};
 use serde_json::json;
 
-use crate::helpers::{BUILDING, body, local_tomorrow, problem, spawn_app, spawn_app_offline};
+use crate::helpers::{
+    BUILDING, body, booking_path, code_and_field, facility_booking, local_tomorrow, problem,
+    spawn_app, spawn_app_offline,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
+const PATH: &str = "/v1/facility-bookings";
 
 #[tokio::test]
 async fn a_facility_booking_is_announced_with_the_salto_ids_and_the_booker() {
@@ -16,13 +20,9 @@ async fn a_facility_booking_is_announced_with_the_salto_ids_and_the_booker() {
     let mut tap = app.broker().tap("facility_booking.#").await;
     app.seed().await;
     let ana = app.resident_ana();
-    let (starts_at, ends_at) = local_tomorrow(19, 21);
+    let window = local_tomorrow(19, 21);
     let response = app
-        .post(
-            "/v1/facility-bookings",
-            &ana,
-            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
-        )
+        .post(PATH, &ana, facility_booking("games-room", &window))
         .await;
     assert_eq!(response.status(), 201);
     let created = body(response).await;
@@ -67,7 +67,7 @@ async fn a_facility_booking_is_announced_with_the_salto_ids_and_the_booker() {
         json!({"name": "Games room", "access_control_facility_id": "GAMES-2"}),
     )
     .await;
-    let path = format!("/v1/facility-bookings/{}", created["id"].as_str().unwrap());
+    let path = booking_path(PATH, &created);
     let (new_start, _) = local_tomorrow(20, 21);
     let patched = body(
         app.patch(&path, &ana, json!({"starts_at": new_start}))
@@ -105,18 +105,10 @@ async fn a_facility_booking_must_lie_within_one_building_local_day() {
     let next_day = (chrono::DateTime::parse_from_rfc3339(&starts_at).unwrap()
         + chrono::Duration::hours(3))
     .to_rfc3339();
-    let p = problem(
-        app.post(
-            "/v1/facility-bookings",
-            &ana,
-            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": next_day}),
-        )
-        .await,
-        422,
-    )
-    .await;
+    let across_midnight = facility_booking("games-room", &(starts_at, next_day));
+    let p = app.post_refused(PATH, &ana, across_midnight, 422).await;
     assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
+        code_and_field(&p),
         (Some("spans_several_local_days"), Some("ends_at"))
     );
     assert!(
@@ -131,19 +123,18 @@ async fn a_facility_booking_must_lie_within_one_building_local_day() {
 async fn missing_salto_ids_say_what_the_manager_must_set() {
     let app = spawn_app_offline().await;
     app.seed().await;
-    let (starts_at, ends_at) = local_tomorrow(9, 10);
-    let p = problem(
-        app.post(
-            "/v1/facility-bookings",
+    let window = local_tomorrow(9, 10);
+    let games_room = facility_booking("games-room", &window);
+    let p = app
+        .post_refused(
+            PATH,
             &app.resident_ana(),
-            json!({"facility_id": "gym", "starts_at": starts_at, "ends_at": ends_at}),
+            facility_booking("gym", &window),
+            422,
         )
-        .await,
-        422,
-    )
-    .await;
+        .await;
     assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
+        code_and_field(&p),
         (
             Some("facility_access_control_id_missing"),
             Some("facility_id")
@@ -158,18 +149,9 @@ async fn missing_salto_ids_say_what_the_manager_must_set() {
     );
 
     let cy = app.token(Role::Resident, "cy", BUILDING, Some("apt-503"));
-    let p = problem(
-        app.post(
-            "/v1/facility-bookings",
-            &cy,
-            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
-        )
-        .await,
-        422,
-    )
-    .await;
+    let p = app.post_refused(PATH, &cy, games_room.clone(), 422).await;
     assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
+        code_and_field(&p),
         (
             Some("apartment_access_control_id_missing"),
             Some("apartment_id")
@@ -180,23 +162,13 @@ async fn missing_salto_ids_say_what_the_manager_must_set() {
         "{p}"
     );
 
-    let p = problem(
-        app.post("/v1/facility-bookings", &app.manager(), json!({"facility_id": "sauna", "apartment_id": "apt-501", "starts_at": starts_at, "ends_at": ends_at}))
-            .await,
-        422,
-    )
-    .await;
+    let mut sauna = facility_booking("sauna", &window);
+    sauna["apartment_id"] = json!("apt-501");
+    let p = app.post_refused(PATH, &app.manager(), sauna, 422).await;
     assert_eq!(p["code"], "unknown_facility");
-    let p = problem(
-        app.post(
-            "/v1/facility-bookings",
-            &app.manager(),
-            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
-        )
-        .await,
-        422,
-    )
-    .await;
+    let p = app
+        .post_refused(PATH, &app.manager(), games_room.clone(), 422)
+        .await;
     assert_eq!(p["field"], "apartment_id");
     // Nothing was booked; the managers are told once about each missing ID (the gym's, 503's).
     let types: Vec<(String, String)> = sqlx::query_as(
@@ -218,32 +190,19 @@ async fn missing_salto_ids_say_what_the_manager_must_set() {
             ),
         ]
     );
-    let bookings: i64 = sqlx::query_scalar("SELECT count(*) FROM facility_bookings")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(bookings, 0);
+    assert_eq!(app.rows("facility_bookings").await, 0);
     // Cy asks again: the same 422, no second email today.
-    problem(
-        app.post(
-            "/v1/facility-bookings",
-            &cy,
-            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
-        )
-        .await,
-        422,
-    )
-    .await;
+    app.post_refused(PATH, &cy, games_room.clone(), 422).await;
     assert_eq!(app.outbox_rows().await, 2);
 
     // A manager books for an apartment of the building.
-    let response = app
-        .post("/v1/facility-bookings", &app.manager(), json!({"facility_id": "games-room", "apartment_id": "apt-502", "starts_at": starts_at, "ends_at": ends_at}))
-        .await;
+    let mut for_502 = games_room;
+    for_502["apartment_id"] = json!("apt-502");
+    let response = app.post(PATH, &app.manager(), for_502).await;
     assert_eq!(response.status(), 201);
     // Bo lives in 502 and sees it; Ana does not.
     let created = body(response).await;
-    let path = format!("/v1/facility-bookings/{}", created["id"].as_str().unwrap());
+    let path = booking_path(PATH, &created);
     assert_eq!(app.get(&path, &app.resident_bo()).await.status(), 200);
     problem(app.get(&path, &app.resident_ana()).await, 403).await;
     app.stop().await;

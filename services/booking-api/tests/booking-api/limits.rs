@@ -4,14 +4,10 @@
 use chrono::{Duration, Utc};
 use serde_json::json;
 
-use crate::helpers::{body, local_tomorrow, problem, spawn_app_offline, spawn_app_offline_with};
-
-fn visit_between(starts_at: &str, ends_at: &str) -> serde_json::Value {
-    json!({
-        "visitor": {"name": "Dee Visitor", "email": "dee@visitors.example"},
-        "starts_at": starts_at, "ends_at": ends_at, "provide_access": false
-    })
-}
+use crate::helpers::{
+    body, booking_path, facility_booking, local_tomorrow, problem, spawn_app_offline,
+    spawn_app_offline_with, visit_between,
+};
 
 #[tokio::test]
 async fn a_visit_longer_than_the_limit_or_too_far_ahead_is_refused_and_nothing_is_stored() {
@@ -126,28 +122,18 @@ async fn a_resident_holds_at_most_the_limit_of_live_bookings_of_each_kind() {
     let mut ids = Vec::new();
     for hour in [10, 12, 14] {
         let (starts_at, ends_at) = local_tomorrow(hour, hour + 1);
-        let created = app
-            .post(
-                "/v1/visitor-bookings",
-                &ana,
-                visit_between(&starts_at, &ends_at),
-            )
-            .await;
-        assert_eq!(created.status(), 201);
-        ids.push(body(created).await["id"].as_str().unwrap().to_owned());
+        let visit = visit_between(&starts_at, &ends_at);
+        let created = app.book("/v1/visitor-bookings", &ana, visit).await;
+        ids.push(booking_path("/v1/visitor-bookings", &created));
     }
     let (starts_at, ends_at) = local_tomorrow(16, 17);
-    let fourth = app
-        .post(
-            "/v1/visitor-bookings",
-            &ana,
-            visit_between(&starts_at, &ends_at),
-        )
+    let later = visit_between(&starts_at, &ends_at);
+    let refused = app
+        .post_refused("/v1/visitor-bookings", &ana, later.clone(), 422)
         .await;
-    let refused = problem(fourth, 422).await;
     assert_eq!(refused["code"], "too_many_live_bookings");
     // Also when a manager books for her: it is what she holds that counts.
-    let mut for_ana = visit_between(&starts_at, &ends_at);
+    let mut for_ana = later.clone();
     for_ana["resident_id"] = json!("ana");
     let by_manager = app.post("/v1/visitor-bookings", &manager, for_ana).await;
     assert_eq!(
@@ -155,56 +141,30 @@ async fn a_resident_holds_at_most_the_limit_of_live_bookings_of_each_kind() {
         "too_many_live_bookings"
     );
     // Another resident is not held by Ana's bookings.
-    let bo = app
-        .post(
-            "/v1/visitor-bookings",
-            &app.resident_bo(),
-            visit_between(&starts_at, &ends_at),
-        )
+    app.book("/v1/visitor-bookings", &app.resident_bo(), later.clone())
         .await;
-    assert_eq!(bo.status(), 201);
     // A cancelled booking is not live: one more fits.
-    let cancelled = app
-        .delete(&format!("/v1/visitor-bookings/{}", ids[0]), &ana)
-        .await;
+    let cancelled = app.delete(&ids[0], &ana).await;
     assert!(cancelled.status().is_success());
-    let again = app
-        .post(
-            "/v1/visitor-bookings",
-            &ana,
-            visit_between(&starts_at, &ends_at),
-        )
-        .await;
-    assert_eq!(again.status(), 201);
+    app.book("/v1/visitor-bookings", &ana, later).await;
 
     // Facility bookings count on their own: three fit, the fourth does not.
-    for (facility, hour) in [("games-room", 8), ("games-room", 10), ("games-room", 12)] {
-        let (starts_at, ends_at) = local_tomorrow(hour, hour + 1);
-        let created = app
-            .post(
-                "/v1/facility-bookings",
-                &ana,
-                json!({"facility_id": facility, "starts_at": starts_at, "ends_at": ends_at}),
-            )
-            .await;
-        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    for hour in [8, 10, 12] {
+        let games_room = facility_booking("games-room", &local_tomorrow(hour, hour + 1));
+        app.book("/v1/facility-bookings", &ana, games_room).await;
     }
-    let (starts_at, ends_at) = local_tomorrow(14, 15);
-    let fourth = app
-        .post(
-            "/v1/facility-bookings",
-            &ana,
-            json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
-        )
+    let fourth = facility_booking("games-room", &local_tomorrow(14, 15));
+    let refused = app
+        .post_refused("/v1/facility-bookings", &ana, fourth, 422)
         .await;
-    assert_eq!(problem(fourth, 422).await["code"], "too_many_live_bookings");
+    assert_eq!(refused["code"], "too_many_live_bookings");
 }
 
 #[tokio::test]
 async fn concurrent_creations_never_pass_the_live_bookings_limit_together() {
     let app = spawn_app_offline_with(|settings| {
         settings.limits.max_live_bookings = 5;
-        settings.database.max_connections = 10;
+        settings.shared.database.max_connections = 10;
     })
     .await;
     app.seed().await;

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{BUILDING, body, problem, spawn_app_offline};
+use crate::helpers::{BUILDING, body, code_and_field, problem, spawn_app_offline};
 
 #[tokio::test]
 async fn upserts_answer_201_then_200_and_keep_the_latest_values() {
@@ -105,7 +105,7 @@ async fn the_building_must_exist_and_residents_must_live_in_a_known_apartment() 
     )
     .await;
     assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
+        code_and_field(&p),
         (Some("unknown_apartment"), Some("apartment_id"))
     );
     let p = problem(
@@ -118,9 +118,6 @@ async fn the_building_must_exist_and_residents_must_live_in_a_known_apartment() 
         422,
     )
     .await;
-    assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
-        (Some("unknown_field"), Some("floor"))
-    );
+    assert_eq!(code_and_field(&p), (Some("unknown_field"), Some("floor")));
     app.stop().await;
 }

@@ -6,7 +6,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{
-    BUILDING, OTHER_BUILDING, SECRET, body, problem, spawn_app_offline, token_with, visit,
+    BUILDING, OTHER_BUILDING, SECRET, body, booking_path, facility_booking, problem,
+    spawn_app_offline, token_with, visit,
 };
 
 #[tokio::test]
@@ -66,12 +67,10 @@ async fn an_expired_token_is_401() {
 async fn a_resident_cannot_see_or_change_another_residents_booking() {
     let app = spawn_app_offline().await;
     app.seed().await;
-    let created = body(
-        app.post("/v1/visitor-bookings", &app.resident_ana(), visit(true))
-            .await,
-    )
-    .await;
-    let path = format!("/v1/visitor-bookings/{}", created["id"].as_str().unwrap());
+    let created = app
+        .book("/v1/visitor-bookings", &app.resident_ana(), visit(true))
+        .await;
+    let path = booking_path("/v1/visitor-bookings", &created);
 
     let bo = app.resident_bo();
     assert_eq!(
@@ -103,23 +102,16 @@ async fn a_resident_cannot_see_or_change_another_residents_booking() {
 async fn a_manager_of_another_building_gets_404_for_its_bookings() {
     let app = spawn_app_offline().await;
     app.seed().await;
-    let created = body(
-        app.post("/v1/visitor-bookings", &app.resident_ana(), visit(false))
-            .await,
-    )
-    .await;
-    let path = format!("/v1/visitor-bookings/{}", created["id"].as_str().unwrap());
-    let (facility_start, facility_end) = crate::helpers::local_tomorrow(10, 11);
-    let facility = body(
-        app.post(
-            "/v1/facility-bookings",
-            &app.resident_ana(),
-            json!({"facility_id": "games-room", "starts_at": facility_start, "ends_at": facility_end}),
-        )
-        .await,
-    )
-    .await;
-    let facility_path = format!("/v1/facility-bookings/{}", facility["id"].as_str().unwrap());
+    let created = app
+        .book("/v1/visitor-bookings", &app.resident_ana(), visit(false))
+        .await;
+    let path = booking_path("/v1/visitor-bookings", &created);
+    let facility_window = crate::helpers::local_tomorrow(10, 11);
+    let games_room = facility_booking("games-room", &facility_window);
+    let facility = app
+        .book("/v1/facility-bookings", &app.resident_ana(), games_room)
+        .await;
+    let facility_path = booking_path("/v1/facility-bookings", &facility);
 
     let stranger = app.token(Role::Manager, "manager-2", OTHER_BUILDING, None);
     for path in [&path, &facility_path] {
@@ -129,7 +121,7 @@ async fn a_manager_of_another_building_gets_404_for_its_bookings() {
         );
         problem(app.delete(path, &stranger).await, 404).await;
         problem(
-            app.patch(path, &stranger, json!({"ends_at": facility_end}))
+            app.patch(path, &stranger, json!({"ends_at": facility_window.1}))
                 .await,
             404,
         )

@@ -31,10 +31,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn while_the_broker_is_unreachable_it_stays_ready_and_says_so_in_healthz_and_a_metric() {
-    let broker = testkit::TestBroker::create().await;
-    let proxy = crate::helpers::BrokerProxy::start(false).await;
-    let url = proxy.url(&broker.vhost);
-    let app = crate::helpers::spawn_app_with_amqp(broker, url).await;
+    let (app, proxy) = crate::helpers::spawn_app_behind_proxy().await;
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(
         ready.status(),

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use contracts::Event;
-use testkit::TestBroker;
 
-use crate::helpers::{BrokerProxy, body, spawn_app_with_amqp, visit};
+use crate::helpers::{body, booking_path, spawn_app_behind_proxy, visit};
 
 async fn unsent(app: &crate::helpers::TestApp) -> Vec<(i32, Option<String>)> {
     sqlx::query_as("SELECT attempts, last_error FROM outbox WHERE sent_at IS NULL ORDER BY id")
@@ -17,10 +16,7 @@ async fn unsent(app: &crate::helpers::TestApp) -> Vec<(i32, Option<String>)> {
 
 #[tokio::test]
 async fn events_wait_in_the_outbox_while_the_broker_is_down_and_go_out_when_it_is_back() {
-    let broker = TestBroker::create().await;
-    let proxy = BrokerProxy::start(false).await;
-    let url = proxy.url(&broker.vhost);
-    let app = spawn_app_with_amqp(broker, url).await;
+    let (app, proxy) = spawn_app_behind_proxy().await;
     let mut tap = app.broker().tap("visitor_booking.#").await;
     app.seed().await;
     let ana = app.resident_ana();
@@ -77,15 +73,12 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down_and_go_out_when_it_i
 
 #[tokio::test]
 async fn one_bookings_events_leave_in_version_order_after_an_outage() {
-    let broker = TestBroker::create().await;
-    let proxy = BrokerProxy::start(false).await;
-    let url = proxy.url(&broker.vhost);
-    let app = spawn_app_with_amqp(broker, url).await;
+    let (app, proxy) = spawn_app_behind_proxy().await;
     let mut tap = app.broker().tap("visitor_booking.#").await;
     app.seed().await;
     let ana = app.resident_ana();
     let created = body(app.post("/v1/visitor-bookings", &ana, visit(true)).await).await;
-    let path = format!("/v1/visitor-bookings/{}", created["id"].as_str().unwrap());
+    let path = booking_path("/v1/visitor-bookings", &created);
     let (_, later) = crate::helpers::local_tomorrow(18, 23);
     app.patch(&path, &ana, serde_json::json!({"ends_at": later}))
         .await;

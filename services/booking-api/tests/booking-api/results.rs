@@ -9,7 +9,9 @@ use contracts::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, body, captured_logs, local_tomorrow, problem, spawn_app, visit};
+use crate::helpers::{
+    TestApp, body, booking_path, captured_logs, local_tomorrow, problem, spawn_app, visit,
+};
 
 const PIN: &str = "048213";
 
@@ -254,7 +256,7 @@ async fn a_deferred_facility_booking_names_the_booking_holding_the_slot() {
         }),
     );
     app.broker().publish_event(&deferred).await;
-    let path = format!("/v1/facility-bookings/{}", created["id"].as_str().unwrap());
+    let path = booking_path("/v1/facility-bookings", &created);
     let seen = eventually_status(&app, &path, &app.resident_ana(), "deferred").await;
     assert_eq!(seen["access"]["held_by"], holder.to_string());
     assert_eq!(seen["access"]["reason_code"], "double_booking");

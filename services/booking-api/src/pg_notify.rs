@@ -1,10 +1,11 @@
-//! PostgreSQL LISTEN/NOTIFY, shared by the whole process over one connection.
+//! PostgreSQL LISTEN/NOTIFY (not the notifier's emails): the process listens on one connection
+//! and passes each NOTIFY on to whoever inside it waits for one.
 //!
 //! Two channels: `booking_outbox` (an event was committed: wake the relay) and `booking_access`
 //! (a result changed a booking's access: wake requests waiting with `Prefer: wait`). NOTIFY is sent
 //! inside the writing transaction, so it is delivered only on commit, and it reaches every replica
 //! listening on the database, so a request waits correctly whichever replica applied the result.
-//! Notifications sent while the listening connection was down are lost; after reconnecting the hub
+//! A NOTIFY sent while the listening connection was down is lost; after reconnecting the hub
 //! tells everyone to re-read (`Resync`), and the relay also polls.
 
 use std::sync::Arc;
@@ -23,24 +24,24 @@ pub const ACCESS_CHANNEL: &str = "booking_access";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessChanged {
     Booking(Uuid),
-    /// Notifications may have been missed: re-read whatever you wait for.
+    /// A NOTIFY may have been missed: re-read whatever you wait for.
     Resync,
 }
 
-/// The process's view of the notification channels. Cheap to clone.
+/// The process's one listener on the NOTIFY channels, and what it wakes. Cheap to clone.
 #[derive(Clone)]
-pub struct Notifications {
+pub struct PgNotifyHub {
     outbox: Arc<Notify>,
     access: broadcast::Sender<AccessChanged>,
 }
 
-impl Default for Notifications {
+impl Default for PgNotifyHub {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Notifications {
+impl PgNotifyHub {
     pub fn new() -> Self {
         let (access, _) = broadcast::channel(1024);
         Self {

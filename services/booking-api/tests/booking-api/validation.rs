@@ -3,7 +3,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{BUILDING, problem, spawn_app_offline, tomorrow_evening, visit};
+use crate::helpers::{
+    BUILDING, code_and_field, problem, spawn_app_offline, tomorrow_evening, visit,
+};
 
 #[tokio::test]
 async fn bad_visitor_bookings_are_4xx_problems_naming_the_field() {
@@ -158,7 +160,7 @@ async fn bad_admin_input_is_named() {
     )
     .await;
     assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
+        code_and_field(&p),
         (Some("invalid_timezone"), Some("timezone"))
     );
     let p = problem(
@@ -203,10 +205,7 @@ async fn bad_admin_input_is_named() {
         422,
     )
     .await;
-    assert_eq!(
-        (p["code"].as_str(), p["field"].as_str()),
-        (Some("invalid_id"), Some("id"))
-    );
+    assert_eq!(code_and_field(&p), (Some("invalid_id"), Some("id")));
     let p = problem(
         app.put(
             &format!("/v1/facilities/{}", "f".repeat(65)),
