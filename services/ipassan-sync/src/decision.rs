@@ -1,5 +1,7 @@
 //! What to do for a booking, decided from the stored latest snapshot and what this worker last
-//! did for it (docs/architecture.md, "The version rule" and "Visitor bookings and iPassan") — before any I/O ([`next_step`]) and after it ([`result_to_publish`]).
+//! did for it (docs/architecture.md, "The version rule" and "Visitor bookings and iPassan"):
+//! before any I/O, the [`NextAction`] on iPassan ([`next_action`]); after it, the result to
+//! publish ([`result_to_publish`]).
 //! Plain functions of their inputs, so the version rule, idempotency and the granted/updated
 //! choice are tested without iPassan, a database or a broker.
 
@@ -43,9 +45,10 @@ pub enum BuildingIpassan {
     NotConnected,
 }
 
-/// The next thing to do for the stored latest snapshot.
+/// What to do on iPassan next for the stored latest snapshot. (One message is one step of the
+/// worker runtime; this is what that step does in iPassan.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub enum NextAction {
     /// This version was already handled: change nothing, publish nothing.
     AlreadyApplied,
     /// No access was asked for: nothing to do in iPassan.
@@ -76,17 +79,17 @@ pub struct GrantVisit {
 
 /// Decides from the latest snapshot (`booking` at `version`), what was applied before, and the
 /// building's iPassan now.
-pub fn next_step(
+pub fn next_action(
     booking: &VisitorBooking,
     version: i64,
     applied: Option<&Applied>,
     building: &BuildingIpassan,
-) -> Step {
+) -> NextAction {
     if applied.is_some_and(|a| a.version >= version) {
-        return Step::AlreadyApplied;
+        return NextAction::AlreadyApplied;
     }
     if !booking.provide_access {
-        return Step::NothingToDo;
+        return NextAction::NothingToDo;
     }
     // A visitor already made stays in the tenant and site it was made in (docs/architecture.md:
     // changed IDs and connections apply to later operations; existing grants are changed and
@@ -107,24 +110,24 @@ pub fn next_step(
         }
         (None, BuildingIpassan::NotConnected) => {
             if booking.state == BookingState::Cancelled {
-                return Step::Revoke {
+                return NextAction::Revoke {
                     tenant: Tenant::Default,
                     site: None,
                 };
             }
-            return Step::Fail(failures::not_connected(&booking.building.name));
+            return NextAction::Fail(failures::not_connected(&booking.building.name));
         }
     };
     if booking.state == BookingState::Cancelled {
-        return Step::Revoke { tenant, site };
+        return NextAction::Revoke { tenant, site };
     }
     let Some(site) = site else {
-        return Step::Fail(failures::building_without_site(&booking.building.name));
+        return NextAction::Fail(failures::building_without_site(&booking.building.name));
     };
     let Some(visitee_id) = booking.resident.ipassan_person_id.clone() else {
-        return Step::Fail(failures::resident_not_synced(&booking.resident.name));
+        return NextAction::Fail(failures::resident_not_synced(&booking.resident.name));
     };
-    Step::Grant(GrantVisit {
+    NextAction::Grant(GrantVisit {
         tenant,
         site,
         visitee_id,
@@ -167,7 +170,7 @@ impl ResultKind {
 /// result, even when the outcome is the one already announced (the same failure after a
 /// reschedule, or a window moved and moved back before this worker saw the middle version):
 /// booking-api shows a rescheduled booking's access as `pending` until the result for the new
-/// version arrives. A redelivered version never gets here ([`Step::AlreadyApplied`]).
+/// version arrives. A redelivered version never gets here ([`NextAction::AlreadyApplied`]).
 pub fn result_to_publish(last: &LastPublished, achieved: &Achieved) -> Option<ResultKind> {
     Some(match (last, achieved) {
         (LastPublished::Access(_), Achieved::Access { .. }) => ResultKind::Updated,
@@ -377,10 +380,10 @@ mod tests {
 
     #[test]
     fn a_new_booking_with_access_is_granted_for_its_local_window() {
-        let step = next_step(&booking(BookingState::Booked, true), 1, None, DEFAULT);
+        let action = next_action(&booking(BookingState::Booked, true), 1, None, DEFAULT);
         assert_eq!(
-            step,
-            Step::Grant(GrantVisit {
+            action,
+            NextAction::Grant(GrantVisit {
                 tenant: Tenant::Default,
                 site: "site-7".into(),
                 visitee_id: "p-ana".into(),
@@ -399,16 +402,16 @@ mod tests {
         let done = applied(2, LastPublished::Revoked);
         let cancelled = booking(BookingState::Cancelled, true);
         assert_eq!(
-            next_step(&cancelled, 2, Some(&done), DEFAULT),
-            Step::AlreadyApplied
+            next_action(&cancelled, 2, Some(&done), DEFAULT),
+            NextAction::AlreadyApplied
         );
         assert_eq!(
-            next_step(&cancelled, 1, Some(&done), DEFAULT),
-            Step::AlreadyApplied
+            next_action(&cancelled, 1, Some(&done), DEFAULT),
+            NextAction::AlreadyApplied
         );
         assert!(matches!(
-            next_step(&cancelled, 3, Some(&done), DEFAULT),
-            Step::Revoke { .. }
+            next_action(&cancelled, 3, Some(&done), DEFAULT),
+            NextAction::Revoke { .. }
         ));
     }
 
@@ -421,14 +424,14 @@ mod tests {
         let mut moved = booking(BookingState::Cancelled, true);
         moved.building.ipassan_site = Some("new-site".into());
         assert_eq!(
-            next_step(&moved, 2, Some(&made), DEFAULT),
-            Step::Revoke {
+            next_action(&moved, 2, Some(&made), DEFAULT),
+            NextAction::Revoke {
                 tenant: Tenant::Default,
                 site: Some("old-site".into())
             }
         );
         moved.state = BookingState::Booked;
-        let Step::Grant(grant) = next_step(&moved, 2, Some(&made), DEFAULT) else {
+        let NextAction::Grant(grant) = next_action(&moved, 2, Some(&made), DEFAULT) else {
             panic!("expected a grant")
         };
         assert_eq!(grant.site, "old-site");
@@ -436,7 +439,7 @@ mod tests {
             visitor_id: None,
             ..made
         };
-        let Step::Grant(grant) = next_step(&moved, 2, Some(&never_made), DEFAULT) else {
+        let NextAction::Grant(grant) = next_action(&moved, 2, Some(&never_made), DEFAULT) else {
             panic!("expected a grant")
         };
         assert_eq!(grant.site, "new-site");
@@ -448,7 +451,8 @@ mod tests {
             tenant: "https://bay#c".into(),
             site: "bay-site".into(),
         };
-        let Step::Grant(grant) = next_step(&booking(BookingState::Booked, true), 1, None, &own)
+        let NextAction::Grant(grant) =
+            next_action(&booking(BookingState::Booked, true), 1, None, &own)
         else {
             panic!("expected a grant")
         };
@@ -458,8 +462,8 @@ mod tests {
         );
         // Made in the default tenant before the building got its own: changed and revoked there.
         let made = applied(1, LastPublished::Nothing);
-        let Step::Grant(grant) =
-            next_step(&booking(BookingState::Booked, true), 2, Some(&made), &own)
+        let NextAction::Grant(grant) =
+            next_action(&booking(BookingState::Booked, true), 2, Some(&made), &own)
         else {
             panic!("expected a grant")
         };
@@ -468,13 +472,13 @@ mod tests {
             (Tenant::Default, "site-7")
         );
         assert_eq!(
-            next_step(
+            next_action(
                 &booking(BookingState::Cancelled, true),
                 2,
                 Some(&made),
                 &own
             ),
-            Step::Revoke {
+            NextAction::Revoke {
                 tenant: Tenant::Default,
                 site: Some("site-7".into())
             }
@@ -484,14 +488,15 @@ mod tests {
     #[test]
     fn a_building_connected_to_nothing_fails_and_has_nothing_to_revoke() {
         let nothing = &BuildingIpassan::NotConnected;
-        let Step::Fail(failure) = next_step(&booking(BookingState::Booked, true), 1, None, nothing)
+        let NextAction::Fail(failure) =
+            next_action(&booking(BookingState::Booked, true), 1, None, nothing)
         else {
             panic!("expected a failure")
         };
         assert_eq!(failure.code, failures::IPASSAN_NOT_CONNECTED);
         assert_eq!(
-            next_step(&booking(BookingState::Cancelled, true), 2, None, nothing),
-            Step::Revoke {
+            next_action(&booking(BookingState::Cancelled, true), 2, None, nothing),
+            NextAction::Revoke {
                 tenant: Tenant::Default,
                 site: None
             }
@@ -502,8 +507,8 @@ mod tests {
     fn without_provide_access_nothing_is_done() {
         for state in [BookingState::Booked, BookingState::Cancelled] {
             assert_eq!(
-                next_step(&booking(state, false), 1, None, DEFAULT),
-                Step::NothingToDo
+                next_action(&booking(state, false), 1, None, DEFAULT),
+                NextAction::NothingToDo
             );
         }
     }
@@ -512,8 +517,8 @@ mod tests {
     fn a_cancellation_revokes_even_if_nothing_was_granted_yet() {
         // "created v1 still retrying when cancelled v2 arrives": v2 is the stored latest.
         assert_eq!(
-            next_step(&booking(BookingState::Cancelled, true), 2, None, DEFAULT),
-            Step::Revoke {
+            next_action(&booking(BookingState::Cancelled, true), 2, None, DEFAULT),
+            NextAction::Revoke {
                 tenant: Tenant::Default,
                 site: Some("site-7".into())
             }
@@ -524,7 +529,7 @@ mod tests {
     fn a_booking_ipassan_cannot_be_asked_about_fails_with_a_reason_for_the_manager() {
         let mut no_site = booking(BookingState::Booked, true);
         no_site.building.ipassan_site = None;
-        let Step::Fail(failure) = next_step(&no_site, 1, None, DEFAULT) else {
+        let NextAction::Fail(failure) = next_action(&no_site, 1, None, DEFAULT) else {
             panic!("expected a failure")
         };
         assert_eq!(failure.code, failures::BUILDING_HAS_NO_IPASSAN_SITE);
@@ -532,7 +537,7 @@ mod tests {
 
         let mut unsynced = booking(BookingState::Booked, true);
         unsynced.resident.ipassan_person_id = None;
-        let Step::Fail(failure) = next_step(&unsynced, 1, None, DEFAULT) else {
+        let NextAction::Fail(failure) = next_action(&unsynced, 1, None, DEFAULT) else {
             panic!("expected a failure")
         };
         assert_eq!(failure.code, failures::RESIDENT_NOT_SYNCED_TO_IPASSAN);

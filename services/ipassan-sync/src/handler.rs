@@ -18,7 +18,8 @@ use platform::amqp::{EventHandler, HandlerError, Publisher};
 use platform::snapshots::{self, Recorded};
 
 use crate::decision::{
-    self, Achieved, Applied, BuildingIpassan, GrantVisit, LastPublished, ResultKind, Step, failures,
+    self, Achieved, Applied, BuildingIpassan, GrantVisit, LastPublished, NextAction, ResultKind,
+    failures,
 };
 use crate::store::{self, StoreError};
 use crate::tenants::{Tenant, TenantClient, TenantError, Tenants};
@@ -191,15 +192,15 @@ impl BookingEvents {
             .map_or(Tenant::Default, |a| a.tenant.clone());
         let mut visitor_id = applied.as_ref().and_then(|a| a.visitor_id.clone());
 
-        let step = decision::next_step(&booking, latest.version, applied.as_ref(), &building);
-        let achieved = match step {
-            Step::AlreadyApplied => {
+        let action = decision::next_action(&booking, latest.version, applied.as_ref(), &building);
+        let achieved = match action {
+            NextAction::AlreadyApplied => {
                 tracing::info!(%booking_id, version = latest.version, "already applied; nothing to do");
                 return Ok(());
             }
-            Step::NothingToDo => None,
-            Step::Fail(failure) => Some(Achieved::Failed(failure)),
-            Step::Grant(grant) => {
+            NextAction::NothingToDo => None,
+            NextAction::Fail(failure) => Some(Achieved::Failed(failure)),
+            NextAction::Grant(grant) => {
                 let client = self.client_for(&mut tx, &grant.tenant).await?;
                 let admitted = admit(&client, &booking)?;
                 let (achieved, made) = self
@@ -217,7 +218,7 @@ impl BookingEvents {
                 visitor_id = made.or(visitor_id);
                 Some(achieved)
             }
-            Step::Revoke {
+            NextAction::Revoke {
                 tenant: revoke_in,
                 site: Some(revoke_at),
             } => {
@@ -232,7 +233,7 @@ impl BookingEvents {
                 tenant = revoke_in;
                 Some(Achieved::Revoked)
             }
-            Step::Revoke { site: None, .. } => Some(Achieved::Revoked),
+            NextAction::Revoke { site: None, .. } => Some(Achieved::Revoked),
         };
 
         let (published_now, on_record) = match &achieved {
@@ -293,8 +294,12 @@ impl BookingEvents {
         made_before: bool,
     ) -> Result<(Achieved, Option<String>), HandlerError> {
         let site = grant.site.as_str();
+        let (resident, visitee) = (booking.resident.name.as_str(), grant.visitee_id.as_str());
         let external_ref = booking_id.to_string();
         let fail = |e| handler_error(e, booking_id, site);
+        let failed = |failure| -> Result<(Achieved, Option<String>), HandlerError> {
+            Ok((Achieved::Failed(failure), None))
+        };
         // A refusal for good is the booking's outcome (failed, the manager told), not only a
         // dead letter: the resident must hear that the visitor has no access. An answer that
         // breaks the contract stays an error (a dead letter for ops).
@@ -303,8 +308,7 @@ impl BookingEvents {
                 IpassanError::UnreadableAnswer(_) => Err(fail(e)),
                 e if e.kind() == ErrorKind::Permanent => {
                     tracing::warn!(%booking_id, site, error = %e, "iPassan refused the grant for good");
-                    let failure = failures::ipassan_refused(site, &e.to_string());
-                    Ok((Achieved::Failed(failure), None))
+                    failed(failures::ipassan_refused(site, &e.to_string()))
                 }
                 e => Err(fail(e)),
             }
@@ -335,21 +339,13 @@ impl BookingEvents {
                     Ok(visitor) => visitor,
                     Err(IpassanError::NotFound { message, .. }) => {
                         tracing::warn!(%booking_id, site, %message, "visitee unknown to iPassan");
-                        let failure = failures::visitee_not_found(
-                            &booking.resident.name,
-                            &grant.visitee_id,
-                            site,
-                        );
-                        return Ok((Achieved::Failed(failure), None));
+                        return failed(failures::visitee_not_found(resident, visitee, site));
                     }
                     Err(IpassanError::Conflict { message }) => {
                         tracing::warn!(%booking_id, site, %message, "visitee has no access profile");
-                        let failure = failures::visitee_has_no_access_profile(
-                            &booking.resident.name,
-                            &grant.visitee_id,
-                            site,
-                        );
-                        return Ok((Achieved::Failed(failure), None));
+                        return failed(failures::visitee_has_no_access_profile(
+                            resident, visitee, site,
+                        ));
                     }
                     Err(e) => return refused(e),
                 }

@@ -1,5 +1,6 @@
-//! The service's settings (the README, "Configuration"): the shared database, broker, retry and log
-//! sections, `CONNECX__IPASSAN__*` for the deployment's default iPassan tenant (optional: a
+//! The service's settings (the README, "Configuration"): the sections every service shares
+//! ([`SharedSettings`]: database, broker, log, health port and retry tiers, under their usual
+//! keys), `CONNECX__IPASSAN__*` for the deployment's default iPassan tenant (optional: a
 //! deployment whose buildings all have their own needs none), and `CONNECX__SECRETS__*` to open
 //! the buildings' own tenants' sealed secrets. Checked at start, so a bad key stops the service
 //! with a message naming its environment variable instead of failing on the first booking.
@@ -8,14 +9,14 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use platform::config::{
-    AmqpSettings, ConfigError, DatabaseSettings, LogSettings, RetrySettings, Validate,
-};
+use platform::config::{ConfigError, SharedSettings, Validate};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    pub database: DatabaseSettings,
-    pub amqp: AmqpSettings,
+    /// `CONNECX__DATABASE__*`, `CONNECX__AMQP__*`, `CONNECX__LOG__*`, `CONNECX__HEALTH__*` (the
+    /// `/healthz`, `/readyz`, `/metrics` port; off when unset) and `CONNECX__RETRY__*`.
+    #[serde(flatten)]
+    pub shared: SharedSettings,
     /// The deployment default, for buildings without a tenant of their own.
     #[serde(default)]
     pub ipassan: Option<IpassanSettings>,
@@ -24,13 +25,6 @@ pub struct Settings {
     /// `CONNECX__CONNECTIONS__*`: each tenant's bulkhead.
     #[serde(default)]
     pub connections: platform::bulkhead::ConnectionSettings,
-    #[serde(default)]
-    pub retry: RetrySettings,
-    #[serde(default)]
-    pub log: LogSettings,
-    /// `CONNECX__HEALTH__PORT`: `/healthz`, `/readyz`, `/metrics` (off when unset).
-    #[serde(default)]
-    pub health: platform::health::HealthSettings,
     /// `CONNECX__RETENTION__*`: how long PINs and visitors' personal data are kept.
     #[serde(default)]
     pub retention: platform::retention::RetentionSettings,
@@ -38,8 +32,7 @@ pub struct Settings {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.database.validate()?;
-        self.amqp.validate()?;
+        self.shared.validate()?;
         self.secrets.validate()?;
         self.connections.validate()?;
         self.retention.validate()?;
@@ -159,6 +152,32 @@ mod tests {
         assert_eq!(ipassan.client_id, "connecx");
         assert_eq!(ipassan.timeout_secs, 10);
         assert!(!format!("{settings:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn every_number_is_read_from_the_environment_under_its_usual_key() {
+        let settings = load(&[
+            ("CONNECX__DATABASE__MAX_CONNECTIONS", "3"),
+            ("CONNECX__AMQP__PREFETCH", "2"),
+            ("CONNECX__HEALTH__PORT", "9101"),
+            ("CONNECX__RETRY__TIERS", "1s,2m"),
+            ("CONNECX__IPASSAN__TIMEOUT_SECS", "7"),
+            ("CONNECX__CONNECTIONS__MAX_IN_FLIGHT", "6"),
+            ("CONNECX__CONNECTIONS__BREAKER_OPEN_SECS", "45"),
+            ("CONNECX__RETENTION__PERSONAL_DAYS", "30"),
+            ("CONNECX__IPASSAN__CLIENT_SECRET", "0042"),
+        ])
+        .unwrap();
+        assert_eq!(settings.shared.database.max_connections, 3);
+        assert_eq!(settings.shared.amqp.prefetch, 2);
+        assert_eq!(settings.shared.health.port, Some(9101));
+        assert_eq!(settings.shared.retry.tiers.len(), 2);
+        assert_eq!(settings.ipassan.as_ref().unwrap().timeout_secs, 7);
+        assert_eq!(settings.connections.max_in_flight, 6);
+        assert_eq!(settings.connections.breaker_open_secs, 45);
+        assert_eq!(settings.retention.personal_days, 30);
+        // Text keys stay text, leading zeros and all.
+        assert_eq!(settings.ipassan.as_ref().unwrap().client_secret, "0042");
     }
 
     #[test]

@@ -1,24 +1,8 @@
-//! ipassan-sync: visitor bookings → iPassan visitors with a PIN (docs/architecture.md, "Visitor bookings and iPassan").
-//!
-//! For each `visitor_booking.*` event the worker converges iPassan to the latest version of the
-//! booking it has seen: a booking with "provide access" gets a visitor attached to the resident,
-//! inheriting the resident's access profile for exactly the visit window (site-local time), with
-//! a PIN; a reschedule moves the window (same PIN); a cancellation revokes the PIN. Each outcome
-//! is published as `visitor_access.{granted,updated,revoked,failed}.v1`.
-//!
-//! Each building's visitors go to its own iPassan tenant when an operator connected one, else to
-//! the deployment default ([`tenants`]).
-//!
-//! Modules: [`decision`] the pure rules; [`store`] this service's schema; [`tenants`] which tenant
-//! and one client each (the client itself is the `ipassan-client` crate); [`handler`] the step
-//! that ties them together; [`settings`] the configuration.
-
-pub mod decision;
-pub mod handler;
-pub mod retention;
-pub mod settings;
-pub mod store;
-pub mod tenants;
+//! Building and running the service (docs/architecture.md, "Configuration and operation"):
+//! [`Application::build`] checks the configured secrets, migrates the schema, re-seals stored
+//! tenant secrets and binds the health port; [`Application::run_until_stopped`] then consumes
+//! `ipassan-sync` beside the outage watch and the retention eraser, all stopped by one shutdown
+//! future, so tests can build the service and stop it mid-flight.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,17 +13,13 @@ use sqlx::PgPool;
 use contracts::IPASSAN_SYNC_QUEUE;
 use platform::amqp::{Publisher, Worker};
 
-pub use handler::BookingEvents;
-pub use settings::{IpassanSettings, Settings};
-
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// This service's schema in the shared database.
-pub const SCHEMA: &str = "ipassan_sync";
+use crate::handler::BookingEvents;
+use crate::settings::{IpassanSettings, Settings};
+use crate::{MIGRATOR, SCHEMA, SERVICE, retention, store, tenants};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub enum StartupError {
     #[error(transparent)]
     Database(#[from] platform::db::DbError),
     #[error("cannot set up the iPassan client: {0}")]
@@ -59,9 +39,18 @@ pub enum BuildError {
     Store(#[from] store::StoreError),
 }
 
+/// Why the service stopped other than by being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the ipassan-sync consumer failed: {0}")]
+    Consumer(#[source] platform::amqp::WorkerError),
+}
+
 /// How long one call to a building's own tenant may take when no default sets it.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A built, not yet running, ipassan-sync: its database migrated, its secrets checked, its
+/// tenants' clients ready and its health port bound.
 pub struct Application {
     settings: Settings,
     pool: PgPool,
@@ -70,13 +59,16 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+    /// Sets up the tenants' clients, connects and migrates the database, opens (and re-seals)
+    /// the stored tenants' secrets and binds the health port (port 0 picks a free one). The
+    /// broker is not needed yet: the worker connects when it runs.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let sealer = settings.secrets.sealer()?.map(Arc::new);
         let bulkheads = Arc::new(platform::bulkhead::Bulkheads::new(
             contracts::AccessSystem::Ipassan,
             &settings.connections,
         ));
-        bulkheads.warn_unless_below(settings.amqp.prefetch);
+        bulkheads.warn_unless_below(settings.shared.amqp.prefetch);
         let tenants = Arc::new(tenants::Tenants::new(
             settings
                 .ipassan
@@ -95,18 +87,19 @@ impl Application {
                  connection get visitor access"
             );
         }
-        let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        let shared = &settings.shared;
+        let pool = platform::db::connect_and_migrate(&shared.database, SCHEMA, &MIGRATOR).await?;
         check_sealed_secrets(&pool, sealer.as_deref()).await?;
-        if settings.database.max_connections < u32::from(settings.amqp.prefetch) {
+        if shared.database.max_connections < u32::from(shared.amqp.prefetch) {
             // Each message in flight holds one connection (its booking's lock) while it talks
             // to iPassan; fewer connections than messages makes some wait for one.
             tracing::warn!(
-                max_connections = settings.database.max_connections,
-                prefetch = settings.amqp.prefetch,
+                max_connections = shared.database.max_connections,
+                prefetch = shared.amqp.prefetch,
                 "database pool smaller than the prefetch; messages may wait for a connection"
             );
         }
-        let health = platform::health::HealthServer::bind(&settings.health).await?;
+        let health = platform::health::HealthServer::bind(&shared.health).await?;
         Ok(Self {
             settings,
             pool,
@@ -120,13 +113,14 @@ impl Application {
         self.health.port()
     }
 
-    /// Consumes until `shutdown` completes; in-flight messages finish first.
+    /// Consumes until `shutdown` completes; in-flight messages finish first (for at most
+    /// `CONNECX__AMQP__DRAIN_TIMEOUT_SECS`, then they go back to the broker).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), RunError> {
         let token = platform::shutdown::token_for(shutdown);
-        let publisher = Publisher::new(&self.settings.amqp, "ipassan-sync");
+        let publisher = Publisher::new(&self.settings.shared.amqp, SERVICE);
         let outages = platform::outages::OutageWatch {
             pool: self.pool.clone(),
             publisher: publisher.clone(),
@@ -137,15 +131,15 @@ impl Application {
             self.pool.clone(),
             Arc::new(platform::clock::SystemClock),
             self.settings.retention,
-            "ipassan-sync",
+            SERVICE,
             retention::SnapshotEraser,
             token.clone(),
         ));
         let handler = BookingEvents::new(self.pool.clone(), self.tenants, publisher);
         let worker = Worker::new(
             IPASSAN_SYNC_QUEUE,
-            self.settings.amqp.clone(),
-            self.settings.retry.tiers.clone(),
+            self.settings.shared.amqp.clone(),
+            self.settings.shared.retry.tiers.clone(),
             handler,
         );
         let readiness = platform::health::worker_readiness(
@@ -153,7 +147,7 @@ impl Application {
             vec![(IPASSAN_SYNC_QUEUE.name, worker.attached())],
         );
         self.health.serve(readiness, token.clone());
-        worker.run(token).await?;
+        worker.run(token).await.map_err(RunError::Consumer)?;
         let _ = watching.await;
         let _ = erasing.await;
         self.pool.close().await;
@@ -167,7 +161,7 @@ impl Application {
 async fn check_sealed_secrets(
     pool: &PgPool,
     sealer: Option<&platform::secrets::Sealer>,
-) -> Result<(), BuildError> {
+) -> Result<(), StartupError> {
     let stored = store::all_tenants(pool).await?;
     for (tenant, connection) in &stored {
         match tenants::reseal(sealer, connection) {
@@ -177,7 +171,7 @@ async fn check_sealed_secrets(
                 tracing::info!(tenant, "client secret re-sealed under the current key");
             }
             Err(reason) => {
-                return Err(BuildError::Secrets {
+                return Err(StartupError::Secrets {
                     tenant: tenant.clone(),
                     reason,
                 });

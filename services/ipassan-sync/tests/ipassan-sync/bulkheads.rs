@@ -2,16 +2,21 @@
 //! without using up their retries, so nothing becomes a dead letter) and complete when it is
 //! back; its buildings' managers hear once that it is down and once that it works again; its
 //! health is a metric; and another tenant's bookings go on as if nothing happened.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::time::Duration;
 
 use contracts::Event;
 use platform::bulkhead::ConnectionSettings;
-use support::{FROM, Options, TO, VISITOR_PATH, booking, created, status};
+use testkit::EventTap;
 use uuid::Uuid;
+
+use crate::support::{
+    self, FROM, Harness, Options, TO, VISITOR_PATH, WAITED, booking, created, creates, metric,
+    status, until,
+};
+
+/// The harbour building's iPassan connection, as its metrics are labelled.
+const HARBOUR_IPASSAN: [&str; 2] = ["building=\"harbour\"", "system=\"ipassan\""];
 
 fn quick_breaker() -> ConnectionSettings {
     ConnectionSettings {
@@ -22,13 +27,23 @@ fn quick_breaker() -> ConnectionSettings {
     }
 }
 
-/// The value of a metric line `name{labels} value` (labels in any order).
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .find(|line| labels.iter().all(|label| line.contains(label)))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
+/// The next `connection.*` event on `health` (panics after 15 s).
+async fn next_connection_event(health: &mut EventTap, what: &str) -> Event {
+    health
+        .next(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("{what} within 15 s"))
+        .event
+}
+
+/// Waits until the bulkhead has turned bookings away `times` more times, each without a retry
+/// used up and without calling iPassan.
+async fn until_turned_away(h: &Harness, times: f64) {
+    let before = h.queue_counter(WAITED).await;
+    until(&format!("{times} more bookings turned away"), async || {
+        h.queue_counter(WAITED).await >= before + times
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -37,7 +52,6 @@ async fn a_failing_tenant_makes_its_bookings_wait_and_its_managers_hear_once_dow
         // Two short tiers: without the breaker the bookings would be dead letters in 0.4 s.
         tiers: "200ms,200ms",
         connections: quick_breaker(),
-        health_port: true,
         ..Options::default()
     })
     .await;
@@ -48,32 +62,34 @@ async fn a_failing_tenant_makes_its_bookings_wait_and_its_managers_hear_once_dow
         h.publish(&created(*id, booking(FROM, TO))).await;
     }
 
-    let down = health
-        .next(Duration::from_secs(15))
-        .await
-        .expect("an outage alert");
-    let Event::ConnectionDown(outage) = &down.event else {
-        panic!("expected connection.down, got {}", down.routing_key());
+    let Event::ConnectionDown(outage) = next_connection_event(&mut health, "an outage alert").await
+    else {
+        panic!("expected connection.down first");
     };
     assert_eq!(outage.building.id, "harbour");
     assert_eq!(outage.building.manager_emails, ["manager@harbour.example"]);
     assert_eq!(outage.system, contracts::AccessSystem::Ipassan);
     assert!(outage.last_error.contains("503"), "{}", outage.last_error);
     let metrics = h.metrics().await;
-    let labels = ["building=\"harbour\"", "system=\"ipassan\""];
     assert_eq!(
-        metric(&metrics, "connecx_connection_up", &labels),
+        metric(&metrics, "connecx_connection_up", &HARBOUR_IPASSAN),
         Some(0.0),
         "{metrics}"
     );
     assert!(
-        metric(&metrics, "connecx_connection_breaker_state", &labels).unwrap() >= 1.0,
+        metric(
+            &metrics,
+            "connecx_connection_breaker_state",
+            &HARBOUR_IPASSAN
+        )
+        .unwrap()
+            >= 1.0,
         "{metrics}"
     );
-    // Far beyond the two tiers: still nothing dead-lettered, nothing announced twice.
-    if let Some(dead) = h.dead_letters.next_message(Duration::from_secs(2)).await {
-        panic!("dead letter: {:?}", dead.headers);
-    }
+    // Far beyond the two tiers (every booking turned away three times over, on average): still
+    // nothing dead-lettered, nothing announced twice.
+    until_turned_away(&h, 3.0 * ids.len() as f64).await;
+    h.no_dead_letters(Duration::from_millis(100)).await;
     assert!(health.next(Duration::from_millis(100)).await.is_none());
 
     // iPassan is back: every booking completes, and the managers hear it once.
@@ -89,12 +105,10 @@ async fn a_failing_tenant_makes_its_bookings_wait_and_its_managers_hear_once_dow
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(granted, expected);
-    let up = health
-        .next(Duration::from_secs(15))
-        .await
-        .expect("a recovery notice");
-    let Event::ConnectionRecovered(recovered) = &up.event else {
-        panic!("expected connection.recovered, got {}", up.routing_key());
+    let Event::ConnectionRecovered(recovered) =
+        next_connection_event(&mut health, "a recovery notice").await
+    else {
+        panic!("expected connection.recovered after the outage");
     };
     assert_eq!(recovered.failing_since, outage.failing_since);
     assert!(recovered.recovered_at.is_some());
@@ -103,15 +117,14 @@ async fn a_failing_tenant_makes_its_bookings_wait_and_its_managers_hear_once_dow
         "one of each"
     );
     assert_eq!(
-        metric(&h.metrics().await, "connecx_connection_up", &labels),
+        metric(
+            &h.metrics().await,
+            "connecx_connection_up",
+            &HARBOUR_IPASSAN
+        ),
         Some(1.0)
     );
-    assert!(
-        h.dead_letters
-            .next(Duration::from_millis(200))
-            .await
-            .is_none()
-    );
+    h.no_dead_letters(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -127,22 +140,22 @@ async fn an_open_breaker_stops_calling_the_failing_tenant() {
     .await;
     h.fault("POST", VISITOR_PATH, status(503), 100_000).await;
     for _ in 0..10 {
-        h.publish(&created(Uuid::new_v4(), booking(FROM, TO))).await;
+        h.publish_created(booking(FROM, TO)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let posts = h
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path == VISITOR_PATH)
-        .count();
+    until("the breaker to open", async || {
+        let metrics = h.metrics().await;
+        metric(
+            &metrics,
+            "connecx_connection_breaker_state",
+            &HARBOUR_IPASSAN,
+        ) == Some(2.0)
+    })
+    .await;
+    // Every booking comes back twice over (on average) while it is open.
+    until_turned_away(&h, 20.0).await;
+    let posts = creates(&h.requests().await).len();
     // The two failures that opened it, and at most the calls already under way then.
     assert!(posts <= 2 + 4, "{posts} calls to a tenant known to be down");
-    assert!(
-        h.dead_letters
-            .next(Duration::from_millis(200))
-            .await
-            .is_none()
-    );
+    h.no_dead_letters(Duration::from_millis(200)).await;
     h.no_more_results(Duration::from_millis(100)).await;
 }

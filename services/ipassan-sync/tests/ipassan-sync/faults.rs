@@ -1,38 +1,43 @@
 //! iPassan misbehaving: errors are retried, dead-lettered or (a grant refused for good) the
 //! booking's `failed` outcome, as the contract's table says, and
 //! the assertion is always the same — nothing lost, nothing granted twice, every failure alerted.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use contracts::{Envelope, headers};
 use ipassan_sim::model::FaultResponse;
-use support::*;
 use uuid::Uuid;
 
-fn posts_to_visitor(requests: &[ipassan_sim::model::LoggedRequest]) -> Vec<(u16, bool)> {
-    requests
+use crate::support::*;
+
+/// The visitor creations iPassan answered: status, and whether a fault answered.
+async fn creates_answered(harness: &Harness) -> Vec<(u16, bool)> {
+    creates(&harness.requests().await)
         .iter()
-        .filter(|r| r.method == "POST" && r.path == VISITOR_PATH)
         .map(|r| (r.status, r.fault))
         .collect()
+}
+
+/// The next dead letter (panics after 15 s).
+async fn next_dead_letter(harness: &mut Harness) -> testkit::Tapped {
+    harness
+        .dead_letters
+        .next_message(Duration::from_secs(15))
+        .await
+        .expect("a dead letter")
 }
 
 #[tokio::test]
 async fn a_503_is_retried_and_ends_in_one_visitor_and_one_granted_event() {
     let mut harness = start().await;
     harness.fault("POST", VISITOR_PATH, status(503), 2).await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
+    let id = harness.publish_created(booking(FROM, TO)).await;
 
-    let granted = harness.next_result().await;
-    assert_eq!(granted.routing_key(), "visitor_access.granted.v1");
+    harness.expect_result("visitor_access.granted.v1").await;
     harness.no_more_results(Duration::from_secs(1)).await;
     assert_eq!(harness.visitors_for(id).await.len(), 1);
     assert_eq!(
-        posts_to_visitor(&harness.requests().await),
+        creates_answered(&harness).await,
         [(503, true), (503, true), (201, false)]
     );
 }
@@ -46,19 +51,10 @@ async fn a_short_retry_after_is_waited_out_before_trying_again() {
         ..Default::default()
     };
     harness.fault("POST", VISITOR_PATH, rate_limited, 1).await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
+    let (id, _) = harness.book_granted(booking(FROM, TO)).await;
 
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.granted.v1"
-    );
-    let posts: Vec<_> = harness
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path == VISITOR_PATH)
-        .collect();
+    let requests = harness.requests().await;
+    let posts = creates(&requests);
     assert_eq!(posts.len(), 2);
     assert_eq!((posts[0].status, posts[1].status), (429, 201));
     let waited = posts[1].at - posts[0].at;
@@ -71,31 +67,21 @@ async fn a_short_retry_after_is_waited_out_before_trying_again() {
 
 #[tokio::test]
 async fn a_long_retry_after_is_left_to_the_retry_tiers() {
-    let mut harness = start_with(Options {
-        tiers: "300ms,300ms",
-        ..Options::default()
-    })
-    .await;
+    let mut harness = start_with_tiers("300ms,300ms").await;
     let rate_limited = FaultResponse {
         status: Some(429),
         retry_after: Some(60),
         ..Default::default()
     };
     harness.fault("POST", VISITOR_PATH, rate_limited, 1).await;
-    let id = Uuid::new_v4();
-    let started = std::time::Instant::now();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.granted.v1"
-    );
+    let started = Instant::now();
+    harness.book_granted(booking(FROM, TO)).await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the message was not held for a minute"
     );
     assert_eq!(
-        posts_to_visitor(&harness.requests().await),
+        creates_answered(&harness).await,
         [(429, true), (201, false)]
     );
 }
@@ -113,13 +99,7 @@ async fn a_call_that_times_out_is_retried_without_making_a_second_visitor() {
         ..Default::default()
     };
     harness.fault("POST", VISITOR_PATH, slow, 1).await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.granted.v1"
-    );
+    let (id, _) = harness.book_granted(booking(FROM, TO)).await;
     harness.no_more_results(Duration::from_millis(500)).await;
     assert_eq!(harness.visitors_for(id).await.len(), 1);
 }
@@ -128,22 +108,23 @@ async fn a_call_that_times_out_is_retried_without_making_a_second_visitor() {
 async fn a_token_about_to_expire_is_renewed_and_the_bookings_still_go_through() {
     let mut harness = start().await;
     harness.control.set_token_lifetime(1).await.unwrap();
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.granted.v1"
-    );
+    let (id, _) = harness.book_granted(booking(FROM, TO)).await;
 
-    // The 1-second token has run out by now: the client renews it before use.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The client renews a token a fifth of its life before iPassan would refuse it: once
+    // iPassan counts the 1-second token as expired, the client has long stopped using it.
+    until(
+        "iPassan to count every token it issued as expired",
+        async || {
+            let now = std::time::Instant::now();
+            let world = harness.sim.state.world();
+            !world.tokens.is_empty() && world.tokens.values().all(|t| t.expires_at <= now)
+        },
+    )
+    .await;
     harness
         .publish(&rescheduled(id, 2, booking("2026-12-01T19:00:00", TO)))
         .await;
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.updated.v1"
-    );
+    harness.expect_result("visitor_access.updated.v1").await;
 
     let requests = harness.requests().await;
     let tokens = requests
@@ -155,28 +136,17 @@ async fn a_token_about_to_expire_is_renewed_and_the_bookings_still_go_through() 
         requests.iter().all(|r| r.status != 401),
         "renewed before iPassan had to refuse it"
     );
-    assert!(
-        harness
-            .dead_letters
-            .next(Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    harness.no_dead_letters(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
 async fn a_token_refused_mid_run_is_renewed_once_and_the_call_retried() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-    harness.next_result().await;
+    let (id, _) = harness.book_granted(booking(FROM, TO)).await;
     harness.control.expire_tokens().await.unwrap();
 
     harness.publish(&cancelled(id, 2, booking(FROM, TO))).await;
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.revoked.v1"
-    );
+    harness.expect_result("visitor_access.revoked.v1").await;
     let statuses: Vec<(String, u16)> = harness
         .requests()
         .await
@@ -202,13 +172,11 @@ async fn a_token_refused_mid_run_is_renewed_once_and_the_call_retried() {
 #[tokio::test]
 async fn a_site_not_granted_to_connecx_fails_the_visit_with_the_reason_for_the_manager() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
     let mut visit = booking(FROM, TO);
     visit.building.ipassan_site = Some(FOREIGN_SITE.into());
-    harness.publish(&created(id, visit)).await;
+    harness.publish_created(visit).await;
 
-    let failed = harness.next_result().await;
-    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    let failed = harness.expect_result("visitor_access.failed.v1").await;
     let failure = result_of(&failed).failure.clone().expect("a reason");
     assert_eq!(failure.code, "ipassan_refused");
     assert!(failure.needs_manager, "the manager is told");
@@ -217,14 +185,8 @@ async fn a_site_not_granted_to_connecx_fails_the_visit_with_the_reason_for_the_m
         "{}",
         failure.message
     );
-    assert!(
-        harness
-            .dead_letters
-            .next(Duration::from_millis(500))
-            .await
-            .is_none(),
-        "an outcome, not a dead letter"
-    );
+    // An outcome, not a dead letter.
+    harness.no_dead_letters(Duration::from_millis(500)).await;
     let refusals = harness
         .requests()
         .await
@@ -238,40 +200,29 @@ async fn a_site_not_granted_to_connecx_fails_the_visit_with_the_reason_for_the_m
 async fn a_request_ipassan_refuses_as_malformed_fails_the_visit_and_is_not_retried() {
     let mut harness = start().await;
     harness.fault("POST", VISITOR_PATH, status(400), 1).await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
+    let id = harness.publish_created(booking(FROM, TO)).await;
 
-    let failed = harness.next_result().await;
-    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    let failed = harness.expect_result("visitor_access.failed.v1").await;
     let failure = result_of(&failed).failure.clone().expect("a reason");
     assert_eq!(failure.code, "ipassan_refused");
     assert!(failure.message.contains("400"), "{}", failure.message);
     assert_eq!(result_of(&failed).pin, None);
     harness.no_more_results(Duration::from_millis(500)).await;
-    assert_eq!(posts_to_visitor(&harness.requests().await), [(400, true)]);
+    assert_eq!(creates_answered(&harness).await, [(400, true)]);
     assert!(harness.visitors_for(id).await.is_empty());
 }
 
 #[tokio::test]
 async fn ipassan_down_longer_than_every_retry_tier_ends_in_a_dead_letter_and_a_failed_visit() {
-    let mut harness = start_with(Options {
-        tiers: "100ms,100ms",
-        ..Options::default()
-    })
-    .await;
+    let mut harness = start_with_tiers("100ms,100ms").await;
     for method in ["GET", "POST"] {
         harness
             .fault(method, "/api/v1/access", status(503), 1000)
             .await;
     }
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
+    let id = harness.publish_created(booking(FROM, TO)).await;
 
-    let dead = harness
-        .dead_letters
-        .next_message(Duration::from_secs(15))
-        .await
-        .expect("a dead letter");
+    let dead = next_dead_letter(&mut harness).await;
     assert_eq!(
         dead.headers.get_str(headers::ERROR_KIND),
         Some("transient_exhausted")
@@ -284,8 +235,7 @@ async fn ipassan_down_longer_than_every_retry_tier_ends_in_a_dead_letter_and_a_f
     );
     assert_eq!(Envelope::from_json(&dead.body).unwrap().booking_id, id);
     // The booking is not left pending: its access failed, for the resident to see.
-    let failed = harness.next_result().await;
-    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    let failed = harness.expect_result("visitor_access.failed.v1").await;
     assert_eq!((failed.booking_id, failed.version), (id, 1));
     let failure = result_of(&failed).failure.clone().expect("a reason");
     assert_eq!(failure.code, "gave_up");
@@ -299,79 +249,49 @@ async fn ipassan_down_longer_than_every_retry_tier_ends_in_a_dead_letter_and_a_f
 
 #[tokio::test]
 async fn a_cancel_arriving_while_the_create_is_still_failing_leaves_no_credential_and_no_grant() {
-    let mut harness = start_with(Options {
-        tiers: "1s,1s,1s",
-        ..Options::default()
-    })
-    .await;
+    let mut harness = start_with_tiers("1s,1s,1s").await;
     // Creating fails for now; looking up and revoking work.
     harness.fault("POST", VISITOR_PATH, status(503), 1000).await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-    for _ in 0..100 {
-        if !posts_to_visitor(&harness.requests().await).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        !posts_to_visitor(&harness.requests().await).is_empty(),
-        "the create was tried"
-    );
+    let id = harness.publish_created(booking(FROM, TO)).await;
+    until("the create to be tried", async || {
+        !creates(&harness.requests().await).is_empty()
+    })
+    .await;
 
     harness.publish(&cancelled(id, 2, booking(FROM, TO))).await;
-    let revoked = harness.next_result().await;
-    assert_eq!(
-        (revoked.routing_key(), revoked.version),
-        ("visitor_access.revoked.v1", 2)
-    );
-    // iPassan recovers; the create's retry then arrives and is skipped as older.
+    let revoked = harness.expect_result("visitor_access.revoked.v1").await;
+    assert_eq!(revoked.version, 2);
+    // iPassan recovers; the create's retry then arrives and is skipped as older: the cancel and
+    // the create's retry are the two messages handled.
     harness.control.clear_faults().await.unwrap();
-    harness.no_more_results(Duration::from_millis(2500)).await;
+    harness.until_handled(2).await;
+    harness.no_more_results(Duration::from_millis(300)).await;
     assert!(
         harness.visitors_for(id).await.is_empty(),
         "no visitor, no credential"
     );
-    assert!(
-        harness
-            .control
-            .state()
-            .await
-            .unwrap()
-            .credentials
-            .is_empty()
-    );
-    assert!(
-        harness
-            .dead_letters
-            .next(Duration::from_millis(200))
-            .await
-            .is_none()
-    );
+    assert!(harness.no_live_credentials().await);
+    harness.no_dead_letters(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
 async fn a_stored_snapshot_that_no_longer_decodes_is_a_dead_letter_not_a_silent_ack() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
-    let event = created(id, booking(FROM, TO));
+    let event = created(Uuid::new_v4(), booking(FROM, TO));
     harness.publish(&event).await;
-    harness.next_result().await;
+    harness.expect_result("visitor_access.granted.v1").await;
     // What an older release might have stored.
     let pool = harness.db.pool(ipassan_sync::SCHEMA).await;
     sqlx::query(
         "UPDATE booking_snapshots SET envelope = '{\"shape\": \"old\"}' WHERE booking_id = $1",
     )
-    .bind(id)
+    .bind(event.booking_id)
     .execute(&pool)
     .await
     .unwrap();
+    // The same event, delivered again.
     harness.publish(&event).await;
-    let dead = harness
-        .dead_letters
-        .next_message(Duration::from_secs(15))
-        .await
-        .expect("a dead letter");
+    let dead = next_dead_letter(&mut harness).await;
     assert_eq!(dead.headers.get_str(headers::ERROR_KIND), Some("permanent"));
     let error = dead.headers.get_str(headers::ERROR).unwrap();
     assert!(error.contains("cannot be read"), "{error}");
@@ -407,18 +327,9 @@ async fn a_token_said_to_live_for_ever_is_used_a_while_and_nothing_panics() {
             1,
         )
         .await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
     // The bogus token is refused, dropped and replaced: the visit is granted.
-    let granted = harness.next_result().await;
-    assert_eq!(granted.routing_key(), "visitor_access.granted.v1");
-    assert!(
-        harness
-            .dead_letters
-            .next(Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    harness.book_granted(booking(FROM, TO)).await;
+    harness.no_dead_letters(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -436,13 +347,8 @@ async fn an_answer_of_the_wrong_shape_or_size_is_a_dead_letter_and_a_failed_visi
     ] {
         let mut harness = start().await;
         harness.fault("POST", VISITOR_PATH, answer, 1).await;
-        let id = Uuid::new_v4();
-        harness.publish(&created(id, booking(FROM, TO))).await;
-        let dead = harness
-            .dead_letters
-            .next_message(Duration::from_secs(15))
-            .await
-            .expect("a dead letter");
+        harness.publish_created(booking(FROM, TO)).await;
+        let dead = next_dead_letter(&mut harness).await;
         assert_eq!(dead.headers.get_str(headers::ERROR_KIND), Some("permanent"));
         let error = dead.headers.get_str(headers::ERROR).unwrap();
         assert!(error.contains(said), "{error}");

@@ -1,23 +1,18 @@
 //! ipassan-sync keeps a visitor's name and email only as long as needed: erased from its
 //! snapshots ninety days after the visit, on its clock (driven here).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use platform::clock::ManualClock;
 use platform::retention::{RetentionSettings, erase_once};
-use support::{FROM, TO, booking, created, start};
-use uuid::Uuid;
+
+use crate::support::{FROM, TO, booking, start};
 
 #[tokio::test]
 async fn a_visitor_leaves_the_snapshots_ninety_days_after_the_visit() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
     let visit = booking(FROM, TO);
     let ended = visit.window.ends_at;
     let email = visit.visitor.email.clone();
-    harness.publish(&created(id, visit)).await;
-    harness.next_result().await;
+    let (id, _) = harness.book_granted(visit).await;
     let pool = harness.db.pool(ipassan_sync::SCHEMA).await;
     let snapshot = || async {
         sqlx::query_scalar::<_, String>(
@@ -31,14 +26,14 @@ async fn a_visitor_leaves_the_snapshots_ninety_days_after_the_visit() {
     let settings = RetentionSettings::default();
     let eraser = ipassan_sync::retention::SnapshotEraser;
     let clock = ManualClock::new(ended + chrono::Duration::days(89));
-    erase_once(&pool, &clock, &settings, "ipassan-sync", &eraser)
+    erase_once(&pool, &clock, &settings, ipassan_sync::SERVICE, &eraser)
         .await
         .unwrap()
         .unwrap();
     assert!(snapshot().await.contains(&email), "89 days after: kept");
 
     clock.set(ended + chrono::Duration::days(91));
-    let erased = erase_once(&pool, &clock, &settings, "ipassan-sync", &eraser)
+    let erased = erase_once(&pool, &clock, &settings, ipassan_sync::SERVICE, &eraser)
         .await
         .unwrap()
         .unwrap();

@@ -1,17 +1,15 @@
 //! SIGTERM under load: the real binary stops taking messages, finishes the ones it holds, and
 //! exits 0. Every message it acknowledged was fully handled (its visitor exists and its result
 //! is out); every one it had not finished is back in the queue, and a new replica completes it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ipassan_sim::model::{Fault, FaultMatch, FaultResponse};
-use support::{FROM, Options, TO, booking, created, start_with};
 use uuid::Uuid;
+
+use crate::support::{FROM, Harness, Options, QUEUE, TO, booking, created, start_with, until};
 
 const BOOKINGS: usize = 120;
 
@@ -53,7 +51,7 @@ impl Replica {
 
 /// The harness without an in-process replica, its iPassan answering `method` calls (any when
 /// `None`) after `delay_ms`, the first `times` of them.
-async fn slow_ipassan(method: Option<&str>, delay_ms: u64, times: u32) -> support::Harness {
+async fn slow_ipassan(method: Option<&str>, delay_ms: u64, times: u32) -> Harness {
     let harness = start_with(Options {
         in_process: false,
         ..Options::default()
@@ -77,6 +75,43 @@ async fn slow_ipassan(method: Option<&str>, delay_ms: u64, times: u32) -> suppor
     harness
 }
 
+/// Calls the slow iPassan of [`slow_ipassan`] (`times` of them slowed) has taken so far. A call
+/// takes its slowing when it arrives and is answered only after the delay, so these are calls
+/// under way or answered late; iPassan's request log lists a call only once it is answered.
+fn slowed_calls(harness: &Harness, times: u32) -> u32 {
+    let left: u32 = harness
+        .sim
+        .state
+        .world()
+        .faults
+        .iter()
+        .map(|f| f.times)
+        .sum();
+    times - left
+}
+
+/// Collects result events into `done` until it holds `count` bookings (panics after 60 s, with
+/// `replica`'s output).
+async fn until_done(
+    harness: &mut Harness,
+    done: &mut BTreeSet<Uuid>,
+    count: usize,
+    replica: &Replica,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} bookings done:\n{}",
+            done.len(),
+            replica.output()
+        );
+        if let Some(result) = harness.results.next(Duration::from_secs(1)).await {
+            done.insert(result.booking_id);
+        }
+    }
+}
+
 /// Sends SIGTERM to `replica` and waits for it to exit 0; returns how long that took.
 async fn stop(mut replica: Replica, within: Duration) -> (Duration, String) {
     replica.terminate();
@@ -98,7 +133,7 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
     let first = Replica::start(&harness.process_env(), "first");
     harness
         .broker
-        .wait_for_queue("ipassan-sync", Duration::from_secs(30))
+        .wait_for_queue(QUEUE, Duration::from_secs(30))
         .await;
     // All at once, on one connection: the load must still be there when the SIGTERM comes.
     let ids: Vec<Uuid> = (0..BOOKINGS).map(|_| Uuid::new_v4()).collect();
@@ -130,7 +165,7 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
         assert_eq!(visitors.len(), 1, "{id}: {visitors:?}");
         assert!(visitors[0].credential.is_some(), "{id}: {visitors:?}");
     }
-    let waiting = harness.broker.queue_depth("ipassan-sync").await as usize;
+    let waiting = harness.broker.queue_depth(QUEUE).await as usize;
     assert!(
         done.len() < BOOKINGS,
         "the load outlasted the SIGTERM (all {BOOKINGS} were done in {took:?}); slow the simulator further"
@@ -144,18 +179,7 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
 
     // A new replica takes over and completes the rest; nothing is done twice.
     let second = Replica::start(&harness.process_env(), "second");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.len() < BOOKINGS {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {BOOKINGS} bookings done:\n{}",
-            done.len(),
-            second.output()
-        );
-        if let Some(result) = harness.results.next(Duration::from_secs(1)).await {
-            done.insert(result.booking_id);
-        }
-    }
+    until_done(&mut harness, &mut done, BOOKINGS, &second).await;
     for id in &ids {
         assert_eq!(
             harness.visitors_for(*id).await.len(),
@@ -163,14 +187,7 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
             "{id}: one visitor"
         );
     }
-    assert!(
-        harness
-            .dead_letters
-            .next(Duration::from_millis(200))
-            .await
-            .is_none(),
-        "no dead letter"
-    );
+    harness.no_dead_letters(Duration::from_millis(200)).await;
     eprintln!(
         "SIGTERM to exit: {took:?}; finished before the stop: {} of {BOOKINGS}",
         BOOKINGS - waiting
@@ -179,21 +196,28 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
 
 #[tokio::test]
 async fn work_that_outlasts_the_drain_bound_is_handed_back_and_done_by_the_next_replica() {
-    // The first visitor creations hang for 4 s: longer than the 1 s drain bound.
-    let mut harness = slow_ipassan(Some("POST"), 4_000, 8).await;
+    // The first calls to iPassan (its token included) hang for 4 s: longer than the 1 s drain
+    // bound.
+    const SLOWED: u32 = 8;
+    let mut harness = slow_ipassan(Some("POST"), 4_000, SLOWED).await;
     let mut env = harness.process_env();
     env.push(("CONNECX__AMQP__DRAIN_TIMEOUT_SECS".into(), "1".into()));
     let first = Replica::start(&env, "bounded");
     harness
         .broker
-        .wait_for_queue("ipassan-sync", Duration::from_secs(30))
+        .wait_for_queue(QUEUE, Duration::from_secs(30))
         .await;
     let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         harness.publish(&created(*id, booking(FROM, TO))).await;
     }
-    // Let the replica take the messages and start calling iPassan.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The replica holds every booking (its prefetch is 8) and iPassan is holding its calls: each
+    // is answered 4 s after it arrived, well after the drain bound that starts now.
+    until(
+        "the replica to take every booking and call iPassan",
+        async || harness.broker.queue_depth(QUEUE).await == 0 && slowed_calls(&harness, SLOWED) > 0,
+    )
+    .await;
 
     let (took, output) = stop(first, Duration::from_secs(15)).await;
     assert!(
@@ -205,19 +229,7 @@ async fn work_that_outlasts_the_drain_bound_is_handed_back_and_done_by_the_next_
     // Nothing is lost: the next replica does every booking, once.
     let second = Replica::start(&harness.process_env(), "next");
     let mut done = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.len() < ids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {} done:\n{}",
-            done.len(),
-            ids.len(),
-            second.output()
-        );
-        if let Some(result) = harness.results.next(Duration::from_secs(1)).await {
-            done.insert(result.booking_id);
-        }
-    }
+    until_done(&mut harness, &mut done, ids.len(), &second).await;
     for id in &ids {
         let visitors = harness.visitors_for(*id).await;
         assert_eq!(visitors.len(), 1, "{id}: one visitor, {visitors:?}");

@@ -1,8 +1,11 @@
 //! ipassan-sync as it runs in production, on a fresh database and RabbitMQ vhost, talking over
 //! HTTP to an in-process ipassan-sim seeded with one building's site. Tests publish booking
-//! events and observe what a user would: the simulator's visitors and doors, the result events
-//! and the dead letters.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+//! events and observe what a user would: the simulator's visitors and doors, the result events,
+//! the dead letters and the service's `/metrics`.
+//!
+//! Waiting is on a condition, never on the clock: [`until`] polls a probe (the simulator's
+//! request log or state, the service's counters, the database) with a deadline, so a slow
+//! machine makes a test slower, not red.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,11 +13,13 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use contracts::{
     BookingState, BookingWindow, Building, DEAD_LETTER_EXCHANGE, DoubleBookingPolicy, Envelope,
-    Event, Resident, Visitor, VisitorBooking,
+    Event, Resident, Visitor, VisitorBooking, headers,
 };
-use ipassan_sim::model::{Fault, FaultMatch, FaultResponse};
+use ipassan_sim::model::{Fault, FaultMatch, FaultResponse, LoggedRequest};
 use ipassan_sim::{ClientSeed, Person, RunningSim, Seed, SimControl, SiteSeed};
-use platform::config::{AmqpSettings, DatabaseSettings, LogSettings, RetrySettings};
+use platform::config::{
+    AmqpSettings, DatabaseSettings, LogSettings, RetrySettings, SharedSettings,
+};
 use testkit::{EventTap, TestBroker, TestDb};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -29,6 +34,21 @@ pub const LOBBY: &str = "lobby";
 /// A door of another profile.
 pub const GYM: &str = "gym";
 pub const VISITOR_PATH: &str = "/api/v1/access/site/harbour-site/visitor";
+/// `CONNECX__SECRETS__KEY` of the harness.
+pub const SEALING_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The visit of [`booking`]`(FROM, TO)`, Sydney time.
+pub const FROM: &str = "2026-12-01T18:00:00";
+pub const TO: &str = "2026-12-01T22:00:00";
+
+/// The service's queue (contracts' `ipassan-sync`).
+pub const QUEUE: &str = contracts::IPASSAN_SYNC_QUEUE.name;
+/// Messages the worker finished with (acknowledged), per process.
+pub const HANDLED: &str = "connecx_messages_handled_total";
+/// Transient failures sent to a retry tier.
+pub const RETRIED: &str = "connecx_messages_retried_total";
+/// Messages turned away by a tenant's bulkhead (breaker open, or too many in flight), waiting
+/// without using up a retry.
+pub const WAITED: &str = "connecx_messages_waited_total";
 
 /// How a test wants the service set up.
 pub struct Options {
@@ -40,8 +60,6 @@ pub struct Options {
     pub default_tenant: bool,
     /// Each tenant's bulkhead.
     pub connections: platform::bulkhead::ConnectionSettings,
-    /// Serve `/metrics` (and the health checks) on a free port.
-    pub health_port: bool,
 }
 
 impl Default for Options {
@@ -52,7 +70,6 @@ impl Default for Options {
             in_process: true,
             default_tenant: true,
             connections: Default::default(),
-            health_port: false,
         }
     }
 }
@@ -66,7 +83,7 @@ pub struct Harness {
     pub results: EventTap,
     /// Everything published to `connecx.dead`.
     pub dead_letters: EventTap,
-    /// The first replica's health and metrics port, when asked for.
+    /// The first in-process replica's health and metrics port (none without one).
     pub health_port: Option<u16>,
     settings: ipassan_sync::Settings,
     stop: CancellationToken,
@@ -78,11 +95,17 @@ impl Drop for Harness {
     }
 }
 
-/// `CONNECX__SECRETS__KEY` of the harness.
-pub const SEALING_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
 pub async fn start() -> Harness {
     start_with(Options::default()).await
+}
+
+/// The default harness with retry tiers `tiers` (e.g. `"1s,1s,1s"`).
+pub async fn start_with_tiers(tiers: &'static str) -> Harness {
+    start_with(Options {
+        tiers,
+        ..Options::default()
+    })
+    .await
 }
 
 pub async fn start_with(options: Options) -> Harness {
@@ -97,17 +120,27 @@ pub async fn start_with(options: Options) -> Harness {
         .await;
 
     let settings = ipassan_sync::Settings {
-        retention: Default::default(),
-        database: DatabaseSettings {
-            url: db.service_url(ipassan_sync::SCHEMA),
-            max_connections: 8,
-        },
-        amqp: AmqpSettings {
-            // As the service connects in a deployment: as its own RabbitMQ user.
-            url: broker.url_for(contracts::Service::IpassanSync),
-            prefetch: 8,
-            delivery_limit: 5,
-            drain_timeout_secs: 30,
+        shared: SharedSettings {
+            database: DatabaseSettings {
+                url: db.service_url(ipassan_sync::SCHEMA),
+                max_connections: 8,
+            },
+            amqp: AmqpSettings {
+                // As the service connects in a deployment: as its own RabbitMQ user.
+                url: broker.url_for(contracts::Service::IpassanSync),
+                prefetch: 8,
+                delivery_limit: 5,
+                drain_timeout_secs: 30,
+            },
+            log: LogSettings::default(),
+            // Each in-process replica serves `/healthz`, `/readyz` and `/metrics` on a free port.
+            health: platform::health::HealthSettings {
+                port: Some(0),
+                host: "127.0.0.1".into(),
+            },
+            retry: RetrySettings {
+                tiers: options.tiers.parse().unwrap(),
+            },
         },
         ipassan: options
             .default_tenant
@@ -117,27 +150,18 @@ pub async fn start_with(options: Options) -> Harness {
                 client_secret: "connecx-secret".into(),
                 timeout_secs: options.timeout_secs,
             }),
-        connections: options.connections.clone(),
         secrets: platform::secrets::SecretsSettings {
             key: Some(SEALING_KEY.into()),
             previous_keys: None,
         },
-        retry: RetrySettings {
-            tiers: options.tiers.parse().unwrap(),
-        },
-        log: LogSettings::default(),
-        health: platform::health::HealthSettings {
-            port: options.health_port.then_some(0),
-            host: "127.0.0.1".into(),
-        },
+        connections: options.connections,
+        retention: Default::default(),
     };
     let stop = CancellationToken::new();
     let mut health_port = None;
     if options.in_process {
         health_port = spawn_service(settings.clone(), &stop).await;
-        broker
-            .wait_for_queue("ipassan-sync", Duration::from_secs(10))
-            .await;
+        broker.wait_for_queue(QUEUE, Duration::from_secs(10)).await;
     }
     Harness {
         db,
@@ -164,15 +188,19 @@ async fn spawn_service(settings: ipassan_sync::Settings, stop: &CancellationToke
     port
 }
 
-fn seed() -> Seed {
-    let person = |id: &str, profile: Option<&str>| Person {
+/// A resident of the simulated sites (Ana Lee), with `profile` as their access profile.
+pub fn resident(id: &str, profile: Option<&str>) -> Person {
+    Person {
         id: id.into(),
         kind: 1,
         first_name: "Ana".into(),
         last_name: "Lee".into(),
         email: "ana@residents.example".into(),
         access_profile_id: profile.map(String::from),
-    };
+    }
+}
+
+fn seed() -> Seed {
     Seed {
         sites: BTreeMap::from([
             (
@@ -180,8 +208,8 @@ fn seed() -> Seed {
                 SiteSeed {
                     timezone: Some("Australia/Sydney".into()),
                     persons: vec![
-                        person(PERSON, Some(PROFILE)),
-                        person(PERSON_WITHOUT_PROFILE, None),
+                        resident(PERSON, Some(PROFILE)),
+                        resident(PERSON_WITHOUT_PROFILE, None),
                     ],
                     profiles: BTreeMap::from([
                         (
@@ -195,7 +223,7 @@ fn seed() -> Seed {
             (
                 FOREIGN_SITE.to_owned(),
                 SiteSeed {
-                    persons: vec![person(PERSON, Some(PROFILE))],
+                    persons: vec![resident(PERSON, Some(PROFILE))],
                     ..Default::default()
                 },
             ),
@@ -254,9 +282,6 @@ pub fn booking(from: &str, to: &str) -> VisitorBooking {
     }
 }
 
-pub const FROM: &str = "2026-12-01T18:00:00";
-pub const TO: &str = "2026-12-01T22:00:00";
-
 pub fn created(id: Uuid, booking: VisitorBooking) -> Envelope {
     Envelope::new(id, 1, Event::VisitorBookingCreated(booking))
 }
@@ -281,11 +306,67 @@ pub fn result_of(envelope: &Envelope) -> &contracts::VisitorAccessResult {
     }
 }
 
+/// A status-only fault answer.
+pub fn status(code: u16) -> FaultResponse {
+    FaultResponse {
+        status: Some(code),
+        ..Default::default()
+    }
+}
+
+/// The visitor creations among `requests`.
+pub fn creates(requests: &[LoggedRequest]) -> Vec<&LoggedRequest> {
+    requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == VISITOR_PATH)
+        .collect()
+}
+
+/// The visitors `sim` holds at `site` for `booking`.
+pub async fn visitors_in(
+    sim: &SimControl,
+    site: &str,
+    booking: Uuid,
+) -> Vec<ipassan_sim::model::Visitor> {
+    sim.state()
+        .await
+        .unwrap()
+        .sites
+        .get(site)
+        .map(|s| s.visitors.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.external_ref == booking.to_string())
+        .collect()
+}
+
+/// The value of a metric line `name{labels} value` (labels in any order).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Polls `probe` every 50 ms until it holds; panics naming `what` after 15 s.
+pub async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Harness {
     /// The `CONNECX__*` environment that runs the service binary as this harness's replica.
     pub fn process_env(&self) -> Vec<(String, String)> {
-        let s = &self.settings;
-        let ipassan = s
+        let s = &self.settings.shared;
+        let ipassan = self
+            .settings
             .ipassan
             .as_ref()
             .expect("the harness has a default tenant");
@@ -326,23 +407,12 @@ impl Harness {
 
     /// The broker settings the service runs with (for publishing as a producer would).
     pub fn amqp_settings(&self) -> AmqpSettings {
-        self.settings.amqp.clone()
+        self.settings.shared.amqp.clone()
     }
 
     /// Starts one more replica of the service on the same database and queue.
     pub async fn add_replica(&self) {
         spawn_service(self.settings.clone(), &self.stop).await;
-    }
-
-    /// The first replica's `/metrics` text.
-    pub async fn metrics(&self) -> String {
-        let port = self.health_port.expect("started with a health port");
-        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
     }
 
     /// The settings the service runs with.
@@ -359,12 +429,34 @@ impl Harness {
         self.broker.publish_event(envelope).await;
     }
 
+    /// Publishes `visit` as a new booking (`created`, version 1); returns its id.
+    pub async fn publish_created(&self, visit: VisitorBooking) -> Uuid {
+        let id = Uuid::new_v4();
+        self.publish(&created(id, visit)).await;
+        id
+    }
+
+    /// Books `visit` as a new booking and waits for its grant: the booking's id and its PIN.
+    pub async fn book_granted(&mut self, visit: VisitorBooking) -> (Uuid, String) {
+        let id = self.publish_created(visit).await;
+        let granted = self.expect_result("visitor_access.granted.v1").await;
+        assert_eq!(granted.booking_id, id);
+        (id, result_of(&granted).pin.clone().expect("the PIN"))
+    }
+
     /// The next result event (panics after 15 s).
     pub async fn next_result(&mut self) -> Envelope {
         self.results
             .next(Duration::from_secs(15))
             .await
             .expect("a visitor_access result within 15 s")
+    }
+
+    /// The next result event, which must be a `routing_key` one.
+    pub async fn expect_result(&mut self, routing_key: &str) -> Envelope {
+        let result = self.next_result().await;
+        assert_eq!(result.routing_key(), routing_key, "{result:?}");
+        result
     }
 
     /// Asserts no further result event comes within `quiet`.
@@ -379,17 +471,25 @@ impl Harness {
         }
     }
 
+    /// Asserts no dead letter comes within `quiet`.
+    pub async fn no_dead_letters(&mut self, quiet: Duration) {
+        if let Some(dead) = self.dead_letters.next_message(quiet).await {
+            panic!(
+                "unexpected dead letter ({:?}): {:?}",
+                dead.headers.get_str(headers::ERROR_KIND),
+                dead.headers.get_str(headers::ERROR)
+            );
+        }
+    }
+
     /// The simulator's visitors made for `booking`.
     pub async fn visitors_for(&self, booking: Uuid) -> Vec<ipassan_sim::model::Visitor> {
-        let state = self.control.state().await.unwrap();
-        state
-            .sites
-            .get(SITE)
-            .map(|s| s.visitors.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|v| v.external_ref == booking.to_string())
-            .collect()
+        visitors_in(&self.control, SITE, booking).await
+    }
+
+    /// Whether the simulator holds no live credential at all.
+    pub async fn no_live_credentials(&self) -> bool {
+        self.control.state().await.unwrap().credentials.is_empty()
     }
 
     /// Tries `pin` at `door` with the simulator's clock at site-local `now`.
@@ -414,8 +514,8 @@ impl Harness {
             .unwrap();
     }
 
-    /// Requests the simulator saw, as (method, path, status).
-    pub async fn requests(&self) -> Vec<ipassan_sim::model::LoggedRequest> {
+    /// Requests the simulator answered, in order.
+    pub async fn requests(&self) -> Vec<LoggedRequest> {
         self.control.requests().await.unwrap()
     }
 
@@ -431,12 +531,32 @@ impl Harness {
         pool.close().await;
         version
     }
-}
 
-/// A status-only fault answer.
-pub fn status(code: u16) -> FaultResponse {
-    FaultResponse {
-        status: Some(code),
-        ..Default::default()
+    /// The first replica's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let port = self.health_port.expect("an in-process replica");
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// A counter of the worker's queue, as `/metrics` shows it (0 before its first count). Every
+    /// in-process replica counts into it; nextest runs each test in a process of its own, so it
+    /// is this test's.
+    pub async fn queue_counter(&self, name: &str) -> f64 {
+        let queue = format!("queue=\"{QUEUE}\"");
+        metric(&self.metrics().await, name, &[&queue]).unwrap_or(0.0)
+    }
+
+    /// Waits until the worker has finished with `messages` messages (acknowledged them), so
+    /// whatever a message could have done has been done.
+    pub async fn until_handled(&self, messages: u32) {
+        until(&format!("{messages} messages handled"), async || {
+            self.queue_counter(HANDLED).await >= f64::from(messages)
+        })
+        .await;
     }
 }

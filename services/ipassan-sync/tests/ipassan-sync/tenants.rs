@@ -2,9 +2,6 @@
 //! (secret sealed), bookings made under it wait for it, a visitor stays in the tenant it was made
 //! in, a building connected to nothing fails with a reason, and sealed secrets the service cannot
 //! open stop its start.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,10 +10,13 @@ use contracts::{
     AccessSystem, ConnectionVersions, Envelope, Event, IpassanConnection, IpassanConnectionChange,
     connection_subject, sealed_fields,
 };
-use ipassan_sim::{ClientSeed, Person, RunningSim, Seed, SiteSeed};
+use ipassan_sim::{ClientSeed, RunningSim, Seed, SiteSeed};
 use platform::secrets::SecretsSettings;
-use support::{FROM, Options, PERSON, SEALING_KEY, TO, booking, cancelled, created, result_of};
-use uuid::Uuid;
+
+use crate::support::{
+    self, FROM, Harness, Options, PERSON, RETRIED, SEALING_KEY, TO, booking, cancelled, resident,
+    result_of, until, visitors_in,
+};
 
 /// The bay building's own tenant: another simulator, another client, another site.
 const BAY: &str = "bay";
@@ -33,14 +33,7 @@ async fn bay_tenant() -> RunningSim {
                 BAY_SITE.to_owned(),
                 SiteSeed {
                     timezone: Some("Australia/Sydney".into()),
-                    persons: vec![Person {
-                        id: PERSON.into(),
-                        kind: 1,
-                        first_name: "Ana".into(),
-                        last_name: "Lee".into(),
-                        email: "ana@residents.example".into(),
-                        access_profile_id: Some("ap-bay".into()),
-                    }],
+                    persons: vec![resident(PERSON, Some("ap-bay"))],
                     profiles: BTreeMap::from([("ap-bay".to_owned(), vec!["bay-lobby".to_owned()])]),
                 },
             )]),
@@ -96,20 +89,16 @@ fn bay_booking(version: i64) -> contracts::VisitorBooking {
     booking
 }
 
-async fn visitors_in(
-    sim: &RunningSim,
-    site: &str,
-    booking: Uuid,
-) -> Vec<ipassan_sim::model::Visitor> {
-    let state = sim.control().state().await.unwrap();
-    state
-        .sites
-        .get(site)
-        .map(|s| s.visitors.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| v.external_ref == booking.to_string())
-        .collect()
+/// Books `visit` and waits for its grant; asserts its visitor is in the default tenant and not
+/// in `bay`.
+async fn granted_in_the_default_tenant(
+    harness: &mut Harness,
+    bay: &RunningSim,
+    visit: contracts::VisitorBooking,
+) {
+    let (id, _) = harness.book_granted(visit).await;
+    assert_eq!(harness.visitors_for(id).await.len(), 1);
+    assert!(visitors_in(&bay.control(), BAY_SITE, id).await.is_empty());
 }
 
 #[tokio::test]
@@ -121,12 +110,10 @@ async fn a_building_with_its_own_tenant_gets_its_visitors_there_and_the_others_s
         .publish(&connection(1, Some(&bay), SEALING_KEY))
         .await;
 
-    let at_bay = Uuid::new_v4();
-    harness.publish(&created(at_bay, bay_booking(1))).await;
-    let granted = harness.next_result().await;
-    assert_eq!(granted.routing_key(), "visitor_access.granted.v1");
+    let at_bay = harness.publish_created(bay_booking(1)).await;
+    let granted = harness.expect_result("visitor_access.granted.v1").await;
     assert_eq!(granted.booking_id, at_bay);
-    let made = visitors_in(&bay, BAY_SITE, at_bay).await;
+    let made = visitors_in(&bay.control(), BAY_SITE, at_bay).await;
     assert_eq!(made.len(), 1, "the visitor is in the bay tenant");
     assert_eq!(
         made[0].credential.as_ref().unwrap().pin,
@@ -137,30 +124,20 @@ async fn a_building_with_its_own_tenant_gets_its_visitors_there_and_the_others_s
         "and not in the default one"
     );
 
-    let at_harbour = Uuid::new_v4();
-    harness
-        .publish(&created(at_harbour, booking(FROM, TO)))
-        .await;
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.granted.v1"
-    );
-    assert_eq!(harness.visitors_for(at_harbour).await.len(), 1);
-    assert!(visitors_in(&bay, BAY_SITE, at_harbour).await.is_empty());
+    granted_in_the_default_tenant(&mut harness, &bay, booking(FROM, TO)).await;
 }
 
 #[tokio::test]
 async fn a_booking_made_under_a_connection_not_yet_here_waits_for_it_and_goes_nowhere_else() {
-    let mut harness = support::start_with(Options {
-        tiers: "300ms,300ms,300ms,300ms,300ms,300ms",
-        ..Options::default()
+    let mut harness = support::start_with_tiers("300ms,300ms,300ms,300ms,300ms,300ms").await;
+    let bay = bay_tenant().await;
+    let id = harness.publish_created(bay_booking(1)).await;
+    // The worker's first try ends in a retry: it must not call any tenant with an older
+    // connection.
+    until("the worker to try the booking and retry it", async || {
+        harness.queue_counter(RETRIED).await >= 1.0
     })
     .await;
-    let bay = bay_tenant().await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, bay_booking(1))).await;
-    // Give the worker a first try: it must not call any tenant with an older connection.
-    tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         harness.requests().await.is_empty(),
         "the default tenant was called"
@@ -170,16 +147,13 @@ async fn a_booking_made_under_a_connection_not_yet_here_waits_for_it_and_goes_no
     harness
         .publish(&connection(1, Some(&bay), SEALING_KEY))
         .await;
-    let granted = harness.next_result().await;
-    assert_eq!(granted.routing_key(), "visitor_access.granted.v1");
-    assert_eq!(visitors_in(&bay, BAY_SITE, id).await.len(), 1);
+    harness.expect_result("visitor_access.granted.v1").await;
+    assert_eq!(visitors_in(&bay.control(), BAY_SITE, id).await.len(), 1);
     assert!(
-        harness
-            .dead_letters
-            .next(Duration::from_millis(300))
-            .await
-            .is_none()
+        harness.requests().await.is_empty(),
+        "the default tenant was never called"
     );
+    harness.no_dead_letters(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -189,34 +163,19 @@ async fn a_visitor_stays_in_the_tenant_it_was_made_in_when_the_building_moves_on
     harness
         .publish(&connection(1, Some(&bay), SEALING_KEY))
         .await;
-    let old = Uuid::new_v4();
-    harness.publish(&created(old, bay_booking(1))).await;
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.granted.v1"
-    );
+    let (old, _) = harness.book_granted(bay_booking(1)).await;
 
     // The operator puts the building back on the default.
     harness.publish(&connection(2, None, SEALING_KEY)).await;
     harness.publish(&cancelled(old, 2, bay_booking(2))).await;
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.revoked.v1"
-    );
-    let revoked = visitors_in(&bay, BAY_SITE, old).await;
+    harness.expect_result("visitor_access.revoked.v1").await;
+    let revoked = visitors_in(&bay.control(), BAY_SITE, old).await;
     assert!(revoked[0].credential.is_none(), "revoked where it was made");
 
     // A new booking goes to the default tenant (with the building's own site).
     let mut new_booking = bay_booking(2);
     new_booking.building.ipassan_site = Some(support::SITE.into());
-    let new = Uuid::new_v4();
-    harness.publish(&created(new, new_booking)).await;
-    assert_eq!(
-        harness.next_result().await.routing_key(),
-        "visitor_access.granted.v1"
-    );
-    assert_eq!(harness.visitors_for(new).await.len(), 1);
-    assert!(visitors_in(&bay, BAY_SITE, new).await.is_empty());
+    granted_in_the_default_tenant(&mut harness, &bay, new_booking).await;
 }
 
 #[tokio::test]
@@ -226,10 +185,8 @@ async fn without_a_default_a_building_with_no_tenant_of_its_own_fails_with_a_rea
         ..Options::default()
     })
     .await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-    let failed = harness.next_result().await;
-    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    harness.publish_created(booking(FROM, TO)).await;
+    let failed = harness.expect_result("visitor_access.failed.v1").await;
     let failure = result_of(&failed).failure.clone().unwrap();
     assert_eq!(failure.code, "ipassan_not_connected");
     assert!(failure.needs_manager);
@@ -238,13 +195,11 @@ async fn without_a_default_a_building_with_no_tenant_of_its_own_fails_with_a_rea
 
 #[tokio::test]
 async fn a_tenant_secret_that_cannot_be_opened_stops_the_start_and_a_rotated_key_reseals_it() {
-    let mut harness = support::start().await;
+    let harness = support::start().await;
     let bay = bay_tenant().await;
     harness.publish(&connection(1, Some(&bay), OTHER_KEY)).await;
-    // The event is stored even so: wait until a booking of another building went through after it.
-    let probe = Uuid::new_v4();
-    harness.publish(&created(probe, booking(FROM, TO))).await;
-    harness.next_result().await;
+    // The event is stored even so (the secret is opened only when the tenant is used).
+    harness.until_handled(1).await;
     harness.stop_service();
 
     let error = ipassan_sync::Application::build(harness.settings().clone())

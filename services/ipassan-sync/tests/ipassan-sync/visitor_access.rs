@@ -1,23 +1,19 @@
 //! A visitor booking becomes an iPassan visitor with a PIN, follows reschedules and
 //! cancellations, and converges under duplicates and out-of-order versions (docs/architecture.md, "The version rule" and "Visitor bookings and iPassan").
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::time::Duration;
 
 use contracts::Event;
-use support::*;
 use uuid::Uuid;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn a_visit_with_access_becomes_a_visitor_with_the_residents_profile_and_a_pin() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
+    let id = harness.publish_created(booking(FROM, TO)).await;
 
-    let granted = harness.next_result().await;
-    assert_eq!(granted.routing_key(), "visitor_access.granted.v1");
+    let granted = harness.expect_result("visitor_access.granted.v1").await;
     assert_eq!((granted.booking_id, granted.version), (id, 1));
     let pin = result_of(&granted).pin.clone().expect("the PIN");
     assert!(result_of(&granted).failure.is_none());
@@ -44,9 +40,7 @@ async fn a_visit_with_access_becomes_a_visitor_with_the_residents_profile_and_a_
 #[tokio::test]
 async fn the_code_opens_the_door_inside_the_window_not_before_and_not_after() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-    let pin = result_of(&harness.next_result().await).pin.clone().unwrap();
+    let (_, pin) = harness.book_granted(booking(FROM, TO)).await;
 
     assert_eq!(
         harness.door_at("2026-12-01T17:59:59", LOBBY, &pin).await,
@@ -68,16 +62,13 @@ async fn the_code_opens_the_door_inside_the_window_not_before_and_not_after() {
 #[tokio::test]
 async fn rescheduling_moves_the_window_and_keeps_the_pin() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-    let pin = result_of(&harness.next_result().await).pin.clone().unwrap();
+    let (id, pin) = harness.book_granted(booking(FROM, TO)).await;
 
     let (later_from, later_to) = ("2026-12-02T09:30:00", "2026-12-02T11:00:00");
     harness
         .publish(&rescheduled(id, 2, booking(later_from, later_to)))
         .await;
-    let updated = harness.next_result().await;
-    assert_eq!(updated.routing_key(), "visitor_access.updated.v1");
+    let updated = harness.expect_result("visitor_access.updated.v1").await;
     assert_eq!(updated.version, 2);
     assert_eq!(result_of(&updated).pin.as_deref(), Some(pin.as_str()));
     assert_eq!(
@@ -100,14 +91,11 @@ async fn rescheduling_moves_the_window_and_keeps_the_pin() {
 #[tokio::test]
 async fn cancelling_a_visit_stops_the_pin_opening_the_door() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
-    let pin = result_of(&harness.next_result().await).pin.clone().unwrap();
+    let (id, pin) = harness.book_granted(booking(FROM, TO)).await;
     assert!(harness.door_at("2026-12-01T19:00:00", LOBBY, &pin).await.0);
 
     harness.publish(&cancelled(id, 2, booking(FROM, TO))).await;
-    let revoked = harness.next_result().await;
-    assert_eq!(revoked.routing_key(), "visitor_access.revoked.v1");
+    let revoked = harness.expect_result("visitor_access.revoked.v1").await;
     assert_eq!(revoked.version, 2);
     assert_eq!(result_of(&revoked).pin, None);
 
@@ -118,28 +106,18 @@ async fn cancelling_a_visit_stops_the_pin_opening_the_door() {
     let visitors = harness.visitors_for(id).await;
     assert_eq!(visitors.len(), 1, "the visitor stays listed");
     assert!(visitors[0].credential.is_none(), "without a credential");
-    assert!(
-        harness
-            .control
-            .state()
-            .await
-            .unwrap()
-            .credentials
-            .is_empty()
-    );
+    assert!(harness.no_live_credentials().await);
     harness.no_more_results(Duration::from_millis(500)).await;
 }
 
 #[tokio::test]
 async fn a_resident_whose_ipassan_person_is_gone_gets_a_failed_result_with_the_reason() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
     let mut visit = booking(FROM, TO);
     visit.resident.ipassan_person_id = Some("p-deleted".into());
-    harness.publish(&created(id, visit)).await;
+    let id = harness.publish_created(visit).await;
 
-    let failed = harness.next_result().await;
-    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    let failed = harness.expect_result("visitor_access.failed.v1").await;
     assert_eq!(failed.version, 1);
     let failure = result_of(&failed).failure.clone().expect("a reason");
     assert_eq!(failure.code, "visitee_not_found");
@@ -147,26 +125,18 @@ async fn a_resident_whose_ipassan_person_is_gone_gets_a_failed_result_with_the_r
     assert!(failure.message.contains("p-deleted"), "{}", failure.message);
     assert_eq!(result_of(&failed).pin, None);
     assert!(harness.visitors_for(id).await.is_empty());
-    assert!(
-        harness
-            .dead_letters
-            .next(Duration::from_millis(300))
-            .await
-            .is_none(),
-        "an outcome, not a dead letter"
-    );
+    // An outcome, not a dead letter.
+    harness.no_dead_letters(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
 async fn a_resident_without_an_access_profile_gets_a_failed_result_with_the_reason() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
     let mut visit = booking(FROM, TO);
     visit.resident.ipassan_person_id = Some(PERSON_WITHOUT_PROFILE.into());
-    harness.publish(&created(id, visit.clone())).await;
+    let id = harness.publish_created(visit.clone()).await;
 
-    let failed = harness.next_result().await;
-    assert_eq!(failed.routing_key(), "visitor_access.failed.v1");
+    let failed = harness.expect_result("visitor_access.failed.v1").await;
     let failure = result_of(&failed).failure.clone().unwrap();
     assert_eq!(failure.code, "visitee_has_no_access_profile");
     assert!(failure.needs_manager);
@@ -175,8 +145,7 @@ async fn a_resident_without_an_access_profile_gets_a_failed_result_with_the_reas
     // A reschedule still fails, and says so for its own version: booking-api shows the new
     // version `pending` until it hears.
     harness.publish(&rescheduled(id, 2, visit)).await;
-    let failed_again = harness.next_result().await;
-    assert_eq!(failed_again.routing_key(), "visitor_access.failed.v1");
+    let failed_again = harness.expect_result("visitor_access.failed.v1").await;
     assert_eq!(failed_again.version, 2);
     assert_eq!(
         result_of(&failed_again)
@@ -192,17 +161,13 @@ async fn a_resident_without_an_access_profile_gets_a_failed_result_with_the_reas
 #[tokio::test]
 async fn without_provide_access_nothing_is_asked_of_ipassan() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
     let mut visit = booking(FROM, TO);
     visit.provide_access = false;
-    harness.publish(&created(id, visit)).await;
-    for _ in 0..100 {
-        if harness.applied_version(id).await == Some(1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(harness.applied_version(id).await, Some(1));
+    let id = harness.publish_created(visit).await;
+    until("the booking to be applied", async || {
+        harness.applied_version(id).await == Some(1)
+    })
+    .await;
     assert!(harness.requests().await.is_empty());
     harness.no_more_results(Duration::from_millis(300)).await;
 }
@@ -215,17 +180,15 @@ async fn the_same_event_delivered_twice_makes_one_visitor_and_one_granted_event(
     harness.publish(&event).await;
     harness.publish(&event).await;
 
-    let granted = harness.next_result().await;
-    assert_eq!(granted.routing_key(), "visitor_access.granted.v1");
-    harness.no_more_results(Duration::from_secs(1)).await;
+    harness.expect_result("visitor_access.granted.v1").await;
+    harness.until_handled(2).await;
+    harness.no_more_results(Duration::from_millis(300)).await;
     assert_eq!(harness.visitors_for(id).await.len(), 1);
-    let creates = harness
-        .requests()
-        .await
-        .iter()
-        .filter(|r| r.method == "POST" && r.path == VISITOR_PATH)
-        .count();
-    assert_eq!(creates, 1, "the duplicate changed nothing in iPassan");
+    assert_eq!(
+        creates(&harness.requests().await).len(),
+        1,
+        "the duplicate changed nothing in iPassan"
+    );
 }
 
 #[tokio::test]
@@ -235,12 +198,10 @@ async fn a_late_older_version_is_skipped_and_the_newer_truth_stands() {
     harness.publish(&cancelled(id, 2, booking(FROM, TO))).await;
     harness.publish(&created(id, booking(FROM, TO))).await;
 
-    let revoked = harness.next_result().await;
-    assert_eq!(
-        (revoked.routing_key(), revoked.version),
-        ("visitor_access.revoked.v1", 2)
-    );
-    harness.no_more_results(Duration::from_secs(1)).await;
+    let revoked = harness.expect_result("visitor_access.revoked.v1").await;
+    assert_eq!(revoked.version, 2);
+    harness.until_handled(2).await;
+    harness.no_more_results(Duration::from_millis(300)).await;
     assert!(
         harness.visitors_for(id).await.is_empty(),
         "the late create made nothing"
@@ -258,17 +219,12 @@ async fn a_late_older_version_is_skipped_and_the_newer_truth_stands() {
 #[tokio::test]
 async fn results_are_published_under_the_bookings_id_and_the_version_acted_on() {
     let mut harness = start().await;
-    let id = Uuid::new_v4();
-    harness.publish(&created(id, booking(FROM, TO))).await;
+    harness.publish_created(booking(FROM, TO)).await;
     let granted = harness.next_result().await;
     assert!(matches!(granted.event, Event::VisitorAccessGranted(_)));
     // A second, unrelated booking does not disturb the first.
-    let other = Uuid::new_v4();
-    harness
-        .publish(&created(
-            other,
-            booking("2026-12-03T10:00:00", "2026-12-03T12:00:00"),
-        ))
+    let other = harness
+        .publish_created(booking("2026-12-03T10:00:00", "2026-12-03T12:00:00"))
         .await;
     let second = harness.next_result().await;
     assert_eq!((second.booking_id, second.version), (other, 1));
@@ -284,8 +240,7 @@ async fn two_replicas_racing_on_a_create_and_its_cancel_end_with_no_access() {
     let mut harness = start().await;
     harness.add_replica().await;
     for _ in 0..5 {
-        let id = Uuid::new_v4();
-        harness.publish(&created(id, booking(FROM, TO))).await;
+        let id = harness.publish_created(booking(FROM, TO)).await;
         harness.publish(&cancelled(id, 2, booking(FROM, TO))).await;
         // Either the create was acted on first (granted v1, then revoked v2) or the cancel
         // overtook it (revoked v2 only); never a grant after the revocation.
@@ -314,13 +269,5 @@ async fn two_replicas_racing_on_a_create_and_its_cancel_end_with_no_access() {
         );
     }
     harness.no_more_results(Duration::from_secs(1)).await;
-    assert!(
-        harness
-            .control
-            .state()
-            .await
-            .unwrap()
-            .credentials
-            .is_empty()
-    );
+    assert!(harness.no_live_credentials().await);
 }
