@@ -14,12 +14,16 @@ use std::sync::Arc;
 
 use chrono::NaiveTime;
 use chrono_tz::Tz;
+use platform::bulkhead::Admission;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use crate::ledger::decide::due_clearing_date;
-use crate::ledger::{AccessLevelKey, store};
+use crate::context::Context;
+use crate::decision::{self, due_clearing_date};
+use crate::error::SyncError;
+use crate::ledger::AccessLevelKey;
+use crate::ledger_transaction::{LedgerTransaction, Promotion};
 use crate::results::{self, Outcome};
-use crate::step::{Context, Promotion, Step, StepError};
+use crate::store;
 
 /// What one building's clearing did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,14 +54,14 @@ impl Cleaner {
     }
 
     /// Runs every clearing that is due and not yet done. Returns what ran here.
-    pub async fn tick(&self) -> Result<Vec<Clearing>, StepError> {
+    pub async fn tick(&self) -> Result<Vec<Clearing>, SyncError> {
         let Ok(_busy) = self.busy.try_lock() else {
             return Ok(Vec::new());
         };
         let now = self.ctx.clock.now();
         let buildings = {
             let mut conn = self.ctx.pool.acquire().await?;
-            store::buildings(&mut conn).await?
+            store::bookings::buildings(&mut conn).await?
         };
         let mut done = Vec::new();
         let mut first_error = None;
@@ -93,11 +97,11 @@ impl Cleaner {
         &self,
         building: &str,
         due: chrono::NaiveDate,
-    ) -> Result<Option<Clearing>, StepError> {
+    ) -> Result<Option<Clearing>, SyncError> {
         let today = due;
         {
             let mut conn = self.ctx.pool.acquire().await?;
-            if store::cleaner_ran(&mut conn, building, due).await? {
+            if store::cleaner::ran(&mut conn, building, due).await? {
                 return Ok(None);
             }
         }
@@ -105,7 +109,7 @@ impl Cleaner {
         if !store::try_lock(&mut claim, &format!("salto_sync/cleaner/{building}")).await? {
             return Ok(None);
         }
-        if !store::claim_cleaner_run(&mut claim, building, due).await? {
+        if !store::cleaner::claim_run(&mut claim, building, due).await? {
             return Ok(None);
         }
         let mut clearing = Clearing {
@@ -115,7 +119,7 @@ impl Cleaner {
         };
         let levels = {
             let mut conn = self.ctx.pool.acquire().await?;
-            store::levels_with_ended(&mut conn, building, today).await?
+            store::ledger::levels_with_ended(&mut conn, building, today).await?
         };
         // What a person must look at: the night is still done (trying again every minute would
         // change nothing), but each one becomes a dead letter, and so an alert mail.
@@ -139,7 +143,7 @@ impl Cleaner {
         if self.reconcile {
             let levels = {
                 let mut conn = self.ctx.pool.acquire().await?;
-                store::levels_of_building(&mut conn, building).await?
+                store::ledger::levels_of_building(&mut conn, building).await?
             };
             for level in levels {
                 match self.reconcile_level(&level, building, today).await {
@@ -168,7 +172,7 @@ impl Cleaner {
         for (level, problem) in &problems {
             self.report(building, due, level, problem).await?;
         }
-        store::finish_cleaner_run(
+        store::cleaner::finish_run(
             &mut claim,
             building,
             due,
@@ -194,10 +198,10 @@ impl Cleaner {
         night: chrono::NaiveDate,
         level: &AccessLevelKey,
         problem: &str,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), SyncError> {
         let snapshot = {
             let mut conn = self.ctx.pool.acquire().await?;
-            store::snapshot_for_alert(&mut conn, building, &level.access_level).await?
+            store::bookings::snapshot_for_alert(&mut conn, building, &level.access_level).await?
         };
         let (routing_key, body) = match &snapshot {
             Some(envelope) => (envelope.routing_key().to_owned(), envelope.to_json()),
@@ -244,43 +248,31 @@ impl Cleaner {
         level: &AccessLevelKey,
         building: &str,
         today: chrono::NaiveDate,
-    ) -> Result<(usize, usize), StepError> {
-        // A server that is failing is left for a later tick; it must not hold up the others.
-        let _admitted = self.ctx.servers.bulkhead(&level.server).admit(None)?;
-        let mut step = Step::begin(&self.ctx).await?;
-        step.lock([level.clone()]).await?;
-        let ended = store::take_ended_permissions(step.conn(), level, building, today).await?;
-        let mut freed = Vec::new();
-        for held in &ended {
-            step.mark_released(&held.slot);
-            freed.push(held.slot.clone());
-            if let Some(booking) = snapshot_booking(&mut step, held.booking_id).await? {
-                step.outcome(held.booking_id, held.version, Outcome::Expired, booking)
+    ) -> Result<(usize, usize), SyncError> {
+        let (_admitted, mut tx) = self.locked_level(level).await?;
+        let ended = tx.take_ended_permissions(level, building, today).await?;
+        let ended_waits = tx.take_ended_waits(level, building, today).await?;
+        let ended_bookings = ended
+            .iter()
+            .map(|held| (held.booking_id, held.version))
+            .chain(ended_waits.iter().map(|w| (w.booking_id, w.version)));
+        for (booking_id, version) in ended_bookings {
+            if let Some(booking) = tx.booking_of(booking_id).await? {
+                tx.record_outcome(booking_id, version, Outcome::Expired, booking)
                     .await?;
             }
         }
-        let ended_waits = store::take_ended_waits(step.conn(), level, building, today).await?;
-        for waiting in &ended_waits {
-            if let Some(booking) = snapshot_booking(&mut step, waiting.booking_id).await? {
-                step.outcome(
-                    waiting.booking_id,
-                    waiting.version,
-                    Outcome::Expired,
-                    booking,
-                )
-                .await?;
-            }
-        }
-        freed.extend(store::free_slots_with_waiters(step.conn(), level).await?);
+        let mut freed: Vec<_> = ended.iter().map(|held| held.slot.clone()).collect();
+        freed.extend(tx.free_slots_with_waiters(level).await?);
         freed.sort();
         freed.dedup();
         let mut granted = 0;
         for slot in freed {
-            if let Promotion::Granted(_) = step.promote_waiters(&slot, today).await? {
+            if let Promotion::Granted(_) = tx.promote_waiters(&slot, today).await? {
                 granted += 1;
             }
         }
-        step.finish().await?;
+        tx.finish().await?;
         Ok((ended.len() + ended_waits.len(), granted))
     }
 
@@ -292,38 +284,31 @@ impl Cleaner {
         level: &AccessLevelKey,
         building: &str,
         today: chrono::NaiveDate,
-    ) -> Result<(bool, usize), StepError> {
-        let _admitted = self.ctx.servers.bulkhead(&level.server).admit(None)?;
-        let mut step = Step::begin(&self.ctx).await?;
-        step.lock([level.clone()]).await?;
-        let group = step.salto_group(level).await?;
-        let held = store::held_in_level(step.conn(), level).await?;
-        let managed = store::managed_zones(step.conn(), &level.access_level).await?;
-        let findings = crate::ledger::decide::drift_findings(&held, &group.permissions, &managed);
-        let missing: Vec<_> = held
-            .iter()
-            .filter(|h| !group.permissions.contains(&h.permission()))
-            .collect();
-        for h in &missing {
+    ) -> Result<(bool, usize), SyncError> {
+        let (_admitted, mut tx) = self.locked_level(level).await?;
+        let group = tx.salto_group(level).await?;
+        let held = tx.held_in_level(level).await?;
+        let managed = tx.managed_zones(level).await?;
+        let findings = decision::drift_findings(&held, &group.permissions, &managed);
+        let lost = decision::grants_salto_lost(&held, &group.permissions);
+        for h in &lost {
             tracing::warn!(access_level = level.access_level, zone = h.slot.zone,
                            booking_id = %h.booking_id, "Salto lost a grant the ledger holds; re-applying");
         }
-        let repaired = !missing.is_empty();
+        let repaired = !lost.is_empty();
         if repaired {
-            step.touch(level);
+            tx.touch(level);
         }
         let mut granted = 0;
-        for slot in store::free_slots_with_waiters(step.conn(), level).await? {
-            match step.promote_waiters(&slot, today).await? {
+        for slot in tx.free_slots_with_waiters(level).await? {
+            match tx.promote_waiters(&slot, today).await? {
                 Promotion::Granted(_) => granted += 1,
                 Promotion::Nobody => {}
                 Promotion::Blocked(existing) => {
-                    for waiter in store::waiters_for(step.conn(), &slot).await? {
-                        if let Some(booking) =
-                            snapshot_booking(&mut step, waiter.booking_id).await?
-                        {
+                    for waiter in tx.waiters_for(&slot).await? {
+                        if let Some(booking) = tx.booking_of(waiter.booking_id).await? {
                             let failure = results::drift(&booking, &existing);
-                            step.emit(results::result_event(
+                            tx.emit(results::result_event(
                                 Outcome::Failed,
                                 waiter.booking_id,
                                 waiter.version,
@@ -336,9 +321,22 @@ impl Cleaner {
                 }
             }
         }
-        step.finish().await?;
+        tx.finish().await?;
         self.report_drift(building, level, findings).await?;
         Ok((repaired, granted))
+    }
+
+    /// A ledger transaction holding `level`'s lock, admitted by the server's bulkhead for as long
+    /// as the admission is kept. A server that is failing is left for a later tick; it must not
+    /// hold up the others.
+    async fn locked_level(
+        &self,
+        level: &AccessLevelKey,
+    ) -> Result<(Admission, LedgerTransaction), SyncError> {
+        let admitted = self.ctx.servers.bulkhead(&level.server).admit(None)?;
+        let mut tx = LedgerTransaction::begin(&self.ctx).await?;
+        tx.lock([level.clone()]).await?;
+        Ok((admitted, tx))
     }
 
     /// Tells the building's managers what is newly found changed outside connecX on an access
@@ -349,17 +347,15 @@ impl Cleaner {
         building: &str,
         level: &AccessLevelKey,
         findings: Vec<contracts::DriftFinding>,
-    ) -> Result<(), StepError> {
-        let keys: Vec<String> = findings
-            .iter()
-            .map(crate::ledger::decide::drift_key)
-            .collect();
+    ) -> Result<(), SyncError> {
+        let keys: Vec<String> = findings.iter().map(decision::drift_key).collect();
         let mut conn = self.ctx.pool.acquire().await?;
-        let reported = store::drift_reported(&mut conn, level).await?;
+        let reported = store::cleaner::drift_reported(&mut conn, level).await?;
         if keys.iter().any(|key| !reported.contains(key)) {
-            let managers = store::snapshot_for_alert(&mut conn, building, &level.access_level)
-                .await?
-                .and_then(|e| e.building().cloned());
+            let managers =
+                store::bookings::snapshot_for_alert(&mut conn, building, &level.access_level)
+                    .await?
+                    .and_then(|e| e.building().cloned());
             match managers {
                 Some(building) => {
                     tracing::warn!(
@@ -393,17 +389,9 @@ impl Cleaner {
                 ),
             }
         }
-        store::remember_drift(&mut conn, level, &keys).await?;
+        store::cleaner::remember_drift(&mut conn, level, &keys).await?;
         Ok(())
     }
-}
-
-async fn snapshot_booking(
-    step: &mut Step,
-    booking_id: uuid::Uuid,
-) -> Result<Option<contracts::FacilityBooking>, StepError> {
-    let envelope = store::snapshot(step.conn(), booking_id).await?;
-    Ok(envelope.and_then(|e| crate::ledger::decide::facility_booking(&e.event).cloned()))
 }
 
 /// Starts the minute tick (and one tick now, to catch up a missed night). Stop it with

@@ -1,5 +1,7 @@
 //! The `facility_booking.*` handler: records the snapshot under the version rule, then acts on the
-//! stored latest snapshot (never on the message in hand) in one [`Step`].
+//! stored latest snapshot (never on the message in hand) in one [`LedgerTransaction`]: it reads
+//! what the ledger holds for the booking under the locks, lets [`decision::plan_booking`] say
+//! what the ledger should hold, and carries that out.
 //!
 //! created / rescheduled → hold the (access level, zone) slot: grant, keep, move, or defer as a
 //! double booking (policy `auto`: wait in the ledger; `manual`: wait for the manager);
@@ -10,16 +12,19 @@
 //! default. A snapshot made under a version of the building's connection this worker has not
 //! seen yet waits for it. `salto_connection.changed.v1` events are stored here too.
 
-use contracts::{DoubleBookingPolicy, Envelope, Event, FacilityBooking, TimetablesExhausted};
+use chrono::NaiveDate;
+use contracts::{Envelope, Event, FacilityBooking, TimetablesExhausted};
 use platform::amqp::{EventHandler, HandlerError};
 use platform::snapshots::{self, Recorded};
 use uuid::Uuid;
 
-use crate::ledger::decide::{self, GrantDecision, Intent, SaltoZone, decide_grant, salto_zone};
-use crate::ledger::{Waiting, store};
+use crate::context::Context;
+use crate::decision::{self, BookingPlan, Intent, Placement, SaltoZone};
+use crate::error::SyncError;
+use crate::ledger::SlotKey;
+use crate::ledger_transaction::LedgerTransaction;
 use crate::results::{self, Outcome};
-use crate::servers;
-use crate::step::{Context, Step, StepError};
+use crate::{servers, store};
 
 pub struct BookingEvents {
     ctx: Context,
@@ -35,7 +40,7 @@ impl EventHandler for BookingEvents {
     /// A booking given up still gets an outcome: `failed` (`gave_up`), so it does not stay
     /// `pending` for ever; the dead letter's alert carries the details.
     async fn gave_up(&self, envelope: &Envelope, error: &str) {
-        let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
+        let Some(booking) = decision::facility_booking(&envelope.event).cloned() else {
             return;
         };
         let failed = results::result_event(
@@ -58,23 +63,29 @@ impl EventHandler for BookingEvents {
 
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
         if let Event::SaltoConnectionChanged(change) = &envelope.event {
+            let server = change
+                .connection
+                .as_ref()
+                .map(|c| servers::server_key(&c.url));
             let mut conn = self.ctx.pool.acquire().await.map_err(database)?;
-            let changed = servers::record_connection(
+            let changed = store::servers::record_connection(
                 &mut conn,
+                &change.building_id,
                 envelope.version,
                 envelope.occurred_at,
-                change,
+                server.as_deref(),
+                change.connection.as_ref(),
             )
             .await
             .map_err(database)?;
             tracing::info!(
                 building_id = %change.building_id, version = envelope.version, changed,
-                server = change.connection.as_ref().map_or("default".to_owned(), |c| servers::server_key(&c.url)),
+                server = server.as_deref().unwrap_or("default"),
                 "building's Salto connection recorded"
             );
             return Ok(());
         }
-        if decide::facility_booking(&envelope.event).is_none() {
+        if decision::facility_booking(&envelope.event).is_none() {
             // Bound to facility_booking.# and the Salto connection changes only: anything else
             // here is a binding gone wrong, which a person must see (a dead letter), not an
             // event to drop.
@@ -103,10 +114,10 @@ impl EventHandler for BookingEvents {
 pub async fn act_on_latest(ctx: &Context, booking_id: Uuid) -> Result<(), HandlerError> {
     match act(ctx, booking_id).await {
         Ok(()) => Ok(()),
-        Err(StepError::PoolExhausted { server }) => {
+        Err(SyncError::PoolExhausted { server }) => {
             alert_pool_exhausted(ctx, &server, booking_id).await;
             ctx.sweeper.request(&server);
-            Err(StepError::PoolExhausted { server }.into_handler_error())
+            Err(SyncError::PoolExhausted { server }.into_handler_error())
         }
         Err(error) => match error.needs_manager() {
             Some(refusal) => {
@@ -114,23 +125,23 @@ pub async fn act_on_latest(ctx: &Context, booking_id: Uuid) -> Result<(), Handle
                 let refusal = refusal.clone();
                 report_refusal(ctx, booking_id, &refusal)
                     .await
-                    .map_err(StepError::into_handler_error)
+                    .map_err(SyncError::into_handler_error)
             }
             None => Err(error.into_handler_error()),
         },
     }
 }
 
-async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
+async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), SyncError> {
     let Some(envelope) = snapshots::latest(&ctx.pool, booking_id).await? else {
         return Ok(());
     };
     let version = envelope.version;
-    let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
+    let Some(booking) = decision::facility_booking(&envelope.event).cloned() else {
         return Ok(());
     };
     let server = building_server(ctx, &booking).await?;
-    let Some(intent) = decide::intent_of(&envelope.event, server.as_deref()) else {
+    let Some(intent) = decision::intent_of(&envelope.event, server.as_deref()) else {
         return Ok(());
     };
     // While the building's server is failing (or busy with other messages), the booking waits.
@@ -146,12 +157,14 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), StepError> {
     match (outcome, &admitted) {
         // Failing while the server's breaker is open: the server is down; the booking waits.
         (Err(error), Some(admitted)) if error.is_transient() && admitted.breaker_open() => {
-            Err(StepError::ServerDown(error.to_string()))
+            Err(SyncError::ServerDown(error.to_string()))
         }
         (outcome, _) => outcome,
     }
 }
 
+/// Reads what the ledger holds for the booking under its locks, asks
+/// [`decision::plan_booking`] what it should hold, carries that out, and commits.
 async fn act_admitted(
     ctx: &Context,
     booking_id: Uuid,
@@ -159,192 +172,129 @@ async fn act_admitted(
     intent: Intent,
     booking: FacilityBooking,
     server: Option<&str>,
-) -> Result<(), StepError> {
+) -> Result<(), SyncError> {
     {
-        // Outside the step: the row lock of this upsert must not serialize a building's steps.
+        // Outside the transaction: the row lock of this upsert must not serialize a building's
+        // transactions.
         let mut conn = ctx.pool.acquire().await?;
-        store::remember_building(&mut conn, &booking.building.id, &booking.building.timezone)
-            .await?;
+        store::bookings::remember_building(
+            &mut conn,
+            &booking.building.id,
+            &booking.building.timezone,
+        )
+        .await?;
     }
-    let mut step = Step::begin(ctx).await?;
-    // One booking's steps never overlap. A cancellation handled beside its own grant (another
-    // replica, or a retry) could not see that grant before it commits, so it would lock no
-    // access level, release nothing, and let the grant commit a permission for a cancelled
-    // booking; after this lock it sees the grant and releases it.
-    store::lock(step.conn(), &format!("salto_sync/booking/{booking_id}")).await?;
-
-    // Lock every access level this booking is or will be in, then read again under the locks.
-    // Its own slot's level even when it is cancelled: a grant of it that never committed may have
-    // left an entry there to remove.
-    let mut levels = Vec::new();
-    if let Intent::Hold { slot, .. } = &intent {
-        levels.push(slot.level.clone());
-    }
-    if let Some(server) = server {
-        let own = crate::ledger::SlotKey::of(&booking, server);
-        if !own.level.access_level.is_empty() {
-            levels.push(own.level);
-        }
-    }
-    let held = store::held_by_booking(step.conn(), booking_id).await?;
-    let waiting = store::waiting_booking(step.conn(), booking_id).await?;
-    levels.extend(held.iter().map(|h| h.slot.level.clone()));
-    levels.extend(waiting.iter().map(|w| w.slot.level.clone()));
-    step.lock(levels).await?;
-    if !decide::should_act(
-        store::outcome_version(step.conn(), booking_id).await?,
-        version,
-    ) {
+    let mut tx = LedgerTransaction::begin(ctx).await?;
+    tx.lock_booking(booking_id, decision::own_level(&booking, server))
+        .await?;
+    if !decision::should_act(tx.last_acted_version(booking_id).await?, version) {
         tracing::info!(%booking_id, version, "version already acted on; nothing to do");
         return Ok(());
     }
-    let held = store::held_by_booking(step.conn(), booking_id).await?;
-    let waiting = store::waiting_booking(step.conn(), booking_id).await?;
-    step.lock(
-        held.iter()
-            .map(|h| h.slot.level.clone())
-            .chain(waiting.iter().map(|w| w.slot.level.clone())),
-    )
-    .await?;
+    let entries = tx.entries_of(booking_id).await?;
+    let slot_holder = match &intent {
+        Intent::Hold { slot, .. } => tx.holder_of(slot).await?,
+        _ => None,
+    };
+    let plan = decision::plan_booking(
+        intent,
+        booking_id,
+        version,
+        &booking,
+        entries,
+        slot_holder.as_ref(),
+    );
     let today = ctx.local_today(&booking.building.timezone);
-
-    match intent {
-        Intent::Release => {
-            if let Some(held) = &held {
-                step.release(held).await?;
-                step.promote_waiters(&held.slot, today).await?;
-            }
-            if waiting.is_some() {
-                store::delete_waiting(step.conn(), booking_id).await?;
-            }
-            step.outcome(booking_id, version, Outcome::Revoked, booking)
-                .await?;
-        }
-        Intent::NotConnected => {
-            // Whatever it held before (under a connection since removed) goes.
-            if let Some(held) = &held {
-                step.release(held).await?;
-                step.promote_waiters(&held.slot, today).await?;
-            }
-            if waiting.is_some() {
-                store::delete_waiting(step.conn(), booking_id).await?;
-            }
-            let failure = results::not_connected(&booking);
-            step.outcome_with(
-                booking_id,
-                version,
-                Outcome::Failed,
-                booking,
-                None,
-                Some(failure),
-            )
-            .await?;
-        }
-        Intent::MissingIds { missing } => {
-            let failure = results::missing_ids(&booking, missing);
-            step.outcome_with(
-                booking_id,
-                version,
-                Outcome::Failed,
-                booking,
-                None,
-                Some(failure),
-            )
-            .await?;
-        }
-        Intent::Hold { slot, window } => {
-            // Leaving a slot of other IDs (the manager changed an Access Control ID): the old
-            // grant is cleared under the IDs it was made with.
-            if let Some(old) = held.as_ref().filter(|h| h.slot != slot) {
-                step.release(old).await?;
-                step.promote_waiters(&old.slot, today).await?;
-            }
-            if waiting.as_ref().is_some_and(|w| w.slot != slot) {
-                store::delete_waiting(step.conn(), booking_id).await?;
-            }
-            let holder = store::holder_of(step.conn(), &slot).await?;
-            match decide_grant(holder.as_ref(), booking_id, &window) {
-                GrantDecision::AlreadyHeld | GrantDecision::Move => {
-                    step.hold(&slot, &booking.building.id, booking_id, version, window)
-                        .await?;
-                    step.outcome(booking_id, version, Outcome::Granted, booking)
-                        .await?;
-                }
-                GrantDecision::Grant => {
-                    let group = step.salto_group(&slot.level).await?;
-                    let timetable = step
-                        .timetable(&slot.level.server, window.starts, window.ends)
-                        .await?;
-                    let wanted = window.permission(&slot.zone, timetable);
-                    match salto_zone(&group.permissions, &wanted) {
-                        SaltoZone::Unknown(existing) => {
-                            store::delete_waiting(step.conn(), booking_id).await?;
-                            let failure = results::unknown_permission(&booking, &existing);
-                            step.outcome_with(
-                                booking_id,
-                                version,
-                                Outcome::Failed,
-                                booking,
-                                None,
-                                Some(failure),
-                            )
-                            .await?;
-                        }
-                        SaltoZone::Free | SaltoZone::AlreadyOurs => {
-                            step.hold(&slot, &booking.building.id, booking_id, version, window)
-                                .await?;
-                            step.outcome(booking_id, version, Outcome::Granted, booking)
-                                .await?;
-                        }
-                    }
-                }
-                GrantDecision::Defer { held_by } => {
-                    let policy = booking.building.double_booking_policy;
-                    match policy {
-                        DoubleBookingPolicy::Auto => {
-                            store::upsert_waiting(
-                                step.conn(),
-                                &Waiting {
-                                    slot: slot.clone(),
-                                    building: booking.building.id.clone(),
-                                    booking_id,
-                                    version,
-                                    window,
-                                },
-                            )
-                            .await?;
-                        }
-                        DoubleBookingPolicy::Manual => {
-                            store::delete_waiting(step.conn(), booking_id).await?;
-                        }
-                    }
-                    let failure = results::double_booking(policy, held_by);
-                    // The manager's email shows both bookings' dates.
-                    let holder_window = store::snapshot(step.conn(), held_by)
-                        .await?
-                        .and_then(|e| decide::facility_booking(&e.event).map(|b| b.window.clone()));
-                    step.outcome_with(
-                        booking_id,
-                        version,
-                        Outcome::Deferred,
-                        booking,
-                        Some(results::Holder {
-                            booking_id: held_by,
-                            window: holder_window,
-                        }),
-                        Some(failure),
-                    )
-                    .await?;
-                }
-            }
-        }
-    }
-    let published = step.finish().await?;
+    carry_out(&mut tx, plan, booking_id, version, booking, today).await?;
+    let published = tx.finish().await?;
     for event in &published {
         tracing::info!(booking_id = %event.booking_id, version = event.version,
                        result = event.routing_key(), "result published");
     }
     Ok(())
+}
+
+/// Does what `plan` says on the ledger, and records the booking's result.
+async fn carry_out(
+    tx: &mut LedgerTransaction,
+    plan: BookingPlan,
+    booking_id: Uuid,
+    version: i64,
+    booking: FacilityBooking,
+    today: NaiveDate,
+) -> Result<(), SyncError> {
+    if let Some(held) = &plan.leave {
+        tx.leave(held, today).await?;
+    }
+    if plan.stop_waiting {
+        tx.stop_waiting(booking_id).await?;
+    }
+    let building = booking.building.id.clone();
+    match plan.then {
+        Placement::Settled { outcome, failure } => {
+            tx.record_outcome_with(booking_id, version, outcome, booking, None, failure)
+                .await
+        }
+        Placement::Hold { slot, window } => {
+            tx.hold(&slot, &building, booking_id, version, window)
+                .await?;
+            tx.record_outcome(booking_id, version, Outcome::Granted, booking)
+                .await
+        }
+        Placement::HoldIfSaltoAgrees { slot, window } => {
+            let group = tx.salto_group(&slot.level).await?;
+            let timetable = tx
+                .timetable(&slot.level.server, window.starts, window.ends)
+                .await?;
+            let wanted = window.permission(&slot.zone, timetable);
+            match decision::salto_zone(&group.permissions, &wanted) {
+                SaltoZone::Unknown(existing) => {
+                    tx.stop_waiting(booking_id).await?;
+                    let failure = results::unknown_permission(&booking, &existing);
+                    tx.record_outcome_with(
+                        booking_id,
+                        version,
+                        Outcome::Failed,
+                        booking,
+                        None,
+                        Some(failure),
+                    )
+                    .await
+                }
+                SaltoZone::Free | SaltoZone::AlreadyOurs => {
+                    tx.hold(&slot, &building, booking_id, version, window)
+                        .await?;
+                    tx.record_outcome(booking_id, version, Outcome::Granted, booking)
+                        .await
+                }
+            }
+        }
+        Placement::Defer {
+            held_by,
+            queue,
+            failure,
+        } => {
+            match &queue {
+                Some(waiting) => tx.queue(waiting).await?,
+                None => tx.stop_waiting(booking_id).await?,
+            }
+            // The manager's email shows both bookings' dates.
+            let holder_window = tx.booking_of(held_by).await?.map(|b| b.window);
+            let holder = results::Holder {
+                booking_id: held_by,
+                window: holder_window,
+            };
+            tx.record_outcome_with(
+                booking_id,
+                version,
+                Outcome::Deferred,
+                booking,
+                Some(holder),
+                Some(failure),
+            )
+            .await
+        }
+    }
 }
 
 /// Salto said it does not know an ID (code 11): the booking fails and the manager is told, with
@@ -353,27 +303,23 @@ async fn report_refusal(
     ctx: &Context,
     booking_id: Uuid,
     refusal: &salto_ship::ShipError,
-) -> Result<(), StepError> {
+) -> Result<(), SyncError> {
     let Some(envelope) = snapshots::latest(&ctx.pool, booking_id).await? else {
         return Ok(());
     };
-    let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
+    let Some(booking) = decision::facility_booking(&envelope.event).cloned() else {
         return Ok(());
     };
     let Some(server) = building_server(ctx, &booking).await? else {
         return Ok(());
     };
-    let mut step = Step::begin(ctx).await?;
-    step.lock([crate::ledger::SlotKey::of(&booking, &server).level])
-        .await?;
-    if !decide::should_act(
-        store::outcome_version(step.conn(), booking_id).await?,
-        envelope.version,
-    ) {
+    let mut tx = LedgerTransaction::begin(ctx).await?;
+    tx.lock([SlotKey::of(&booking, &server).level]).await?;
+    if !decision::should_act(tx.last_acted_version(booking_id).await?, envelope.version) {
         return Ok(());
     }
     let failure = results::salto_not_found(&booking, refusal);
-    step.outcome_with(
+    tx.record_outcome_with(
         booking_id,
         envelope.version,
         Outcome::Failed,
@@ -382,7 +328,7 @@ async fn report_refusal(
         Some(failure),
     )
     .await?;
-    step.finish().await?;
+    tx.finish().await?;
     Ok(())
 }
 
@@ -396,15 +342,15 @@ fn database(error: sqlx::Error) -> HandlerError {
 async fn building_server(
     ctx: &Context,
     booking: &FacilityBooking,
-) -> Result<Option<String>, StepError> {
+) -> Result<Option<String>, SyncError> {
     let held = {
         let mut conn = ctx.pool.acquire().await?;
-        servers::building_connection(&mut *conn, &booking.building.id).await?
+        store::servers::building_connection(&mut *conn, &booking.building.id).await?
     };
     let wanted = booking.building.connection_versions.salto;
     let known = held.as_ref().map_or(0, |c| c.version);
     if wanted > known {
-        return Err(StepError::AwaitingConnection {
+        return Err(SyncError::AwaitingConnection {
             building: booking.building.id.clone(),
             wanted,
             known,
@@ -420,10 +366,11 @@ async fn building_server(
 async fn alert_pool_exhausted(ctx: &Context, server: &str, booking_id: Uuid) {
     let alert = async {
         let mut conn = ctx.pool.acquire().await?;
-        if !store::pool_exhausted(&mut conn, server).await? {
-            return Ok::<_, StepError>(());
+        if !store::timetables::pool_exhausted(&mut conn, server).await? {
+            return Ok::<_, SyncError>(());
         }
-        let (held_by_connecx, held_by_others) = store::pool_counts(&mut conn, server).await?;
+        let (held_by_connecx, held_by_others) =
+            store::timetables::pool_counts(&mut conn, server).await?;
         let building_id = snapshots::latest(&ctx.pool, booking_id)
             .await?
             .and_then(|e| e.building_id().map(str::to_owned))

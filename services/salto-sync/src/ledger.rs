@@ -1,12 +1,9 @@
-//! The permission ledger (docs/architecture.md): who holds each (server, access level, zone)
-//! slot, who waits for it, and what was last decided for each booking. A Salto server holds one
+//! The permission ledger's records (docs/architecture.md, "Facility bookings and the ledger"):
+//! who holds each (server, access level, zone) slot and who waits for it. A Salto server holds one
 //! permission per access level and zone whichever building asked for it, so the ledger is keyed
 //! by the server; each row also names the building whose booking it is (for that building's
-//! nightly clearing and its managers). The rules are pure functions in [`decide`]; the SQL that
-//! stores them is in [`store`].
-
-pub mod decide;
-pub mod store;
+//! nightly clearing and its managers). The rules are plain functions in [`crate::decision`]; the
+//! SQL that stores the records is in [`crate::store`].
 
 use chrono::{NaiveDate, Timelike};
 use contracts::FacilityBooking;
@@ -124,4 +121,21 @@ pub struct Waiting {
     pub booking_id: Uuid,
     pub version: i64,
     pub window: LocalWindow,
+}
+
+/// What the ledger holds for one booking: the slot it holds and the slot it waits for, each at
+/// most one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookingEntries {
+    pub held: Option<Held>,
+    pub waiting: Option<Waiting>,
+}
+
+impl BookingEntries {
+    /// The access levels the entries are in (to lock them).
+    pub fn levels(&self) -> Vec<AccessLevelKey> {
+        let held = self.held.iter().map(|h| h.slot.level.clone());
+        let waiting = self.waiting.iter().map(|w| w.slot.level.clone());
+        held.chain(waiting).collect()
+    }
 }

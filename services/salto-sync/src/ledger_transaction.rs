@@ -1,148 +1,39 @@
-//! One step of work on the ledger and Salto, shared by the booking handler and the cleaner.
+//! One locked transaction on the ledger and Salto, shared by the booking handler and the cleaner.
 //!
-//! A step is one PostgreSQL transaction. It takes the advisory lock of every access level it
-//! touches (sorted, so two steps cannot deadlock), reads and changes the ledger, and at the end
-//! makes Salto match the ledger for each touched access level: the whole `GroupZoneList` is
-//! computed then, from the ledger's current state plus Salto's entries for zones the ledger does
-//! not own ("converge, don't replay"). Result events are published before the commit with
-//! deterministic ids, so a step that fails to commit is retried and publishes the same events.
-//! Nothing is kept when a step fails: the transaction rolls back, and Salto is left either as it
-//! was or showing entries the ledger does not record. Those entries were noted as connecX's
-//! before the write (`unrecorded_writes`, committed on its own), so the next step on the access
-//! level sees them as its own to replace or remove, never as a permission made by hand.
+//! A [`LedgerTransaction`] is one PostgreSQL transaction. It takes the advisory lock of every
+//! access level it touches (sorted, so two transactions cannot deadlock), reads and changes the
+//! ledger through its own methods, and at the end makes Salto match the ledger for each touched
+//! access level: the whole `GroupZoneList` is computed then, from the ledger's current state plus
+//! Salto's entries for zones the ledger does not own ("converge, don't replay"). Result events
+//! are published before the commit with deterministic ids, so a transaction that fails to commit
+//! is retried and publishes the same events. Nothing is kept when one fails: it rolls back, and
+//! Salto is left either as it was or showing entries the ledger does not record. Those entries
+//! were noted as connecX's before the write (`unrecorded_writes`, committed on their own), so the
+//! next transaction on the access level sees them as its own to replace or remove, never as a
+//! permission made by hand.
+//!
+//! Its callers decide with [`crate::decision`] and carry the answer out with its methods; none
+//! reaches the store beside it, so what it must know (the slots released, the access levels
+//! touched) it learns from its own operations.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use chrono_tz::Tz;
-use contracts::Envelope;
-use platform::amqp::{HandlerError, PublishError, Publisher};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use contracts::{AccessFailure, Envelope, FacilityBooking};
+use platform::amqp::Publisher;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::ledger::decide::{self, converge_list, has_ended};
-use crate::ledger::{AccessLevelKey, Held, SlotKey, store};
-use crate::results::{Outcome, result_event};
-use crate::servers::{self, ServerError, Servers};
+use crate::context::Context;
+use crate::decision::{self, WaiterVerdict, converge_list};
+use crate::error::SyncError;
+use crate::ledger::{AccessLevelKey, BookingEntries, Held, LocalWindow, SlotKey, Waiting};
+use crate::results::{Holder, Outcome, result_event};
+use crate::servers::Servers;
+use crate::store;
 use crate::timetables::{self, Sweeper};
-use platform::clock::Clock;
-use salto_ship::{Group, Remedy, ShipClient, ShipError, ZonePermission};
-
-/// What every step needs.
-#[derive(Clone)]
-pub struct Context {
-    pub pool: PgPool,
-    /// A small pool of its own for the notes a step commits outside its transaction
-    /// (`unrecorded_writes`). A step asks for it while it holds a connection of `pool`: from the
-    /// same pool, steps holding every connection would wait on each other until the acquire
-    /// timeout.
-    pub journal: PgPool,
-    /// Every Salto server's SHIP client.
-    pub servers: Arc<Servers>,
-    /// Deletes the timetables no permission uses any more, per server, after steps that may
-    /// have stopped using one.
-    pub sweeper: Arc<Sweeper>,
-    pub publisher: Publisher,
-    pub clock: Arc<dyn Clock>,
-}
-
-impl Context {
-    /// The building's local date now.
-    pub fn local_today(&self, timezone: &str) -> NaiveDate {
-        let now = self.clock.now();
-        match timezone.parse::<Tz>() {
-            Ok(tz) => now.with_timezone(&tz).date_naive(),
-            Err(_) => {
-                tracing::warn!(timezone, "unknown time zone; using UTC dates");
-                now.date_naive()
-            }
-        }
-    }
-}
-
-/// Why a step did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    #[error(transparent)]
-    Ship(#[from] ShipError),
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("publishing results: {0}")]
-    Publish(#[from] PublishError),
-    #[error(transparent)]
-    Server(#[from] ServerError),
-    /// Every timetable ID of the server is in use: the booking waits until one frees.
-    #[error("every Salto timetable ID (1..1024) of server {server} is in use")]
-    PoolExhausted { server: String },
-    /// The building's server cannot take the booking now (its breaker is open, or it has enough
-    /// messages in flight): the booking waits without using up its retries.
-    #[error(transparent)]
-    Unavailable(#[from] platform::bulkhead::Refusal),
-    /// A call failed while the server's breaker is open: the server is down, the booking waits.
-    #[error("the Salto server is down: {0}")]
-    ServerDown(String),
-    /// The booking was made under a version of its building's connection this worker has not
-    /// seen yet; the change is on its way through the same queue.
-    #[error(
-        "the booking was made under version {wanted} of building {building}'s Salto connection; \
-         this worker has version {known} so far"
-    )]
-    AwaitingConnection {
-        building: String,
-        wanted: i64,
-        known: i64,
-    },
-    #[error("{0}")]
-    Bug(String),
-}
-
-impl From<platform::snapshots::SnapshotError> for StepError {
-    fn from(error: platform::snapshots::SnapshotError) -> Self {
-        match error {
-            platform::snapshots::SnapshotError::Db(e) => Self::Db(e),
-            // Not for retrying: a dead letter, and the alert, name the booking.
-            undecodable => Self::Bug(undecodable.to_string()),
-        }
-    }
-}
-
-impl StepError {
-    /// Salto's refusal that a person must resolve, if that is what this is.
-    pub fn needs_manager(&self) -> Option<&ShipError> {
-        match self {
-            Self::Ship(error) if error.remedy() == Remedy::NeedsManager => Some(error),
-            _ => None,
-        }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Ship(error) => error.remedy() == Remedy::Transient,
-            Self::Db(_)
-            | Self::Publish(_)
-            | Self::PoolExhausted { .. }
-            | Self::Unavailable(_)
-            | Self::ServerDown(_)
-            | Self::AwaitingConnection { .. } => true,
-            // Ops can fix a key and restart; the message waits meanwhile.
-            Self::Server(ServerError::Secret { .. }) => true,
-            Self::Server(_) | Self::Bug(_) => false,
-        }
-    }
-
-    pub fn into_handler_error(self) -> HandlerError {
-        if let Self::PoolExhausted { .. } | Self::Unavailable(_) | Self::ServerDown(_) = self {
-            // Nothing is wrong with the booking: it waits for an ID, however long that takes.
-            return HandlerError::Unavailable(self.to_string());
-        }
-        if self.is_transient() {
-            HandlerError::Transient(self.to_string())
-        } else {
-            HandlerError::Permanent(self.to_string())
-        }
-    }
-}
+use salto_ship::{DaySeconds, Group, ShipClient, ZonePermission};
 
 /// How a waiter's promotion went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,30 +46,30 @@ pub enum Promotion {
     Blocked(ZonePermission),
 }
 
-pub struct Step {
+pub struct LedgerTransaction {
     tx: Transaction<'static, Postgres>,
-    /// For what must commit outside the step's transaction ([`Context::journal`]).
+    /// For what must commit outside the transaction ([`Context::journal`]).
     journal: PgPool,
     servers: Arc<Servers>,
-    /// The clients of the servers this step talked to.
+    /// The clients of the servers this transaction talked to.
     ships: HashMap<String, ShipClient>,
     sweeper: Arc<Sweeper>,
     publisher: Publisher,
     locked: BTreeSet<AccessLevelKey>,
-    /// Salto's groups as read, entries of failed steps included.
+    /// Salto's groups as read, entries of failed transactions included.
     groups: BTreeMap<AccessLevelKey, Group>,
-    /// Entries Salto shows that steps which did not commit wrote.
+    /// Entries Salto shows that transactions which did not commit wrote.
     orphans: BTreeMap<AccessLevelKey, Vec<ZonePermission>>,
     released: BTreeMap<AccessLevelKey, BTreeSet<String>>,
     touched: BTreeSet<AccessLevelKey>,
     events: Vec<Envelope>,
 }
 
-impl Step {
-    pub async fn begin(ctx: &Context) -> Result<Step, StepError> {
+impl LedgerTransaction {
+    pub async fn begin(ctx: &Context) -> Result<LedgerTransaction, SyncError> {
         let mut tx = ctx.pool.begin().await?;
         store::set_lock_timeout(&mut tx).await?;
-        Ok(Step {
+        Ok(LedgerTransaction {
             tx,
             journal: ctx.journal.clone(),
             servers: ctx.servers.clone(),
@@ -194,31 +85,24 @@ impl Step {
         })
     }
 
-    pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
-    }
-
-    /// The SHIP client of `server`, its stored settings read in the step's transaction.
-    pub async fn ship(&mut self, server: &str) -> Result<ShipClient, StepError> {
+    /// The SHIP client of `server`, its stored settings read in this transaction.
+    async fn ship(&mut self, server: &str) -> Result<ShipClient, SyncError> {
         if let Some(ship) = self.ships.get(server) {
             return Ok(ship.clone());
         }
-        // The deployment default's credentials come from the configuration, not the database.
-        let stored = if self.servers.default_key() == Some(server) {
-            None
-        } else {
-            servers::stored(&mut *self.tx, server).await?
-        };
-        let ship = self.servers.client(server, stored.as_ref())?;
+        let ship = self
+            .servers
+            .client_reading::<SyncError>(&mut self.tx, server)
+            .await?;
         self.ships.insert(server.to_owned(), ship.clone());
         Ok(ship)
     }
 
-    /// Locks access levels not yet held by this step, in sorted order.
+    /// Locks access levels not yet held by this transaction, in sorted order.
     pub async fn lock(
         &mut self,
         levels: impl IntoIterator<Item = AccessLevelKey>,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), SyncError> {
         let wanted: BTreeSet<AccessLevelKey> = levels
             .into_iter()
             .filter(|l| !self.locked.contains(l))
@@ -230,10 +114,61 @@ impl Step {
         Ok(())
     }
 
-    /// Salto's group, read once per step (under the lock, so it stays current), without the
-    /// entries left by steps that did not commit: those are the ledger's to replace or remove
-    /// (their zones count as released here), not permissions made by hand.
-    pub async fn salto_group(&mut self, level: &AccessLevelKey) -> Result<Group, StepError> {
+    /// Takes the booking's own lock, then the locks of the access levels it holds or waits in and
+    /// of `asked_for` (the one it names now).
+    pub async fn lock_booking(
+        &mut self,
+        booking_id: Uuid,
+        asked_for: Option<AccessLevelKey>,
+    ) -> Result<(), SyncError> {
+        // One booking's transactions never overlap. A cancellation handled beside its own grant
+        // (another replica, or a retry) could not see that grant before it commits, so it would
+        // lock no access level, release nothing, and let the grant commit a permission for a
+        // cancelled booking; after this lock it sees the grant and releases it.
+        store::lock(&mut self.tx, &format!("salto_sync/booking/{booking_id}")).await?;
+        let entries = self.read_entries(booking_id).await?;
+        self.lock(asked_for.into_iter().chain(entries.levels()))
+            .await
+    }
+
+    /// What the ledger holds for the booking, read again under the locks (and the access levels
+    /// it is in locked, should a promotion have moved it meanwhile).
+    pub async fn entries_of(&mut self, booking_id: Uuid) -> Result<BookingEntries, SyncError> {
+        let entries = self.read_entries(booking_id).await?;
+        self.lock(entries.levels()).await?;
+        Ok(entries)
+    }
+
+    async fn read_entries(&mut self, booking_id: Uuid) -> Result<BookingEntries, SyncError> {
+        Ok(BookingEntries {
+            held: store::ledger::held_by_booking(&mut self.tx, booking_id).await?,
+            waiting: store::ledger::waiting_booking(&mut self.tx, booking_id).await?,
+        })
+    }
+
+    /// The version of the booking last acted on.
+    pub async fn last_acted_version(&mut self, booking_id: Uuid) -> Result<Option<i64>, SyncError> {
+        Ok(store::bookings::outcome_version(&mut self.tx, booking_id).await?)
+    }
+
+    /// The booking holding `slot`.
+    pub async fn holder_of(&mut self, slot: &SlotKey) -> Result<Option<Held>, SyncError> {
+        Ok(store::ledger::holder_of(&mut self.tx, slot).await?)
+    }
+
+    /// The facility booking of `booking_id`'s latest snapshot.
+    pub async fn booking_of(
+        &mut self,
+        booking_id: Uuid,
+    ) -> Result<Option<FacilityBooking>, SyncError> {
+        let envelope = store::bookings::snapshot(&mut self.tx, booking_id).await?;
+        Ok(envelope.and_then(|e| decision::facility_booking(&e.event).cloned()))
+    }
+
+    /// Salto's group, read once per transaction (under the lock, so it stays current), without
+    /// the entries left by transactions that did not commit: those are the ledger's to replace or
+    /// remove (their zones count as released here), not permissions made by hand.
+    pub async fn salto_group(&mut self, level: &AccessLevelKey) -> Result<Group, SyncError> {
         let group = self.group_as_read(level).await?;
         let orphans = self.orphans.get(level).cloned().unwrap_or_default();
         Ok(Group {
@@ -246,13 +181,13 @@ impl Step {
         })
     }
 
-    async fn group_as_read(&mut self, level: &AccessLevelKey) -> Result<Group, StepError> {
+    async fn group_as_read(&mut self, level: &AccessLevelKey) -> Result<Group, SyncError> {
         if let Some(group) = self.groups.get(level) {
             return Ok(group.clone());
         }
         let ship = self.ship(&level.server).await?;
         let group = ship.read_group(&level.access_level).await?;
-        let unrecorded = store::unrecorded(&mut self.tx, level).await?;
+        let unrecorded = store::unrecorded::of_level(&mut self.tx, level).await?;
         let orphans: Vec<ZonePermission> = group
             .permissions
             .iter()
@@ -263,7 +198,7 @@ impl Step {
             tracing::info!(
                 access_level = level.access_level,
                 zone = orphan.zone,
-                "Salto shows an entry of an earlier step that did not commit; replacing it"
+                "Salto shows an entry of an earlier transaction that did not commit; replacing it"
             );
             self.mark_released(&SlotKey {
                 level: level.clone(),
@@ -275,24 +210,28 @@ impl Step {
         Ok(group)
     }
 
-    /// Salto must be brought to the ledger's state for this access level at the end of the step.
+    /// Salto must be brought to the ledger's state for this access level at the end of the
+    /// transaction.
     pub fn touch(&mut self, level: &AccessLevelKey) {
         self.touched.insert(level.clone());
     }
 
+    /// Publishes `envelope` with the transaction's results, before it commits.
     pub fn emit(&mut self, envelope: Envelope) {
         self.events.push(envelope);
     }
 
-    /// Removes a holder from its slot (the permission goes from Salto at the end of the step).
-    pub async fn release(&mut self, held: &Held) -> Result<(), StepError> {
-        store::delete_held(&mut self.tx, held.booking_id).await?;
+    /// Removes a holder from its slot (the permission goes from Salto at the end of the
+    /// transaction) and grants the slot to its first waiter whose wait is still current.
+    pub async fn leave(&mut self, held: &Held, today: NaiveDate) -> Result<Promotion, SyncError> {
+        store::ledger::delete_held(&mut self.tx, held.booking_id).await?;
         self.mark_released(&held.slot);
-        Ok(())
+        self.promote_waiters(&held.slot, today).await
     }
 
-    /// Notes that the ledger gave up this slot in this step: Salto's entry for it is ours to remove.
-    pub fn mark_released(&mut self, slot: &SlotKey) {
+    /// Notes that the ledger gave up this slot in this transaction: Salto's entry for it is ours
+    /// to remove.
+    fn mark_released(&mut self, slot: &SlotKey) {
         self.released
             .entry(slot.level.clone())
             .or_default()
@@ -310,23 +249,23 @@ impl Step {
     pub async fn timetable(
         &mut self,
         server: &str,
-        starts: salto_ship::DaySeconds,
-        ends: salto_ship::DaySeconds,
-    ) -> Result<u32, StepError> {
+        starts: DaySeconds,
+        ends: DaySeconds,
+    ) -> Result<u32, SyncError> {
         let ship = self.ship(server).await?;
         timetables::timetable_for(&mut self.tx, &self.journal, &ship, server, starts, ends).await
     }
 
     /// Makes `booking_id` (of `building`) the holder of `slot` for `window` (the server's pool
-    /// supplies the timetable).
+    /// supplies the timetable); it waits no more.
     pub async fn hold(
         &mut self,
         slot: &SlotKey,
         building: &str,
         booking_id: Uuid,
         version: i64,
-        window: crate::ledger::LocalWindow,
-    ) -> Result<Held, StepError> {
+        window: LocalWindow,
+    ) -> Result<Held, SyncError> {
         let timetable = self
             .timetable(&slot.level.server, window.starts, window.ends)
             .await?;
@@ -339,106 +278,175 @@ impl Step {
             timetable,
             period: salto_ship::Period::whole_day(window.date),
         };
-        store::insert_held(&mut self.tx, &held).await?;
-        store::delete_waiting(&mut self.tx, booking_id).await?;
+        store::ledger::insert_held(&mut self.tx, &held).await?;
+        store::ledger::delete_waiting(&mut self.tx, booking_id).await?;
         self.touch(&slot.level);
         Ok(held)
     }
 
-    /// Grants a free slot to the first booking waiting for it whose wait is still current.
-    /// Waits that have ended are expired on the way.
+    /// Puts a booking in the queue of a slot (keeping its place if it is there already).
+    pub async fn queue(&mut self, waiting: &Waiting) -> Result<(), SyncError> {
+        Ok(store::ledger::upsert_waiting(&mut self.tx, waiting).await?)
+    }
+
+    /// Takes a booking out of the queue it waits in, if any.
+    pub async fn stop_waiting(&mut self, booking_id: Uuid) -> Result<(), SyncError> {
+        Ok(store::ledger::delete_waiting(&mut self.tx, booking_id).await?)
+    }
+
+    /// The bookings waiting for a slot, first come first.
+    pub async fn waiters_for(&mut self, slot: &SlotKey) -> Result<Vec<Waiting>, SyncError> {
+        Ok(store::ledger::waiters_for(&mut self.tx, slot).await?)
+    }
+
+    /// Grants a free slot to the first booking waiting for it whose wait is still current
+    /// ([`decision::judge_waiter`]). Waits that have ended are expired on the way.
     pub async fn promote_waiters(
         &mut self,
         slot: &SlotKey,
         today: NaiveDate,
-    ) -> Result<Promotion, StepError> {
-        if store::holder_of(&mut self.tx, slot).await?.is_some() {
+    ) -> Result<Promotion, SyncError> {
+        if self.holder_of(slot).await?.is_some() {
             return Ok(Promotion::Nobody);
         }
-        let waiters = store::waiters_for(&mut self.tx, slot).await?;
+        let waiters = self.waiters_for(slot).await?;
         if waiters.is_empty() {
             return Ok(Promotion::Nobody);
         }
         if !self.released_here(slot) {
             // The ledger did not just free this zone, so an entry Salto shows for it is not ours.
             let group = self.salto_group(&slot.level).await?;
-            if let Some(existing) = group.permissions.iter().find(|p| p.zone == slot.zone) {
+            if let Some(existing) = decision::salto_entry(&group.permissions, &slot.zone) {
                 return Ok(Promotion::Blocked(existing.clone()));
             }
         }
         for waiter in waiters {
-            let snapshot = store::snapshot(&mut self.tx, waiter.booking_id).await?;
-            let Some(envelope) = snapshot else {
-                store::delete_waiting(&mut self.tx, waiter.booking_id).await?;
-                continue;
-            };
-            if envelope.version != waiter.version {
-                // A newer version of this booking is on its way through the handler, which will
-                // place it; granting the old one here would act on an old truth.
-                continue;
-            }
-            let Some(booking) = decide::facility_booking(&envelope.event).cloned() else {
-                store::delete_waiting(&mut self.tx, waiter.booking_id).await?;
-                continue;
-            };
-            if has_ended(&waiter.window, today) {
-                store::delete_waiting(&mut self.tx, waiter.booking_id).await?;
-                self.outcome(waiter.booking_id, waiter.version, Outcome::Expired, booking)
+            let latest = store::bookings::snapshot(&mut self.tx, waiter.booking_id).await?;
+            match decision::judge_waiter(&waiter, latest.as_ref(), today) {
+                WaiterVerdict::Drop => self.stop_waiting(waiter.booking_id).await?,
+                WaiterVerdict::PassOver => {}
+                WaiterVerdict::Expire(booking) => {
+                    self.stop_waiting(waiter.booking_id).await?;
+                    self.record_outcome(
+                        waiter.booking_id,
+                        waiter.version,
+                        Outcome::Expired,
+                        booking,
+                    )
                     .await?;
-                continue;
+                }
+                WaiterVerdict::Promote(booking) => {
+                    self.hold(
+                        slot,
+                        &waiter.building,
+                        waiter.booking_id,
+                        waiter.version,
+                        waiter.window,
+                    )
+                    .await?;
+                    self.record_outcome(
+                        waiter.booking_id,
+                        waiter.version,
+                        Outcome::Granted,
+                        booking,
+                    )
+                    .await?;
+                    return Ok(Promotion::Granted(waiter.booking_id));
+                }
             }
-            self.hold(
-                slot,
-                &waiter.building,
-                waiter.booking_id,
-                waiter.version,
-                waiter.window,
-            )
-            .await?;
-            self.outcome(waiter.booking_id, waiter.version, Outcome::Granted, booking)
-                .await?;
-            return Ok(Promotion::Granted(waiter.booking_id));
         }
         Ok(Promotion::Nobody)
     }
 
     /// Records a booking's outcome and emits its result event (no `held_by`, no failure).
-    pub async fn outcome(
+    pub async fn record_outcome(
         &mut self,
         booking_id: Uuid,
         version: i64,
         outcome: Outcome,
-        booking: contracts::FacilityBooking,
-    ) -> Result<(), StepError> {
-        self.outcome_with(booking_id, version, outcome, booking, None, None)
+        booking: FacilityBooking,
+    ) -> Result<(), SyncError> {
+        self.record_outcome_with(booking_id, version, outcome, booking, None, None)
             .await
     }
 
-    pub async fn outcome_with(
+    /// Records a booking's outcome and emits its result event, naming the booking that holds the
+    /// slot (`deferred`) or why access failed.
+    pub async fn record_outcome_with(
         &mut self,
         booking_id: Uuid,
         version: i64,
         outcome: Outcome,
-        booking: contracts::FacilityBooking,
-        held_by: Option<crate::results::Holder>,
-        failure: Option<contracts::AccessFailure>,
-    ) -> Result<(), StepError> {
-        store::record_outcome(&mut self.tx, booking_id, version, outcome.as_str()).await?;
+        booking: FacilityBooking,
+        held_by: Option<Holder>,
+        failure: Option<AccessFailure>,
+    ) -> Result<(), SyncError> {
+        store::bookings::record_outcome(&mut self.tx, booking_id, version, outcome.as_str())
+            .await?;
         self.emit(result_event(
             outcome, booking_id, version, booking, held_by, failure,
         ));
         Ok(())
     }
 
+    /// Every permission the ledger holds in an access level.
+    pub async fn held_in_level(&mut self, level: &AccessLevelKey) -> Result<Vec<Held>, SyncError> {
+        Ok(store::ledger::held_in_level(&mut self.tx, level).await?)
+    }
+
+    /// The zones connecX manages for the buildings with bookings on the access level.
+    pub async fn managed_zones(
+        &mut self,
+        level: &AccessLevelKey,
+    ) -> Result<BTreeSet<String>, SyncError> {
+        Ok(store::bookings::managed_zones(&mut self.tx, &level.access_level).await?)
+    }
+
+    /// Slots of an access level that have waiters but no holder.
+    pub async fn free_slots_with_waiters(
+        &mut self,
+        level: &AccessLevelKey,
+    ) -> Result<Vec<SlotKey>, SyncError> {
+        Ok(store::ledger::free_slots_with_waiters(&mut self.tx, level).await?)
+    }
+
+    /// Removes `building`'s permissions of an access level that ended before `today` (their
+    /// entries go from Salto at the end of the transaction) and returns them.
+    pub async fn take_ended_permissions(
+        &mut self,
+        level: &AccessLevelKey,
+        building: &str,
+        today: NaiveDate,
+    ) -> Result<Vec<Held>, SyncError> {
+        let ended =
+            store::ledger::take_ended_permissions(&mut self.tx, level, building, today).await?;
+        for held in &ended {
+            self.mark_released(&held.slot);
+        }
+        Ok(ended)
+    }
+
+    /// Removes `building`'s waits of an access level that ended before `today` and returns them.
+    pub async fn take_ended_waits(
+        &mut self,
+        level: &AccessLevelKey,
+        building: &str,
+        today: NaiveDate,
+    ) -> Result<Vec<Waiting>, SyncError> {
+        Ok(store::ledger::take_ended_waits(&mut self.tx, level, building, today).await?)
+    }
+
     /// Makes Salto match the ledger for every touched access level, publishes the results, and
     /// commits. Returns the events published.
-    pub async fn finish(mut self) -> Result<Vec<Envelope>, StepError> {
-        // An access level with entries of failed steps is brought to the ledger's state even if
-        // nothing else changed in it (a cancellation whose grant never committed, say).
+    pub async fn finish(mut self) -> Result<Vec<Envelope>, SyncError> {
+        // An access level with entries of failed transactions is brought to the ledger's state
+        // even if nothing else changed in it (a cancellation whose grant never committed, say).
         let locked: Vec<AccessLevelKey> = self.locked.iter().cloned().collect();
         for level in locked {
             if !self.touched.contains(&level)
-                && !store::unrecorded(&mut self.tx, &level).await?.is_empty()
+                && !store::unrecorded::of_level(&mut self.tx, &level)
+                    .await?
+                    .is_empty()
             {
                 self.touch(&level);
             }
@@ -446,7 +454,8 @@ impl Step {
         let touched: Vec<AccessLevelKey> = self.touched.iter().cloned().collect();
         for level in touched {
             let group = self.group_as_read(&level).await?;
-            let desired: Vec<ZonePermission> = store::held_in_level(&mut self.tx, &level)
+            let desired: Vec<ZonePermission> = self
+                .held_in_level(&level)
                 .await?
                 .iter()
                 .map(Held::permission)
@@ -457,12 +466,12 @@ impl Step {
                     permissions,
                     ..group
                 };
-                store::note_unrecorded(&self.journal, &level, &desired).await?;
+                store::unrecorded::note(&self.journal, &level, &desired).await?;
                 let ship = self.ship(&level.server).await?;
                 ship.update_group(&updated).await?;
                 self.groups.insert(level.clone(), updated);
             }
-            store::forget_unrecorded(&mut self.tx, &level).await?;
+            store::unrecorded::forget(&mut self.tx, &level).await?;
         }
         if !self.events.is_empty() {
             self.publisher.publish_events(&self.events).await?;

@@ -1,8 +1,9 @@
 //! The `facility_access.*` result events salto-sync publishes, and the words of their failures.
 //!
-//! A result's `event_id` is derived from (booking, version, outcome), so a step that is retried
-//! after publishing (its commit failed) publishes the very same event again, which consumers
-//! already dedupe by `event_id`; and a result carries the booking version it was decided for.
+//! A result's `event_id` is derived from (booking, version, outcome), so a ledger transaction
+//! that is retried after publishing (its commit failed) publishes the very same event again,
+//! which consumers already dedupe by `event_id`; and a result carries the booking version it was
+//! decided for.
 
 use contracts::{
     AccessFailure, BookingWindow, DoubleBookingPolicy, Envelope, Event, FacilityAccessResult,
@@ -175,8 +176,6 @@ pub fn not_connected(booking: &FacilityBooking) -> AccessFailure {
     }
 }
 
-/// Reconciliation found a permission in Salto the ledger cannot explain, in the slot a booking
-/// waits for.
 /// salto-sync gave the booking up (every retry failed, or a failure no retry can help): its
 /// details are in the dead letter the managers are mailed.
 pub fn gave_up() -> AccessFailure {
@@ -191,6 +190,8 @@ pub fn gave_up() -> AccessFailure {
     }
 }
 
+/// Reconciliation found a permission in Salto the ledger cannot explain, in the slot a booking
+/// waits for.
 pub fn drift(booking: &FacilityBooking, existing: &ZonePermission) -> AccessFailure {
     let mut failure = unknown_permission(booking, existing);
     failure.code = "salto_drift".into();

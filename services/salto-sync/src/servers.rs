@@ -9,19 +9,20 @@
 //! granted on a server is removed there, even after its building moved on.
 //!
 //! Clients are built on first use and kept; a server whose stored settings change (a rotated
-//! key) gets a new client.
+//! key) gets a new client. The rows behind all this are kept by [`crate::store::servers`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use contracts::{SaltoAuthKind, SaltoConnection, SaltoConnectionChange, sealed_fields};
+use contracts::{SaltoAuthKind, SaltoConnection, sealed_fields};
 use platform::bulkhead::{Bulkhead, Bulkheads};
 use platform::secrets::{OpenError, Sealer};
 use salto_ship::{ClientBuildError, ShipAuth, ShipClient, ShipSettings};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgExecutor, PgPool};
+use sqlx::PgConnection;
+
+use crate::store;
 
 /// A server's key: its SHIP URL with the scheme and host in lower case and no trailing slash.
 /// `http://Salto.example:8090/` and `http://salto.example:8090` are one server.
@@ -95,6 +96,24 @@ impl Servers {
     /// The deployment default's key, when there is one.
     pub fn default_key(&self) -> Option<&str> {
         self.default.as_ref().map(|(key, _)| key.as_str())
+    }
+
+    /// The client of server `key`, its stored settings read on `conn` (the deployment default's
+    /// come from the configuration, not the database).
+    pub async fn client_reading<E>(
+        &self,
+        conn: &mut PgConnection,
+        key: &str,
+    ) -> Result<ShipClient, E>
+    where
+        E: From<sqlx::Error> + From<ServerError>,
+    {
+        let stored = if self.default_key() == Some(key) {
+            None
+        } else {
+            store::servers::stored(conn, key).await?
+        };
+        Ok(self.client(key, stored.as_ref())?)
     }
 
     /// The client of server `key`. `stored` is its row of `salto_servers`, if any; the
@@ -191,133 +210,6 @@ pub fn reseal(sealer: Option<&Sealer>, stored: &Value) -> Result<Option<Value>, 
     serde_json::to_value(&connection)
         .map(Some)
         .map_err(|e| e.to_string())
-}
-
-/// The building's own connection as this worker holds it: its version, and its server (`None`:
-/// back on the default).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldConnection {
-    pub version: i64,
-    pub server: Option<String>,
-}
-
-/// Stores a building's Salto connection change unless a newer version is held, and the server's
-/// settings unless newer ones are held. Returns whether the building's connection changed.
-pub async fn record_connection(
-    conn: &mut PgConnection,
-    version: i64,
-    occurred_at: DateTime<Utc>,
-    change: &SaltoConnectionChange,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let server = change.connection.as_ref().map(|c| server_key(&c.url));
-    let changed = sqlx::query(
-        "INSERT INTO building_connections (building_id, version, server) VALUES ($1, $2, $3)
-         ON CONFLICT (building_id) DO UPDATE
-            SET version = EXCLUDED.version, server = EXCLUDED.server, updated_at = now()
-          WHERE building_connections.version < EXCLUDED.version",
-    )
-    .bind(&change.building_id)
-    .bind(version)
-    .bind(server.as_deref())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if let (Some(server), Some(connection)) = (&server, &change.connection) {
-        sqlx::query(
-            "INSERT INTO salto_servers (server, connection, changed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (server) DO UPDATE
-                SET connection = EXCLUDED.connection, changed_at = EXCLUDED.changed_at,
-                    updated_at = now()
-              WHERE salto_servers.changed_at <= EXCLUDED.changed_at",
-        )
-        .bind(server)
-        .bind(sqlx::types::Json(connection))
-        .bind(occurred_at)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(changed)
-}
-
-/// A building's own connection, if it ever had one.
-pub async fn building_connection(
-    db: impl PgExecutor<'_>,
-    building_id: &str,
-) -> Result<Option<HeldConnection>, sqlx::Error> {
-    let row: Option<(i64, Option<String>)> =
-        sqlx::query_as("SELECT version, server FROM building_connections WHERE building_id = $1")
-            .bind(building_id)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(version, server)| HeldConnection { version, server }))
-}
-
-/// A server's stored settings (secrets sealed).
-pub async fn stored(db: impl PgExecutor<'_>, server: &str) -> Result<Option<Value>, sqlx::Error> {
-    sqlx::query_scalar("SELECT connection FROM salto_servers WHERE server = $1")
-        .bind(server)
-        .fetch_optional(db)
-        .await
-}
-
-/// Every stored server: key and settings.
-pub async fn all_stored(db: impl PgExecutor<'_>) -> Result<Vec<(String, Value)>, sqlx::Error> {
-    sqlx::query_as("SELECT server, connection FROM salto_servers ORDER BY server")
-        .fetch_all(db)
-        .await
-}
-
-/// Writes back a server's settings whose secrets were re-sealed, unless they changed meanwhile.
-pub async fn reseal_stored(
-    db: impl PgExecutor<'_>,
-    server: &str,
-    before: &Value,
-    after: &Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE salto_servers SET connection = $3 WHERE server = $1 AND connection = $2")
-        .bind(server)
-        .bind(before)
-        .bind(after)
-        .execute(db)
-        .await
-        .map(|_| ())
-}
-
-/// Gives the rows written before servers were known (all on the deployment default) the
-/// default's key. Returns how many rows it adopted.
-pub async fn adopt_rows_of_the_default(pool: &PgPool, default: &str) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut adopted = 0;
-    for table in [
-        "permissions",
-        "waiting_bookings",
-        "unrecorded_writes",
-        "timetables",
-    ] {
-        adopted += sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {table} SET server = $1 WHERE server = ''"
-        )))
-        .bind(default)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    }
-    tx.commit().await?;
-    Ok(adopted)
-}
-
-/// Whether rows without a server are left (written before servers were known, and no default
-/// to give them).
-pub async fn rows_without_server(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM permissions WHERE server = '')
-             OR EXISTS (SELECT 1 FROM waiting_bookings WHERE server = '')",
-    )
-    .fetch_one(pool)
-    .await
 }
 
 #[cfg(test)]

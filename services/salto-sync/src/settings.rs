@@ -8,18 +8,15 @@ use std::time::Duration;
 use chrono::NaiveTime;
 use serde::Deserialize;
 
-use platform::config::{
-    AmqpSettings, ConfigError, DatabaseSettings, LogSettings, RetrySettings, Validate,
-};
+use platform::config::{ConfigError, SharedSettings, Validate};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    pub database: DatabaseSettings,
-    pub amqp: AmqpSettings,
-    #[serde(default)]
-    pub retry: RetrySettings,
-    #[serde(default)]
-    pub log: LogSettings,
+    /// The sections every service reads under the same keys: `CONNECX__DATABASE__*`,
+    /// `CONNECX__AMQP__*`, `CONNECX__LOG__*`, `CONNECX__HEALTH__*` (`/healthz`, `/readyz`,
+    /// `/metrics`; off when unset) and `CONNECX__RETRY__*`.
+    #[serde(flatten)]
+    pub shared: SharedSettings,
     /// The deployment default, for buildings without a Salto server of their own.
     #[serde(default)]
     pub salto: Option<SaltoSettings>,
@@ -30,15 +27,11 @@ pub struct Settings {
     pub connections: platform::bulkhead::ConnectionSettings,
     #[serde(default)]
     pub cleaner: CleanerSettings,
-    /// `CONNECX__HEALTH__PORT`: `/healthz`, `/readyz`, `/metrics` (off when unset).
-    #[serde(default)]
-    pub health: platform::health::HealthSettings,
 }
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), ConfigError> {
-        self.database.validate()?;
-        self.amqp.validate()?;
+        self.shared.validate()?;
         self.secrets.validate()?;
         self.connections.validate()?;
         if let Some(salto) = &self.salto {
@@ -254,6 +247,11 @@ mod tests {
         platform::config::load_with_env(Some(env))
     }
 
+    /// Why loading with `pairs` failed, in the words the operator reads.
+    fn refusal(pairs: &[(&str, &str)]) -> String {
+        load(pairs).unwrap_err().to_string()
+    }
+
     #[test]
     fn salto_and_cleaner_settings_come_from_the_environment() {
         let settings = load(&[
@@ -277,6 +275,36 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_sections_keep_their_keys_beside_salto_sync_s_own_numbers_and_switches() {
+        let settings = load(&[
+            ("CONNECX__DATABASE__MAX_CONNECTIONS", "3"),
+            ("CONNECX__AMQP__PREFETCH", "8"),
+            ("CONNECX__HEALTH__PORT", "9102"),
+            ("CONNECX__RETRY__TIERS", "1s,2m"),
+            ("CONNECX__LOG__FORMAT", "json"),
+            ("CONNECX__SALTO__URL", "http://salto.local/"),
+            ("CONNECX__SALTO__TIMEOUT_SECS", "3"),
+            ("CONNECX__CONNECTIONS__MAX_IN_FLIGHT", "2"),
+            ("CONNECX__CLEANER__RECONCILE", "false"),
+        ])
+        .unwrap();
+        let shared = &settings.shared;
+        assert_eq!(shared.database.url, "postgres://postgres@127.0.0.1/x");
+        assert_eq!(shared.database.max_connections, 3);
+        assert_eq!(shared.amqp.prefetch, 8);
+        assert_eq!(shared.health.port, Some(9102));
+        assert_eq!(shared.retry.tiers.len(), 2);
+        assert_eq!(shared.log.format, platform::config::LogFormat::Json);
+        assert_eq!(settings.salto.as_ref().unwrap().timeout_secs, 3);
+        assert_eq!(settings.connections.max_in_flight, 2);
+        assert!(!settings.cleaner.reconcile);
+        assert!(
+            refusal(&[("CONNECX__DATABASE__URL", "mysql://h/db")])
+                .contains("CONNECX__DATABASE__URL")
+        );
+    }
+
+    #[test]
     fn the_cleaner_defaults_to_five_past_midnight() {
         let settings = load(&[("CONNECX__SALTO__URL", "http://salto.local/")]).unwrap();
         assert_eq!(
@@ -292,48 +320,35 @@ mod tests {
             load(&[]).unwrap().salto.is_none(),
             "no CONNECX__SALTO__* at all: no default server"
         );
-        let missing_url = load(&[("CONNECX__SALTO__AUTH_KIND", "none")])
-            .unwrap_err()
-            .to_string();
+        let missing_url = refusal(&[("CONNECX__SALTO__AUTH_KIND", "none")]);
         assert!(missing_url.contains("url"), "{missing_url}");
-        let no_key = load(&[
-            ("CONNECX__SALTO__URL", "http://salto.local/"),
-            ("CONNECX__SALTO__AUTH_KIND", "key"),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(no_key.contains("CONNECX__SALTO__KEY"), "{no_key}");
-        let no_password = load(&[
-            ("CONNECX__SALTO__URL", "http://salto.local/"),
-            ("CONNECX__SALTO__AUTH_KIND", "basic"),
-            ("CONNECX__SALTO__USERNAME", "ship"),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(
-            no_password.contains("CONNECX__SALTO__PASSWORD"),
-            "{no_password}"
-        );
-        let bad_kind = load(&[
-            ("CONNECX__SALTO__URL", "http://salto.local/"),
-            ("CONNECX__SALTO__AUTH_KIND", "token"),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(bad_kind.contains("token"), "{bad_kind}");
-        let bad_url = load(&[("CONNECX__SALTO__URL", "salto.local")])
-            .unwrap_err()
-            .to_string();
+        let on_the_default = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![("CONNECX__SALTO__URL", "http://salto.local/")];
+            all.extend_from_slice(pairs);
+            refusal(&all)
+        };
+        for (pairs, named) in [
+            (
+                &[("CONNECX__SALTO__AUTH_KIND", "key")][..],
+                "CONNECX__SALTO__KEY",
+            ),
+            (
+                &[
+                    ("CONNECX__SALTO__AUTH_KIND", "basic"),
+                    ("CONNECX__SALTO__USERNAME", "ship"),
+                ][..],
+                "CONNECX__SALTO__PASSWORD",
+            ),
+            (&[("CONNECX__SALTO__AUTH_KIND", "token")][..], "token"),
+            (
+                &[("CONNECX__CLEANER__LOCAL_TIME", "midnight")][..],
+                "CONNECX__CLEANER__LOCAL_TIME",
+            ),
+        ] {
+            let refused = on_the_default(pairs);
+            assert!(refused.contains(named), "{named}: {refused}");
+        }
+        let bad_url = refusal(&[("CONNECX__SALTO__URL", "salto.local")]);
         assert!(bad_url.contains("CONNECX__SALTO__URL"), "{bad_url}");
-        let bad_time = load(&[
-            ("CONNECX__SALTO__URL", "http://salto.local/"),
-            ("CONNECX__CLEANER__LOCAL_TIME", "midnight"),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(
-            bad_time.contains("CONNECX__CLEANER__LOCAL_TIME"),
-            "{bad_time}"
-        );
     }
 }

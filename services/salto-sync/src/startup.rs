@@ -1,50 +1,30 @@
-//! salto-sync: facility bookings → SALTO ProAccess SPACE zone permissions (docs/architecture.md, "Facility bookings and the ledger").
-//!
-//! It consumes `facility_booking.*`, keeps the permission ledger in its schema (who holds each
-//! (access level, zone) slot, who waits for it), makes Salto match the ledger through SHIP, and
-//! publishes `facility_access.*` results. A nightly cleaner removes ended permissions — Salto
-//! never does — and grants the bookings that waited for them.
-//!
-//! Each building's permissions live on its own Salto server when an operator connected one, else
-//! on the deployment default; the ledger, its locks and the timetable pool are per server.
-//!
-//! - [`servers`]: which server and one SHIP client each (the client itself is the `salto-ship`
-//!   crate); [`ledger`]: the rules and their storage; [`step`]: one locked read-modify-write of
-//!   the ledger and Salto; [`handler`]: booking and connection events; [`cleaner`]: the nightly
-//!   run; [`timetables`]: the timetable pools and their sweeping; [`results`]: result events.
-
-pub mod cleaner;
-pub mod handler;
-pub mod ledger;
-pub mod results;
-pub mod servers;
-pub mod settings;
-pub mod step;
-pub mod timetables;
+//! Building and running the service (docs/architecture.md, "Configuration and operation"):
+//! [`Application::build`] opens the secrets, connects and migrates the database, checks the stored
+//! servers and binds the health port; [`Application::run_until_stopped`] consumes
+//! `facility_booking.*` and `salto_connection.*`, runs the nightly cleaner and watches the
+//! servers' outages until its shutdown future completes.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio_cron_scheduler::JobSchedulerError;
 
 use contracts::SALTO_SYNC_QUEUE;
-use platform::amqp::{Publisher, Worker};
+use platform::amqp::{Publisher, Worker, WorkerError};
+use platform::clock::{Clock, SystemClock};
 
-pub use platform::clock::{Clock, ManualClock, SystemClock};
-pub use settings::{AuthKind, CleanerSettings, SaltoSettings, Settings};
+use crate::context::Context;
+use crate::settings::{SaltoSettings, Settings};
+use crate::{MIGRATOR, SCHEMA, cleaner, handler, servers, store, timetables};
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// This service's schema in the shared database.
-pub const SCHEMA: &str = "salto_sync";
-
-/// Connections of the steps' journal pool ([`step::Context::journal`]): its writes are one short
-/// statement each.
+/// Connections of the ledger transactions' journal pool ([`Context::journal`]): its writes are one
+/// short statement each.
 const JOURNAL_CONNECTIONS: u32 = 2;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub enum StartupError {
     #[error(transparent)]
     Db(#[from] platform::db::DbError),
     #[error(transparent)]
@@ -64,14 +44,24 @@ pub enum BuildError {
     Store(#[from] sqlx::Error),
 }
 
+/// Why the service stopped other than by being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the nightly cleaner could not be scheduled: {0}")]
+    Scheduler(#[source] JobSchedulerError),
+    #[error("the booking events worker failed: {0}")]
+    Worker(#[source] WorkerError),
+}
+
+/// A built, not yet running, salto-sync.
 pub struct Application {
     settings: Settings,
-    ctx: step::Context,
+    ctx: Context,
     health: platform::health::HealthServer,
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
@@ -79,23 +69,24 @@ impl Application {
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, BuildError> {
+    ) -> Result<Self, StartupError> {
+        let shared = &settings.shared;
         let sealer = settings.secrets.sealer()?.map(Arc::new);
         let bulkheads = Arc::new(platform::bulkhead::Bulkheads::new(
             contracts::AccessSystem::Salto,
             &settings.connections,
         ));
-        bulkheads.warn_unless_below(settings.amqp.prefetch);
+        bulkheads.warn_unless_below(shared.amqp.prefetch);
         let servers = Arc::new(servers::Servers::new(
             settings.salto.as_ref().map(SaltoSettings::ship_settings),
             sealer.clone(),
             bulkheads,
         )?);
-        let pool = platform::db::connect_and_migrate(&settings.database, SCHEMA, &MIGRATOR).await?;
+        let pool = platform::db::connect_and_migrate(&shared.database, SCHEMA, &MIGRATOR).await?;
         check_sealed_secrets(&pool, sealer.as_deref()).await?;
         match servers.default_key() {
             Some(default) => {
-                let adopted = servers::adopt_rows_of_the_default(&pool, default).await?;
+                let adopted = store::servers::adopt_rows_of_the_default(&pool, default).await?;
                 if adopted > 0 {
                     tracing::info!(
                         adopted,
@@ -109,7 +100,7 @@ impl Application {
                     "no default Salto (CONNECX__SALTO__URL): only buildings with their own \
                      connection get facility access"
                 );
-                if servers::rows_without_server(&pool).await? {
+                if store::servers::rows_without_server(&pool).await? {
                     tracing::error!(
                         "the ledger holds permissions granted on the default Salto, and none is \
                          configured now: set CONNECX__SALTO__URL to clear them"
@@ -118,17 +109,17 @@ impl Application {
             }
         }
         let journal =
-            platform::db::connect_pool(&settings.database, SCHEMA, JOURNAL_CONNECTIONS).await?;
+            platform::db::connect_pool(&shared.database, SCHEMA, JOURNAL_CONNECTIONS).await?;
         let sweeper = timetables::Sweeper::new(pool.clone(), servers.clone());
-        let ctx = step::Context {
+        let ctx = Context {
             pool,
             journal,
             servers,
             sweeper,
-            publisher: Publisher::new(&settings.amqp, "salto-sync"),
+            publisher: Publisher::new(&shared.amqp, "salto-sync"),
             clock,
         };
-        let health = platform::health::HealthServer::bind(&settings.health).await?;
+        let health = platform::health::HealthServer::bind(&shared.health).await?;
         Ok(Self {
             settings,
             ctx,
@@ -158,15 +149,17 @@ impl Application {
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), RunError> {
         let token = platform::shutdown::token_for(shutdown);
         let mut scheduler =
-            cleaner::schedule(Arc::new(self.cleaner()), &self.settings.cleaner.tick).await?;
+            cleaner::schedule(Arc::new(self.cleaner()), &self.settings.cleaner.tick)
+                .await
+                .map_err(RunError::Scheduler)?;
         let handler = handler::BookingEvents::new(self.ctx.clone());
         let worker = Worker::new(
             SALTO_SYNC_QUEUE,
-            self.settings.amqp.clone(),
-            self.settings.retry.tiers.clone(),
+            self.settings.shared.amqp.clone(),
+            self.settings.shared.retry.tiers.clone(),
             handler,
         );
         let readiness = platform::health::worker_readiness(
@@ -186,8 +179,7 @@ impl Application {
             tracing::warn!(%error, "cleaner scheduler did not stop cleanly");
         }
         self.ctx.pool.close().await;
-        outcome?;
-        Ok(())
+        outcome.map_err(RunError::Worker)
     }
 }
 
@@ -197,15 +189,15 @@ impl Application {
 async fn check_sealed_secrets(
     pool: &PgPool,
     sealer: Option<&platform::secrets::Sealer>,
-) -> Result<(), BuildError> {
-    for (server, stored) in servers::all_stored(pool).await? {
+) -> Result<(), StartupError> {
+    for (server, stored) in store::servers::all_stored(pool).await? {
         match servers::reseal(sealer, &stored) {
             Ok(None) => {}
             Ok(Some(resealed)) => {
-                servers::reseal_stored(pool, &server, &stored, &resealed).await?;
+                store::servers::reseal_stored(pool, &server, &stored, &resealed).await?;
                 tracing::info!(server, "secrets re-sealed under the current key");
             }
-            Err(reason) => return Err(BuildError::Secrets { server, reason }),
+            Err(reason) => return Err(StartupError::Secrets { server, reason }),
         }
     }
     Ok(())

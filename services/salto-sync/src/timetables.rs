@@ -8,11 +8,12 @@
 //! it holds the same intervals (an earlier creation of ours whose ledger row was rolled back) and
 //! skipped otherwise (someone else's timetable).
 //!
-//! Deletion ([`Sweeper`]) runs in its own transaction after the steps that may have stopped
-//! using a timetable. A step share-locks the pool row of every timetable it is about to use, and
-//! the sweep skips locked rows and checks the ledger again after locking, so it never deletes a
-//! timetable a permission is being written with. When the pool is full anyway, the booking waits
-//! (a transient error) and ops get one alert naming the server.
+//! Deletion ([`Sweeper`]) runs in its own transaction after the ledger transactions that may have
+//! stopped using a timetable. A ledger transaction share-locks the pool row of every timetable it
+//! is about to use, and the sweep skips locked rows and checks the ledger again after locking, so
+//! it never deletes a timetable a permission is being written with. When the pool is full anyway,
+//! the booking waits (a transient error) and ops get one alert naming the server. The pool's rows
+//! are kept by [`crate::store::timetables`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,9 +21,9 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::ledger::store;
-use crate::servers::{self, Servers};
-use crate::step::StepError;
+use crate::error::SyncError;
+use crate::servers::Servers;
+use crate::store;
 use salto_ship::{DaySeconds, Interval, ShipClient, Timetable, format_day_time};
 
 const MAX_ID: u32 = 1024;
@@ -49,7 +50,7 @@ fn every_day(starts: DaySeconds, ends: DaySeconds) -> Interval {
 /// The ID of `server`'s pool timetable for these hours, creating it in Salto when it does not
 /// exist. The pool row stays share-locked until the caller's transaction ends. IDs found taken
 /// by someone else are noted through `journal`, committed at once: they stay taken whether or
-/// not the caller's step commits.
+/// not the caller's transaction commits.
 pub async fn timetable_for(
     conn: &mut PgConnection,
     journal: &PgPool,
@@ -57,16 +58,16 @@ pub async fn timetable_for(
     server: &str,
     starts: DaySeconds,
     ends: DaySeconds,
-) -> Result<u32, StepError> {
+) -> Result<u32, SyncError> {
     let key = interval_key(starts, ends);
-    if let Some(id) = store::timetable_for_key(conn, server, &key).await? {
+    if let Some(id) = store::timetables::for_key(conn, server, &key).await? {
         return Ok(id);
     }
     store::lock(conn, &pool_lock(server)).await?;
-    if let Some(id) = store::timetable_for_key(conn, server, &key).await? {
+    if let Some(id) = store::timetables::for_key(conn, server, &key).await? {
         return Ok(id);
     }
-    let taken = store::taken_timetable_ids(conn, server).await?;
+    let taken = store::timetables::taken_ids(conn, server).await?;
     let wanted = vec![every_day(starts, ends)];
     for id in (1..=MAX_ID).filter(|id| !taken.contains(id)) {
         let timetable = Timetable {
@@ -76,22 +77,22 @@ pub async fn timetable_for(
         };
         match ship.insert_timetable(&timetable).await {
             Ok(()) => {
-                store::record_timetable(conn, server, id, Some(&key)).await?;
+                store::timetables::record(conn, server, id, Some(&key)).await?;
                 return Ok(id);
             }
             Err(error) if error.code() == Some(10) => {
                 let existing = ship.read_timetable(id).await?;
                 if existing.intervals == wanted {
-                    store::record_timetable(conn, server, id, Some(&key)).await?;
+                    store::timetables::record(conn, server, id, Some(&key)).await?;
                     return Ok(id);
                 }
                 let mut noted = journal.acquire().await?;
-                store::record_timetable(&mut noted, server, id, None).await?;
+                store::timetables::record(&mut noted, server, id, None).await?;
             }
             Err(error) => return Err(error.into()),
         }
     }
-    Err(StepError::PoolExhausted {
+    Err(SyncError::PoolExhausted {
         server: server.to_owned(),
     })
 }
@@ -147,18 +148,16 @@ impl Sweeper {
 
     /// One sweep of `server` now: deletes its unused timetables in Salto and forgets them.
     /// Returns how many IDs it freed.
-    pub async fn sweep(&self, server: &str) -> Result<usize, StepError> {
+    pub async fn sweep(&self, server: &str) -> Result<usize, SyncError> {
         let mut tx = self.pool.begin().await?;
-        let unused = store::lock_unused_timetables(&mut tx, server).await?;
+        let unused = store::timetables::lock_unused(&mut tx, server).await?;
         if unused.is_empty() {
             return Ok(0);
         }
-        let stored = if self.servers.default_key() == Some(server) {
-            None
-        } else {
-            servers::stored(&mut *tx, server).await?
-        };
-        let ship = self.servers.client(server, stored.as_ref())?;
+        let ship = self
+            .servers
+            .client_reading::<SyncError>(&mut tx, server)
+            .await?;
         let mut freed = 0;
         for id in unused {
             match ship.delete_timetable(id).await {
@@ -168,7 +167,7 @@ impl Sweeper {
                 // A permission connecX does not own (made by hand) still uses it.
                 Err(error) if error.code() == Some(7) => {
                     tracing::info!(server, timetable = id, %error, "Salto keeps a timetable still in use");
-                    store::delete_refused(&mut tx, server, id).await?;
+                    store::timetables::delete_refused(&mut tx, server, id).await?;
                     continue;
                 }
                 Err(error) => {
@@ -177,11 +176,11 @@ impl Sweeper {
                     break;
                 }
             }
-            store::forget_timetable(&mut tx, server, id).await?;
+            store::timetables::forget(&mut tx, server, id).await?;
             freed += 1;
         }
         if freed > 0 {
-            store::pool_has_room(&mut tx, server).await?;
+            store::timetables::pool_has_room(&mut tx, server).await?;
         }
         tx.commit().await?;
         Ok(freed)

@@ -1,13 +1,11 @@
 //! Facility bookings become Salto zone permissions: real RabbitMQ and PostgreSQL, salto-sim over
 //! HTTP, results observed on `facility_access.*` as booking-api and the notifier see them.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{APARTMENT, Booking, GAMES, GYM, Harness, result_of};
 use serde_json::json;
+
+use crate::support::{APARTMENT, Booking, GAMES, GYM, Harness, result_of};
 
 const QUIET: Duration = Duration::from_millis(1500);
 
@@ -15,9 +13,7 @@ const QUIET: Duration = Duration::from_millis(1500);
 async fn a_booking_gives_the_apartment_a_permission_that_opens_inside_its_hours_on_its_date_only() {
     let mut h = Harness::start().await;
     let booking = Booking::games("2026-12-01");
-    h.publish(&booking.created()).await;
-
-    let result = h.next_result(15).await;
+    let result = h.publish_for_result(&booking.created()).await;
     assert_eq!(result.routing_key(), "facility_access.granted.v1");
     assert_eq!(result.booking_id, booking.id);
     assert_eq!(result.version, 1);
@@ -38,9 +34,8 @@ async fn a_booking_gives_the_apartment_a_permission_that_opens_inside_its_hours_
 async fn a_booking_ending_at_midnight_opens_until_the_end_of_its_own_date() {
     let mut h = Harness::start().await;
     let booking = Booking::games("2026-12-01").hours("20:00:00", "24:00:00");
-    h.publish(&booking.created()).await;
     assert_eq!(
-        h.next_result(15).await.routing_key(),
+        h.publish_for_result(&booking.created()).await.routing_key(),
         "facility_access.granted.v1"
     );
     assert!(h.opens(GAMES, APARTMENT, "2026-12-01T23:59:30").await);
@@ -52,13 +47,11 @@ async fn a_second_booking_of_the_same_zone_is_deferred_then_granted_when_the_fir
     let mut h = Harness::start().await;
     let mut first = Booking::games("2026-12-01");
     let second = Booking::games("2026-12-03");
-    h.publish(&first.created()).await;
     assert_eq!(
-        h.next_result(15).await.routing_key(),
+        h.publish_for_result(&first.created()).await.routing_key(),
         "facility_access.granted.v1"
     );
-    h.publish(&second.created()).await;
-    let deferred = h.next_result(15).await;
+    let deferred = h.publish_for_result(&second.created()).await;
     assert_eq!(deferred.routing_key(), "facility_access.deferred.v1");
     assert_eq!(deferred.booking_id, second.id);
     let result = result_of(&deferred);
@@ -99,10 +92,8 @@ async fn with_the_manual_policy_a_deferred_booking_waits_for_the_manager() {
     let mut h = Harness::start().await;
     let mut first = Booking::games("2026-12-01").manual();
     let second = Booking::games("2026-12-03").manual();
-    h.publish(&first.created()).await;
-    h.next_result(15).await;
-    h.publish(&second.created()).await;
-    let deferred = h.next_result(15).await;
+    h.publish_for_result(&first.created()).await;
+    let deferred = h.publish_for_result(&second.created()).await;
     assert_eq!(deferred.routing_key(), "facility_access.deferred.v1");
     let failure = result_of(&deferred).failure.clone().unwrap();
     assert!(failure.needs_manager, "policy manual: the manager acts");
@@ -125,12 +116,10 @@ async fn cancelling_removes_the_permission_and_keeps_other_zones() {
     let gym = Booking::games("2026-12-01").zone(GYM);
     h.publish(&games.created()).await;
     h.publish(&gym.created()).await;
-    h.next_result(15).await;
-    h.next_result(15).await;
+    h.results(2).await;
     assert_eq!(h.permissions(APARTMENT).await.len(), 2);
 
-    h.publish(&games.cancelled()).await;
-    let revoked = h.next_result(15).await;
+    let revoked = h.publish_for_result(&games.cancelled()).await;
     assert_eq!(revoked.routing_key(), "facility_access.revoked.v1");
     assert_eq!(revoked.version, 2);
     let left = h.permissions(APARTMENT).await;
@@ -143,11 +132,11 @@ async fn cancelling_removes_the_permission_and_keeps_other_zones() {
 async fn rescheduling_moves_the_permission_to_the_new_date_and_hours() {
     let mut h = Harness::start().await;
     let mut booking = Booking::games("2026-12-01");
-    h.publish(&booking.created()).await;
-    h.next_result(15).await;
+    h.publish_for_result(&booking.created()).await;
     booking = booking.hours("09:00:00", "11:00:00");
-    h.publish(&booking.rescheduled("2026-12-04")).await;
-    let moved = h.next_result(15).await;
+    let moved = h
+        .publish_for_result(&booking.rescheduled("2026-12-04"))
+        .await;
     assert_eq!(moved.routing_key(), "facility_access.granted.v1");
     assert_eq!(moved.version, 2);
     assert!(!h.opens(GAMES, APARTMENT, "2026-12-01T19:00:00").await);
@@ -161,8 +150,7 @@ async fn an_access_level_salto_does_not_know_fails_and_the_manager_is_told_salto
     let mut h = Harness::start().await;
     let mut booking = Booking::games("2026-12-01");
     booking.access_level = "999-00".into();
-    h.publish(&booking.created()).await;
-    let failed = h.next_result(15).await;
+    let failed = h.publish_for_result(&booking.created()).await;
     assert_eq!(failed.routing_key(), "facility_access.failed.v1");
     let failure = result_of(&failed).failure.clone().unwrap();
     assert_eq!(failure.code, "salto_not_found");
@@ -171,8 +159,7 @@ async fn an_access_level_salto_does_not_know_fails_and_the_manager_is_told_salto
     assert!(failure.message.contains("999-00"), "{}", failure.message);
 
     let unknown_zone = Booking::games("2026-12-01").zone("POOL");
-    h.publish(&unknown_zone.created()).await;
-    let failed = h.next_result(15).await;
+    let failed = h.publish_for_result(&unknown_zone.created()).await;
     assert_eq!(failed.routing_key(), "facility_access.failed.v1");
     assert_eq!(
         result_of(&failed).failure.as_ref().unwrap().code,
@@ -196,8 +183,7 @@ async fn a_permission_changed_by_hand_at_the_console_is_left_untouched_and_the_m
     )
     .await;
     let booking = Booking::games("2026-12-01");
-    h.publish(&booking.created()).await;
-    let failed = h.next_result(15).await;
+    let failed = h.publish_for_result(&booking.created()).await;
     assert_eq!(failed.routing_key(), "facility_access.failed.v1");
     let failure = result_of(&failed).failure.clone().unwrap();
     assert_eq!(failure.code, "salto_permission_unknown");
@@ -211,9 +197,8 @@ async fn a_permission_changed_by_hand_at_the_console_is_left_untouched_and_the_m
 
     // A booking of another zone of the same apartment keeps the hand-made permission as it is.
     let gym = Booking::games("2026-12-01").zone(GYM);
-    h.publish(&gym.created()).await;
     assert_eq!(
-        h.next_result(15).await.routing_key(),
+        h.publish_for_result(&gym.created()).await.routing_key(),
         "facility_access.granted.v1"
     );
     let permissions = h.permissions(APARTMENT).await;
@@ -239,13 +224,13 @@ async fn the_same_event_twice_gives_one_permission_and_one_result() {
 async fn a_changed_access_control_id_clears_the_grant_under_the_old_id_and_grants_under_the_new() {
     let mut h = Harness::start().await;
     let mut booking = Booking::games("2026-12-01");
-    h.publish(&booking.created()).await;
-    h.next_result(15).await;
+    h.publish_for_result(&booking.created()).await;
     // The manager changes the facility's Access Control Facility ID; the booking's next version
     // carries the new zone.
     booking = booking.zone(GYM);
-    h.publish(&booking.rescheduled("2026-12-01")).await;
-    let moved = h.next_result(15).await;
+    let moved = h
+        .publish_for_result(&booking.rescheduled("2026-12-01"))
+        .await;
     assert_eq!(moved.routing_key(), "facility_access.granted.v1");
     assert_eq!(moved.version, 2);
     let permissions = h.permissions(APARTMENT).await;

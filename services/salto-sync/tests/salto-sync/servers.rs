@@ -2,13 +2,9 @@
 //! default), two buildings on one server sharing its one-permission rule, grants removed on the
 //! server they were made on, buildings connected to nothing failing with a reason, unused
 //! timetables deleted so the pool never runs dry, and a full pool waiting with one alert.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{APARTMENT, BUILDING, Booking, GAMES, Harness, SEALING_KEY, result_of};
 use contracts::{
     AccessSystem, Envelope, Event, SaltoAuthKind, SaltoConnection, SaltoConnectionChange,
     connection_subject, sealed_fields,
@@ -16,7 +12,8 @@ use contracts::{
 use platform::secrets::SecretsSettings;
 use salto_sim::RunningSim;
 use serde_json::{Value, json};
-use uuid::Uuid;
+
+use crate::support::{APARTMENT, Booking, GAMES, GYM, Harness, SEALING_KEY, result_of, until};
 
 const BAY: &str = "bay";
 const BAY_KEY: &str = "bay-ship-key";
@@ -69,7 +66,7 @@ async fn bay_server() -> RunningSim {
         "seed",
         json!({"timezone": "Australia/Sydney",
                "groups": [{"ext_id": APARTMENT, "name": "Bay 501"}, {"ext_id": "502-57", "name": "Bay 502"}],
-               "zones": [{"ext_id": GAMES, "name": "Bay games room"}, {"ext_id": common::GYM, "name": "Bay gym"}],
+               "zones": [{"ext_id": GAMES, "name": "Bay games room"}, {"ext_id": GYM, "name": "Bay gym"}],
                "auth": {"kind": "key", "key": BAY_KEY}}),
     )
     .await;
@@ -128,8 +125,7 @@ async fn each_building_gets_its_permissions_on_its_own_server() {
     h.publish(&connection(1, Some(&bay))).await;
 
     let at_bay = Booking::games(DAY).of_building(BAY, 1);
-    h.publish(&at_bay.created()).await;
-    let granted = h.next_result(15).await;
+    let granted = h.publish_for_result(&at_bay.created()).await;
     assert_eq!(granted.routing_key(), "facility_access.granted.v1");
     assert_eq!(zones_of(&bay, APARTMENT).await, [GAMES]);
     assert!(
@@ -139,8 +135,7 @@ async fn each_building_gets_its_permissions_on_its_own_server() {
 
     // Same access level, zone and day on the default server: another server, no collision.
     let at_harbour = Booking::games(DAY);
-    h.publish(&at_harbour.created()).await;
-    let granted = h.next_result(15).await;
+    let granted = h.publish_for_result(&at_harbour.created()).await;
     assert_eq!(granted.routing_key(), "facility_access.granted.v1");
     assert_eq!(granted.booking_id, at_harbour.id);
     assert_eq!(zones_of(&h.sim, APARTMENT).await, [GAMES]);
@@ -151,9 +146,8 @@ async fn two_buildings_on_one_server_naming_the_same_access_level_share_its_one_
     let mut h = Harness::start().await;
     h.publish(&connection_to_default(1, &h.sim)).await;
     let mut first = Booking::games(DAY);
-    h.publish(&first.created()).await;
     assert_eq!(
-        h.next_result(15).await.routing_key(),
+        h.publish_for_result(&first.created()).await.routing_key(),
         "facility_access.granted.v1"
     );
 
@@ -161,26 +155,17 @@ async fn two_buildings_on_one_server_naming_the_same_access_level_share_its_one_
     let second = Booking::games(DAY)
         .of_building(BAY, 1)
         .hours("09:00:00", "10:00:00");
-    h.publish(&second.created()).await;
-    let deferred = h.next_result(15).await;
+    let deferred = h.publish_for_result(&second.created()).await;
     assert_eq!(deferred.routing_key(), "facility_access.deferred.v1");
     assert_eq!(result_of(&deferred).held_by, Some(first.id));
 
     // The first one's cancellation gives the slot to the other building's booking.
     h.publish(&first.cancelled()).await;
-    let results = h.results_until_quiet(Duration::from_secs(2)).await;
-    let kinds: Vec<(&str, Uuid)> = results
-        .iter()
-        .map(|r| (r.routing_key(), r.booking_id))
-        .collect();
-    assert!(
-        kinds.contains(&("facility_access.revoked.v1", first.id)),
-        "{kinds:?}"
-    );
-    assert!(
-        kinds.contains(&("facility_access.granted.v1", second.id)),
-        "{kinds:?}"
-    );
+    h.results_including(&[
+        ("facility_access.revoked.v1", first.id),
+        ("facility_access.granted.v1", second.id),
+    ])
+    .await;
     assert_eq!(zones_of(&h.sim, APARTMENT).await, [GAMES]);
 }
 
@@ -190,9 +175,8 @@ async fn a_grant_is_moved_off_the_server_it_was_made_on_when_its_building_moves(
     let bay = bay_server().await;
     h.publish(&connection(1, Some(&bay))).await;
     let mut booking = Booking::games(DAY).of_building(BAY, 1);
-    h.publish(&booking.created()).await;
     assert_eq!(
-        h.next_result(15).await.routing_key(),
+        h.publish_for_result(&booking.created()).await.routing_key(),
         "facility_access.granted.v1"
     );
     assert_eq!(zones_of(&bay, APARTMENT).await, [GAMES]);
@@ -210,9 +194,10 @@ async fn a_grant_is_moved_off_the_server_it_was_made_on_when_its_building_moves(
     );
     assert_eq!(zones_of(&h.sim, APARTMENT).await, [GAMES]);
 
-    h.publish(&booking.cancelled_under(2)).await;
     assert_eq!(
-        h.next_result(15).await.routing_key(),
+        h.publish_for_result(&booking.cancelled_under(2))
+            .await
+            .routing_key(),
         "facility_access.revoked.v1"
     );
     assert!(zones_of(&h.sim, APARTMENT).await.is_empty());
@@ -224,8 +209,12 @@ async fn a_booking_waits_for_the_connection_version_it_was_made_under() {
     let bay = bay_server().await;
     let booking = Booking::games(DAY).of_building(BAY, 1);
     h.publish(&booking.created()).await;
-    // Nothing may go to the default server meanwhile.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The booking is sent back to wait for its connection before the connection comes; nothing
+    // may go to the default server meanwhile.
+    until("the booking to wait for its connection", async || {
+        h.messages_retried().await >= 1.0
+    })
+    .await;
     h.publish(&connection(1, Some(&bay))).await;
     assert_eq!(
         h.next_result(15).await.routing_key(),
@@ -238,14 +227,12 @@ async fn a_booking_waits_for_the_connection_version_it_was_made_under() {
 #[tokio::test]
 async fn without_a_default_a_building_with_no_server_of_its_own_fails_with_a_reason() {
     let mut h = Harness::start_without_default().await;
-    h.publish(&Booking::games(DAY).created()).await;
-    let failed = h.next_result(15).await;
+    let failed = h.publish_for_result(&Booking::games(DAY).created()).await;
     assert_eq!(failed.routing_key(), "facility_access.failed.v1");
     let failure = result_of(&failed).failure.clone().unwrap();
     assert_eq!(failure.code, "salto_not_connected");
     assert!(failure.needs_manager);
     assert_eq!(h.requests_named("SaltoDBGroup.Read").await, 0);
-    let _ = BUILDING;
 }
 
 /// `HH:MM:SS` of `seconds` after midnight.
@@ -262,14 +249,13 @@ fn clock(seconds: u32) -> String {
 async fn two_thousand_reschedules_of_one_booking_never_run_the_timetable_pool_dry() {
     let mut h = Harness::start().await;
     let mut booking = Booking::games(DAY);
-    h.publish(&booking.created()).await;
     assert_eq!(
-        h.next_result(15).await.routing_key(),
+        h.publish_for_result(&booking.created()).await.routing_key(),
         "facility_access.granted.v1"
     );
     // 2,000 different hours: each needs a timetable of its own, twice the server's 1,024 IDs.
     // One at a time, each acted on (published together, most would be skipped as stale).
-    let publisher = platform::amqp::Publisher::new(&h.settings().amqp, "test");
+    let publisher = platform::amqp::Publisher::new(&h.settings().shared.amqp, "test");
     for n in 1..=2000u32 {
         let from = 6 * 3600 + n * 20;
         let envelope = booking.moved_to(&clock(from), &clock(from + 3600), 0);
@@ -289,15 +275,10 @@ async fn two_thousand_reschedules_of_one_booking_never_run_the_timetable_pool_dr
     let permissions = h.permissions(APARTMENT).await;
     assert_eq!(permissions.len(), 1);
     // The sweeper catches up with the last reschedules shortly after.
-    let mut timetables = usize::MAX;
-    for _ in 0..50 {
-        timetables = state(&h.sim).await["timetables"].as_array().unwrap().len();
-        if timetables <= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(timetables <= 2, "{timetables} timetables left in Salto");
+    until("at most two timetables left in Salto", async || {
+        state(&h.sim).await["timetables"].as_array().unwrap().len() <= 2
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -323,7 +304,7 @@ async fn a_full_timetable_pool_makes_bookings_wait_and_tells_ops_once() {
 
     // Other hours need another timetable: there is none. The booking waits, ops hear once.
     let morning = Booking::games("2026-12-02")
-        .zone(common::GYM)
+        .zone(GYM)
         .hours("09:00:00", "10:00:00");
     h.publish(&morning.created()).await;
     let alert = alerts
@@ -348,19 +329,11 @@ async fn a_full_timetable_pool_makes_bookings_wait_and_tells_ops_once() {
 
     // The evening booking is cancelled: its timetable is deleted, and the morning one gets it.
     h.publish(&evening.cancelled()).await;
-    let results = h.results_until_quiet(Duration::from_secs(3)).await;
-    let kinds: Vec<(&str, Uuid)> = results
-        .iter()
-        .map(|r| (r.routing_key(), r.booking_id))
-        .collect();
-    assert!(
-        kinds.contains(&("facility_access.revoked.v1", evening.id)),
-        "{kinds:?}"
-    );
-    assert!(
-        kinds.contains(&("facility_access.granted.v1", morning.id)),
-        "{kinds:?}"
-    );
+    h.results_including(&[
+        ("facility_access.revoked.v1", evening.id),
+        ("facility_access.granted.v1", morning.id),
+    ])
+    .await;
     assert!(
         alerts.next(Duration::from_millis(300)).await.is_none(),
         "one alert per exhaustion, not one per retry"
@@ -371,9 +344,9 @@ async fn a_full_timetable_pool_makes_bookings_wait_and_tells_ops_once() {
 fn slots() -> impl Iterator<Item = Booking> {
     [
         (APARTMENT, GAMES),
-        (APARTMENT, common::GYM),
+        (APARTMENT, GYM),
         ("502-57", GAMES),
-        ("502-57", common::GYM),
+        ("502-57", GYM),
     ]
     .into_iter()
     .map(|(level, zone)| {
@@ -385,12 +358,7 @@ fn slots() -> impl Iterator<Item = Booking> {
 
 #[tokio::test]
 async fn a_hanging_server_waits_behind_its_breaker_while_the_other_server_goes_on() {
-    let mut h = Harness::start_with(
-        salto_sync::CleanerSettings::default(),
-        common::sydney("2026-11-30", "12:00:00"),
-        0,
-    )
-    .await;
+    let mut h = Harness::start_replicas(0).await;
     h.connections = platform::bulkhead::ConnectionSettings {
         max_in_flight: 2,
         breaker_failures: 2,
@@ -417,12 +385,7 @@ async fn a_hanging_server_waits_behind_its_breaker_while_the_other_server_goes_o
     for booking in &at_harbour {
         h.publish(&booking.created()).await;
     }
-    let mut granted = Vec::new();
-    while granted.len() < at_harbour.len() {
-        let result = h.next_result(30).await;
-        assert_eq!(result.routing_key(), "facility_access.granted.v1");
-        granted.push(result.booking_id);
-    }
+    let granted = h.granted(at_harbour.len()).await;
     assert!(
         granted
             .iter()
@@ -446,17 +409,7 @@ async fn a_hanging_server_waits_behind_its_breaker_while_the_other_server_goes_o
         .await
         .unwrap();
     assert!(cleared.status().is_success());
-    let mut done = Vec::new();
-    while done.len() < at_bay.len() {
-        let result = h.next_result(30).await;
-        assert_eq!(
-            result.routing_key(),
-            "facility_access.granted.v1",
-            "{:?}",
-            result_of(&result).failure
-        );
-        done.push(result.booking_id);
-    }
+    h.granted(at_bay.len()).await;
     let up = health
         .next(Duration::from_secs(20))
         .await

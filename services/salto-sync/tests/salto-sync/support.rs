@@ -1,9 +1,10 @@
 //! What salto-sync's service tests share: a fresh database and vhost, salto-sim in-process over
-//! HTTP, salto-sync replicas built as `main` builds them (with a driven clock), facility booking
-//! events as booking-api would publish them, and a tap on the `facility_access.*` results.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+//! HTTP, salto-sync replicas built as `main` builds them (with a driven clock, and each
+//! replica's cleaner at hand to tick), facility booking events as booking-api would publish them,
+//! a tap on the `facility_access.*` results, and probes that wait for what a test must know
+//! happened before it goes on.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
@@ -12,8 +13,11 @@ use contracts::{
     Apartment, BookedBy, BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope,
     Event, Facility, FacilityBooking, Role,
 };
-use platform::config::{AmqpSettings, DatabaseSettings, LogSettings, RetrySettings};
+use platform::config::{
+    AmqpSettings, DatabaseSettings, LogSettings, RetrySettings, SharedSettings,
+};
 use salto_sim::RunningSim;
+use salto_sync::cleaner::{Cleaner, Clearing};
 use salto_sync::{AuthKind, CleanerSettings, ManualClock, SaltoSettings, Settings};
 use serde_json::{Value, json};
 use testkit::{EventTap, TestBroker, TestDb};
@@ -28,6 +32,11 @@ pub const APARTMENT: &str = "501-56";
 pub const GAMES: &str = "GAMES-ROOM";
 pub const GYM: &str = "GYM";
 
+/// How long a message already published takes at most to reach a tap. A test that knows the
+/// publishing is over (the run that would publish has finished) waits this long to see that
+/// nothing more came.
+pub const DELIVERED: Duration = Duration::from_millis(300);
+
 pub struct Harness {
     pub db: TestDb,
     pub broker: TestBroker,
@@ -40,6 +49,10 @@ pub struct Harness {
     pub default_server: bool,
     /// Each server's bulkhead (change before starting more replicas).
     pub connections: platform::bulkhead::ConnectionSettings,
+    /// Every replica's cleaner, to tick by hand.
+    cleaners: Mutex<Vec<Arc<Cleaner>>>,
+    /// Every replica's health and metrics port.
+    health_ports: Mutex<Vec<u16>>,
     stop: CancellationToken,
 }
 
@@ -85,6 +98,16 @@ impl Harness {
         .await
     }
 
+    /// As [`Harness::start`], with `replicas` salto-sync replicas (none: the test starts them).
+    pub async fn start_replicas(replicas: usize) -> Harness {
+        Self::start_with(
+            CleanerSettings::default(),
+            sydney("2026-11-30", "12:00:00"),
+            replicas,
+        )
+        .await
+    }
+
     pub async fn start_with(
         cleaner: CleanerSettings,
         now: DateTime<Utc>,
@@ -113,6 +136,8 @@ impl Harness {
             cleaner,
             default_server,
             connections: platform::bulkhead::ConnectionSettings::default(),
+            cleaners: Mutex::new(Vec::new()),
+            health_ports: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
         };
         harness
@@ -132,21 +157,27 @@ impl Harness {
 
     pub fn settings(&self) -> Settings {
         Settings {
-            database: DatabaseSettings {
-                url: self.db.service_url(salto_sync::SCHEMA),
-                max_connections: 5,
+            shared: SharedSettings {
+                database: DatabaseSettings {
+                    url: self.db.service_url(salto_sync::SCHEMA),
+                    max_connections: 5,
+                },
+                amqp: AmqpSettings {
+                    // As the service connects in a deployment: as its own RabbitMQ user.
+                    url: self.broker.url_for(contracts::Service::SaltoSync),
+                    prefetch: 16,
+                    delivery_limit: 5,
+                    drain_timeout_secs: 30,
+                },
+                retry: RetrySettings {
+                    tiers: "200ms,200ms,200ms,200ms".parse().unwrap(),
+                },
+                log: LogSettings::default(),
+                health: platform::health::HealthSettings {
+                    port: Some(0),
+                    host: "127.0.0.1".into(),
+                },
             },
-            amqp: AmqpSettings {
-                // As the service connects in a deployment: as its own RabbitMQ user.
-                url: self.broker.url_for(contracts::Service::SaltoSync),
-                prefetch: 16,
-                delivery_limit: 5,
-                drain_timeout_secs: 30,
-            },
-            retry: RetrySettings {
-                tiers: "200ms,200ms,200ms,200ms".parse().unwrap(),
-            },
-            log: LogSettings::default(),
             salto: self.default_server.then(|| SaltoSettings {
                 url: self.sim.url(),
                 auth_kind: AuthKind::None,
@@ -161,7 +192,6 @@ impl Harness {
                 previous_keys: None,
             },
             cleaner: self.cleaner.clone(),
-            health: Default::default(),
         }
     }
 
@@ -173,6 +203,11 @@ impl Harness {
         )
         .await
         .expect("salto-sync starts");
+        self.cleaners.lock().unwrap().push(Arc::new(app.cleaner()));
+        self.health_ports
+            .lock()
+            .unwrap()
+            .push(app.health_port().expect("a health port"));
         let token = self.stop.clone();
         tokio::spawn(async move {
             app.run_until_stopped(async move { token.cancelled().await })
@@ -182,6 +217,34 @@ impl Harness {
         self.broker
             .wait_for_queue("salto-sync", Duration::from_secs(20))
             .await;
+    }
+
+    /// Runs one tick of every replica's cleaner now, all at once (as their own ticks would run
+    /// beside each other): what each ran.
+    pub async fn tick_every_replica(&self) -> Vec<Clearing> {
+        let cleaners = self.cleaners.lock().unwrap().clone();
+        let ticks = cleaners.iter().map(|cleaner| cleaner.tick());
+        futures::future::join_all(ticks)
+            .await
+            .into_iter()
+            .flat_map(|ran| ran.expect("a tick of the cleaner"))
+            .collect()
+    }
+
+    /// How many messages salto-sync sent back to wait for a retry, as the first replica's
+    /// `/metrics` counts them.
+    pub async fn messages_retried(&self) -> f64 {
+        let port = self.health_ports.lock().unwrap()[0];
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| line.starts_with("connecx_messages_retried_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     pub async fn control(&self, path: &str, body: Value) -> Value {
@@ -208,17 +271,21 @@ impl Harness {
         .await;
     }
 
-    /// The permissions Salto holds for a group: `(zone, period start date)`.
-    pub async fn permissions(&self, group: &str) -> Vec<Value> {
-        let state: Value = self
-            .http
-            .get(format!("http://{}/_sim/state", self.sim.addr))
+    /// What the simulator answers to `GET /_sim/{path}`.
+    async fn look(&self, path: &str) -> Value {
+        self.http
+            .get(format!("http://{}/_sim/{path}", self.sim.addr))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The permissions Salto holds for a group: `(zone, period start date)`.
+    pub async fn permissions(&self, group: &str) -> Vec<Value> {
+        let state = self.look("state").await;
         state["groups"]
             .as_array()
             .unwrap()
@@ -241,12 +308,85 @@ impl Harness {
         self.broker.publish_event(envelope).await;
     }
 
+    /// Publishes `envelope` and returns the next result (within 15 s).
+    pub async fn publish_for_result(&mut self, envelope: &Envelope) -> Envelope {
+        self.publish(envelope).await;
+        self.next_result(15).await
+    }
+
+    /// A tap on the dead letters (`connecx.dead`, a fanout).
+    pub async fn dead_letters(&self) -> EventTap {
+        self.broker
+            .tap_exchange(
+                contracts::DEAD_LETTER_EXCHANGE,
+                lapin::ExchangeKind::Fanout,
+                "",
+            )
+            .await
+    }
+
     /// The next result event, failing the test after `secs`.
     pub async fn next_result(&mut self, secs: u64) -> Envelope {
         self.tap
             .next(Duration::from_secs(secs))
             .await
             .expect("a facility_access result within the time")
+    }
+
+    /// The next `count` results, each within 15 s, then nothing more: `(routing key, booking)`,
+    /// sorted. Call it once what publishes them is known to be done.
+    pub async fn results(&mut self, count: usize) -> Vec<(&'static str, Uuid)> {
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            let result = self.next_result(15).await;
+            seen.push((result.routing_key(), result.booking_id));
+        }
+        self.no_more_results().await;
+        seen.sort();
+        seen
+    }
+
+    /// The next `count` results, each within 30 s, every one `granted` (a failure fails the test
+    /// with its reason): the bookings granted.
+    pub async fn granted(&mut self, count: usize) -> Vec<Uuid> {
+        let mut granted = Vec::new();
+        while granted.len() < count {
+            let result = self.next_result(30).await;
+            assert_eq!(
+                result.routing_key(),
+                "facility_access.granted.v1",
+                "{:?}",
+                result_of(&result).failure
+            );
+            granted.push(result.booking_id);
+        }
+        granted
+    }
+
+    /// Results come until every one of `expected` (`(routing key, booking)`) was seen, each within
+    /// 15 s of the one before; the others seen meanwhile are returned with them.
+    pub async fn results_including(
+        &mut self,
+        expected: &[(&str, Uuid)],
+    ) -> Vec<(&'static str, Uuid)> {
+        let mut seen = Vec::new();
+        while !expected.iter().all(|e| seen.contains(e)) {
+            let result = self.next_result(15).await;
+            seen.push((result.routing_key(), result.booking_id));
+        }
+        seen
+    }
+
+    /// Asserts that no result arrives: to be asked once what would publish one is known to be
+    /// done, so that only the delivery of what was already published is waited for.
+    pub async fn no_more_results(&mut self) {
+        if let Some(stray) = self.tap.next(DELIVERED).await {
+            panic!(
+                "no more results expected, got {} for {}",
+                stray.routing_key(),
+                stray.booking_id
+            );
+        }
     }
 
     /// Every result published until nothing more comes for `quiet`.
@@ -258,24 +398,88 @@ impl Harness {
         seen
     }
 
-    /// Number of SHIP requests of a name Salto received.
-    pub async fn requests_named(&self, name: &str) -> usize {
-        let logged: Value = self
-            .http
-            .get(format!("http://{}/_sim/requests", self.sim.addr))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    /// The SHIP requests of a name Salto received and answered, in its request log.
+    async fn requests(&self, name: &str) -> Vec<Value> {
+        let logged = self.look("requests").await;
         logged
             .as_array()
             .unwrap()
             .iter()
             .filter(|r| r["request_name"] == name)
+            .cloned()
+            .collect()
+    }
+
+    /// Number of SHIP requests of a name Salto received.
+    pub async fn requests_named(&self, name: &str) -> usize {
+        self.requests(name).await.len()
+    }
+
+    /// Number of SHIP requests of a name Salto refused: answered with a SHIP error, or with an
+    /// HTTP error.
+    pub async fn refusals_of(&self, name: &str) -> usize {
+        self.requests(name)
+            .await
+            .iter()
+            .filter(|r| !r["code"].is_null() || r["http_status"] != 200)
             .count()
     }
+
+    /// Number of injected faults Salto has yet to apply. A fault is used up as its request
+    /// arrives, so a delayed request is being answered once its fault is gone.
+    pub async fn faults_pending(&self) -> usize {
+        self.look("state").await["faults"].as_array().unwrap().len()
+    }
+
+    /// Waits until salto-sync has recorded `version` of `booking` (its snapshot, not yet acted
+    /// on).
+    pub async fn snapshot_recorded(&self, booking: Uuid, version: i64) {
+        let snapshots = self.db.pool(salto_sync::SCHEMA).await;
+        until(
+            &format!("version {version} of {booking} recorded"),
+            async || {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT version FROM booking_snapshots WHERE booking_id = $1",
+                )
+                .bind(booking)
+                .fetch_optional(&snapshots)
+                .await
+                .unwrap()
+                    == Some(version)
+            },
+        )
+        .await;
+    }
+
+    /// Replaces a group's list in Salto over SHIP itself, as someone at the Salto console would
+    /// (`entries`: `Group_Zone` elements; none empties it).
+    pub async fn set_by_hand(&self, group: &str, entries: &str) {
+        let update = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<RequestCall><RequestName>SaltoDBGroup.Update</RequestName><Params><SaltoDBGroup><ExtGroupID>{group}</ExtGroupID><GroupZoneList>{entries}</GroupZoneList></SaltoDBGroup></Params></RequestCall>"
+        );
+        let answer = self
+            .http
+            .post(self.sim.url())
+            .body(update)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!answer.contains("<Exception>"), "{answer}");
+    }
+}
+
+/// Polls `probe` every 50 ms until it holds, failing the test after 10 s.
+pub async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// A facility booking as booking-api publishes it.

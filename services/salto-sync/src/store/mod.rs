@@ -1,0 +1,49 @@
+//! salto-sync's SQL, one repository function per query, grouped by the tables they keep. Every
+//! function runs on the connection it is given — for the ledger, the transaction that holds the
+//! access level's advisory lock — so the reads and writes of one operation see and commit one
+//! state; the journal's notes ([`unrecorded::note`]) are the exception, committed on their own.
+//!
+//! - [`ledger`]: `permissions` and `waiting_bookings`, who holds and who waits;
+//! - [`bookings`]: `booking_outcomes`, the booking snapshots as this service reads them, and the
+//!   buildings' time zones;
+//! - [`unrecorded`]: `unrecorded_writes`, what a transaction wrote to Salto before it committed;
+//! - [`cleaner`]: `cleaner_runs` and `drift_reports`;
+//! - [`timetables`]: each server's timetable pool and its alerts;
+//! - [`servers`]: buildings' connections and the servers' stored settings.
+//!
+//! The advisory locks that serialize writers are here too.
+
+pub mod bookings;
+pub mod cleaner;
+pub mod ledger;
+pub mod servers;
+pub mod timetables;
+pub mod unrecorded;
+
+use sqlx::PgConnection;
+
+/// Waits at most this long for another replica's lock before the transaction is retried later.
+pub async fn set_lock_timeout(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET LOCAL lock_timeout = '30s'")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Takes a transaction-scoped advisory lock (released at commit or rollback, or when the
+/// connection drops — which is why writes are computed from the ledger, never replayed).
+pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Like [`lock`], but gives up at once when another session holds it.
+pub async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+}
