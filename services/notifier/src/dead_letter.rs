@@ -11,6 +11,18 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub id: Uuid,
+    pub failure: Failure,
+    pub message_id: Option<String>,
+    /// Present when the body is a known event.
+    pub event: Option<Envelope>,
+    pub headers: Value,
+    pub body: Vec<u8>,
+}
+
+/// What a dead letter says about its failure: who gave up on it, where a replay sends it, why,
+/// and after how many tries. Stored as columns of its own ([`crate::store::StoredDeadLetter`]).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Failure {
     /// The service (queue) that gave up.
     pub service: String,
     /// Where a replay sends it.
@@ -21,11 +33,13 @@ pub struct DeadLetter {
     pub error: String,
     pub retry_count: i64,
     pub first_failed_at: Option<DateTime<Utc>>,
-    pub message_id: Option<String>,
-    /// Present when the body is a known event.
-    pub event: Option<Envelope>,
-    pub headers: Value,
-    pub body: Vec<u8>,
+}
+
+impl Failure {
+    /// How many times a handler tried: the first attempt plus one per retry tier.
+    pub fn attempts(&self) -> i64 {
+        self.retry_count + 1
+    }
 }
 
 impl DeadLetter {
@@ -78,23 +92,20 @@ impl DeadLetter {
             .unwrap_or_else(|| derived_id(message, &original_queue));
         Self {
             id,
-            service,
-            original_queue,
-            routing_key,
-            error_kind,
-            error,
-            retry_count: h.get_i64(headers::RETRY_COUNT).unwrap_or(0),
-            first_failed_at,
+            failure: Failure {
+                service,
+                original_queue,
+                routing_key,
+                error_kind,
+                error,
+                retry_count: h.get_i64(headers::RETRY_COUNT).unwrap_or(0),
+                first_failed_at,
+            },
             message_id: message.message_id.clone(),
             event: Envelope::from_json(&message.body).ok(),
             headers: Value::Object(h.0.clone()),
             body: message.body.clone(),
         }
-    }
-
-    /// How many times a handler tried: the first attempt plus one per retry tier.
-    pub fn attempts(&self) -> i64 {
-        self.retry_count + 1
     }
 
     pub fn booking_id(&self) -> Option<Uuid> {
@@ -109,23 +120,9 @@ impl DeadLetter {
         self.event.as_ref().and_then(Envelope::building_id)
     }
 
-    /// Who is told: the building's managers, or the ops address when none is known.
-    pub fn alert_recipients(&self, ops_address: &str) -> Vec<String> {
-        let managers: Vec<String> = self
-            .event
-            .as_ref()
-            .and_then(|e| e.building().map(|b| b.manager_emails.clone()))
-            .unwrap_or_default();
-        if managers.is_empty() {
-            vec![ops_address.to_owned()]
-        } else {
-            managers
-        }
-    }
-
-    /// The body as text when it is text (for display).
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+    /// The building the failed event belongs to, when the body is one and names it.
+    pub fn building(&self) -> Option<&contracts::Building> {
+        self.event.as_ref().and_then(Envelope::building)
     }
 }
 
@@ -164,21 +161,10 @@ fn derived_id(message: &Message, queue: &str) -> Uuid {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use platform::amqp::Headers;
     use serde_json::json;
 
-    fn message(headers: Value, body: &[u8]) -> Message {
-        Message {
-            body: body.to_vec(),
-            routing_key: "visitor_booking.created.v1".into(),
-            message_id: Some("m-1".into()),
-            headers: Headers(headers.as_object().cloned().unwrap_or_default()),
-            retry_count: 0,
-            wait_count: 0,
-            redelivered: false,
-        }
-    }
+    use super::*;
+    use crate::fixtures::message;
 
     #[test]
     fn a_worker_dead_letter_says_who_gave_up_and_why() {
@@ -194,15 +180,12 @@ mod tests {
             b"not an event",
         ));
         assert_eq!(letter.id, id);
-        assert_eq!(letter.service, "ipassan-sync");
-        assert_eq!(letter.error_kind, "transient_exhausted");
-        assert_eq!(letter.attempts(), 6);
-        assert!(letter.first_failed_at.is_some());
+        assert_eq!(letter.failure.service, "ipassan-sync");
+        assert_eq!(letter.failure.error_kind, "transient_exhausted");
+        assert_eq!(letter.failure.attempts(), 6);
+        assert!(letter.failure.first_failed_at.is_some());
         assert_eq!(letter.event, None);
-        assert_eq!(
-            letter.alert_recipients("ops@example.com"),
-            ["ops@example.com"]
-        );
+        assert_eq!(letter.building(), None);
     }
 
     #[test]
@@ -214,9 +197,9 @@ mod tests {
         let a = DeadLetter::from_message(&message(headers.clone(), b"{}"));
         let b = DeadLetter::from_message(&message(headers, b"{}"));
         assert_eq!(a.id, b.id, "a redelivered broker dead letter keeps its id");
-        assert_eq!(a.service, "salto-sync");
-        assert_eq!(a.original_queue, "salto-sync");
-        assert_eq!(a.error_kind, "broker:delivery_limit");
-        assert!(a.error.contains("delivered too many times"));
+        assert_eq!(a.failure.service, "salto-sync");
+        assert_eq!(a.failure.original_queue, "salto-sync");
+        assert_eq!(a.failure.error_kind, "broker:delivery_limit");
+        assert!(a.failure.error.contains("delivered too many times"));
     }
 }

@@ -22,11 +22,33 @@ use platform::amqp::HandlerError;
 use crate::mailer::{Mail, MailError, Mailer};
 use crate::store;
 
+/// What the handlers mail with: the database that remembers what was sent, the SMTP client, and
+/// the ops address that stands in for a building without managers. Cheap to clone.
+#[derive(Clone)]
+pub struct Mailroom {
+    pub pool: PgPool,
+    pub mailer: Mailer,
+    pub ops_address: String,
+}
+
+impl Mailroom {
+    /// [`deliver_once`] with this mailroom's database and SMTP client.
+    pub async fn deliver_once(
+        &self,
+        dedup_key: &str,
+        mails: Vec<Mail>,
+        fallback: Option<Mail>,
+        order: Option<&ResultOrder>,
+    ) -> Result<(), HandlerError> {
+        deliver_once(&self.pool, &self.mailer, dedup_key, mails, fallback, order).await
+    }
+}
+
 /// Sends `mails` (each to its `to`) unless already sent under `dedup_key`. Each mail is locked
 /// and claimed in the database first, so concurrent deliveries of one event send it once. A
 /// temporary SMTP failure fails the whole step (to be retried; the ones sent are not sent
 /// again). A recipient refused for good is recorded and skipped; if every recipient was refused,
-/// `fallback` (the ops address) is told instead. A mail another delivery is sending right now
+/// `fallback` is sent instead (the alert to ops, or the notice of an undeliverable result). A mail another delivery is sending right now
 /// makes this step transient, so the event is looked at again once that send has settled.
 ///
 /// `order`: the mails are a booking's result. Its mails are then sent one booking at a time
@@ -92,8 +114,11 @@ async fn send_once(
         Some(order) => store::booking_lock_name(order.booking_id),
         None => store::mail_lock_name(dedup_key, &mail.to),
     };
-    let mut conn = pool.acquire().await.map_err(db)?;
-    if !store::try_lock(&mut conn, &lock).await.map_err(db)? {
+    let mut conn = pool.acquire().await.map_err(database_unavailable)?;
+    if !store::try_lock(&mut conn, &lock)
+        .await
+        .map_err(database_unavailable)?
+    {
         return Err(HandlerError::Transient(format!(
             "mail {dedup_key} is being sent by another delivery"
         )));
@@ -102,7 +127,7 @@ async fn send_once(
         Some(order)
             if store::newer_result_recorded(&mut conn, order)
                 .await
-                .map_err(db)? =>
+                .map_err(database_unavailable)? =>
         {
             tracing::info!(dedup_key, booking_id = %order.booking_id, "a newer result of the booking is recorded; not mailed");
             Ok(Sent::Superseded)
@@ -127,7 +152,7 @@ async fn claimed_send(
 ) -> Result<Sent, HandlerError> {
     if !store::claim_mail(conn, dedup_key, &mail.to)
         .await
-        .map_err(db)?
+        .map_err(database_unavailable)?
     {
         return Ok(Sent::Before);
     }
@@ -139,10 +164,10 @@ async fn claimed_send(
             {
                 // The claim's connection was lost while the mail went out (a database restart):
                 // record it on a fresh one, or the next delivery would send it again.
-                let mut fresh = pool.acquire().await.map_err(db)?;
+                let mut fresh = pool.acquire().await.map_err(database_unavailable)?;
                 store::settle_mail(&mut fresh, dedup_key, &mail.to, "sent", None)
                     .await
-                    .map_err(db)?;
+                    .map_err(database_unavailable)?;
             }
             tracing::info!(dedup_key, "mail sent");
             Ok(Sent::Now)
@@ -150,19 +175,20 @@ async fn claimed_send(
         Err(MailError::Transient(error)) => {
             store::release_mail(conn, dedup_key, &mail.to)
                 .await
-                .map_err(db)?;
+                .map_err(database_unavailable)?;
             Err(HandlerError::Transient(error))
         }
         Err(MailError::Permanent(error)) => {
             tracing::error!(dedup_key, %error, "recipient refused for good");
             store::settle_mail(conn, dedup_key, &mail.to, "rejected", Some(&error))
                 .await
-                .map_err(db)?;
+                .map_err(database_unavailable)?;
             Ok(Sent::Refused)
         }
     }
 }
 
-fn db(error: sqlx::Error) -> HandlerError {
+/// The notifier's database failing is worth another try.
+pub(crate) fn database_unavailable(error: sqlx::Error) -> HandlerError {
     HandlerError::Transient(format!("notifier database: {error}"))
 }

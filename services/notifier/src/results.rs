@@ -1,80 +1,74 @@
-//! Result events (`visitor_access.*`, `facility_access.*`) and refused requests
-//! (`facility_request.refused`) → mails to residents, visitors and
-//! managers. Each mail goes once per (event, kind of mail, recipient); a result older than one
-//! already seen for the same booking — a lower version, or the same version earlier — mails
+//! The handler of the `notifier` queue: result events (`visitor_access.*`, `facility_access.*`),
+//! refused requests, outages, an empty timetable pool and Salto drift become mails to
+//! residents, visitors, managers and ops ([`crate::decision`] says which, [`crate::mails`]
+//! writes them). Each mail goes once per (event, kind of mail, recipient); a result older than
+//! one already seen for the same booking — a lower version, or the same version earlier — mails
 //! nobody, and a booking's mails go out in the order of its results, so a stale PIN never follows
 //! a cancellation.
 
-use sqlx::PgPool;
-
-use contracts::{Envelope, Event};
+use contracts::Envelope;
 use platform::amqp::{EventHandler, HandlerError};
 use platform::snapshots::Recorded;
 
-use crate::delivery::{ResultOrder, deliver_once};
-use crate::mailer::Mailer;
-use crate::mails::mails_for;
-use crate::store;
+use crate::decision::{self, VisitAnnouncement};
+use crate::delivery::{Mailroom, ResultOrder, database_unavailable};
+use crate::{mails, store};
 
-pub struct ResultMails {
-    pub pool: PgPool,
-    pub mailer: Mailer,
-    pub ops_address: String,
-}
+pub struct ResultMails(pub Mailroom);
 
 impl EventHandler for ResultMails {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
-        if crate::mails::not_for_the_notifier(&envelope.event) {
-            // The notifier is not bound to these: one here is a binding gone wrong, for a
-            // person to see (a dead letter), not an event to drop.
+        let Mailroom {
+            pool, ops_address, ..
+        } = &self.0;
+        if !decision::is_for_the_notifier(&envelope.event) {
             return Err(HandlerError::Permanent(format!(
                 "{} is not for the notifier",
                 envelope.routing_key()
             )));
         }
-        let recorded = store::record_result(&self.pool, &envelope)
+        let recorded = store::record_result(pool, &envelope)
             .await
-            .map_err(|e| HandlerError::Transient(format!("notifier database: {e}")))?;
+            .map_err(database_unavailable)?;
         if recorded == Recorded::Older {
             tracing::info!(booking_id = %envelope.booking_id, version = envelope.version, "older than a result already seen; not mailed");
             return Ok(());
         }
-        let db = |e: sqlx::Error| HandlerError::Transient(format!("notifier database: {e}"));
-        let announced = match &envelope.event {
-            Event::VisitorAccessGranted(_) | Event::VisitorAccessUpdated(_) => {
-                store::announce_visit(&self.pool, envelope.booking_id)
+        let announced = match decision::visit_announcement(&envelope.event) {
+            VisitAnnouncement::Record => {
+                store::announce_visit(pool, envelope.booking_id)
                     .await
-                    .map_err(db)?;
+                    .map_err(database_unavailable)?;
                 true
             }
-            Event::VisitorAccessRevoked(_) => {
-                store::visit_announced(&self.pool, envelope.booking_id)
-                    .await
-                    .map_err(db)?
-            }
-            _ => false,
+            VisitAnnouncement::LookUp => store::visit_announced(pool, envelope.booking_id)
+                .await
+                .map_err(database_unavailable)?,
+            VisitAnnouncement::NotNeeded => false,
         };
-        let mails = mails_for(&envelope, &self.ops_address, announced)
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        if mails.is_empty() {
+        let planned = decision::result_mails(&envelope, ops_address, announced);
+        if planned.is_empty() {
             return Ok(());
         }
+        let mails = mails::compose_all(&envelope, &planned, chrono::Utc::now())?;
         tracing::info!(booking_id = %envelope.booking_id, event_type = envelope.routing_key(), mails = mails.len(), "mailing result");
         // Refused by every recipient, the mails are not silently done with: a person hears of it.
-        let fallback = crate::mails::undeliverable(&envelope, &mails, &self.ops_address)
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        deliver_once(
-            &self.pool,
-            &self.mailer,
-            &format!("event:{}", envelope.event_id),
-            mails,
-            Some(fallback),
-            Some(&ResultOrder {
-                booking_id: envelope.booking_id,
-                version: envelope.version,
-                occurred_at: envelope.occurred_at,
-            }),
-        )
-        .await
+        let fallback = mails::undeliverable(
+            &envelope,
+            &mails,
+            decision::undeliverable_recipient(&envelope, ops_address),
+        )?;
+        self.0
+            .deliver_once(
+                &format!("event:{}", envelope.event_id),
+                mails,
+                Some(fallback),
+                Some(&ResultOrder {
+                    booking_id: envelope.booking_id,
+                    version: envelope.version,
+                    occurred_at: envelope.occurred_at,
+                }),
+            )
+            .await
     }
 }

@@ -1,41 +1,21 @@
 //! What the notifier erases as visits age (docs/architecture.md, "Privacy"): PINs in the results
 //! it keeps (booking snapshots) and in dead letters, `CONNECX__RETENTION__PIN_DAYS` after the
 //! visit ended; the visitor's name and email there, and the addresses it mailed (`sent_mail`),
-//! after `CONNECX__RETENTION__PERSONAL_DAYS`. [`platform::retention`] runs it.
+//! after `CONNECX__RETENTION__PERSONAL_DAYS`. [`platform::retention`] runs it; the statements
+//! are in [`crate::store`].
 
-use chrono::{DateTime, Utc};
 use platform::retention::{Cutoffs, Erased, Eraser, Scrub, scrub, visit_ended_at};
 use sqlx::PgConnection;
-use uuid::Uuid;
+
+use crate::store::{self, Erasure};
 
 pub struct NotifierEraser;
 
 impl Eraser for NotifierEraser {
     async fn erase(&self, tx: &mut PgConnection, cutoffs: Cutoffs) -> Result<Erased, sqlx::Error> {
-        let pins = sqlx::query(
-            "UPDATE booking_snapshots SET envelope = jsonb_set(envelope, '{data,pin}', 'null')
-              WHERE envelope #>> '{data,pin}' IS NOT NULL
-                AND (envelope #>> '{data,booking,window,ends_at}')::timestamptz < $1",
-        )
-        .bind(cutoffs.pins_before)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let mut personal = sqlx::query(
-            "UPDATE booking_snapshots
-                SET envelope = jsonb_set(envelope, '{data,booking,visitor}', '{\"name\": \"\", \"email\": \"\"}')
-              WHERE envelope #>> '{data,booking,visitor,email}' <> ''
-                AND (envelope #>> '{data,booking,window,ends_at}')::timestamptz < $1",
-        )
-        .bind(cutoffs.personal_before)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        personal += sqlx::query("DELETE FROM sent_mail WHERE at < $1")
-            .bind(cutoffs.personal_before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let pins = store::erase(tx, Erasure::ResultPins, cutoffs.pins_before).await?;
+        let personal = store::erase(tx, Erasure::ResultVisitors, cutoffs.personal_before).await?
+            + store::erase(tx, Erasure::MailRecipients, cutoffs.personal_before).await?;
         let (letter_pins, letter_personal) = erase_from_dead_letters(tx, cutoffs).await?;
         Ok(Erased {
             pins: pins + letter_pins,
@@ -50,14 +30,7 @@ async fn erase_from_dead_letters(
     tx: &mut PgConnection,
     cutoffs: Cutoffs,
 ) -> Result<(u64, u64), sqlx::Error> {
-    let letters: Vec<(Uuid, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT id, body, received_at FROM dead_letters
-          WHERE position('\"pin\":\"'::bytea IN body) > 0
-             OR (position('\"visitor\"'::bytea IN body) > 0 AND received_at < $1)",
-    )
-    .bind(cutoffs.pins_before)
-    .fetch_all(&mut *tx)
-    .await?;
+    let letters = store::dead_letters_naming_visits(tx, cutoffs.pins_before).await?;
     let (mut pins, mut personal) = (0, 0);
     for (id, body, received_at) in letters {
         let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
@@ -72,11 +45,7 @@ async fn erase_from_dead_letters(
             continue;
         }
         let body = serde_json::to_vec(&value).unwrap_or(body);
-        sqlx::query("UPDATE dead_letters SET body = $2 WHERE id = $1")
-            .bind(id)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
+        store::replace_dead_letter_body(tx, id, &body).await?;
         pins += u64::from(what.pins);
         personal += u64::from(what.personal);
     }

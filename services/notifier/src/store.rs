@@ -1,10 +1,13 @@
-//! The notifier's own tables: dead letters and the sent-mail ledger that makes sending idempotent.
+//! The notifier's own tables (its schema, `migrations/`), and every statement run on them: dead
+//! letters, the sent-mail ledger that makes sending idempotent, the booking locks and results
+//! that keep a booking's mails in order, the visits whose visitor was sent a code, and what the
+//! retention job erases.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, Failure};
 
 /// A stored dead letter, as the ops CLI lists and shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -12,13 +15,8 @@ pub struct StoredDeadLetter {
     pub id: Uuid,
     pub received_at: DateTime<Utc>,
     pub status: String,
-    pub service: String,
-    pub original_queue: String,
-    pub routing_key: String,
-    pub error_kind: String,
-    pub error: String,
-    pub retry_count: i64,
-    pub first_failed_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    pub failure: Failure,
     pub event_type: Option<String>,
     pub booking_id: Option<Uuid>,
     pub building_id: Option<String>,
@@ -36,13 +34,13 @@ pub async fn insert_dead_letter(pool: &PgPool, letter: &DeadLetter) -> Result<()
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(letter.id)
-    .bind(&letter.service)
-    .bind(&letter.original_queue)
-    .bind(&letter.routing_key)
-    .bind(&letter.error_kind)
-    .bind(&letter.error)
-    .bind(letter.retry_count)
-    .bind(letter.first_failed_at)
+    .bind(&letter.failure.service)
+    .bind(&letter.failure.original_queue)
+    .bind(&letter.failure.routing_key)
+    .bind(&letter.failure.error_kind)
+    .bind(&letter.failure.error)
+    .bind(letter.failure.retry_count)
+    .bind(letter.failure.first_failed_at)
     .bind(letter.event_type())
     .bind(letter.booking_id())
     .bind(letter.building_id())
@@ -177,7 +175,7 @@ pub async fn newer_result_recorded(
 }
 
 /// Claims the right to send the mail about `dedup_key` to `recipient`; `false` when it was sent
-/// or refused for good. Called holding the mail's lock ([`lock_mail`]), so a claim still
+/// or refused for good. Called holding the mail's lock ([`try_lock`]), so a claim still
 /// `sending` belongs to a sender that died mid-send: it is taken over.
 pub async fn claim_mail(
     conn: &mut PgConnection,
@@ -249,4 +247,78 @@ pub async fn visit_announced(pool: &PgPool, booking_id: Uuid) -> Result<bool, sq
         .bind(booking_id)
         .fetch_one(pool)
         .await
+}
+
+/// What the retention job erases with one statement each, given a cutoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    /// The PIN in the kept results of visits that ended before the cutoff.
+    ResultPins,
+    /// The visitor's name and email in the kept results of visits that ended before the cutoff.
+    ResultVisitors,
+    /// The addresses mailed before the cutoff (their sent-mail claims).
+    MailRecipients,
+}
+
+impl Erasure {
+    /// The statement; `$1` is the cutoff.
+    fn statement(self) -> &'static str {
+        match self {
+            Erasure::ResultPins => {
+                "UPDATE booking_snapshots SET envelope = jsonb_set(envelope, '{data,pin}', 'null')
+                  WHERE envelope #>> '{data,pin}' IS NOT NULL
+                    AND (envelope #>> '{data,booking,window,ends_at}')::timestamptz < $1"
+            }
+            Erasure::ResultVisitors => {
+                "UPDATE booking_snapshots
+                    SET envelope = jsonb_set(envelope, '{data,booking,visitor}', '{\"name\": \"\", \"email\": \"\"}')
+                  WHERE envelope #>> '{data,booking,visitor,email}' <> ''
+                    AND (envelope #>> '{data,booking,window,ends_at}')::timestamptz < $1"
+            }
+            Erasure::MailRecipients => "DELETE FROM sent_mail WHERE at < $1",
+        }
+    }
+}
+
+/// Erases `what` from before `cutoff`; how many rows it changed.
+pub async fn erase(
+    conn: &mut PgConnection,
+    what: Erasure,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(what.statement())
+        .bind(cutoff)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// The dead letters whose body may hold a PIN, or a visitor when they came before
+/// `received_before`: `(id, body, received_at)`.
+pub async fn dead_letters_naming_visits(
+    conn: &mut PgConnection,
+    received_before: DateTime<Utc>,
+) -> Result<Vec<(Uuid, Vec<u8>, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, body, received_at FROM dead_letters
+          WHERE position('\"pin\":\"'::bytea IN body) > 0
+             OR (position('\"visitor\"'::bytea IN body) > 0 AND received_at < $1)",
+    )
+    .bind(received_before)
+    .fetch_all(conn)
+    .await
+}
+
+/// Replaces a dead letter's body (with one scrubbed of a PIN or a visitor).
+pub async fn replace_dead_letter_body(
+    conn: &mut PgConnection,
+    id: Uuid,
+    body: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE dead_letters SET body = $2 WHERE id = $1")
+        .bind(id)
+        .bind(body)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

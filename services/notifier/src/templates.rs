@@ -12,6 +12,14 @@ pub struct TemplateError {
     source: minijinja::Error,
 }
 
+/// A template that does not render is our bug, not the message's: retrying changes nothing, so
+/// the message becomes a dead letter (and a person hears of it).
+impl From<TemplateError> for platform::amqp::HandlerError {
+    fn from(error: TemplateError) -> Self {
+        Self::Permanent(error.to_string())
+    }
+}
+
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {

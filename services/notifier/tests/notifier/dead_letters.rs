@@ -1,16 +1,14 @@
 //! The dead-letter path end to end on real RabbitMQ, PostgreSQL and SMTP: a worker gives up on a
 //! message, the notifier stores it and mails the building's managers; ops can replay it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{MANAGER, OPS, Stack, amqp_as, publish, start_notifier, visit};
-
-use std::time::Duration;
-
-use contracts::{BookingState, Envelope, Event, IPASSAN_SYNC_QUEUE};
+use contracts::{DoubleBookingPolicy, Envelope, Event, IPASSAN_SYNC_QUEUE};
 use platform::amqp::{EventHandler, HandlerError, Publisher, Worker};
 use uuid::Uuid;
+
+use crate::support::{
+    DEAD_LETTERS, MANAGER, OPS, PATIENCE, Stack, amqp_as, eventually, facility_booking, html_says,
+    publish, says, start_notifier, visit,
+};
 
 /// The notifier plus a worker on the ipassan-sync queue whose handler always fails as told.
 async fn start(failure: HandlerError) -> Stack {
@@ -21,11 +19,13 @@ async fn start(failure: HandlerError) -> Stack {
         "100ms,100ms".parse().unwrap(),
         AlwaysFails(failure),
     );
+    let attached = failing.attached();
     tokio::spawn(failing.run(stack.stop.clone()));
-    stack
-        .broker
-        .wait_for_queue("ipassan-sync", Duration::from_secs(10))
-        .await;
+    // Consuming, so its queue is declared and bound: a visitor booking published now reaches it.
+    eventually("the failing worker consuming", PATIENCE, || async {
+        attached.get().then_some(())
+    })
+    .await;
     stack
 }
 
@@ -37,14 +37,6 @@ impl EventHandler for AlwaysFails {
     }
 }
 
-async fn stored_dead_letters(stack: &Stack) -> Vec<(Uuid, String, String)> {
-    let pool = stack.db.pool(notifier::SCHEMA).await;
-    sqlx::query_as("SELECT id, error_kind, status FROM dead_letters ORDER BY received_at")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_permanent_failure_mails_the_building_manager_once_with_the_reason() {
     let stack = start(HandlerError::Permanent(
@@ -54,39 +46,23 @@ async fn a_permanent_failure_mails_the_building_manager_once_with_the_reason() {
     let event = visit(&[MANAGER]);
     publish(&stack, &event).await;
 
-    let alert = stack
-        .mail
-        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
-        .await
-        .expect("an alert to the manager");
+    let alert = stack.mail_to(MANAGER).await;
     assert!(
         alert.subject.contains(&event.booking_id.to_string()),
         "{}",
         alert.subject
     );
-    assert!(
-        alert.text_body.contains("403 Access Denied"),
-        "{}",
-        alert.text_body
+    says(
+        &alert,
+        &["403 Access Denied", "ipassan-sync", "Attempts:      1"],
     );
-    assert!(alert.text_body.contains("ipassan-sync"));
-    assert!(alert.text_body.contains("Attempts:      1"));
-    assert!(
-        alert
-            .html_body
-            .as_deref()
-            .unwrap_or_default()
-            .contains("403 Access Denied")
-    );
-    let stored = stored_dead_letters(&stack).await;
+    html_says(&alert, &["403 Access Denied"]);
+    let stored = stack.stored_dead_letters().await;
     assert_eq!(stored.len(), 1);
-    assert!(
-        alert.text_body.contains(&stored[0].0.to_string()),
-        "the mail names the dead letter id"
-    );
+    says(&alert, &[&stored[0].0.to_string()]);
 
     // Nothing else is sent: one failure, one alert.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.wait_until_handled(DEAD_LETTERS, 1).await;
     assert_eq!(stack.mail.mails().len(), 1);
     assert!(stack.mail.mails_to(OPS).is_empty());
 }
@@ -94,25 +70,17 @@ async fn a_permanent_failure_mails_the_building_manager_once_with_the_reason() {
 #[tokio::test]
 async fn exhausted_retries_end_in_an_alert_that_counts_the_attempts() {
     let stack = start(HandlerError::Transient("iPassan timed out".into())).await;
-    let event = visit(&[MANAGER]);
-    publish(&stack, &event).await;
+    publish(&stack, &visit(&[MANAGER])).await;
 
-    let alert = stack
-        .mail
-        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
-        .await
-        .expect("an alert");
-    assert!(
-        alert.text_body.contains("transient_exhausted"),
-        "{}",
-        alert.text_body
+    let alert = stack.mail_to(MANAGER).await;
+    says(
+        &alert,
+        &[
+            "transient_exhausted",
+            "Attempts:      3",
+            "iPassan timed out",
+        ],
     );
-    assert!(
-        alert.text_body.contains("Attempts:      3"),
-        "{}",
-        alert.text_body
-    );
-    assert!(alert.text_body.contains("iPassan timed out"));
 }
 
 #[tokio::test]
@@ -123,19 +91,10 @@ async fn a_poison_message_reaches_the_ops_address_and_the_worker_keeps_running()
         .publish_raw("visitor_booking.created.v1", b"{ definitely not an event")
         .await;
 
-    let alert = stack
-        .mail
-        .wait_for_mail_to(OPS, Duration::from_secs(15))
-        .await
-        .expect("an alert to ops");
-    assert!(alert.text_body.contains("malformed"), "{}", alert.text_body);
+    says(&stack.mail_to(OPS).await, &["malformed"]);
     // The failing worker is still consuming: a real event after the poison also dead-letters.
     publish(&stack, &visit(&[MANAGER])).await;
-    stack
-        .mail
-        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
-        .await
-        .expect("the next message is handled");
+    stack.mail_to(MANAGER).await;
 }
 
 #[tokio::test]
@@ -143,20 +102,22 @@ async fn while_smtp_refuses_the_alert_waits_and_then_goes_exactly_once() {
     let stack = start(HandlerError::Permanent("refused".into())).await;
     stack.mail.set_refusing(true);
     publish(&stack, &visit(&[MANAGER, "second@harbour.example"])).await;
-    // The dead letter is stored at once even though no mail can go.
-    for _ in 0..100 {
-        if !stored_dead_letters(&stack).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(stored_dead_letters(&stack).await.len(), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The dead letter is stored at once even though no mail can go, and the alert is tried
+    // and refused for now (a retry) before the server accepts again.
+    assert_eq!(stack.wait_for_dead_letters(1).await.len(), 1);
+    eventually("the alert refused for now", PATIENCE, || async {
+        (stack
+            .counter("connecx_messages_retried_total", DEAD_LETTERS)
+            .await
+            >= 1)
+            .then_some(())
+    })
+    .await;
     stack.mail.set_refusing(false);
 
-    let mails = stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    let mails = stack.mail.wait_for(2, PATIENCE).await;
     assert_eq!(mails.len(), 2);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.wait_until_handled(DEAD_LETTERS, 1).await;
     assert_eq!(
         stack.mail.mails_to(MANAGER).len(),
         1,
@@ -170,20 +131,16 @@ async fn a_dead_letter_can_be_listed_shown_replayed_and_discarded() {
     let stack = start(HandlerError::Permanent("zone unknown".into())).await;
     let event = visit(&[MANAGER]);
     publish(&stack, &event).await;
-    stack
-        .mail
-        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
-        .await
-        .expect("first alert");
-    let pool = stack.db.pool(notifier::SCHEMA).await;
-    let id = stored_dead_letters(&stack).await[0].0;
+    stack.mail_to(MANAGER).await;
+    let pool = &stack.pool;
+    let id = stack.stored_dead_letters().await[0].0;
 
-    let listing = notifier::cli::list(&pool, false).await.unwrap();
+    let listing = notifier::cli::list(pool, false).await.unwrap();
     assert!(
         listing.contains(&id.to_string()) && listing.contains("zone unknown"),
         "{listing}"
     );
-    let shown = notifier::cli::show(&pool, id, false).await.unwrap();
+    let shown = notifier::cli::show(pool, id, false).await.unwrap();
     assert!(
         shown.contains(&event.booking_id.to_string())
             && shown.contains("visitor_booking.created.v1"),
@@ -196,17 +153,17 @@ async fn a_dead_letter_can_be_listed_shown_replayed_and_discarded() {
         &amqp_as(&stack.broker, contracts::Service::Notifier),
         "notifier-cli",
     );
-    notifier::cli::replay(&pool, &publisher, id).await.unwrap();
-    let mails = stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    notifier::cli::replay(pool, &publisher, id).await.unwrap();
+    let mails = stack.mail.wait_for(2, PATIENCE).await;
     assert_eq!(
         mails.len(),
         2,
         "the replayed message failed again and was reported again"
     );
-    let stored = stored_dead_letters(&stack).await;
+    let stored = stack.stored_dead_letters().await;
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[0].2, "replayed");
-    let replay_error = notifier::cli::replay(&pool, &publisher, id)
+    let replay_error = notifier::cli::replay(pool, &publisher, id)
         .await
         .unwrap_err();
     assert!(
@@ -214,15 +171,15 @@ async fn a_dead_letter_can_be_listed_shown_replayed_and_discarded() {
         "{replay_error}"
     );
 
-    notifier::cli::discard(&pool, stored[1].0).await.unwrap();
+    notifier::cli::discard(pool, stored[1].0).await.unwrap();
     assert!(
-        notifier::cli::list(&pool, false)
+        notifier::cli::list(pool, false)
             .await
             .unwrap()
             .contains("no open dead letters")
     );
     assert!(
-        notifier::cli::show(&pool, Uuid::new_v4(), false)
+        notifier::cli::show(pool, Uuid::new_v4(), false)
             .await
             .unwrap_err()
             .to_string()
@@ -241,7 +198,9 @@ async fn a_message_the_broker_itself_dead_letters_is_stored_and_reported() {
         .await;
     let mut event = visit(&[MANAGER]);
     event.event = match event.event {
-        Event::VisitorBookingCreated(_) => Event::FacilityBookingCreated(facility()),
+        Event::VisitorBookingCreated(_) => {
+            Event::FacilityBookingCreated(facility_booking(DoubleBookingPolicy::Auto))
+        }
         other => other,
     };
     publish(&stack, &event).await;
@@ -251,48 +210,11 @@ async fn a_message_the_broker_itself_dead_letters_is_stored_and_reported() {
         "delivered up to the limit, then dead-lettered by the broker"
     );
 
-    let alert = stack
-        .mail
-        .wait_for_mail_to(MANAGER, Duration::from_secs(15))
-        .await
-        .expect("the manager is alerted");
-    assert!(
-        alert.text_body.contains("broker:delivery_limit"),
-        "{}",
-        alert.text_body
+    says(
+        &stack.mail_to(MANAGER).await,
+        &["broker:delivery_limit", "delivered too many times"],
     );
-    assert!(
-        alert.text_body.contains("delivered too many times"),
-        "{}",
-        alert.text_body
-    );
-    let stored = stored_dead_letters(&stack).await;
+    let stored = stack.stored_dead_letters().await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].1, "broker:delivery_limit");
-}
-
-fn facility() -> contracts::FacilityBooking {
-    let Event::VisitorBookingCreated(visit) = visit(&[MANAGER]).event else {
-        unreachable!()
-    };
-    contracts::FacilityBooking {
-        building: visit.building,
-        window: visit.window,
-        facility: contracts::Facility {
-            id: "games-room".into(),
-            name: "Games room".into(),
-            zone_id: "GAMES-ROOM".into(),
-        },
-        apartment: contracts::Apartment {
-            id: "a-501".into(),
-            access_level_id: "501-56".into(),
-        },
-        booked_by: contracts::BookedBy {
-            user_id: "r-1".into(),
-            role: contracts::Role::Resident,
-            name: None,
-            email: None,
-        },
-        state: BookingState::Booked,
-    }
 }

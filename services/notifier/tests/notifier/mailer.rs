@@ -1,26 +1,21 @@
 //! The SMTP client against a real SMTP server (the test sink): mails go out over reused
 //! connections, a recipient refused for good is permanent, a server refusing for now is
 //! transient, and the client recovers from both.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use notifier::mailer::{Mail, MailError, Mailer};
-use platform::config::{SmtpSettings, SmtpTls};
 use testkit::mail_sink::MailSink;
 
+use crate::support::smtp;
+
 fn mailer(sink: &MailSink) -> Mailer {
-    Mailer::new(&SmtpSettings {
-        host: sink.host(),
-        port: sink.port(),
-        username: None,
-        password: None,
-        tls: SmtpTls::None,
-        from: "connecX <no-reply@connecx.test>".into(),
-        timeout_secs: 5,
-        allow_plain_auth: false,
-    })
-    .unwrap()
+    Mailer::new(&smtp(sink.host(), sink.port(), 5)).unwrap()
+}
+
+/// Sends a mail that must be accepted.
+async fn send(mailer: &Mailer, to: &str, subject: &str) {
+    mailer.send(&mail(to, subject)).await.unwrap();
 }
 
 fn mail(to: &str, subject: &str) -> Mail {
@@ -39,10 +34,7 @@ async fn mails_go_out_one_after_another_over_a_kept_connection() {
     let sink = MailSink::start();
     let mailer = mailer(&sink);
     for i in 0..10 {
-        mailer
-            .send(&mail("ana@residents.test", &format!("mail {i}")))
-            .await
-            .unwrap();
+        send(&mailer, "ana@residents.test", &format!("mail {i}")).await;
     }
     let mails = sink.wait_for(10, Duration::from_secs(5)).await;
     let subjects: Vec<_> = mails.iter().map(|m| m.subject.as_str()).collect();
@@ -56,20 +48,14 @@ async fn mails_go_out_one_after_another_over_a_kept_connection() {
 async fn a_refused_recipient_is_permanent_and_the_next_mail_still_goes() {
     let sink = MailSink::start();
     let mailer = mailer(&sink);
-    mailer
-        .send(&mail("ana@residents.test", "first"))
-        .await
-        .unwrap();
+    send(&mailer, "ana@residents.test", "first").await;
     sink.reject_recipient("gone@visitors.test");
     let refused = mailer.send(&mail("gone@visitors.test", "lost")).await;
     assert!(
         matches!(refused, Err(MailError::Permanent(_))),
         "{refused:?}"
     );
-    mailer
-        .send(&mail("ana@residents.test", "after"))
-        .await
-        .unwrap();
+    send(&mailer, "ana@residents.test", "after").await;
     let mails = sink.wait_for(2, Duration::from_secs(5)).await;
     assert_eq!(mails.len(), 2);
     assert_eq!(mails[1].subject, "after");
@@ -79,10 +65,7 @@ async fn a_refused_recipient_is_permanent_and_the_next_mail_still_goes() {
 async fn a_server_refusing_for_now_is_transient_and_mail_goes_once_it_accepts_again() {
     let sink = MailSink::start();
     let mailer = mailer(&sink);
-    mailer
-        .send(&mail("ana@residents.test", "before"))
-        .await
-        .unwrap();
+    send(&mailer, "ana@residents.test", "before").await;
     sink.set_refusing(true);
     let refused = mailer.send(&mail("ana@residents.test", "during")).await;
     assert!(
@@ -90,10 +73,7 @@ async fn a_server_refusing_for_now_is_transient_and_mail_goes_once_it_accepts_ag
         "{refused:?}"
     );
     sink.set_refusing(false);
-    mailer
-        .send(&mail("ana@residents.test", "after"))
-        .await
-        .unwrap();
+    send(&mailer, "ana@residents.test", "after").await;
     let subjects: Vec<_> = sink
         .wait_for(2, Duration::from_secs(5))
         .await
@@ -110,17 +90,7 @@ async fn no_server_is_transient() {
         .local_addr()
         .unwrap()
         .port();
-    let mailer = Mailer::new(&SmtpSettings {
-        host: "127.0.0.1".into(),
-        port,
-        username: None,
-        password: None,
-        tls: SmtpTls::None,
-        from: "connecX <no-reply@connecx.test>".into(),
-        timeout_secs: 2,
-        allow_plain_auth: false,
-    })
-    .unwrap();
+    let mailer = Mailer::new(&smtp("127.0.0.1".into(), port, 2)).unwrap();
     let failed = mailer.send(&mail("ana@residents.test", "nobody")).await;
     assert!(matches!(failed, Err(MailError::Transient(_))), "{failed:?}");
 }

@@ -1,0 +1,127 @@
+//! Building and running the service (docs/architecture.md, "Configuration and operation"):
+//! [`Application::build`] migrates the schema, checks the SMTP settings and binds the health
+//! port; [`Application::run_until_stopped`] then consumes `notifier` (result events) and
+//! `notifier.dead-letters` beside the retention eraser, all stopped by one shutdown future, so
+//! tests can build the service and stop it mid-flight.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use contracts::{NOTIFIER_DEAD_LETTERS_QUEUE, NOTIFIER_QUEUE};
+use platform::amqp::{Worker, WorkerError};
+
+use crate::alerts::DeadLetterAlerts;
+use crate::delivery::Mailroom;
+use crate::mailer::{MailError, Mailer};
+use crate::results::ResultMails;
+use crate::settings::Settings;
+use crate::{MIGRATOR, SCHEMA, SERVICE, retention};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] platform::db::DbError),
+    #[error("SMTP settings: {0}")]
+    Smtp(#[from] MailError),
+    #[error("cannot open the health port: {0}")]
+    Health(#[from] std::io::Error),
+}
+
+/// Why the service stopped other than by being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the notifier.dead-letters consumer failed: {0}")]
+    DeadLetterConsumer(#[source] WorkerError),
+    #[error("the notifier consumer failed: {0}")]
+    ResultConsumer(#[source] WorkerError),
+}
+
+/// A built, not yet running, notifier: its database migrated, its mailer set up and its health
+/// port bound.
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    mailer: Mailer,
+    health: platform::health::HealthServer,
+}
+
+impl Application {
+    /// Connects and migrates the database, sets up the SMTP client and binds the health port
+    /// (port 0 picks a free one). Neither the broker nor the mail server is needed yet: the
+    /// workers connect when they run, the mailer when it sends.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let shared = &settings.shared;
+        let pool = platform::db::connect_and_migrate(&shared.database, SCHEMA, &MIGRATOR).await?;
+        let mailer = Mailer::new(&settings.smtp)?;
+        let health = platform::health::HealthServer::bind(&shared.health).await?;
+        Ok(Self {
+            settings,
+            pool,
+            mailer,
+            health,
+        })
+    }
+
+    /// The health/metrics port, when one is configured.
+    pub fn health_port(&self) -> Option<u16> {
+        self.health.port()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Consumes result events and dead letters until `shutdown` completes; in-flight messages
+    /// finish first (for at most `CONNECX__AMQP__DRAIN_TIMEOUT_SECS`, then they go back to the
+    /// broker).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let token = platform::shutdown::token_for(shutdown);
+        let shared = &self.settings.shared;
+        let mailroom = Mailroom {
+            pool: self.pool.clone(),
+            mailer: self.mailer.clone(),
+            ops_address: self.settings.ops.alert_email.clone(),
+        };
+        let (amqp, tiers) = (&shared.amqp, &shared.retry.tiers);
+        let alerts = Worker::for_messages(
+            NOTIFIER_DEAD_LETTERS_QUEUE,
+            amqp.clone(),
+            tiers.clone(),
+            DeadLetterAlerts(mailroom.clone()),
+        );
+        let results = Worker::new(
+            NOTIFIER_QUEUE,
+            amqp.clone(),
+            tiers.clone(),
+            ResultMails(mailroom),
+        );
+        let readiness = platform::health::worker_readiness(
+            self.pool.clone(),
+            vec![
+                (NOTIFIER_DEAD_LETTERS_QUEUE.name, alerts.attached()),
+                (NOTIFIER_QUEUE.name, results.attached()),
+            ],
+        );
+        self.health.serve(readiness, token.clone());
+        let erasing = tokio::spawn(platform::retention::run(
+            self.pool.clone(),
+            Arc::new(platform::clock::SystemClock),
+            self.settings.retention,
+            SERVICE,
+            retention::NotifierEraser,
+            token.clone(),
+        ));
+        let (alerted, mailed) = tokio::join!(alerts.run(token.clone()), results.run(token));
+        let _ = erasing.await;
+        alerted.map_err(RunError::DeadLetterConsumer)?;
+        mailed.map_err(RunError::ResultConsumer)?;
+        self.pool.close().await;
+        Ok(())
+    }
+}
