@@ -61,14 +61,7 @@ impl EventHandler for BookingEvents {
             ResultKind::Failed,
             &Achieved::Failed(failures::gave_up()),
         );
-        match self.publisher.publish_event(&failed).await {
-            Ok(()) => {
-                tracing::warn!(booking_id = %envelope.booking_id, version = envelope.version, %error, "gave up; the booking's access failed")
-            }
-            Err(publish) => {
-                tracing::error!(booking_id = %envelope.booking_id, %publish, "gave up, and cannot publish the failure")
-            }
-        }
+        self.publisher.publish_given_up(&failed, error).await;
     }
 
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {

@@ -95,6 +95,25 @@ impl Publisher {
         self.publish_events(std::slice::from_ref(envelope)).await
     }
 
+    /// Publishes `failed`, the outcome of a booking version the worker gives up on (from
+    /// [`crate::amqp::EventHandler::gave_up`]), so the booking does not stay `pending` for ever.
+    /// Best effort, like the hook: either way it is logged, with the error that gave it up.
+    pub async fn publish_given_up(&self, failed: &Envelope, error: &str) {
+        match self.publish_event(failed).await {
+            Ok(()) => tracing::warn!(
+                booking_id = %failed.booking_id,
+                version = failed.version,
+                %error,
+                "gave up; the booking's access failed"
+            ),
+            Err(publish) => tracing::error!(
+                booking_id = %failed.booking_id,
+                %publish,
+                "gave up, and cannot publish the failure"
+            ),
+        }
+    }
+
     /// Publishes events pipelined: all are sent, then all confirms awaited. `Ok` only if every
     /// one was routed and confirmed. Each carries the trace of the work in hand, if any.
     pub async fn publish_events(&self, envelopes: &[Envelope]) -> Result<(), PublishError> {
