@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{BUILDING, body, code_and_field, problem, spawn_app_offline};
+use crate::support::{BUILDING, body, code_and_field, problem, spawn_app_offline};
 
 #[tokio::test]
 async fn upserts_answer_201_then_200_and_keep_the_latest_values() {

@@ -5,7 +5,7 @@ use contracts::Role;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{
+use crate::support::{
     BUILDING, OTHER_BUILDING, SECRET, body, booking_path, facility_booking, problem,
     spawn_app_offline, token_with, visit,
 };
@@ -77,7 +77,7 @@ async fn a_resident_cannot_see_or_change_another_residents_booking() {
         problem(app.get(&path, &bo).await, 403).await["code"],
         "not_your_booking"
     );
-    let (starts_at, _) = crate::helpers::local_tomorrow(17, 18);
+    let (starts_at, _) = crate::support::local_tomorrow(17, 18);
     problem(
         app.patch(&path, &bo, json!({"starts_at": starts_at})).await,
         403,
@@ -106,7 +106,7 @@ async fn a_manager_of_another_building_gets_404_for_its_bookings() {
         .book("/v1/visitor-bookings", &app.resident_ana(), visit(false))
         .await;
     let path = booking_path("/v1/visitor-bookings", &created);
-    let facility_window = crate::helpers::local_tomorrow(10, 11);
+    let facility_window = crate::support::local_tomorrow(10, 11);
     let games_room = facility_booking("games-room", &facility_window);
     let facility = app
         .book("/v1/facility-bookings", &app.resident_ana(), games_room)
@@ -198,7 +198,7 @@ async fn only_managers_of_the_building_may_set_it_up() {
 async fn a_resident_books_facilities_only_for_their_own_apartment() {
     let app = spawn_app_offline().await;
     app.seed().await;
-    let (starts_at, ends_at) = crate::helpers::local_tomorrow(10, 11);
+    let (starts_at, ends_at) = crate::support::local_tomorrow(10, 11);
     let response = app
         .post(
             "/v1/facility-bookings",

@@ -5,7 +5,7 @@
 use contracts::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{
+use crate::support::{
     BUILDING, NEXT_SEALING_KEY, SEALING_KEY, body, captured_logs, problem, settings_for,
     spawn_app_offline, spawn_app_offline_with, spawn_with, visit,
 };
@@ -32,7 +32,7 @@ fn salto_connection() -> Value {
 }
 
 /// The outbox rows' event types and envelopes, oldest first.
-async fn outbox(app: &crate::helpers::TestApp) -> Vec<(String, Value)> {
+async fn outbox(app: &crate::support::TestApp) -> Vec<(String, Value)> {
     sqlx::query_as("SELECT event_type, envelope FROM outbox ORDER BY id")
         .fetch_all(&app.pool)
         .await
@@ -305,7 +305,7 @@ async fn a_building_connected_to_nothing_refuses_access_bookings_and_tells_the_m
             .status(),
         201
     );
-    let (starts_at, ends_at) = crate::helpers::tomorrow_evening();
+    let (starts_at, ends_at) = crate::support::tomorrow_evening();
     let facility = json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at});
     let refused = problem(
         app.post("/v1/facility-bookings", &ana, facility.clone())
@@ -385,7 +385,7 @@ async fn without_a_sealing_key_secrets_are_refused_and_a_keyless_endpoint_is_not
 #[tokio::test]
 async fn secrets_it_cannot_open_stop_the_start_and_a_rotated_key_reseals_them() {
     let db = testkit::TestDb::create().await;
-    let nowhere = crate::helpers::BrokerProxy::start(false).await;
+    let nowhere = crate::support::BrokerProxy::start(false).await;
     let settings = || settings_for(db.service_url(booking_api::SCHEMA), nowhere.url("offline"));
 
     let app = spawn_with(settings(), None).await;

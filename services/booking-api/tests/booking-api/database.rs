@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{BrokerProxy, TestApp, problem, settings_for, spawn_app_offline, spawn_with};
+use crate::support::{BrokerProxy, TestApp, problem, settings_for, spawn_app_offline, spawn_with};
 
 /// Asserts `response` is the 503 of an unavailable database.
 async fn assert_database_unavailable(response: reqwest::Response) {
@@ -115,7 +115,7 @@ async fn while_the_database_is_unreachable_requests_answer_503_and_are_served_on
     let started = Instant::now();
     assert_database_unavailable(app.get("/v1/visitor-bookings", &ana).await).await;
     assert_database_unavailable(
-        app.post("/v1/visitor-bookings", &ana, crate::helpers::visit(false))
+        app.post("/v1/visitor-bookings", &ana, crate::support::visit(false))
             .await,
     )
     .await;
@@ -137,7 +137,7 @@ async fn while_the_database_is_unreachable_requests_answer_503_and_are_served_on
     proxy.come_up();
     until_served(&app, &ana).await;
     let created = app
-        .post("/v1/visitor-bookings", &ana, crate::helpers::visit(false))
+        .post("/v1/visitor-bookings", &ana, crate::support::visit(false))
         .await;
     assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
     app.stop().await;

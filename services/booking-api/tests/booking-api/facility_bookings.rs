@@ -6,7 +6,7 @@ use std::time::Duration;
 use contracts::{BookingState, Event, Role};
 use serde_json::json;
 
-use crate::helpers::{
+use crate::support::{
     BUILDING, body, booking_path, code_and_field, facility_booking, local_tomorrow, problem,
     spawn_app, spawn_app_offline,
 };

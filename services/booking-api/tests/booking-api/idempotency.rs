@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{body, problem, spawn_app, spawn_app_offline, visit};
+use crate::support::{body, problem, spawn_app, spawn_app_offline, visit};
 
 async fn create(
-    app: &crate::helpers::TestApp,
+    app: &crate::support::TestApp,
     token: &str,
     key: &str,
     request: &serde_json::Value,
@@ -84,7 +84,7 @@ async fn the_same_key_with_another_body_is_422() {
     let p = problem(create(&app, &ana, "key-2", &visit(false)).await, 422).await;
     assert_eq!(p["code"], "idempotency_key_reused");
     // On another endpoint too.
-    let (starts_at, ends_at) = crate::helpers::local_tomorrow(9, 10);
+    let (starts_at, ends_at) = crate::support::local_tomorrow(9, 10);
     let response = app
         .client
         .post(app.url("/v1/facility-bookings"))

@@ -4,7 +4,7 @@
 use chrono::{Duration, Utc};
 use serde_json::json;
 
-use crate::helpers::{
+use crate::support::{
     body, booking_path, facility_booking, local_tomorrow, problem, spawn_app_offline,
     spawn_app_offline_with, visit_between,
 };

@@ -1,6 +1,6 @@
 //! What operators and client developers use: health, readiness, metrics and the API description.
 
-use crate::helpers::{body, spawn_app, spawn_app_offline};
+use crate::support::{body, spawn_app, spawn_app_offline};
 
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
@@ -31,18 +31,18 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn while_the_broker_is_unreachable_it_stays_ready_and_says_so_in_healthz_and_a_metric() {
-    let (app, proxy) = crate::helpers::spawn_app_behind_proxy().await;
+    let (app, proxy) = crate::support::spawn_app_behind_proxy().await;
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(
         ready.status(),
         200,
         "bookings are accepted (into the outbox) while the broker is down"
     );
-    let health = |app: &crate::helpers::TestApp| {
+    let health = |app: &crate::support::TestApp| {
         let request = app.client.get(app.url("/healthz")).send();
         async move { body(request.await.unwrap()).await }
     };
-    let metrics = |app: &crate::helpers::TestApp| {
+    let metrics = |app: &crate::support::TestApp| {
         let request = app.client.get(app.url("/metrics")).send();
         async move { request.await.unwrap().text().await.unwrap() }
     };
@@ -73,13 +73,13 @@ async fn while_the_broker_is_unreachable_it_stays_ready_and_says_so_in_healthz_a
 #[tokio::test]
 async fn readiness_fails_while_the_database_is_unreachable() {
     let db = testkit::TestDb::create().await;
-    let proxy = crate::helpers::BrokerProxy::start_to("127.0.0.1:5432".into(), true).await;
+    let proxy = crate::support::BrokerProxy::start_to("127.0.0.1:5432".into(), true).await;
     let url = db.service_url(booking_api::SCHEMA);
     let through_proxy = url.replace("127.0.0.1:5432", &proxy.address.to_string());
     assert_ne!(through_proxy, url, "the test database is on 127.0.0.1:5432");
-    let nowhere = crate::helpers::BrokerProxy::start(false).await;
-    let settings = crate::helpers::settings_for(through_proxy, nowhere.url("offline"));
-    let app = crate::helpers::spawn_with(settings, None).await;
+    let nowhere = crate::support::BrokerProxy::start(false).await;
+    let settings = crate::support::settings_for(through_proxy, nowhere.url("offline"));
+    let app = crate::support::spawn_with(settings, None).await;
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use contracts::Event;
 
-use crate::helpers::{body, booking_path, spawn_app_behind_proxy, visit};
+use crate::support::{body, booking_path, spawn_app_behind_proxy, visit};
 
-async fn unsent(app: &crate::helpers::TestApp) -> Vec<(i32, Option<String>)> {
+async fn unsent(app: &crate::support::TestApp) -> Vec<(i32, Option<String>)> {
     sqlx::query_as("SELECT attempts, last_error FROM outbox WHERE sent_at IS NULL ORDER BY id")
         .fetch_all(&app.pool)
         .await
@@ -59,7 +59,7 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down_and_go_out_when_it_i
         "nothing published twice"
     );
     assert!(unsent(&app).await.is_empty());
-    let logs = crate::helpers::captured_logs();
+    let logs = crate::support::captured_logs();
     assert!(
         logs.contains("outbox relay cannot publish"),
         "the outage is logged"
@@ -79,7 +79,7 @@ async fn one_bookings_events_leave_in_version_order_after_an_outage() {
     let ana = app.resident_ana();
     let created = body(app.post("/v1/visitor-bookings", &ana, visit(true)).await).await;
     let path = booking_path("/v1/visitor-bookings", &created);
-    let (_, later) = crate::helpers::local_tomorrow(18, 23);
+    let (_, later) = crate::support::local_tomorrow(18, 23);
     app.patch(&path, &ana, serde_json::json!({"ends_at": later}))
         .await;
     app.delete(&path, &ana).await;
@@ -99,12 +99,12 @@ async fn one_bookings_events_leave_in_version_order_after_an_outage() {
 
 #[tokio::test]
 async fn two_replicas_publish_every_event_once_and_each_bookings_events_in_version_order() {
-    let first = crate::helpers::spawn_app().await;
+    let first = crate::support::spawn_app().await;
     let second = first.replica().await;
     let mut tap = first.broker().tap("visitor_booking.#").await;
     first.seed().await;
     let ana = first.resident_ana();
-    let (_, later) = crate::helpers::local_tomorrow(18, 23);
+    let (_, later) = crate::support::local_tomorrow(18, 23);
 
     // 40 bookings at once, each created, moved and (every other one) cancelled, every request
     // going to whichever replica comes next: both relays publish, racing each other.
@@ -168,7 +168,7 @@ async fn two_replicas_publish_every_event_once_and_each_bookings_events_in_versi
 
 #[tokio::test]
 async fn an_outbox_row_that_no_longer_decodes_is_set_aside_and_a_person_is_told() {
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::support::spawn_app().await;
     let mut dead = app
         .broker()
         .tap_exchange(

@@ -9,7 +9,7 @@ use contracts::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{
+use crate::support::{
     TestApp, body, booking_path, captured_logs, local_tomorrow, problem, spawn_app, visit,
 };
 
@@ -93,7 +93,7 @@ async fn a_granted_result_shows_the_pin_to_the_resident_and_managers_only_and_ne
     let stranger = app.token(
         contracts::Role::Manager,
         "m-2",
-        crate::helpers::OTHER_BUILDING,
+        crate::support::OTHER_BUILDING,
         None,
     );
     problem(app.get(&path, &stranger).await, 404).await;

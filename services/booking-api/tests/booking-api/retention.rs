@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use platform::clock::ManualClock;
 use platform::retention::{RetentionSettings, erase_once};
 
-use crate::helpers::{body, spawn_app_offline, spawn_app_offline_with, visit};
+use crate::support::{body, spawn_app_offline, spawn_app_offline_with, visit};
 
 /// A visit of Ana's that ended at `ended`, with a PIN (as if iPassan had granted it).
-async fn ended_visit(app: &crate::helpers::TestApp, ended: DateTime<Utc>) -> String {
+async fn ended_visit(app: &crate::support::TestApp, ended: DateTime<Utc>) -> String {
     let created = body(
         app.post("/v1/visitor-bookings", &app.resident_ana(), visit(false))
             .await,
@@ -40,7 +40,7 @@ async fn ended_visit(app: &crate::helpers::TestApp, ended: DateTime<Utc>) -> Str
     id
 }
 
-async fn stored(app: &crate::helpers::TestApp, id: &str) -> (Option<String>, String, String) {
+async fn stored(app: &crate::support::TestApp, id: &str) -> (Option<String>, String, String) {
     sqlx::query_as(
         "SELECT access_pin, visitor_name, visitor_email FROM visitor_bookings WHERE id = $1::uuid",
     )

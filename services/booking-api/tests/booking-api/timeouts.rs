@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::spawn_app_offline_with;
+use crate::support::spawn_app_offline_with;
 
 async fn connect(address: &str) -> TcpStream {
     let host = address.trim_start_matches("http://");

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{
+use crate::support::{
     BUILDING, code_and_field, problem, spawn_app_offline, tomorrow_evening, visit,
 };
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use contracts::{BookingState, Event};
 use serde_json::json;
 
-use crate::helpers::{
+use crate::support::{
     body, booking_path, code_and_field, local_tomorrow, problem, spawn_app, spawn_app_offline,
     visit,
 };
@@ -191,7 +191,7 @@ async fn access_for_a_resident_not_synced_to_ipassan_fails_at_once_and_nothing_i
     let cy = app.token(
         contracts::Role::Resident,
         "cy",
-        crate::helpers::BUILDING,
+        crate::support::BUILDING,
         Some("apt-503"),
     );
 
