@@ -32,6 +32,8 @@ struct Scripted {
     /// Bookings whose handling panics.
     panics: Arc<Mutex<Vec<Uuid>>>,
     delay: Duration,
+    /// When set, each handling takes a permit first: the test decides how far the worker gets.
+    permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Scripted {
@@ -53,6 +55,9 @@ impl Scripted {
 
 impl EventHandler for Scripted {
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        if let Some(permits) = &self.permits {
+            permits.acquire().await.unwrap().forget();
+        }
         *self
             .attempts
             .lock()
@@ -144,12 +149,10 @@ async fn start_worker(tiers: &str, handler: Scripted) -> Running {
         let stop = stop.clone();
         async move { worker.run(stop).await.unwrap() }
     });
-    // The queue exists once the worker has declared it.
-    wait_until(Duration::from_secs(10), || async {
-        broker.connection_count().await > 0
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Published messages reach the handler once the worker has bound its queue and consumes it.
+    broker
+        .wait_for_consumer(QUEUE.name, Duration::from_secs(10))
+        .await;
     Running {
         broker,
         handler,
@@ -365,8 +368,12 @@ async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going() {
 
 #[tokio::test]
 async fn killing_the_broker_connections_mid_stream_loses_no_message() {
+    // The worker gets as far as the test lets it (permits), so the cuts land mid-stream however
+    // slowly this test is scheduled.
+    let permits = Arc::new(tokio::sync::Semaphore::new(40));
     let handler = Scripted {
-        delay: Duration::from_millis(40),
+        delay: Duration::from_millis(5),
+        permits: Some(Arc::clone(&permits)),
         ..Default::default()
     };
     let run = start_worker("100ms", handler.clone()).await;
@@ -375,8 +382,8 @@ async fn killing_the_broker_connections_mid_stream_loses_no_message() {
     let events: Vec<Envelope> = bookings.iter().map(|b| booking_event(*b)).collect();
     publisher.publish_events(&events).await.unwrap();
 
-    // Cut the connections twice while the worker is busy (8 in flight, 40 ms each).
-    for threshold in [40, 160] {
+    // Cut the connections twice while the worker holds messages it may not finish yet.
+    for (threshold, more) in [(40, 120), (160, tokio::sync::Semaphore::MAX_PERMITS - 200)] {
         wait_until(Duration::from_secs(20), || async {
             run.handler.handled().len() >= threshold
         })
@@ -389,6 +396,7 @@ async fn killing_the_broker_connections_mid_stream_loses_no_message() {
             run.broker.close_connections().await > 0,
             "a connection was cut"
         );
+        permits.add_permits(more);
     }
 
     wait_until(Duration::from_secs(60), || async {

@@ -242,6 +242,37 @@ impl TestBroker {
         }
     }
 
+    /// Waits until `queue` has a consumer: its worker has declared and bound it and is taking
+    /// messages (a queue that merely exists may not be bound yet).
+    pub async fn wait_for_consumer(&self, queue: &str, timeout: Duration) {
+        let connection = self.connect().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let channel = connection.create_channel().await.expect("channel");
+            let consumers = channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map(|q| q.consumer_count())
+                .unwrap_or(0);
+            if consumers > 0 {
+                let _ = connection.close(200, "bye".into()).await;
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "queue {queue} had no consumer within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Declares a consumer queue exactly as its worker would, without consuming it.
     pub async fn declare_queue(&self, spec: &contracts::QueueSpec, delivery_limit: u32) {
         let connection = self.connect().await;

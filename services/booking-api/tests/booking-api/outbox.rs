@@ -14,6 +14,26 @@ async fn unsent(app: &crate::support::TestApp) -> Vec<(i32, Option<String>)> {
         .unwrap()
 }
 
+/// Waits until the relay has tried the oldest unsent event `attempts` times (it cannot reach
+/// the broker), and returns the unsent rows.
+async fn after_attempts(
+    app: &crate::support::TestApp,
+    attempts: i32,
+) -> Vec<(i32, Option<String>)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting = unsent(app).await;
+        if waiting.first().is_some_and(|(tried, _)| *tried >= attempts) {
+            return waiting;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never tried {attempts} times: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn events_wait_in_the_outbox_while_the_broker_is_down_and_go_out_when_it_is_back() {
     let (app, proxy) = spawn_app_behind_proxy().await;
@@ -25,9 +45,8 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down_and_go_out_when_it_i
     let response = app.post("/v1/visitor-bookings", &ana, visit(true)).await;
     assert_eq!(response.status(), 201);
     let first = body(response).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = after_attempts(&app, 2).await;
     assert!(tap.next(Duration::from_millis(200)).await.is_none());
-    let waiting = unsent(&app).await;
     assert_eq!(waiting.len(), 1);
     assert!(waiting[0].0 >= 2, "the relay kept trying: {waiting:?}");
     assert!(
@@ -46,8 +65,8 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down_and_go_out_when_it_i
     // The broker goes away while the service is connected, and comes back.
     proxy.go_down();
     let second = body(app.post("/v1/visitor-bookings", &ana, visit(false)).await).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(unsent(&app).await.len(), 1, "the second event waits");
+    let waiting = after_attempts(&app, 1).await;
+    assert_eq!(waiting.len(), 1, "the second event waits");
     proxy.come_up();
     let event = tap
         .next(Duration::from_secs(20))
