@@ -9,7 +9,7 @@
 //! Two runs, same machine, same load: the bulkheads as shipped (defaults), and "off" (no cap on
 //! messages in flight, a breaker that never opens) to show what they buy.
 //!
-//! `cargo bench -p e2e --bench bulkheads` (a release build of the workspace first).
+//! `cargo bench -p tests --bench bulkheads` (a release build of the workspace first).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,10 +17,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{env_number, ms, percentile};
-use e2e::fleet::{BAY, BAY_SHIP_KEY, Fleet, FleetOptions, HARBOUR};
 use platform::bulkhead::ConnectionSettings;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tests::fleet::{BAY, BAY_SHIP_KEY, Fleet, FleetOptions, HARBOUR};
 
 /// Apartments of the harbour building, each its own Salto access level, so that every facility
 /// booking is a slot of its own (Salto holds one permission per access level and zone) up to
@@ -77,7 +77,7 @@ async fn run(label: &str, connections: ConnectionSettings, rate: usize, secs: us
         .await;
     fail_bay(&fleet).await;
 
-    let (starts, ends) = e2e::tomorrow_evening();
+    let (starts, ends) = tests::tomorrow_evening();
     let total = rate * secs;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = Instant::now();
@@ -120,7 +120,7 @@ async fn run(label: &str, connections: ConnectionSettings, rate: usize, secs: us
     let bay = waiting;
 
     // Back: how long until bay's waiting bookings are all granted.
-    clear_bay(&fleet).await;
+    fleet.bays_systems_recover().await;
     let recovered_at = Instant::now();
     let resident = fleet.resident(BAY);
     let mut bay_done = true;
@@ -269,32 +269,11 @@ async fn seed_apartments(fleet: &Fleet) {
 }
 
 async fn fail_bay(fleet: &Fleet) {
-    let faulted = fleet
-        .http
-        .post(format!("http://{}/_sim/faults", fleet.salto_b.addr))
-        .json(&json!({"respond": {"delay_ms": 600000}, "times": 1000000}))
-        .send()
-        .await
-        .unwrap();
-    assert!(faulted.status().is_success());
     fleet
-        .ipassan_b
-        .control()
-        .add_fault(&ipassan_sim::model::Fault {
-            matches: ipassan_sim::model::FaultMatch {
-                method: Some("POST".into()),
-                path_prefix: Some("/api/v1/access/site/".into()),
-            },
-            respond: ipassan_sim::model::FaultResponse {
-                status: Some(503),
-                ..Default::default()
-            },
-            times: 1_000_000,
-        })
-        .await
-        .unwrap();
+        .fail_bays_systems(Duration::from_secs(600), 1_000_000)
+        .await;
     // A facility booking of bay's, so its Salto server is called too.
-    let (starts, ends) = e2e::tomorrow_evening();
+    let (starts, ends) = tests::tomorrow_evening();
     let (status, _) = fleet
         .send(
             Method::POST,
@@ -304,15 +283,4 @@ async fn fail_bay(fleet: &Fleet) {
         )
         .await;
     assert_eq!(status, 201);
-}
-
-async fn clear_bay(fleet: &Fleet) {
-    let cleared = fleet
-        .http
-        .delete(format!("http://{}/_sim/faults", fleet.salto_b.addr))
-        .send()
-        .await
-        .unwrap();
-    assert!(cleared.status().is_success());
-    fleet.ipassan_b.control().clear_faults().await.unwrap();
 }

@@ -12,7 +12,7 @@
 //!    10k/100k, 1k/100k and 10k/20k: the time must follow the expired, not the held. A last row
 //!    shows the pass with reconciliation on (the default), which reads every access level.
 //!
-//! `cargo bench -p e2e --bench facilities` (env: BENCH_N=300, BENCH_RATE=50, BENCH_HELD=100000,
+//! `cargo bench -p tests --bench facilities` (env: BENCH_N=300, BENCH_RATE=50, BENCH_HELD=100000,
 //! BENCH_EXPIRED=10000, BENCH_RECONCILE=1).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,18 +24,18 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use contracts::{
-    Apartment, BookedBy, BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope,
-    Event, Facility, FacilityBooking, Role,
+    Apartment, BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope, Event,
+    Facility, FacilityBooking,
 };
-use e2e::{Stack, tomorrow_evening};
-use platform::config::{AmqpSettings, DatabaseSettings, LogSettings, RetrySettings};
+use platform::config::RetrySettings;
 use salto_sync::{AuthKind, CleanerSettings, ManualClock, SaltoSettings};
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 use testkit::{TestBroker, TestDb};
+use tests::{Stack, tomorrow_evening};
 use uuid::Uuid;
 
-use common::{env_number, ms, percentile, post_json};
+use common::{booked_by_manager, env_number, ms, percentile, post_json, print_latencies};
 
 #[tokio::main]
 async fn main() {
@@ -210,18 +210,7 @@ async fn grants(n: usize, rate: usize) {
         "  POST answered p50   {:.1} ms",
         ms(percentile(&answers, 50.0))
     );
-    println!(
-        "  granted p50         {:.1} ms",
-        ms(percentile(&latencies, 50.0))
-    );
-    println!(
-        "  granted p99         {:.1} ms",
-        ms(percentile(&latencies, 99.0))
-    );
-    println!(
-        "  granted max         {:.1} ms",
-        ms(latencies.last().copied().unwrap_or_default())
-    );
+    print_latencies("granted ", &latencies);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,18 +328,11 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
         .with_timezone(&Utc);
     let app = salto_sync::Application::build_with_clock(
         salto_sync::Settings {
-            database: DatabaseSettings {
-                url: db.url.clone(),
-                max_connections: 5,
-            },
-            amqp: AmqpSettings {
-                url: broker.url.clone(),
-                prefetch: 16,
-                delivery_limit: 5,
-                drain_timeout_secs: 30,
-            },
-            retry: RetrySettings::default(),
-            log: LogSettings::default(),
+            shared: testkit::shared_settings(
+                db.url.clone(),
+                broker.url.clone(),
+                &RetrySettings::default().tiers.0,
+            ),
             salto: Some(SaltoSettings {
                 url: sim.url(),
                 auth_kind: AuthKind::None,
@@ -361,14 +343,13 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
             }),
             connections: Default::default(),
             secrets: platform::secrets::SecretsSettings {
-                key: Some(e2e::SEALING_KEY.into()),
+                key: Some(tests::SEALING_KEY.into()),
                 previous_keys: None,
             },
             cleaner: CleanerSettings {
                 reconcile,
                 ..CleanerSettings::default()
             },
-            health: Default::default(),
         },
         Arc::new(ManualClock::new(now)),
     )
@@ -472,12 +453,7 @@ fn snapshot_template() -> Value {
             id: String::new(),
             access_level_id: String::new(),
         },
-        booked_by: BookedBy {
-            user_id: "manager-1".into(),
-            role: Role::Manager,
-            name: None,
-            email: None,
-        },
+        booked_by: booked_by_manager(),
         state: BookingState::Booked,
     };
     serde_json::to_value(Envelope::new(

@@ -6,7 +6,7 @@
 //! 2. ipassan-sync's own throughput on a backlog of M `visitor_booking.created` events, as a ratio
 //!    of raw lapin consume+ack of M messages on the same broker in the same run.
 //!
-//! `cargo bench -p e2e --bench visits` (env: BENCH_N=300, BENCH_RATE=50, BENCH_BACKLOG=500).
+//! `cargo bench -p tests --bench visits` (env: BENCH_N=300, BENCH_RATE=50, BENCH_BACKLOG=500).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,18 +17,15 @@ use chrono::Utc;
 use contracts::{
     BookingState, BookingWindow, Building, DoubleBookingPolicy, Envelope, Event, VisitorBooking,
 };
-use e2e::{IPASSAN_SITE, Stack, tomorrow_evening};
-use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use platform::amqp::Publisher;
 use platform::config::{AmqpSettings, DatabaseSettings, RetrySettings};
 use testkit::{TestBroker, TestDb};
+use tests::{IPASSAN_SITE, Stack, tomorrow_evening};
 use tokio_util::sync::CancellationToken;
 
 use common::{
-    ana, bench_visitor, declare_quorum_queue, env_number, ms, percentile, post_json,
-    visitor_booking_body,
+    ana, bench_visitor, consume_and_ack, consume_with_prefetch, declare_quorum_queue, env_number,
+    post_json, print_latencies, visitor_booking_body,
 };
 
 #[tokio::main]
@@ -92,18 +89,7 @@ async fn end_to_end(n: usize, rate: usize) {
     println!("  bookings            {n}");
     println!("  offered rate        {rate}/s");
     println!("  achieved            {:.1} bookings/s", n as f64 / elapsed);
-    println!(
-        "  p50                 {:.1} ms",
-        ms(percentile(&latencies, 50.0))
-    );
-    println!(
-        "  p99                 {:.1} ms",
-        ms(percentile(&latencies, 99.0))
-    );
-    println!(
-        "  max                 {:.1} ms",
-        ms(latencies.last().copied().unwrap_or_default())
-    );
+    print_latencies("", &latencies);
 }
 
 fn created(i: usize) -> Envelope {
@@ -162,40 +148,21 @@ async fn throughput_ratio(backlog: usize) {
         })
         .collect();
     publisher.publish_all(&messages).await.unwrap();
-    channel
-        .basic_qos(16, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            "bench.raw".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume_with_prefetch(&channel, "bench.raw", 16).await;
     let raw_started = Instant::now();
-    for _ in 0..backlog {
-        let delivery = consumer.next().await.unwrap().unwrap();
-        delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .unwrap();
-    }
+    consume_and_ack(&mut consumer, backlog).await;
     let raw_rate = backlog as f64 / raw_started.elapsed().as_secs_f64();
 
     // ipassan-sync on the same number of booking events, queued before it starts.
     let sim = ipassan_sim::spawn().await.unwrap();
-    sim.control().seed(&e2e::ipassan_seed()).await.unwrap();
+    sim.control().seed(&tests::ipassan_seed()).await.unwrap();
     broker
         .declare_queue(&contracts::IPASSAN_SYNC_QUEUE, 5)
         .await;
     let mut granted = broker.tap("visitor_access.#").await;
     let events: Vec<Envelope> = (0..backlog).map(created).collect();
     publisher.publish_events(&events).await.unwrap();
-    let app = ipassan_sync::Application::build(e2e::ipassan_sync_settings(
+    let app = ipassan_sync::Application::build(tests::ipassan_sync_settings(
         DatabaseSettings {
             url: db.url.clone(),
             max_connections: 20,

@@ -15,7 +15,6 @@ use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use booking_api::auth::{TokenClaims, mint_token};
 use contracts::{Role, Service};
 use platform::bulkhead::ConnectionSettings;
 use platform::config::{AmqpSettings, DatabaseSettings, RetrySettings};
@@ -27,7 +26,7 @@ use testkit::{EventTap, TestBroker, TestDb};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{SEALING_KEY, TIERS};
+use crate::{JWT_SECRET, SEALING_KEY, TIERS};
 
 pub const HARBOUR: &str = "harbour";
 pub const BAY: &str = "bay";
@@ -38,7 +37,6 @@ pub const ZONE: &str = "GAMES-ROOM";
 /// Secrets of tenant B and server B: they must never show up in an answer, a log or a message.
 pub const BAY_CLIENT_SECRET: &str = "bay-tenant-client-secret-4711";
 pub const BAY_SHIP_KEY: &str = "bay-ship-key-0815";
-const JWT_SECRET: &str = "an end-to-end secret of at least 32 bytes";
 const TENANT_A_SECRET: &str = "tenant-a-secret";
 
 /// Everything the process logged (services included), for scans.
@@ -259,17 +257,7 @@ impl Fleet {
         .expect("notifier starts");
         self.spawn(|stop| notifier.run_until_stopped(stop));
 
-        for queue in [
-            "ipassan-sync",
-            "salto-sync",
-            "notifier",
-            "notifier.dead-letters",
-            "booking-api.results",
-        ] {
-            self.broker
-                .wait_for_queue(queue, Duration::from_secs(20))
-                .await;
-        }
+        crate::wait_for_consumer_queues(&self.broker).await;
     }
 
     /// As each service connects in a deployment: as its own RabbitMQ user.
@@ -277,29 +265,24 @@ impl Fleet {
         crate::amqp_as(amqp, &self.broker, service)
     }
 
-    fn spawn<F, Fut>(&mut self, run: F)
+    fn spawn<F, Fut, E>(&mut self, run: F)
     where
         F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<anyhow::Error>,
     {
         let token = self.stop.clone();
         let future = run(Box::pin(async move { token.cancelled().await }));
         self.running.push(tokio::spawn(async move {
             if let Err(error) = future.await {
+                let error: anyhow::Error = error.into();
                 panic!("a service stopped with an error: {error:#}");
             }
         }));
     }
 
     pub fn token(&self, role: Role, sub: &str, building: &str, apartment: Option<&str>) -> String {
-        let claims = TokenClaims {
-            sub: sub.into(),
-            role,
-            building_id: building.into(),
-            apartment_id: apartment.map(String::from),
-            exp: (chrono::Utc::now().timestamp() + 3600) as u64,
-        };
-        mint_token(JWT_SECRET, &claims).expect("token")
+        crate::token_for(role, sub, building, apartment)
     }
 
     pub fn operator(&self) -> String {
@@ -328,17 +311,7 @@ impl Fleet {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("booking-api answers");
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, body)
+        crate::send_to_api(&self.http, &self.api, method, path, token, body).await
     }
 
     async fn seed(&self) {
@@ -455,6 +428,51 @@ impl Fleet {
         booking
     }
 
+    /// Bay's own systems fail, `times` calls each: its Salto server answers only after
+    /// `salto_delay` (longer than the connection's timeout) and its iPassan answers visitor calls
+    /// with 503.
+    pub async fn fail_bays_systems(&self, salto_delay: Duration, times: u32) {
+        let faulted = self
+            .http
+            .post(format!("http://{}/_sim/faults", self.salto_b.addr))
+            .json(&json!({"respond": {"delay_ms": salto_delay.as_millis() as u64}, "times": times}))
+            .send()
+            .await
+            .expect("salto-sim answers");
+        assert!(faulted.status().is_success(), "bay's Salto server faulted");
+        self.ipassan_b
+            .control()
+            .add_fault(&ipassan_sim::model::Fault {
+                matches: ipassan_sim::model::FaultMatch {
+                    method: Some("POST".into()),
+                    path_prefix: Some("/api/v1/access/site/".into()),
+                },
+                respond: ipassan_sim::model::FaultResponse {
+                    status: Some(503),
+                    ..Default::default()
+                },
+                times,
+            })
+            .await
+            .expect("bay's iPassan faulted");
+    }
+
+    /// Bay's own systems answer again (undoes [`Fleet::fail_bays_systems`]).
+    pub async fn bays_systems_recover(&self) {
+        let cleared = self
+            .http
+            .delete(format!("http://{}/_sim/faults", self.salto_b.addr))
+            .send()
+            .await
+            .expect("salto-sim answers");
+        assert!(cleared.status().is_success(), "bay's Salto server cleared");
+        self.ipassan_b
+            .control()
+            .clear_faults()
+            .await
+            .expect("bay's iPassan cleared");
+    }
+
     /// Waits until the booking at `path` has access `status` (e.g. `granted`).
     pub async fn access_becomes(&self, path: &str, building: &str, status: &str) -> Value {
         let token = self.resident(building);
@@ -471,15 +489,8 @@ impl Fleet {
 
     /// The zones Salto server `sim` holds for the access level.
     pub async fn zones_on(&self, sim: &salto_sim::RunningSim) -> Vec<String> {
-        let state: Value = self
-            .http
-            .get(format!("http://{}/_sim/state", sim.addr))
-            .send()
-            .await
-            .expect("salto-sim answers")
-            .json()
-            .await
-            .expect("salto-sim state");
+        let state =
+            crate::json_answer(self.http.get(format!("http://{}/_sim/state", sim.addr))).await;
         state["groups"]
             .as_array()
             .into_iter()

@@ -1,10 +1,11 @@
-//! The whole system in one process for end-to-end tests: booking-api, ipassan-sync, salto-sync
-//! and notifier, each built exactly as its `main` builds it, on a fresh database, a fresh RabbitMQ
-//! vhost and a real SMTP sink. Tests drive it through booking-api's HTTP API like the app does.
+//! Support for the end-to-end tests (`tests/`) and the benchmarks (`benches/`) of this crate: the
+//! whole system in one process ([`Stack`]; two buildings on their own systems in [`fleet`]):
+//! booking-api, ipassan-sync, salto-sync and notifier, each built exactly as its `main` builds it,
+//! on a fresh database, a fresh RabbitMQ vhost and a real SMTP sink. Tests drive it through
+//! booking-api's HTTP API like the app does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fleet;
-pub mod soak;
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use booking_api::auth::{TokenClaims, mint_token};
 use contracts::{Role, Service};
 use platform::config::{
     AmqpSettings, DatabaseSettings, HttpSettings, LogSettings, OpsSettings, RetrySettings,
-    SmtpSettings, SmtpTls,
+    SharedSettings, SmtpSettings, SmtpTls,
 };
 use serde_json::{Value, json};
 use testkit::mail_sink::MailSink;
@@ -139,15 +140,7 @@ impl Stack {
         .expect("notifier starts");
         spawn(&stop, |s| notifier.run_until_stopped(s));
 
-        for queue in [
-            "ipassan-sync",
-            "salto-sync",
-            "notifier",
-            "notifier.dead-letters",
-            "booking-api.results",
-        ] {
-            broker.wait_for_queue(queue, Duration::from_secs(20)).await;
-        }
+        wait_for_consumer_queues(&broker).await;
         let stack = Stack {
             ipassan_sim,
             salto_sim,
@@ -163,14 +156,7 @@ impl Stack {
     }
 
     pub fn token(&self, role: Role, sub: &str, apartment: Option<&str>) -> String {
-        let claims = TokenClaims {
-            sub: sub.into(),
-            role,
-            building_id: BUILDING.into(),
-            apartment_id: apartment.map(String::from),
-            exp: (chrono::Utc::now().timestamp() + 3600) as u64,
-        };
-        mint_token(JWT_SECRET, &claims).unwrap()
+        token_for(role, sub, BUILDING, apartment)
     }
 
     pub fn manager(&self) -> String {
@@ -189,17 +175,28 @@ impl Stack {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("booking-api answers");
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, body)
+        send_to_api(&self.http, &self.api, method, path, token, body).await
+    }
+
+    /// Cancels the booking at `path` (`/v1/visitor-bookings/{id}`, `/v1/facility-bookings/{id}`)
+    /// as Ana: booking-api's answer.
+    pub async fn cancel(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, &self.ana(), None)
+            .await
+    }
+
+    /// Waits until the booking at `path` shows Ana access `status` (e.g. `granted`); the booking.
+    pub async fn access_becomes(&self, path: &str, status: &str) -> Value {
+        let token = self.ana();
+        eventually(
+            &format!("{path} to be {status}"),
+            Duration::from_secs(15),
+            || async {
+                let (_, booking) = self.send(reqwest::Method::GET, path, &token, None).await;
+                (booking["access"]["status"] == status).then_some(booking)
+            },
+        )
+        .await
     }
 
     async fn seed(&self) {
@@ -235,6 +232,66 @@ impl Stack {
     }
 }
 
+/// A token booking-api (signing with [`JWT_SECRET`]) accepts for an hour.
+fn token_for(role: Role, sub: &str, building: &str, apartment: Option<&str>) -> String {
+    let claims = TokenClaims {
+        sub: sub.into(),
+        role,
+        building_id: building.into(),
+        apartment_id: apartment.map(String::from),
+        exp: (chrono::Utc::now().timestamp() + 3600) as u64,
+    };
+    mint_token(JWT_SECRET, &claims).expect("a token")
+}
+
+/// `method` on booking-api at `api` (its base URL) and `path`, with the bearer `token` and a JSON
+/// `body`: the status, and the JSON answer (null when there is none).
+async fn send_to_api(
+    http: &reqwest::Client,
+    api: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http
+        .request(method, format!("{api}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("booking-api answers");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Waits until every queue the services consume is declared on `broker`: the services are up.
+async fn wait_for_consumer_queues(broker: &TestBroker) {
+    for queue in Service::ALL.iter().flat_map(|service| service.consumes()) {
+        broker
+            .wait_for_queue(queue.name, Duration::from_secs(20))
+            .await;
+    }
+}
+
+/// The sections every service reads, as the service connects in a deployment: to PostgreSQL as
+/// its own role (the broker URL is the caller's); no health port.
+fn shared_settings(
+    database: DatabaseSettings,
+    amqp: AmqpSettings,
+    retry: RetrySettings,
+    schema: &str,
+) -> SharedSettings {
+    SharedSettings {
+        database: testkit::db::as_service(&database, schema),
+        amqp,
+        log: LogSettings::default(),
+        health: Default::default(),
+        retry,
+    }
+}
+
 /// booking-api's settings: HTTP on a free port of 127.0.0.1, tokens signed with `jwt_secret`.
 pub fn booking_api_settings(
     database: DatabaseSettings,
@@ -244,9 +301,7 @@ pub fn booking_api_settings(
 ) -> booking_api::Settings {
     booking_api::Settings {
         retention: Default::default(),
-        // As the service connects in a deployment: as its own PostgreSQL role.
-        database: testkit::db::as_service(&database, booking_api::SCHEMA),
-        amqp,
+        shared: shared_settings(database, amqp, retry, booking_api::SCHEMA),
         http: HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,
@@ -258,8 +313,6 @@ pub fn booking_api_settings(
             issuer: None,
             audience: None,
         },
-        log: LogSettings::default(),
-        retry,
         outbox: Default::default(),
         secrets: platform::secrets::SecretsSettings {
             key: Some(SEALING_KEY.into()),
@@ -290,13 +343,8 @@ pub fn ipassan_sync_settings(
 ) -> ipassan_sync::Settings {
     ipassan_sync::Settings {
         retention: Default::default(),
-        // As the service connects in a deployment: as its own PostgreSQL role.
-        database: testkit::db::as_service(&database, ipassan_sync::SCHEMA),
-        amqp,
-        retry,
-        log: LogSettings::default(),
+        shared: shared_settings(database, amqp, retry, ipassan_sync::SCHEMA),
         connections: Default::default(),
-        health: Default::default(),
         ipassan: Some(ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),
             client_id: "connecx".into(),
@@ -318,11 +366,7 @@ pub fn salto_sync_settings(
     sim: &salto_sim::RunningSim,
 ) -> salto_sync::Settings {
     salto_sync::Settings {
-        // As the service connects in a deployment: as its own PostgreSQL role.
-        database: testkit::db::as_service(&database, salto_sync::SCHEMA),
-        amqp,
-        retry,
-        log: LogSettings::default(),
+        shared: shared_settings(database, amqp, retry, salto_sync::SCHEMA),
         salto: Some(salto_sync::SaltoSettings {
             url: sim.url(),
             auth_kind: salto_sync::AuthKind::None,
@@ -337,7 +381,6 @@ pub fn salto_sync_settings(
         },
         cleaner: salto_sync::CleanerSettings::default(),
         connections: Default::default(),
-        health: Default::default(),
     }
 }
 
@@ -350,9 +393,7 @@ pub fn notifier_settings(
 ) -> notifier::Settings {
     notifier::Settings {
         retention: Default::default(),
-        // As the service connects in a deployment: as its own PostgreSQL role.
-        database: testkit::db::as_service(&database, notifier::SCHEMA),
-        amqp,
+        shared: shared_settings(database, amqp, retry, notifier::SCHEMA),
         smtp: SmtpSettings {
             host: mail.host(),
             port: mail.port(),
@@ -366,24 +407,43 @@ pub fn notifier_settings(
         ops: OpsSettings {
             alert_email: OPS_EMAIL.into(),
         },
-        retry,
-        log: LogSettings::default(),
-        health: Default::default(),
     }
 }
 
-fn spawn<F, Fut>(stop: &CancellationToken, run: F)
+fn spawn<F, Fut, E>(stop: &CancellationToken, run: F)
 where
     F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<anyhow::Error>,
 {
     let token = stop.clone();
     let future = run(Box::pin(async move { token.cancelled().await }));
     tokio::spawn(async move {
         if let Err(error) = future.await {
+            let error: anyhow::Error = error.into();
             panic!("a service stopped with an error: {error:#}");
         }
     });
+}
+
+/// Sends `request` and reads its JSON answer, whatever the status: for the simulators' control
+/// APIs and the benchmarks' own calls.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.expect("an answer");
+    response.json().await.expect("a JSON answer")
+}
+
+/// Asserts that `text` (a mail's subject or body, say) contains `expected`, showing the text when
+/// it does not.
+#[track_caller]
+pub fn assert_contains(text: &str, expected: &str) {
+    assert!(text.contains(expected), "expected {expected:?} in:\n{text}");
+}
+
+/// `rfc3339` moved by `days`, as RFC 3339.
+pub fn days_later(rfc3339: &str, days: i64) -> String {
+    let time = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
+    (time + chrono::Duration::days(days)).to_rfc3339()
 }
 
 /// Tomorrow 18:00–22:00 in Sydney, as RFC 3339 with offset.

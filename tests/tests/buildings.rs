@@ -5,23 +5,17 @@
 
 use std::time::Duration;
 
-use e2e::fleet::{
-    BAY, BAY_CLIENT_SECRET, BAY_MANAGER, BAY_SHIP_KEY, Fleet, FleetOptions, HARBOUR,
-    HARBOUR_MANAGER, ZONE, captured_logs,
-};
-use e2e::{SEALING_KEY, tomorrow_evening};
 use platform::bulkhead::ConnectionSettings;
 use platform::secrets::SecretsSettings;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tests::fleet::{
+    BAY, BAY_CLIENT_SECRET, BAY_MANAGER, BAY_SHIP_KEY, Fleet, FleetOptions, HARBOUR,
+    HARBOUR_MANAGER, ZONE, captured_logs,
+};
+use tests::{SEALING_KEY, assert_contains, days_later, tomorrow_evening};
 
 const NEXT_KEY: &str = "HxwdGxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAAA=";
-
-/// `rfc3339` moved by `days`.
-fn days_later(rfc3339: &str, days: i64) -> String {
-    let time = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
-    (time + chrono::Duration::days(days)).to_rfc3339()
-}
 
 /// Every stored text of a schema's table, for scans.
 async fn rows_of(fleet: &Fleet, schema: &str, table: &str) -> String {
@@ -150,30 +144,15 @@ async fn a_building_connected_to_nothing_is_refused_at_once_and_its_managers_hea
                        "starts_at": starts, "ends_at": ends, "provide_access": true});
     let games = json!({"facility_id": "games-room", "starts_at": starts, "ends_at": ends});
     for _ in 0..2 {
-        let (status, refused) = fleet
-            .send(
-                Method::POST,
-                "/v1/visitor-bookings",
-                &resident,
-                Some(visit.clone()),
-            )
-            .await;
-        assert_eq!(
-            (status, &refused["code"]),
-            (422, &json!("ipassan_not_connected"))
-        );
-        let (status, refused) = fleet
-            .send(
-                Method::POST,
-                "/v1/facility-bookings",
-                &resident,
-                Some(games.clone()),
-            )
-            .await;
-        assert_eq!(
-            (status, &refused["code"]),
-            (422, &json!("salto_not_connected"))
-        );
+        for (path, body, code) in [
+            ("/v1/visitor-bookings", &visit, "ipassan_not_connected"),
+            ("/v1/facility-bookings", &games, "salto_not_connected"),
+        ] {
+            let (status, refused) = fleet
+                .send(Method::POST, path, &resident, Some(body.clone()))
+                .await;
+            assert_eq!((status, &refused["code"]), (422, &json!(code)), "{path}");
+        }
     }
     let mails = fleet.mail.wait_for(2, Duration::from_secs(15)).await;
     assert!(mails.iter().all(|m| m.is_to(HARBOUR_MANAGER)));
@@ -291,7 +270,7 @@ async fn two_buildings_on_one_salto_server_naming_the_same_access_level_share_it
         .wait_for_mail_to(BAY_MANAGER, Duration::from_secs(15))
         .await
         .expect("a mail to bay's manager");
-    assert!(mail.subject.contains("Double booking"), "{}", mail.subject);
+    assert_contains(&mail.subject, "Double booking");
 
     // Harbour's cancellation frees the one permission for bay's booking.
     let (status, _) = fleet
@@ -394,30 +373,9 @@ async fn one_buildings_failing_systems_never_hold_up_another_and_its_managers_he
     .await;
     fleet.connect_bay().await;
     // Bay's Salto server stops answering (its connection's timeout is 2 s); its iPassan fails.
-    let faulted = fleet
-        .http
-        .post(format!("http://{}/_sim/faults", fleet.salto_b.addr))
-        .json(&json!({"respond": {"delay_ms": 30000}, "times": 100000}))
-        .send()
-        .await
-        .unwrap();
-    assert!(faulted.status().is_success());
     fleet
-        .ipassan_b
-        .control()
-        .add_fault(&ipassan_sim::model::Fault {
-            matches: ipassan_sim::model::FaultMatch {
-                method: Some("POST".into()),
-                path_prefix: Some("/api/v1/access/site/".into()),
-            },
-            respond: ipassan_sim::model::FaultResponse {
-                status: Some(503),
-                ..Default::default()
-            },
-            times: 100000,
-        })
-        .await
-        .unwrap();
+        .fail_bays_systems(Duration::from_secs(30), 100_000)
+        .await;
 
     let (starts, ends) = tomorrow_evening();
     let resident = fleet.resident(BAY);
@@ -466,7 +424,7 @@ async fn one_buildings_failing_systems_never_hold_up_another_and_its_managers_he
         .wait_for_mail_to(BAY_MANAGER, Duration::from_secs(30))
         .await
         .expect("an outage mail");
-    assert!(down.subject.contains("nothing is lost"), "{}", down.subject);
+    assert_contains(&down.subject, "nothing is lost");
     let downs = mails_to(&fleet, BAY_MANAGER, 2).await;
     assert!(
         downs.iter().any(|m| m.subject.contains("iPassan")),
@@ -482,14 +440,7 @@ async fn one_buildings_failing_systems_never_hold_up_another_and_its_managers_he
     }
 
     // Both come back: the waiting bookings complete and the managers hear it, once each.
-    let cleared = fleet
-        .http
-        .delete(format!("http://{}/_sim/faults", fleet.salto_b.addr))
-        .send()
-        .await
-        .unwrap();
-    assert!(cleared.status().is_success());
-    fleet.ipassan_b.control().clear_faults().await.unwrap();
+    fleet.bays_systems_recover().await;
     for path in &waiting {
         fleet.access_becomes(path, BAY, "granted").await;
     }
@@ -505,7 +456,7 @@ async fn one_buildings_failing_systems_never_hold_up_another_and_its_managers_he
         .mail
         .mails()
         .into_iter()
-        .filter(|m| m.subject.to_lowercase().contains("dead letter") || m.is_to(e2e::OPS_EMAIL))
+        .filter(|m| m.subject.to_lowercase().contains("dead letter") || m.is_to(tests::OPS_EMAIL))
         .collect();
     assert!(dead.is_empty(), "{dead:?}");
     assert!(
@@ -519,7 +470,7 @@ async fn one_buildings_failing_systems_never_hold_up_another_and_its_managers_he
 
 /// Waits until `count` mails reached `to`, and returns them.
 async fn mails_to(fleet: &Fleet, to: &str, count: usize) -> Vec<testkit::mail_sink::ReceivedMail> {
-    e2e::eventually(
+    tests::eventually(
         &format!("{count} mails to {to}"),
         Duration::from_secs(30),
         || async {

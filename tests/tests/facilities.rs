@@ -5,9 +5,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use e2e::{ACCESS_LEVEL, MANAGER_EMAIL, Stack, ZONE, eventually, tomorrow_evening};
 use reqwest::Method;
 use serde_json::{Value, json};
+use tests::{
+    ACCESS_LEVEL, MANAGER_EMAIL, Stack, ZONE, assert_contains, days_later, eventually, json_answer,
+    tomorrow_evening,
+};
 
 const RESIDENT: &str = "ana@residents.example";
 
@@ -19,11 +22,6 @@ fn local(rfc3339: &str, days: i64, minutes: i64) -> String {
         .naive_local()
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string()
-}
-
-fn shifted(rfc3339: &str, days: i64) -> String {
-    let time: DateTime<FixedOffset> = DateTime::parse_from_rfc3339(rfc3339).unwrap();
-    (time + chrono::Duration::days(days)).to_rfc3339()
 }
 
 async fn book(stack: &Stack, token: &str, body: Value) -> Value {
@@ -42,6 +40,28 @@ async fn book(stack: &Stack, token: &str, body: Value) -> Value {
     booking
 }
 
+/// Books the games room as Ana for `starts_at`–`ends_at` (as [`book`]).
+async fn book_games_room(stack: &Stack, starts_at: &str, ends_at: &str) -> Value {
+    book(
+        stack,
+        &stack.ana(),
+        json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
+    )
+    .await
+}
+
+/// Checks at each local time whether the apartment's card opens the games room, as expected
+/// (`when` says which moment it is).
+async fn assert_card_opens(stack: &Stack, expected: &[(String, bool, &str)]) {
+    for (at_local, opens, when) in expected {
+        assert_eq!(
+            card_opens(stack, at_local).await,
+            *opens,
+            "{when} ({at_local})"
+        );
+    }
+}
+
 async fn card_opens(stack: &Stack, at_local: &str) -> bool {
     let sim = stack.salto_sim.url();
     let base = sim.trim_end_matches('/');
@@ -52,30 +72,22 @@ async fn card_opens(stack: &Stack, at_local: &str) -> bool {
         .send()
         .await
         .unwrap();
-    let answer: Value = stack
+    let card = stack
         .http
         .post(format!("{base}/_sim/doors/{ZONE}/card"))
-        .json(&json!({"group": ACCESS_LEVEL}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&json!({"group": ACCESS_LEVEL}));
+    let answer = json_answer(card).await;
     answer["opens"].as_bool().unwrap_or(false)
 }
 
 async fn salto_permissions(stack: &Stack) -> Vec<Value> {
     let base = stack.salto_sim.url();
-    let state: Value = stack
-        .http
-        .get(format!("{}/_sim/state", base.trim_end_matches('/')))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = json_answer(
+        stack
+            .http
+            .get(format!("{}/_sim/state", base.trim_end_matches('/'))),
+    )
+    .await;
     state["groups"]
         .as_array()
         .unwrap()
@@ -85,61 +97,34 @@ async fn salto_permissions(stack: &Stack) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-async fn access_of(stack: &Stack, id: &str) -> Value {
-    let (_, booking) = stack
-        .send(
-            Method::GET,
-            &format!("/v1/facility-bookings/{id}"),
-            &stack.ana(),
-            None,
-        )
-        .await;
-    booking["access"].clone()
-}
-
 #[tokio::test]
 async fn a_booked_facility_opens_to_the_apartments_cards_on_that_date_inside_the_hours_only() {
     let stack = Stack::start().await;
     let (starts_at, ends_at) = tomorrow_evening();
-    let booking = book(
-        &stack,
-        &stack.ana(),
-        json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
-    )
-    .await;
+    let booking = book_games_room(&stack, &starts_at, &ends_at).await;
     assert_eq!(booking["access"]["status"], "granted", "{booking}");
 
     let permissions = salto_permissions(&stack).await;
     assert_eq!(permissions.len(), 1, "{permissions:?}");
     assert_eq!(permissions[0]["zone"], ZONE);
 
-    assert!(
-        card_opens(&stack, &local(&starts_at, 0, 30)).await,
-        "inside the hours"
-    );
-    assert!(
-        !card_opens(&stack, &local(&starts_at, 0, -30)).await,
-        "before the hours"
-    );
-    assert!(
-        !card_opens(&stack, &local(&ends_at, 0, 5)).await,
-        "after the hours"
-    );
-    assert!(
-        !card_opens(&stack, &local(&starts_at, 1, 30)).await,
-        "same hours, next day"
-    );
+    assert_card_opens(
+        &stack,
+        &[
+            (local(&starts_at, 0, 30), true, "inside the hours"),
+            (local(&starts_at, 0, -30), false, "before the hours"),
+            (local(&ends_at, 0, 5), false, "after the hours"),
+            (local(&starts_at, 1, 30), false, "same hours, next day"),
+        ],
+    )
+    .await;
 
     let mail = stack
         .mail
         .wait_for_mail_to(RESIDENT, Duration::from_secs(15))
         .await
         .expect("resident told");
-    assert!(
-        mail.text_body.contains("is confirmed"),
-        "{}",
-        mail.text_body
-    );
+    assert_contains(&mail.text_body, "is confirmed");
     assert!(stack.mail.mails_to(MANAGER_EMAIL).is_empty());
 }
 
@@ -148,19 +133,14 @@ async fn a_second_booking_while_one_is_held_waits_the_manager_is_told_and_it_is_
  {
     let stack = Stack::start().await;
     let (starts_at, ends_at) = tomorrow_evening();
-    let first = book(
-        &stack,
-        &stack.ana(),
-        json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
-    )
-    .await;
+    let first = book_games_room(&stack, &starts_at, &ends_at).await;
     assert_eq!(first["access"]["status"], "granted", "{first}");
     // The same apartment books the same facility for the next evening: Salto can hold only one.
     let second = book(
         &stack,
         &stack.manager(),
         json!({"facility_id": "games-room", "apartment_id": "apt-501",
-               "starts_at": shifted(&starts_at, 1), "ends_at": shifted(&ends_at, 1)}),
+               "starts_at": days_later(&starts_at, 1), "ends_at": days_later(&ends_at, 1)}),
     )
     .await;
     let second_id = second["id"].as_str().unwrap().to_owned();
@@ -173,53 +153,37 @@ async fn a_second_booking_while_one_is_held_waits_the_manager_is_told_and_it_is_
         .wait_for_mail_to(MANAGER_EMAIL, Duration::from_secs(15))
         .await
         .expect("manager told");
-    assert!(
-        manager.subject.contains("Double booking"),
-        "{}",
-        manager.subject
-    );
-    assert!(
-        manager.text_body.contains("No action is needed"),
-        "{}",
-        manager.text_body
-    );
+    assert_contains(&manager.subject, "Double booking");
+    assert_contains(&manager.text_body, "No action is needed");
     assert!(manager.text_body.contains(&first_id) && manager.text_body.contains(&second_id));
     // Both bookings' dates, so the manager sees when the slot frees.
     for days in [0, 1] {
-        let date = DateTime::parse_from_rfc3339(&shifted(&starts_at, days))
+        let date = DateTime::parse_from_rfc3339(&days_later(&starts_at, days))
             .unwrap()
             .format("%A %-d %B %Y")
             .to_string();
-        assert!(
-            manager.text_body.contains(&date),
-            "missing {date}: {}",
-            manager.text_body
-        );
+        assert_contains(&manager.text_body, &date);
     }
 
     let (status, _) = stack
-        .send(
-            Method::DELETE,
-            &format!("/v1/facility-bookings/{first_id}"),
-            &stack.ana(),
-            None,
-        )
+        .cancel(&format!("/v1/facility-bookings/{first_id}"))
         .await;
     assert_eq!(status, 200);
-    eventually(
-        "the waiting booking to be granted",
-        Duration::from_secs(15),
-        || async { (access_of(&stack, &second_id).await["status"] == "granted").then_some(()) },
+    stack
+        .access_becomes(&format!("/v1/facility-bookings/{second_id}"), "granted")
+        .await;
+    assert_card_opens(
+        &stack,
+        &[
+            (local(&starts_at, 1, 30), true, "the second evening opens"),
+            (
+                local(&starts_at, 0, 30),
+                false,
+                "the cancelled evening does not",
+            ),
+        ],
     )
     .await;
-    assert!(
-        card_opens(&stack, &local(&starts_at, 1, 30)).await,
-        "the second evening opens"
-    );
-    assert!(
-        !card_opens(&stack, &local(&starts_at, 0, 30)).await,
-        "the cancelled evening does not"
-    );
     assert_eq!(
         salto_permissions(&stack).await.len(),
         1,
@@ -231,12 +195,7 @@ async fn a_second_booking_while_one_is_held_waits_the_manager_is_told_and_it_is_
 async fn cancelling_removes_the_permission_and_rescheduling_moves_it() {
     let stack = Stack::start().await;
     let (starts_at, ends_at) = tomorrow_evening();
-    let booking = book(
-        &stack,
-        &stack.ana(),
-        json!({"facility_id": "games-room", "starts_at": starts_at, "ends_at": ends_at}),
-    )
-    .await;
+    let booking = book_games_room(&stack, &starts_at, &ends_at).await;
     let id = booking["id"].as_str().unwrap().to_owned();
 
     let (status, patched) = stack
@@ -244,7 +203,9 @@ async fn cancelling_removes_the_permission_and_rescheduling_moves_it() {
             Method::PATCH,
             &format!("/v1/facility-bookings/{id}"),
             &stack.ana(),
-            Some(json!({"starts_at": shifted(&starts_at, 2), "ends_at": shifted(&ends_at, 2)})),
+            Some(
+                json!({"starts_at": days_later(&starts_at, 2), "ends_at": days_later(&ends_at, 2)}),
+            ),
         )
         .await;
     assert_eq!(status, 200, "{patched}");
@@ -259,14 +220,7 @@ async fn cancelling_removes_the_permission_and_rescheduling_moves_it() {
         "the old date no longer opens"
     );
 
-    let (status, _) = stack
-        .send(
-            Method::DELETE,
-            &format!("/v1/facility-bookings/{id}"),
-            &stack.ana(),
-            None,
-        )
-        .await;
+    let (status, _) = stack.cancel(&format!("/v1/facility-bookings/{id}")).await;
     assert_eq!(status, 200);
     eventually(
         "the permission to be removed",
@@ -310,18 +264,14 @@ async fn a_booking_refused_for_a_missing_access_control_id_reaches_the_manager_o
         .wait_for_mail_to(MANAGER_EMAIL, Duration::from_secs(15))
         .await
         .expect("the manager is told");
-    assert!(mail.subject.contains("Sauna"), "{}", mail.subject);
+    assert_contains(&mail.subject, "Sauna");
     for expected in [
         "apt-501",
         "Ana Lee",
         "PUT /v1/facilities/sauna",
         "access_control_facility_id",
     ] {
-        assert!(
-            mail.text_body.contains(expected),
-            "missing {expected}: {}",
-            mail.text_body
-        );
+        assert_contains(&mail.text_body, expected);
     }
 
     // Asking again the same day answers the same, and does not mail the manager again.

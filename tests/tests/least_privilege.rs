@@ -30,6 +30,17 @@ async fn refusal(connection: &mut PgConnection, sql: &str) -> Option<String> {
     }
 }
 
+/// Asserts that `sql` is refused on `connection` for want of privilege (`why` says what the role
+/// must not do).
+async fn assert_refused(connection: &mut PgConnection, sql: &str, why: &str) {
+    const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    assert_eq!(
+        refusal(connection, sql).await.as_deref(),
+        Some(INSUFFICIENT_PRIVILEGE),
+        "{why}"
+    );
+}
+
 #[tokio::test]
 async fn a_services_role_owns_its_schema_and_cannot_touch_another_services() {
     let db = TestDb::create().await;
@@ -78,7 +89,6 @@ async fn a_services_role_owns_its_schema_and_cannot_touch_another_services() {
         tables.push((schema, table));
     }
 
-    const INSUFFICIENT_PRIVILEGE: &str = "42501";
     for (schema, _) in services() {
         let role = testkit::db::service_role(schema);
         let mut connection = PgConnection::connect(&db.service_url(schema))
@@ -95,41 +105,24 @@ async fn a_services_role_owns_its_schema_and_cannot_touch_another_services() {
                 );
                 continue;
             }
-            assert_eq!(
-                refusal(&mut connection, &select).await.as_deref(),
-                Some(INSUFFICIENT_PRIVILEGE),
-                "{role} must not read {other_schema}.{table}"
-            );
-            assert_eq!(
-                refusal(
-                    &mut connection,
-                    &format!("DELETE FROM \"{other_schema}\".\"{table}\"")
-                )
-                .await
-                .as_deref(),
-                Some(INSUFFICIENT_PRIVILEGE),
-                "{role} must not write {other_schema}.{table}"
-            );
-            assert_eq!(
-                refusal(&mut connection, &create).await.as_deref(),
-                Some(INSUFFICIENT_PRIVILEGE),
-                "{role} must not create in {other_schema}"
-            );
+            let delete = format!("DELETE FROM \"{other_schema}\".\"{table}\"");
+            for (sql, must_not) in [
+                (&select, format!("read {other_schema}.{table}")),
+                (&delete, format!("write {other_schema}.{table}")),
+                (&create, format!("create in {other_schema}")),
+            ] {
+                assert_refused(&mut connection, sql, &format!("{role} must not {must_not}")).await;
+            }
         }
-        assert_eq!(
-            refusal(&mut connection, "CREATE SCHEMA squatter")
-                .await
-                .as_deref(),
-            Some(INSUFFICIENT_PRIVILEGE),
-            "{role} must not make schemas (a service's schema cannot be taken before it starts)"
-        );
-        assert_eq!(
-            refusal(&mut connection, "CREATE TABLE public.stray (x int)")
-                .await
-                .as_deref(),
-            Some(INSUFFICIENT_PRIVILEGE),
-            "{role} must not create in public"
-        );
+        for (sql, must_not) in [
+            (
+                "CREATE SCHEMA squatter",
+                "make schemas (a service's schema cannot be taken before it starts)",
+            ),
+            ("CREATE TABLE public.stray (x int)", "create in public"),
+        ] {
+            assert_refused(&mut connection, sql, &format!("{role} must not {must_not}")).await;
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use e2e::soak::{self, FaultSettings, SoakConfig};
+use tools::soak::{self, FaultSettings, SoakConfig};
 
 fn ci_config() -> SoakConfig {
     let mut config = SoakConfig::new(500);

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use e2e::{MANAGER_EMAIL, OPS_EMAIL, Stack, eventually, tomorrow_evening};
 use reqwest::Method;
 use serde_json::json;
+use tests::{MANAGER_EMAIL, OPS_EMAIL, Stack, assert_contains, eventually, tomorrow_evening};
 
 async fn book_visit(stack: &Stack) -> String {
     let (starts_at, ends_at) = tomorrow_evening();
@@ -36,34 +36,29 @@ async fn version_held_by_ipassan_sync(stack: &Stack, booking: &str) -> Option<i6
         .unwrap()
 }
 
+/// Waits until ipassan-sync holds `version` of `booking`; `what` names the wait.
+async fn until_ipassan_sync_holds(stack: &Stack, booking: &str, version: i64, what: &str) {
+    eventually(what, Duration::from_secs(15), || async {
+        (version_held_by_ipassan_sync(stack, booking).await == Some(version)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_booking_posted_to_the_api_reaches_its_worker_and_every_change_follows() {
     let stack = Stack::start().await;
     let booking = book_visit(&stack).await;
-    eventually(
-        "ipassan-sync to receive the booking",
-        Duration::from_secs(15),
-        || async {
-            (version_held_by_ipassan_sync(&stack, &booking).await == Some(1)).then_some(())
-        },
-    )
-    .await;
+    until_ipassan_sync_holds(&stack, &booking, 1, "ipassan-sync to receive the booking").await;
 
     let (status, _) = stack
-        .send(
-            Method::DELETE,
-            &format!("/v1/visitor-bookings/{booking}"),
-            &stack.ana(),
-            None,
-        )
+        .cancel(&format!("/v1/visitor-bookings/{booking}"))
         .await;
     assert_eq!(status, 200);
-    eventually(
+    until_ipassan_sync_holds(
+        &stack,
+        &booking,
+        2,
         "ipassan-sync to receive the cancellation",
-        Duration::from_secs(15),
-        || async {
-            (version_held_by_ipassan_sync(&stack, &booking).await == Some(2)).then_some(())
-        },
     )
     .await;
     // The visit itself is mailed to the resident and the visitor; alerts go to the manager or
@@ -98,27 +93,12 @@ async fn a_worker_that_keeps_failing_ends_in_an_alert_email_to_the_building_mana
         .wait_for_mail_to(MANAGER_EMAIL, Duration::from_secs(20))
         .await
         .expect("the manager is alerted");
-    assert!(alert.subject.contains(&booking), "{}", alert.subject);
-    assert!(
-        alert.text_body.contains("ipassan-sync"),
-        "{}",
-        alert.text_body
-    );
-    assert!(
-        alert.text_body.contains("transient_exhausted"),
-        "{}",
-        alert.text_body
-    );
-    assert!(
-        alert.text_body.contains("Attempts:      3"),
-        "{}",
-        alert.text_body
-    );
-    assert!(
-        alert.text_body.contains("booking_snapshots"),
-        "the database error is quoted: {}",
-        alert.text_body
-    );
+    assert_contains(&alert.subject, &booking);
+    assert_contains(&alert.text_body, "ipassan-sync");
+    assert_contains(&alert.text_body, "transient_exhausted");
+    assert_contains(&alert.text_body, "Attempts:      3");
+    // The database error is quoted.
+    assert_contains(&alert.text_body, "booking_snapshots");
 
     // Once the cause is fixed, ops replay the dead letter and the booking gets through.
     sqlx::query("ALTER TABLE booking_snapshots_gone RENAME TO booking_snapshots")
@@ -143,12 +123,11 @@ async fn a_worker_that_keeps_failing_ends_in_an_alert_email_to_the_building_mana
     notifier::cli::replay(&notifier_pool, &publisher, dead_letter)
         .await
         .unwrap();
-    eventually(
+    until_ipassan_sync_holds(
+        &stack,
+        &booking,
+        1,
         "the replayed booking to reach ipassan-sync",
-        Duration::from_secs(15),
-        || async {
-            (version_held_by_ipassan_sync(&stack, &booking).await == Some(1)).then_some(())
-        },
     )
     .await;
     let alerts = stack.mail.mails_to(MANAGER_EMAIL);
@@ -167,12 +146,8 @@ async fn a_message_no_worker_can_read_is_reported_to_ops_and_the_worker_carries_
         .wait_for_mail_to(OPS_EMAIL, Duration::from_secs(20))
         .await
         .expect("ops are alerted");
-    assert!(
-        alert.text_body.contains("salto-sync"),
-        "{}",
-        alert.text_body
-    );
-    assert!(alert.text_body.contains("malformed"), "{}", alert.text_body);
+    assert_contains(&alert.text_body, "salto-sync");
+    assert_contains(&alert.text_body, "malformed");
 
     // salto-sync still works: a real facility booking reaches it.
     let (starts_at, ends_at) = tomorrow_evening();

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use e2e::{IPASSAN_SITE, LOBBY, Stack, eventually, tomorrow_evening};
 use reqwest::Method;
 use serde_json::{Value, json};
+use testkit::mail_sink::ReceivedMail;
+use tests::{IPASSAN_SITE, LOBBY, Stack, assert_contains, tomorrow_evening};
 
 const RESIDENT: &str = "ana@residents.example";
 const VISITOR: &str = "bo@visitors.example";
@@ -31,6 +32,25 @@ async fn book(stack: &Stack, starts_at: &str, ends_at: &str) -> Value {
         .unwrap();
     assert_eq!(response.status().as_u16(), 201);
     response.json().await.unwrap()
+}
+
+/// Books Bo (as [`book`]) and waits for the two mails of the grant: the booking's id and PIN.
+async fn book_and_wait_for_the_mails(
+    stack: &Stack,
+    starts_at: &str,
+    ends_at: &str,
+) -> (String, String) {
+    let booking = book(stack, starts_at, ends_at).await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    let pin = booking["access"]["pin"].as_str().unwrap().to_owned();
+    stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    (id, pin)
+}
+
+/// The text of `mail`'s calendar invite (`text/calendar`).
+fn invite_of(mail: &ReceivedMail) -> String {
+    let invite = mail.attachment_of_type("text/calendar").unwrap();
+    String::from_utf8_lossy(&invite.content).into_owned()
 }
 
 async fn door_opens(stack: &Stack, pin: &str, when: &str) -> bool {
@@ -72,16 +92,8 @@ async fn a_synced_resident_books_a_visitor_and_the_code_opens_the_door_during_th
         .wait_for_mail_to(RESIDENT, Duration::from_secs(15))
         .await
         .expect("resident mail");
-    assert!(
-        resident_mail.text_body.contains(&pin),
-        "{}",
-        resident_mail.text_body
-    );
-    assert!(
-        resident_mail.text_body.contains("18:00–22:00"),
-        "{}",
-        resident_mail.text_body
-    );
+    assert_contains(&resident_mail.text_body, &pin);
+    assert_contains(&resident_mail.text_body, "18:00–22:00");
     let visitor_mail = stack
         .mail
         .wait_for_mail_to(VISITOR, Duration::from_secs(15))
@@ -95,7 +107,7 @@ async fn a_synced_resident_books_a_visitor_and_the_code_opens_the_door_during_th
     assert!(!door_opens(&stack, &pin, &at(&starts_at, -5)).await);
     assert!(!door_opens(&stack, &pin, &at(&ends_at, 1)).await);
     assert!(
-        stack.mail.mails_to(e2e::MANAGER_EMAIL).is_empty(),
+        stack.mail.mails_to(tests::MANAGER_EMAIL).is_empty(),
         "nothing needed the manager"
     );
 }
@@ -104,10 +116,7 @@ async fn a_synced_resident_books_a_visitor_and_the_code_opens_the_door_during_th
 async fn rescheduling_moves_the_window_keeps_the_code_and_mails_both_again() {
     let stack = Stack::start().await;
     let (starts_at, ends_at) = tomorrow_evening();
-    let booking = book(&stack, &starts_at, &ends_at).await;
-    let id = booking["id"].as_str().unwrap().to_owned();
-    let pin = booking["access"]["pin"].as_str().unwrap().to_owned();
-    stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    let (id, pin) = book_and_wait_for_the_mails(&stack, &starts_at, &ends_at).await;
 
     let (new_start, new_end) = (at(&starts_at, 60), at(&ends_at, 60));
     let (status, patched) = stack
@@ -122,41 +131,15 @@ async fn rescheduling_moves_the_window_keeps_the_code_and_mails_both_again() {
     let mails = stack.mail.wait_for(4, Duration::from_secs(15)).await;
     assert_eq!(mails.len(), 4);
     let updated_visitor_mail = stack.mail.mails_to(VISITOR).pop().unwrap();
-    assert!(
-        updated_visitor_mail.text_body.contains(&pin),
-        "same code: {}",
-        updated_visitor_mail.text_body
-    );
-    assert!(
-        updated_visitor_mail.text_body.contains("19:00–23:00"),
-        "{}",
-        updated_visitor_mail.text_body
-    );
-    let ics = String::from_utf8_lossy(
-        &updated_visitor_mail
-            .attachment_of_type("text/calendar")
-            .unwrap()
-            .content,
-    )
-    .into_owned();
+    // The same code.
+    assert_contains(&updated_visitor_mail.text_body, &pin);
+    assert_contains(&updated_visitor_mail.text_body, "19:00–23:00");
+    let ics = invite_of(&updated_visitor_mail);
     assert!(ics.contains("SEQUENCE:2"), "{ics}");
 
-    let shown = eventually(
-        "the booking to show the update",
-        Duration::from_secs(10),
-        || async {
-            let (_, b) = stack
-                .send(
-                    Method::GET,
-                    &format!("/v1/visitor-bookings/{id}"),
-                    &stack.ana(),
-                    None,
-                )
-                .await;
-            (b["access"]["status"] == "granted").then_some(b)
-        },
-    )
-    .await;
+    let shown = stack
+        .access_becomes(&format!("/v1/visitor-bookings/{id}"), "granted")
+        .await;
     assert_eq!(shown["access"]["pin"], pin.as_str());
     assert!(
         door_opens(&stack, &pin, &at(&new_end, -10)).await,
@@ -172,36 +155,16 @@ async fn rescheduling_moves_the_window_keeps_the_code_and_mails_both_again() {
 async fn cancelling_stops_the_code_at_once_and_the_visitor_is_told() {
     let stack = Stack::start().await;
     let (starts_at, ends_at) = tomorrow_evening();
-    let booking = book(&stack, &starts_at, &ends_at).await;
-    let id = booking["id"].as_str().unwrap().to_owned();
-    let pin = booking["access"]["pin"].as_str().unwrap().to_owned();
-    stack.mail.wait_for(2, Duration::from_secs(15)).await;
+    let (id, pin) = book_and_wait_for_the_mails(&stack, &starts_at, &ends_at).await;
 
-    let (status, cancelled) = stack
-        .send(
-            Method::DELETE,
-            &format!("/v1/visitor-bookings/{id}"),
-            &stack.ana(),
-            None,
-        )
-        .await;
+    let (status, cancelled) = stack.cancel(&format!("/v1/visitor-bookings/{id}")).await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["state"], "cancelled");
     let mails = stack.mail.wait_for(4, Duration::from_secs(15)).await;
     assert_eq!(mails.len(), 4);
     let to_visitor = stack.mail.mails_to(VISITOR).pop().unwrap();
-    assert!(
-        to_visitor.subject.contains("cancelled"),
-        "{}",
-        to_visitor.subject
-    );
-    let ics = String::from_utf8_lossy(
-        &to_visitor
-            .attachment_of_type("text/calendar")
-            .unwrap()
-            .content,
-    )
-    .into_owned();
+    assert_contains(&to_visitor.subject, "cancelled");
+    let ics = invite_of(&to_visitor);
     assert!(ics.contains("METHOD:CANCEL"), "{ics}");
     assert!(
         stack
@@ -222,22 +185,9 @@ async fn cancelling_stops_the_code_at_once_and_the_visitor_is_told() {
         !door_opens(&stack, &pin, &at(&starts_at, 30)).await,
         "the code no longer opens the door"
     );
-    let shown = eventually(
-        "the booking to show revoked access",
-        Duration::from_secs(10),
-        || async {
-            let (_, b) = stack
-                .send(
-                    Method::GET,
-                    &format!("/v1/visitor-bookings/{id}"),
-                    &stack.ana(),
-                    None,
-                )
-                .await;
-            (b["access"]["status"] == "revoked").then_some(b)
-        },
-    )
-    .await;
+    let shown = stack
+        .access_becomes(&format!("/v1/visitor-bookings/{id}"), "revoked")
+        .await;
     assert_eq!(shown["state"], "cancelled");
 }
 

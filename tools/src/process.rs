@@ -1,4 +1,5 @@
-//! Service binaries the test tools (devstack, the soak tool) run as child processes.
+//! The child processes of the tools: the service binaries (and the mail sink) that devstack and
+//! the soak run.
 
 use std::path::Path;
 use std::process::Stdio;

@@ -20,7 +20,7 @@ use testkit::broker::url_as;
 use testkit::rabbitmq_definitions::{default_definitions, default_delivery_limit, local_password};
 
 const REGENERATE: &str =
-    "cargo run -p testkit --bin devstack -- --print-definitions > deploy/rabbitmq/definitions.json";
+    "cargo run -p tools --bin devstack -- --print-definitions > deploy/rabbitmq/definitions.json";
 
 #[test]
 fn the_committed_definitions_file_is_what_the_code_generates() {

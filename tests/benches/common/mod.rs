@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use contracts::{Resident, Visitor};
-use lapin::Channel;
-use lapin::options::QueueDeclareOptions;
+use contracts::{BookedBy, Resident, Role, Visitor};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Consumer};
 use serde_json::{Value, json};
 
 /// The number in env `name`, else `default`.
@@ -30,6 +31,19 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// `duration` in milliseconds.
 pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+/// Prints the p50, p99 and max of `sorted` in ms, one row each, named `<label>p50` and so on
+/// (`label` "" or, say, "granted "), the figures in one column.
+pub fn print_latencies(label: &str, sorted: &[Duration]) {
+    let max = sorted.last().copied().unwrap_or_default();
+    for (name, latency) in [
+        ("p50", percentile(sorted, 50.0)),
+        ("p99", percentile(sorted, 99.0)),
+        ("max", max),
+    ] {
+        println!("  {:<20}{:.1} ms", format!("{label}{name}"), ms(latency));
+    }
 }
 
 /// The body of the `i`th benchmark visitor booking (`POST /v1/visitor-bookings`), with access.
@@ -69,6 +83,46 @@ pub fn bench_visitor(i: usize) -> Visitor {
     Visitor {
         name: format!("Visitor {i}"),
         email: format!("v{i}@bench.example"),
+    }
+}
+
+/// The manager who books the benchmarks' facility bookings.
+pub fn booked_by_manager() -> BookedBy {
+    BookedBy {
+        user_id: "manager-1".into(),
+        role: Role::Manager,
+        name: None,
+        email: None,
+    }
+}
+
+/// Consumes `queue` on `channel` with `prefetch` (the workers' prefetch, for a raw limit).
+pub async fn consume_with_prefetch(channel: &Channel, queue: &str, prefetch: u16) -> Consumer {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Takes `n` deliveries from `consumer`, acking each: the raw consume+ack the workers are
+/// compared with.
+pub async fn consume_and_ack(consumer: &mut Consumer, n: usize) {
+    for _ in 0..n {
+        let delivery = consumer.next().await.unwrap().unwrap();
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
     }
 }
 

@@ -37,11 +37,11 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use testkit::process::spawn_in_own_group;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tools::process::spawn_in_own_group;
 
 /// Only for this machine: booking-api trusts tokens signed with it.
 const DEV_JWT_SECRET: &str = "connecx-devstack-local-only-secret-do-not-deploy";

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo build --release --workspace --bins
-//! cargo run --release -p e2e --bin soak -- --bookings 10000
+//! cargo run --release -p tools --bin soak -- --bookings 10000
 //! ```
 //!
 //! Runs two replicas of every service as real processes against the local PostgreSQL and
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use e2e::soak::{self, FaultSettings, SoakConfig};
+use tools::soak::{self, FaultSettings, SoakConfig};
 
 /// Chaos soak: bookings under faults, then an audit of where every booking ended.
 #[derive(Parser)]

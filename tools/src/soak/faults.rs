@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::rabbit::{self, Management};
-use super::replicas::{Service, Supervisor};
+use super::replicas::{Supervisor, WORKERS};
 use super::rng::Rng;
 use super::workload::Driver;
 
@@ -284,9 +284,9 @@ impl Injector {
     async fn kill_worker(&self, rng: &mut Rng) -> anyhow::Result<()> {
         // A random worker service with a replica running (one killed a moment ago may still be
         // down), and a random replica of it.
-        let first = rng.below(Service::WORKERS.len());
-        let replicas = (0..Service::WORKERS.len())
-            .map(|n| Service::WORKERS[(first + n) % Service::WORKERS.len()])
+        let first = rng.below(WORKERS.len());
+        let replicas = (0..WORKERS.len())
+            .map(|n| WORKERS[(first + n) % WORKERS.len()])
             .map(|service| self.targets.supervisor.running(service))
             .find(|running| !running.is_empty())
             .unwrap_or_default();

@@ -11,8 +11,8 @@
 //! 3. waits until every queue and outbox is empty ([`drain`]);
 //! 4. audits ([`audit`]) and returns a [`SoakReport`] whose `violations` say what went wrong.
 //!
-//! The `soak` binary is the standalone tool (`cargo run --release -p e2e --bin soak`); the CI
-//! test `tests/soak.rs` runs a short variant.
+//! The `soak` binary is the standalone tool (`cargo run --release -p tools --bin soak`); the CI
+//! test `tests/tests/soak.rs` runs a short variant.
 
 pub mod audit;
 pub mod drain;
@@ -40,9 +40,10 @@ use tokio_util::sync::CancellationToken;
 pub use faults::FaultSettings;
 pub use report::SoakReport;
 
+use contracts::Service;
 use evidence::Evidence;
 use rabbit::Management;
-use replicas::{ReplicaSpec, Service, Supervisor};
+use replicas::{ReplicaSpec, Supervisor, WORKERS};
 use rng::Rng;
 use workload::{Driver, WorkloadSettings};
 use world::World;
@@ -385,7 +386,7 @@ async fn pool(db: &TestDb, schema: &str) -> anyhow::Result<sqlx::PgPool> {
 }
 
 /// `CONNECX__AMQP__URL` of a replica: as its service's own RabbitMQ user, as in a deployment.
-fn amqp_url_as(broker: &TestBroker, service: contracts::Service) -> (String, String) {
+fn amqp_url_as(broker: &TestBroker, service: Service) -> (String, String) {
     ("CONNECX__AMQP__URL".to_owned(), broker.url_for(service))
 }
 
@@ -448,7 +449,7 @@ fn start_replicas(
         let port = free_port()?;
         apis.push(format!("http://127.0.0.1:{port}"));
         let mut env = common(booking_api::SCHEMA, config.db_connections);
-        env.push(amqp_url_as(broker, contracts::Service::BookingApi));
+        env.push(amqp_url_as(broker, Service::BookingApi));
         env.extend(
             [
                 ("CONNECX__HTTP__HOST", "127.0.0.1".to_owned()),
@@ -469,7 +470,7 @@ fn start_replicas(
             env,
         });
     }
-    for service in Service::WORKERS {
+    for service in WORKERS {
         for index in 1..=config.replicas {
             let schema = match service {
                 Service::BookingApi => booking_api::SCHEMA,
@@ -478,9 +479,7 @@ fn start_replicas(
                 Service::Notifier => notifier::SCHEMA,
             };
             let mut env = common(schema, config.db_connections);
-            let own = contracts::Service::from_name(service.binary())
-                .with_context(|| format!("{} has no RabbitMQ user", service.binary()))?;
-            env.push(amqp_url_as(broker, own));
+            env.push(amqp_url_as(broker, service));
             let extra: Vec<(&str, String)> = match service {
                 Service::IpassanSync => vec![
                     ("CONNECX__IPASSAN__BASE_URL", ipassan.base_url.clone()),

@@ -19,38 +19,14 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{Notify, mpsc};
 
-use testkit::process::spawn_in_own_group;
+use contracts::Service;
+
+use crate::process::spawn_in_own_group;
 
 use super::evidence::Evidence;
 
-/// The services a soak runs replicas of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Service {
-    BookingApi,
-    IpassanSync,
-    SaltoSync,
-    Notifier,
-}
-
-impl Service {
-    pub const ALL: [Service; 4] = [
-        Service::BookingApi,
-        Service::IpassanSync,
-        Service::SaltoSync,
-        Service::Notifier,
-    ];
-    pub const WORKERS: [Service; 3] = [Service::IpassanSync, Service::SaltoSync, Service::Notifier];
-
-    /// The binary's file name (= the package name).
-    pub fn binary(self) -> &'static str {
-        match self {
-            Service::BookingApi => "booking-api",
-            Service::IpassanSync => "ipassan-sync",
-            Service::SaltoSync => "salto-sync",
-            Service::Notifier => "notifier",
-        }
-    }
-}
+/// The workers a soak runs replicas of, besides booking-api (the fault injector kills these).
+pub const WORKERS: [Service; 3] = [Service::IpassanSync, Service::SaltoSync, Service::Notifier];
 
 /// One replica to run: which service, which copy, and its settings.
 #[derive(Debug, Clone)]
@@ -63,7 +39,7 @@ pub struct ReplicaSpec {
 
 impl ReplicaSpec {
     pub fn label(&self) -> String {
-        format!("{}#{}", self.service.binary(), self.index)
+        format!("{}#{}", self.service.name(), self.index)
     }
 }
 
@@ -88,7 +64,7 @@ pub fn service_bin_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     };
     let missing: Vec<&str> = Service::ALL
         .iter()
-        .map(|service| service.binary())
+        .map(|service| service.name())
         .filter(|binary| !dir.join(binary).is_file())
         .collect();
     if !missing.is_empty() {
@@ -170,7 +146,7 @@ impl Supervisor {
     /// Starts (or starts again) a replica.
     pub fn start(&self, spec: ReplicaSpec) -> anyhow::Result<()> {
         let label = spec.label();
-        let program = self.inner.bin_dir.join(spec.service.binary());
+        let program = self.inner.bin_dir.join(spec.service.name());
         let mut command = Command::new(&program);
         // Nothing of the caller's own connecX settings may leak into a replica.
         for (key, _) in std::env::vars_os() {
@@ -184,7 +160,7 @@ impl Supervisor {
             // No config/*.toml of the caller's working directory either.
             .current_dir(std::env::temp_dir());
         let (mut child, pid) = spawn_in_own_group(&mut command, &program, &label)?;
-        let service = spec.service.binary();
+        let service = spec.service.name();
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(read_lines(stdout, self.clone(), service, label.clone()));
         }

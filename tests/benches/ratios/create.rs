@@ -1,0 +1,374 @@
+//! booking-api create (`BENCH_ONLY=create`): `POST /v1/visitor-bookings` over HTTP,
+//! [`CONCURRENCY`] at a time, against the raw transaction that stores the same two rows. Target
+//! ≥ 60 %. For information, booking-api's own statements without HTTP, and the same work in four
+//! statements.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use contracts::{Envelope, Event, Role};
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use testkit::{TestBroker, TestDb};
+use tests::{IPASSAN_SITE, tomorrow_evening};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{post_json, visitor_booking_body};
+use crate::cpu::CpuMeter;
+use crate::setup::{
+    BUILDING, DEFAULT_POOL, RAW_RUNS, booking_api_settings, declare_event_sink, median,
+    run_service, token, visitor_booking_created, wait_for_none,
+};
+use crate::table::Row;
+
+/// Requests or transactions in flight at once, for the create rows.
+const CONCURRENCY: usize = 8;
+
+pub async fn create_ratio(n: usize) -> Vec<Row> {
+    println!("booking-api create ({n} visitor bookings, {CONCURRENCY} at a time):");
+    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+    {
+        let connection = broker.connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        declare_event_sink(&channel).await;
+        let _ = connection.close(200, "bye".into()).await;
+    }
+    // The directory is registered through booking-api itself; then booking-api stops, so that
+    // its relay does not publish the raw runs' outbox rows while they are timed.
+    let (api, stop, running) = start_booking_api(&db, &broker).await;
+    let http = reqwest::Client::new();
+    seed_booking_api(&http, &api).await;
+    stop.cancel();
+    running.await.unwrap();
+
+    // Raw: the same two rows booking-api writes for a booking, in one transaction, on a pool as
+    // large as booking-api's, with booking-api's schema and indexes.
+    let options: PgConnectOptions = db.url.parse().unwrap();
+    let raw_pool = PgPoolOptions::new()
+        .max_connections(DEFAULT_POOL)
+        .connect_with(options.options([("search_path", "booking")]))
+        .await
+        .unwrap();
+    let mut rates = Vec::new();
+    for _ in 0..RAW_RUNS {
+        let pool = raw_pool.clone();
+        rates.push(time_statements(&db, pool, "raw transaction", n, raw_booking_transaction).await);
+    }
+    let raw = median(rates);
+    // What booking-api's create asks of PostgreSQL, without HTTP around it: where the time goes.
+    let api_sql = time_statements(
+        &db,
+        raw_pool.clone(),
+        "booking-api's statements",
+        n,
+        api_create_statements,
+    )
+    .await;
+    let fewer_sql = time_statements(
+        &db,
+        raw_pool.clone(),
+        "the same in fewer statements",
+        n,
+        fewer_create_statements,
+    )
+    .await;
+    // The raw runs' rows would make booking-api's run slower than a fresh one.
+    sqlx::query("TRUNCATE visitor_bookings, outbox")
+        .execute(&raw_pool)
+        .await
+        .unwrap();
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&raw_pool)
+        .await
+        .unwrap();
+    raw_pool.close().await;
+
+    let (api, stop, running) = start_booking_api(&db, &broker).await;
+    let resident = token(Role::Resident, "ana", Some("apt-501"));
+    let (starts_at, ends_at) = tomorrow_evening();
+    let cpu = CpuMeter::start(&db.name);
+    let measured = run_concurrently(n, move |i| {
+        let http = http.clone();
+        let url = format!("{api}/v1/visitor-bookings");
+        let body = visitor_booking_body(i, &starts_at, &ends_at);
+        let resident = resident.clone();
+        async move {
+            let response = post_json(&http, url, &resident, &body).await;
+            assert_eq!(response.status().as_u16(), 201);
+            let _ = response.bytes().await.unwrap();
+        }
+    })
+    .await;
+    println!("{}", cpu.report("booking-api create", n));
+    // The relay published every event meanwhile (into a sink queue): nothing was refused.
+    let check = db.pool("booking").await;
+    wait_for_none(
+        &check,
+        "SELECT count(*) FROM outbox WHERE sent_at IS NULL OR attempts > 1",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |unsent| format!("{unsent} events not published once"),
+    )
+    .await;
+    check.close().await;
+    stop.cancel();
+    running.await.unwrap();
+    let row = Row::ratio(
+        "booking-api create (HTTP, 8 conc.)",
+        "/s",
+        measured,
+        raw,
+        60.0,
+    );
+    let statements = Row::floor("  its SQL alone (no HTTP, no relay)", api_sql, raw, "/s");
+    let fewer = Row::floor("  that SQL in 4 round trips", fewer_sql, raw, "/s");
+    vec![row, statements, fewer]
+}
+
+/// booking-api on `db` and `broker`, running: its URL, and the token and task that stop it.
+async fn start_booking_api(
+    db: &TestDb,
+    broker: &TestBroker,
+) -> (String, CancellationToken, JoinHandle<()>) {
+    let app = booking_api::Application::build(booking_api_settings(db, broker))
+        .await
+        .expect("booking-api builds");
+    let api = format!("http://127.0.0.1:{}", app.port());
+    let (stop, running) = run_service(|stop| async move {
+        app.run_until_stopped(async move { stop.cancelled().await })
+            .await
+            .expect("booking-api runs");
+    });
+    (api, stop, running)
+}
+
+/// `statements(pool, i)` for `0..n`, [`CONCURRENCY`] at a time, with its CPU printed under
+/// `label`: per second.
+async fn time_statements<F, Fut>(
+    db: &TestDb,
+    pool: PgPool,
+    label: &str,
+    n: usize,
+    statements: F,
+) -> f64
+where
+    F: Fn(PgPool, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let cpu = CpuMeter::start(&db.name);
+    let rate = run_concurrently(n, move |i| statements(pool.clone(), i)).await;
+    println!("{}", cpu.report(label, n));
+    rate
+}
+
+/// [`api_create_statements`]' work in four statements instead of seven (and no read-back): the
+/// building and the resident in one query, the outbox row and the relay's wake-up in one, and
+/// the answer from the insert's `RETURNING`.
+async fn fewer_create_statements(pool: PgPool, i: usize) {
+    let envelope = visitor_booking_created(i);
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT b.id, b.name, b.timezone, b.manager_emails, b.ipassan_site,
+                b.double_booking_policy, r.id, r.name, r.email, r.apartment_id,
+                r.ipassan_person_id
+           FROM buildings b LEFT JOIN residents r ON r.building_id = b.id AND r.id = $2
+          WHERE b.id = $1",
+    )
+    .bind(BUILDING)
+    .bind("ana")
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    insert_visitor_booking(&mut tx, &envelope, Returning::Row).await;
+    sqlx::query(
+        "WITH stored AS (
+            INSERT INTO outbox (event_id, booking_id, event_type, envelope)
+            VALUES ($1, $2, $3, $4) RETURNING id)
+         SELECT pg_notify('booking_outbox', '') FROM stored",
+    )
+    .bind(envelope.event_id)
+    .bind(envelope.booking_id)
+    .bind(envelope.routing_key())
+    .bind(Json(&envelope))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The statements booking-api's `POST /v1/visitor-bookings` runs (no Idempotency-Key, no
+/// `Prefer: wait`), in its order: look up the building and the resident, insert the booking
+/// (returning it) and its outbox row, wake the relay, commit; then read the booking back for the
+/// answer.
+async fn api_create_statements(pool: PgPool, i: usize) {
+    let envelope = visitor_booking_created(i);
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT id, name, timezone, manager_emails, ipassan_site, double_booking_policy
+           FROM buildings WHERE id = $1",
+    )
+    .bind(BUILDING)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "SELECT id, name, email, apartment_id, ipassan_person_id
+           FROM residents WHERE building_id = $1 AND id = $2",
+    )
+    .bind(BUILDING)
+    .bind("ana")
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    insert_visitor_booking(&mut tx, &envelope, Returning::Row).await;
+    insert_outbox_row(&mut tx, &envelope).await;
+    sqlx::query("SELECT pg_notify('booking_outbox', '')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("SELECT * FROM visitor_bookings WHERE id = $1")
+        .bind(envelope.booking_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+}
+
+/// The visitor-booking insert of booking-api's create, with its `RETURNING *` or without.
+macro_rules! insert_visitor_booking_sql {
+    () => {
+        "INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name, visitor_email,
+             provide_access, starts_at, ends_at, state, version, access_status,
+             booked_by_user_id, booked_by_role)
+         VALUES ($1, $2, 'ana', $3, $4, true, $5, $6, 'booked', 1, 'pending', 'ana', 'resident')"
+    };
+}
+
+/// Whether [`insert_visitor_booking`] reads the row back (`RETURNING *`, as booking-api does).
+#[derive(Clone, Copy)]
+enum Returning {
+    Row,
+    Nothing,
+}
+
+/// Inserts the booking of `envelope` (a `visitor_booking.created`) in `tx`, for Ana.
+async fn insert_visitor_booking(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    envelope: &Envelope,
+    returning: Returning,
+) {
+    let Event::VisitorBookingCreated(booking) = &envelope.event else {
+        unreachable!()
+    };
+    let sql = match returning {
+        Returning::Row => concat!(insert_visitor_booking_sql!(), "\n         RETURNING *"),
+        Returning::Nothing => insert_visitor_booking_sql!(),
+    };
+    let query = sqlx::query(sql)
+        .bind(envelope.booking_id)
+        .bind(BUILDING)
+        .bind(&booking.visitor.name)
+        .bind(&booking.visitor.email)
+        .bind(booking.window.starts_at)
+        .bind(booking.window.ends_at);
+    match returning {
+        Returning::Row => {
+            query.fetch_one(&mut **tx).await.unwrap();
+        }
+        Returning::Nothing => {
+            query.execute(&mut **tx).await.unwrap();
+        }
+    }
+}
+
+/// Inserts `envelope`'s outbox row in `tx` (no wake-up of the relay).
+async fn insert_outbox_row(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, envelope: &Envelope) {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, booking_id, event_type, envelope) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(envelope.event_id)
+    .bind(envelope.booking_id)
+    .bind(envelope.routing_key())
+    .bind(Json(envelope))
+    .execute(&mut **tx)
+    .await
+    .unwrap();
+}
+
+/// Registers the building, apartment and resident the bookings are for.
+async fn seed_booking_api(http: &reqwest::Client, api: &str) {
+    let manager = token(Role::Manager, "manager-1", None);
+    let puts = [
+        (
+            format!("/v1/buildings/{BUILDING}"),
+            json!({"name": "Harbour View", "timezone": "Australia/Sydney",
+                   "manager_emails": ["manager@harbour.example"],
+                   "ipassan_site": IPASSAN_SITE, "double_booking_policy": "auto"}),
+        ),
+        (
+            "/v1/apartments/apt-501".into(),
+            json!({"access_control_id": "501-56"}),
+        ),
+        (
+            "/v1/residents/ana".into(),
+            json!({"name": "Ana Lee", "email": "ana@residents.example",
+                   "apartment_id": "apt-501", "ipassan_person_id": "p-ana"}),
+        ),
+    ];
+    for (path, body) in puts {
+        let response = http
+            .put(format!("{api}{path}"))
+            .bearer_auth(&manager)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "seeding {path}: {}",
+            response.status()
+        );
+    }
+}
+
+/// What booking-api stores for a new visitor booking, without the API around it.
+async fn raw_booking_transaction(pool: PgPool, i: usize) {
+    let envelope = visitor_booking_created(i);
+    let mut tx = pool.begin().await.unwrap();
+    insert_visitor_booking(&mut tx, &envelope, Returning::Nothing).await;
+    insert_outbox_row(&mut tx, &envelope).await;
+    tx.commit().await.unwrap();
+}
+
+/// Runs `op(0..n)` with [`CONCURRENCY`] in flight; operations per second.
+async fn run_concurrently<F, Fut>(n: usize, op: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut lanes = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let op = Arc::clone(&op);
+        let next = Arc::clone(&next);
+        lanes.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                op(i).await;
+            }
+        }));
+    }
+    for lane in lanes {
+        lane.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
