@@ -29,7 +29,7 @@ pub struct OutboxSettings {
     pub poll_interval_ms: u64,
     /// Rows published per round. A round waits for the broker's confirms and then commits, so
     /// its cost is mostly fixed waiting: with a backlog, 500 a round publishes about 1.5 times as
-    /// fast as 100 (`cargo bench -p e2e --bench ratios`, the relay row).
+    /// fast as 100 (`cargo bench -p tests --bench ratios`, the relay row).
     #[serde(default = "default_batch_size")]
     pub batch_size: i64,
     /// The longest pause between attempts while the broker is unreachable.
