@@ -11,8 +11,6 @@
 //! `connecx.events` is tapped from the start ([`Fleet::events`]), so tests can look for secrets.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use contracts::{Role, Service};
@@ -39,43 +37,13 @@ pub const BAY_CLIENT_SECRET: &str = "bay-tenant-client-secret-4711";
 pub const BAY_SHIP_KEY: &str = "bay-ship-key-0815";
 const TENANT_A_SECRET: &str = "tenant-a-secret";
 
-/// Everything the process logged (services included), for scans.
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut logs) = LOGS.lock() {
-            logs.extend_from_slice(buf);
-        }
-        if std::env::var_os("TEST_LOG").is_some() {
-            std::io::stderr().write_all(buf)?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Every line logged in this process so far.
+/// Every line logged in this process so far (services included), for scans.
 pub fn captured_logs() -> String {
-    LOGS.lock()
-        .map(|logs| String::from_utf8_lossy(&logs).into_owned())
-        .unwrap_or_default()
+    testkit::logs::captured()
 }
 
 fn capture_logs() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
-            .with_writer(|| Capture)
-            .with_ansi(false)
-            .try_init();
-    });
+    testkit::logs::capture("info,sqlx=warn");
 }
 
 /// How the fleet is set up.

@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod db;
+pub mod logs;
 pub mod mail_sink;
 pub mod migrate;
 pub mod rabbitmq_definitions;

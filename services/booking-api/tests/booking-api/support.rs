@@ -1,10 +1,9 @@
 //! Spawning booking-api for a test (zero2prod's `spawn_app`): a fresh database, a fresh RabbitMQ
 //! vhost, a random port, and helpers to seed a building, mint tokens and read what was logged.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use booking_api::auth::{TokenClaims, mint_token};
@@ -29,45 +28,13 @@ pub const NEXT_SEALING_KEY: &str = "HxwdGxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAAA=
 pub const BUILDING: &str = "harbour-view";
 pub const OTHER_BUILDING: &str = "river-side";
 
-/// Everything a test reads its logs from: the process's subscriber writes here.
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut logs) = LOGS.lock() {
-            logs.extend_from_slice(buf);
-        }
-        if std::env::var_os("TEST_LOG").is_some() {
-            std::io::stderr().write_all(buf)?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn init_logs() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,booking_api=trace,platform=trace,tower_http=debug,sqlx=debug",
-            ))
-            .with_writer(|| Capture)
-            .with_ansi(false)
-            .try_init();
-    });
+    testkit::logs::capture("info,booking_api=trace,platform=trace,tower_http=debug,sqlx=debug");
 }
 
 /// Everything logged in this process so far.
 pub fn captured_logs() -> String {
-    LOGS.lock()
-        .map(|l| String::from_utf8_lossy(&l).into_owned())
-        .unwrap_or_default()
+    testkit::logs::captured()
 }
 
 pub struct TestApp {
