@@ -4,13 +4,14 @@
 //! service.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contracts::{
-    BookingState, BookingWindow, Building, DEAD_LETTER_EXCHANGE, DoubleBookingPolicy,
-    EVENTS_EXCHANGE, Envelope, Event, IPASSAN_SYNC_QUEUE, NOTIFIER_QUEUE, PARKING_EXCHANGE,
-    Resident, SALTO_SYNC_QUEUE, Service, Visitor, VisitorBooking, retry_queue_name,
+    DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, Envelope, IPASSAN_SYNC_QUEUE, NOTIFIER_QUEUE,
+    PARKING_EXCHANGE, SALTO_SYNC_QUEUE, Service, retry_queue_name,
 };
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
@@ -27,6 +28,8 @@ use platform::config::{AmqpSettings, RetryTiers};
 use testkit::TestBroker;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use common::visitor_booking_created;
 
 fn settings(url: String) -> AmqpSettings {
     AmqpSettings {
@@ -56,44 +59,6 @@ fn access_refused(result: Result<impl std::fmt::Debug, lapin::Error>) -> bool {
         ),
         Ok(_) => false,
     }
-}
-
-fn visitor_booking_created(booking_id: Uuid) -> Envelope {
-    let now = chrono::Utc::now();
-    Envelope::new(
-        booking_id,
-        1,
-        Event::VisitorBookingCreated(VisitorBooking {
-            building: Building {
-                id: "b-1".into(),
-                name: "Harbour View".into(),
-                timezone: "Australia/Sydney".into(),
-                manager_emails: vec!["manager@example.com".into()],
-                ipassan_site: Some("site-1".into()),
-                double_booking_policy: DoubleBookingPolicy::Auto,
-                connection_versions: Default::default(),
-            },
-            window: BookingWindow {
-                starts_at: now,
-                ends_at: now,
-                local_starts_at: now.naive_utc(),
-                local_ends_at: now.naive_utc(),
-            },
-            resident: Resident {
-                id: "r-1".into(),
-                name: "Ana".into(),
-                email: "ana@example.com".into(),
-                apartment_id: "a-1".into(),
-                ipassan_person_id: Some("p-1".into()),
-            },
-            visitor: Visitor {
-                name: "Bo".into(),
-                email: "bo@example.com".into(),
-            },
-            provide_access: true,
-            state: BookingState::Booked,
-        }),
-    )
 }
 
 #[tokio::test]

@@ -1,20 +1,21 @@
 //! The worker runtime against the real broker: retries, dead letters, poison, lost connections.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contracts::{
-    BookingState, BookingWindow, Building, DEAD_LETTER_EXCHANGE, DoubleBookingPolicy, Envelope,
-    Event, QueueSpec, Resident, Visitor, VisitorBooking, headers,
-};
+use contracts::{DEAD_LETTER_EXCHANGE, Envelope, Event, QueueSpec, headers};
 use lapin::ExchangeKind;
 use platform::amqp::{EventHandler, HandlerError, Publisher, Worker};
 use platform::config::{AmqpSettings, RetryTiers};
 use testkit::TestBroker;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use common::visitor_booking_created;
 
 const QUEUE: QueueSpec = QueueSpec {
     name: "ipassan-sync",
@@ -82,44 +83,6 @@ impl EventHandler for Scripted {
             }
         }
     }
-}
-
-fn booking_event(booking_id: Uuid) -> Envelope {
-    let now = chrono::Utc::now();
-    Envelope::new(
-        booking_id,
-        1,
-        Event::VisitorBookingCreated(VisitorBooking {
-            building: Building {
-                id: "b-1".into(),
-                name: "Harbour View".into(),
-                timezone: "Australia/Sydney".into(),
-                manager_emails: vec!["manager@example.com".into()],
-                ipassan_site: Some("site-1".into()),
-                double_booking_policy: DoubleBookingPolicy::Auto,
-                connection_versions: Default::default(),
-            },
-            window: BookingWindow {
-                starts_at: now,
-                ends_at: now,
-                local_starts_at: now.naive_utc(),
-                local_ends_at: now.naive_utc(),
-            },
-            resident: Resident {
-                id: "r-1".into(),
-                name: "Ana".into(),
-                email: "ana@example.com".into(),
-                apartment_id: "a-1".into(),
-                ipassan_person_id: Some("p-1".into()),
-            },
-            visitor: Visitor {
-                name: "Bo".into(),
-                email: "bo@example.com".into(),
-            },
-            provide_access: true,
-            state: BookingState::Booked,
-        }),
-    )
 }
 
 struct Running {
@@ -212,7 +175,7 @@ async fn a_transient_failure_is_retried_through_the_tiers_then_succeeds() {
     );
     publisher(&run.broker)
         .await
-        .publish_event(&booking_event(booking))
+        .publish_event(&visitor_booking_created(booking))
         .await
         .unwrap();
 
@@ -231,8 +194,14 @@ async fn a_panicking_handler_gives_a_dead_letter_with_the_panic_and_the_worker_g
     let (bad, good) = (Uuid::new_v4(), Uuid::new_v4());
     run.handler.panics.lock().unwrap().push(bad);
     let publisher = publisher(&run.broker).await;
-    publisher.publish_event(&booking_event(bad)).await.unwrap();
-    publisher.publish_event(&booking_event(good)).await.unwrap();
+    publisher
+        .publish_event(&visitor_booking_created(bad))
+        .await
+        .unwrap();
+    publisher
+        .publish_event(&visitor_booking_created(good))
+        .await
+        .unwrap();
 
     let letter = dead
         .next_message(Duration::from_secs(10))
@@ -263,7 +232,7 @@ async fn a_permanent_failure_becomes_a_dead_letter_with_the_reason() {
         booking,
         vec![HandlerError::Permanent("403 Access Denied: site".into())],
     );
-    let event = booking_event(booking);
+    let event = visitor_booking_created(booking);
     publisher(&run.broker)
         .await
         .publish_event(&event)
@@ -316,7 +285,7 @@ async fn exhausted_retries_become_a_dead_letter() {
         .fail(booking, vec![HandlerError::Transient("timeout".into()); 10]);
     publisher(&run.broker)
         .await
-        .publish_event(&booking_event(booking))
+        .publish_event(&visitor_booking_created(booking))
         .await
         .unwrap();
 
@@ -355,7 +324,7 @@ async fn a_poison_message_is_dead_lettered_and_the_worker_keeps_going() {
     let booking = Uuid::new_v4();
     publisher(&run.broker)
         .await
-        .publish_event(&booking_event(booking))
+        .publish_event(&visitor_booking_created(booking))
         .await
         .unwrap();
     wait_until(Duration::from_secs(10), || async {
@@ -379,7 +348,10 @@ async fn killing_the_broker_connections_mid_stream_loses_no_message() {
     let run = start_worker("100ms", handler.clone()).await;
     let publisher = publisher(&run.broker).await;
     let bookings: Vec<Uuid> = (0..600).map(|_| Uuid::new_v4()).collect();
-    let events: Vec<Envelope> = bookings.iter().map(|b| booking_event(*b)).collect();
+    let events: Vec<Envelope> = bookings
+        .iter()
+        .map(|b| visitor_booking_created(*b))
+        .collect();
     publisher.publish_events(&events).await.unwrap();
 
     // Cut the connections twice while the worker holds messages it may not finish yet.
@@ -420,7 +392,7 @@ async fn an_unroutable_publish_is_an_error_not_a_success() {
     let publisher = publisher(&broker).await;
     // No queue is bound to connecx.events in a fresh vhost.
     let error = publisher
-        .publish_event(&booking_event(Uuid::new_v4()))
+        .publish_event(&visitor_booking_created(Uuid::new_v4()))
         .await
         .unwrap_err();
     assert!(error.to_string().contains("could not route"), "{error}");
@@ -435,7 +407,7 @@ async fn a_message_larger_than_a_frame_with_the_longest_error_is_dead_lettered_w
     let booking = Uuid::new_v4();
     run.handler
         .fail(booking, vec![HandlerError::Permanent("é".repeat(5000))]);
-    let mut event = booking_event(booking);
+    let mut event = visitor_booking_created(booking);
     if let Event::VisitorBookingCreated(visit) = &mut event.event {
         visit.visitor.name = "B".repeat(3 * platform::amqp::DEFAULT_FRAME_MAX as usize);
     }
