@@ -159,7 +159,8 @@ pub enum Refusal {
 
 /// A message's leave to work with a connection; dropped when the message is done.
 pub struct Admission {
-    _slot: OwnedSemaphorePermit,
+    /// The message slot held (none for work that bounds its own calls: [`Bulkhead::admit_background`]).
+    _slot: Option<OwnedSemaphorePermit>,
     probe: bool,
     bulkhead: Arc<Bulkhead>,
 }
@@ -244,34 +245,7 @@ impl Bulkhead {
     /// The building (as its latest snapshot has it) is remembered for its health metric and its
     /// managers' outage mails; work for no one building (the nightly clearing) passes `None`.
     pub fn admit(self: &Arc<Self>, building: Option<&Building>) -> Result<Admission, Refusal> {
-        let mut inner = self.lock();
-        if let Some(building) = building {
-            if !inner.buildings.contains_key(&building.id) {
-                self.publish_building(&building.id, &inner.circuit, inner.failing_since.is_none());
-            }
-            inner
-                .buildings
-                .insert(building.id.clone(), building.clone());
-        }
-        let probe = match &mut inner.circuit {
-            Circuit::Closed { .. } => false,
-            Circuit::Open { until } if Instant::now() < *until => {
-                return Err(self.open_refusal(&inner.last_error));
-            }
-            Circuit::Open { .. } => {
-                inner.circuit = Circuit::HalfOpen { probing: true };
-                self.publish_state(&inner);
-                true
-            }
-            Circuit::HalfOpen { probing: true } => {
-                return Err(self.open_refusal(&inner.last_error));
-            }
-            Circuit::HalfOpen { probing } => {
-                *probing = true;
-                true
-            }
-        };
-        drop(inner);
+        let probe = self.pass_breaker(building)?;
         let slot = Arc::clone(&self.slots)
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy {
@@ -281,7 +255,7 @@ impl Bulkhead {
             });
         match slot {
             Ok(slot) => Ok(Admission {
-                _slot: slot,
+                _slot: Some(slot),
                 probe,
                 bulkhead: Arc::clone(self),
             }),
@@ -293,6 +267,48 @@ impl Bulkhead {
                     }
                 }
                 Err(busy)
+            }
+        }
+    }
+
+    /// Lets work outside the consumed messages (the nightly clearing) work with the connection
+    /// when the breaker allows it. Such work bounds its calls itself, so it takes none of the
+    /// messages' slots: a night of clearing never makes bookings wait for a slot.
+    pub fn admit_background(self: &Arc<Self>) -> Result<Admission, Refusal> {
+        let probe = self.pass_breaker(None)?;
+        Ok(Admission {
+            _slot: None,
+            probe,
+            bulkhead: Arc::clone(self),
+        })
+    }
+
+    /// The breaker's answer: refused while open, or `Ok(true)` for the one probe it lets
+    /// through.
+    fn pass_breaker(self: &Arc<Self>, building: Option<&Building>) -> Result<bool, Refusal> {
+        let mut inner = self.lock();
+        if let Some(building) = building {
+            if !inner.buildings.contains_key(&building.id) {
+                self.publish_building(&building.id, &inner.circuit, inner.failing_since.is_none());
+            }
+            inner
+                .buildings
+                .insert(building.id.clone(), building.clone());
+        }
+        match &mut inner.circuit {
+            Circuit::Closed { .. } => Ok(false),
+            Circuit::Open { until } if Instant::now() < *until => {
+                Err(self.open_refusal(&inner.last_error))
+            }
+            Circuit::Open { .. } => {
+                inner.circuit = Circuit::HalfOpen { probing: true };
+                self.publish_state(&inner);
+                Ok(true)
+            }
+            Circuit::HalfOpen { probing: true } => Err(self.open_refusal(&inner.last_error)),
+            Circuit::HalfOpen { probing } => {
+                *probing = true;
+                Ok(true)
             }
         }
     }
@@ -500,6 +516,24 @@ mod tests {
         ));
         drop(a);
         assert!(bulkhead.admit(Some(&building("a"))).is_ok());
+    }
+
+    #[test]
+    fn background_work_takes_no_message_slot_but_waits_behind_an_open_breaker() {
+        let bulkhead = bulkhead(1, 1, 3600);
+        let message = bulkhead.admit(Some(&building("a"))).unwrap();
+        let night = bulkhead.admit_background().unwrap();
+        let _another_night = bulkhead.admit_background().unwrap();
+        drop(message);
+        let _next_message = bulkhead
+            .admit(Some(&building("a")))
+            .expect("the clearing held no message slot");
+        drop(night);
+        bulkhead.failed("timeout");
+        assert!(matches!(
+            bulkhead.admit_background(),
+            Err(Refusal::BreakerOpen { .. })
+        ));
     }
 
     #[test]

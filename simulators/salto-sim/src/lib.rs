@@ -83,6 +83,10 @@ fn one() -> u32 {
 pub struct FaultMatch {
     /// The request name to match; absent matches every request.
     pub request_name: Option<String>,
+    /// Text the request's body must contain, e.g. `<ExtGroupID>501-56</ExtGroupID>` for the
+    /// calls on one access level; absent matches every body.
+    #[serde(default)]
+    pub body_contains: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,7 +197,7 @@ async fn ship_endpoint(
         .map(|r| r.name.clone())
         .unwrap_or_else(|_| "Unknown".to_owned());
 
-    let fault = take_fault(&state, &name);
+    let fault = take_fault(&state, &name, &text);
     let faulted = fault.is_some();
     if let Some(FaultResponse::Delay { delay_ms }) = &fault {
         tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
@@ -259,8 +263,8 @@ async fn ship_endpoint(
     }
 }
 
-/// Takes one use of the first fault matching `request_name`.
-fn take_fault(state: &SimState, request_name: &str) -> Option<FaultResponse> {
+/// Takes one use of the first fault matching `request_name` and `body`.
+fn take_fault(state: &SimState, request_name: &str, body: &str) -> Option<FaultResponse> {
     let mut sim = state.lock();
     let index = sim.faults.iter().position(|f| {
         f.times > 0
@@ -268,6 +272,10 @@ fn take_fault(state: &SimState, request_name: &str) -> Option<FaultResponse> {
                 .request_name
                 .as_deref()
                 .is_none_or(|n| n == request_name)
+            && f.matches
+                .body_contains
+                .as_deref()
+                .is_none_or(|text| body.contains(text))
     })?;
     let fault = &mut sim.faults[index];
     fault.times -= 1;

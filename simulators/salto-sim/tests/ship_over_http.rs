@@ -403,6 +403,41 @@ async fn injected_faults_answer_as_told_for_as_many_times_as_told() {
 }
 
 #[tokio::test]
+async fn a_fault_can_match_the_calls_on_one_access_level_only() {
+    let sim = Sim::start().await;
+    sim.control(
+        "seed",
+        json!({"groups": [{"ext_id": "502-57", "name": "Apartment 502"}]}),
+    )
+    .await;
+    sim.control(
+        "faults",
+        json!({"match": {"request_name": "SaltoDBGroup.Read",
+                         "body_contains": "<ExtGroupID>501-56</ExtGroupID>"},
+               "respond": {"code": 11, "message": "no such group"}, "times": 100}),
+    )
+    .await;
+    let read_501 = "<ExtGroupID>501-56</ExtGroupID>";
+    let read_502 = "<ExtGroupID>502-57</ExtGroupID>";
+    assert_eq!(
+        code_of(&sim.ship("SaltoDBGroup.Read", read_502).await),
+        None
+    );
+    assert_eq!(
+        code_of(&sim.ship("SaltoDBGroup.Read", read_501).await),
+        Some(11)
+    );
+    assert_eq!(
+        code_of(&sim.ship("SaltoDBGroup.Read", read_502).await),
+        None
+    );
+    assert_eq!(
+        code_of(&sim.ship("SaltoDBGroup.Read", read_501).await),
+        Some(11)
+    );
+}
+
+#[tokio::test]
 async fn a_manual_console_change_shows_in_the_group_and_opens_the_door() {
     let sim = Sim::start().await;
     sim.ship("SaltoDBTimezoneTable.Insert", EVENING).await;
