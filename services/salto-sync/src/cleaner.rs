@@ -9,13 +9,30 @@
 //! transaction that also holds a per-building advisory lock: replicas never run the same night
 //! twice, and a run that fails rolls its claim back so the next tick tries again. The due date is
 //! read off the building's wall clock, so DST changes neither skip nor repeat a night.
+//!
+//! A night's cost follows the work, not the round trips (docs/decisions, "The nightly clearing in
+//! batches"): the access levels of a building are cleared in batches
+//! ([`CleanerSettings::batch_levels`] per ledger transaction: one statement per kind of read or
+//! write for the whole batch, one commit, the results published together), and up to
+//! [`CleanerSettings::concurrency_per_server`] batches work with one Salto server at once, across
+//! the [`CleanerSettings::buildings_at_once`] buildings cleared side by side. A batch
+//! that fails for a reason a retry cannot change is cleared again one access level at a time, so
+//! that only the level at fault is reported. Reconciliation is incremental: each night compares
+//! the access levels the night touched plus a rotating slice of the others
+//! ([`decision::reconciled_tonight`]), so every level is compared at least once every
+//! [`CleanerSettings::reconcile_days`] nights.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::NaiveTime;
 use chrono_tz::Tz;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use platform::bulkhead::Admission;
+use tokio::sync::Semaphore;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use uuid::Uuid;
 
 use crate::context::Context;
 use crate::decision::{self, due_clearing_date};
@@ -23,6 +40,7 @@ use crate::error::SyncError;
 use crate::ledger::AccessLevelKey;
 use crate::ledger_transaction::{LedgerTransaction, Promotion};
 use crate::results::{self, Outcome};
+use crate::settings::CleanerSettings;
 use crate::store;
 
 /// What one building's clearing did.
@@ -39,32 +57,77 @@ pub struct Cleaner {
     ctx: Context,
     clearing_time: NaiveTime,
     reconcile: bool,
+    reconcile_days: u32,
+    batch_levels: usize,
+    concurrency_per_server: usize,
+    buildings_at_once: usize,
+    /// The clearing's transactions working with each Salto server now, across buildings.
+    lanes: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// One tick at a time in this process (a slow night must not overlap the next minute's tick).
     busy: tokio::sync::Mutex<()>,
 }
 
+/// The two passes of a night over a building's access levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Remove what ended and grant the freed slots.
+    Expire,
+    /// Compare with Salto's lists.
+    Reconcile,
+}
+
+impl Pass {
+    fn problem(self, error: &SyncError) -> String {
+        match self {
+            Pass::Expire => format!("cannot clear access level: {error}"),
+            Pass::Reconcile => format!("cannot reconcile access level: {error}"),
+        }
+    }
+}
+
+/// What a pass did over some access levels, and what a person must look at.
+#[derive(Debug, Default)]
+struct PassDone {
+    expired: usize,
+    granted: usize,
+    repaired_levels: usize,
+    problems: Vec<(AccessLevelKey, String)>,
+}
+
+impl PassDone {
+    fn add(&mut self, other: PassDone) {
+        self.expired += other.expired;
+        self.granted += other.granted;
+        self.repaired_levels += other.repaired_levels;
+        self.problems.extend(other.problems);
+    }
+}
+
 impl Cleaner {
-    pub fn new(ctx: Context, clearing_time: NaiveTime, reconcile: bool) -> Self {
+    pub fn new(ctx: Context, settings: &CleanerSettings) -> Self {
         Self {
             ctx,
-            clearing_time,
-            reconcile,
+            clearing_time: settings.clearing_time(),
+            reconcile: settings.reconcile,
+            reconcile_days: settings.reconcile_days.max(1),
+            batch_levels: settings.batch_levels.max(1),
+            concurrency_per_server: settings.concurrency_per_server.max(1),
+            buildings_at_once: settings.buildings_at_once.max(1),
+            lanes: std::sync::Mutex::new(HashMap::new()),
             busy: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Runs every clearing that is due and not yet done. Returns what ran here.
+    /// Runs every clearing that is due and not yet done, up to
+    /// [`CleanerSettings::buildings_at_once`] buildings at once. Returns what ran here.
     pub async fn tick(&self) -> Result<Vec<Clearing>, SyncError> {
         let Ok(_busy) = self.busy.try_lock() else {
             return Ok(Vec::new());
         };
         let now = self.ctx.clock.now();
-        let buildings = {
-            let mut conn = self.ctx.pool.acquire().await?;
-            store::bookings::buildings(&mut conn).await?
-        };
-        let mut done = Vec::new();
-        let mut first_error = None;
+        let mut conn = self.ctx.pool.acquire().await?;
+        let buildings = store::bookings::buildings(&mut conn).await?;
+        let mut due = Vec::with_capacity(buildings.len());
         for (building, timezone) in buildings {
             let Ok(tz) = timezone.parse::<Tz>() else {
                 tracing::error!(
@@ -75,8 +138,27 @@ impl Cleaner {
                 continue;
             };
             let local_now = now.with_timezone(&tz).naive_local();
-            let due = due_clearing_date(local_now, self.clearing_time);
-            match self.clear(&building, due).await {
+            let night = due_clearing_date(local_now, self.clearing_time);
+            due.push((building, night));
+        }
+        // A fleet's buildings are looked at every minute: the nights already done are found in
+        // one statement.
+        let done_already = store::cleaner::ran(&mut conn, &due).await?;
+        drop(conn);
+        due.retain(|night| !done_already.contains(night));
+        let results: Vec<(String, Result<Option<Clearing>, SyncError>)> =
+            futures::stream::iter(due)
+                .map(|(building, night)| async move {
+                    let result = self.clear(&building, night).await;
+                    (building, result)
+                })
+                .buffer_unordered(self.buildings_at_once)
+                .collect()
+                .await;
+        let mut done = Vec::new();
+        let mut first_error = None;
+        for (building, result) in results {
+            match result {
                 Ok(Some(clearing)) => done.push(clearing),
                 Ok(None) => {}
                 Err(error) => {
@@ -99,12 +181,6 @@ impl Cleaner {
         due: chrono::NaiveDate,
     ) -> Result<Option<Clearing>, SyncError> {
         let today = due;
-        {
-            let mut conn = self.ctx.pool.acquire().await?;
-            if store::cleaner::ran(&mut conn, building, due).await? {
-                return Ok(None);
-            }
-        }
         let mut claim = self.ctx.pool.begin().await?;
         if !store::try_lock(&mut claim, &format!("salto_sync/cleaner/{building}")).await? {
             return Ok(None);
@@ -117,54 +193,56 @@ impl Cleaner {
             local_date: due,
             ..Clearing::default()
         };
-        let levels = {
+        let ended_levels = {
             let mut conn = self.ctx.pool.acquire().await?;
             store::ledger::levels_with_ended(&mut conn, building, today).await?
         };
         // What a person must look at: the night is still done (trying again every minute would
         // change nothing), but each one becomes a dead letter, and so an alert mail.
-        let mut problems: Vec<(AccessLevelKey, String)> = Vec::new();
-        for level in levels {
-            match self.expire_level(&level, building, today).await {
-                Ok((expired, granted)) => {
-                    clearing.expired += expired;
-                    clearing.granted += granted;
-                }
-                // Worth another try: give the night back, the next tick runs it again (what was
-                // done stays done; it is not found again).
-                Err(error) if error.is_transient() => return Err(error),
-                Err(error) => {
-                    tracing::error!(building, access_level = level.access_level, %error,
-                                    "cannot clear this access level; a person must look");
-                    problems.push((level, format!("cannot clear access level: {error}")));
-                }
-            }
-        }
+        let expiry = self
+            .pass(
+                Pass::Expire,
+                &ended_levels,
+                building,
+                today,
+                &HashMap::new(),
+            )
+            .await?;
+        clearing.expired = expiry.expired;
+        clearing.granted = expiry.granted;
+        let mut problems = expiry.problems;
         if self.reconcile {
             let levels = {
                 let mut conn = self.ctx.pool.acquire().await?;
                 store::ledger::levels_of_building(&mut conn, building).await?
             };
-            for level in levels {
-                match self.reconcile_level(&level, building, today).await {
-                    Ok((repaired, granted)) => {
-                        clearing.repaired_levels += usize::from(repaired);
-                        clearing.granted += granted;
+            let touched: BTreeSet<&AccessLevelKey> = ended_levels.iter().collect();
+            let tonight: Vec<AccessLevelKey> = levels
+                .into_iter()
+                .filter(|level| {
+                    touched.contains(level)
+                        || decision::reconciled_tonight(level, today, self.reconcile_days)
+                })
+                .collect();
+            let managed = {
+                let access_levels: Vec<&str> =
+                    tonight.iter().map(|l| l.access_level.as_str()).collect();
+                let mut conn = self.ctx.pool.acquire().await?;
+                store::bookings::managed_zones(&mut conn, &access_levels).await?
+            };
+            let reconciled = self
+                .pass(Pass::Reconcile, &tonight, building, today, &managed)
+                .await?;
+            clearing.granted += reconciled.granted;
+            clearing.repaired_levels = reconciled.repaired_levels;
+            for (level, problem) in reconciled.problems {
+                // One report per access level and night.
+                match problems.iter_mut().find(|(known, _)| *known == level) {
+                    Some((_, text)) => {
+                        text.push_str("; ");
+                        text.push_str(&problem);
                     }
-                    Err(error) if error.is_transient() => return Err(error),
-                    Err(error) => {
-                        tracing::error!(building, access_level = level.access_level, %error,
-                                        "cannot reconcile this access level");
-                        let problem = format!("cannot reconcile access level: {error}");
-                        // One report per access level and night.
-                        match problems.iter_mut().find(|(known, _)| *known == level) {
-                            Some((_, text)) => {
-                                text.push_str("; ");
-                                text.push_str(&problem);
-                            }
-                            None => problems.push((level, problem)),
-                        }
-                    }
+                    None => problems.push((level, problem)),
                 }
             }
         }
@@ -241,68 +319,206 @@ impl Cleaner {
         Ok(())
     }
 
-    /// Removes `building`'s ended permissions and waits of an access level (on the building's
-    /// own date; other buildings on the same server clear on theirs), and grants the freed slots.
-    async fn expire_level(
+    /// Runs a pass over `levels` of `building` in batches of [`Self::batch_levels`] access
+    /// levels of one server; each batch waits for its server's lane ([`Self::lane`]), so that
+    /// a server never has more than [`Self::concurrency_per_server`] of the clearing's
+    /// transactions at once, whichever buildings they clear. A transient failure gives the night
+    /// back once every batch has ended (what was done stays done; it is not found again).
+    async fn pass(
         &self,
-        level: &AccessLevelKey,
+        pass: Pass,
+        levels: &[AccessLevelKey],
         building: &str,
         today: chrono::NaiveDate,
-    ) -> Result<(usize, usize), SyncError> {
-        let (_admitted, mut tx) = self.locked_level(level).await?;
-        let ended = tx.take_ended_permissions(level, building, today).await?;
-        let ended_waits = tx.take_ended_waits(level, building, today).await?;
-        let ended_bookings = ended
-            .iter()
-            .map(|held| (held.booking_id, held.version))
-            .chain(ended_waits.iter().map(|w| (w.booking_id, w.version)));
-        for (booking_id, version) in ended_bookings {
-            if let Some(booking) = tx.booking_of(booking_id).await? {
-                tx.record_outcome(booking_id, version, Outcome::Expired, booking)
-                    .await?;
+        managed: &HashMap<String, BTreeSet<String>>,
+    ) -> Result<PassDone, SyncError> {
+        let mut by_server: BTreeMap<&str, Vec<AccessLevelKey>> = BTreeMap::new();
+        for level in levels {
+            by_server
+                .entry(level.server.as_str())
+                .or_default()
+                .push(level.clone());
+        }
+        let batches: FuturesUnordered<_> = by_server
+            .into_iter()
+            .flat_map(|(server, levels)| {
+                let lane = self.lane(server);
+                levels
+                    .chunks(self.batch_levels)
+                    .map(<[AccessLevelKey]>::to_vec)
+                    .map(move |batch| (Arc::clone(&lane), batch))
+                    .collect::<Vec<_>>()
+            })
+            .map(|(lane, batch)| async move {
+                let _turn = lane.acquire_owned().await;
+                self.isolating(pass, batch, building, today, managed).await
+            })
+            .collect();
+        let results: Vec<Result<PassDone, SyncError>> = batches.collect().await;
+        let mut done = PassDone::default();
+        let mut transient = None;
+        for result in results {
+            match result {
+                Ok(batch) => done.add(batch),
+                Err(error) => {
+                    transient.get_or_insert(error);
+                }
             }
         }
-        let mut freed: Vec<_> = ended.iter().map(|held| held.slot.clone()).collect();
-        freed.extend(tx.free_slots_with_waiters(level).await?);
-        freed.sort();
-        freed.dedup();
+        match transient {
+            Some(error) => Err(error),
+            None => Ok(done),
+        }
+    }
+
+    /// The semaphore bounding the clearing's transactions on `server`.
+    fn lane(&self, server: &str) -> Arc<Semaphore> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            lanes
+                .entry(server.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.concurrency_per_server))),
+        )
+    }
+
+    /// One batch of a pass; when it fails for a reason a retry cannot change, each of its access
+    /// levels again on its own, so that only the one at fault is reported. Errs only with a
+    /// transient failure.
+    async fn isolating(
+        &self,
+        pass: Pass,
+        batch: Vec<AccessLevelKey>,
+        building: &str,
+        today: chrono::NaiveDate,
+        managed: &HashMap<String, BTreeSet<String>>,
+    ) -> Result<PassDone, SyncError> {
+        let error = match self.batch(pass, &batch, building, today, managed).await {
+            Ok(done) => return Ok(done),
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => error,
+        };
+        let mut done = PassDone::default();
+        if let [level] = batch.as_slice() {
+            tracing::error!(building, access_level = level.access_level, ?pass, %error,
+                            "cannot clear this access level; a person must look");
+            done.problems.push((level.clone(), pass.problem(&error)));
+            return Ok(done);
+        }
+        tracing::warn!(building, levels = batch.len(), ?pass, %error,
+                       "a batch of the clearing failed; clearing its access levels one by one");
+        for level in batch {
+            match self
+                .batch(pass, std::slice::from_ref(&level), building, today, managed)
+                .await
+            {
+                Ok(one) => done.add(one),
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    tracing::error!(building, access_level = level.access_level, ?pass, %error,
+                                    "cannot clear this access level; a person must look");
+                    done.problems.push((level, pass.problem(&error)));
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn batch(
+        &self,
+        pass: Pass,
+        levels: &[AccessLevelKey],
+        building: &str,
+        today: chrono::NaiveDate,
+        managed: &HashMap<String, BTreeSet<String>>,
+    ) -> Result<PassDone, SyncError> {
+        match pass {
+            Pass::Expire => self.expire(levels, building, today).await,
+            Pass::Reconcile => self.reconcile(levels, building, today, managed).await,
+        }
+    }
+
+    /// Removes `building`'s ended permissions and waits of the access levels `levels` (all of
+    /// one server, on the building's own date; other buildings on the same server clear on
+    /// theirs), and grants the freed slots. One ledger transaction.
+    async fn expire(
+        &self,
+        levels: &[AccessLevelKey],
+        building: &str,
+        today: chrono::NaiveDate,
+    ) -> Result<PassDone, SyncError> {
+        let (_admitted, mut tx) = self.locked_levels(levels).await?;
+        let ended = tx.take_ended_permissions(levels, building, today).await?;
+        let ended_waits = tx.take_ended_waits(levels, building, today).await?;
+        let ended_bookings: Vec<(Uuid, i64)> = ended
+            .iter()
+            .map(|held| (held.booking_id, held.version))
+            .chain(ended_waits.iter().map(|w| (w.booking_id, w.version)))
+            .collect();
+        let ids: Vec<Uuid> = ended_bookings.iter().map(|(id, _)| *id).collect();
+        let mut bookings = tx.bookings_of(&ids).await?;
+        let outcomes = ended_bookings
+            .into_iter()
+            .filter_map(|(id, version)| {
+                let booking = bookings.remove(&id)?;
+                Some((id, version, Outcome::Expired, booking))
+            })
+            .collect();
+        tx.record_outcomes(outcomes).await?;
+        // The slots just freed that someone waits for (and any a crash left free).
         let mut granted = 0;
-        for slot in freed {
+        for slot in tx.free_slots_with_waiters(levels).await? {
             if let Promotion::Granted(_) = tx.promote_waiters(&slot, today).await? {
                 granted += 1;
             }
         }
         tx.finish().await?;
-        Ok((ended.len() + ended_waits.len(), granted))
+        Ok(PassDone {
+            expired: ended.len() + ended_waits.len(),
+            granted,
+            ..PassDone::default()
+        })
     }
 
-    /// Compares the ledger with Salto's list for an access level: grants the ledger holds but
-    /// Salto lacks are written again; a permission Salto shows for a zone a booking waits for,
-    /// which the ledger cannot explain, is reported to the manager on that booking.
-    async fn reconcile_level(
+    /// Compares the ledger with Salto's lists for the access levels `levels` (all of one
+    /// server): grants the ledger holds but Salto lacks are written again; a permission Salto
+    /// shows for a zone a booking waits for, which the ledger cannot explain, is reported to the
+    /// manager on that booking; what changed outside connecX is reported to the managers.
+    async fn reconcile(
         &self,
-        level: &AccessLevelKey,
+        levels: &[AccessLevelKey],
         building: &str,
         today: chrono::NaiveDate,
-    ) -> Result<(bool, usize), SyncError> {
-        let (_admitted, mut tx) = self.locked_level(level).await?;
-        let group = tx.salto_group(level).await?;
-        let held = tx.held_in_level(level).await?;
-        let managed = tx.managed_zones(level).await?;
-        let findings = decision::drift_findings(&held, &group.permissions, &managed);
-        let lost = decision::grants_salto_lost(&held, &group.permissions);
-        for h in &lost {
-            tracing::warn!(access_level = level.access_level, zone = h.slot.zone,
-                           booking_id = %h.booking_id, "Salto lost a grant the ledger holds; re-applying");
+        managed: &HashMap<String, BTreeSet<String>>,
+    ) -> Result<PassDone, SyncError> {
+        let (_admitted, mut tx) = self.locked_levels(levels).await?;
+        let groups = tx.salto_groups(levels).await?;
+        let mut held: HashMap<AccessLevelKey, Vec<crate::ledger::Held>> = HashMap::new();
+        for h in tx.held_in_levels(levels).await? {
+            held.entry(h.slot.level.clone()).or_default().push(h);
         }
-        let repaired = !lost.is_empty();
-        if repaired {
-            tx.touch(level);
+        let no_zones = BTreeSet::new();
+        let mut done = PassDone::default();
+        let mut findings = Vec::with_capacity(levels.len());
+        for (level, group) in levels.iter().zip(&groups) {
+            let held = held.get(level).map(Vec::as_slice).unwrap_or_default();
+            let managed = managed.get(&level.access_level).unwrap_or(&no_zones);
+            findings.push((
+                level.clone(),
+                decision::drift_findings(held, &group.permissions, managed),
+            ));
+            let lost = decision::grants_salto_lost(held, &group.permissions);
+            for h in &lost {
+                tracing::warn!(access_level = level.access_level, zone = h.slot.zone,
+                               booking_id = %h.booking_id, "Salto lost a grant the ledger holds; re-applying");
+            }
+            if !lost.is_empty() {
+                done.repaired_levels += 1;
+                tx.touch(level);
+            }
         }
-        let mut granted = 0;
-        for slot in tx.free_slots_with_waiters(level).await? {
+        for slot in tx.free_slots_with_waiters(levels).await? {
             match tx.promote_waiters(&slot, today).await? {
-                Promotion::Granted(_) => granted += 1,
+                Promotion::Granted(_) => done.granted += 1,
                 Promotion::Nobody => {}
                 Promotion::Blocked(existing) => {
                     for waiter in tx.waiters_for(&slot).await? {
@@ -322,74 +538,107 @@ impl Cleaner {
             }
         }
         tx.finish().await?;
-        self.report_drift(building, level, findings).await?;
-        Ok((repaired, granted))
+        self.report_drift(building, findings).await?;
+        Ok(done)
     }
 
-    /// A ledger transaction holding `level`'s lock, admitted by the server's bulkhead for as long
-    /// as the admission is kept. A server that is failing is left for a later tick; it must not
-    /// hold up the others.
-    async fn locked_level(
+    /// A ledger transaction holding the locks of `levels` (all of one server), admitted by the
+    /// server's breaker. A server that is failing is left for a later tick; it must not hold up
+    /// the others. The clearing bounds its own calls per server, so it takes none of the
+    /// messages' slots.
+    async fn locked_levels(
         &self,
-        level: &AccessLevelKey,
-    ) -> Result<(Admission, LedgerTransaction), SyncError> {
-        let admitted = self.ctx.servers.bulkhead(&level.server).admit(None)?;
+        levels: &[AccessLevelKey],
+    ) -> Result<(Option<Admission>, LedgerTransaction), SyncError> {
+        let admitted = match levels.first() {
+            Some(level) => Some(
+                self.ctx
+                    .servers
+                    .bulkhead(&level.server)
+                    .admit_background()?,
+            ),
+            None => None,
+        };
         let mut tx = LedgerTransaction::begin(&self.ctx).await?;
-        tx.lock([level.clone()]).await?;
+        tx.lock(levels.iter().cloned()).await?;
         Ok((admitted, tx))
     }
 
-    /// Tells the building's managers what is newly found changed outside connecX on an access
+    /// Tells the building's managers what is newly found changed outside connecX on each access
     /// level (`salto_server.drift_found.v1`), and remembers everything found now: what stays as
     /// it was is not reported again each night, what went away is forgotten.
     async fn report_drift(
         &self,
         building: &str,
+        findings: Vec<(AccessLevelKey, Vec<contracts::DriftFinding>)>,
+    ) -> Result<(), SyncError> {
+        let levels: Vec<AccessLevelKey> = findings.iter().map(|(l, _)| l.clone()).collect();
+        let mut conn = self.ctx.pool.acquire().await?;
+        let reported = store::cleaner::drift_reported(&mut conn, &levels).await?;
+        let mut nothing_found = Vec::new();
+        for (level, findings) in findings {
+            if findings.is_empty() {
+                if reported.contains_key(&level) {
+                    nothing_found.push(level);
+                }
+                continue;
+            }
+            let keys: Vec<String> = findings.iter().map(decision::drift_key).collect();
+            let known = reported.get(&level).map(Vec::as_slice).unwrap_or_default();
+            if keys.iter().any(|key| !known.contains(key)) {
+                self.tell_managers_of_drift(&mut conn, building, &level, &keys, findings)
+                    .await?;
+            }
+            store::cleaner::remember_drift(&mut conn, &level, &keys).await?;
+        }
+        if !nothing_found.is_empty() {
+            store::cleaner::forget_drift(&mut conn, &nothing_found).await?;
+        }
+        Ok(())
+    }
+
+    async fn tell_managers_of_drift(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        building: &str,
         level: &AccessLevelKey,
+        keys: &[String],
         findings: Vec<contracts::DriftFinding>,
     ) -> Result<(), SyncError> {
-        let keys: Vec<String> = findings.iter().map(decision::drift_key).collect();
-        let mut conn = self.ctx.pool.acquire().await?;
-        let reported = store::cleaner::drift_reported(&mut conn, level).await?;
-        if keys.iter().any(|key| !reported.contains(key)) {
-            let managers =
-                store::bookings::snapshot_for_alert(&mut conn, building, &level.access_level)
-                    .await?
-                    .and_then(|e| e.building().cloned());
-            match managers {
-                Some(building) => {
-                    tracing::warn!(
-                        access_level = level.access_level,
-                        server = level.server,
-                        findings = findings.len(),
-                        "Salto changed outside connecX; managers told"
-                    );
-                    let subject = uuid::Uuid::new_v5(
-                        &uuid::Uuid::NAMESPACE_URL,
-                        format!("salto-drift/{}/{}", level.server, level.access_level).as_bytes(),
-                    );
-                    let mut event = contracts::Envelope::new(
-                        subject,
-                        chrono::Utc::now().timestamp_millis(),
-                        contracts::Event::SaltoDriftFound(contracts::SaltoDrift {
-                            building,
-                            server: level.server.clone(),
-                            access_level: level.access_level.clone(),
-                            findings,
-                        }),
-                    );
-                    // The same findings reported again (a night given back) are the same event.
-                    event.event_id = uuid::Uuid::new_v5(&subject, keys.join("\n").as_bytes());
-                    self.ctx.publisher.publish_event(&event).await?;
-                }
-                None => tracing::warn!(
-                    building,
-                    access_level = level.access_level,
-                    "Salto changed outside connecX, but no booking names the managers to tell"
-                ),
-            }
-        }
-        store::cleaner::remember_drift(&mut conn, level, &keys).await?;
+        let managers = store::bookings::snapshot_for_alert(conn, building, &level.access_level)
+            .await?
+            .and_then(|e| e.building().cloned());
+        let Some(building) = managers else {
+            tracing::warn!(
+                building,
+                access_level = level.access_level,
+                "Salto changed outside connecX, but no booking names the managers to tell"
+            );
+            return Ok(());
+        };
+        tracing::warn!(
+            access_level = level.access_level,
+            server = level.server,
+            findings = findings.len(),
+            "Salto changed outside connecX; managers told"
+        );
+        let subject = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("salto-drift/{}/{}", level.server, level.access_level).as_bytes(),
+        );
+        let mut event = contracts::Envelope::new(
+            subject,
+            chrono::Utc::now().timestamp_millis(),
+            contracts::Event::SaltoDriftFound(contracts::SaltoDrift {
+                building,
+                server: level.server.clone(),
+                access_level: level.access_level.clone(),
+                findings,
+            }),
+        );
+        // The same findings reported again (a night given back) are the same event.
+        event.event_id = uuid::Uuid::new_v5(&subject, keys.join("\n").as_bytes());
+        self.ctx.publisher.publish_event(&event).await?;
         Ok(())
     }
 }

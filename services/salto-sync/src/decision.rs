@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime};
 use contracts::{
     AccessFailure, BookingState, DoubleBookingPolicy, Envelope, Event, FacilityBooking,
 };
@@ -310,6 +310,18 @@ pub fn due_clearing_date(local_now: NaiveDateTime, clearing: NaiveTime) -> Naive
     } else {
         local_now.date().pred_opt().unwrap_or(local_now.date())
     }
+}
+
+/// Whether the nightly reconciliation of `night` compares `level` although the night did not
+/// touch it: the access levels are cut into `days` slices by a stable hash of their key, and
+/// night after night the next slice is compared, so each level is compared once in every `days`
+/// consecutive nights (every night when `days` is 1).
+pub fn reconciled_tonight(level: &AccessLevelKey, night: NaiveDate, days: u32) -> bool {
+    let days = u128::from(days.max(1));
+    // UUID v5 is SHA-1 of the name: the same slice on every replica and every release.
+    let hash = Uuid::new_v5(&Uuid::NAMESPACE_URL, level.lock_name().as_bytes()).as_u128();
+    let night = u128::try_from(night.num_days_from_ce()).unwrap_or(0);
+    hash % days == night % days
 }
 
 /// A permission (or a wait) whose Period has ended by `today` (the building's local date).
@@ -820,6 +832,41 @@ mod tests {
         assert_eq!(
             own_level(&evening(), Some(SERVER)),
             Some(slot("GAMES").level)
+        );
+    }
+
+    #[test]
+    fn every_access_level_is_reconciled_once_in_any_run_of_reconcile_days_nights() {
+        let levels: Vec<AccessLevelKey> = (0..200)
+            .map(|n| AccessLevelKey {
+                server: SERVER.into(),
+                access_level: format!("AL-{n}"),
+            })
+            .collect();
+        let first = NaiveDate::from_ymd_opt(2026, 12, 28).unwrap();
+        for start in 0..10 {
+            let week: Vec<NaiveDate> = (0..7)
+                .map(|d| first + chrono::Days::new(start + d))
+                .collect();
+            for level in &levels {
+                let nights = week
+                    .iter()
+                    .filter(|night| reconciled_tonight(level, **night, 7))
+                    .count();
+                assert_eq!(nights, 1, "{level:?} from {}", week[0]);
+            }
+        }
+        // The slices share the levels out: no night takes them all.
+        let tonight = levels
+            .iter()
+            .filter(|level| reconciled_tonight(level, first, 7))
+            .count();
+        assert!((10..60).contains(&tonight), "{tonight} of 200");
+        assert!(
+            levels
+                .iter()
+                .all(|level| reconciled_tonight(level, first, 1)),
+            "every level every night"
         );
     }
 }

@@ -98,7 +98,7 @@ impl LedgerTransaction {
         Ok(ship)
     }
 
-    /// Locks access levels not yet held by this transaction, in sorted order.
+    /// Locks access levels not yet held by this transaction, in sorted order (one statement).
     pub async fn lock(
         &mut self,
         levels: impl IntoIterator<Item = AccessLevelKey>,
@@ -107,10 +107,12 @@ impl LedgerTransaction {
             .into_iter()
             .filter(|l| !self.locked.contains(l))
             .collect();
-        for level in wanted {
-            store::lock(&mut self.tx, &level.lock_name()).await?;
-            self.locked.insert(level);
+        if wanted.is_empty() {
+            return Ok(());
         }
+        let names: Vec<String> = wanted.iter().map(AccessLevelKey::lock_name).collect();
+        store::lock_all(&mut self.tx, &names).await?;
+        self.locked.extend(wanted);
         Ok(())
     }
 
@@ -165,29 +167,97 @@ impl LedgerTransaction {
         Ok(envelope.and_then(|e| decision::facility_booking(&e.event).cloned()))
     }
 
+    /// The facility bookings of the latest snapshots of `ids` (one statement; a booking without
+    /// a facility snapshot is absent).
+    pub async fn bookings_of(
+        &mut self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, FacilityBooking>, SyncError> {
+        let snapshots = store::bookings::snapshots(&mut self.tx, ids).await?;
+        Ok(snapshots
+            .into_iter()
+            .filter_map(|(id, e)| {
+                decision::facility_booking(&e.event)
+                    .cloned()
+                    .map(|b| (id, b))
+            })
+            .collect())
+    }
+
     /// Salto's group, read once per transaction (under the lock, so it stays current), without
     /// the entries left by transactions that did not commit: those are the ledger's to replace or
     /// remove (their zones count as released here), not permissions made by hand.
     pub async fn salto_group(&mut self, level: &AccessLevelKey) -> Result<Group, SyncError> {
-        let group = self.group_as_read(level).await?;
-        let orphans = self.orphans.get(level).cloned().unwrap_or_default();
-        Ok(Group {
-            permissions: group
-                .permissions
-                .into_iter()
-                .filter(|p| !orphans.contains(p))
-                .collect(),
-            ..group
-        })
+        let mut groups = self.salto_groups(std::slice::from_ref(level)).await?;
+        Ok(groups.swap_remove(0))
     }
 
-    async fn group_as_read(&mut self, level: &AccessLevelKey) -> Result<Group, SyncError> {
-        if let Some(group) = self.groups.get(level) {
-            return Ok(group.clone());
+    /// [`Self::salto_group`] of each of `levels`, in their order (the ones not read yet read one
+    /// after the other).
+    pub async fn salto_groups(
+        &mut self,
+        levels: &[AccessLevelKey],
+    ) -> Result<Vec<Group>, SyncError> {
+        let groups = self.groups_as_read(levels).await?;
+        Ok(levels
+            .iter()
+            .zip(groups)
+            .map(|(level, group)| {
+                let orphans = self
+                    .orphans
+                    .get(level)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                Group {
+                    permissions: group
+                        .permissions
+                        .into_iter()
+                        .filter(|p| !orphans.contains(p))
+                        .collect(),
+                    ..group
+                }
+            })
+            .collect())
+    }
+
+    /// Salto's groups of the access levels `levels` (in their order), each read once per
+    /// transaction. The ones not read yet are read one after the other (a transaction makes one
+    /// call at a time to its server; the cleaner bounds how many transactions work with a server
+    /// at once), with the entries transactions that did not commit left there (one statement).
+    async fn groups_as_read(&mut self, levels: &[AccessLevelKey]) -> Result<Vec<Group>, SyncError> {
+        let unread: Vec<AccessLevelKey> = levels
+            .iter()
+            .filter(|l| !self.groups.contains_key(*l))
+            .cloned()
+            .collect();
+        let mut unrecorded = if unread.is_empty() {
+            BTreeMap::new()
+        } else {
+            store::unrecorded::of_levels(&mut self.tx, &unread).await?
+        };
+        let mut groups = Vec::with_capacity(levels.len());
+        for level in levels {
+            let group = match self.groups.get(level) {
+                Some(group) => group.clone(),
+                None => {
+                    let noted = unrecorded.remove(level).unwrap_or_default();
+                    self.read_group(level, &noted).await?
+                }
+            };
+            groups.push(group);
         }
+        Ok(groups)
+    }
+
+    /// Reads an access level's group from Salto and remembers it, with the entries among
+    /// `unrecorded` it shows as orphans (their zones count as released here).
+    async fn read_group(
+        &mut self,
+        level: &AccessLevelKey,
+        unrecorded: &[ZonePermission],
+    ) -> Result<Group, SyncError> {
         let ship = self.ship(&level.server).await?;
         let group = ship.read_group(&level.access_level).await?;
-        let unrecorded = store::unrecorded::of_level(&mut self.tx, level).await?;
         let orphans: Vec<ZonePermission> = group
             .permissions
             .iter()
@@ -370,6 +440,28 @@ impl LedgerTransaction {
             .await
     }
 
+    /// Records the outcomes of several bookings (one statement) and emits their result events
+    /// (no `held_by`, no failure).
+    pub async fn record_outcomes(
+        &mut self,
+        mut outcomes: Vec<(Uuid, i64, Outcome, FacilityBooking)>,
+    ) -> Result<(), SyncError> {
+        // One statement may change a booking's row once: its newest version only.
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        outcomes.dedup_by_key(|o| o.0);
+        let rows: Vec<(Uuid, i64, &str)> = outcomes
+            .iter()
+            .map(|(id, version, outcome, _)| (*id, *version, outcome.as_str()))
+            .collect();
+        store::bookings::record_outcomes(&mut self.tx, &rows).await?;
+        for (booking_id, version, outcome, booking) in outcomes {
+            self.emit(result_event(
+                outcome, booking_id, version, booking, None, None,
+            ));
+        }
+        Ok(())
+    }
+
     /// Records a booking's outcome and emits its result event, naming the booking that holds the
     /// slot (`deferred`) or why access failed.
     pub async fn record_outcome_with(
@@ -391,49 +483,50 @@ impl LedgerTransaction {
 
     /// Every permission the ledger holds in an access level.
     pub async fn held_in_level(&mut self, level: &AccessLevelKey) -> Result<Vec<Held>, SyncError> {
-        Ok(store::ledger::held_in_level(&mut self.tx, level).await?)
+        self.held_in_levels(std::slice::from_ref(level)).await
     }
 
-    /// The zones connecX manages for the buildings with bookings on the access level.
-    pub async fn managed_zones(
+    /// Every permission the ledger holds in the access levels `levels` (one statement).
+    pub async fn held_in_levels(
         &mut self,
-        level: &AccessLevelKey,
-    ) -> Result<BTreeSet<String>, SyncError> {
-        Ok(store::bookings::managed_zones(&mut self.tx, &level.access_level).await?)
+        levels: &[AccessLevelKey],
+    ) -> Result<Vec<Held>, SyncError> {
+        Ok(store::ledger::held_in_levels(&mut self.tx, levels).await?)
     }
 
-    /// Slots of an access level that have waiters but no holder.
+    /// Slots of the access levels `levels` that have waiters but no holder.
     pub async fn free_slots_with_waiters(
         &mut self,
-        level: &AccessLevelKey,
+        levels: &[AccessLevelKey],
     ) -> Result<Vec<SlotKey>, SyncError> {
-        Ok(store::ledger::free_slots_with_waiters(&mut self.tx, level).await?)
+        Ok(store::ledger::free_slots_with_waiters(&mut self.tx, levels).await?)
     }
 
-    /// Removes `building`'s permissions of an access level that ended before `today` (their
-    /// entries go from Salto at the end of the transaction) and returns them.
+    /// Removes `building`'s permissions of the access levels `levels` that ended before `today`
+    /// (their entries go from Salto at the end of the transaction) and returns them.
     pub async fn take_ended_permissions(
         &mut self,
-        level: &AccessLevelKey,
+        levels: &[AccessLevelKey],
         building: &str,
         today: NaiveDate,
     ) -> Result<Vec<Held>, SyncError> {
         let ended =
-            store::ledger::take_ended_permissions(&mut self.tx, level, building, today).await?;
+            store::ledger::take_ended_permissions(&mut self.tx, levels, building, today).await?;
         for held in &ended {
             self.mark_released(&held.slot);
         }
         Ok(ended)
     }
 
-    /// Removes `building`'s waits of an access level that ended before `today` and returns them.
+    /// Removes `building`'s waits of the access levels `levels` that ended before `today` and
+    /// returns them.
     pub async fn take_ended_waits(
         &mut self,
-        level: &AccessLevelKey,
+        levels: &[AccessLevelKey],
         building: &str,
         today: NaiveDate,
     ) -> Result<Vec<Waiting>, SyncError> {
-        Ok(store::ledger::take_ended_waits(&mut self.tx, level, building, today).await?)
+        Ok(store::ledger::take_ended_waits(&mut self.tx, levels, building, today).await?)
     }
 
     /// Makes Salto match the ledger for every touched access level, publishes the results, and
@@ -441,37 +534,21 @@ impl LedgerTransaction {
     pub async fn finish(mut self) -> Result<Vec<Envelope>, SyncError> {
         // An access level with entries of failed transactions is brought to the ledger's state
         // even if nothing else changed in it (a cancellation whose grant never committed, say).
-        let locked: Vec<AccessLevelKey> = self.locked.iter().cloned().collect();
-        for level in locked {
-            if !self.touched.contains(&level)
-                && !store::unrecorded::of_level(&mut self.tx, &level)
-                    .await?
-                    .is_empty()
-            {
-                self.touch(&level);
+        let untouched: Vec<AccessLevelKey> = self
+            .locked
+            .iter()
+            .filter(|l| !self.touched.contains(*l))
+            .cloned()
+            .collect();
+        if !untouched.is_empty() {
+            let unrecorded = store::unrecorded::of_levels(&mut self.tx, &untouched).await?;
+            for level in unrecorded.keys() {
+                self.touch(level);
             }
         }
         let touched: Vec<AccessLevelKey> = self.touched.iter().cloned().collect();
-        for level in touched {
-            let group = self.group_as_read(&level).await?;
-            let desired: Vec<ZonePermission> = self
-                .held_in_level(&level)
-                .await?
-                .iter()
-                .map(Held::permission)
-                .collect();
-            let released = self.released.get(&level).cloned().unwrap_or_default();
-            if let Some(permissions) = converge_list(&group.permissions, &desired, &released) {
-                let updated = Group {
-                    permissions,
-                    ..group
-                };
-                store::unrecorded::note(&self.journal, &level, &desired).await?;
-                let ship = self.ship(&level.server).await?;
-                ship.update_group(&updated).await?;
-                self.groups.insert(level.clone(), updated);
-            }
-            store::unrecorded::forget(&mut self.tx, &level).await?;
+        if !touched.is_empty() {
+            self.converge(&touched).await?;
         }
         if !self.events.is_empty() {
             self.publisher.publish_events(&self.events).await?;
@@ -483,5 +560,50 @@ impl LedgerTransaction {
             self.sweeper.request(&server);
         }
         Ok(self.events)
+    }
+
+    /// Writes each of `levels` whose list in Salto differs from the ledger's: the ledger read
+    /// for all of them in one statement, the notes of what is about to be written committed in
+    /// one, then one call per access level that changes.
+    async fn converge(&mut self, levels: &[AccessLevelKey]) -> Result<(), SyncError> {
+        let groups = self.groups_as_read(levels).await?;
+        let mut desired: BTreeMap<AccessLevelKey, Vec<ZonePermission>> =
+            levels.iter().map(|l| (l.clone(), Vec::new())).collect();
+        for held in self.held_in_levels(levels).await? {
+            if let Some(list) = desired.get_mut(&held.slot.level) {
+                list.push(held.permission());
+            }
+        }
+        let mut writes: Vec<(AccessLevelKey, Group)> = Vec::new();
+        for (level, group) in levels.iter().zip(groups) {
+            let wanted = desired.get(level).map(Vec::as_slice).unwrap_or_default();
+            let released = self.released.get(level).cloned().unwrap_or_default();
+            if let Some(permissions) = converge_list(&group.permissions, wanted, &released) {
+                writes.push((
+                    level.clone(),
+                    Group {
+                        permissions,
+                        ..group
+                    },
+                ));
+            }
+        }
+        let notes: Vec<(&AccessLevelKey, &[ZonePermission])> = writes
+            .iter()
+            .map(|(level, _)| {
+                (
+                    level,
+                    desired.get(level).map(Vec::as_slice).unwrap_or_default(),
+                )
+            })
+            .collect();
+        store::unrecorded::note(&self.journal, &notes).await?;
+        for (level, updated) in writes {
+            let ship = self.ship(&level.server).await?;
+            ship.update_group(&updated).await?;
+            self.groups.insert(level, updated);
+        }
+        store::unrecorded::forget(&mut self.tx, levels).await?;
+        Ok(())
     }
 }

@@ -167,6 +167,23 @@ pub struct CleanerSettings {
     /// Compare the ledger with Salto's lists after clearing (repair what the ledger explains).
     #[serde(default = "default_reconcile")]
     pub reconcile: bool,
+    /// Every access level is compared with Salto at least once in this many nights: each night
+    /// compares the levels it touched and a rotating slice of the others (default 7; 1 compares
+    /// every level every night).
+    #[serde(default = "default_reconcile_days")]
+    pub reconcile_days: u32,
+    /// Access levels cleared in one ledger transaction (default 32).
+    #[serde(default = "default_batch_levels")]
+    pub batch_levels: usize,
+    /// Batches working with one Salto server at once, and so the clearing's calls in flight to
+    /// it (default 8).
+    #[serde(default = "default_concurrency_per_server")]
+    pub concurrency_per_server: usize,
+    /// Buildings cleared side by side (default 4). Each holds one database connection for its
+    /// whole clearing (its claim on the night), so keep it well below
+    /// `CONNECX__DATABASE__MAX_CONNECTIONS`.
+    #[serde(default = "default_buildings_at_once")]
+    pub buildings_at_once: usize,
 }
 
 fn default_local_time() -> String {
@@ -181,12 +198,32 @@ fn default_reconcile() -> bool {
     true
 }
 
+fn default_reconcile_days() -> u32 {
+    7
+}
+
+fn default_batch_levels() -> usize {
+    32
+}
+
+fn default_concurrency_per_server() -> usize {
+    8
+}
+
+fn default_buildings_at_once() -> usize {
+    4
+}
+
 impl Default for CleanerSettings {
     fn default() -> Self {
         Self {
             local_time: default_local_time(),
             tick: default_tick(),
             reconcile: default_reconcile(),
+            reconcile_days: default_reconcile_days(),
+            batch_levels: default_batch_levels(),
+            concurrency_per_server: default_concurrency_per_server(),
+            buildings_at_once: default_buildings_at_once(),
         }
     }
 }
@@ -220,6 +257,19 @@ impl Validate for CleanerSettings {
                     self.tick
                 ),
             ));
+        }
+        for (key, value) in [
+            ("cleaner.reconcile_days", self.reconcile_days as usize),
+            ("cleaner.batch_levels", self.batch_levels),
+            (
+                "cleaner.concurrency_per_server",
+                self.concurrency_per_server,
+            ),
+            ("cleaner.buildings_at_once", self.buildings_at_once),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -286,6 +336,10 @@ mod tests {
             ("CONNECX__SALTO__TIMEOUT_SECS", "3"),
             ("CONNECX__CONNECTIONS__MAX_IN_FLIGHT", "2"),
             ("CONNECX__CLEANER__RECONCILE", "false"),
+            ("CONNECX__CLEANER__RECONCILE_DAYS", "3"),
+            ("CONNECX__CLEANER__BATCH_LEVELS", "16"),
+            ("CONNECX__CLEANER__CONCURRENCY_PER_SERVER", "4"),
+            ("CONNECX__CLEANER__BUILDINGS_AT_ONCE", "2"),
         ])
         .unwrap();
         let shared = &settings.shared;
@@ -298,6 +352,10 @@ mod tests {
         assert_eq!(settings.salto.as_ref().unwrap().timeout_secs, 3);
         assert_eq!(settings.connections.max_in_flight, 2);
         assert!(!settings.cleaner.reconcile);
+        assert_eq!(settings.cleaner.reconcile_days, 3);
+        assert_eq!(settings.cleaner.batch_levels, 16);
+        assert_eq!(settings.cleaner.concurrency_per_server, 4);
+        assert_eq!(settings.cleaner.buildings_at_once, 2);
         assert!(
             refusal(&[("CONNECX__DATABASE__URL", "mysql://h/db")])
                 .contains("CONNECX__DATABASE__URL")
@@ -311,6 +369,10 @@ mod tests {
             settings.cleaner.clearing_time(),
             NaiveTime::from_hms_opt(0, 5, 0).unwrap()
         );
+        assert_eq!(settings.cleaner.reconcile_days, 7);
+        assert_eq!(settings.cleaner.batch_levels, 32);
+        assert_eq!(settings.cleaner.concurrency_per_server, 8);
+        assert_eq!(settings.cleaner.buildings_at_once, 4);
         assert_eq!(settings.salto.as_ref().unwrap().auth_kind, AuthKind::None);
     }
 
@@ -343,6 +405,22 @@ mod tests {
             (
                 &[("CONNECX__CLEANER__LOCAL_TIME", "midnight")][..],
                 "CONNECX__CLEANER__LOCAL_TIME",
+            ),
+            (
+                &[("CONNECX__CLEANER__CONCURRENCY_PER_SERVER", "0")][..],
+                "CONNECX__CLEANER__CONCURRENCY_PER_SERVER",
+            ),
+            (
+                &[("CONNECX__CLEANER__BATCH_LEVELS", "0")][..],
+                "CONNECX__CLEANER__BATCH_LEVELS",
+            ),
+            (
+                &[("CONNECX__CLEANER__BUILDINGS_AT_ONCE", "0")][..],
+                "CONNECX__CLEANER__BUILDINGS_AT_ONCE",
+            ),
+            (
+                &[("CONNECX__CLEANER__RECONCILE_DAYS", "0")][..],
+                "CONNECX__CLEANER__RECONCILE_DAYS",
             ),
         ] {
             let refused = on_the_default(pairs);

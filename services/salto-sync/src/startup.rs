@@ -138,11 +138,7 @@ impl Application {
 
     /// The nightly cleaner, for running a tick by hand (tools, tests).
     pub fn cleaner(&self) -> cleaner::Cleaner {
-        cleaner::Cleaner::new(
-            self.ctx.clone(),
-            self.settings.cleaner.clearing_time(),
-            self.settings.cleaner.reconcile,
-        )
+        cleaner::Cleaner::new(self.ctx.clone(), &self.settings.cleaner)
     }
 
     /// Consumes and runs the cleaner until `shutdown` completes; in-flight messages finish first.

@@ -2,7 +2,7 @@
 //! (`booking_outcomes`), the latest snapshots as it reads them (`booking_snapshots`, written by
 //! `platform::snapshots`), and the buildings' time zones for the nightly clearing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use contracts::Envelope;
 use platform::snapshots::SnapshotError;
@@ -39,6 +39,52 @@ pub async fn record_outcome(
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// Records what was decided for several booking versions in one statement (each booking once).
+pub async fn record_outcomes(
+    conn: &mut PgConnection,
+    outcomes: &[(Uuid, i64, &str)],
+) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = outcomes.iter().map(|o| o.0).collect();
+    let versions: Vec<i64> = outcomes.iter().map(|o| o.1).collect();
+    let names: Vec<&str> = outcomes.iter().map(|o| o.2).collect();
+    sqlx::query(
+        "INSERT INTO booking_outcomes (booking_id, version, outcome)
+         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[])
+         ON CONFLICT (booking_id) DO UPDATE
+            SET version = EXCLUDED.version, outcome = EXCLUDED.outcome, updated_at = now()
+          WHERE booking_outcomes.version <= EXCLUDED.version",
+    )
+    .bind(ids)
+    .bind(versions)
+    .bind(names)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// The latest snapshots held for the bookings `ids` (a booking without one is absent).
+pub async fn snapshots(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Envelope>, SnapshotError> {
+    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
+        "SELECT booking_id, envelope FROM booking_snapshots WHERE booking_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for (booking_id, body) in rows {
+        if let Some(envelope) = platform::snapshots::decode(booking_id, Some(body))? {
+            found.insert(booking_id, envelope);
+        }
+    }
+    Ok(found)
 }
 
 /// The latest snapshot held for a booking, read in the caller's transaction.
@@ -78,23 +124,36 @@ pub async fn snapshot_for_alert(
     }
 }
 
-/// The zones connecX manages for the buildings with bookings on `access_level`: every zone any
-/// facility booking of theirs named.
+/// The zones connecX manages for the buildings with bookings on each of `access_levels`: every
+/// zone any facility booking of theirs named. One statement for all of them (it reads the
+/// snapshots twice, whatever their number).
 pub async fn managed_zones(
     conn: &mut PgConnection,
-    access_level: &str,
-) -> Result<BTreeSet<String>, sqlx::Error> {
-    let zones: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT s.envelope #>> '{data,facility,zone_id}' FROM booking_snapshots s
-          WHERE s.envelope #>> '{data,building,id}' IN (
-                SELECT DISTINCT envelope #>> '{data,building,id}' FROM booking_snapshots
-                 WHERE envelope #>> '{data,apartment,access_level_id}' = $1)
-            AND s.envelope #>> '{data,facility,zone_id}' IS NOT NULL",
+    access_levels: &[&str],
+) -> Result<HashMap<String, BTreeSet<String>>, sqlx::Error> {
+    let pairs: Vec<(String, String)> = sqlx::query_as(
+        "WITH on_level AS (
+              SELECT DISTINCT envelope #>> '{data,apartment,access_level_id}' AS access_level,
+                              envelope #>> '{data,building,id}' AS building
+                FROM booking_snapshots
+               WHERE envelope #>> '{data,apartment,access_level_id}' = ANY($1)),
+              named AS (
+              SELECT DISTINCT envelope #>> '{data,building,id}' AS building,
+                              envelope #>> '{data,facility,zone_id}' AS zone
+                FROM booking_snapshots
+               WHERE envelope #>> '{data,facility,zone_id}' IS NOT NULL
+                 AND envelope #>> '{data,building,id}' IN (SELECT building FROM on_level))
+         SELECT DISTINCT on_level.access_level, named.zone
+           FROM on_level JOIN named USING (building)",
     )
-    .bind(access_level)
+    .bind(access_levels)
     .fetch_all(conn)
     .await?;
-    Ok(zones.into_iter().collect())
+    let mut zones: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (access_level, zone) in pairs {
+        zones.entry(access_level).or_default().insert(zone);
+    }
+    Ok(zones)
 }
 
 /// Remembers a building's time zone for the nightly clearing.

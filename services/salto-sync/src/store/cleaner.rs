@@ -2,24 +2,31 @@
 //! whichever replica runs it) and `drift_reports` (what was last reported changed outside
 //! connecX on each access level, so it is not reported again every night).
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::NaiveDate;
 use sqlx::PgConnection;
 
+use super::ledger::level_columns;
 use crate::ledger::AccessLevelKey;
 
-/// Whether the clearing of `(building, local_date)` already ran (a cheap look before claiming).
+/// Which of the clearings `nights` (building, local date) already ran (a cheap look, for every
+/// building at once, before claiming).
 pub async fn ran(
     conn: &mut PgConnection,
-    building: &str,
-    local_date: NaiveDate,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM cleaner_runs WHERE building_id = $1 AND local_date = $2)",
+    nights: &[(String, NaiveDate)],
+) -> Result<HashSet<(String, NaiveDate)>, sqlx::Error> {
+    let (buildings, dates): (Vec<&str>, Vec<NaiveDate>) =
+        nights.iter().map(|(b, d)| (b.as_str(), *d)).unzip();
+    let rows: Vec<(String, NaiveDate)> = sqlx::query_as(
+        "SELECT building_id, local_date FROM cleaner_runs
+           JOIN unnest($1::text[], $2::date[]) AS n(b, d) ON building_id = n.b AND local_date = n.d",
     )
-    .bind(building)
-    .bind(local_date)
-    .fetch_one(conn)
-    .await
+    .bind(buildings)
+    .bind(dates)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Claims the clearing of `(building, local_date)`; `false` when it already ran (or runs).
@@ -60,35 +67,58 @@ pub async fn finish_run(
     .map(|_| ())
 }
 
-/// The finding keys last reported for an access level.
+/// The finding keys last reported for each of the access levels `levels` (a level with none is
+/// absent).
 pub async fn drift_reported(
     conn: &mut PgConnection,
-    level: &AccessLevelKey,
-) -> Result<Vec<String>, sqlx::Error> {
-    let keys: Option<sqlx::types::Json<Vec<String>>> = sqlx::query_scalar(
-        "SELECT findings FROM drift_reports WHERE server = $1 AND access_level = $2",
+    levels: &[AccessLevelKey],
+) -> Result<HashMap<AccessLevelKey, Vec<String>>, sqlx::Error> {
+    let (servers, access_levels) = level_columns(levels);
+    let rows: Vec<(String, String, sqlx::types::Json<Vec<String>>)> = sqlx::query_as(
+        "SELECT server, access_level, findings FROM drift_reports
+           JOIN unnest($1::text[], $2::text[]) AS l(s, a) ON server = l.s AND access_level = l.a",
     )
-    .bind(&level.server)
-    .bind(&level.access_level)
-    .fetch_optional(conn)
+    .bind(servers)
+    .bind(access_levels)
+    .fetch_all(conn)
     .await?;
-    Ok(keys.map(|k| k.0).unwrap_or_default())
+    Ok(rows
+        .into_iter()
+        .map(|(server, access_level, keys)| {
+            (
+                AccessLevelKey {
+                    server,
+                    access_level,
+                },
+                keys.0,
+            )
+        })
+        .collect())
 }
 
-/// Remembers what is found on an access level now (nothing: forgets it).
+/// Forgets what was reported on the access levels `levels` (nothing is found there now).
+pub async fn forget_drift(
+    conn: &mut PgConnection,
+    levels: &[AccessLevelKey],
+) -> Result<(), sqlx::Error> {
+    let (servers, access_levels) = level_columns(levels);
+    sqlx::query(
+        "DELETE FROM drift_reports USING unnest($1::text[], $2::text[]) AS l(s, a)
+          WHERE server = l.s AND access_level = l.a",
+    )
+    .bind(servers)
+    .bind(access_levels)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Remembers what is found on an access level now.
 pub async fn remember_drift(
     conn: &mut PgConnection,
     level: &AccessLevelKey,
     keys: &[String],
 ) -> Result<(), sqlx::Error> {
-    if keys.is_empty() {
-        sqlx::query("DELETE FROM drift_reports WHERE server = $1 AND access_level = $2")
-            .bind(&level.server)
-            .bind(&level.access_level)
-            .execute(conn)
-            .await?;
-        return Ok(());
-    }
     sqlx::query(
         "INSERT INTO drift_reports (server, access_level, findings) VALUES ($1, $2, $3)
          ON CONFLICT (server, access_level) DO UPDATE

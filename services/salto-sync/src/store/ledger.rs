@@ -101,16 +101,20 @@ pub async fn waiting_booking(
     row.as_ref().map(waiting_from_row).transpose()
 }
 
-/// Every permission the ledger holds in an access level (what Salto must show for it).
-pub async fn held_in_level(
+/// Every permission the ledger holds in the access levels `levels` (what Salto must show for
+/// them), ordered by access level and zone.
+pub async fn held_in_levels(
     conn: &mut PgConnection,
-    level: &AccessLevelKey,
+    levels: &[AccessLevelKey],
 ) -> Result<Vec<Held>, sqlx::Error> {
+    let (servers, access_levels) = level_columns(levels);
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {HELD_COLUMNS} FROM permissions WHERE server = $1 AND access_level_id = $2 ORDER BY zone_id"
+        "SELECT {HELD_COLUMNS} FROM permissions
+           JOIN unnest($1::text[], $2::text[]) AS l(s, a) ON server = l.s AND access_level_id = l.a
+          ORDER BY server, access_level_id, zone_id"
     )))
-    .bind(&level.server)
-    .bind(&level.access_level)
+    .bind(servers)
+    .bind(access_levels)
     .fetch_all(conn)
     .await?;
     rows.iter().map(held_from_row).collect()
@@ -208,49 +212,57 @@ pub async fn waiters_for(
     rows.iter().map(waiting_from_row).collect()
 }
 
-/// Slots of an access level that have waiters but no holder (left over by a crash or a failure).
+/// Slots of the access levels `levels` that have waiters but no holder (freed in this
+/// transaction, or left over by a crash or a failure).
 pub async fn free_slots_with_waiters(
     conn: &mut PgConnection,
-    level: &AccessLevelKey,
+    levels: &[AccessLevelKey],
 ) -> Result<Vec<SlotKey>, sqlx::Error> {
-    let zones: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT w.zone_id FROM waiting_bookings w
-          WHERE w.server = $1 AND w.access_level_id = $2
-            AND NOT EXISTS (SELECT 1 FROM permissions p
+    let (servers, access_levels) = level_columns(levels);
+    let slots: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT DISTINCT w.server, w.access_level_id, w.zone_id FROM waiting_bookings w
+           JOIN unnest($1::text[], $2::text[]) AS l(s, a)
+             ON w.server = l.s AND w.access_level_id = l.a
+          WHERE NOT EXISTS (SELECT 1 FROM permissions p
                              WHERE p.server = w.server
                                AND p.access_level_id = w.access_level_id
                                AND p.zone_id = w.zone_id)
-          ORDER BY 1",
+          ORDER BY 1, 2, 3",
     )
-    .bind(&level.server)
-    .bind(&level.access_level)
+    .bind(servers)
+    .bind(access_levels)
     .fetch_all(conn)
     .await?;
-    Ok(zones
+    Ok(slots
         .into_iter()
-        .map(|zone| SlotKey {
-            level: level.clone(),
+        .map(|(server, access_level, zone)| SlotKey {
+            level: AccessLevelKey {
+                server,
+                access_level,
+            },
             zone,
         })
         .collect())
 }
 
-/// Removes and returns `building`'s permissions of an access level whose date is before `today`
-/// (the building's local date: another building on the same server clears on its own clock).
+/// Removes and returns `building`'s permissions of the access levels `levels` whose date is
+/// before `today` (the building's local date: another building on the same server clears on its
+/// own clock).
 pub async fn take_ended_permissions(
     conn: &mut PgConnection,
-    level: &AccessLevelKey,
+    levels: &[AccessLevelKey],
     building: &str,
     today: NaiveDate,
 ) -> Result<Vec<Held>, sqlx::Error> {
-    let rows = take_ended(conn, "permissions", HELD_COLUMNS, level, building, today).await?;
+    let rows = take_ended(conn, "permissions", HELD_COLUMNS, levels, building, today).await?;
     rows.iter().map(held_from_row).collect()
 }
 
-/// Removes and returns `building`'s waits of an access level whose date is before `today`.
+/// Removes and returns `building`'s waits of the access levels `levels` whose date is before
+/// `today`.
 pub async fn take_ended_waits(
     conn: &mut PgConnection,
-    level: &AccessLevelKey,
+    levels: &[AccessLevelKey],
     building: &str,
     today: NaiveDate,
 ) -> Result<Vec<Waiting>, sqlx::Error> {
@@ -258,7 +270,7 @@ pub async fn take_ended_waits(
         conn,
         "waiting_bookings",
         WAITING_COLUMNS,
-        level,
+        levels,
         building,
         today,
     )
@@ -272,17 +284,18 @@ async fn take_ended(
     conn: &mut PgConnection,
     table: &str,
     columns: &str,
-    level: &AccessLevelKey,
+    levels: &[AccessLevelKey],
     building: &str,
     today: NaiveDate,
 ) -> Result<Vec<PgRow>, sqlx::Error> {
+    let (servers, access_levels) = level_columns(levels);
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM {table}
-          WHERE server = $1 AND access_level_id = $2 AND building_id = $3 AND local_date < $4
+        "DELETE FROM {table} USING unnest($1::text[], $2::text[]) AS l(s, a)
+          WHERE server = l.s AND access_level_id = l.a AND building_id = $3 AND local_date < $4
          RETURNING {columns}"
     )))
-    .bind(&level.server)
-    .bind(&level.access_level)
+    .bind(servers)
+    .bind(access_levels)
     .bind(building)
     .bind(today)
     .fetch_all(conn)
@@ -324,6 +337,15 @@ pub async fn levels_of_building(
     .fetch_all(conn)
     .await?;
     Ok(levels.into_iter().map(level_key).collect())
+}
+
+/// `levels` as the two array parameters (servers, access levels) the batched statements join
+/// with `unnest`.
+pub(crate) fn level_columns(levels: &[AccessLevelKey]) -> (Vec<&str>, Vec<&str>) {
+    levels
+        .iter()
+        .map(|l| (l.server.as_str(), l.access_level.as_str()))
+        .unzip()
 }
 
 fn level_key((server, access_level): (String, String)) -> AccessLevelKey {

@@ -40,6 +40,18 @@ pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error
         .map(|_| ())
 }
 
+/// Takes the advisory locks of `names` in one statement, in the order given (callers sort them,
+/// so that two transactions never wait for each other's locks).
+pub async fn lock_all(conn: &mut PgConnection, names: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(name, 0)) FROM unnest($1::text[]) AS name",
+    )
+    .bind(names)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
 /// Like [`lock`], but gives up at once when another session holds it.
 pub async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")

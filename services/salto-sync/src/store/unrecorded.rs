@@ -3,72 +3,119 @@
 //! transaction that wrote Salto but did not commit leaves its notes, so the entries it left in
 //! Salto are known to be connecX's own, not permissions made by hand.
 
+use std::collections::BTreeMap;
+
 use sqlx::{PgConnection, PgPool};
 
+use super::ledger::level_columns;
 use crate::ledger::AccessLevelKey;
 use salto_ship::{Period, ZonePermission};
 
 /// Notes, committed at once on a connection of its own (not the transaction's), the permissions
-/// a transaction is about to write for an access level: if it then fails to commit, the entries
-/// it may have left in Salto are still known to be connecX's.
+/// a transaction is about to write for each access level: if it then fails to commit, the
+/// entries it may have left in Salto are still known to be connecX's. One statement for all.
 pub async fn note(
     journal: &PgPool,
-    level: &AccessLevelKey,
-    permissions: &[ZonePermission],
+    writes: &[(&AccessLevelKey, &[ZonePermission])],
 ) -> Result<(), sqlx::Error> {
-    let mut conn = journal.acquire().await?;
-    for permission in permissions {
-        let (Some(timetable), Some(period)) = (permission.timetable, permission.period) else {
-            continue;
-        };
-        sqlx::query(
-            "INSERT INTO unrecorded_writes (server, access_level_id, zone_id, timetable_id,
-                                            period_start, period_end)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&level.server)
-        .bind(&level.access_level)
-        .bind(&permission.zone)
-        .bind(timetable as i32)
-        .bind(period.start)
-        .bind(period.end)
-        .execute(&mut *conn)
-        .await?;
+    let mut columns = NoteColumns::default();
+    for (level, permissions) in writes {
+        for permission in *permissions {
+            let (Some(timetable), Some(period)) = (permission.timetable, permission.period) else {
+                continue;
+            };
+            columns.servers.push(&level.server);
+            columns.access_levels.push(&level.access_level);
+            columns.zones.push(&permission.zone);
+            columns.timetables.push(timetable as i32);
+            columns.starts.push(period.start);
+            columns.ends.push(period.end);
+        }
     }
-    Ok(())
+    if columns.servers.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO unrecorded_writes (server, access_level_id, zone_id, timetable_id,
+                                        period_start, period_end)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[],
+                              $5::timestamp[], $6::timestamp[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(columns.servers)
+    .bind(columns.access_levels)
+    .bind(columns.zones)
+    .bind(columns.timetables)
+    .bind(columns.starts)
+    .bind(columns.ends)
+    .execute(journal)
+    .await
+    .map(|_| ())
 }
 
-/// The entries of an access level written by transactions that did not commit.
-pub async fn of_level(
+/// The rows of [`note`] as the columns its one statement binds.
+#[derive(Default)]
+struct NoteColumns<'a> {
+    servers: Vec<&'a str>,
+    access_levels: Vec<&'a str>,
+    zones: Vec<&'a str>,
+    timetables: Vec<i32>,
+    starts: Vec<chrono::NaiveDateTime>,
+    ends: Vec<chrono::NaiveDateTime>,
+}
+
+/// The entries of the access levels `levels` written by transactions that did not commit (a
+/// level without any is absent).
+pub async fn of_levels(
     conn: &mut PgConnection,
-    level: &AccessLevelKey,
-) -> Result<Vec<ZonePermission>, sqlx::Error> {
-    let rows: Vec<(String, i32, chrono::NaiveDateTime, chrono::NaiveDateTime)> = sqlx::query_as(
-        "SELECT zone_id, timetable_id, period_start, period_end FROM unrecorded_writes
-          WHERE server = $1 AND access_level_id = $2",
+    levels: &[AccessLevelKey],
+) -> Result<BTreeMap<AccessLevelKey, Vec<ZonePermission>>, sqlx::Error> {
+    type Row = (
+        String,
+        String,
+        String,
+        i32,
+        chrono::NaiveDateTime,
+        chrono::NaiveDateTime,
+    );
+    let (servers, access_levels) = level_columns(levels);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT server, access_level_id, zone_id, timetable_id, period_start, period_end
+           FROM unrecorded_writes
+           JOIN unnest($1::text[], $2::text[]) AS l(s, a) ON server = l.s AND access_level_id = l.a",
     )
-    .bind(&level.server)
-    .bind(&level.access_level)
+    .bind(servers)
+    .bind(access_levels)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(zone, timetable, start, end)| ZonePermission {
-            zone,
-            timetable: u32::try_from(timetable).ok(),
-            period: Some(Period { start, end }),
-        })
-        .collect())
+    let mut found: BTreeMap<AccessLevelKey, Vec<ZonePermission>> = BTreeMap::new();
+    for (server, access_level, zone, timetable, start, end) in rows {
+        found
+            .entry(AccessLevelKey {
+                server,
+                access_level,
+            })
+            .or_default()
+            .push(ZonePermission {
+                zone,
+                timetable: u32::try_from(timetable).ok(),
+                period: Some(Period { start, end }),
+            });
+    }
+    Ok(found)
 }
 
-/// Forgets an access level's notes, in the transaction that writes it: once that commits, the
-/// ledger accounts for everything connecX wrote there.
-pub async fn forget(conn: &mut PgConnection, level: &AccessLevelKey) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM unrecorded_writes WHERE server = $1 AND access_level_id = $2")
-        .bind(&level.server)
-        .bind(&level.access_level)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Forgets the notes of the access levels `levels`, in the transaction that writes them: once it
+/// commits, the ledger accounts for everything connecX wrote there.
+pub async fn forget(conn: &mut PgConnection, levels: &[AccessLevelKey]) -> Result<(), sqlx::Error> {
+    let (servers, access_levels) = level_columns(levels);
+    sqlx::query(
+        "DELETE FROM unrecorded_writes USING unnest($1::text[], $2::text[]) AS l(s, a)
+          WHERE server = l.s AND access_level_id = l.a",
+    )
+    .bind(servers)
+    .bind(access_levels)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }

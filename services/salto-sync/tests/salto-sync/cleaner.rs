@@ -19,6 +19,9 @@ fn every_second(local_time: &str) -> CleanerSettings {
         local_time: local_time.into(),
         tick: "*/1 * * * * *".into(),
         reconcile: true,
+        // Every access level every night: these nights are about what reconciliation finds.
+        reconcile_days: 1,
+        ..CleanerSettings::default()
     }
 }
 
@@ -356,4 +359,104 @@ async fn permissions_changed_at_the_console_reach_the_managers_once() {
         h.opens(GYM, APARTMENT, "2026-12-06T07:00:00").await,
         "left as it is"
     );
+}
+
+/// Apartment 502's access level, beside [`APARTMENT`] in the simulator.
+const OTHER_APARTMENT: &str = "502-57";
+
+#[tokio::test]
+async fn an_access_level_salto_refuses_is_reported_alone_and_the_rest_of_its_batch_is_cleared() {
+    let mut h =
+        Harness::start_with(every_second("00:05"), sydney("2026-11-30", "12:00:00"), 1).await;
+    let mut dead = h.dead_letters().await;
+    let ours = Booking::games("2026-12-01");
+    let mut theirs = Booking::games("2026-12-01");
+    theirs.access_level = OTHER_APARTMENT.into();
+    h.publish_for_result(&ours.created()).await;
+    h.publish_for_result(&theirs.created()).await;
+    cleared(&h, "2026-11-30").await;
+
+    // Salto refuses every call on apartment 501's access level; 502's works. Both ended
+    // permissions are in the same batch of the night.
+    h.control(
+        "faults",
+        serde_json::json!({
+            "match": {"request_name": "SaltoDBGroup.Read",
+                      "body_contains": format!("<ExtGroupID>{APARTMENT}</ExtGroupID>")},
+            "respond": {"code": 11}, "times": 1000}),
+    )
+    .await;
+    let night = cleared_at(&h, sydney("2026-12-02", "00:06:00"), "2026-12-02").await;
+    assert_eq!(
+        night,
+        Night {
+            expired: 1,
+            granted: 0
+        },
+        "502's permission is cleared"
+    );
+    assert_eq!(
+        h.results(1).await,
+        vec![("facility_access.expired.v1", theirs.id)]
+    );
+    assert!(h.permissions(OTHER_APARTMENT).await.is_empty());
+    assert_eq!(h.permissions(APARTMENT).await.len(), 1, "501's stays");
+
+    let letter = dead
+        .next_message(DELIVERED)
+        .await
+        .expect("501's problem is a dead letter, and so an alert");
+    let error = letter
+        .headers
+        .get_str(contracts::headers::ERROR)
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(APARTMENT) && !error.contains(OTHER_APARTMENT),
+        "{error}"
+    );
+    assert!(dead.next_message(DELIVERED).await.is_none(), "told once");
+}
+
+#[tokio::test]
+async fn an_access_level_the_night_does_not_touch_is_compared_with_salto_once_in_reconcile_days() {
+    let settings = CleanerSettings {
+        reconcile_days: 7,
+        ..every_second("00:05")
+    };
+    let mut h = Harness::start_with(settings, sydney("2026-11-30", "12:00:00"), 1).await;
+    let mut reports = h.broker.tap("salto_server.#").await;
+    // Granted for three weeks on: no night of the week below touches the access level.
+    let booking = Booking::games("2026-12-21");
+    h.publish_for_result(&booking.created()).await;
+    cleared(&h, "2026-11-30").await;
+    h.set_by_hand(APARTMENT, "").await;
+
+    let level = salto_sync::ledger::AccessLevelKey {
+        server: salto_sync::servers::server_key(&h.sim.url()),
+        access_level: APARTMENT.into(),
+    };
+    // The week after the level's night: six nights that leave it alone, then its night.
+    let nights_from = |first: NaiveDate| -> Vec<NaiveDate> {
+        (0..7).map(|day| first + chrono::Days::new(day)).collect()
+    };
+    let its_night = nights_from(date("2026-12-01"))
+        .into_iter()
+        .find(|night| salto_sync::decision::reconciled_tonight(&level, *night, 7))
+        .expect("one night in any seven");
+    let week = nights_from(its_night + chrono::Days::new(1));
+    for night in week {
+        let text = night.to_string();
+        cleared_at(&h, sydney(&text, "00:06:00"), &text).await;
+        let repaired = h.opens(GAMES, APARTMENT, "2026-12-21T19:00:00").await;
+        let compared = night == its_night + chrono::Days::new(7);
+        assert_eq!(
+            repaired, compared,
+            "{night}: the level's nights are {its_night} + 7n"
+        );
+    }
+    let report = next_drift_report(&mut reports).await;
+    assert_eq!(finding_kinds(&report), [(GAMES, DriftKind::ChangedByHand)]);
+    assert!(reports.next(DELIVERED).await.is_none(), "reported once");
+    h.no_more_results().await;
 }
