@@ -10,8 +10,8 @@
 //! twice, and a run that fails rolls its claim back so the next tick tries again. The due date is
 //! read off the building's wall clock, so DST changes neither skip nor repeat a night.
 //!
-//! A night's cost follows the work, not the round trips (docs/decisions, "The nightly clearing in
-//! batches"): the access levels of a building are cleared in batches
+//! A night's cost follows the work, not the round trips
+//! (docs/decisions/0011-nightly-clearing-in-batches.md): the access levels of a building are cleared in batches
 //! ([`CleanerSettings::batch_levels`] per ledger transaction: one statement per kind of read or
 //! write for the whole batch, one commit, the results published together), and up to
 //! [`CleanerSettings::concurrency_per_server`] batches work with one Salto server at once, across
@@ -197,44 +197,50 @@ impl Cleaner {
             let mut conn = self.ctx.pool.acquire().await?;
             store::ledger::levels_with_ended(&mut conn, building, today).await?
         };
-        // What a person must look at: the night is still done (trying again every minute would
-        // change nothing), but each one becomes a dead letter, and so an alert mail.
-        let expiry = self
-            .pass(
-                Pass::Expire,
-                &ended_levels,
-                building,
-                today,
-                &HashMap::new(),
-            )
-            .await?;
-        clearing.expired = expiry.expired;
-        clearing.granted = expiry.granted;
-        let mut problems = expiry.problems;
-        if self.reconcile {
+        // With reconciliation, the levels the night touches are compared with Salto in the
+        // clearing's own transactions (their lists are read there anyway); the others of
+        // tonight's slice in a pass of their own.
+        let (slice, managed) = if self.reconcile {
             let levels = {
                 let mut conn = self.ctx.pool.acquire().await?;
                 store::ledger::levels_of_building(&mut conn, building).await?
             };
             let touched: BTreeSet<&AccessLevelKey> = ended_levels.iter().collect();
-            let tonight: Vec<AccessLevelKey> = levels
+            let slice: Vec<AccessLevelKey> = levels
                 .into_iter()
                 .filter(|level| {
-                    touched.contains(level)
-                        || decision::reconciled_tonight(level, today, self.reconcile_days)
+                    !touched.contains(level)
+                        && decision::reconciled_tonight(level, today, self.reconcile_days)
                 })
                 .collect();
             let managed = {
-                let access_levels: Vec<&str> =
-                    tonight.iter().map(|l| l.access_level.as_str()).collect();
+                let access_levels: Vec<&str> = ended_levels
+                    .iter()
+                    .chain(&slice)
+                    .map(|l| l.access_level.as_str())
+                    .collect();
                 let mut conn = self.ctx.pool.acquire().await?;
                 store::bookings::managed_zones(&mut conn, &access_levels).await?
             };
+            (slice, managed)
+        } else {
+            (Vec::new(), HashMap::new())
+        };
+        // What a person must look at: the night is still done (trying again every minute would
+        // change nothing), but each one becomes a dead letter, and so an alert mail.
+        let expiry = self
+            .pass(Pass::Expire, &ended_levels, building, today, &managed)
+            .await?;
+        clearing.expired = expiry.expired;
+        clearing.granted = expiry.granted;
+        clearing.repaired_levels = expiry.repaired_levels;
+        let mut problems = expiry.problems;
+        if !slice.is_empty() {
             let reconciled = self
-                .pass(Pass::Reconcile, &tonight, building, today, &managed)
+                .pass(Pass::Reconcile, &slice, building, today, &managed)
                 .await?;
             clearing.granted += reconciled.granted;
-            clearing.repaired_levels = reconciled.repaired_levels;
+            clearing.repaired_levels += reconciled.repaired_levels;
             for (level, problem) in reconciled.problems {
                 // One report per access level and night.
                 match problems.iter_mut().find(|(known, _)| *known == level) {
@@ -432,19 +438,21 @@ impl Cleaner {
         managed: &HashMap<String, BTreeSet<String>>,
     ) -> Result<PassDone, SyncError> {
         match pass {
-            Pass::Expire => self.expire(levels, building, today).await,
+            Pass::Expire => self.expire(levels, building, today, managed).await,
             Pass::Reconcile => self.reconcile(levels, building, today, managed).await,
         }
     }
 
     /// Removes `building`'s ended permissions and waits of the access levels `levels` (all of
     /// one server, on the building's own date; other buildings on the same server clear on
-    /// theirs), and grants the freed slots. One ledger transaction.
+    /// theirs), and grants the freed slots. With reconciliation, also compares the levels with
+    /// Salto ([`Self::compare`]). One ledger transaction.
     async fn expire(
         &self,
         levels: &[AccessLevelKey],
         building: &str,
         today: chrono::NaiveDate,
+        managed: &HashMap<String, BTreeSet<String>>,
     ) -> Result<PassDone, SyncError> {
         let (_admitted, mut tx) = self.locked_levels(levels).await?;
         let ended = tx.take_ended_permissions(levels, building, today).await?;
@@ -464,19 +472,26 @@ impl Cleaner {
             })
             .collect();
         tx.record_outcomes(outcomes).await?;
-        // The slots just freed that someone waits for (and any a crash left free).
-        let mut granted = 0;
-        for slot in tx.free_slots_with_waiters(levels).await? {
-            if let Promotion::Granted(_) = tx.promote_waiters(&slot, today).await? {
-                granted += 1;
-            }
-        }
-        tx.finish().await?;
-        Ok(PassDone {
+        let mut done = PassDone {
             expired: ended.len() + ended_waits.len(),
-            granted,
             ..PassDone::default()
-        })
+        };
+        // Compared before anyone is granted a freed slot: a grant of this transaction is not
+        // in Salto yet, and is not a difference.
+        let findings = if self.reconcile {
+            Some(self.compare(&mut tx, levels, managed, &mut done).await?)
+        } else {
+            None
+        };
+        // The slots just freed that someone waits for (and any a crash left free).
+        done.granted = self
+            .promote_free(&mut tx, levels, today, self.reconcile)
+            .await?;
+        tx.finish().await?;
+        if let Some(findings) = findings {
+            self.report_drift(building, findings).await?;
+        }
+        Ok(done)
     }
 
     /// Compares the ledger with Salto's lists for the access levels `levels` (all of one
@@ -491,22 +506,46 @@ impl Cleaner {
         managed: &HashMap<String, BTreeSet<String>>,
     ) -> Result<PassDone, SyncError> {
         let (_admitted, mut tx) = self.locked_levels(levels).await?;
+        let mut done = PassDone::default();
+        let findings = self.compare(&mut tx, levels, managed, &mut done).await?;
+        done.granted = self.promote_free(&mut tx, levels, today, true).await?;
+        tx.finish().await?;
+        self.report_drift(building, findings).await?;
+        Ok(done)
+    }
+
+    /// What differs between the ledger and Salto's lists on `levels`: the findings to report,
+    /// and the levels whose grants Salto lost, touched so that the transaction writes them
+    /// again (counted in `done`). Salto's entries on zones the transaction released are its own
+    /// to remove, not differences.
+    async fn compare(
+        &self,
+        tx: &mut LedgerTransaction,
+        levels: &[AccessLevelKey],
+        managed: &HashMap<String, BTreeSet<String>>,
+        done: &mut PassDone,
+    ) -> Result<Vec<(AccessLevelKey, Vec<contracts::DriftFinding>)>, SyncError> {
         let groups = tx.salto_groups(levels).await?;
         let mut held: HashMap<AccessLevelKey, Vec<crate::ledger::Held>> = HashMap::new();
         for h in tx.held_in_levels(levels).await? {
             held.entry(h.slot.level.clone()).or_default().push(h);
         }
         let no_zones = BTreeSet::new();
-        let mut done = PassDone::default();
         let mut findings = Vec::with_capacity(levels.len());
-        for (level, group) in levels.iter().zip(&groups) {
+        for (level, group) in levels.iter().zip(groups) {
+            let released = tx.released_zones(level);
+            let salto: Vec<salto_ship::ZonePermission> = group
+                .permissions
+                .into_iter()
+                .filter(|p| !released.contains(&p.zone))
+                .collect();
             let held = held.get(level).map(Vec::as_slice).unwrap_or_default();
             let managed = managed.get(&level.access_level).unwrap_or(&no_zones);
             findings.push((
                 level.clone(),
-                decision::drift_findings(held, &group.permissions, managed),
+                decision::drift_findings(held, &salto, managed),
             ));
-            let lost = decision::grants_salto_lost(held, &group.permissions);
+            let lost = decision::grants_salto_lost(held, &salto);
             for h in &lost {
                 tracing::warn!(access_level = level.access_level, zone = h.slot.zone,
                                booking_id = %h.booking_id, "Salto lost a grant the ledger holds; re-applying");
@@ -516,10 +555,25 @@ impl Cleaner {
                 tx.touch(level);
             }
         }
+        Ok(findings)
+    }
+
+    /// Grants the free slots of `levels` that someone waits for; returns how many were granted.
+    /// With `fail_blocked`, the waiters of a slot Salto holds for a permission the ledger cannot
+    /// explain fail, naming it (the comparison's finding for them).
+    async fn promote_free(
+        &self,
+        tx: &mut LedgerTransaction,
+        levels: &[AccessLevelKey],
+        today: chrono::NaiveDate,
+        fail_blocked: bool,
+    ) -> Result<usize, SyncError> {
+        let mut granted = 0;
         for slot in tx.free_slots_with_waiters(levels).await? {
             match tx.promote_waiters(&slot, today).await? {
-                Promotion::Granted(_) => done.granted += 1,
+                Promotion::Granted(_) => granted += 1,
                 Promotion::Nobody => {}
+                Promotion::Blocked(_) if !fail_blocked => {}
                 Promotion::Blocked(existing) => {
                     for waiter in tx.waiters_for(&slot).await? {
                         if let Some(booking) = tx.booking_of(waiter.booking_id).await? {
@@ -537,9 +591,7 @@ impl Cleaner {
                 }
             }
         }
-        tx.finish().await?;
-        self.report_drift(building, findings).await?;
-        Ok(done)
+        Ok(granted)
     }
 
     /// A ledger transaction holding the locks of `levels` (all of one server), admitted by the

@@ -309,6 +309,12 @@ impl LedgerTransaction {
         self.touch(&slot.level);
     }
 
+    /// The zones of `level` the ledger gave up in this transaction (their entries in Salto are
+    /// its own to remove).
+    pub fn released_zones(&self, level: &AccessLevelKey) -> BTreeSet<String> {
+        self.released.get(level).cloned().unwrap_or_default()
+    }
+
     fn released_here(&self, slot: &SlotKey) -> bool {
         self.released
             .get(&slot.level)

@@ -110,7 +110,7 @@ pub async fn snapshot_for_alert(
     let found: Option<(Uuid, serde_json::Value)> = sqlx::query_as(
         "SELECT s.booking_id, s.envelope FROM booking_snapshots s
            LEFT JOIN permissions p ON p.booking_id = s.booking_id AND p.access_level_id = $2
-          WHERE s.envelope->'data'->'building'->>'id' = $1
+          WHERE s.envelope #>> '{data,building,id}' = $1
           ORDER BY (p.booking_id IS NOT NULL) DESC, s.updated_at DESC
           LIMIT 1",
     )
