@@ -1,26 +1,9 @@
-//! Facility-booking benchmark (issue 5). Prints figures; asserts nothing about speed.
-//!
-//! 1. End to end: N facility bookings POSTed by the manager at a steady rate to booking-api, each
-//!    for its own (apartment, facility) pair so none is a double booking, the whole system running
-//!    with a zero-latency Salto simulator. For each booking: POST sent → `facility_access.granted`
-//!    seen on the broker (a tap on `connecx.events`). Prints grants/s, p50, p99, max.
-//! 2. The nightly cleaner on a ledger loaded straight into salto-sync's tables: H held permissions
-//!    over many buildings, access levels and zones, E of them dated yesterday, Salto (the
-//!    simulator) holding the same lists and every booking's snapshot stored. One cleaner pass
-//!    (`Application::cleaner().tick()`, the clock at 00:06 building time on the due date) is
-//!    timed, with reconciliation off (so the pass only does the clearing), for
-//!    10k/100k, 1k/100k and 10k/20k: the time must follow the expired, not the held. A last row
-//!    shows the pass with reconciliation on (the default), which reads every access level.
-//!
-//! `cargo bench -p tests --bench facilities` (env: BENCH_N=300, BENCH_RATE=50, BENCH_HELD=100000,
-//! BENCH_EXPIRED=10000, BENCH_RECONCILE=1).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Part 2 of the bench, the nightly cleaner on a ledger loaded straight into salto-sync's tables
+//! (see the crate doc): one pass per row, each on a fresh database and Salto.
 
-mod common;
-
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use contracts::{
@@ -32,199 +15,21 @@ use salto_sync::{AuthKind, CleanerSettings, ManualClock, SaltoSettings};
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 use testkit::{TestBroker, TestDb};
-use tests::{Stack, tomorrow_evening};
 use uuid::Uuid;
 
-use common::{booked_by_manager, env_number, ms, percentile, post_json, print_latencies};
+use futures::StreamExt;
 
-#[tokio::main]
-async fn main() {
-    let n = env_number("BENCH_N", 300);
-    let rate = env_number("BENCH_RATE", 50);
-    let held = env_number("BENCH_HELD", 100_000);
-    let expired = env_number("BENCH_EXPIRED", 10_000);
-    let reconcile = env_number("BENCH_RECONCILE", 1) != 0;
-    println!(
-        "facility-booking benchmark: {n} bookings at {rate}/s; cleaner on {held} held, {expired} expired"
-    );
-    grants(n, rate).await;
-    cleaner_scaling(held, expired, reconcile).await;
-}
-
-// ---------------------------------------------------------------------------------------------
-// 1. POST → granted, end to end.
-
-/// Facilities (Salto zones) registered for the bench; apartments are added until every booking
-/// has its own (apartment, facility) pair.
-const BENCH_FACILITIES: usize = 10;
-
-fn bench_apartment(a: usize) -> (String, String) {
-    (format!("apt-bench-{a:04}"), format!("BENCH-{a:04}"))
-}
-
-fn bench_facility(f: usize) -> (String, String) {
-    (format!("bench-room-{f:02}"), format!("BENCH-ZONE-{f:02}"))
-}
-
-/// Registers the bench's apartments and facilities in booking-api (as the manager) and the matching
-/// access levels and zones in Salto (one seed: the simulator's seed adds, by ID).
-async fn seed_directory(stack: &Stack, apartments: usize) {
-    let manager = stack.manager();
-    let mut puts = Vec::new();
-    for a in 0..apartments {
-        let (id, level) = bench_apartment(a);
-        puts.push((
-            format!("/v1/apartments/{id}"),
-            json!({"access_control_id": level}),
-        ));
-    }
-    for f in 0..BENCH_FACILITIES {
-        let (id, zone) = bench_facility(f);
-        puts.push((
-            format!("/v1/facilities/{id}"),
-            json!({"name": format!("Bench room {f}"), "access_control_facility_id": zone}),
-        ));
-    }
-    for (path, body) in puts {
-        let (status, answer) = stack
-            .send(reqwest::Method::PUT, &path, &manager, Some(body))
-            .await;
-        assert!(
-            (200..300).contains(&status),
-            "seeding {path}: {status} {answer}"
-        );
-    }
-    let groups: Vec<Value> = (0..apartments)
-        .map(|a| json!({"ext_id": bench_apartment(a).1, "name": format!("Bench apartment {a}")}))
-        .collect();
-    let zones: Vec<Value> = (0..BENCH_FACILITIES)
-        .map(|f| json!({"ext_id": bench_facility(f).1, "name": format!("Bench room {f}")}))
-        .collect();
-    let seeded = stack
-        .http
-        .post(format!(
-            "{}/_sim/seed",
-            stack.salto_sim.url().trim_end_matches('/')
-        ))
-        .json(&json!({"groups": groups, "zones": zones}))
-        .send()
-        .await
-        .unwrap();
-    assert!(seeded.status().is_success(), "salto-sim seeded");
-}
-
-async fn grants(n: usize, rate: usize) {
-    let stack = Stack::start().await;
-    let apartments = n.div_ceil(BENCH_FACILITIES);
-    seed_directory(&stack, apartments).await;
-
-    // Every result, with when it reached the bench, until all N are granted (or none comes for
-    // a minute).
-    let mut tap = stack.broker.tap("facility_access.#").await;
-    let watcher = tokio::spawn(async move {
-        let mut granted: HashMap<Uuid, Instant> = HashMap::new();
-        let mut others: Vec<(String, Uuid)> = Vec::new();
-        while granted.len() < n {
-            let Some(envelope) = tap.next(Duration::from_secs(60)).await else {
-                break;
-            };
-            let at = Instant::now();
-            match envelope.routing_key() {
-                "facility_access.granted.v1" => {
-                    granted.entry(envelope.booking_id).or_insert(at);
-                }
-                other => others.push((other.to_owned(), envelope.booking_id)),
-            }
-        }
-        (granted, others)
-    });
-
-    let (starts_at, ends_at) = tomorrow_evening();
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let token = stack.manager();
-    let started = Instant::now();
-    let mut posts = Vec::with_capacity(n);
-    for i in 0..n {
-        tokio::time::sleep_until((started + interval * i as u32).into()).await;
-        // Consecutive bookings go to different apartments (access levels), as real traffic does;
-        // pair (i mod A, i div A) is unique for i < N ≤ A × F.
-        let (apartment, _) = bench_apartment(i % apartments);
-        let (facility, _) = bench_facility(i / apartments);
-        let body = json!({"facility_id": facility, "apartment_id": apartment,
-                          "starts_at": starts_at, "ends_at": ends_at});
-        let http = stack.http.clone();
-        let url = format!("{}/v1/facility-bookings", stack.api);
-        let token = token.clone();
-        posts.push(tokio::spawn(async move {
-            let posted_at = Instant::now();
-            let response = post_json(&http, url, &token, &body).await;
-            let answered = posted_at.elapsed();
-            let status = response.status().as_u16();
-            let booking: Value = response.json().await.unwrap();
-            assert_eq!(status, 201, "{booking}");
-            let id: Uuid = booking["id"].as_str().unwrap().parse().unwrap();
-            (id, posted_at, answered)
-        }));
-    }
-    let mut posted = Vec::with_capacity(n);
-    for post in posts {
-        posted.push(post.await.unwrap());
-    }
-    let (granted, others) = watcher.await.unwrap();
-    assert!(
-        others.is_empty(),
-        "only grants were expected: {:?}",
-        &others[..others.len().min(5)]
-    );
-    let mut latencies = Vec::with_capacity(n);
-    let mut answers = Vec::with_capacity(n);
-    let mut last_grant = started;
-    for (id, posted_at, answered) in &posted {
-        let at = *granted
-            .get(id)
-            .unwrap_or_else(|| panic!("booking {id} was never granted"));
-        latencies.push(at.duration_since(*posted_at));
-        answers.push(*answered);
-        last_grant = last_grant.max(at);
-    }
-    let in_salto: usize = {
-        let sim = stack.salto_sim.state.lock();
-        sim.db
-            .groups
-            .values()
-            .filter(|g| g.ext_id.starts_with("BENCH-"))
-            .map(|g| g.zones.len())
-            .sum()
-    };
-    assert_eq!(in_salto, n, "Salto holds one permission per booking");
-    latencies.sort();
-    answers.sort();
-    let elapsed = last_grant.duration_since(started).as_secs_f64();
-    println!(
-        "end to end (POST → facility_access.granted on the broker; {apartments} apartments × {BENCH_FACILITIES} facilities):"
-    );
-    println!("  bookings            {n} (all granted; Salto holds {in_salto} permissions)");
-    println!("  offered rate        {rate}/s");
-    println!("  achieved            {:.1} grants/s", n as f64 / elapsed);
-    println!(
-        "  POST answered p50   {:.1} ms",
-        ms(percentile(&answers, 50.0))
-    );
-    print_latencies("granted ", &latencies);
-}
-
-// ---------------------------------------------------------------------------------------------
-// 2. The nightly cleaner.
+use crate::common::{booked_by_manager, env_number};
 
 /// The local date whose clearing is timed; the expired permissions are of the day before.
-fn clearing_date() -> NaiveDate {
+pub fn clearing_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 12, 2).unwrap()
 }
 
 const BUILDINGS: usize = 20;
 const SYDNEY: chrono_tz::Tz = chrono_tz::Australia::Sydney;
 /// The pool's timetables: (id, start, end) in seconds of the day. Bookings cycle through them.
-const TIMETABLES: [(u32, u32, u32); 4] = [
+pub const TIMETABLES: [(u32, u32, u32); 4] = [
     (1, 18 * 3600, 22 * 3600),
     (2, 7 * 3600, 9 * 3600),
     (3, 12 * 3600, 14 * 3600),
@@ -262,56 +67,150 @@ impl LedgerShape {
     }
 }
 
+/// How one row's cleaner is set: batch size, batches per server at once, and reconciliation
+/// (`None`: off; `Some(days)`: every access level at least once in `days` nights).
+#[derive(Debug, Clone, Copy)]
+struct Way {
+    batch_levels: usize,
+    concurrency_per_server: usize,
+    reconcile_days: Option<u32>,
+}
+
+impl Way {
+    /// One access level per transaction, one transaction at a time: the clearing as it was.
+    const ONE_BY_ONE: Way = Way {
+        batch_levels: 1,
+        concurrency_per_server: 1,
+        reconcile_days: None,
+    };
+
+    /// The defaults (`CONNECX__CLEANER__*`).
+    fn defaults() -> Way {
+        let d = CleanerSettings::default();
+        Way {
+            batch_levels: env_number("BENCH_BATCH_LEVELS", d.batch_levels),
+            concurrency_per_server: env_number("BENCH_CONCURRENCY", d.concurrency_per_server),
+            reconcile_days: None,
+        }
+    }
+
+    fn reconciling(self, days: u32) -> Way {
+        Way {
+            reconcile_days: Some(days),
+            ..self
+        }
+    }
+
+    fn settings(self) -> CleanerSettings {
+        CleanerSettings {
+            reconcile: self.reconcile_days.is_some(),
+            reconcile_days: self.reconcile_days.unwrap_or(1),
+            batch_levels: self.batch_levels,
+            concurrency_per_server: self.concurrency_per_server,
+            ..CleanerSettings::default()
+        }
+    }
+
+    fn reconcile_text(self) -> String {
+        match self.reconcile_days {
+            None => "off".into(),
+            Some(1) => "every level".into(),
+            Some(days) => format!("touched+1/{days}"),
+        }
+    }
+}
+
 struct PassFigures {
     shape: LedgerShape,
-    reconcile: bool,
+    way: Way,
     seconds: f64,
     ship_requests: usize,
 }
 
-async fn cleaner_scaling(held: usize, expired: usize, with_reconcile: bool) {
+pub async fn cleaner_scaling(held: usize, expired: usize, with_reconcile: bool) {
     let zones = 10;
     let levels = (held / zones).max(1);
     let expired = expired.clamp(1, levels);
-    let mut shapes = vec![
-        (LedgerShape::new(levels, zones, expired), false),
-        (LedgerShape::new(levels, zones, expired / 10), false),
-        (LedgerShape::new(expired, 2, expired), false),
+    let main = LedgerShape::new(levels, zones, expired);
+    let mut rows = vec![
+        (main, Way::ONE_BY_ONE),
+        (main, Way::defaults()),
+        (
+            LedgerShape::new(levels, zones, expired / 10),
+            Way::defaults(),
+        ),
+        (LedgerShape::new(expired, 2, expired), Way::defaults()),
     ];
     if with_reconcile {
-        shapes.push((LedgerShape::new(levels, zones, expired), true));
+        rows.push((main, Way::ONE_BY_ONE.reconciling(1)));
+        rows.push((main, Way::defaults().reconciling(1)));
+        rows.push((main, Way::defaults().reconciling(7)));
+        // Half the access levels touched: the rotating slice shows in the figure.
+        rows.push((
+            LedgerShape::new(levels, zones, levels / 2),
+            Way::defaults().reconciling(7),
+        ));
     }
     println!(
-        "nightly cleaner, one pass for {} ({BUILDINGS} buildings, {} timetables, reconciliation as shown):",
+        "nightly cleaner, one pass for {} ({BUILDINGS} buildings, one Salto server, {} timetables):",
         clearing_date(),
         TIMETABLES.len()
     );
     println!(
-        "  {:>9} {:>9} {:>8} {:>10} {:>10} {:>11} {:>11}",
-        "expired", "held", "levels", "reconcile", "seconds", "expired/s", "SHIP calls"
+        "  {:>9} {:>9} {:>8} {:>6} {:>5} {:>15} {:>9} {:>10} {:>10}",
+        "expired",
+        "held",
+        "levels",
+        "batch",
+        "conc",
+        "reconcile",
+        "seconds",
+        "expired/s",
+        "SHIP calls"
     );
-    for (shape, reconcile) in shapes {
-        let figures = cleaner_pass(shape, reconcile).await;
+    let floor = floor_pass(main).await;
+    // BENCH_BEFORE=0 leaves out the rows of the clearing as it was (one access level at a time).
+    if env_number("BENCH_BEFORE", 1) == 0 {
+        rows.retain(|(_, way)| way.batch_levels > 1);
+    }
+    for (shape, way) in rows {
+        let figures = cleaner_pass(shape, way).await;
         println!(
-            "  {:>9} {:>9} {:>8} {:>10} {:>10.2} {:>11.0} {:>11}",
+            "  {:>9} {:>9} {:>8} {:>6} {:>5} {:>15} {:>9.2} {:>10.0} {:>10}",
             figures.shape.expired(),
             figures.shape.held(),
             figures.shape.levels,
-            if figures.reconcile { "on" } else { "off" },
+            figures.way.batch_levels,
+            figures.way.concurrency_per_server,
+            figures.way.reconcile_text(),
             figures.seconds,
             figures.shape.expired() as f64 / figures.seconds,
             figures.ship_requests
         );
     }
     println!(
+        "  {:>9} {:>9} {:>8} {:>6} {:>5} {:>15} {:>9.2} {:>10.0} {:>10}   <- floor: only the SHIP calls and the result events, no database",
+        main.expired(),
+        main.held(),
+        main.levels,
+        floor.batch,
+        floor.concurrency,
+        "off",
+        floor.seconds,
+        main.expired() as f64 / floor.seconds,
+        floor.ship_requests
+    );
+    println!(
         "  (each row: fresh database and Salto; verified after the pass: no row dated before {} \
          left in the ledger or Salto, the rest still held, one facility_access.expired per \
-         expired booking in booking-api's results queue)",
+         expired booking in booking-api's results queue. batch = access levels per ledger \
+         transaction, conc = transactions per Salto server at once; batch 1, conc 1 is the \
+         clearing one access level at a time, as it was before)",
         clearing_date()
     );
 }
 
-async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
+async fn cleaner_pass(shape: LedgerShape, way: Way) -> PassFigures {
     let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
     let sim = salto_sim::RunningSim::start(0).await.unwrap();
     // Where the results go in production (publishing is mandatory: they must be routed).
@@ -326,13 +225,16 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
         .single()
         .unwrap()
         .with_timezone(&Utc);
+    let mut shared = testkit::shared_settings(
+        db.url.clone(),
+        broker.url.clone(),
+        &RetrySettings::default().tiers.0,
+    );
+    // The service's own default pool, not the tests' small one.
+    shared.database.max_connections = env_number("BENCH_DB_CONNECTIONS", 10) as u32;
     let app = salto_sync::Application::build_with_clock(
         salto_sync::Settings {
-            shared: testkit::shared_settings(
-                db.url.clone(),
-                broker.url.clone(),
-                &RetrySettings::default().tiers.0,
-            ),
+            shared,
             salto: Some(SaltoSettings {
                 url: sim.url(),
                 auth_kind: AuthKind::None,
@@ -346,10 +248,7 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
                 key: Some(tests::SEALING_KEY.into()),
                 previous_keys: None,
             },
-            cleaner: CleanerSettings {
-                reconcile,
-                ..CleanerSettings::default()
-            },
+            cleaner: way.settings(),
         },
         Arc::new(ManualClock::new(now)),
     )
@@ -418,7 +317,98 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
     drop_database(&db).await;
     PassFigures {
         shape,
-        reconcile,
+        way,
+        seconds,
+        ship_requests,
+    }
+}
+
+/// What the floor row did.
+struct Floor {
+    batch: usize,
+    concurrency: usize,
+    seconds: f64,
+    ship_requests: usize,
+}
+
+/// The least any clearing of `shape` must do, on the same Salto simulator and broker: for every
+/// access level with an expired permission, read its group and write it back without that
+/// permission (SHIP has no smaller write), and publish one `facility_access.expired` per expired
+/// booking with confirms, in batches of the default size, as many batches at once as the
+/// default concurrency. No database, no locks, no ledger.
+async fn floor_pass(shape: LedgerShape) -> Floor {
+    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+    let sim = salto_sim::RunningSim::start(0).await.unwrap();
+    broker
+        .declare_queue(&contracts::BOOKING_API_RESULTS_QUEUE, 5)
+        .await;
+    broker.declare_queue(&contracts::NOTIFIER_QUEUE, 5).await;
+    let today = clearing_date();
+    // The service's migrations make the tables the ledger is loaded into (and Salto seeded from).
+    let pool = db.pool(salto_sync::SCHEMA).await;
+    salto_sync::MIGRATOR.run(&pool).await.unwrap();
+    load_ledger(&pool, shape, today, "floor").await;
+    seed_salto(&sim, &pool, shape).await;
+    let expired: Vec<(String, String)> = sqlx::query_as(
+        "SELECT access_level_id, zone_id FROM permissions WHERE local_date < $1 ORDER BY 1",
+    )
+    .bind(today)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let ship = salto_ship::ShipClient::new(&salto_ship::ShipSettings {
+        url: sim.url(),
+        auth: salto_ship::ShipAuth::None,
+        timeout: std::time::Duration::from_secs(10),
+    })
+    .unwrap();
+    let shared = testkit::shared_settings(
+        db.url.clone(),
+        broker.url.clone(),
+        &RetrySettings::default().tiers.0,
+    );
+    let publisher = platform::amqp::Publisher::new(&shared.amqp, "bench-floor");
+    let defaults = CleanerSettings::default();
+    let requests_before = sim.state.lock().requests.len();
+    let started = Instant::now();
+    futures::stream::iter(expired.chunks(defaults.batch_levels))
+        .map(|batch| {
+            let (ship, publisher) = (ship.clone(), publisher.clone());
+            async move {
+                let mut events = Vec::with_capacity(batch.len());
+                for (access_level, zone) in batch {
+                    let mut group = ship.read_group(access_level).await.unwrap();
+                    group.permissions.retain(|p| &p.zone != zone);
+                    ship.update_group(&group).await.unwrap();
+                    events.push(salto_sync::results::result_event(
+                        salto_sync::results::Outcome::Expired,
+                        Uuid::new_v4(),
+                        1,
+                        bench_booking(),
+                        None,
+                        None,
+                    ));
+                }
+                publisher.publish_events(&events).await.unwrap();
+            }
+        })
+        .buffer_unordered(defaults.concurrency_per_server)
+        .collect::<Vec<()>>()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let ship_requests = sim.state.lock().requests.len() - requests_before;
+    assert_eq!(
+        broker
+            .queue_depth(contracts::BOOKING_API_RESULTS_QUEUE.name)
+            .await as usize,
+        shape.expired()
+    );
+    drop_database(&db).await;
+    Floor {
+        batch: defaults.batch_levels,
+        concurrency: defaults.concurrency_per_server,
         seconds,
         ship_requests,
     }
@@ -426,9 +416,19 @@ async fn cleaner_pass(shape: LedgerShape, reconcile: bool) -> PassFigures {
 
 /// A booking snapshot as booking-api publishes it; the rows' own fields are set in SQL.
 fn snapshot_template() -> Value {
+    serde_json::to_value(Envelope::new(
+        Uuid::nil(),
+        1,
+        Event::FacilityBookingCreated(bench_booking()),
+    ))
+    .unwrap()
+}
+
+/// The facility booking of [`snapshot_template`].
+pub fn bench_booking() -> FacilityBooking {
     let at = Utc::now();
     let local = at.naive_utc();
-    let booking = FacilityBooking {
+    FacilityBooking {
         building: Building {
             id: String::new(),
             name: "Bench building".into(),
@@ -455,13 +455,7 @@ fn snapshot_template() -> Value {
         },
         booked_by: booked_by_manager(),
         state: BookingState::Booked,
-    };
-    serde_json::to_value(Envelope::new(
-        Uuid::nil(),
-        1,
-        Event::FacilityBookingCreated(booking),
-    ))
-    .unwrap()
+    }
 }
 
 /// Fills the ledger as months of granted bookings would have: the permissions, each booking's
@@ -469,29 +463,18 @@ fn snapshot_template() -> Value {
 async fn load_ledger(pool: &sqlx::PgPool, shape: LedgerShape, today: NaiveDate, server: &str) {
     let step = shape.expiry_step as i32;
     let per_building = shape.levels.div_ceil(BUILDINGS) as i32;
-    let (starts, ends): (Vec<i32>, Vec<i32>) = TIMETABLES
-        .iter()
-        .map(|(_, s, e)| (*s as i32, *e as i32))
-        .unzip();
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "CREATE TEMP TABLE bench_rows (
-            g int, booking_id uuid, building_id text, access_level_id text, zone_id text,
-            local_date date, timetable_id int, starts_secs int, ends_secs int) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    let (starts, ends) = timetable_columns();
     // Row g is access level g / Z, zone g % Z. A level l with l % step = 0 has one permission of
     // yesterday, on zone (l / step) % Z; everything else is dated today to four weeks ahead.
-    sqlx::query(
+    let rows = sqlx::query(
         "INSERT INTO bench_rows
          SELECT g, md5('bench-booking-' || g)::uuid,
                 'bench-' || lpad((l / $4)::text, 2, '0'),
                 'AL-' || lpad(l::text, 6, '0'),
                 'Z-' || z,
                 CASE WHEN l % $3 = 0 AND z = (l / $3) % $2 THEN $5::date - 1 ELSE $5::date + g % 28 END,
-                1 + g % 4, ($6::int[])[1 + g % 4], ($7::int[])[1 + g % 4]
+                1 + g % 4, ($6::int[])[1 + g % 4], ($7::int[])[1 + g % 4],
+                $8, 'Australia/Sydney'
            FROM (SELECT g, g / $2 AS l, g % $2 AS z FROM generate_series(0, $1 - 1) AS g) AS s",
     )
     .bind(shape.held() as i32)
@@ -499,21 +482,48 @@ async fn load_ledger(pool: &sqlx::PgPool, shape: LedgerShape, today: NaiveDate, 
     .bind(step)
     .bind(per_building)
     .bind(today)
-    .bind(&starts)
-    .bind(&ends)
+    .bind(starts)
+    .bind(ends)
+    .bind(server);
+    load_rows(pool, rows).await;
+}
+
+/// The pool's timetables as the two columns (start, end seconds) the loaders index into.
+pub fn timetable_columns() -> (Vec<i32>, Vec<i32>) {
+    TIMETABLES
+        .iter()
+        .map(|(_, s, e)| (*s as i32, *e as i32))
+        .unzip()
+}
+
+/// Loads the ledger from the rows `fill` inserts into `bench_rows` (g, booking_id, building_id,
+/// access_level_id, zone_id, local_date, timetable_id, starts_secs, ends_secs, server,
+/// timezone): the permissions, each booking's snapshot and outcome, and the buildings. One
+/// transaction; then ANALYZE, as autovacuum would.
+pub async fn load_rows<'q>(
+    pool: &sqlx::PgPool,
+    fill: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "CREATE TEMP TABLE bench_rows (
+            g int, booking_id uuid, building_id text, access_level_id text, zone_id text,
+            local_date date, timetable_id int, starts_secs int, ends_secs int, server text,
+            timezone text) ON COMMIT DROP",
+    )
     .execute(&mut *tx)
     .await
     .unwrap();
+    fill.execute(&mut *tx).await.unwrap();
     sqlx::query(
         "INSERT INTO permissions (building_id, access_level_id, zone_id, booking_id, version,
                                   local_date, starts_secs, ends_secs, timetable_id, period_start,
                                   period_end, server)
          SELECT building_id, access_level_id, zone_id, booking_id, 1, local_date, starts_secs,
                 ends_secs, timetable_id, local_date + time '00:00:00', local_date + time '23:59:59',
-                $1
+                server
            FROM bench_rows",
     )
-    .bind(server)
     .execute(&mut *tx)
     .await
     .unwrap();
@@ -531,10 +541,11 @@ async fn load_ledger(pool: &sqlx::PgPool, shape: LedgerShape, today: NaiveDate, 
                   'booking_id', r.booking_id,
                   'event_id', md5('bench-event-' || r.g)::uuid,
                   'data', ($1::jsonb -> 'data') || jsonb_build_object(
-                    'building', ($1::jsonb #> '{data,building}') || jsonb_build_object('id', r.building_id),
+                    'building', ($1::jsonb #> '{data,building}')
+                                || jsonb_build_object('id', r.building_id, 'timezone', r.timezone),
                     'window', jsonb_build_object(
-                      'starts_at', (r.local_date + make_interval(secs => r.starts_secs)) AT TIME ZONE 'Australia/Sydney',
-                      'ends_at', (r.local_date + make_interval(secs => r.ends_secs)) AT TIME ZONE 'Australia/Sydney',
+                      'starts_at', (r.local_date + make_interval(secs => r.starts_secs)) AT TIME ZONE r.timezone,
+                      'ends_at', (r.local_date + make_interval(secs => r.ends_secs)) AT TIME ZONE r.timezone,
                       'local_starts_at', r.local_date + make_interval(secs => r.starts_secs),
                       'local_ends_at', r.local_date + make_interval(secs => r.ends_secs)),
                     'facility', jsonb_build_object('id', lower(r.zone_id), 'name', r.zone_id, 'zone_id', r.zone_id),
@@ -548,7 +559,7 @@ async fn load_ledger(pool: &sqlx::PgPool, shape: LedgerShape, today: NaiveDate, 
     .unwrap();
     sqlx::query(
         "INSERT INTO buildings (building_id, timezone)
-         SELECT DISTINCT building_id, 'Australia/Sydney' FROM bench_rows",
+         SELECT DISTINCT building_id, timezone FROM bench_rows",
     )
     .execute(&mut *tx)
     .await
@@ -563,6 +574,11 @@ async fn load_ledger(pool: &sqlx::PgPool, shape: LedgerShape, today: NaiveDate, 
 /// Seeds Salto with exactly what the ledger holds (read back from it), in chunks under the
 /// control API's body limit.
 async fn seed_salto(sim: &salto_sim::RunningSim, pool: &sqlx::PgPool, shape: LedgerShape) {
+    seed_salto_zones(sim, pool, shape.zones_per_level).await;
+}
+
+/// [`seed_salto`] with `zones` zones (`Z-0`, `Z-1` …).
+pub async fn seed_salto_zones(sim: &salto_sim::RunningSim, pool: &sqlx::PgPool, zones: usize) {
     let rows = sqlx::query(
         "SELECT access_level_id, zone_id, timetable_id, period_start, period_end
            FROM permissions ORDER BY access_level_id, zone_id",
@@ -593,7 +609,7 @@ async fn seed_salto(sim: &salto_sim::RunningSim, pool: &sqlx::PgPool, shape: Led
             );
         }
     };
-    let zones: Vec<Value> = (0..shape.zones_per_level)
+    let zones: Vec<Value> = (0..zones)
         .map(|z| json!({"ext_id": format!("Z-{z}"), "name": format!("Facility {z}")}))
         .collect();
     let timetables: Vec<Value> = TIMETABLES
@@ -615,7 +631,7 @@ async fn seed_salto(sim: &salto_sim::RunningSim, pool: &sqlx::PgPool, shape: Led
 }
 
 /// The cleaner's databases are large; drop each when its row is printed.
-async fn drop_database(db: &TestDb) {
+pub async fn drop_database(db: &TestDb) {
     let mut admin = sqlx::PgConnection::connect(&testkit::db::server_url())
         .await
         .unwrap();
