@@ -85,6 +85,16 @@ impl Pass {
     }
 }
 
+/// Which building's night a pass works on, and what its comparisons need.
+#[derive(Clone, Copy)]
+struct BuildingNight<'a> {
+    building: &'a str,
+    /// The building's local date being cleared.
+    today: chrono::NaiveDate,
+    /// The zones connecX manages, by access level (empty without reconciliation).
+    managed: &'a HashMap<String, BTreeSet<String>>,
+}
+
 /// What a pass did over some access levels, and what a person must look at.
 #[derive(Debug, Default)]
 struct PassDone {
@@ -228,17 +238,18 @@ impl Cleaner {
         };
         // What a person must look at: the night is still done (trying again every minute would
         // change nothing), but each one becomes a dead letter, and so an alert mail.
-        let expiry = self
-            .pass(Pass::Expire, &ended_levels, building, today, &managed)
-            .await?;
+        let night = BuildingNight {
+            building,
+            today,
+            managed: &managed,
+        };
+        let expiry = self.pass(Pass::Expire, &ended_levels, night).await?;
         clearing.expired = expiry.expired;
         clearing.granted = expiry.granted;
         clearing.repaired_levels = expiry.repaired_levels;
         let mut problems = expiry.problems;
         if !slice.is_empty() {
-            let reconciled = self
-                .pass(Pass::Reconcile, &slice, building, today, &managed)
-                .await?;
+            let reconciled = self.pass(Pass::Reconcile, &slice, night).await?;
             clearing.granted += reconciled.granted;
             clearing.repaired_levels += reconciled.repaired_levels;
             for (level, problem) in reconciled.problems {
@@ -334,9 +345,7 @@ impl Cleaner {
         &self,
         pass: Pass,
         levels: &[AccessLevelKey],
-        building: &str,
-        today: chrono::NaiveDate,
-        managed: &HashMap<String, BTreeSet<String>>,
+        night: BuildingNight<'_>,
     ) -> Result<PassDone, SyncError> {
         let mut by_server: BTreeMap<&str, Vec<AccessLevelKey>> = BTreeMap::new();
         for level in levels {
@@ -357,7 +366,7 @@ impl Cleaner {
             })
             .map(|(lane, batch)| async move {
                 let _turn = lane.acquire_owned().await;
-                self.isolating(pass, batch, building, today, managed).await
+                self.isolating(pass, batch, night).await
             })
             .collect();
         let results: Vec<Result<PassDone, SyncError>> = batches.collect().await;
@@ -394,34 +403,34 @@ impl Cleaner {
         &self,
         pass: Pass,
         batch: Vec<AccessLevelKey>,
-        building: &str,
-        today: chrono::NaiveDate,
-        managed: &HashMap<String, BTreeSet<String>>,
+        night: BuildingNight<'_>,
     ) -> Result<PassDone, SyncError> {
-        let error = match self.batch(pass, &batch, building, today, managed).await {
+        let error = match self.batch(pass, &batch, night).await {
             Ok(done) => return Ok(done),
             Err(error) if error.is_transient() => return Err(error),
             Err(error) => error,
         };
+        // A lone level's failure is its own; a batch's is found again level by level.
+        let mut alone = match batch.as_slice() {
+            [_] => Some(error),
+            _ => {
+                tracing::warn!(building = night.building, levels = batch.len(), ?pass, %error,
+                               "a batch of the clearing failed; clearing its access levels one by one");
+                None
+            }
+        };
         let mut done = PassDone::default();
-        if let [level] = batch.as_slice() {
-            tracing::error!(building, access_level = level.access_level, ?pass, %error,
-                            "cannot clear this access level; a person must look");
-            done.problems.push((level.clone(), pass.problem(&error)));
-            return Ok(done);
-        }
-        tracing::warn!(building, levels = batch.len(), ?pass, %error,
-                       "a batch of the clearing failed; clearing its access levels one by one");
         for level in batch {
-            match self
-                .batch(pass, std::slice::from_ref(&level), building, today, managed)
-                .await
-            {
+            let result = match alone.take() {
+                Some(error) => Err(error),
+                None => self.batch(pass, std::slice::from_ref(&level), night).await,
+            };
+            match result {
                 Ok(one) => done.add(one),
                 Err(error) if error.is_transient() => return Err(error),
                 Err(error) => {
-                    tracing::error!(building, access_level = level.access_level, ?pass, %error,
-                                    "cannot clear this access level; a person must look");
+                    tracing::error!(building = night.building, access_level = level.access_level,
+                                    ?pass, %error, "cannot clear this access level; a person must look");
                     done.problems.push((level, pass.problem(&error)));
                 }
             }
@@ -433,13 +442,11 @@ impl Cleaner {
         &self,
         pass: Pass,
         levels: &[AccessLevelKey],
-        building: &str,
-        today: chrono::NaiveDate,
-        managed: &HashMap<String, BTreeSet<String>>,
+        night: BuildingNight<'_>,
     ) -> Result<PassDone, SyncError> {
         match pass {
-            Pass::Expire => self.expire(levels, building, today, managed).await,
-            Pass::Reconcile => self.reconcile(levels, building, today, managed).await,
+            Pass::Expire => self.expire(levels, night).await,
+            Pass::Reconcile => self.reconcile(levels, night).await,
         }
     }
 
@@ -450,13 +457,15 @@ impl Cleaner {
     async fn expire(
         &self,
         levels: &[AccessLevelKey],
-        building: &str,
-        today: chrono::NaiveDate,
-        managed: &HashMap<String, BTreeSet<String>>,
+        night: BuildingNight<'_>,
     ) -> Result<PassDone, SyncError> {
         let (_admitted, mut tx) = self.locked_levels(levels).await?;
-        let ended = tx.take_ended_permissions(levels, building, today).await?;
-        let ended_waits = tx.take_ended_waits(levels, building, today).await?;
+        let ended = tx
+            .take_ended_permissions(levels, night.building, night.today)
+            .await?;
+        let ended_waits = tx
+            .take_ended_waits(levels, night.building, night.today)
+            .await?;
         let ended_bookings: Vec<(Uuid, i64)> = ended
             .iter()
             .map(|held| (held.booking_id, held.version))
@@ -479,17 +488,20 @@ impl Cleaner {
         // Compared before anyone is granted a freed slot: a grant of this transaction is not
         // in Salto yet, and is not a difference.
         let findings = if self.reconcile {
-            Some(self.compare(&mut tx, levels, managed, &mut done).await?)
+            Some(
+                self.compare(&mut tx, levels, night.managed, &mut done)
+                    .await?,
+            )
         } else {
             None
         };
         // The slots just freed that someone waits for (and any a crash left free).
         done.granted = self
-            .promote_free(&mut tx, levels, today, self.reconcile)
+            .promote_free(&mut tx, levels, night.today, self.reconcile)
             .await?;
         tx.finish().await?;
         if let Some(findings) = findings {
-            self.report_drift(building, findings).await?;
+            self.report_drift(night.building, findings).await?;
         }
         Ok(done)
     }
@@ -501,16 +513,18 @@ impl Cleaner {
     async fn reconcile(
         &self,
         levels: &[AccessLevelKey],
-        building: &str,
-        today: chrono::NaiveDate,
-        managed: &HashMap<String, BTreeSet<String>>,
+        night: BuildingNight<'_>,
     ) -> Result<PassDone, SyncError> {
         let (_admitted, mut tx) = self.locked_levels(levels).await?;
         let mut done = PassDone::default();
-        let findings = self.compare(&mut tx, levels, managed, &mut done).await?;
-        done.granted = self.promote_free(&mut tx, levels, today, true).await?;
+        let findings = self
+            .compare(&mut tx, levels, night.managed, &mut done)
+            .await?;
+        done.granted = self
+            .promote_free(&mut tx, levels, night.today, true)
+            .await?;
         tx.finish().await?;
-        self.report_drift(building, findings).await?;
+        self.report_drift(night.building, findings).await?;
         Ok(done)
     }
 

@@ -479,7 +479,7 @@ impl LedgerTransaction {
         held_by: Option<Holder>,
         failure: Option<AccessFailure>,
     ) -> Result<(), SyncError> {
-        store::bookings::record_outcome(&mut self.tx, booking_id, version, outcome.as_str())
+        store::bookings::record_outcomes(&mut self.tx, &[(booking_id, version, outcome.as_str())])
             .await?;
         self.emit(result_event(
             outcome, booking_id, version, booking, held_by, failure,

@@ -211,49 +211,17 @@ pub async fn cleaner_scaling(held: usize, expired: usize, with_reconcile: bool) 
 }
 
 async fn cleaner_pass(shape: LedgerShape, way: Way) -> PassFigures {
-    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
-    let sim = salto_sim::RunningSim::start(0).await.unwrap();
-    // Where the results go in production (publishing is mandatory: they must be routed).
-    broker
-        .declare_queue(&contracts::BOOKING_API_RESULTS_QUEUE, 5)
-        .await;
-    broker.declare_queue(&contracts::NOTIFIER_QUEUE, 5).await;
-
+    let stage = Stage::start().await;
+    let Stage { db, broker, sim } = &stage;
     let today = clearing_date();
     let now = SYDNEY
         .from_local_datetime(&today.and_time(NaiveTime::from_hms_opt(0, 6, 0).unwrap()))
         .single()
         .unwrap()
         .with_timezone(&Utc);
-    let mut shared = testkit::shared_settings(
-        db.url.clone(),
-        broker.url.clone(),
-        &RetrySettings::default().tiers.0,
-    );
-    // The service's own default pool, not the tests' small one.
-    shared.database.max_connections = env_number("BENCH_DB_CONNECTIONS", 10) as u32;
-    let app = salto_sync::Application::build_with_clock(
-        salto_sync::Settings {
-            shared,
-            salto: Some(SaltoSettings {
-                url: sim.url(),
-                auth_kind: AuthKind::None,
-                key: None,
-                username: None,
-                password: None,
-                timeout_secs: 10,
-            }),
-            connections: Default::default(),
-            secrets: platform::secrets::SecretsSettings {
-                key: Some(tests::SEALING_KEY.into()),
-                previous_keys: None,
-            },
-            cleaner: way.settings(),
-        },
-        Arc::new(ManualClock::new(now)),
-    )
-    .await
-    .expect("salto-sync builds");
+    let app = stage
+        .salto_sync(way.settings(), Arc::new(ManualClock::new(now)))
+        .await;
 
     load_ledger(
         app.pool(),
@@ -262,7 +230,7 @@ async fn cleaner_pass(shape: LedgerShape, way: Way) -> PassFigures {
         &salto_sync::servers::server_key(&sim.url()),
     )
     .await;
-    seed_salto(&sim, app.pool(), shape).await;
+    seed_salto(sim, app.pool(), shape).await;
 
     let requests_before = sim.state.lock().requests.len();
     let cleaner = app.cleaner();
@@ -314,12 +282,70 @@ async fn cleaner_pass(shape: LedgerShape, way: Way) -> PassFigures {
     drop(cleaner);
     app.pool().close().await;
     drop(app);
-    drop_database(&db).await;
+    drop_database(db).await;
     PassFigures {
         shape,
         way,
         seconds,
         ship_requests,
+    }
+}
+
+/// Where a bench's clearing runs: a fresh database and broker, with the queues the results are
+/// routed to in production (publishing is mandatory), and a Salto simulator answering at once.
+pub struct Stage {
+    pub db: TestDb,
+    pub broker: TestBroker,
+    pub sim: salto_sim::RunningSim,
+}
+
+impl Stage {
+    pub async fn start() -> Stage {
+        let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
+        let sim = salto_sim::RunningSim::start(0).await.unwrap();
+        broker
+            .declare_queue(&contracts::BOOKING_API_RESULTS_QUEUE, 5)
+            .await;
+        broker.declare_queue(&contracts::NOTIFIER_QUEUE, 5).await;
+        Stage { db, broker, sim }
+    }
+
+    /// salto-sync on the stage, with the simulator as its default server, `cleaner`, the
+    /// service's own default pool (not the tests' small one; `BENCH_DB_CONNECTIONS`) and
+    /// `clock`.
+    pub async fn salto_sync(
+        &self,
+        cleaner: CleanerSettings,
+        clock: Arc<ManualClock>,
+    ) -> salto_sync::Application {
+        let mut shared = testkit::shared_settings(
+            self.db.url.clone(),
+            self.broker.url.clone(),
+            &RetrySettings::default().tiers.0,
+        );
+        shared.database.max_connections = env_number("BENCH_DB_CONNECTIONS", 10) as u32;
+        salto_sync::Application::build_with_clock(
+            salto_sync::Settings {
+                shared,
+                salto: Some(SaltoSettings {
+                    url: self.sim.url(),
+                    auth_kind: AuthKind::None,
+                    key: None,
+                    username: None,
+                    password: None,
+                    timeout_secs: 10,
+                }),
+                connections: Default::default(),
+                secrets: platform::secrets::SecretsSettings {
+                    key: Some(tests::SEALING_KEY.into()),
+                    previous_keys: None,
+                },
+                cleaner,
+            },
+            clock,
+        )
+        .await
+        .expect("salto-sync builds")
     }
 }
 
@@ -337,12 +363,7 @@ struct Floor {
 /// booking with confirms, in batches of the default size, as many batches at once as the
 /// default concurrency. No database, no locks, no ledger.
 async fn floor_pass(shape: LedgerShape) -> Floor {
-    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
-    let sim = salto_sim::RunningSim::start(0).await.unwrap();
-    broker
-        .declare_queue(&contracts::BOOKING_API_RESULTS_QUEUE, 5)
-        .await;
-    broker.declare_queue(&contracts::NOTIFIER_QUEUE, 5).await;
+    let Stage { db, broker, sim } = Stage::start().await;
     let today = clearing_date();
     // The service's migrations make the tables the ledger is loaded into (and Salto seeded from).
     let pool = db.pool(salto_sync::SCHEMA).await;

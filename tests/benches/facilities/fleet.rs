@@ -12,12 +12,10 @@ use std::time::Instant;
 
 use chrono::{NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use platform::config::RetrySettings;
-use salto_sync::{AuthKind, CleanerSettings, ManualClock, SaltoSettings};
-use testkit::{TestBroker, TestDb};
+use salto_sync::{CleanerSettings, ManualClock};
 
 use crate::cleaner::{
-    clearing_date, drop_database, load_rows, seed_salto_zones, timetable_columns,
+    Stage, clearing_date, drop_database, load_rows, seed_salto_zones, timetable_columns,
 };
 use crate::common::env_number;
 
@@ -40,12 +38,8 @@ const FLEET_ZONES: [&str; 12] = [
 pub async fn fleet_night() {
     let buildings = env_number("BENCH_FLEET_BUILDINGS", 1_000);
     let expired_each = env_number("BENCH_FLEET_EXPIRED", 100);
-    let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
-    let sim = salto_sim::RunningSim::start(0).await.unwrap();
-    broker
-        .declare_queue(&contracts::BOOKING_API_RESULTS_QUEUE, 5)
-        .await;
-    broker.declare_queue(&contracts::NOTIFIER_QUEUE, 5).await;
+    let stage = Stage::start().await;
+    let Stage { db, broker, sim } = &stage;
 
     let night = clearing_date();
     let clearing_time = NaiveTime::from_hms_opt(0, 5, 0).unwrap();
@@ -61,34 +55,9 @@ pub async fn fleet_night() {
     instants.sort_by_key(|(_, at)| *at);
     let clock = Arc::new(ManualClock::new(instants[0].1));
 
-    let mut shared = testkit::shared_settings(
-        db.url.clone(),
-        broker.url.clone(),
-        &RetrySettings::default().tiers.0,
-    );
-    shared.database.max_connections = 10;
-    let app = salto_sync::Application::build_with_clock(
-        salto_sync::Settings {
-            shared,
-            salto: Some(SaltoSettings {
-                url: sim.url(),
-                auth_kind: AuthKind::None,
-                key: None,
-                username: None,
-                password: None,
-                timeout_secs: 10,
-            }),
-            connections: Default::default(),
-            secrets: platform::secrets::SecretsSettings {
-                key: Some(tests::SEALING_KEY.into()),
-                previous_keys: None,
-            },
-            cleaner: CleanerSettings::default(),
-        },
-        clock.clone(),
-    )
-    .await
-    .expect("salto-sync builds");
+    let app = stage
+        .salto_sync(CleanerSettings::default(), clock.clone())
+        .await;
     let pool = app.pool().clone();
 
     // Building b's server is `<simulator>/server-<b>`, stored as its connection would be.
@@ -131,7 +100,7 @@ pub async fn fleet_night() {
     .bind(&server_prefix)
     .bind(&zones);
     load_rows(&pool, rows).await;
-    seed_salto_zones(&sim, &pool, 2).await;
+    seed_salto_zones(sim, &pool, 2).await;
     sqlx::query(
         "INSERT INTO cleaner_runs (building_id, local_date, finished_at)
          SELECT building_id, $1::date - 1, now() FROM buildings",
@@ -194,5 +163,5 @@ pub async fn fleet_night() {
     drop(cleaner);
     pool.close().await;
     drop(app);
-    drop_database(&db).await;
+    drop_database(db).await;
 }

@@ -20,28 +20,8 @@ pub async fn outcome_version(
         .await
 }
 
-/// Records what was decided for a booking version (never goes back to an older version).
-pub async fn record_outcome(
-    conn: &mut PgConnection,
-    booking_id: Uuid,
-    version: i64,
-    outcome: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO booking_outcomes (booking_id, version, outcome) VALUES ($1, $2, $3)
-         ON CONFLICT (booking_id) DO UPDATE
-            SET version = EXCLUDED.version, outcome = EXCLUDED.outcome, updated_at = now()
-          WHERE booking_outcomes.version <= EXCLUDED.version",
-    )
-    .bind(booking_id)
-    .bind(version)
-    .bind(outcome)
-    .execute(conn)
-    .await
-    .map(|_| ())
-}
-
-/// Records what was decided for several booking versions in one statement (each booking once).
+/// Records what was decided for booking versions, in one statement (each booking once); a
+/// booking's record never goes back to an older version.
 pub async fn record_outcomes(
     conn: &mut PgConnection,
     outcomes: &[(Uuid, i64, &str)],
