@@ -266,11 +266,13 @@ async fn send_to_api(
     (status, body)
 }
 
-/// Waits until every queue the services consume is declared on `broker`: the services are up.
+/// Waits until every queue the services consume has its consumer on `broker`: the services are
+/// up, their queues bound (a queue that merely exists may not be bound yet, and an event
+/// published then would be routed nowhere).
 async fn wait_for_consumer_queues(broker: &TestBroker) {
     for queue in Service::ALL.iter().flat_map(|service| service.consumes()) {
         broker
-            .wait_for_queue(queue.name, Duration::from_secs(20))
+            .wait_for_consumer(queue.name, Duration::from_secs(20))
             .await;
     }
 }

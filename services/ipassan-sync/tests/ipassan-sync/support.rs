@@ -161,7 +161,9 @@ pub async fn start_with(options: Options) -> Harness {
     let mut health_port = None;
     if options.in_process {
         health_port = spawn_service(settings.clone(), &stop).await;
-        broker.wait_for_queue(QUEUE, Duration::from_secs(10)).await;
+        broker
+            .wait_for_consumer(QUEUE, Duration::from_secs(10))
+            .await;
     }
     Harness {
         db,

@@ -215,7 +215,7 @@ impl Harness {
                 .expect("salto-sync stops cleanly");
         });
         self.broker
-            .wait_for_queue("salto-sync", Duration::from_secs(20))
+            .wait_for_consumer("salto-sync", Duration::from_secs(20))
             .await;
     }
 
