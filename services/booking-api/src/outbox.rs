@@ -35,6 +35,12 @@ pub struct OutboxSettings {
     /// The longest pause between attempts while the broker is unreachable.
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
+    /// After a round that published fewer rows than a batch, how long the relay waits before it
+    /// looks again, so that the bookings of the next few milliseconds go out together: under
+    /// load most rounds would otherwise carry one or two events, each round costing a
+    /// transaction and a wait for confirms. `0`: look again at once.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
     /// How long one round of publishing may wait for the broker's confirms.
     #[serde(default = "default_publish_timeout_secs")]
     pub publish_timeout_secs: u64,
@@ -52,6 +58,9 @@ fn default_batch_size() -> i64 {
 fn default_max_backoff_ms() -> u64 {
     30_000
 }
+fn default_linger_ms() -> u64 {
+    5
+}
 fn default_publish_timeout_secs() -> u64 {
     30
 }
@@ -65,6 +74,7 @@ impl Default for OutboxSettings {
             poll_interval_ms: default_poll_interval_ms(),
             batch_size: default_batch_size(),
             max_backoff_ms: default_max_backoff_ms(),
+            linger_ms: default_linger_ms(),
             publish_timeout_secs: default_publish_timeout_secs(),
             retention_hours: default_retention_hours(),
         }
@@ -186,9 +196,10 @@ impl Relay {
                     metrics::counter!("booking_outbox_published_total").increment(sent as u64);
                     if self.was_full(sent, refused) {
                         self.backlog.notify_one();
-                    }
-                    if sent == 0 && refused > 0 {
+                    } else if sent == 0 {
                         self.idle(poll, shutdown).await;
+                    } else {
+                        self.linger(shutdown).await;
                     }
                 }
                 Ok(Round::Idle) => {
@@ -248,6 +259,17 @@ impl Relay {
                     }
                 }
             }
+        }
+    }
+
+    /// Lets the rows of the next [`OutboxSettings::linger_ms`] gather before the next round.
+    async fn linger(&self, shutdown: &CancellationToken) {
+        if self.settings.linger_ms == 0 {
+            return;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(Duration::from_millis(self.settings.linger_ms)) => {}
         }
     }
 

@@ -224,10 +224,13 @@ mod tests {
             ),
             ("CONNECX__AUTH__JWT_SECRET", SECRET),
             ("CONNECX__HTTP__PORT", "9090"),
+            ("CONNECX__OUTBOX__LINGER_MS", "0"),
         ]))
         .unwrap();
         assert_eq!(settings.http.port, 9090);
         assert_eq!(settings.outbox.batch_size, 500);
+        assert_eq!(settings.outbox.linger_ms, 0);
+        assert_eq!(OutboxSettings::default().linger_ms, 5);
         assert_eq!(settings.limits, LimitsSettings::default());
         assert!(!format!("{settings:?}").contains(SECRET));
     }

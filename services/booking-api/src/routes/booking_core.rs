@@ -421,17 +421,22 @@ pub fn check_live_bookings<K: BookingRoutes>(
     live: i64,
     limits: &LimitsSettings,
 ) -> Result<(), Problem> {
-    let max = limits.max_live_bookings;
-    if live < i64::from(max) {
+    if live < i64::from(limits.max_live_bookings) {
         return Ok(());
     }
-    Err(Problem::unprocessable(
+    Err(too_many_live_bookings::<K>(limits))
+}
+
+/// 422 `too_many_live_bookings`: the resident holds the most live bookings of kind `K` allowed.
+pub fn too_many_live_bookings<K: BookingRoutes>(limits: &LimitsSettings) -> Problem {
+    let max = limits.max_live_bookings;
+    Problem::unprocessable(
         "too_many_live_bookings",
         format!(
             "a resident may hold {max} live {} bookings at most (booked and not yet ended); cancel one first",
             K::NAME
         ),
-    ))
+    )
 }
 
 /// A booking's lifecycle state.

@@ -368,8 +368,10 @@ impl BookingRoutes for FacilityBookings {
         )
         .await?;
         if caller.role == BuildingRole::Resident {
+            let max = app.limits.max_live_bookings;
             let live =
-                store::lock_and_count_live_of_resident(conn, building_id, &caller.user_id).await?;
+                store::lock_and_count_live_of_resident(conn, building_id, &caller.user_id, max)
+                    .await?;
             booking_core::check_live_bookings::<Self>(live, &app.limits)?;
         }
         let (zone_id, access_level_id) = target

@@ -285,13 +285,16 @@ fn check_access(
 
 /// The caller's building (422 `building_not_registered`) and the booking's resident in it (422
 /// `unknown_resident`), in one query.
+/// The building and the resident of a visit; with `lock`, also takes that transaction lock in
+/// the same round trip.
 async fn building_and_resident(
     conn: &mut PgConnection,
     building_id: &str,
     resident_id: &str,
+    lock: Option<&str>,
 ) -> Result<(BuildingRow, ResidentRow), Problem> {
     let Some((building, resident)) =
-        directory::find_building_and_resident(conn, building_id, resident_id).await?
+        directory::find_building_and_resident(conn, building_id, resident_id, lock).await?
     else {
         return Err(building_not_registered(building_id));
     };
@@ -377,8 +380,11 @@ impl BookingRoutes for VisitorBookings {
         booking_id: Uuid,
     ) -> Result<Changed<VisitorBookingRow>, Refusal> {
         let building_id = caller.building_id.as_str();
+        // The resident's live visits are counted under this lock (taken with the look-up, one
+        // round trip), in the insert's own statement.
+        let lock = store::live_visits_lock(building_id, &request.resident_id);
         let (building, resident) =
-            building_and_resident(conn, building_id, &request.resident_id).await?;
+            building_and_resident(conn, building_id, &request.resident_id, Some(&lock)).await?;
         representable(&request.window, &building, "ends_at")?;
         let visit = Visit {
             reference: booking_id,
@@ -387,8 +393,6 @@ impl BookingRoutes for VisitorBookings {
             provide_access: request.provide_access,
         };
         check_access(app, &building, &resident, visit)?;
-        let live = store::lock_and_count_live(conn, building_id, &resident.id).await?;
-        booking_core::check_live_bookings::<Self>(live, &app.limits)?;
         let new = NewVisitorBooking {
             booking: booking_core::new_booking(caller, booking_id, request.window),
             resident_id: &resident.id,
@@ -396,7 +400,9 @@ impl BookingRoutes for VisitorBookings {
             visitor_email: &request.visitor_email,
             provide_access: request.provide_access,
         };
-        let row = store::insert(conn, &new).await?;
+        let row = store::insert_within_limit(conn, &new, app.limits.max_live_bookings)
+            .await?
+            .ok_or_else(|| booking_core::too_many_live_bookings::<Self>(&app.limits))?;
         Ok(announced(Change::Created, &building, &resident, row)?)
     }
 
@@ -409,7 +415,7 @@ impl BookingRoutes for VisitorBookings {
         blamed: &'static str,
     ) -> Result<Changed<VisitorBookingRow>, Refusal> {
         let (building, resident) =
-            building_and_resident(conn, &row.booking.building_id, &row.resident_id).await?;
+            building_and_resident(conn, &row.booking.building_id, &row.resident_id, None).await?;
         representable(&window, &building, blamed)?;
         let visit = Visit {
             reference: row.booking.id,
@@ -432,7 +438,7 @@ impl BookingRoutes for VisitorBookings {
         row: VisitorBookingRow,
     ) -> Result<Changed<VisitorBookingRow>, Problem> {
         let (building, resident) =
-            building_and_resident(conn, &row.booking.building_id, &row.resident_id).await?;
+            building_and_resident(conn, &row.booking.building_id, &row.resident_id, None).await?;
         let cancelled = store::cancel(conn, row.booking.id).await?;
         announced(Change::Cancelled, &building, &resident, cancelled)
     }

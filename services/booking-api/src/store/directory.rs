@@ -129,22 +129,33 @@ pub async fn find_resident(
 }
 
 /// A building and one of its residents, in one round trip: `None` when the building is not
-/// registered, `Some((building, None))` when the resident is not.
+/// registered, `Some((building, None))` when the resident is not. With `lock`, the same round
+/// trip also takes the transaction lock of that name (as `bookings::lock_for_count` takes it) when
+/// the building exists: a creation then counts its resident's live bookings in its next statement.
 pub async fn find_building_and_resident(
     db: impl PgExecutor<'_>,
     building_id: &str,
     resident_id: &str,
+    lock: Option<&str>,
 ) -> Result<Option<(BuildingRow, Option<ResidentRow>)>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let lock_column = match lock {
+        Some(_) => ", pg_advisory_xact_lock(hashtextextended($3, 0)) AS locked",
+        None => "",
+    };
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {BUILDING_COLUMNS}, r.id AS r_id, r.name AS r_name, r.email AS r_email,
                 r.apartment_id AS r_apartment_id, r.ipassan_person_id AS r_ipassan_person_id
+                {lock_column}
            FROM {FROM_BUILDINGS} LEFT JOIN residents r ON r.building_id = b.id AND r.id = $2
           WHERE b.id = $1"
     )))
     .bind(building_id)
-    .bind(resident_id)
-    .fetch_optional(db)
-    .await?;
+    .bind(resident_id);
+    let query = match lock {
+        Some(key) => query.bind(key),
+        None => query,
+    };
+    let row = query.fetch_optional(db).await?;
     let Some(row) = row else {
         return Ok(None);
     };

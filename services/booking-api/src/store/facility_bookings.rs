@@ -137,12 +137,14 @@ pub async fn apply_result(
     Ok(())
 }
 
-/// The live facility bookings (booked, not yet ended) that resident `user_id` made, counted under
-/// a transaction lock on that resident's facility bookings ([`lock_for_count`]).
+/// The live facility bookings (booked, not yet ended) that resident `user_id` made, up to `up_to`
+/// of them (the limit, as for visits), counted under a transaction lock on that resident's
+/// facility bookings ([`lock_for_count`]).
 pub async fn lock_and_count_live_of_resident(
     conn: &mut PgConnection,
     building_id: &str,
     user_id: &str,
+    up_to: u32,
 ) -> Result<i64, sqlx::Error> {
     lock_for_count(
         conn,
@@ -150,12 +152,15 @@ pub async fn lock_and_count_live_of_resident(
     )
     .await?;
     sqlx::query_scalar(
-        "SELECT count(*) FROM facility_bookings
-          WHERE building_id = $1 AND booked_by_user_id = $2 AND booked_by_role = 'resident'
-            AND state = 'booked' AND ends_at > now()",
+        "SELECT count(*) FROM (
+             SELECT 1 FROM facility_bookings
+              WHERE building_id = $1 AND booked_by_user_id = $2 AND booked_by_role = 'resident'
+                AND state = 'booked' AND ends_at > now()
+              LIMIT $3) AS live",
     )
     .bind(building_id)
     .bind(user_id)
+    .bind(i64::from(up_to))
     .fetch_one(&mut *conn)
     .await
 }

@@ -3,9 +3,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::bookings::{
-    BookingRow, BookingTable, NewBooking, booking_columns, lock_for_count, returning,
-};
+use super::bookings::{BookingRow, BookingTable, NewBooking, booking_columns, returning};
 use crate::domain::access::{AccessOutcome, AccessStatus, AppliedResult, BookingKind};
 use crate::domain::window::BookingWindow;
 
@@ -43,10 +41,16 @@ pub struct NewVisitorBooking<'a> {
     pub provide_access: bool,
 }
 
-pub async fn insert(
+/// Inserts `visit` unless its resident already holds `max_live` live visits (booked, not yet
+/// ended): `None` then. The count and the insert are one statement; the caller holds
+/// [`live_visits_lock`], taken in an earlier statement, so this statement's snapshot already
+/// sees every creation that held the lock before. Counting stops at `max_live` (more cannot
+/// change the answer), which keeps its cost bounded.
+pub async fn insert_within_limit(
     conn: &mut PgConnection,
     visit: &NewVisitorBooking<'_>,
-) -> Result<VisitorBookingRow, sqlx::Error> {
+    max_live: u32,
+) -> Result<Option<VisitorBookingRow>, sqlx::Error> {
     let booking = &visit.booking;
     let status = if visit.provide_access {
         AccessStatus::Pending
@@ -57,7 +61,12 @@ pub async fn insert(
         "INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name, visitor_email,
              provide_access, starts_at, ends_at, state, version, access_status,
              booked_by_user_id, booked_by_role)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'booked', 1, $9, $10, $11)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'booked', 1, $9, $10, $11
+          WHERE (SELECT count(*) FROM (
+                     SELECT 1 FROM visitor_bookings
+                      WHERE building_id = $2 AND resident_id = $3 AND state = 'booked'
+                        AND ends_at > now()
+                      LIMIT $12) AS live) < $12",
     ))
     .bind(booking.id)
     .bind(booking.building_id)
@@ -70,7 +79,8 @@ pub async fn insert(
     .bind(status.as_str())
     .bind(booking.booked_by_user_id)
     .bind(super::role_to_stored(booking.booked_by_role))
-    .fetch_one(conn)
+    .bind(i64::from(max_live))
+    .fetch_optional(conn)
     .await
 }
 
@@ -132,20 +142,9 @@ pub async fn apply_result(
     Ok(())
 }
 
-/// The live visitor bookings (booked, not yet ended) of `resident_id`, counted under a
-/// transaction lock on that resident's visits ([`lock_for_count`]).
-pub async fn lock_and_count_live(
-    conn: &mut PgConnection,
-    building_id: &str,
-    resident_id: &str,
-) -> Result<i64, sqlx::Error> {
-    lock_for_count(conn, &format!("live-visits/{building_id}/{resident_id}")).await?;
-    sqlx::query_scalar(
-        "SELECT count(*) FROM visitor_bookings
-          WHERE building_id = $1 AND resident_id = $2 AND state = 'booked' AND ends_at > now()",
-    )
-    .bind(building_id)
-    .bind(resident_id)
-    .fetch_one(&mut *conn)
-    .await
+/// The name of the transaction lock under which a resident's live visits are counted and a new
+/// one inserted ([`insert_within_limit`]), so that two concurrent creations cannot both pass the
+/// limit. Taken with the creation's directory look-up (`directory::find_building_and_resident`).
+pub fn live_visits_lock(building_id: &str, resident_id: &str) -> String {
+    format!("live-visits/{building_id}/{resident_id}")
 }
