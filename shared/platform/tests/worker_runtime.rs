@@ -400,7 +400,7 @@ async fn an_unroutable_publish_is_an_error_not_a_success() {
 
 #[tokio::test]
 async fn a_message_larger_than_a_frame_with_the_longest_error_is_dead_lettered_whole() {
-    // The services ask for 16 KiB frames (platform::amqp::DEFAULT_FRAME_MAX): a body of several
+    // The services ask for 32 KiB frames (platform::amqp::DEFAULT_FRAME_MAX): a body of several
     // frames, and a dead letter's header with `x-error` at its longest (2000 characters, here of
     // two bytes each), must still go through.
     let (run, mut dead) = start_worker_watching_dead_letters("200ms").await;

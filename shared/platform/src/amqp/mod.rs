@@ -33,12 +33,10 @@ pub enum AmqpError {
 
 /// The largest frame a connection asks for unless the URL names one (`?frame_max=`). lapin keeps
 /// a send and a receive buffer of 32 frames per connection, zero-filled up front: at RabbitMQ's
-/// default of 128 KiB that is 8 MiB of memory for every connection, at 16 KiB 1 MiB (booking-api
-/// holds two connections, and the fleet-scale target for a service idle is 20 MiB). A body larger
-/// than a frame simply goes as several frames (an event's body is 1–3 KiB); the content header,
-/// which must fit in one, holds the properties and headers — a few KiB at most here (`x-error` is
-/// cut at 2000 characters).
-pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+/// default of 128 KiB that is 8 MiB of memory for every connection, at 32 KiB 2 MiB. A body larger
+/// than a frame simply goes as several frames; the content header, which must fit in one, holds
+/// the properties and headers — a few KiB at most here (`x-error` is cut at 2000 characters).
+pub const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
 
 /// Opens a connection named after the service (the name shows in the management UI and in
 /// `rabbitmqctl list_connections`).
