@@ -55,14 +55,22 @@ impl Drop for Stack {
 pub const TIERS: &str = "200ms,200ms";
 
 impl Stack {
+    /// The stack as the tests run it: 3 database connections a service, so that many stacks
+    /// can run side by side.
     pub async fn start() -> Stack {
+        Self::start_with_pool(3).await
+    }
+
+    /// The stack with `max_connections` database connections a service (the benches run the
+    /// services' default, 10).
+    pub async fn start_with_pool(max_connections: u32) -> Stack {
         platform::telemetry::init_for_tests();
         let (db, broker) = tokio::join!(TestDb::create(), TestBroker::create());
         let mail = MailSink::start();
         let stop = CancellationToken::new();
         let database = DatabaseSettings {
             url: db.url.clone(),
-            max_connections: 3,
+            max_connections,
         };
         let amqp = AmqpSettings {
             url: broker.url.clone(),

@@ -30,11 +30,14 @@ mod fleet;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tests::{Stack, tomorrow_evening};
 use uuid::Uuid;
 
-use common::{env_number, ms, percentile, post_json, print_latencies};
+use common::{
+    BENCH_FACILITIES, env_number, facility_booking_body, ms, percentile, post_json,
+    print_latencies, seed_directory,
+};
 
 #[tokio::main]
 async fn main() {
@@ -64,65 +67,6 @@ async fn main() {
 
 // ---------------------------------------------------------------------------------------------
 // 1. POST → granted, end to end.
-
-/// Facilities (Salto zones) registered for the bench; apartments are added until every booking
-/// has its own (apartment, facility) pair.
-const BENCH_FACILITIES: usize = 10;
-
-fn bench_apartment(a: usize) -> (String, String) {
-    (format!("apt-bench-{a:04}"), format!("BENCH-{a:04}"))
-}
-
-fn bench_facility(f: usize) -> (String, String) {
-    (format!("bench-room-{f:02}"), format!("BENCH-ZONE-{f:02}"))
-}
-
-/// Registers the bench's apartments and facilities in booking-api (as the manager) and the matching
-/// access levels and zones in Salto (one seed: the simulator's seed adds, by ID).
-async fn seed_directory(stack: &Stack, apartments: usize) {
-    let manager = stack.manager();
-    let mut puts = Vec::new();
-    for a in 0..apartments {
-        let (id, level) = bench_apartment(a);
-        puts.push((
-            format!("/v1/apartments/{id}"),
-            json!({"access_control_id": level}),
-        ));
-    }
-    for f in 0..BENCH_FACILITIES {
-        let (id, zone) = bench_facility(f);
-        puts.push((
-            format!("/v1/facilities/{id}"),
-            json!({"name": format!("Bench room {f}"), "access_control_facility_id": zone}),
-        ));
-    }
-    for (path, body) in puts {
-        let (status, answer) = stack
-            .send(reqwest::Method::PUT, &path, &manager, Some(body))
-            .await;
-        assert!(
-            (200..300).contains(&status),
-            "seeding {path}: {status} {answer}"
-        );
-    }
-    let groups: Vec<Value> = (0..apartments)
-        .map(|a| json!({"ext_id": bench_apartment(a).1, "name": format!("Bench apartment {a}")}))
-        .collect();
-    let zones: Vec<Value> = (0..BENCH_FACILITIES)
-        .map(|f| json!({"ext_id": bench_facility(f).1, "name": format!("Bench room {f}")}))
-        .collect();
-    let seeded = stack
-        .http
-        .post(format!(
-            "{}/_sim/seed",
-            stack.salto_sim.url().trim_end_matches('/')
-        ))
-        .json(&json!({"groups": groups, "zones": zones}))
-        .send()
-        .await
-        .unwrap();
-    assert!(seeded.status().is_success(), "salto-sim seeded");
-}
 
 async fn grants(n: usize, rate: usize) {
     let stack = Stack::start().await;
@@ -157,12 +101,7 @@ async fn grants(n: usize, rate: usize) {
     let mut posts = Vec::with_capacity(n);
     for i in 0..n {
         tokio::time::sleep_until((started + interval * i as u32).into()).await;
-        // Consecutive bookings go to different apartments (access levels), as real traffic does;
-        // pair (i mod A, i div A) is unique for i < N ≤ A × F.
-        let (apartment, _) = bench_apartment(i % apartments);
-        let (facility, _) = bench_facility(i / apartments);
-        let body = json!({"facility_id": facility, "apartment_id": apartment,
-                          "starts_at": starts_at, "ends_at": ends_at});
+        let body = facility_booking_body(i, apartments, &starts_at, &ends_at);
         let http = stack.http.clone();
         let url = format!("{}/v1/facility-bookings", stack.api);
         let token = token.clone();

@@ -13,9 +13,11 @@
 //!   raw lapin consume+ack of N messages of the same bodies. Target ≥ 30 %. The simulators answer
 //!   at once and the SMTP sink is in-process. For information, ipassan-sync's floor: the least a
 //!   worker of its shape does (one iPassan call, one row, one confirmed publish), on the crates.
-//! - **end to end**: visitor bookings POSTed at 100/s; POST → `granted` → both mails accepted.
-//!   Target p99 < 500 ms.
-//! - **idle RSS** of each release binary, ready and idle (`VmRSS`). Target < 30 MiB. The
+//! - **end to end**: visitor bookings POSTed at 100/s; POST → `granted` (target p99 < 50 ms) →
+//!   both mails accepted (target p99 < 100 ms).
+//! - **sustained load**: visitor and facility bookings alternating at 300/s for 60 s; POST →
+//!   `granted` p99 < 250 ms, and the backlog at the end no larger than at 10 s.
+//! - **idle RSS** of each release binary, ready and idle (`VmRSS`). Target < 20 MiB. The
 //!   binaries are not built by `cargo bench`: build them first (`cargo build --release --bins`),
 //!   or the rows say they are missing.
 //!
@@ -25,11 +27,12 @@
 //!
 //! `cargo bench -p tests --bench ratios`
 //! (env: BENCH_CREATES=2000, BENCH_OUTBOX=20000, BENCH_BACKLOG=2000, BENCH_E2E_N=1000,
-//! BENCH_E2E_RATE=100, BENCH_RELAY_BATCH=<booking-api's default>,
-//! BENCH_ONLY=create,relay,ipassan,salto,notifier,e2e,rss for a subset).
+//! BENCH_E2E_RATE=100, BENCH_E2E_POOL=10, BENCH_SUSTAINED_RATE=300, BENCH_SUSTAINED_SECS=60,
+//! BENCH_RELAY_BATCH=<booking-api's default>,
+//! BENCH_ONLY=create,relay,ipassan,salto,notifier,e2e,sustained,rss for a subset).
 //!
 //! One module a measurement ([`create`], [`relay`], [`ipassan`], [`salto`], [`notifier`],
-//! [`end_to_end`], [`rss`]); what they share: the set-up and the raw limits ([`setup`]), the CPU
+//! [`end_to_end`], [`sustained`], [`rss`]); what they share: the set-up and the raw limits ([`setup`]), the CPU
 //! meter ([`cpu`]) and the table ([`table`]).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,6 +47,7 @@ mod relay;
 mod rss;
 mod salto;
 mod setup;
+mod sustained;
 mod table;
 
 use common::env_number;
@@ -98,7 +102,12 @@ async fn main() {
         rows.push(notifier::notifier_ratio(backlog).await);
     }
     if wanted("e2e") {
-        rows.push(end_to_end::end_to_end(e2e_n, e2e_rate).await);
+        rows.extend(end_to_end::end_to_end(e2e_n, e2e_rate).await);
+    }
+    if wanted("sustained") {
+        let rate = env_number("BENCH_SUSTAINED_RATE", 300);
+        let secs = env_number("BENCH_SUSTAINED_SECS", 60);
+        rows.extend(sustained::sustained(rate, secs).await);
     }
     if wanted("rss") {
         rows.extend(rss::idle_rss().await);

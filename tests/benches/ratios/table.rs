@@ -1,6 +1,10 @@
 //! The table the benchmark prints: a row per figure, printed as it is measured and again, all
 //! together, at the end.
 
+use std::time::Duration;
+
+use crate::common::{ms, percentile};
+
 /// One line of the table.
 pub struct Row {
     pub what: String,
@@ -38,6 +42,21 @@ impl Row {
             ratio: format!("{:.1} %", 100.0 * measured / raw),
             target: "—".into(),
             pass: None,
+        };
+        row.print_now();
+        row
+    }
+
+    /// The p50 and p99 of `sorted` latencies, the p99 held against `target_ms`.
+    pub fn latency(what: &str, sorted: &[Duration], target_ms: u64) -> Row {
+        let (p50, p99) = (percentile(sorted, 50.0), percentile(sorted, 99.0));
+        let row = Row {
+            what: what.into(),
+            measured: format!("p50 {:.0} / p99 {:.0} ms", ms(p50), ms(p99)),
+            raw: "—".into(),
+            ratio: "—".into(),
+            target: format!("p99 < {target_ms} ms"),
+            pass: Some(p99 < Duration::from_millis(target_ms)),
         };
         row.print_now();
         row
