@@ -284,9 +284,7 @@ fn check_access(
 }
 
 /// The caller's building (422 `building_not_registered`) and the booking's resident in it (422
-/// `unknown_resident`), in one query.
-/// The building and the resident of a visit; with `lock`, also takes that transaction lock in
-/// the same round trip.
+/// `unknown_resident`), in one query; with `lock`, the same query takes that transaction lock.
 async fn building_and_resident(
     conn: &mut PgConnection,
     building_id: &str,
