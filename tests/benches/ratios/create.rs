@@ -244,10 +244,10 @@ async fn fewer_create_statements(pool: PgPool, i: usize) {
     tx.commit().await.unwrap();
 }
 
-/// The statements booking-api's `POST /v1/visitor-bookings` runs (no Idempotency-Key, no
-/// `Prefer: wait`), in its order: look up the building and the resident, insert the booking
-/// (returning it) and its outbox row, wake the relay, commit; then read the booking back for the
-/// answer.
+/// The statements booking-api's `POST /v1/visitor-bookings` ran before its creation took fewer
+/// round trips (no Idempotency-Key, no `Prefer: wait`), in their order: look up the building and
+/// the resident, insert the booking (returning it) and its outbox row, wake the relay, commit;
+/// then read the booking back for the answer.
 async fn api_create_statements(pool: PgPool, i: usize) {
     let envelope = visitor_booking_created(i);
     let mut tx = pool.begin().await.unwrap();

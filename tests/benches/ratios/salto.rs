@@ -6,27 +6,19 @@ use contracts::{Apartment, BookingState, Envelope, Event, Facility, FacilityBook
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::booked_by_manager;
+use crate::common::{BENCH_FACILITIES, bench_apartment, bench_facility, booked_by_manager};
 use crate::setup::{
     building, evening_window, expect_results, fill_worker_queue, fresh_with_raw_median,
     measure_service, worker_settings,
 };
 use crate::table::Row;
 
-/// Access levels (apartments) × zones the facility bookings spread over, so none is a double
-/// booking and consecutive bookings are for different access levels, as real traffic is.
-const SALTO_ZONES: usize = 10;
-
-fn salto_level(a: usize) -> String {
-    format!("BENCH-{a:04}")
-}
-
-fn salto_zone(z: usize) -> String {
-    format!("BENCH-ZONE-{z:02}")
-}
-
 fn facility_booking_created(i: usize, levels: usize) -> Envelope {
+    // The pairs of the end-to-end benches' facility bookings (`facility_booking_body`): none is
+    // a double booking, and consecutive bookings are for different access levels.
     let (a, z) = (i % levels, i / levels);
+    let ((apartment_id, access_level_id), (facility_id, zone_id)) =
+        (bench_apartment(a), bench_facility(z));
     Envelope::new(
         Uuid::new_v4(),
         1,
@@ -34,13 +26,13 @@ fn facility_booking_created(i: usize, levels: usize) -> Envelope {
             building: building(),
             window: evening_window(),
             facility: Facility {
-                id: format!("bench-room-{z:02}"),
+                id: facility_id,
                 name: format!("Bench room {z}"),
-                zone_id: salto_zone(z),
+                zone_id,
             },
             apartment: Apartment {
-                id: format!("apt-bench-{a:04}"),
-                access_level_id: salto_level(a),
+                id: apartment_id,
+                access_level_id,
             },
             booked_by: booked_by_manager(),
             state: BookingState::Booked,
@@ -50,7 +42,7 @@ fn facility_booking_created(i: usize, levels: usize) -> Envelope {
 
 pub async fn salto_ratio(n: usize) -> Row {
     println!("salto-sync ({n} facility_booking.created):");
-    let levels = n.div_ceil(SALTO_ZONES);
+    let levels = n.div_ceil(BENCH_FACILITIES);
     let events: Vec<Envelope> = (0..n)
         .map(|i| facility_booking_created(i, levels))
         .collect();
@@ -58,10 +50,10 @@ pub async fn salto_ratio(n: usize) -> Row {
 
     let sim = salto_sim::RunningSim::start(0).await.unwrap();
     let groups: Vec<Value> = (0..levels)
-        .map(|a| json!({"ext_id": salto_level(a), "name": format!("Bench apartment {a}")}))
+        .map(|a| json!({"ext_id": bench_apartment(a).1, "name": format!("Bench apartment {a}")}))
         .collect();
-    let zones: Vec<Value> = (0..SALTO_ZONES)
-        .map(|z| json!({"ext_id": salto_zone(z), "name": format!("Bench room {z}")}))
+    let zones: Vec<Value> = (0..BENCH_FACILITIES)
+        .map(|z| json!({"ext_id": bench_facility(z).1, "name": format!("Bench room {z}")}))
         .collect();
     let seeded = reqwest::Client::new()
         .post(format!("http://{}/_sim/seed", sim.addr))
