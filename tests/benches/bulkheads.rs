@@ -45,6 +45,7 @@ async fn main() {
         breaker_failures: u32::MAX,
         breaker_open_secs: 1,
         outage_alert_secs: 3600,
+        ..ConnectionSettings::default()
     };
     for (label, connections) in [
         ("bulkheads on (shipped defaults)", shipped),

@@ -366,6 +366,7 @@ async fn one_buildings_failing_systems_never_hold_up_another_and_its_managers_he
             breaker_failures: 2,
             breaker_open_secs: 1,
             outage_alert_secs: 2,
+            ..ConnectionSettings::default()
         },
         tiers: "200ms,200ms",
         ..FleetOptions::default()

@@ -195,7 +195,7 @@ impl BookingEvents {
             NextAction::Fail(failure) => Some(Achieved::Failed(failure)),
             NextAction::Grant(grant) => {
                 let client = self.client_for(&mut tx, &grant.tenant).await?;
-                let admitted = admit(&client, &booking)?;
+                let admitted = admit(&client, &booking).await?;
                 let (achieved, made) = self
                     .grant(
                         &client.client,
@@ -216,7 +216,7 @@ impl BookingEvents {
                 site: Some(revoke_at),
             } => {
                 let client = self.client_for(&mut tx, &revoke_in).await?;
-                let admitted = admit(&client, &booking)?;
+                let admitted = admit(&client, &booking).await?;
                 visitor_id = self
                     .revoke(&client.client, booking_id, &revoke_at)
                     .await
@@ -460,15 +460,16 @@ fn visitor_booking(event: &Event) -> Option<&VisitorBooking> {
     }
 }
 
-/// Leave to work with the tenant now: refused while its breaker is open or it has enough
-/// messages in flight, and the message waits without using up its retries.
-fn admit(
+/// Leave to work with the tenant: refused while its breaker is open or its slots stay taken,
+/// and the message waits in the tiers without using up its retries.
+async fn admit(
     client: &TenantClient,
     booking: &VisitorBooking,
 ) -> Result<platform::bulkhead::Admission, HandlerError> {
     client
         .bulkhead
         .admit(Some(&booking.building))
+        .await
         .map_err(|refusal| HandlerError::Unavailable(refusal.to_string()))
 }
 

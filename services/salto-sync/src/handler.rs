@@ -142,7 +142,8 @@ async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), SyncError> {
         Some(server) => Some(
             ctx.servers
                 .bulkhead(server)
-                .admit(Some(&booking.building))?,
+                .admit(Some(&booking.building))
+                .await?,
         ),
         None => None,
     };

@@ -38,6 +38,10 @@ pub struct ConnectionSettings {
     /// How long an open breaker waits before it lets one probe through (default 30 s).
     #[serde(default = "default_breaker_open_secs")]
     pub breaker_open_secs: u64,
+    /// How long a message waits for one of the connection's slots when they are all taken,
+    /// before it goes to wait in the retry tiers (default 250 ms; 0: never waits).
+    #[serde(default = "default_slot_wait_ms")]
+    pub slot_wait_ms: u64,
     /// How long a connection must have been failing before its buildings' managers get one mail
     /// (default 300 s = 5 minutes).
     #[serde(default = "default_outage_alert_secs")]
@@ -56,6 +60,10 @@ fn default_breaker_open_secs() -> u64 {
     30
 }
 
+fn default_slot_wait_ms() -> u64 {
+    250
+}
+
 fn default_outage_alert_secs() -> u64 {
     300
 }
@@ -66,6 +74,7 @@ impl Default for ConnectionSettings {
             max_in_flight: default_max_in_flight(),
             breaker_failures: default_breaker_failures(),
             breaker_open_secs: default_breaker_open_secs(),
+            slot_wait_ms: default_slot_wait_ms(),
             outage_alert_secs: default_outage_alert_secs(),
         }
     }
@@ -241,33 +250,57 @@ impl Bulkhead {
         &self.endpoint
     }
 
-    /// Lets a message of `building` work with the connection, or says why not now. Never waits.
+    /// Lets a message of `building` work with the connection, or says why not now. Waits only
+    /// for a slot, and only while the breaker is closed, for at most
+    /// [`ConnectionSettings::slot_wait_ms`]: the slots of a connection that answers free up in
+    /// milliseconds, so a burst of one building's messages flows at the system's pace instead of
+    /// being sent through a retry tier (a second at least, longer each time) message by message;
+    /// a hanging system's slots do not free up, and its messages wait no longer than that before
+    /// they go to the tiers, so they hold the worker's other consumer slots only briefly.
     /// The building (as its latest snapshot has it) is remembered for its health metric and its
     /// managers' outage mails; work for no one building (the nightly clearing) passes `None`.
-    pub fn admit(self: &Arc<Self>, building: Option<&Building>) -> Result<Admission, Refusal> {
+    pub async fn admit(
+        self: &Arc<Self>,
+        building: Option<&Building>,
+    ) -> Result<Admission, Refusal> {
         let probe = self.pass_breaker(building)?;
-        let slot = Arc::clone(&self.slots)
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Busy {
-                system: self.system,
-                endpoint: self.endpoint.clone(),
-                max: self.settings.max_in_flight,
-            });
-        match slot {
-            Ok(slot) => Ok(Admission {
-                _slot: Some(slot),
-                probe,
-                bulkhead: Arc::clone(self),
-            }),
-            Err(busy) => {
-                if probe {
-                    let mut inner = self.lock();
-                    if let Circuit::HalfOpen { probing } = &mut inner.circuit {
-                        *probing = false;
-                    }
-                }
-                Err(busy)
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(self.admission(Some(slot), probe));
+        }
+        if probe {
+            // The probe goes now or not at all: the next message may probe instead.
+            let mut inner = self.lock();
+            if let Circuit::HalfOpen { probing } = &mut inner.circuit {
+                *probing = false;
             }
+            return Err(self.busy());
+        }
+        let wait = Duration::from_millis(self.settings.slot_wait_ms);
+        // The semaphore is fair: the waiting messages get the slots in the order they came.
+        match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(slot)) if self.state() == BreakerState::Closed => {
+                Ok(self.admission(Some(slot), false))
+            }
+            // The breaker opened while this message waited: it waits in the tiers instead.
+            Ok(Ok(_slot)) => Err(self.open_refusal(&self.lock().last_error)),
+            // Timed out, or the semaphore closed (it never is).
+            Ok(Err(_)) | Err(_) => Err(self.busy()),
+        }
+    }
+
+    fn admission(self: &Arc<Self>, slot: Option<OwnedSemaphorePermit>, probe: bool) -> Admission {
+        Admission {
+            _slot: slot,
+            probe,
+            bulkhead: Arc::clone(self),
+        }
+    }
+
+    fn busy(&self) -> Refusal {
+        Refusal::Busy {
+            system: self.system,
+            endpoint: self.endpoint.clone(),
+            max: self.settings.max_in_flight,
         }
     }
 
@@ -276,11 +309,7 @@ impl Bulkhead {
     /// messages' slots: a night of clearing never makes bookings wait for a slot.
     pub fn admit_background(self: &Arc<Self>) -> Result<Admission, Refusal> {
         let probe = self.pass_breaker(None)?;
-        Ok(Admission {
-            _slot: None,
-            probe,
-            bulkhead: Arc::clone(self),
-        })
+        Ok(self.admission(None, probe))
     }
 
     /// The breaker's answer: refused while open, or `Ok(true)` for the one probe it lets
@@ -500,33 +529,91 @@ mod tests {
                 max_in_flight: max,
                 breaker_failures: failures,
                 breaker_open_secs: open_secs,
+                slot_wait_ms: 0,
                 outage_alert_secs: 300,
             },
         ))
     }
 
-    #[test]
-    fn only_so_many_messages_work_with_one_connection_at_once() {
+    #[tokio::test]
+    async fn only_so_many_messages_work_with_one_connection_at_once() {
         let bulkhead = bulkhead(2, 5, 30);
-        let a = bulkhead.admit(Some(&building("a"))).unwrap();
-        let _b = bulkhead.admit(Some(&building("a"))).unwrap();
+        let a = bulkhead.admit(Some(&building("a"))).await.unwrap();
+        let _b = bulkhead.admit(Some(&building("a"))).await.unwrap();
         assert!(matches!(
-            bulkhead.admit(Some(&building("a"))),
+            bulkhead.admit(Some(&building("a"))).await,
             Err(Refusal::Busy { max: 2, .. })
         ));
         drop(a);
-        assert!(bulkhead.admit(Some(&building("a"))).is_ok());
+        assert!(bulkhead.admit(Some(&building("a"))).await.is_ok());
     }
 
-    #[test]
-    fn background_work_takes_no_message_slot_but_waits_behind_an_open_breaker() {
+    fn bulkhead_that_waits(max: usize, slot_wait_ms: u64) -> Arc<Bulkhead> {
+        Arc::new(Bulkhead::new(
+            AccessSystem::Salto,
+            "http://salto.example",
+            &ConnectionSettings {
+                max_in_flight: max,
+                breaker_failures: 1,
+                slot_wait_ms,
+                ..ConnectionSettings::default()
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_message_waits_for_a_slot_that_frees_up() {
+        let bulkhead = bulkhead_that_waits(1, 60_000);
+        let first = bulkhead.admit(Some(&building("a"))).await.unwrap();
+        let waiting = tokio::spawn({
+            let bulkhead = Arc::clone(&bulkhead);
+            async move { bulkhead.admit(Some(&building("a"))).await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the slot is still taken");
+        drop(first);
+        assert!(waiting.await.unwrap(), "admitted once the slot was free");
+    }
+
+    #[tokio::test]
+    async fn a_message_waits_no_longer_than_the_slot_wait() {
+        let bulkhead = bulkhead_that_waits(1, 50);
+        let _hanging = bulkhead.admit(Some(&building("a"))).await.unwrap();
+        let started = Instant::now();
+        assert!(matches!(
+            bulkhead.admit(Some(&building("a"))).await,
+            Err(Refusal::Busy { max: 1, .. })
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(50), "it waited");
+    }
+
+    #[tokio::test]
+    async fn a_message_that_waited_while_the_breaker_opened_is_not_let_through() {
+        let bulkhead = bulkhead_that_waits(1, 60_000);
+        let hanging = bulkhead.admit(Some(&building("a"))).await.unwrap();
+        let waiting = tokio::spawn({
+            let bulkhead = Arc::clone(&bulkhead);
+            async move { bulkhead.admit(Some(&building("a"))).await.err() }
+        });
+        tokio::task::yield_now().await;
+        bulkhead.failed("timeout");
+        drop(hanging);
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Some(Refusal::BreakerOpen { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn background_work_takes_no_message_slot_but_waits_behind_an_open_breaker() {
         let bulkhead = bulkhead(1, 1, 3600);
-        let message = bulkhead.admit(Some(&building("a"))).unwrap();
+        let message = bulkhead.admit(Some(&building("a"))).await.unwrap();
         let night = bulkhead.admit_background().unwrap();
         let _another_night = bulkhead.admit_background().unwrap();
         drop(message);
         let _next_message = bulkhead
             .admit(Some(&building("a")))
+            .await
             .expect("the clearing held no message slot");
         drop(night);
         bulkhead.failed("timeout");
@@ -536,8 +623,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn failures_in_a_row_open_the_breaker_and_an_answer_closes_it() {
+    #[tokio::test]
+    async fn failures_in_a_row_open_the_breaker_and_an_answer_closes_it() {
         let bulkhead = bulkhead(4, 3, 3600);
         bulkhead.failed("timeout");
         bulkhead.answered();
@@ -551,7 +638,7 @@ mod tests {
         bulkhead.failed("timeout");
         assert_eq!(bulkhead.state(), BreakerState::Open);
         assert!(matches!(
-            bulkhead.admit(Some(&building("a"))),
+            bulkhead.admit(Some(&building("a"))).await,
             Err(Refusal::BreakerOpen { .. })
         ));
         let health = bulkhead.health();
@@ -562,41 +649,41 @@ mod tests {
         assert!(bulkhead.health().failing_since.is_none());
     }
 
-    #[test]
-    fn after_the_open_time_one_probe_goes_through_and_decides() {
+    #[tokio::test]
+    async fn after_the_open_time_one_probe_goes_through_and_decides() {
         let bulkhead = bulkhead(4, 1, 0);
         bulkhead.failed("503");
         // Open for zero seconds: the next message is the probe, the one after it waits.
-        let probe = bulkhead.admit(Some(&building("a"))).unwrap();
+        let probe = bulkhead.admit(Some(&building("a"))).await.unwrap();
         assert_eq!(bulkhead.state(), BreakerState::HalfOpen);
         assert!(matches!(
-            bulkhead.admit(Some(&building("a"))),
+            bulkhead.admit(Some(&building("a"))).await,
             Err(Refusal::BreakerOpen { .. })
         ));
         bulkhead.failed("503 again");
         assert_eq!(bulkhead.state(), BreakerState::Open);
         drop(probe);
-        let probe = bulkhead.admit(Some(&building("a"))).unwrap();
+        let probe = bulkhead.admit(Some(&building("a"))).await.unwrap();
         bulkhead.answered();
         assert_eq!(bulkhead.state(), BreakerState::Closed);
         drop(probe);
-        assert!(bulkhead.admit(Some(&building("a"))).is_ok());
+        assert!(bulkhead.admit(Some(&building("a"))).await.is_ok());
     }
 
-    #[test]
-    fn a_probe_that_made_no_call_lets_the_next_message_probe() {
+    #[tokio::test]
+    async fn a_probe_that_made_no_call_lets_the_next_message_probe() {
         let bulkhead = bulkhead(4, 1, 0);
         bulkhead.failed("503");
-        let probe = bulkhead.admit(Some(&building("a"))).unwrap();
+        let probe = bulkhead.admit(Some(&building("a"))).await.unwrap();
         drop(probe);
-        assert!(bulkhead.admit(Some(&building("a"))).is_ok());
+        assert!(bulkhead.admit(Some(&building("a"))).await.is_ok());
     }
 
-    #[test]
-    fn the_buildings_of_a_connection_are_remembered_for_their_alerts() {
+    #[tokio::test]
+    async fn the_buildings_of_a_connection_are_remembered_for_their_alerts() {
         let bulkhead = bulkhead(4, 1, 30);
-        drop(bulkhead.admit(Some(&building("a"))));
-        drop(bulkhead.admit(Some(&building("b"))));
+        drop(bulkhead.admit(Some(&building("a"))).await);
+        drop(bulkhead.admit(Some(&building("b"))).await);
         let ids: Vec<String> = bulkhead
             .health()
             .buildings

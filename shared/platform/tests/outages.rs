@@ -41,6 +41,7 @@ impl Replica {
             breaker_failures: 1,
             breaker_open_secs: 1,
             outage_alert_secs: alert_secs,
+            ..ConnectionSettings::default()
         };
         let bulkheads = Arc::new(Bulkheads::new(AccessSystem::Salto, &settings));
         let publisher = Publisher::new(
@@ -61,10 +62,10 @@ impl Replica {
     }
 
     /// A call of harbour's booking that failed, or that got an answer.
-    fn call(&self, answered: bool) {
+    async fn call(&self, answered: bool) {
         let bulkhead = self.bulkheads.of("harbour-salto", ENDPOINT);
         // The admission remembers the building; while the breaker is open the call is not made.
-        if bulkhead.admit(Some(&harbour())).is_ok() {
+        if bulkhead.admit(Some(&harbour())).await.is_ok() {
             if answered {
                 bulkhead.answered();
             } else {
@@ -102,10 +103,10 @@ async fn replicas_seeing_an_outage_end_at_different_times_tell_the_managers_once
     );
 
     // A answered before the outage: an answer older than the announcement ends nothing.
-    a.call(true);
-    b.call(false);
+    a.call(true).await;
+    b.call(false).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    b.call(false);
+    b.call(false).await;
     b.watch.look().await.unwrap();
     a.watch.look().await.unwrap();
     let down = health.next(Duration::from_secs(5)).await.expect("down");
@@ -116,9 +117,9 @@ async fn replicas_seeing_an_outage_end_at_different_times_tell_the_managers_once
     );
 
     // The system answers A again, while B has seen only failures so far (a moment ago).
-    a.call(true);
+    a.call(true).await;
     a.watch.look().await.unwrap();
-    b.call(false);
+    b.call(false).await;
     b.watch.look().await.unwrap();
     a.watch.look().await.unwrap();
     let up = health
@@ -133,7 +134,7 @@ async fn replicas_seeing_an_outage_end_at_different_times_tell_the_managers_once
 
     // B keeps failing beyond the alert time after the recovery: a new outage, told once.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    b.call(false);
+    b.call(false).await;
     b.watch.look().await.unwrap();
     b.watch.look().await.unwrap();
     let again = health

@@ -24,6 +24,7 @@ fn quick_breaker() -> ConnectionSettings {
         breaker_failures: 2,
         breaker_open_secs: 1,
         outage_alert_secs: 2,
+        ..ConnectionSettings::default()
     }
 }
 

@@ -356,6 +356,44 @@ fn slots() -> impl Iterator<Item = Booking> {
     })
 }
 
+/// A burst of bookings for one server that answers flows at the server's pace: a message that
+/// finds the server's slots taken waits a moment for one, not in the retry tiers (where a
+/// backlog for one server once drained at one or two bookings a second).
+#[tokio::test]
+async fn a_burst_for_one_server_waits_for_its_slots_not_in_the_retry_tiers() {
+    const BURST: usize = 40;
+    let mut h = Harness::start_replicas(0).await;
+    h.connections = platform::bulkhead::ConnectionSettings {
+        max_in_flight: 1,
+        slot_wait_ms: 10_000,
+        ..platform::bulkhead::ConnectionSettings::default()
+    };
+    let levels: Vec<String> = (0..BURST).map(|i| format!("burst-{i}")).collect();
+    let groups: Vec<Value> = levels
+        .iter()
+        .map(|level| json!({"ext_id": level, "name": level}))
+        .collect();
+    h.control("seed", json!({"groups": groups})).await;
+    h.start_replica().await;
+    let bookings: Vec<Booking> = levels
+        .iter()
+        .map(|level| {
+            let mut booking = Booking::games(DAY);
+            booking.access_level = level.clone();
+            booking
+        })
+        .collect();
+    for booking in &bookings {
+        h.publish(&booking.created()).await;
+    }
+    h.granted(BURST).await;
+    assert_eq!(
+        h.messages_waited().await,
+        0.0,
+        "no booking of the burst waited in the retry tiers"
+    );
+}
+
 #[tokio::test]
 async fn a_hanging_server_waits_behind_its_breaker_while_the_other_server_goes_on() {
     let mut h = Harness::start_replicas(0).await;
@@ -364,6 +402,7 @@ async fn a_hanging_server_waits_behind_its_breaker_while_the_other_server_goes_o
         breaker_failures: 2,
         breaker_open_secs: 1,
         outage_alert_secs: 2,
+        ..platform::bulkhead::ConnectionSettings::default()
     };
     h.start_replica().await;
     let mut health = h.broker.tap("connection.#").await;

@@ -234,6 +234,16 @@ impl Harness {
     /// How many messages salto-sync sent back to wait for a retry, as the first replica's
     /// `/metrics` counts them.
     pub async fn messages_retried(&self) -> f64 {
+        self.counter("connecx_messages_retried_total").await
+    }
+
+    /// Messages the first replica sent to wait in the retry tiers without using a retry.
+    pub async fn messages_waited(&self) -> f64 {
+        self.counter("connecx_messages_waited_total").await
+    }
+
+    /// The first replica's `counter`, summed over its labels.
+    async fn counter(&self, counter: &str) -> f64 {
         let port = self.health_ports.lock().unwrap()[0];
         let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await
@@ -242,7 +252,7 @@ impl Harness {
             .await
             .unwrap();
         text.lines()
-            .filter(|line| line.starts_with("connecx_messages_retried_total"))
+            .filter(|line| line.starts_with(counter))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
