@@ -2,7 +2,8 @@
 //! servers' clients, the timetable sweeper, the publisher and the clock. Built once at start
 //! ([`crate::startup`]) and cloned cheaply.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -11,6 +12,7 @@ use platform::clock::Clock;
 use sqlx::PgPool;
 
 use crate::servers::Servers;
+use crate::store;
 use crate::timetables::Sweeper;
 
 #[derive(Clone)]
@@ -28,9 +30,41 @@ pub struct Context {
     pub sweeper: Arc<Sweeper>,
     pub publisher: Publisher,
     pub clock: Arc<dyn Clock>,
+    /// The buildings (and their time zones) this process has written to `buildings`, so that a
+    /// booking of a building already known costs no statement.
+    pub buildings_remembered: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Context {
+    /// Makes sure the nightly clearing knows `building` and its time zone. Rows of `buildings`
+    /// are never deleted, so what this process wrote once stays written.
+    pub async fn remember_building(
+        &self,
+        building: &str,
+        timezone: &str,
+    ) -> Result<(), sqlx::Error> {
+        let known = |remembered: &HashMap<String, String>| {
+            remembered.get(building).map(String::as_str) == Some(timezone)
+        };
+        if known(
+            &self
+                .buildings_remembered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        ) {
+            return Ok(());
+        }
+        // Outside any transaction: the row lock of this upsert must not serialize a building's
+        // transactions.
+        let mut conn = self.pool.acquire().await?;
+        store::bookings::remember_building(&mut conn, building, timezone).await?;
+        self.buildings_remembered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(building.to_owned(), timezone.to_owned());
+        Ok(())
+    }
+
     /// The building's local date now.
     pub fn local_today(&self, timezone: &str) -> NaiveDate {
         let now = self.clock.now();

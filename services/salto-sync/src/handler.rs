@@ -98,14 +98,31 @@ impl EventHandler for BookingEvents {
             );
             return Ok(());
         }
-        act_on_latest(&self.ctx, envelope.booking_id).await
+        let latest = if recorded == Recorded::Newer {
+            // The stored latest snapshot is this envelope, written just now: it is not read
+            // back. A newer version stored a moment later is acted on by its own message, after
+            // this one under the booking's lock, as it would have been had this one read it.
+            envelope
+        } else {
+            // The same version again (a redelivery): what is stored is read, so a stored
+            // snapshot that no longer decodes is found and dead-lettered, not acked in silence.
+            match snapshots::latest(&self.ctx.pool, envelope.booking_id)
+                .await
+                .map_err(|error| SyncError::from(error).into_handler_error())?
+            {
+                Some(latest) => latest,
+                None => return Ok(()),
+            }
+        };
+        act_on_latest(&self.ctx, latest).await
     }
 }
 
-/// Acts on the latest snapshot held for `booking_id`, turning Salto's "needs a person" refusals
-/// into a `facility_access.failed` result.
-pub async fn act_on_latest(ctx: &Context, booking_id: Uuid) -> Result<(), HandlerError> {
-    match act(ctx, booking_id).await {
+/// Acts on `latest`, the latest snapshot held for its booking, turning Salto's "needs a person"
+/// refusals into a `facility_access.failed` result.
+async fn act_on_latest(ctx: &Context, latest: Envelope) -> Result<(), HandlerError> {
+    let booking_id = latest.booking_id;
+    match act(ctx, latest).await {
         Ok(()) => Ok(()),
         Err(SyncError::PoolExhausted { server }) => {
             alert_pool_exhausted(ctx, &server, booking_id).await;
@@ -125,10 +142,8 @@ pub async fn act_on_latest(ctx: &Context, booking_id: Uuid) -> Result<(), Handle
     }
 }
 
-async fn act(ctx: &Context, booking_id: Uuid) -> Result<(), SyncError> {
-    let Some(envelope) = snapshots::latest(&ctx.pool, booking_id).await? else {
-        return Ok(());
-    };
+async fn act(ctx: &Context, envelope: Envelope) -> Result<(), SyncError> {
+    let booking_id = envelope.booking_id;
     let version = envelope.version;
     let Some(booking) = decision::facility_booking(&envelope.event).cloned() else {
         return Ok(());
@@ -167,17 +182,8 @@ async fn act_admitted(
     booking: FacilityBooking,
     server: Option<&str>,
 ) -> Result<(), SyncError> {
-    {
-        // Outside the transaction: the row lock of this upsert must not serialize a building's
-        // transactions.
-        let mut conn = ctx.pool.acquire().await?;
-        store::bookings::remember_building(
-            &mut conn,
-            &booking.building.id,
-            &booking.building.timezone,
-        )
+    ctx.remember_building(&booking.building.id, &booking.building.timezone)
         .await?;
-    }
     let mut tx = LedgerTransaction::begin(ctx).await?;
     tx.lock_booking(booking_id, decision::own_level(&booking, server))
         .await?;

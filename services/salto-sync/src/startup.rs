@@ -118,6 +118,7 @@ impl Application {
             sweeper,
             publisher: Publisher::new(&shared.amqp, "salto-sync"),
             clock,
+            buildings_remembered: Default::default(),
         };
         let health = platform::health::HealthServer::bind(&shared.health).await?;
         Ok(Self {
