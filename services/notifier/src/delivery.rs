@@ -48,12 +48,13 @@ impl Mailroom {
 /// and claimed in the database first, so concurrent deliveries of one event send it once. A
 /// temporary SMTP failure fails the whole step (to be retried; the ones sent are not sent
 /// again). A recipient refused for good is recorded and skipped; if every recipient was refused,
-/// `fallback` is sent instead (the alert to ops, or the notice of an undeliverable result). A mail another delivery is sending right now
-/// makes this step transient, so the event is looked at again once that send has settled.
+/// `fallback` is sent instead (the alert to ops, or the notice of an undeliverable result). A
+/// mail another delivery is sending right now makes this step transient, so the event is looked
+/// at again once that send has settled.
 ///
 /// `order`: the mails are a booking's result. Its mails are then sent one booking at a time
-/// (under the booking's lock), and none once a newer result of the booking is recorded: so no
-/// mail ever follows one about a newer result.
+/// (under the booking's lock, taken once for all of them), and none once a newer result of the
+/// booking is recorded: so no mail ever follows one about a newer result.
 pub async fn deliver_once(
     pool: &PgPool,
     mailer: &Mailer,
@@ -64,17 +65,40 @@ pub async fn deliver_once(
 ) -> Result<(), HandlerError> {
     let mut delivered = 0;
     let total = mails.len();
-    for mail in &mails {
-        match send_once(pool, mailer, dedup_key, mail, order).await? {
-            Sent::Now | Sent::Before => delivered += 1,
-            Sent::Refused => {}
-            Sent::Superseded => return Ok(()),
+    let mut booking_lock = match order {
+        Some(order) => {
+            Some(SendLock::take(pool, store::booking_lock_name(order.booking_id)).await?)
         }
+        None => None,
+    };
+    let sent: Result<bool, HandlerError> = async {
+        for mail in &mails {
+            let sent = match &mut booking_lock {
+                Some(lock) => {
+                    claimed_send(pool, &mut lock.conn, mailer, dedup_key, mail, order).await?
+                }
+                None => send_once(pool, mailer, dedup_key, mail).await?,
+            };
+            match sent {
+                Sent::Now | Sent::Before => delivered += 1,
+                Sent::Refused => {}
+                Sent::Superseded => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+    .await;
+    if let Some(lock) = booking_lock {
+        // Released before the fallback, which takes a connection (and a lock) of its own.
+        lock.release().await;
+    }
+    if !sent? {
+        return Ok(());
     }
     if delivered == 0
         && total > 0
         && let Some(fallback) = fallback
-        && let Sent::Refused = send_once(pool, mailer, dedup_key, &fallback, None).await?
+        && let Sent::Refused = send_once(pool, mailer, dedup_key, &fallback).await?
     {
         return Err(HandlerError::Permanent(
             "no recipient accepted the mail, not even the ops address".to_owned(),
@@ -99,62 +123,82 @@ enum Sent {
     Superseded,
 }
 
+/// A session lock held, with the pooled connection it lives on, for as long as a send takes.
+struct SendLock {
+    conn: PoolConnection<sqlx::Postgres>,
+    name: String,
+}
+
+impl SendLock {
+    /// Takes lock `name`, or fails transiently when another delivery holds it (the event is
+    /// looked at again once that send has settled).
+    async fn take(pool: &PgPool, name: String) -> Result<SendLock, HandlerError> {
+        let mut conn = pool.acquire().await.map_err(database_unavailable)?;
+        if !store::try_lock(&mut conn, &name)
+            .await
+            .map_err(database_unavailable)?
+        {
+            return Err(HandlerError::Transient(format!(
+                "{name} is being sent by another delivery"
+            )));
+        }
+        Ok(SendLock { conn, name })
+    }
+
+    async fn release(mut self) {
+        if store::unlock(&mut self.conn, &self.name).await.is_err() {
+            // The lock must not stay with a pooled connection: close it instead of returning it.
+            drop(PoolConnection::detach(self.conn));
+        }
+    }
+}
+
+/// Sends one mail that is no booking's result under its own lock.
 async fn send_once(
     pool: &PgPool,
     mailer: &Mailer,
     dedup_key: &str,
     mail: &Mail,
-    order: Option<&ResultOrder>,
 ) -> Result<Sent, HandlerError> {
-    // One event may mail one address twice (a visitor who is also the resident): each kind of
-    // mail is its own.
-    let dedup_key = format!("{dedup_key}/{}", mail.kind);
-    let dedup_key = dedup_key.as_str();
-    let lock = match order {
-        Some(order) => store::booking_lock_name(order.booking_id),
-        None => store::mail_lock_name(dedup_key, &mail.to),
-    };
-    let mut conn = pool.acquire().await.map_err(database_unavailable)?;
-    if !store::try_lock(&mut conn, &lock)
-        .await
-        .map_err(database_unavailable)?
-    {
-        return Err(HandlerError::Transient(format!(
-            "mail {dedup_key} is being sent by another delivery"
-        )));
-    }
-    let outcome = match order {
-        Some(order)
-            if store::newer_result_recorded(&mut conn, order)
-                .await
-                .map_err(database_unavailable)? =>
-        {
-            tracing::info!(dedup_key, booking_id = %order.booking_id, "a newer result of the booking is recorded; not mailed");
-            Ok(Sent::Superseded)
-        }
-        _ => claimed_send(pool, &mut conn, mailer, dedup_key, mail).await,
-    };
-    if store::unlock(&mut conn, &lock).await.is_err() {
-        // The lock must not stay with a pooled connection: close it instead of returning it.
-        drop(PoolConnection::detach(conn));
-    }
+    let mut lock = SendLock::take(
+        pool,
+        store::mail_lock_name(&mail_key(dedup_key, mail), &mail.to),
+    )
+    .await?;
+    let outcome = claimed_send(pool, &mut lock.conn, mailer, dedup_key, mail, None).await;
+    lock.release().await;
     outcome
 }
 
-/// Sends the mail under its claim; the caller holds the mail's lock, so a `sending` claim found
-/// here belongs to a sender that is gone.
+/// One event may mail one address twice (a visitor who is also the resident): each kind of mail
+/// is its own.
+fn mail_key(dedup_key: &str, mail: &Mail) -> String {
+    format!("{dedup_key}/{}", mail.kind)
+}
+
+/// Sends the mail under its claim; the caller holds the mail's lock (or its booking's), so a
+/// `sending` claim found here belongs to a sender that is gone.
 async fn claimed_send(
     pool: &PgPool,
     conn: &mut sqlx::PgConnection,
     mailer: &Mailer,
     dedup_key: &str,
     mail: &Mail,
+    order: Option<&ResultOrder>,
 ) -> Result<Sent, HandlerError> {
-    if !store::claim_mail(conn, dedup_key, &mail.to)
+    let dedup_key = mail_key(dedup_key, mail);
+    let dedup_key = dedup_key.as_str();
+    match store::claim_mail(conn, dedup_key, &mail.to, order)
         .await
         .map_err(database_unavailable)?
     {
-        return Ok(Sent::Before);
+        store::Claim::Claimed => {}
+        store::Claim::Settled => return Ok(Sent::Before),
+        store::Claim::Superseded => {
+            let booking_id = order.map(|o| o.booking_id).unwrap_or_default();
+            tracing::info!(dedup_key, %booking_id, "a newer result of the booking is recorded; not mailed");
+            return Ok(Sent::Superseded);
+        }
     }
     match mailer.send(mail).await {
         Ok(()) => {

@@ -157,42 +157,55 @@ pub async fn record_result(
     })
 }
 
-/// Whether a result of the booking newer than `order` is recorded.
-pub async fn newer_result_recorded(
-    conn: &mut PgConnection,
-    order: &crate::delivery::ResultOrder,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM booking_snapshots
-                         WHERE booking_id = $1
-                           AND (version, coalesce(occurred_at, '-infinity')) > ($2, $3))",
-    )
-    .bind(order.booking_id)
-    .bind(order.version)
-    .bind(order.occurred_at)
-    .fetch_one(conn)
-    .await
+/// What [`claim_mail`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The mail is this sender's to send.
+    Claimed,
+    /// It was sent or refused for good before.
+    Settled,
+    /// A result of the booking newer than the mail's is recorded: the mail goes to nobody.
+    Superseded,
 }
 
-/// Claims the right to send the mail about `dedup_key` to `recipient`; `false` when it was sent
-/// or refused for good. Called holding the mail's lock ([`try_lock`]), so a claim still
-/// `sending` belongs to a sender that died mid-send: it is taken over.
+/// Claims the right to send the mail about `dedup_key` to `recipient`, in one statement: unless
+/// it was sent or refused for good, and — for a booking's result mail (`order`) — unless a newer
+/// result of the booking is recorded. Called holding the mail's lock ([`try_lock`]), so a claim
+/// still `sending` belongs to a sender that died mid-send: it is taken over. The lock was taken
+/// by an earlier statement, so this one's look at the results sees every result recorded before
+/// the lock was held.
 pub async fn claim_mail(
     conn: &mut PgConnection,
     dedup_key: &str,
     recipient: &str,
-) -> Result<bool, sqlx::Error> {
-    let claimed: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO sent_mail (dedup_key, recipient, outcome) VALUES ($1, lower($2), 'sending')
-         ON CONFLICT (dedup_key, recipient) DO UPDATE SET at = now()
-          WHERE sent_mail.outcome = 'sending'
-         RETURNING 1",
+    order: Option<&crate::delivery::ResultOrder>,
+) -> Result<Claim, sqlx::Error> {
+    let (superseded, claimed): (bool, bool) = sqlx::query_as(
+        "WITH newer AS (
+            SELECT $3::uuid IS NOT NULL AND EXISTS (
+                SELECT 1 FROM booking_snapshots
+                 WHERE booking_id = $3
+                   AND (version, coalesce(occurred_at, '-infinity')) > ($4, $5)) AS found),
+         claim AS (
+            INSERT INTO sent_mail (dedup_key, recipient, outcome)
+            SELECT $1, lower($2), 'sending' WHERE NOT (SELECT found FROM newer)
+            ON CONFLICT (dedup_key, recipient) DO UPDATE SET at = now()
+             WHERE sent_mail.outcome = 'sending'
+            RETURNING 1)
+         SELECT (SELECT found FROM newer), EXISTS (SELECT 1 FROM claim)",
     )
     .bind(dedup_key)
     .bind(recipient)
-    .fetch_optional(conn)
+    .bind(order.map(|o| o.booking_id))
+    .bind(order.map(|o| o.version))
+    .bind(order.map(|o| o.occurred_at))
+    .fetch_one(conn)
     .await?;
-    Ok(claimed.is_some())
+    Ok(match (superseded, claimed) {
+        (true, _) => Claim::Superseded,
+        (false, true) => Claim::Claimed,
+        (false, false) => Claim::Settled,
+    })
 }
 
 /// Settles a claim: `sent` or `rejected` (for good).
