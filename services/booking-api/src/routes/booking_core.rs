@@ -526,6 +526,127 @@ impl WindowPatch {
     }
 }
 
+/// The five HTTP handlers of a booking kind (create, list, get, patch, cancel) with their OpenAPI
+/// descriptions. Every kind's handlers only hand the request to this core; what the kinds'
+/// documents say differently (paths, bodies, who may book, which codes refuse) is given, the rest
+/// is written here once.
+macro_rules! booking_handlers {
+    (
+        kind: $kind:ident,
+        path: $path:literal,
+        item_path: $item_path:literal,
+        tag: $tag:literal,
+        request: $request:ident,
+        view: $view:ident,
+        list: $list:ident,
+        patch: $patch:ident,
+        operation_ids: [$create_id:literal, $list_id:literal, $get_id:literal, $patch_id:literal, $cancel_id:literal $(,)?],
+        summaries: [$create_doc:literal, $list_doc:literal, $get_doc:literal, $patch_doc:literal, $cancel_doc:literal $(,)?],
+        location: $location:literal,
+        listed: $listed:literal,
+        create_forbidden: $create_forbidden:literal,
+        create_refused: $create_refused:literal,
+        not_yours: $not_yours:literal,
+        patch_refused: $patch_refused:literal $(,)?
+    ) => {
+        #[doc = $create_doc]
+        #[utoipa::path(
+            post, path = $path, tag = $tag, operation_id = $create_id,
+            request_body = $request,
+            params(booking_core::CreationHeaders),
+            responses(
+                (status = 201, description = "Booked (or the booking this key made before)", body = $view, headers(
+                    ("Location" = String, description = $location),
+                    ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same `Idempotency-Key`"),
+                    ("Preference-Applied" = String, description = "`wait=N` when `Prefer: wait` was honoured"),
+                )),
+                (status = 403, description = $create_forbidden, body = ProblemDetails, content_type = "application/problem+json"),
+                (status = 422, description = $create_refused, body = ProblemDetails, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = ["resident", "manager"]))
+        )]
+        pub async fn create(
+            State(app): State<AppState>,
+            caller: Caller,
+            headers: HeaderMap,
+            body: ApiJson<$request>,
+        ) -> Result<Response, Problem> {
+            booking_core::create::<$kind>(&app, &caller, &headers, body).await
+        }
+
+        #[doc = $list_doc]
+        #[utoipa::path(
+            get, path = $path, tag = $tag, operation_id = $list_id,
+            responses(
+                (status = 200, description = $listed, body = $list),
+            ),
+            security(("bearer" = ["resident", "manager"]))
+        )]
+        pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
+            booking_core::list::<$kind>(&app, &caller).await
+        }
+
+        #[doc = $get_doc]
+        #[utoipa::path(
+            get, path = $item_path, tag = $tag, operation_id = $get_id,
+            params(("id" = Uuid, Path, description = "The booking's id")),
+            responses(
+                (status = 200, description = "The booking", body = $view),
+                (status = 403, description = $not_yours, body = ProblemDetails, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = ["resident", "manager"]))
+        )]
+        pub async fn get(
+            State(app): State<AppState>,
+            caller: Caller,
+            BookingIdPath(id): BookingIdPath,
+        ) -> Result<Response, Problem> {
+            booking_core::get::<$kind>(&app, &caller, id).await
+        }
+
+        #[doc = $patch_doc]
+        #[utoipa::path(
+            patch, path = $item_path, tag = $tag, operation_id = $patch_id,
+            params(("id" = Uuid, Path, description = "The booking's id")),
+            request_body = $patch,
+            responses(
+                (status = 200, description = "Rescheduled (a new version), or unchanged when the window is the same", body = $view),
+                (status = 403, description = $not_yours, body = ProblemDetails, content_type = "application/problem+json"),
+                (status = 409, description = "`booking_cancelled`", body = ProblemDetails, content_type = "application/problem+json"),
+                (status = 422, description = $patch_refused, body = ProblemDetails, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = ["resident", "manager"]))
+        )]
+        pub async fn patch(
+            State(app): State<AppState>,
+            caller: Caller,
+            BookingIdPath(id): BookingIdPath,
+            body: ApiJson<Value>,
+        ) -> Result<Response, Problem> {
+            booking_core::reschedule::<$kind>(&app, &caller, id, &body.value).await
+        }
+
+        #[doc = $cancel_doc]
+        #[utoipa::path(
+            delete, path = $item_path, tag = $tag, operation_id = $cancel_id,
+            params(("id" = Uuid, Path, description = "The booking's id")),
+            responses(
+                (status = 200, description = "Cancelled (cancelling again changes nothing)", body = $view),
+                (status = 403, description = $not_yours, body = ProblemDetails, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = ["resident", "manager"]))
+        )]
+        pub async fn cancel(
+            State(app): State<AppState>,
+            caller: Caller,
+            BookingIdPath(id): BookingIdPath,
+        ) -> Result<Response, Problem> {
+            booking_core::cancel::<$kind>(&app, &caller, id).await
+        }
+    };
+}
+pub(crate) use booking_handlers;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -456,99 +456,35 @@ impl BookingRoutes for FacilityBookings {
     }
 }
 
-/// Creates a facility booking.
-#[utoipa::path(
-    post, path = "/v1/facility-bookings", tag = "facility bookings", operation_id = "create_facility_booking",
-    request_body = NewFacilityBookingRequest,
-    params(booking_core::CreationHeaders),
-    responses(
-        (status = 201, description = "Booked (or the booking this key made before)", body = FacilityBookingView, headers(
-            ("Location" = String, description = "The booking: `/v1/facility-bookings/{id}`"),
-            ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same `Idempotency-Key`"),
-            ("Preference-Applied" = String, description = "`wait=N` when `Prefer: wait` was honoured"),
-        )),
-        (status = 403, description = "`not_your_apartment`: a resident booking for another apartment", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn create(
-    State(app): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: ApiJson<NewFacilityBookingRequest>,
-) -> Result<Response, Problem> {
-    booking_core::create::<FacilityBookings>(&app, &caller, &headers, body).await
-}
-
-/// Lists facility bookings: a resident's apartment's, or all of the manager's building.
-#[utoipa::path(
-    get, path = "/v1/facility-bookings", tag = "facility bookings", operation_id = "list_facility_bookings",
-    responses(
-        (status = 200, description = "At most 500 bookings, by start time: a resident's apartment's, or all of the manager's building", body = FacilityBookingList),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    booking_core::list::<FacilityBookings>(&app, &caller).await
-}
-
-/// Shows one facility booking.
-#[utoipa::path(
-    get, path = "/v1/facility-bookings/{id}", tag = "facility bookings", operation_id = "get_facility_booking",
-    params(("id" = Uuid, Path, description = "The booking's id")),
-    responses(
-        (status = 200, description = "The booking", body = FacilityBookingView),
-        (status = 403, description = "`not_your_booking`: another apartment's booking", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn get(
-    State(app): State<AppState>,
-    caller: Caller,
-    BookingIdPath(id): BookingIdPath,
-) -> Result<Response, Problem> {
-    booking_core::get::<FacilityBookings>(&app, &caller, id).await
-}
-
-/// Moves a facility booking's window; only `starts_at` and `ends_at` may change.
-#[utoipa::path(
-    patch, path = "/v1/facility-bookings/{id}", tag = "facility bookings", operation_id = "reschedule_facility_booking",
-    params(("id" = Uuid, Path, description = "The booking's id")),
-    request_body = FacilityBookingPatch,
-    responses(
-        (status = 200, description = "Rescheduled (a new version), or unchanged when the window is the same", body = FacilityBookingView),
-        (status = 403, description = "`not_your_booking`: another apartment's booking", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "`booking_cancelled`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Refused: `field_not_patchable`, `empty_patch`, a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn patch(
-    State(app): State<AppState>,
-    caller: Caller,
-    BookingIdPath(id): BookingIdPath,
-    body: ApiJson<Value>,
-) -> Result<Response, Problem> {
-    booking_core::reschedule::<FacilityBookings>(&app, &caller, id, &body.value).await
-}
-
-/// Cancels a facility booking (cancelling again changes nothing).
-#[utoipa::path(
-    delete, path = "/v1/facility-bookings/{id}", tag = "facility bookings", operation_id = "cancel_facility_booking",
-    params(("id" = Uuid, Path, description = "The booking's id")),
-    responses(
-        (status = 200, description = "Cancelled (cancelling again changes nothing)", body = FacilityBookingView),
-        (status = 403, description = "`not_your_booking`: another apartment's booking", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn cancel(
-    State(app): State<AppState>,
-    caller: Caller,
-    BookingIdPath(id): BookingIdPath,
-) -> Result<Response, Problem> {
-    booking_core::cancel::<FacilityBookings>(&app, &caller, id).await
+booking_core::booking_handlers! {
+    kind: FacilityBookings,
+    path: "/v1/facility-bookings",
+    item_path: "/v1/facility-bookings/{id}",
+    tag: "facility bookings",
+    request: NewFacilityBookingRequest,
+    view: FacilityBookingView,
+    list: FacilityBookingList,
+    patch: FacilityBookingPatch,
+    operation_ids: [
+        "create_facility_booking",
+        "list_facility_bookings",
+        "get_facility_booking",
+        "reschedule_facility_booking",
+        "cancel_facility_booking",
+    ],
+    summaries: [
+        "Creates a facility booking.",
+        "Lists facility bookings: a resident's apartment's, or all of the manager's building.",
+        "Shows one facility booking.",
+        "Moves a facility booking's window; only `starts_at` and `ends_at` may change.",
+        "Cancels a facility booking (cancelling again changes nothing).",
+    ],
+    location: "The booking: `/v1/facility-bookings/{id}`",
+    listed: "At most 500 bookings, by start time: a resident's apartment's, or all of the manager's building",
+    create_forbidden: "`not_your_apartment`: a resident booking for another apartment",
+    create_refused: "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`",
+    not_yours: "`not_your_booking`: another apartment's booking",
+    patch_refused: "Refused: `field_not_patchable`, `empty_patch`, a window rule (`ends_not_after_starts`, `ends_in_past`, `too_far_ahead`, `spans_several_local_days`, `window_not_representable`), `building_not_registered`, `unknown_facility`, `unknown_apartment`, `facility_access_control_id_missing`, `apartment_access_control_id_missing`, `salto_not_connected`",
 }
 
 #[cfg(test)]

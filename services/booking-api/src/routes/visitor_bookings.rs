@@ -449,99 +449,35 @@ impl BookingRoutes for VisitorBookings {
     }
 }
 
-/// Creates a visitor booking.
-#[utoipa::path(
-    post, path = "/v1/visitor-bookings", tag = "visitor bookings", operation_id = "create_visitor_booking",
-    request_body = NewVisitorBookingRequest,
-    params(booking_core::CreationHeaders),
-    responses(
-        (status = 201, description = "Booked (or the booking this key made before)", body = VisitorBookingView, headers(
-            ("Location" = String, description = "The booking: `/v1/visitor-bookings/{id}`"),
-            ("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same `Idempotency-Key`"),
-            ("Preference-Applied" = String, description = "`wait=N` when `Prefer: wait` was honoured"),
-        )),
-        (status = 403, description = "`not_your_resident_id`: a resident booking for another resident", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `window_too_long`, `too_far_ahead`, `window_not_representable`), `invalid_email`, `required`, `too_long`, `invalid_characters`, `building_not_registered`, `unknown_resident`, `resident_not_synced_to_ipassan`, `ipassan_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn create(
-    State(app): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: ApiJson<NewVisitorBookingRequest>,
-) -> Result<Response, Problem> {
-    booking_core::create::<VisitorBookings>(&app, &caller, &headers, body).await
-}
-
-/// Lists visitor bookings: a resident's own, or all of the manager's building.
-#[utoipa::path(
-    get, path = "/v1/visitor-bookings", tag = "visitor bookings", operation_id = "list_visitor_bookings",
-    responses(
-        (status = 200, description = "At most 500 bookings, by start time: a resident's own, or all of the manager's building", body = VisitorBookingList),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    booking_core::list::<VisitorBookings>(&app, &caller).await
-}
-
-/// Shows one visitor booking.
-#[utoipa::path(
-    get, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings", operation_id = "get_visitor_booking",
-    params(("id" = Uuid, Path, description = "The booking's id")),
-    responses(
-        (status = 200, description = "The booking", body = VisitorBookingView),
-        (status = 403, description = "`not_your_booking`: another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn get(
-    State(app): State<AppState>,
-    caller: Caller,
-    BookingIdPath(id): BookingIdPath,
-) -> Result<Response, Problem> {
-    booking_core::get::<VisitorBookings>(&app, &caller, id).await
-}
-
-/// Moves a visitor booking's window; only `starts_at` and `ends_at` may change.
-#[utoipa::path(
-    patch, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings", operation_id = "reschedule_visitor_booking",
-    params(("id" = Uuid, Path, description = "The booking's id")),
-    request_body = VisitorBookingPatch,
-    responses(
-        (status = 200, description = "Rescheduled (a new version), or unchanged when the window is the same", body = VisitorBookingView),
-        (status = 403, description = "`not_your_booking`: another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "`booking_cancelled`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 422, description = "Refused: `field_not_patchable`, `empty_patch`, a window rule (`ends_not_after_starts`, `ends_in_past`, `window_too_long`, `too_far_ahead`, `window_not_representable`), `resident_not_synced_to_ipassan`, `ipassan_not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn patch(
-    State(app): State<AppState>,
-    caller: Caller,
-    BookingIdPath(id): BookingIdPath,
-    body: ApiJson<Value>,
-) -> Result<Response, Problem> {
-    booking_core::reschedule::<VisitorBookings>(&app, &caller, id, &body.value).await
-}
-
-/// Cancels a visitor booking (cancelling again changes nothing).
-#[utoipa::path(
-    delete, path = "/v1/visitor-bookings/{id}", tag = "visitor bookings", operation_id = "cancel_visitor_booking",
-    params(("id" = Uuid, Path, description = "The booking's id")),
-    responses(
-        (status = 200, description = "Cancelled (cancelling again changes nothing)", body = VisitorBookingView),
-        (status = 403, description = "`not_your_booking`: another resident's booking", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["resident", "manager"]))
-)]
-pub async fn cancel(
-    State(app): State<AppState>,
-    caller: Caller,
-    BookingIdPath(id): BookingIdPath,
-) -> Result<Response, Problem> {
-    booking_core::cancel::<VisitorBookings>(&app, &caller, id).await
+booking_core::booking_handlers! {
+    kind: VisitorBookings,
+    path: "/v1/visitor-bookings",
+    item_path: "/v1/visitor-bookings/{id}",
+    tag: "visitor bookings",
+    request: NewVisitorBookingRequest,
+    view: VisitorBookingView,
+    list: VisitorBookingList,
+    patch: VisitorBookingPatch,
+    operation_ids: [
+        "create_visitor_booking",
+        "list_visitor_bookings",
+        "get_visitor_booking",
+        "reschedule_visitor_booking",
+        "cancel_visitor_booking",
+    ],
+    summaries: [
+        "Creates a visitor booking.",
+        "Lists visitor bookings: a resident's own, or all of the manager's building.",
+        "Shows one visitor booking.",
+        "Moves a visitor booking's window; only `starts_at` and `ends_at` may change.",
+        "Cancels a visitor booking (cancelling again changes nothing).",
+    ],
+    location: "The booking: `/v1/visitor-bookings/{id}`",
+    listed: "At most 500 bookings, by start time: a resident's own, or all of the manager's building",
+    create_forbidden: "`not_your_resident_id`: a resident booking for another resident",
+    create_refused: "Refused: a window rule (`ends_not_after_starts`, `ends_in_past`, `window_too_long`, `too_far_ahead`, `window_not_representable`), `invalid_email`, `required`, `too_long`, `invalid_characters`, `building_not_registered`, `unknown_resident`, `resident_not_synced_to_ipassan`, `ipassan_not_connected`, `too_many_live_bookings`, `idempotency_key_reused`",
+    not_yours: "`not_your_booking`: another resident's booking",
+    patch_refused: "Refused: `field_not_patchable`, `empty_patch`, a window rule (`ends_not_after_starts`, `ends_in_past`, `window_too_long`, `too_far_ahead`, `window_not_representable`), `resident_not_synced_to_ipassan`, `ipassan_not_connected`",
 }
 
 #[cfg(test)]
