@@ -172,42 +172,6 @@ pub async fn put_ipassan(
     connect::<Ipassan>(&app, &operator, &building_id, checked.seal(sealer)).await
 }
 
-/// The building's own iPassan connection, without its secret.
-#[utoipa::path(
-    get, path = "/v1/buildings/{id}/connections/ipassan", tag = "connections",
-    params(("id" = BuildingId, Path, description = "connecX building id")),
-    responses(
-        (status = 200, description = "The connection, without its secret", body = IpassanConnectionView),
-        (status = 404, description = "`not_connected`: the building uses the deployment default", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["operator"]))
-)]
-pub async fn get_ipassan(
-    State(app): State<AppState>,
-    _operator: Operator,
-    EntityIdPath(building_id): EntityIdPath,
-) -> Result<Response, Problem> {
-    show::<Ipassan>(&app, &building_id).await
-}
-
-/// Puts the building back on the deployment's default iPassan.
-#[utoipa::path(
-    delete, path = "/v1/buildings/{id}/connections/ipassan", tag = "connections",
-    params(("id" = BuildingId, Path, description = "connecX building id")),
-    responses(
-        (status = 204, description = "The building uses the default from now on"),
-        (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["operator"]))
-)]
-pub async fn delete_ipassan(
-    State(app): State<AppState>,
-    operator: Operator,
-    EntityIdPath(building_id): EntityIdPath,
-) -> Result<Response, Problem> {
-    disconnect::<Ipassan>(&app, &operator, &building_id).await
-}
-
 /// Connects a building to its own Salto SHIP endpoint.
 #[utoipa::path(
     put, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
@@ -235,40 +199,105 @@ pub async fn put_salto(
     connect::<Salto>(&app, &operator, &building_id, sealed).await
 }
 
-/// The building's own Salto connection, without its secrets.
-#[utoipa::path(
-    get, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
-    params(("id" = BuildingId, Path, description = "connecX building id")),
-    responses(
-        (status = 200, description = "The connection, without its secrets", body = SaltoConnectionView),
-        (status = 404, description = "`not_connected`: the building uses the deployment default", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["operator"]))
-)]
-pub async fn get_salto(
-    State(app): State<AppState>,
-    _operator: Operator,
-    EntityIdPath(building_id): EntityIdPath,
-) -> Result<Response, Problem> {
-    show::<Salto>(&app, &building_id).await
+/// `GET`, `DELETE` and the check of one system's connection, with their OpenAPI descriptions:
+/// the two systems' differ only in names, so they are written once.
+macro_rules! show_disconnect_and_check {
+    (
+        system: $system:ident,
+        path: $path:literal,
+        view: $view:ident,
+        get: $get:ident,
+        get_summary: $get_doc:literal,
+        without_secrets: $without:literal,
+        delete: $delete:ident,
+        delete_summary: $delete_doc:literal,
+        check: $check:ident,
+        check_path: $check_path:literal,
+        check_summary: $check_doc:literal $(,)?
+    ) => {
+        #[doc = $get_doc]
+        #[utoipa::path(
+            get, path = $path, tag = "connections",
+            params(("id" = BuildingId, Path, description = "connecX building id")),
+            responses(
+                (status = 200, description = $without, body = $view),
+                (status = 404, description = "`not_connected`: the building uses the deployment default", body = ProblemDetails, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = ["operator"]))
+        )]
+        pub async fn $get(
+            State(app): State<AppState>,
+            _operator: Operator,
+            EntityIdPath(building_id): EntityIdPath,
+        ) -> Result<Response, Problem> {
+            show::<$system>(&app, &building_id).await
+        }
+
+        #[doc = $delete_doc]
+        #[utoipa::path(
+            delete, path = $path, tag = "connections",
+            params(("id" = BuildingId, Path, description = "connecX building id")),
+            responses(
+                (status = 204, description = "The building uses the default from now on"),
+                (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = ["operator"]))
+        )]
+        pub async fn $delete(
+            State(app): State<AppState>,
+            operator: Operator,
+            EntityIdPath(building_id): EntityIdPath,
+        ) -> Result<Response, Problem> {
+            disconnect::<$system>(&app, &operator, &building_id).await
+        }
+
+        #[doc = $check_doc]
+        #[utoipa::path(
+            post, path = $check_path, tag = "connections",
+            params(("id" = BuildingId, Path, description = "connecX building id")),
+            responses(
+                (status = 200, description = "What the call found (`ok` false with a `problem` when something is wrong)", body = CheckView),
+                (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
+                (status = 503, description = "`secrets_not_configured`: the connection's sealed secret cannot be opened with the configured keys", body = ProblemDetails, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = ["operator"]))
+        )]
+        pub async fn $check(
+            State(app): State<AppState>,
+            operator: Operator,
+            EntityIdPath(building_id): EntityIdPath,
+        ) -> Result<Response, Problem> {
+            check(&app, &operator, &building_id, $system::SYSTEM).await
+        }
+    };
 }
 
-/// Puts the building back on the deployment's default Salto.
-#[utoipa::path(
-    delete, path = "/v1/buildings/{id}/connections/salto", tag = "connections",
-    params(("id" = BuildingId, Path, description = "connecX building id")),
-    responses(
-        (status = 204, description = "The building uses the default from now on"),
-        (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["operator"]))
-)]
-pub async fn delete_salto(
-    State(app): State<AppState>,
-    operator: Operator,
-    EntityIdPath(building_id): EntityIdPath,
-) -> Result<Response, Problem> {
-    disconnect::<Salto>(&app, &operator, &building_id).await
+show_disconnect_and_check! {
+    system: Ipassan,
+    path: "/v1/buildings/{id}/connections/ipassan",
+    view: IpassanConnectionView,
+    get: get_ipassan,
+    get_summary: "The building's own iPassan connection, without its secret.",
+    without_secrets: "The connection, without its secret",
+    delete: delete_ipassan,
+    delete_summary: "Puts the building back on the deployment's default iPassan.",
+    check: check_ipassan,
+    check_path: "/v1/buildings/{id}/connections/ipassan/check",
+    check_summary: "Checks the building's own iPassan connection with one real, harmless call.",
+}
+
+show_disconnect_and_check! {
+    system: Salto,
+    path: "/v1/buildings/{id}/connections/salto",
+    view: SaltoConnectionView,
+    get: get_salto,
+    get_summary: "The building's own Salto connection, without its secrets.",
+    without_secrets: "The connection, without its secrets",
+    delete: delete_salto,
+    delete_summary: "Puts the building back on the deployment's default Salto.",
+    check: check_salto,
+    check_path: "/v1/buildings/{id}/connections/salto/check",
+    check_summary: "Checks the building's own Salto connection with one real, harmless call.",
 }
 
 /// Stores `sealed` as the building's own connection to `S` and answers with it: 201 when the
@@ -313,44 +342,6 @@ async fn disconnect<S: SystemConnection>(
     let event = S::changed(building_id.to_owned(), None);
     save(app, operator, building_id, S::SYSTEM, None, event).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Checks the building's own iPassan connection with one real, harmless call.
-#[utoipa::path(
-    post, path = "/v1/buildings/{id}/connections/ipassan/check", tag = "connections",
-    params(("id" = BuildingId, Path, description = "connecX building id")),
-    responses(
-        (status = 200, description = "What the call found (`ok` false with a `problem` when something is wrong)", body = CheckView),
-        (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "`secrets_not_configured`: the connection's sealed secret cannot be opened with the configured keys", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["operator"]))
-)]
-pub async fn check_ipassan(
-    State(app): State<AppState>,
-    operator: Operator,
-    EntityIdPath(building_id): EntityIdPath,
-) -> Result<Response, Problem> {
-    check(&app, &operator, &building_id, AccessSystem::Ipassan).await
-}
-
-/// Checks the building's own Salto connection with one real, harmless call.
-#[utoipa::path(
-    post, path = "/v1/buildings/{id}/connections/salto/check", tag = "connections",
-    params(("id" = BuildingId, Path, description = "connecX building id")),
-    responses(
-        (status = 200, description = "What the call found (`ok` false with a `problem` when something is wrong)", body = CheckView),
-        (status = 404, description = "`not_connected`", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "`secrets_not_configured`: the connection's sealed secret cannot be opened with the configured keys", body = ProblemDetails, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["operator"]))
-)]
-pub async fn check_salto(
-    State(app): State<AppState>,
-    operator: Operator,
-    EntityIdPath(building_id): EntityIdPath,
-) -> Result<Response, Problem> {
-    check(&app, &operator, &building_id, AccessSystem::Salto).await
 }
 
 async fn check(
