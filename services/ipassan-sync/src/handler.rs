@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use contracts::{Envelope, Event, VisitorAccessResult, VisitorBooking};
 use platform::amqp::{EventHandler, HandlerError, Publisher};
-use platform::snapshots::{self, Recorded};
+use platform::snapshots;
 
 use crate::decision::{
     self, Achieved, Applied, BuildingIpassan, GrantVisit, LastPublished, NextAction, ResultKind,
@@ -82,11 +82,7 @@ impl EventHandler for BookingEvents {
         let recorded = snapshots::record(&mut *conn, &envelope)
             .await
             .map_err(database)?;
-        if recorded == Recorded::Older {
-            tracing::info!(
-                booking_id = %envelope.booking_id, version = envelope.version,
-                "older than the version held; skipped"
-            );
+        if !recorded.to_act_on(&envelope) {
             return Ok(());
         }
         self.converge(&mut conn, envelope.booking_id).await

@@ -91,11 +91,7 @@ impl EventHandler for BookingEvents {
         let recorded = snapshots::record(&self.ctx.pool, &envelope)
             .await
             .map_err(database)?;
-        if recorded == Recorded::Older {
-            tracing::info!(
-                booking_id = %envelope.booking_id, version = envelope.version,
-                "older than the version held; skipped"
-            );
+        if !recorded.to_act_on(&envelope) {
             return Ok(());
         }
         let latest = if recorded == Recorded::Newer {

@@ -24,6 +24,21 @@ pub enum Recorded {
     Older,
 }
 
+impl Recorded {
+    /// Whether `envelope`, recorded with this outcome, is to be acted on: unless a newer version
+    /// is held, which is said in the log (the message is acked without acting).
+    pub fn to_act_on(self, envelope: &Envelope) -> bool {
+        if self == Recorded::Older {
+            tracing::info!(
+                booking_id = %envelope.booking_id, version = envelope.version,
+                "older than the version held; skipped"
+            );
+            return false;
+        }
+        true
+    }
+}
+
 /// Decides from the version held and the incoming one. Pure.
 pub fn compare(held: Option<i64>, incoming: i64) -> Recorded {
     match held {
