@@ -180,8 +180,8 @@ async fn act_admitted(
 ) -> Result<(), SyncError> {
     ctx.remember_building(&booking.building.id, &booking.building.timezone)
         .await?;
-    let mut tx = LedgerTransaction::begin(ctx).await?;
-    tx.lock_booking(booking_id, decision::own_level(&booking, server))
+    let mut tx = LedgerTransaction::begin_for_booking(ctx, booking_id).await?;
+    tx.lock_levels_of(booking_id, decision::own_level(&booking, server))
         .await?;
     if !decision::should_act(tx.last_acted_version(booking_id).await?, version) {
         tracing::info!(%booking_id, version, "version already acted on; nothing to do");

@@ -67,8 +67,27 @@ pub struct LedgerTransaction {
 
 impl LedgerTransaction {
     pub async fn begin(ctx: &Context) -> Result<LedgerTransaction, SyncError> {
-        let mut tx = ctx.pool.begin().await?;
-        store::set_lock_timeout(&mut tx).await?;
+        Self::begin_holding(ctx, None).await
+    }
+
+    /// Begins the transaction that acts on `booking_id`, holding the booking's own lock from the
+    /// start. One booking's transactions never overlap: a cancellation handled beside its own
+    /// grant (another replica, or a retry) could not see that grant before it commits, so it
+    /// would lock no access level, release nothing, and let the grant commit a permission for a
+    /// cancelled booking; after this lock it sees the grant and releases it. Then
+    /// [`LedgerTransaction::lock_levels_of`] locks the access levels the booking is in.
+    pub async fn begin_for_booking(
+        ctx: &Context,
+        booking_id: Uuid,
+    ) -> Result<LedgerTransaction, SyncError> {
+        Self::begin_holding(ctx, Some(booking_id)).await
+    }
+
+    async fn begin_holding(
+        ctx: &Context,
+        booking: Option<Uuid>,
+    ) -> Result<LedgerTransaction, SyncError> {
+        let tx = store::begin(&ctx.pool, booking).await?;
         Ok(LedgerTransaction {
             tx,
             journal: ctx.journal.clone(),
@@ -116,18 +135,13 @@ impl LedgerTransaction {
         Ok(())
     }
 
-    /// Takes the booking's own lock, then the locks of the access levels it holds or waits in and
-    /// of `asked_for` (the one it names now).
-    pub async fn lock_booking(
+    /// Locks the access levels the booking holds or waits in and `asked_for` (the one it names
+    /// now). The transaction holds the booking's own lock ([`LedgerTransaction::begin_for_booking`]).
+    pub async fn lock_levels_of(
         &mut self,
         booking_id: Uuid,
         asked_for: Option<AccessLevelKey>,
     ) -> Result<(), SyncError> {
-        // One booking's transactions never overlap. A cancellation handled beside its own grant
-        // (another replica, or a retry) could not see that grant before it commits, so it would
-        // lock no access level, release nothing, and let the grant commit a permission for a
-        // cancelled booking; after this lock it sees the grant and releases it.
-        store::lock(&mut self.tx, &format!("salto_sync/booking/{booking_id}")).await?;
         let entries = self.read_entries(booking_id).await?;
         self.lock(asked_for.into_iter().chain(entries.levels()))
             .await
@@ -142,10 +156,8 @@ impl LedgerTransaction {
     }
 
     async fn read_entries(&mut self, booking_id: Uuid) -> Result<BookingEntries, SyncError> {
-        Ok(BookingEntries {
-            held: store::ledger::held_by_booking(&mut self.tx, booking_id).await?,
-            waiting: store::ledger::waiting_booking(&mut self.tx, booking_id).await?,
-        })
+        let (held, waiting) = store::ledger::entries_of_booking(&mut self.tx, booking_id).await?;
+        Ok(BookingEntries { held, waiting })
     }
 
     /// The version of the booking last acted on.

@@ -75,30 +75,30 @@ pub async fn holder_of(
     row.as_ref().map(held_from_row).transpose()
 }
 
-pub async fn held_by_booking(
+/// What the ledger holds for `booking_id`: the slot it holds and the one it waits for, read in
+/// one statement.
+pub async fn entries_of_booking(
     conn: &mut PgConnection,
     booking_id: Uuid,
-) -> Result<Option<Held>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {HELD_COLUMNS} FROM permissions WHERE booking_id = $1"
+) -> Result<(Option<Held>, Option<Waiting>), sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT true AS holds, {HELD_COLUMNS} FROM permissions WHERE booking_id = $1
+         UNION ALL
+         SELECT false, {WAITING_COLUMNS}, NULL::integer, NULL::timestamp, NULL::timestamp
+           FROM waiting_bookings WHERE booking_id = $1"
     )))
     .bind(booking_id)
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await?;
-    row.as_ref().map(held_from_row).transpose()
-}
-
-pub async fn waiting_booking(
-    conn: &mut PgConnection,
-    booking_id: Uuid,
-) -> Result<Option<Waiting>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {WAITING_COLUMNS} FROM waiting_bookings WHERE booking_id = $1"
-    )))
-    .bind(booking_id)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(waiting_from_row).transpose()
+    let (mut held, mut waiting) = (None, None);
+    for row in &rows {
+        if row.try_get::<bool, _>("holds")? {
+            held = Some(held_from_row(row)?);
+        } else {
+            waiting = Some(waiting_from_row(row)?);
+        }
+    }
+    Ok((held, waiting))
 }
 
 /// Every permission the ledger holds in the access levels `levels` (what Salto must show for

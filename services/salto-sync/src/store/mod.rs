@@ -20,14 +20,32 @@ pub mod servers;
 pub mod timetables;
 pub mod unrecorded;
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
-/// Waits at most this long for another replica's lock before the transaction is retried later.
-pub async fn set_lock_timeout(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SET LOCAL lock_timeout = '30s'")
-        .execute(conn)
-        .await
-        .map(|_| ())
+/// Begins a ledger transaction that waits at most 30 s for another replica's lock before it is
+/// retried later; with `booking`, holding that booking's lock ([`booking_lock_name`]) from the
+/// start. `BEGIN`, the lock timeout and the lock go to the server as one simple query: one round
+/// trip instead of three, for every booking.
+pub async fn begin(
+    pool: &PgPool,
+    booking: Option<Uuid>,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut statement = String::from("BEGIN; SET LOCAL lock_timeout = '30s'");
+    if let Some(booking) = booking {
+        // A UUID's canonical text is hex digits and hyphens only, so the literal is safe; it is
+        // the same key as `hashtextextended($1, 0)` with the name bound.
+        statement.push_str(&format!(
+            "; SELECT pg_advisory_xact_lock(hashtextextended('{}', 0))",
+            booking_lock_name(booking)
+        ));
+    }
+    pool.begin_with(sqlx::AssertSqlSafe(statement)).await
+}
+
+/// The lock that keeps one booking's transactions from overlapping.
+pub fn booking_lock_name(booking: Uuid) -> String {
+    format!("salto_sync/booking/{}", booking.hyphenated())
 }
 
 /// Takes a transaction-scoped advisory lock (released at commit or rollback, or when the

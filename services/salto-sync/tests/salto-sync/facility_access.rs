@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{APARTMENT, Booking, GAMES, GYM, Harness, result_of};
+use crate::support::{APARTMENT, Booking, GAMES, GYM, Harness, result_of, until};
 
 const QUIET: Duration = Duration::from_millis(1500);
 
@@ -238,4 +238,44 @@ async fn a_changed_access_control_id_clears_the_grant_under_the_old_id_and_grant
     assert_eq!(permissions[0]["zone"], GYM);
     assert!(h.opens(GYM, APARTMENT, "2026-12-01T19:00:00").await);
     assert!(!h.opens(GAMES, APARTMENT, "2026-12-01T19:00:00").await);
+}
+
+/// One booking's transactions never overlap: while another transaction holds the booking's lock
+/// (`salto_sync/booking/<id>`, as a replica acting on the same booking would), the booking is not
+/// acted on; once it is released, it is.
+#[tokio::test]
+async fn a_booking_is_acted_on_only_when_no_other_transaction_holds_its_lock() {
+    let mut h = Harness::start().await;
+    let pool = h.db.pool(salto_sync::SCHEMA).await;
+    let booking = Booking::games("2026-12-01");
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("salto_sync/booking/{}", booking.id))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+
+    h.publish(&booking.created()).await;
+    h.snapshot_recorded(booking.id, 1).await;
+    until("salto-sync waiting for the booking's lock", async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks
+              WHERE locktype = 'advisory' AND NOT granted
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    assert!(
+        h.permissions(APARTMENT).await.is_empty(),
+        "nothing granted while the lock is held"
+    );
+
+    other.commit().await.unwrap();
+    let result = h.next_result(15).await;
+    assert_eq!(result.routing_key(), "facility_access.granted.v1");
+    assert_eq!(result.booking_id, booking.id);
 }
