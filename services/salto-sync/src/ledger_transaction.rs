@@ -63,6 +63,12 @@ pub struct LedgerTransaction {
     released: BTreeMap<AccessLevelKey, BTreeSet<String>>,
     touched: BTreeSet<AccessLevelKey>,
     events: Vec<Envelope>,
+    /// The timetable IDs this transaction found or made, by (server, starts, ends): the row
+    /// lock taken with the first look keeps each as it was, so it is not looked up twice.
+    timetables: HashMap<(String, DaySeconds, DaySeconds), u32>,
+    /// Bookings this transaction read under their locks as waiting for no slot (and did not
+    /// queue since): nothing to delete when they take one.
+    not_waiting: BTreeSet<Uuid>,
 }
 
 impl LedgerTransaction {
@@ -101,6 +107,8 @@ impl LedgerTransaction {
             released: BTreeMap::new(),
             touched: BTreeSet::new(),
             events: Vec::new(),
+            timetables: HashMap::new(),
+            not_waiting: BTreeSet::new(),
         })
     }
 
@@ -157,6 +165,12 @@ impl LedgerTransaction {
 
     async fn read_entries(&mut self, booking_id: Uuid) -> Result<BookingEntries, SyncError> {
         let (held, waiting) = store::ledger::entries_of_booking(&mut self.tx, booking_id).await?;
+        // Read under the booking's lock: only this transaction can queue the booking now.
+        if waiting.is_none() {
+            self.not_waiting.insert(booking_id);
+        } else {
+            self.not_waiting.remove(&booking_id);
+        }
         Ok(BookingEntries { held, waiting })
     }
 
@@ -340,8 +354,16 @@ impl LedgerTransaction {
         starts: DaySeconds,
         ends: DaySeconds,
     ) -> Result<u32, SyncError> {
+        let key = (server.to_owned(), starts, ends);
+        if let Some(id) = self.timetables.get(&key) {
+            return Ok(*id);
+        }
         let ship = self.ship(server).await?;
-        timetables::timetable_for(&mut self.tx, &self.journal, &ship, server, starts, ends).await
+        let id =
+            timetables::timetable_for(&mut self.tx, &self.journal, &ship, server, starts, ends)
+                .await?;
+        self.timetables.insert(key, id);
+        Ok(id)
     }
 
     /// Makes `booking_id` (of `building`) the holder of `slot` for `window` (the server's pool
@@ -367,13 +389,16 @@ impl LedgerTransaction {
             period: salto_ship::Period::whole_day(window.date),
         };
         store::ledger::insert_held(&mut self.tx, &held).await?;
-        store::ledger::delete_waiting(&mut self.tx, booking_id).await?;
+        if !self.not_waiting.contains(&booking_id) {
+            store::ledger::delete_waiting(&mut self.tx, booking_id).await?;
+        }
         self.touch(&slot.level);
         Ok(held)
     }
 
     /// Puts a booking in the queue of a slot (keeping its place if it is there already).
     pub async fn queue(&mut self, waiting: &Waiting) -> Result<(), SyncError> {
+        self.not_waiting.remove(&waiting.booking_id);
         Ok(store::ledger::upsert_waiting(&mut self.tx, waiting).await?)
     }
 
