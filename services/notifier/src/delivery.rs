@@ -139,7 +139,7 @@ impl SendLock {
             .map_err(database_unavailable)?
         {
             return Err(HandlerError::Transient(format!(
-                "{name} is being sent by another delivery"
+                "another delivery is sending under lock {name}"
             )));
         }
         Ok(SendLock { conn, name })

@@ -3,7 +3,9 @@
 //!
 //! Each connection (an iPassan tenant, a Salto server) gets a [`Bulkhead`]:
 //! - a cap on the messages working with it at once ([`ConnectionSettings::max_in_flight`]), so
-//!   a hanging system holds a few of the worker's consumer slots, never all of them;
+//!   a hanging system holds a few of the worker's consumer slots, never all of them for longer
+//!   than a message waits for one of its slots ([`ConnectionSettings::slot_wait_ms`], short:
+//!   the slots of a system that answers free up in milliseconds);
 //! - a circuit breaker: after [`ConnectionSettings::breaker_failures`] failed calls in a row
 //!   (timeouts, unreachable, 5xx, refused credentials) it opens, and messages for the connection
 //!   wait through the retry tiers without calling out ([`crate::amqp::HandlerError::Unavailable`]);
