@@ -567,14 +567,14 @@ mod tests {
     async fn a_message_waits_for_a_slot_that_frees_up() {
         let bulkhead = bulkhead_that_waits(1, 60_000);
         let first = bulkhead.admit(Some(&building("a"))).await.unwrap();
-        let waiting = tokio::spawn({
-            let bulkhead = Arc::clone(&bulkhead);
-            async move { bulkhead.admit(Some(&building("a"))).await.is_ok() }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "the slot is still taken");
+        let a = building("a");
+        let mut waiting = std::pin::pin!(bulkhead.admit(Some(&a)));
+        assert!(
+            futures::poll!(waiting.as_mut()).is_pending(),
+            "waits while the slot is taken"
+        );
         drop(first);
-        assert!(waiting.await.unwrap(), "admitted once the slot was free");
+        assert!(waiting.await.is_ok(), "admitted once the slot was free");
     }
 
     #[tokio::test]
@@ -593,17 +593,15 @@ mod tests {
     async fn a_message_that_waited_while_the_breaker_opened_is_not_let_through() {
         let bulkhead = bulkhead_that_waits(1, 60_000);
         let hanging = bulkhead.admit(Some(&building("a"))).await.unwrap();
-        let waiting = tokio::spawn({
-            let bulkhead = Arc::clone(&bulkhead);
-            async move { bulkhead.admit(Some(&building("a"))).await.err() }
-        });
-        tokio::task::yield_now().await;
+        let a = building("a");
+        let mut waiting = std::pin::pin!(bulkhead.admit(Some(&a)));
+        assert!(
+            futures::poll!(waiting.as_mut()).is_pending(),
+            "past the breaker, waiting for the slot"
+        );
         bulkhead.failed("timeout");
         drop(hanging);
-        assert!(matches!(
-            waiting.await.unwrap(),
-            Some(Refusal::BreakerOpen { .. })
-        ));
+        assert!(matches!(waiting.await, Err(Refusal::BreakerOpen { .. })));
     }
 
     #[tokio::test]
