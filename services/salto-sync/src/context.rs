@@ -43,15 +43,13 @@ impl Context {
         building: &str,
         timezone: &str,
     ) -> Result<(), sqlx::Error> {
-        let known = |remembered: &HashMap<String, String>| {
-            remembered.get(building).map(String::as_str) == Some(timezone)
-        };
-        if known(
-            &self
-                .buildings_remembered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        ) {
+        let known = self
+            .buildings_remembered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(building)
+            .is_some_and(|known| known == timezone);
+        if known {
             return Ok(());
         }
         // Outside any transaction: the row lock of this upsert must not serialize a building's
