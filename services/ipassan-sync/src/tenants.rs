@@ -6,18 +6,17 @@
 //! (`CONNECX__IPASSAN__*`). A visitor stays in the tenant it was made in (`visitor_access.tenant_key`)
 //! even when its building moves on, so it is changed and revoked where it is.
 //!
-//! Clients are built on first use and kept: each holds its token and connection pool. A tenant's
-//! credentials can change (a rotated secret); the client is then built again from the stored
-//! settings, compared by their sealed text.
+//! Clients are built on first use and kept, and built again when a tenant's stored settings
+//! change (a rotated secret): [`platform::stored_clients`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::{IpassanConnection, SealedSecret, sealed_fields};
 use ipassan_client::{IpassanClient, IpassanError, TenantSettings};
 use platform::bulkhead::{Bulkhead, Bulkheads};
 use platform::secrets::{OpenError, Sealer};
+use platform::stored_clients::{StoredClientError, StoredClients};
 
 /// `visitor_access.tenant_key` of the deployment default (a stored NULL means the same).
 pub const DEFAULT_TENANT: &str = "default";
@@ -85,18 +84,12 @@ pub struct TenantClient {
     pub bulkhead: Arc<Bulkhead>,
 }
 
-struct Cached {
-    /// The stored connection's text the client was built from.
-    built_from: String,
-    tenant: TenantClient,
-}
-
 /// Every tenant's client.
 pub struct Tenants {
     default: Option<TenantClient>,
     sealer: Option<Arc<Sealer>>,
     timeout: Duration,
-    own: Mutex<HashMap<String, Cached>>,
+    own: StoredClients<TenantClient>,
     bulkheads: Arc<Bulkheads>,
 }
 
@@ -123,7 +116,7 @@ impl Tenants {
             default,
             sealer,
             timeout,
-            own: Mutex::new(HashMap::new()),
+            own: StoredClients::default(),
             bulkheads,
         })
     }
@@ -149,48 +142,39 @@ impl Tenants {
             Tenant::Own(key) => key,
         };
         let stored = stored.ok_or_else(|| TenantError::Unknown(key.clone()))?;
-        let text = stored.to_string();
-        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cached) = own.get(key).filter(|c| c.built_from == text) {
-            return Ok(cached.tenant.clone());
-        }
-        let connection: IpassanConnection =
-            serde_json::from_value(stored.clone()).map_err(|e| TenantError::Unreadable {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
-        let secret =
-            open_secret(self.sealer.as_deref(), &connection.client_secret).map_err(|reason| {
-                TenantError::Secret {
+        self.own
+            .get_or_build(key, stored, |connection: IpassanConnection| {
+                let secret = open_secret(self.sealer.as_deref(), &connection.client_secret)
+                    .map_err(|reason| TenantError::Secret {
+                        key: key.clone(),
+                        reason,
+                    })?;
+                let settings = TenantSettings {
+                    base_url: connection.base_url.clone(),
+                    client_id: connection.client_id,
+                    client_secret: secret,
+                    timeout: self.timeout,
+                };
+                let bulkhead = self.bulkheads.of(key, &connection.base_url);
+                let client =
+                    IpassanClient::new(&settings).map_err(|reason| TenantError::Client {
+                        key: key.clone(),
+                        reason,
+                    })?;
+                tracing::info!(tenant = key, "iPassan client ready");
+                Ok(TenantClient {
+                    client: Arc::new(client.observed_by(bulkhead.clone())),
+                    endpoint: connection.base_url,
+                    bulkhead,
+                })
+            })
+            .map_err(|error| match error {
+                StoredClientError::Unreadable(reason) => TenantError::Unreadable {
                     key: key.clone(),
                     reason,
-                }
-            })?;
-        let settings = TenantSettings {
-            base_url: connection.base_url.clone(),
-            client_id: connection.client_id.clone(),
-            client_secret: secret,
-            timeout: self.timeout,
-        };
-        let bulkhead = self.bulkheads.of(key, &connection.base_url);
-        let client = IpassanClient::new(&settings).map_err(|reason| TenantError::Client {
-            key: key.clone(),
-            reason,
-        })?;
-        let tenant = TenantClient {
-            client: Arc::new(client.observed_by(bulkhead.clone())),
-            endpoint: connection.base_url,
-            bulkhead,
-        };
-        tracing::info!(tenant = key, "iPassan client ready");
-        own.insert(
-            key.clone(),
-            Cached {
-                built_from: text,
-                tenant: tenant.clone(),
-            },
-        );
-        Ok(tenant)
+                },
+                StoredClientError::Build(error) => error,
+            })
     }
 }
 

@@ -8,16 +8,16 @@
 //! so two buildings on one server share its rules and two servers never collide. What was
 //! granted on a server is removed there, even after its building moved on.
 //!
-//! Clients are built on first use and kept; a server whose stored settings change (a rotated
-//! key) gets a new client. The rows behind all this are kept by [`crate::store::servers`].
+//! Clients are built on first use and kept, and built again when a server's stored settings
+//! change (a rotated key): [`platform::stored_clients`]. The rows behind all this are kept by [`crate::store::servers`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::{SaltoAuthKind, SaltoConnection, sealed_fields};
 use platform::bulkhead::{Bulkhead, Bulkheads};
 use platform::secrets::{OpenError, Sealer};
+use platform::stored_clients::{StoredClientError, StoredClients};
 use salto_ship::{ClientBuildError, ShipAuth, ShipClient, ShipSettings};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -49,16 +49,11 @@ pub enum ServerError {
     },
 }
 
-struct Cached {
-    built_from: String,
-    ship: ShipClient,
-}
-
 /// Every server's client, and its bulkhead (each client reports its calls to it).
 pub struct Servers {
     default: Option<(String, ShipClient)>,
     sealer: Option<Arc<Sealer>>,
-    own: Mutex<HashMap<String, Cached>>,
+    own: StoredClients<ShipClient>,
     bulkheads: Arc<Bulkheads>,
 }
 
@@ -78,7 +73,7 @@ impl Servers {
         Ok(Self {
             default,
             sealer,
-            own: Mutex::new(HashMap::new()),
+            own: StoredClients::default(),
             bulkheads,
         })
     }
@@ -125,37 +120,29 @@ impl Servers {
                 _ => Err(ServerError::Unknown(key.to_owned())),
             };
         };
-        let text = stored.to_string();
-        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cached) = own.get(key).filter(|c| c.built_from == text) {
-            return Ok(cached.ship.clone());
-        }
-        let connection: SaltoConnection =
-            serde_json::from_value(stored.clone()).map_err(|e| ServerError::Unreadable {
-                key: key.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let settings = ship_settings(self.sealer.as_deref(), &connection).map_err(|reason| {
-            ServerError::Secret {
-                key: key.to_owned(),
-                reason,
-            }
-        })?;
-        let ship = ShipClient::new(&settings)
-            .map_err(|reason| ServerError::Client {
-                key: key.to_owned(),
-                reason,
-            })?
-            .observed_by(self.bulkhead(key));
-        tracing::info!(server = key, "SHIP client ready");
-        own.insert(
-            key.to_owned(),
-            Cached {
-                built_from: text,
-                ship: ship.clone(),
-            },
-        );
-        Ok(ship)
+        self.own
+            .get_or_build(key, stored, |connection: SaltoConnection| {
+                let settings =
+                    ship_settings(self.sealer.as_deref(), &connection).map_err(|reason| {
+                        ServerError::Secret {
+                            key: key.to_owned(),
+                            reason,
+                        }
+                    })?;
+                let ship = ShipClient::new(&settings).map_err(|reason| ServerError::Client {
+                    key: key.to_owned(),
+                    reason,
+                })?;
+                tracing::info!(server = key, "SHIP client ready");
+                Ok(ship.observed_by(self.bulkhead(key)))
+            })
+            .map_err(|error| match error {
+                StoredClientError::Unreadable(reason) => ServerError::Unreadable {
+                    key: key.to_owned(),
+                    reason,
+                },
+                StoredClientError::Build(error) => error,
+            })
     }
 }
 

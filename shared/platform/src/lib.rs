@@ -16,5 +16,6 @@ pub mod retention;
 pub mod secrets;
 pub mod shutdown;
 pub mod snapshots;
+pub mod stored_clients;
 pub mod telemetry;
 pub mod trace;
