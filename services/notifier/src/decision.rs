@@ -20,12 +20,7 @@ use crate::dead_letter::DeadLetter;
 /// changes (they are for the workers).
 macro_rules! not_for_the_notifier {
     () => {
-        Event::VisitorBookingCreated(_)
-            | Event::VisitorBookingRescheduled(_)
-            | Event::VisitorBookingCancelled(_)
-            | Event::FacilityBookingCreated(_)
-            | Event::FacilityBookingRescheduled(_)
-            | Event::FacilityBookingCancelled(_)
+        contracts::booking_events!()
             | Event::IpassanConnectionChanged(_)
             | Event::SaltoConnectionChanged(_)
     };

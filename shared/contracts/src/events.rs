@@ -96,6 +96,21 @@ impl Envelope {
     }
 }
 
+/// The booking events (booking-api → the workers) as a pattern, for a service that does not
+/// act on them: `matches!(event, contracts::booking_events!())`. A match that uses it still names
+/// every other event type, so a new one has to be decided wherever events are matched.
+#[macro_export]
+macro_rules! booking_events {
+    () => {
+        $crate::Event::VisitorBookingCreated(_)
+            | $crate::Event::VisitorBookingRescheduled(_)
+            | $crate::Event::VisitorBookingCancelled(_)
+            | $crate::Event::FacilityBookingCreated(_)
+            | $crate::Event::FacilityBookingRescheduled(_)
+            | $crate::Event::FacilityBookingCancelled(_)
+    };
+}
+
 /// Every event type, with its payload. The serde tag is the wire `type` and routing key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]

@@ -120,12 +120,7 @@ pub fn outcome_of(event: &Event) -> Option<AccessOutcome> {
         Event::FacilityAccessRevoked(r) => facility(AccessStatus::Revoked, r),
         Event::FacilityAccessExpired(r) => facility(AccessStatus::Expired, r),
         Event::FacilityAccessFailed(r) => facility(AccessStatus::Failed, r),
-        Event::VisitorBookingCreated(_)
-        | Event::VisitorBookingRescheduled(_)
-        | Event::VisitorBookingCancelled(_)
-        | Event::FacilityBookingCreated(_)
-        | Event::FacilityBookingRescheduled(_)
-        | Event::FacilityBookingCancelled(_)
+        contracts::booking_events!()
         | Event::FacilityRequestRefused(_)
         | Event::VisitorRequestRefused(_)
         | Event::IpassanConnectionChanged(_)
