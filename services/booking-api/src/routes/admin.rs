@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Transaction};
+use sqlx::PgConnection;
 
 use super::{json_response, registered_building};
 use crate::auth::Caller;
@@ -17,7 +17,7 @@ use crate::extract::{ApiJson, EntityIdPath};
 use crate::problem::{Problem, ProblemDetails};
 use crate::state::AppState;
 use crate::store::Upsert;
-use crate::store::buildings::{self, BuildingRecord, BuildingRow};
+use crate::store::buildings::{self, BuildingRecord};
 use crate::store::directory::{self, ResidentRecord};
 
 /// What happens to a second facility booking while the slot is held.
@@ -176,15 +176,22 @@ fn saved<V: Serialize>(upsert: Upsert, view: &V) -> Response {
     json_response(status, view, HeaderMap::new())
 }
 
-/// A write to the directory of the manager's building: its transaction, and the building
-/// (422 while no manager has registered it).
-async fn directory_write(
+/// Saves an entry in the directory of the manager's building and answers with `view`, the entry
+/// as saved. `write` runs in one transaction after the check that the building is registered
+/// (422 while no manager has), with the building's id; an error from it writes nothing.
+async fn save_in_directory<V: Serialize>(
     app: &AppState,
     caller: &Caller,
-) -> Result<(Transaction<'static, Postgres>, BuildingRow), Problem> {
+    (entry, id): (&'static str, &str),
+    write: impl AsyncFnOnce(&mut PgConnection, &str) -> Result<Upsert, Problem>,
+    view: &V,
+) -> Result<Response, Problem> {
     let mut tx = app.pool.begin().await?;
     let building = registered_building(&mut tx, caller.building_id.as_str()).await?;
-    Ok((tx, building))
+    let upsert = write(&mut tx, &building.id).await?;
+    tx.commit().await?;
+    tracing::info!(building_id = %building.id, entry, id, ?upsert, "directory entry saved");
+    Ok(saved(upsert, view))
 }
 
 /// An outside system's ID that may be left out (or null, which unsets it).
@@ -293,17 +300,15 @@ pub async fn put_apartment(
     let access_control_id = errors
         .finish(Some(access_control_id))
         .map_err(Problem::validation)?;
-    let (mut tx, building) = directory_write(&app, &caller).await?;
-    let upsert =
-        directory::upsert_apartment(&mut *tx, &building.id, &id, access_control_id.as_deref())
-            .await?;
-    tx.commit().await?;
-    tracing::info!(building_id = %building.id, apartment_id = %id, ?upsert, "apartment saved");
     let view = ApartmentView {
         id,
         access_control_id,
     };
-    Ok(saved(upsert, &view))
+    let write = async |tx: &mut PgConnection, building_id: &str| {
+        let access_control_id = view.access_control_id.as_deref();
+        Ok(directory::upsert_apartment(tx, building_id, &view.id, access_control_id).await?)
+    };
+    save_in_directory(&app, &caller, ("apartment", &view.id), write, &view).await
 }
 
 /// Creates or replaces a facility of the manager's building.
@@ -334,17 +339,16 @@ pub async fn put_facility(
         request.access_control_facility_id.as_deref(),
     );
     let name = errors.finish(name).map_err(Problem::validation)?;
-    let (mut tx, building) = directory_write(&app, &caller).await?;
-    let upsert =
-        directory::upsert_facility(&mut *tx, &building.id, &id, &name, zone_id.as_deref()).await?;
-    tx.commit().await?;
-    tracing::info!(building_id = %building.id, facility_id = %id, ?upsert, "facility saved");
     let view = FacilityView {
         id,
         name,
         access_control_facility_id: zone_id,
     };
-    Ok(saved(upsert, &view))
+    let write = async |tx: &mut PgConnection, building_id: &str| {
+        let zone_id = view.access_control_facility_id.as_deref();
+        Ok(directory::upsert_facility(tx, building_id, &view.id, &view.name, zone_id).await?)
+    };
+    save_in_directory(&app, &caller, ("facility", &view.id), write, &view).await
 }
 
 /// Creates or replaces a resident of the manager's building.
@@ -378,34 +382,6 @@ pub async fn put_resident(
     let (name, email) = errors
         .finish(name.zip(email))
         .map_err(Problem::validation)?;
-    let (mut tx, building) = directory_write(&app, &caller).await?;
-    if directory::find_apartment(&mut *tx, &building.id, request.apartment_id.as_str())
-        .await?
-        .is_none()
-    {
-        return Err(Problem::validation(vec![FieldError::new(
-            "apartment_id",
-            "unknown_apartment",
-            format!(
-                "apartment {} is not registered in this building; PUT /v1/apartments/{} first",
-                request.apartment_id, request.apartment_id
-            ),
-        )]));
-    }
-    let upsert = directory::upsert_resident(
-        &mut *tx,
-        &ResidentRecord {
-            building_id: &building.id,
-            id: &id,
-            name: &name,
-            email: &email,
-            apartment_id: request.apartment_id.as_str(),
-            ipassan_person_id: person.as_deref(),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::info!(building_id = %building.id, resident_id = %id, ?upsert, "resident saved");
     let view = ResidentView {
         id,
         name,
@@ -413,5 +389,29 @@ pub async fn put_resident(
         apartment_id: request.apartment_id.to_string(),
         ipassan_person_id: person,
     };
-    Ok(saved(upsert, &view))
+    let write = async |tx: &mut PgConnection, building_id: &str| {
+        if directory::find_apartment(&mut *tx, building_id, &view.apartment_id)
+            .await?
+            .is_none()
+        {
+            return Err(Problem::validation(vec![FieldError::new(
+                "apartment_id",
+                "unknown_apartment",
+                format!(
+                    "apartment {0} is not registered in this building; PUT /v1/apartments/{0} first",
+                    view.apartment_id
+                ),
+            )]));
+        }
+        let resident = ResidentRecord {
+            building_id,
+            id: &view.id,
+            name: &view.name,
+            email: &view.email,
+            apartment_id: &view.apartment_id,
+            ipassan_person_id: view.ipassan_person_id.as_deref(),
+        };
+        Ok(directory::upsert_resident(tx, &resident).await?)
+    };
+    save_in_directory(&app, &caller, ("resident", &view.id), write, &view).await
 }
