@@ -189,21 +189,12 @@ pub fn reseal(
     sealer: Option<&Sealer>,
     stored: &serde_json::Value,
 ) -> Result<Option<serde_json::Value>, String> {
-    let mut connection: IpassanConnection =
-        serde_json::from_value(stored.clone()).map_err(|e| e.to_string())?;
-    let opened = platform::secrets::open_with(
-        sealer,
-        &connection.client_secret,
-        sealed_fields::IPASSAN_CLIENT_SECRET,
-    )
-    .map_err(|e| e.to_string())?;
-    let Some(resealed) = opened.resealed else {
-        return Ok(None);
-    };
-    connection.client_secret = resealed;
-    serde_json::to_value(&connection)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    platform::secrets::reseal_stored(sealer, stored, |connection: &mut IpassanConnection| {
+        vec![(
+            &mut connection.client_secret,
+            sealed_fields::IPASSAN_CLIENT_SECRET,
+        )]
+    })
 }
 
 #[cfg(test)]

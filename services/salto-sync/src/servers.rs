@@ -174,29 +174,15 @@ fn ship_settings(
 /// Opens the secrets of a stored server connection: `Ok(Some(settings))` with them re-sealed
 /// under the current key when one was sealed under a previous key.
 pub fn reseal(sealer: Option<&Sealer>, stored: &Value) -> Result<Option<Value>, String> {
-    let mut connection: SaltoConnection =
-        serde_json::from_value(stored.clone()).map_err(|e| e.to_string())?;
-    let mut resealed_any = false;
-    for (secret, field) in [
-        (&mut connection.password, sealed_fields::SALTO_PASSWORD),
-        (&mut connection.key, sealed_fields::SALTO_KEY),
-    ] {
-        let Some(sealed) = secret.as_ref() else {
-            continue;
-        };
-        let opened =
-            platform::secrets::open_with(sealer, sealed, field).map_err(|e| e.to_string())?;
-        if let Some(resealed) = opened.resealed {
-            *secret = Some(resealed);
-            resealed_any = true;
-        }
-    }
-    if !resealed_any {
-        return Ok(None);
-    }
-    serde_json::to_value(&connection)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    platform::secrets::reseal_stored(sealer, stored, |connection: &mut SaltoConnection| {
+        [
+            (connection.password.as_mut(), sealed_fields::SALTO_PASSWORD),
+            (connection.key.as_mut(), sealed_fields::SALTO_KEY),
+        ]
+        .into_iter()
+        .filter_map(|(secret, field)| secret.map(|secret| (secret, field)))
+        .collect()
+    })
 }
 
 #[cfg(test)]

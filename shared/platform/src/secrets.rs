@@ -287,6 +287,38 @@ pub fn open_with(
     sealer.ok_or(OpenError::NoKey)?.open(sealed, field)
 }
 
+/// The sealed secrets of stored connection settings `S`, each with the field it was sealed for.
+pub type SealedFields<S> = fn(&mut S) -> Vec<(&mut SealedSecret, &'static str)>;
+
+/// Opens every secret of stored settings (a tenant's, a server's): `Ok(Some(settings))` with
+/// them re-sealed under the current key when one was sealed under a previous key, `Ok(None)`
+/// when all are under the current key; the reason when the settings do not decode or a secret
+/// does not open.
+pub fn reseal_stored<S>(
+    sealer: Option<&Sealer>,
+    stored: &serde_json::Value,
+    sealed_fields: SealedFields<S>,
+) -> Result<Option<serde_json::Value>, String>
+where
+    S: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut settings = S::deserialize(stored).map_err(|e| e.to_string())?;
+    let mut resealed_any = false;
+    for (secret, field) in sealed_fields(&mut settings) {
+        let opened = open_with(sealer, secret, field).map_err(|e| e.to_string())?;
+        if let Some(resealed) = opened.resealed {
+            *secret = resealed;
+            resealed_any = true;
+        }
+    }
+    if !resealed_any {
+        return Ok(None);
+    }
+    serde_json::to_value(&settings)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -382,5 +414,37 @@ mod tests {
         );
         assert!(SecretsSettings::default().sealer().unwrap().is_none());
         assert!(format!("{bad_previous:?}").contains("<redacted>"));
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Stored {
+        url: String,
+        secret: SealedSecret,
+    }
+
+    fn secret_of(stored: &mut Stored) -> Vec<(&mut SealedSecret, &'static str)> {
+        vec![(&mut stored.secret, "test.secret")]
+    }
+
+    #[test]
+    fn stored_settings_are_resealed_only_when_a_secret_is_under_a_previous_key() {
+        let old = sealer(KEY_B, None);
+        let rotated = sealer(KEY_A, Some(KEY_B));
+        let stored = serde_json::json!({"url": "u", "secret": old.seal("pw", "test.secret")});
+
+        let resealed = reseal_stored(Some(&rotated), &stored, secret_of)
+            .unwrap()
+            .expect("sealed under the previous key: resealed");
+        let resealed: Stored = serde_json::from_value(resealed).unwrap();
+        assert_eq!(resealed.url, "u", "the rest of the settings is kept");
+        let opened = rotated.open(&resealed.secret, "test.secret").unwrap();
+        assert_eq!(opened.secret.expose(), "pw");
+        assert!(opened.resealed.is_none(), "now under the current key");
+
+        let current = serde_json::json!({"url": "u", "secret": resealed.secret});
+        assert_eq!(reseal_stored(Some(&rotated), &current, secret_of), Ok(None));
+        assert!(reseal_stored(None, &current, secret_of).is_err(), "no key");
+        let unreadable = serde_json::json!({"url": 1});
+        assert!(reseal_stored(Some(&rotated), &unreadable, secret_of).is_err());
     }
 }
