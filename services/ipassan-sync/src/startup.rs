@@ -135,7 +135,11 @@ impl Application {
             retention::SnapshotEraser,
             token.clone(),
         ));
-        let handler = BookingEvents::new(self.pool.clone(), self.tenants, publisher);
+        let snapshots = platform::snapshots::SnapshotRecorder::start(
+            self.pool.clone(),
+            usize::from(self.settings.shared.amqp.prefetch),
+        );
+        let handler = BookingEvents::new(self.pool.clone(), snapshots, self.tenants, publisher);
         let worker = Worker::new(
             IPASSAN_SYNC_QUEUE,
             self.settings.shared.amqp.clone(),

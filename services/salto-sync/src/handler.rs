@@ -88,7 +88,10 @@ impl EventHandler for BookingEvents {
                 envelope.routing_key()
             )));
         }
-        let recorded = snapshots::record(&self.ctx.pool, &envelope)
+        let recorded = self
+            .ctx
+            .snapshots
+            .record(&envelope)
             .await
             .map_err(database)?;
         if !recorded.to_act_on(&envelope) {
