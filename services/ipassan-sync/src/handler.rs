@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use contracts::{Envelope, Event, VisitorAccessResult, VisitorBooking};
 use platform::amqp::{EventHandler, HandlerError, Publisher};
-use platform::snapshots::SnapshotRecorder;
+use platform::snapshots;
 
 use crate::decision::{
     self, Achieved, Applied, BuildingIpassan, GrantVisit, LastPublished, NextAction, ResultKind,
@@ -31,22 +31,14 @@ const RESULT_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x3c1f_8a52_7d4e_4b0a_9f61_
 /// The worker's handler.
 pub struct BookingEvents {
     pool: PgPool,
-    /// Writes the snapshots of the messages in hand together.
-    snapshots: SnapshotRecorder,
     tenants: Arc<Tenants>,
     publisher: Publisher,
 }
 
 impl BookingEvents {
-    pub fn new(
-        pool: PgPool,
-        snapshots: SnapshotRecorder,
-        tenants: Arc<Tenants>,
-        publisher: Publisher,
-    ) -> Self {
+    pub fn new(pool: PgPool, tenants: Arc<Tenants>, publisher: Publisher) -> Self {
         Self {
             pool,
-            snapshots,
             tenants,
             publisher,
         }
@@ -82,12 +74,17 @@ impl EventHandler for BookingEvents {
                 envelope.routing_key()
             )));
         }
+        // One connection for the whole step: the snapshot is recorded (and committed) on it,
+        // then the booking's transaction runs on it, so the step takes one connection from the
+        // pool, not two.
         let database = |e| HandlerError::Transient(format!("database: {e}"));
-        let recorded = self.snapshots.record(&envelope).await.map_err(database)?;
+        let mut conn = self.pool.acquire().await.map_err(database)?;
+        let recorded = snapshots::record(&mut *conn, &envelope)
+            .await
+            .map_err(database)?;
         if !recorded.to_act_on(&envelope) {
             return Ok(());
         }
-        let mut conn = self.pool.acquire().await.map_err(database)?;
         self.converge(&mut conn, envelope.booking_id).await
     }
 }

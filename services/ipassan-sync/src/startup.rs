@@ -135,11 +135,7 @@ impl Application {
             retention::SnapshotEraser,
             token.clone(),
         ));
-        let snapshots = platform::snapshots::SnapshotRecorder::start(
-            self.pool.clone(),
-            usize::from(self.settings.shared.amqp.prefetch),
-        );
-        let handler = BookingEvents::new(self.pool.clone(), snapshots, self.tenants, publisher);
+        let handler = BookingEvents::new(self.pool.clone(), self.tenants, publisher);
         let worker = Worker::new(
             IPASSAN_SYNC_QUEUE,
             self.settings.shared.amqp.clone(),

@@ -9,7 +9,6 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use platform::amqp::Publisher;
 use platform::clock::Clock;
-use platform::snapshots::SnapshotRecorder;
 use sqlx::PgPool;
 
 use crate::servers::Servers;
@@ -19,8 +18,6 @@ use crate::timetables::Sweeper;
 #[derive(Clone)]
 pub struct Context {
     pub pool: PgPool,
-    /// Writes the snapshots of the messages in hand together, on `pool`.
-    pub snapshots: SnapshotRecorder,
     /// A small pool of its own for the notes a ledger transaction commits outside itself
     /// (`unrecorded_writes`). A transaction asks for it while it holds a connection of `pool`:
     /// from the same pool, transactions holding every connection would wait on each other until

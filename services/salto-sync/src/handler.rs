@@ -88,10 +88,7 @@ impl EventHandler for BookingEvents {
                 envelope.routing_key()
             )));
         }
-        let recorded = self
-            .ctx
-            .snapshots
-            .record(&envelope)
+        let recorded = snapshots::record(&self.ctx.pool, &envelope)
             .await
             .map_err(database)?;
         if !recorded.to_act_on(&envelope) {

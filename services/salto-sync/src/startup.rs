@@ -112,10 +112,6 @@ impl Application {
             platform::db::connect_pool(&shared.database, SCHEMA, JOURNAL_CONNECTIONS).await?;
         let sweeper = timetables::Sweeper::new(pool.clone(), servers.clone());
         let ctx = Context {
-            snapshots: platform::snapshots::SnapshotRecorder::start(
-                pool.clone(),
-                usize::from(shared.amqp.prefetch),
-            ),
             pool,
             journal,
             servers,
