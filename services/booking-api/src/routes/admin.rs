@@ -176,13 +176,15 @@ fn saved<V: Serialize>(upsert: Upsert, view: &V) -> Response {
     json_response(status, view, HeaderMap::new())
 }
 
-/// Saves an entry in the directory of the manager's building and answers with `view`, the entry
-/// as saved. `write` runs in one transaction after the check that the building is registered
-/// (422 while no manager has), with the building's id; an error from it writes nothing.
+/// Saves `entry` `id` ("apartment" …) in the directory of the manager's building and answers
+/// with `view`, the entry as saved. `write` runs in one transaction after the check that the
+/// building is registered (422 while no manager has), with the building's id; an error from it
+/// writes nothing.
 async fn save_in_directory<V: Serialize>(
     app: &AppState,
     caller: &Caller,
-    (entry, id): (&'static str, &str),
+    entry: &'static str,
+    id: &str,
     write: impl AsyncFnOnce(&mut PgConnection, &str) -> Result<Upsert, Problem>,
     view: &V,
 ) -> Result<Response, Problem> {
@@ -308,7 +310,7 @@ pub async fn put_apartment(
         let access_control_id = view.access_control_id.as_deref();
         Ok(directory::upsert_apartment(tx, building_id, &view.id, access_control_id).await?)
     };
-    save_in_directory(&app, &caller, ("apartment", &view.id), write, &view).await
+    save_in_directory(&app, &caller, "apartment", &view.id, write, &view).await
 }
 
 /// Creates or replaces a facility of the manager's building.
@@ -348,7 +350,7 @@ pub async fn put_facility(
         let zone_id = view.access_control_facility_id.as_deref();
         Ok(directory::upsert_facility(tx, building_id, &view.id, &view.name, zone_id).await?)
     };
-    save_in_directory(&app, &caller, ("facility", &view.id), write, &view).await
+    save_in_directory(&app, &caller, "facility", &view.id, write, &view).await
 }
 
 /// Creates or replaces a resident of the manager's building.
@@ -413,5 +415,5 @@ pub async fn put_resident(
         };
         Ok(directory::upsert_resident(tx, &resident).await?)
     };
-    save_in_directory(&app, &caller, ("resident", &view.id), write, &view).await
+    save_in_directory(&app, &caller, "resident", &view.id, write, &view).await
 }
