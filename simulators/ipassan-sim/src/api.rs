@@ -195,7 +195,7 @@ async fn create_visitor(
         return Err(ApiError::invalid_request("externalRef must not be empty"));
     }
     let site = world.sites.entry(site_name.clone()).or_default();
-    if let Some(existing) = site.visitor_by_ref(external_ref) {
+    if let Some(existing) = site.visitors.by_ref(external_ref) {
         // Idempotent create: the same externalRef answers the visitor already made.
         return Ok(json(StatusCode::OK, existing));
     }
@@ -209,10 +209,10 @@ async fn create_visitor(
         .access_profile_id
         .clone()
         .ok_or_else(|| ApiError::conflict(format!("visitee {visitee_id} has no access profile")))?;
-    let live: Vec<&str> = site.live_pins().collect();
-    let pin = choose_pin(random_numbers(), &live).ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no free PIN at this site")
-    })?;
+    let pin = choose_pin(random_numbers(), |pin| {
+        site.visitors.by_live_pin(pin).is_some()
+    })
+    .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no free PIN at this site"))?;
     let id = world.next_visitor_id();
     let visitor = Visitor {
         id: id.clone(),
@@ -234,7 +234,7 @@ async fn create_visitor(
         .entry(site_name)
         .or_default()
         .visitors
-        .insert(id, visitor.clone());
+        .insert(visitor.clone());
     Ok(json(StatusCode::CREATED, &visitor))
 }
 
@@ -249,7 +249,7 @@ async fn visitors_by_ref(
     let external_ref = query
         .get("externalRef")
         .ok_or_else(|| ApiError::invalid_request("missing query parameter `externalRef`"))?;
-    let found: Vec<_> = site.visitor_by_ref(external_ref).into_iter().collect();
+    let found: Vec<_> = site.visitors.by_ref(external_ref).into_iter().collect();
     Ok(json(StatusCode::OK, &found))
 }
 
@@ -277,14 +277,12 @@ async fn update_visitor(
     let site = site_mut(&mut world, &headers, &site)?;
     let form = Form::parse(&headers, &body, &["validFrom", "validTo"], &[])?;
     let (valid_from, valid_to) = window(&form)?;
+    // Only the window changes; the PIN stays the same.
     let visitor = site
         .visitors
-        .get_mut(&visitor_id)
+        .set_window(&visitor_id, valid_from, valid_to)
         .ok_or_else(|| ApiError::not_found(format!("visitor {visitor_id} unknown")))?;
-    // Only the window changes; the PIN stays the same.
-    visitor.valid_from = valid_from;
-    visitor.valid_to = valid_to;
-    Ok(json(StatusCode::OK, &*visitor))
+    Ok(json(StatusCode::OK, visitor))
 }
 
 async fn revoke_credential(
@@ -294,10 +292,8 @@ async fn revoke_credential(
 ) -> Result<Response, ApiError> {
     let mut world = state.world();
     let site = site_mut(&mut world, &headers, &site)?;
-    let visitor = site
-        .visitors
-        .get_mut(&visitor_id)
-        .ok_or_else(|| ApiError::not_found(format!("visitor {visitor_id} unknown")))?;
-    visitor.credential = None;
+    if !site.visitors.revoke(&visitor_id) {
+        return Err(ApiError::not_found(format!("visitor {visitor_id} unknown")));
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
