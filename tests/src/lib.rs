@@ -353,6 +353,7 @@ pub fn ipassan_sync_settings(
 ) -> ipassan_sync::Settings {
     ipassan_sync::Settings {
         retention: Default::default(),
+        batch: Default::default(),
         shared: shared_settings(database, amqp, retry, ipassan_sync::SCHEMA),
         connections: Default::default(),
         ipassan: Some(ipassan_sync::IpassanSettings {

@@ -7,7 +7,8 @@
 //! iPassan calls and publishes again under the same deterministic event id, which consumers
 //! deduplicate; the other order could lose the result.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
 use sqlx::{PgConnection, PgPool};
@@ -15,33 +16,70 @@ use uuid::Uuid;
 
 use contracts::{Envelope, Event, VisitorAccessResult, VisitorBooking};
 use platform::amqp::{EventHandler, HandlerError, Publisher};
+use platform::batch::{BatchSettings, Batches};
 use platform::snapshots;
+use platform::trace::TraceId;
 
+use crate::batch::Visit;
 use crate::decision::{
     self, Achieved, Applied, BuildingIpassan, GrantVisit, LastPublished, NextAction, ResultKind,
     failures,
 };
 use crate::store::{self, StoreError};
-use crate::tenants::{Tenant, TenantClient, TenantError, Tenants};
+use crate::tenants::{DEFAULT_TENANT, Tenant, TenantClient, TenantError, Tenants};
 use ipassan_client::{ErrorKind, IpassanClient, IpassanError, NewVisitor};
 
 /// Namespace of the result events' ids: one id per (booking, version, result type).
 const RESULT_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x3c1f_8a52_7d4e_4b0a_9f61_2e8d_5b7c_9a10);
 
-/// The worker's handler.
+/// The worker's handler: a visitor booking's step runs in a batch of its tenant's bookings
+/// ([`crate::batch`]), or alone when batching is off (`CONNECX__BATCH__MAX_MESSAGES=1`) or its
+/// batch could not answer for it.
 pub struct BookingEvents {
-    pool: PgPool,
-    tenants: Arc<Tenants>,
+    steps: Arc<Steps>,
+    batches: Option<Batches<String, Steps>>,
+}
+
+/// What a step needs, shared by the batches and the steps handled alone.
+pub struct Steps {
+    pub(crate) pool: PgPool,
+    pub(crate) tenants: Arc<Tenants>,
     publisher: Publisher,
+    /// The tenant key each building was last seen under: a booking's batch group. Read before
+    /// the booking's state is, so it may be out of date; that only puts the booking in another
+    /// group's batch, where its step still uses the tenant its state names. One short entry
+    /// per building.
+    groups: Mutex<HashMap<String, String>>,
 }
 
 impl BookingEvents {
-    pub fn new(pool: PgPool, tenants: Arc<Tenants>, publisher: Publisher) -> Self {
-        Self {
+    pub fn new(
+        pool: PgPool,
+        tenants: Arc<Tenants>,
+        publisher: Publisher,
+        batch: BatchSettings,
+    ) -> Self {
+        let steps = Arc::new(Steps {
             pool,
             tenants,
             publisher,
-        }
+            groups: Mutex::new(HashMap::new()),
+        });
+        let batches = batch.batching().then(|| {
+            Batches::new(
+                contracts::IPASSAN_SYNC_QUEUE.name,
+                Arc::clone(&steps),
+                batch.max_messages,
+                batch.max_running,
+            )
+        });
+        Self { steps, batches }
+    }
+
+    /// How many batches, and messages in them, have run (the tests and the benchmark see the
+    /// batching by it); `(0, 0)` when batching is off.
+    pub fn batch_counts(&self) -> (u64, u64) {
+        self.batches.as_ref().map_or((0, 0), Batches::counts)
     }
 }
 
@@ -61,22 +99,42 @@ impl EventHandler for BookingEvents {
             ResultKind::Failed,
             &Achieved::Failed(failures::gave_up()),
         );
-        self.publisher.publish_given_up(&failed, error).await;
+        self.steps.publisher.publish_given_up(&failed, error).await;
     }
 
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
         if let Event::IpassanConnectionChanged(change) = &envelope.event {
-            return self.record_connection(&envelope, change).await;
+            return self.steps.record_connection(&envelope, change).await;
         }
-        if visitor_booking(&envelope.event).is_none() {
+        let Some(booking) = visitor_booking(&envelope.event) else {
             return Err(HandlerError::Permanent(format!(
                 "{} is not a visitor booking event; ipassan-sync handles visitor_booking.* only",
                 envelope.routing_key()
             )));
+        };
+        let trace = platform::trace::current();
+        if let Some(batches) = &self.batches {
+            let group = self.steps.group_of(&booking.building.id);
+            let visit = Visit {
+                envelope: envelope.clone(),
+                trace,
+            };
+            if let Some(Some(outcome)) = batches.submit(group, visit).await {
+                return outcome;
+            }
         }
-        // One connection for the whole step: the snapshot is recorded (and committed) on it,
-        // then the booking's transaction runs on it, so the step takes one connection from the
-        // pool, not two.
+        self.steps.handle_alone(envelope, trace).await
+    }
+}
+
+impl Steps {
+    /// One message's step on its own: its snapshot recorded (and committed), then its
+    /// booking's transaction, on one connection from the pool.
+    async fn handle_alone(
+        &self,
+        envelope: Envelope,
+        trace: Option<TraceId>,
+    ) -> Result<(), HandlerError> {
         let database = |e| HandlerError::Transient(format!("database: {e}"));
         let mut conn = self.pool.acquire().await.map_err(database)?;
         let recorded = snapshots::record(&mut *conn, &envelope)
@@ -85,11 +143,29 @@ impl EventHandler for BookingEvents {
         if !recorded.to_act_on(&envelope) {
             return Ok(());
         }
-        self.converge(&mut conn, envelope.booking_id).await
+        self.converge(&mut conn, envelope.booking_id, trace).await
     }
-}
 
-impl BookingEvents {
+    /// The batch group of a booking of `building_id`: its tenant as last seen.
+    fn group_of(&self, building_id: &str) -> String {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups
+            .get(building_id)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_TENANT.to_owned())
+    }
+
+    /// Remembers the tenant `building_id` is under now, for [`Self::group_of`].
+    fn learn_group(&self, building_id: &str, connection: Option<&store::HeldConnection>) {
+        let tenant = connection
+            .and_then(|c| c.tenant.as_ref())
+            .map_or(DEFAULT_TENANT, |(tenant, _)| tenant.as_str());
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if groups.get(building_id).map(String::as_str) != Some(tenant) {
+            groups.insert(building_id.to_owned(), tenant.to_owned());
+        }
+    }
+
     /// Stores a building's new iPassan connection (the version rule keeps the newest). Bookings
     /// made under it wait for it; visitors already made stay where they are.
     async fn record_connection(
@@ -111,7 +187,7 @@ impl BookingEvents {
     }
 
     /// The client of `tenant`, its stored credentials read on `conn`.
-    async fn client_for(
+    pub(crate) async fn client_for(
         &self,
         conn: &mut PgConnection,
         tenant: &Tenant,
@@ -137,16 +213,50 @@ impl BookingEvents {
         &self,
         conn: &mut PgConnection,
         booking_id: Uuid,
+        trace: Option<TraceId>,
     ) -> Result<(), HandlerError> {
-        let mut tx = store::lock_booking(conn, booking_id)
+        let mut tx = store::lock_bookings(conn, &[booking_id])
             .await
             .map_err(transient)?;
-        let held = store::held_state(&mut tx, booking_id)
+        let held = store::held_states(&mut tx, &[booking_id])
             .await
             .map_err(transient)?
+            .remove(&booking_id);
+        let Some(plan) = self.plan(booking_id, held)? else {
+            return Ok(());
+        };
+        let client = match plan.tenant() {
+            Some(tenant) => Some(self.client_for(&mut tx, tenant).await?),
+            None => None,
+        };
+        let done = self.act(plan, client.as_ref()).await?;
+        let written = store::save_applied(&mut tx, &[done.row()])
+            .await
+            .map_err(transient)?;
+        if !done.announce(&written) {
+            return Ok(());
+        }
+        if let Some(result) = done.result_event() {
+            self.publish(&[(&result, trace)]).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| transient(StoreError::from(e)))?;
+        Ok(())
+    }
+
+    /// What the locked step does for the snapshot held (`None`: this version was handled
+    /// already). Decided before any call to iPassan.
+    pub(crate) fn plan(
+        &self,
+        booking_id: Uuid,
+        held: Option<Result<store::HeldState, StoreError>>,
+    ) -> Result<Option<Plan>, HandlerError> {
+        let held = held
             .ok_or_else(|| {
                 HandlerError::Transient(format!("no snapshot held for booking {booking_id}"))
-            })?;
+            })?
+            .map_err(transient)?;
         let (latest, applied) = (held.latest, held.applied);
         let booking = visitor_booking(&latest.event)
             .ok_or_else(|| {
@@ -156,6 +266,7 @@ impl BookingEvents {
                 ))
             })?
             .clone();
+        self.learn_group(&booking.building.id, held.connection.as_ref());
         // The snapshot names the version of the building's connection it was made under; an older
         // one must not be used for it. The change is on its way through this same queue.
         let wanted = booking.building.connection_versions.ipassan;
@@ -172,6 +283,34 @@ impl BookingEvents {
             None if self.tenants.has_default() => BuildingIpassan::Default,
             None => BuildingIpassan::NotConnected,
         };
+        let action = decision::next_action(&booking, latest.version, applied.as_ref(), &building);
+        if action == NextAction::AlreadyApplied {
+            tracing::info!(%booking_id, version = latest.version, "already applied; nothing to do");
+            return Ok(None);
+        }
+        Ok(Some(Plan {
+            booking_id,
+            latest,
+            booking,
+            applied,
+            action,
+        }))
+    }
+
+    /// Does what `plan` says in iPassan, with `client` (of [`Plan::tenant`]), and works out what
+    /// is to be recorded and published. The booking's lock is held meanwhile.
+    pub(crate) async fn act(
+        &self,
+        plan: Plan,
+        client: Option<&TenantClient>,
+    ) -> Result<Done, HandlerError> {
+        let Plan {
+            booking_id,
+            latest,
+            booking,
+            applied,
+            action,
+        } = plan;
         let last = applied
             .as_ref()
             .map_or(LastPublished::Nothing, |a| a.published.clone());
@@ -180,18 +319,18 @@ impl BookingEvents {
             .as_ref()
             .map_or(Tenant::Default, |a| a.tenant.clone());
         let mut visitor_id = applied.as_ref().and_then(|a| a.visitor_id.clone());
-
-        let action = decision::next_action(&booking, latest.version, applied.as_ref(), &building);
+        let no_client = || {
+            HandlerError::Permanent(format!(
+                "booking {booking_id}: no iPassan client was set up for its step"
+            ))
+        };
         let achieved = match action {
-            NextAction::AlreadyApplied => {
-                tracing::info!(%booking_id, version = latest.version, "already applied; nothing to do");
-                return Ok(());
-            }
-            NextAction::NothingToDo => None,
+            // Left out by `plan`.
+            NextAction::AlreadyApplied | NextAction::NothingToDo => None,
             NextAction::Fail(failure) => Some(Achieved::Failed(failure)),
             NextAction::Grant(grant) => {
-                let client = self.client_for(&mut tx, &grant.tenant).await?;
-                let admitted = admit(&client, &booking).await?;
+                let client = client.ok_or_else(no_client)?;
+                let admitted = admit(client, &booking).await?;
                 let (achieved, made) = self
                     .grant(
                         &client.client,
@@ -211,8 +350,8 @@ impl BookingEvents {
                 tenant: revoke_in,
                 site: Some(revoke_at),
             } => {
-                let client = self.client_for(&mut tx, &revoke_in).await?;
-                let admitted = admit(&client, &booking).await?;
+                let client = client.ok_or_else(no_client)?;
+                let admitted = admit(client, &booking).await?;
                 visitor_id = self
                     .revoke(&client.client, booking_id, &revoke_at)
                     .await
@@ -224,7 +363,6 @@ impl BookingEvents {
             }
             NextAction::Revoke { site: None, .. } => Some(Achieved::Revoked),
         };
-
         let (published_now, on_record) = match &achieved {
             None => (None, last),
             Some(achieved) => {
@@ -232,43 +370,20 @@ impl BookingEvents {
                 (kind, decision::after_publishing(&last, achieved, kind))
             }
         };
-        let applied = Applied {
-            version: latest.version,
-            published: on_record,
-            site,
-            tenant,
-            visitor_id,
-        };
-        // Written before the result is published, but committed only after it was: a crash or a
-        // failed publish in between rolls the record back, so the result is never recorded
-        // without having been published. The same statement reads the version held now.
-        let held = store::save_applied(
-            &mut tx,
+        Ok(Done {
+            applied: Applied {
+                version: latest.version,
+                published: on_record,
+                site,
+                tenant,
+                visitor_id,
+            },
             booking_id,
-            &applied,
-            published_now.map(ResultKind::as_str),
-        )
-        .await
-        .map_err(transient)?;
-        // A newer version recorded while iPassan was being called is acted on by its own
-        // message, which is waiting for this lock; announcing this older outcome now would only
-        // tell people something already out of date. Dropping the transaction rolls back.
-        if held.is_some_and(|v| v > latest.version) {
-            tracing::info!(%booking_id, version = latest.version, "superseded while working; the newer version decides");
-            return Ok(());
-        }
-        if let (Some(kind), Some(achieved)) = (published_now, &achieved) {
-            self.publish(&latest, &booking, kind, achieved).await?;
-        }
-        tracing::info!(
-            %booking_id, version = latest.version,
-            published = published_now.map_or("nothing", ResultKind::as_str),
-            "converged"
-        );
-        tx.commit()
-            .await
-            .map_err(|e| transient(StoreError::from(e)))?;
-        Ok(())
+            latest,
+            booking,
+            published_now,
+            achieved,
+        })
     }
 
     /// Ensures the visitor exists for exactly the window with a live PIN. Returns what was
@@ -392,18 +507,84 @@ impl BookingEvents {
         Ok(Some(visitor.id))
     }
 
-    /// Publishes the result for the snapshot acted on, under its booking id and version.
-    async fn publish(
+    /// Publishes results, each with the trace of its message: all sent, then one wait for
+    /// their confirms.
+    pub(crate) async fn publish(
         &self,
-        latest: &Envelope,
-        booking: &VisitorBooking,
-        kind: ResultKind,
-        achieved: &Achieved,
+        results: &[(&Envelope, Option<TraceId>)],
     ) -> Result<(), HandlerError> {
-        let envelope = result_event(latest, booking, kind, achieved);
-        self.publisher.publish_event(&envelope).await.map_err(|e| {
-            HandlerError::Transient(format!("publishing {}: {e}", envelope.routing_key()))
-        })
+        self.publisher
+            .publish_traced_events(results)
+            .await
+            .map_err(|e| HandlerError::Transient(format!("publishing results: {e}")))
+    }
+}
+
+/// What the locked step decided before talking to iPassan.
+pub(crate) struct Plan {
+    booking_id: Uuid,
+    latest: Envelope,
+    booking: VisitorBooking,
+    applied: Option<Applied>,
+    action: NextAction,
+}
+
+impl Plan {
+    /// The tenant whose client the step needs, if it calls iPassan.
+    pub(crate) fn tenant(&self) -> Option<&Tenant> {
+        match &self.action {
+            NextAction::Grant(grant) => Some(&grant.tenant),
+            NextAction::Revoke {
+                tenant,
+                site: Some(_),
+            } => Some(tenant),
+            _ => None,
+        }
+    }
+}
+
+/// What a step did in iPassan: to record, and maybe to announce.
+pub(crate) struct Done {
+    pub(crate) booking_id: Uuid,
+    latest: Envelope,
+    booking: VisitorBooking,
+    applied: Applied,
+    published_now: Option<ResultKind>,
+    achieved: Option<Achieved>,
+}
+
+impl Done {
+    /// Its row for [`store::save_applied`].
+    pub(crate) fn row(&self) -> store::AppliedRow<'_> {
+        store::AppliedRow {
+            booking_id: self.booking_id,
+            applied: &self.applied,
+            published_now: self.published_now.map(ResultKind::as_str),
+        }
+    }
+
+    /// Whether the step's outcome stands, given the bookings [`store::save_applied`] wrote: a
+    /// newer version recorded while iPassan was being called is acted on by its own message,
+    /// which waits for this lock, and announcing this older outcome now would only tell people
+    /// something already out of date (nothing was written for it). Logged either way.
+    pub(crate) fn announce(&self, written: &HashSet<Uuid>) -> bool {
+        let (booking_id, version) = (self.booking_id, self.latest.version);
+        if !written.contains(&booking_id) {
+            tracing::info!(%booking_id, version, "superseded while working; the newer version decides");
+            return false;
+        }
+        tracing::info!(
+            %booking_id, version,
+            published = self.published_now.map_or("nothing", ResultKind::as_str),
+            "converged"
+        );
+        true
+    }
+
+    /// The result event to publish, if the step publishes one.
+    pub(crate) fn result_event(&self) -> Option<Envelope> {
+        let (kind, achieved) = self.published_now.zip(self.achieved.as_ref())?;
+        Some(result_event(&self.latest, &self.booking, kind, achieved))
     }
 }
 
@@ -471,7 +652,7 @@ async fn admit(
 
 /// A store failure: the database's is worth retrying, an unreadable snapshot is not (a dead
 /// letter, and its alert, name the booking).
-fn transient(error: StoreError) -> HandlerError {
+pub(crate) fn transient(error: StoreError) -> HandlerError {
     match error {
         StoreError::Database(_) => HandlerError::Transient(error.to_string()),
         StoreError::Snapshot { .. } => HandlerError::Permanent(error.to_string()),

@@ -11,10 +11,11 @@
 //!
 //! Modules: [`decision`] the pure rules; [`store`] this service's schema; [`tenants`] which tenant
 //! and one client each (the client itself is the `ipassan-client` crate); [`handler`] the step
-//! that ties them together; [`retention`] what is erased as visits age; [`settings`] the
+//! that ties them together, and [`batch`] the same steps for several bookings at once; [`retention`] what is erased as visits age; [`settings`] the
 //! configuration; [`startup`] building and running it all ([`Application::build`], then
 //! [`Application::run_until_stopped`]) — `main` only loads the settings (or runs `migrate`).
 
+pub mod batch;
 pub mod decision;
 pub mod handler;
 pub mod retention;

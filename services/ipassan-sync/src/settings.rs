@@ -28,6 +28,9 @@ pub struct Settings {
     /// `CONNECX__RETENTION__*`: how long PINs and visitors' personal data are kept.
     #[serde(default)]
     pub retention: platform::retention::RetentionSettings,
+    /// `CONNECX__BATCH__*`: the bookings of one tenant handled together.
+    #[serde(default)]
+    pub batch: platform::batch::BatchSettings,
 }
 
 impl Validate for Settings {
@@ -36,6 +39,7 @@ impl Validate for Settings {
         self.secrets.validate()?;
         self.connections.validate()?;
         self.retention.validate()?;
+        self.batch.validate()?;
         match &self.ipassan {
             Some(ipassan) => ipassan.validate(),
             None => Ok(()),
@@ -166,8 +170,12 @@ mod tests {
             ("CONNECX__CONNECTIONS__BREAKER_OPEN_SECS", "45"),
             ("CONNECX__RETENTION__PERSONAL_DAYS", "30"),
             ("CONNECX__IPASSAN__CLIENT_SECRET", "0042"),
+            ("CONNECX__BATCH__MAX_MESSAGES", "8"),
+            ("CONNECX__BATCH__MAX_RUNNING", "3"),
         ])
         .unwrap();
+        assert_eq!(settings.batch.max_messages, 8);
+        assert_eq!(settings.batch.max_running, 3);
         assert_eq!(settings.shared.database.max_connections, 3);
         assert_eq!(settings.shared.amqp.prefetch, 2);
         assert_eq!(settings.shared.health.port, Some(9101));

@@ -135,7 +135,12 @@ impl Application {
             retention::SnapshotEraser,
             token.clone(),
         ));
-        let handler = BookingEvents::new(self.pool.clone(), self.tenants, publisher);
+        let handler = BookingEvents::new(
+            self.pool.clone(),
+            self.tenants,
+            publisher,
+            self.settings.batch,
+        );
         let worker = Worker::new(
             IPASSAN_SYNC_QUEUE,
             self.settings.shared.amqp.clone(),

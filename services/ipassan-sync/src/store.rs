@@ -8,6 +8,8 @@
 //! the second waits, then reads the stored latest snapshot and what the first did. The lock goes
 //! with the transaction, so a handler that dies cannot leave it held.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::{Connection, PgConnection, PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
@@ -29,18 +31,25 @@ pub enum StoreError {
     Snapshot { booking_id: Uuid, reason: String },
 }
 
-/// Begins the transaction that handles `booking_id` on `conn`, holding its lock. `BEGIN` and the
-/// lock go to the server as one simple query: one round trip instead of two, for every message.
-pub async fn lock_booking(
-    conn: &mut PgConnection,
-    booking_id: Uuid,
-) -> Result<Transaction<'_, Postgres>, StoreError> {
+/// Begins the transaction that handles `booking_ids` on `conn`, holding their locks, taken in
+/// booking order so two batches never wait for each other in a circle. `BEGIN` and the locks go
+/// to the server as one simple query: one round trip however many bookings.
+pub async fn lock_bookings<'c>(
+    conn: &'c mut PgConnection,
+    booking_ids: &[Uuid],
+) -> Result<Transaction<'c, Postgres>, StoreError> {
+    let mut ids = booking_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     // The key is a UUID's canonical text (hex digits and hyphens only), so the literal is safe;
     // it is the same key as `hashtextextended($1, 0)` with a bound parameter.
-    let statement = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('ipassan-sync:{}', 0))",
-        booking_id.hyphenated()
-    );
+    let mut statement = String::from("BEGIN");
+    for id in ids {
+        statement.push_str(&format!(
+            "; SELECT pg_advisory_xact_lock(hashtextextended('ipassan-sync:{}', 0))",
+            id.hyphenated()
+        ));
+    }
     Ok(conn.begin_with(sqlx::AssertSqlSafe(statement)).await?)
 }
 
@@ -52,26 +61,36 @@ pub struct HeldConnection {
     pub tenant: Option<(String, String)>,
 }
 
-/// What the locked step starts from: the latest snapshot held for the booking (as
+/// What the locked steps of `booking_ids` start from, by booking: the latest snapshot held (as
 /// `platform::snapshots::latest`, on the locked connection), what was applied and published for
-/// it so far, and the building's own connection — read in one query.
-pub async fn held_state(
+/// it so far, and the building's own connection — read in one query. A booking without a
+/// snapshot is absent; one whose snapshot no longer decodes has its error.
+pub async fn held_states(
     conn: &mut PgConnection,
-    booking_id: Uuid,
-) -> Result<Option<HeldState>, StoreError> {
-    let row: Option<HeldRow> = sqlx::query_as(
-        "SELECT s.envelope::text, a.applied_version, a.site, a.visitor_id, a.published, a.valid_from,
-                a.valid_to, a.failure_code, a.tenant_key, c.version, c.tenant_key, c.site
+    booking_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Result<HeldState, StoreError>>, StoreError> {
+    let rows: Vec<HeldRow> = sqlx::query_as(
+        "SELECT s.booking_id, s.envelope::text, a.applied_version, a.site, a.visitor_id,
+                a.published, a.valid_from, a.valid_to, a.failure_code, a.tenant_key, c.version,
+                c.tenant_key, c.site
            FROM booking_snapshots s
            LEFT JOIN visitor_access a ON a.booking_id = s.booking_id
            LEFT JOIN building_connections c
                   ON c.building_id = s.envelope->'data'->'building'->>'id'
-          WHERE s.booking_id = $1",
+          WHERE s.booking_id = ANY($1)",
     )
-    .bind(booking_id)
-    .fetch_optional(conn)
+    .bind(booking_ids)
+    .fetch_all(conn)
     .await?;
-    let Some((
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.0, held_from_row(row)))
+        .collect())
+}
+
+fn held_from_row(row: HeldRow) -> Result<HeldState, StoreError> {
+    let (
+        booking_id,
         body,
         version,
         site,
@@ -84,10 +103,7 @@ pub async fn held_state(
         connection_version,
         connection_tenant,
         connection_site,
-    )) = row
-    else {
-        return Ok(None);
-    };
+    ) = row;
     let envelope = serde_json::from_str(&body).map_err(|e| StoreError::Snapshot {
         booking_id,
         reason: e.to_string(),
@@ -111,14 +127,14 @@ pub async fn held_state(
         version,
         tenant: connection_tenant.zip(connection_site),
     });
-    Ok(Some(HeldState {
+    Ok(HeldState {
         latest: envelope,
         applied,
         connection,
-    }))
+    })
 }
 
-/// What [`held_state`] read.
+/// What [`held_states`] read for a booking.
 #[derive(Debug)]
 pub struct HeldState {
     pub latest: Envelope,
@@ -128,6 +144,7 @@ pub struct HeldState {
 }
 
 type HeldRow = (
+    Uuid,
     String,
     Option<i64>,
     Option<String>,
@@ -142,26 +159,39 @@ type HeldRow = (
     Option<String>,
 );
 
-/// Records that `applied.version` is settled, with the result now on record. `published_now` is
-/// the result type published by this step (`granted`, `updated`, …), if any. Returns the version
-/// of the snapshot held now (a newer one may have arrived while the handler worked), read by the
-/// same statement.
+/// One booking's settled step, for [`save_applied`].
+pub struct AppliedRow<'a> {
+    pub booking_id: Uuid,
+    pub applied: &'a Applied,
+    /// The result type published by this step (`granted`, `updated`, …), if any.
+    pub published_now: Option<&'a str>,
+}
+
+/// Records, for each row, that `applied.version` is settled with the result now on record —
+/// unless a newer snapshot is held by now (it arrived while the step worked; its own message,
+/// waiting for the lock, acts on it). One statement for all rows. Returns the bookings written;
+/// a booking left out was superseded, and its step must not announce anything.
 pub async fn save_applied(
     conn: &mut PgConnection,
-    booking_id: Uuid,
-    applied: &Applied,
-    published_now: Option<&str>,
-) -> Result<Option<i64>, StoreError> {
-    let (window, failure_code) = match &applied.published {
-        LastPublished::Access(window) => (Some(*window), None),
-        LastPublished::Failed(code) => (None, Some(code.as_str())),
-        LastPublished::Nothing | LastPublished::Revoked => (None, None),
-    };
-    let held: Option<i64> = sqlx::query_scalar(
+    rows: &[AppliedRow<'_>],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut columns = AppliedColumns::default();
+    for row in rows {
+        columns.push(row);
+    }
+    let written: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO visitor_access
                 (booking_id, applied_version, site, visitor_id, published, valid_from, valid_to,
                  failure_code, tenant_key)
-         VALUES ($1, $2, $3, $4, COALESCE($5, 'none'), $6, $7, $8, $9)
+         SELECT i.booking_id, i.applied_version, i.site, i.visitor_id, COALESCE(i.published, 'none'),
+                i.valid_from, i.valid_to, i.failure_code, i.tenant_key
+           FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                       $6::timestamp[], $7::timestamp[], $8::text[], $9::text[])
+                AS i (booking_id, applied_version, site, visitor_id, published, valid_from,
+                      valid_to, failure_code, tenant_key)
+           JOIN booking_snapshots s
+             ON s.booking_id = i.booking_id AND s.version <= i.applied_version
+          ORDER BY i.booking_id
          ON CONFLICT (booking_id) DO UPDATE
             SET applied_version = EXCLUDED.applied_version,
                 site = COALESCE(EXCLUDED.site, visitor_access.site),
@@ -169,26 +199,63 @@ pub async fn save_applied(
                 tenant_key = CASE WHEN visitor_access.visitor_id IS NULL
                                   THEN EXCLUDED.tenant_key ELSE visitor_access.tenant_key END,
                 visitor_id = COALESCE(EXCLUDED.visitor_id, visitor_access.visitor_id),
-                published = COALESCE($5, visitor_access.published), valid_from = EXCLUDED.valid_from,
+                -- `none` is what no result published now becomes: keep the one on record.
+                published = CASE WHEN EXCLUDED.published = 'none'
+                                 THEN visitor_access.published ELSE EXCLUDED.published END,
+                valid_from = EXCLUDED.valid_from,
                 valid_to = EXCLUDED.valid_to, failure_code = EXCLUDED.failure_code,
                 updated_at = now()
-         RETURNING (SELECT version FROM booking_snapshots WHERE booking_id = $1)",
+         RETURNING booking_id",
     )
-    .bind(booking_id)
-    .bind(applied.version)
-    .bind(applied.site.as_deref())
-    .bind(applied.visitor_id.as_deref())
-    .bind(published_now)
-    .bind(window.map(|w| w.from))
-    .bind(window.map(|w| w.to))
-    .bind(failure_code)
-    .bind(match &applied.tenant {
-        Tenant::Default => None,
-        Tenant::Own(key) => Some(key.as_str()),
-    })
-    .fetch_one(conn)
+    .bind(&columns.booking_id)
+    .bind(&columns.applied_version)
+    .bind(&columns.site)
+    .bind(&columns.visitor_id)
+    .bind(&columns.published)
+    .bind(&columns.valid_from)
+    .bind(&columns.valid_to)
+    .bind(&columns.failure_code)
+    .bind(&columns.tenant_key)
+    .fetch_all(conn)
     .await?;
-    Ok(held)
+    Ok(written.into_iter().collect())
+}
+
+/// [`AppliedRow`]s as the columns `unnest` takes.
+#[derive(Default)]
+struct AppliedColumns<'a> {
+    booking_id: Vec<Uuid>,
+    applied_version: Vec<i64>,
+    site: Vec<Option<&'a str>>,
+    visitor_id: Vec<Option<&'a str>>,
+    published: Vec<Option<&'a str>>,
+    valid_from: Vec<Option<NaiveDateTime>>,
+    valid_to: Vec<Option<NaiveDateTime>>,
+    failure_code: Vec<Option<&'a str>>,
+    tenant_key: Vec<Option<&'a str>>,
+}
+
+impl<'a> AppliedColumns<'a> {
+    fn push(&mut self, row: &AppliedRow<'a>) {
+        let applied = row.applied;
+        let (window, failure_code) = match &applied.published {
+            LastPublished::Access(window) => (Some(*window), None),
+            LastPublished::Failed(code) => (None, Some(code.as_str())),
+            LastPublished::Nothing | LastPublished::Revoked => (None, None),
+        };
+        self.booking_id.push(row.booking_id);
+        self.applied_version.push(applied.version);
+        self.site.push(applied.site.as_deref());
+        self.visitor_id.push(applied.visitor_id.as_deref());
+        self.published.push(row.published_now);
+        self.valid_from.push(window.map(|w| w.from));
+        self.valid_to.push(window.map(|w| w.to));
+        self.failure_code.push(failure_code);
+        self.tenant_key.push(match &applied.tenant {
+            Tenant::Default => None,
+            Tenant::Own(key) => Some(key.as_str()),
+        });
+    }
 }
 
 /// Stores a building's iPassan connection change unless a newer version is held (the version

@@ -4,6 +4,7 @@
 //! supplies its handler and its settings; it never talks to lapin itself.
 
 pub mod amqp;
+pub mod batch;
 pub mod bulkhead;
 pub mod cli;
 pub mod clock;

@@ -73,6 +73,57 @@ pub async fn record(db: impl PgExecutor<'_>, envelope: &Envelope) -> Result<Reco
     Ok(compare(held, envelope.version))
 }
 
+/// [`record`] for the envelopes of several bookings in one statement (a worker's batch): what
+/// recording each did, in their order. Each booking at most once (the caller keeps a second
+/// message of a booking for later); the rows are written in booking order, so two replicas'
+/// statements lock rows in one order.
+pub async fn record_many(
+    db: impl PgExecutor<'_>,
+    envelopes: &[&Envelope],
+) -> Result<Vec<Recorded>, sqlx::Error> {
+    let ids: Vec<Uuid> = envelopes.iter().map(|e| e.booking_id).collect();
+    let versions: Vec<i64> = envelopes.iter().map(|e| e.version).collect();
+    let types: Vec<&str> = envelopes.iter().map(|e| e.routing_key()).collect();
+    let bodies: Vec<sqlx::types::Json<&Envelope>> =
+        envelopes.iter().map(|e| sqlx::types::Json(*e)).collect();
+    let held: Vec<(i64, Option<i64>)> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::jsonb[])
+                   WITH ORDINALITY AS i (booking_id, version, event_type, envelope, position)),
+              previous AS (
+                SELECT s.booking_id, s.version
+                  FROM booking_snapshots s JOIN input i ON i.booking_id = s.booking_id),
+              upsert AS (
+                INSERT INTO booking_snapshots (booking_id, version, event_type, envelope)
+                SELECT booking_id, version, event_type, envelope FROM input ORDER BY booking_id
+                ON CONFLICT (booking_id) DO UPDATE
+                   SET version = EXCLUDED.version, event_type = EXCLUDED.event_type,
+                       envelope = EXCLUDED.envelope, updated_at = now()
+                 WHERE booking_snapshots.version < EXCLUDED.version)
+         SELECT i.position, p.version
+           FROM input i LEFT JOIN previous p ON p.booking_id = i.booking_id
+          ORDER BY i.position",
+    )
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&bodies)
+    .fetch_all(db)
+    .await?;
+    if held.len() != envelopes.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "{} snapshots written, {} answers (a booking twice?)",
+            envelopes.len(),
+            held.len()
+        )));
+    }
+    Ok(held
+        .into_iter()
+        .zip(envelopes)
+        .map(|((_, held), envelope)| compare(held, envelope.version))
+        .collect())
+}
+
 /// Why a held snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

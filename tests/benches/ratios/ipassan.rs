@@ -8,6 +8,7 @@ use contracts::{Envelope, Event, VisitorAccessResult};
 use futures::StreamExt;
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
+use platform::batch::BatchSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
 use testkit::{TestBroker, TestDb};
@@ -25,23 +26,51 @@ pub async fn ipassan_ratio(n: usize) -> Vec<Row> {
     println!("ipassan-sync ({n} visitor_booking.created):");
     let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
     let (db, broker, raw) = fresh_with_raw_median(&events).await;
-
     let sim = ipassan_sim::spawn().await.unwrap();
-    sim.control().seed(&tests::ipassan_seed()).await.unwrap();
-    let mut results = broker.tap("visitor_access.#").await;
-    fill_worker_queue(&broker, &contracts::IPASSAN_SYNC_QUEUE, &events).await;
-    let (database, amqp, retry) = worker_settings(&db, &broker);
-    let app =
-        ipassan_sync::Application::build(tests::ipassan_sync_settings(database, amqp, retry, &sim))
-            .await
-            .unwrap();
-    let done = expect_results(&mut results, n, "visitor_access.granted.v1");
-    let run = |stop| app.run_until_stopped(stop);
-    let measured = measure_service(&db, "ipassan-sync", n, run, done).await;
-    let row = Row::ratio("ipassan-sync", "msg/s", measured, raw, 30.0);
+    let batched = ipassan_sync_run(&db, &broker, &sim, &events, BatchSettings::default()).await;
+    let row = Row::ratio("ipassan-sync", "msg/s", batched, raw, 30.0);
+
+    // The same backlog with each message handled alone, as before batching: a database, broker
+    // and simulator of its own, so neither run finds the other's visitors.
+    let (alone_db, alone_broker) = tokio::join!(TestDb::create(), TestBroker::create());
+    let alone_sim = ipassan_sim::spawn().await.unwrap();
+    let alone = BatchSettings {
+        max_messages: 1,
+        ..BatchSettings::default()
+    };
+    let alone = ipassan_sync_run(&alone_db, &alone_broker, &alone_sim, &events, alone).await;
+    let alone_row = Row::floor("  each message alone (no batching)", alone, raw, "msg/s");
+
     let floor = ipassan_floor(&db, &broker, &sim, n).await;
     let floor_row = Row::floor("  floor: 1 POST + 1 write + publish", floor, raw, "msg/s");
-    vec![row, floor_row]
+    vec![row, alone_row, floor_row]
+}
+
+/// ipassan-sync, batching as `batch` says, on a backlog of `events`: messages per second until
+/// each has its `granted`.
+async fn ipassan_sync_run(
+    db: &TestDb,
+    broker: &TestBroker,
+    sim: &ipassan_sim::RunningSim,
+    events: &[Envelope],
+    batch: BatchSettings,
+) -> f64 {
+    sim.control().seed(&tests::ipassan_seed()).await.unwrap();
+    let mut results = broker.tap("visitor_access.#").await;
+    fill_worker_queue(broker, &contracts::IPASSAN_SYNC_QUEUE, events).await;
+    let (database, amqp, retry) = worker_settings(db, broker);
+    let mut settings = tests::ipassan_sync_settings(database, amqp, retry, sim);
+    settings.batch = batch;
+    let app = ipassan_sync::Application::build(settings).await.unwrap();
+    let n = events.len();
+    let done = expect_results(&mut results, n, "visitor_access.granted.v1");
+    let run = |stop| app.run_until_stopped(stop);
+    let label = if batch.batching() {
+        "ipassan-sync"
+    } else {
+        "ipassan-sync, each message alone"
+    };
+    measure_service(db, label, n, run, done).await
 }
 
 /// The least any worker of ipassan-sync's kind must do per message, written straight on the

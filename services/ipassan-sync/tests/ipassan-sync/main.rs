@@ -3,6 +3,7 @@
 //! simulator ([`support`]), so they run in parallel; the shutdown tests run the service binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batches;
 mod bulkheads;
 mod faults;
 mod health;

@@ -60,6 +60,8 @@ pub struct Options {
     pub default_tenant: bool,
     /// Each tenant's bulkhead.
     pub connections: platform::bulkhead::ConnectionSettings,
+    /// How bookings are batched (the default: as deployed).
+    pub batch: platform::batch::BatchSettings,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             in_process: true,
             default_tenant: true,
             connections: Default::default(),
+            batch: Default::default(),
         }
     }
 }
@@ -156,6 +159,7 @@ pub async fn start_with(options: Options) -> Harness {
         },
         connections: options.connections,
         retention: Default::default(),
+        batch: options.batch,
     };
     let stop = CancellationToken::new();
     let mut health_port = None;
