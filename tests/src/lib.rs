@@ -351,10 +351,13 @@ pub fn ipassan_sync_settings(
     retry: RetrySettings,
     sim: &ipassan_sim::RunningSim,
 ) -> ipassan_sync::Settings {
+    let mut shared = shared_settings(database, amqp, retry, ipassan_sync::SCHEMA);
+    // As deployed: ipassan-sync's messages wait for their batch without a database connection.
+    shared.amqp.prefetch = ipassan_sync::settings::DEFAULT_PREFETCH;
     ipassan_sync::Settings {
         retention: Default::default(),
         batch: Default::default(),
-        shared: shared_settings(database, amqp, retry, ipassan_sync::SCHEMA),
+        shared,
         connections: Default::default(),
         ipassan: Some(ipassan_sync::IpassanSettings {
             base_url: sim.base_url.clone(),

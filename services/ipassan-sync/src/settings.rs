@@ -33,7 +33,16 @@ pub struct Settings {
     pub batch: platform::batch::BatchSettings,
 }
 
+/// ipassan-sync's prefetch unless the deployment sets `CONNECX__AMQP__PREFETCH`: a message in
+/// hand waits for its batch without a database connection, and batches of 32 need that many
+/// delivered at once (README, Performance).
+pub const DEFAULT_PREFETCH: u16 = 64;
+
 impl Validate for Settings {
+    fn service_defaults() -> &'static [(&'static str, i64)] {
+        &[("amqp.prefetch", DEFAULT_PREFETCH as i64)]
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.shared.validate()?;
         self.secrets.validate()?;
@@ -156,6 +165,20 @@ mod tests {
         assert_eq!(ipassan.client_id, "connecx");
         assert_eq!(ipassan.timeout_secs, 10);
         assert!(!format!("{settings:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn unset_the_prefetch_is_ipassan_syncs_own_and_batches_are_on() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.shared.amqp.prefetch, DEFAULT_PREFETCH);
+        assert_eq!(settings.batch.max_messages, 32);
+        assert_eq!(settings.batch.max_running, 2);
+        assert!(settings.batch.batching());
+        let err = load(&[("CONNECX__BATCH__MAX_MESSAGES", "0")]).unwrap_err();
+        assert!(
+            err.to_string().contains("CONNECX__BATCH__MAX_MESSAGES"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -90,13 +90,21 @@ impl Application {
         let shared = &settings.shared;
         let pool = platform::db::connect_and_migrate(&shared.database, SCHEMA, &MIGRATOR).await?;
         check_sealed_secrets(&pool, sealer.as_deref()).await?;
-        if shared.database.max_connections < u32::from(shared.amqp.prefetch) {
-            // Each message in flight holds one connection (its booking's lock) while it talks
-            // to iPassan; fewer connections than messages makes some wait for one.
+        // Alone, each message in flight holds one connection (its booking's lock) while it
+        // talks to iPassan; batched, each running batch holds one, whatever its size.
+        let batch = settings.batch;
+        let holding = if batch.batching() {
+            batch.max_running
+        } else {
+            usize::from(shared.amqp.prefetch)
+        };
+        if (shared.database.max_connections as usize) < holding {
             tracing::warn!(
                 max_connections = shared.database.max_connections,
                 prefetch = shared.amqp.prefetch,
-                "database pool smaller than the prefetch; messages may wait for a connection"
+                batch_max_running = batch.max_running,
+                "database pool smaller than the connections messages in flight hold; \
+                 messages may wait for a connection"
             );
         }
         let health = platform::health::HealthServer::bind(&shared.health).await?;

@@ -26,7 +26,7 @@ use crate::config::{ConfigError, Validate};
 /// `CONNECX__BATCH__*`: how a worker batches the messages it has in hand.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct BatchSettings {
-    /// Messages one batch handles at most (default 16; 1: every message is handled alone, as
+    /// Messages one batch handles at most (default 32; 1: every message is handled alone, as
     /// without batching).
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
@@ -37,7 +37,7 @@ pub struct BatchSettings {
 }
 
 fn default_max_messages() -> usize {
-    16
+    32
 }
 
 fn default_max_running() -> usize {

@@ -40,6 +40,16 @@ impl ConfigError {
 /// Settings check themselves after loading: serde says what is missing, this says what is wrong.
 pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
+
+    /// This service's own defaults of shared keys (`("amqp.prefetch", 64)`), where its work
+    /// wants other values than the shared sections' defaults. Below the files and the
+    /// environment, like every default: a deployment that sets the key wins.
+    fn service_defaults() -> &'static [(&'static str, i64)]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
 }
 
 /// Loads settings from the files and the process environment.
@@ -56,7 +66,11 @@ pub fn load_with_env<S: DeserializeOwned + Validate>(
         .and_then(|e| e.get("CONNECX_ENVIRONMENT").cloned())
         .or_else(|| std::env::var("CONNECX_ENVIRONMENT").ok())
         .unwrap_or_else(|| "local".to_owned());
-    let settings: S = config::Config::builder()
+    let mut builder = config::Config::builder();
+    for (key, value) in S::service_defaults() {
+        builder = builder.set_default(*key, *value)?;
+    }
+    let settings: S = builder
         .add_source(config::File::with_name("config/default").required(false))
         .add_source(config::File::with_name(&format!("config/{environment}")).required(false))
         .add_source(

@@ -27,7 +27,14 @@ pub async fn ipassan_ratio(n: usize) -> Vec<Row> {
     let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
     let (db, broker, raw) = fresh_with_raw_median(&events).await;
     let sim = ipassan_sim::spawn().await.unwrap();
-    let batched = ipassan_sync_run(&db, &broker, &sim, &events, BatchSettings::default()).await;
+    // `BENCH_BATCH_MESSAGES` / `BENCH_BATCH_RUNNING`: other batch settings than the defaults.
+    let env = |key: &str| std::env::var(key).ok().and_then(|v| v.parse().ok());
+    let defaults = BatchSettings::default();
+    let batch = BatchSettings {
+        max_messages: env("BENCH_BATCH_MESSAGES").unwrap_or(defaults.max_messages),
+        max_running: env("BENCH_BATCH_RUNNING").unwrap_or(defaults.max_running),
+    };
+    let batched = ipassan_sync_run(&db, &broker, &sim, &events, batch).await;
     let row = Row::ratio("ipassan-sync", "msg/s", batched, raw, 30.0);
 
     // The same backlog with each message handled alone, as before batching: a database, broker
@@ -61,6 +68,20 @@ async fn ipassan_sync_run(
     let (database, amqp, retry) = worker_settings(db, broker);
     let mut settings = tests::ipassan_sync_settings(database, amqp, retry, sim);
     settings.batch = batch;
+    // `BENCH_WORKER_PREFETCH`, `BENCH_MAX_IN_FLIGHT`: the worker's prefetch and its tenant's
+    // slots, other than the defaults (the raw consume+ack keeps the default prefetch).
+    if let Some(prefetch) = std::env::var("BENCH_WORKER_PREFETCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.shared.amqp.prefetch = prefetch;
+    }
+    if let Some(slots) = std::env::var("BENCH_MAX_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.connections.max_in_flight = slots;
+    }
     let app = ipassan_sync::Application::build(settings).await.unwrap();
     let n = events.len();
     let done = expect_results(&mut results, n, "visitor_access.granted.v1");
