@@ -311,6 +311,7 @@ pub fn booking_api_settings(
 ) -> booking_api::Settings {
     booking_api::Settings {
         retention: Default::default(),
+        batch: Default::default(),
         shared: shared_settings(database, amqp, retry, booking_api::SCHEMA),
         http: HttpSettings {
             host: "127.0.0.1".into(),

@@ -123,9 +123,17 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 
 /// Inside a writing transaction: wake whoever waits on `booking_id`'s access once it commits.
 pub async fn notify_access(conn: &mut PgConnection, booking_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
+    notify_access_of(conn, &[booking_id]).await
+}
+
+/// [`notify_access`] for several bookings in one statement.
+pub async fn notify_access_of(
+    conn: &mut PgConnection,
+    booking_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
         .bind(ACCESS_CHANNEL)
-        .bind(booking_id.to_string())
+        .bind(booking_ids)
         .execute(conn)
         .await?;
     Ok(())

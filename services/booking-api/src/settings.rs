@@ -38,6 +38,9 @@ pub struct Settings {
     /// `CONNECX__RETENTION__*`: how long PINs and visitors' personal data are kept.
     #[serde(default)]
     pub retention: platform::retention::RetentionSettings,
+    /// `CONNECX__BATCH__*`: the results consumer applies the results in hand together.
+    #[serde(default)]
+    pub batch: platform::batch::BatchSettings,
 }
 
 /// `CONNECX__LIMITS__*`: bounds on what a booking may ask, and how fast a resident may write.
@@ -188,6 +191,7 @@ impl Validate for Settings {
         self.secrets.validate()?;
         self.limits.validate()?;
         self.retention.validate()?;
+        self.batch.validate()?;
         if self.outbox.batch_size < 1 {
             return Err(ConfigError::invalid(
                 "outbox.batch_size",

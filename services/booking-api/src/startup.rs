@@ -170,7 +170,7 @@ impl Application {
             contracts::BOOKING_API_RESULTS_QUEUE,
             settings.shared.amqp.clone(),
             settings.shared.retry.tiers.clone(),
-            ResultsHandler::new(pool.clone()),
+            ResultsHandler::new(pool.clone(), settings.batch),
         );
         let consumer = tokio::spawn(async move { consumer.run(consumer_token).await });
 

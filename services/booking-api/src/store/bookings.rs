@@ -2,6 +2,8 @@
 //! columns differ), but a booking of either is read, locked for a change, listed and versioned the
 //! same way; those queries are written once here, over the table a [`BookingTable`] names.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor};
@@ -151,17 +153,33 @@ pub async fn applied_result(
     kind: BookingKind,
     id: Uuid,
 ) -> Result<Option<Option<AppliedResult>>, sqlx::Error> {
-    let row: Option<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT access_version, access_occurred_at FROM {} WHERE id = $1 FOR UPDATE",
-        table(kind)
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(version, occurred_at)| {
-        occurred_at.map(|occurred_at| AppliedResult {
-            version,
-            occurred_at,
+    Ok(applied_results(conn, kind, &[id]).await?.remove(&id))
+}
+
+/// [`applied_result`] for several bookings of one kind in one statement, their rows locked in
+/// id order (so two batches lock in one order): by id, the bookings that exist.
+pub async fn applied_results(
+    conn: &mut PgConnection,
+    kind: BookingKind,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Option<AppliedResult>>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, Option<DateTime<Utc>>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, access_version, access_occurred_at FROM {} WHERE id = ANY($1)
+              ORDER BY id FOR UPDATE",
+            table(kind)
+        )))
+        .bind(ids)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, version, occurred_at)| {
+            let applied = occurred_at.map(|occurred_at| AppliedResult {
+                version,
+                occurred_at,
+            });
+            (id, applied)
         })
-    }))
+        .collect())
 }

@@ -61,6 +61,16 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down_and_go_out_when_it_i
         .expect("published once the broker is back");
     assert_eq!(event.booking_id.to_string(), first["id"].as_str().unwrap());
     assert!(matches!(event.event, Event::VisitorBookingCreated(_)));
+    // The relay records the event as sent once its confirm is in, a moment after the tap sees
+    // it: wait for that, or the next outage could catch the first event still unrecorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !unsent(&app).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first event stays unsent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The broker goes away while the service is connected, and comes back.
     proxy.go_down();

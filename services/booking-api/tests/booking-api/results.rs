@@ -262,3 +262,106 @@ async fn a_deferred_facility_booking_names_the_booking_holding_the_slot() {
     assert_eq!(seen["access"]["reason_code"], "double_booking");
     app.stop().await;
 }
+
+/// The value of `/metrics` line `name{…queue="booking-api.results"…}`, 0 when absent.
+async fn results_metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let queue = format!("queue=\"{}\"", contracts::BOOKING_API_RESULTS_QUEUE.name);
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(&queue))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn results_in_hand_are_applied_together_and_one_for_an_unknown_booking_fails_alone() {
+    let app = spawn_app().await;
+    app.seed().await;
+    results_queue_ready(&app).await;
+    let mut dead_letters = app
+        .broker()
+        .tap_exchange(
+            contracts::DEAD_LETTER_EXCHANGE,
+            lapin::ExchangeKind::Fanout,
+            "",
+        )
+        .await;
+    let mut visits = Vec::new();
+    for _ in 0..12 {
+        visits.push(announced_visit(&app).await);
+    }
+    // Another transaction holds the first two bookings' rows: the batches with their results
+    // wait for them, and the results published meanwhile gather in the consumer.
+    let mut holder = app.pool.begin().await.unwrap();
+    for (id, _) in &visits[..2] {
+        sqlx::query("SELECT 1 FROM visitor_bookings WHERE id = $1::uuid FOR UPDATE")
+            .bind(id)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+    }
+    for (i, (id, snapshot)) in visits.iter().enumerate() {
+        app.broker()
+            .publish_event(&granted(id, 1, snapshot, &format!("{i:06}")))
+            .await;
+    }
+    let stranger = Uuid::new_v4().to_string();
+    app.broker()
+        .publish_event(&granted(&stranger, 1, &visits[0].1, "111111"))
+        .await;
+    let queue = contracts::BOOKING_API_RESULTS_QUEUE.name;
+    for _ in 0..150 {
+        if app.broker().queue_depth(queue).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.broker().queue_depth(queue).await,
+        0,
+        "every result delivered"
+    );
+    holder.rollback().await.unwrap();
+
+    for (i, (id, _)) in visits.iter().enumerate() {
+        let path = format!("/v1/visitor-bookings/{id}");
+        let seen = eventually_status(&app, &path, &app.resident_ana(), "granted").await;
+        assert_eq!(
+            seen["access"]["pin"],
+            format!("{i:06}"),
+            "{id} has its own PIN"
+        );
+    }
+    let dead = dead_letters
+        .next_message(Duration::from_secs(15))
+        .await
+        .expect("the result for a booking booking-api does not have is a dead letter");
+    let error = dead
+        .headers
+        .get_str(contracts::headers::ERROR)
+        .unwrap_or_default();
+    assert!(error.contains(&stranger), "{error}");
+    assert!(
+        dead_letters
+            .next_message(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "that result alone"
+    );
+    let batches = results_metric(&app, "connecx_batches_total").await;
+    let messages = results_metric(&app, "connecx_batched_messages_total").await;
+    assert_eq!(messages, 13.0, "every result went through a batch");
+    assert!(
+        batches < messages,
+        "some batch held several results: {batches} batches for {messages} results"
+    );
+    app.stop().await;
+}

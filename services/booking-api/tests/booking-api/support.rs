@@ -109,6 +109,7 @@ async fn spawn_on(database_url: String, broker: Option<TestBroker>, amqp_url: St
 /// The settings of a test app: a deployment with a default iPassan and Salto, and a sealing key.
 pub fn settings_for(database_url: String, amqp_url: String) -> Settings {
     Settings {
+        batch: Default::default(),
         retention: Default::default(),
         shared: testkit::shared_settings(
             database_url,
