@@ -309,10 +309,13 @@ pub fn booking_api_settings(
     retry: RetrySettings,
     jwt_secret: &str,
 ) -> booking_api::Settings {
+    let mut shared = shared_settings(database, amqp, retry, booking_api::SCHEMA);
+    // As deployed: the results consumer's results wait for their batch without a connection.
+    shared.amqp.prefetch = booking_api::settings::DEFAULT_PREFETCH;
     booking_api::Settings {
         retention: Default::default(),
         batch: Default::default(),
-        shared: shared_settings(database, amqp, retry, booking_api::SCHEMA),
+        shared,
         http: HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,

@@ -176,7 +176,16 @@ impl fmt::Debug for AuthSettings {
     }
 }
 
+/// The results consumer's prefetch unless the deployment sets `CONNECX__AMQP__PREFETCH`: a
+/// result in hand waits for its batch without a database connection, and batches of 32 need
+/// that many delivered at once.
+pub const DEFAULT_PREFETCH: u16 = 64;
+
 impl Validate for Settings {
+    fn service_defaults() -> &'static [(&'static str, i64)] {
+        &[("amqp.prefetch", DEFAULT_PREFETCH as i64)]
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.shared.validate()?;
         self.http.validate()?;
@@ -237,6 +246,9 @@ mod tests {
         assert_eq!(OutboxSettings::default().linger_ms, 5);
         assert_eq!(settings.limits, LimitsSettings::default());
         assert!(!format!("{settings:?}").contains(SECRET));
+        // The results consumer's own prefetch, and batches on.
+        assert_eq!(settings.shared.amqp.prefetch, DEFAULT_PREFETCH);
+        assert!(settings.batch.batching());
     }
 
     #[test]
