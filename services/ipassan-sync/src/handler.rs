@@ -75,12 +75,6 @@ impl BookingEvents {
         });
         Self { steps, batches }
     }
-
-    /// How many batches, and messages in them, have run (the tests and the benchmark see the
-    /// batching by it); `(0, 0)` when batching is off.
-    pub fn batch_counts(&self) -> (u64, u64) {
-        self.batches.as_ref().map_or((0, 0), Batches::counts)
-    }
 }
 
 impl EventHandler for BookingEvents {

@@ -170,7 +170,7 @@ where
         }
     }
 
-    /// How many batches, and items in them, have run so far (tests and the benchmark read it).
+    /// How many batches, and items in them, have run so far (as the metrics count them).
     pub fn counts(&self) -> (u64, u64) {
         (
             self.batches_run.load(Ordering::Relaxed),
