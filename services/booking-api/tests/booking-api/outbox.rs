@@ -198,14 +198,7 @@ async fn two_replicas_publish_every_event_once_and_each_bookings_events_in_versi
 #[tokio::test]
 async fn an_outbox_row_that_no_longer_decodes_is_set_aside_and_a_person_is_told() {
     let app = crate::support::spawn_app().await;
-    let mut dead = app
-        .broker()
-        .tap_exchange(
-            contracts::DEAD_LETTER_EXCHANGE,
-            lapin::ExchangeKind::Fanout,
-            "",
-        )
-        .await;
+    let mut dead = app.tap_dead_letters().await;
     let mut events = app.broker().tap("visitor_booking.#").await;
     // What an older release might have left: an envelope this one cannot read.
     let id: i64 = sqlx::query_scalar(

@@ -286,14 +286,7 @@ async fn results_in_hand_are_applied_together_and_one_for_an_unknown_booking_fai
     let app = spawn_app().await;
     app.seed().await;
     results_queue_ready(&app).await;
-    let mut dead_letters = app
-        .broker()
-        .tap_exchange(
-            contracts::DEAD_LETTER_EXCHANGE,
-            lapin::ExchangeKind::Fanout,
-            "",
-        )
-        .await;
+    let mut dead_letters = app.tap_dead_letters().await;
     let mut visits = Vec::new();
     for _ in 0..12 {
         visits.push(announced_visit(&app).await);

@@ -198,6 +198,17 @@ impl TestApp {
             .expect("this test app was spawned without a broker")
     }
 
+    /// Everything sent to `connecx.dead` from now on (nothing else consumes it in these tests).
+    pub async fn tap_dead_letters(&self) -> testkit::EventTap {
+        self.broker()
+            .tap_exchange(
+                contracts::DEAD_LETTER_EXCHANGE,
+                lapin::ExchangeKind::Fanout,
+                "",
+            )
+            .await
+    }
+
     /// Stops the service and waits until it has stopped.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
