@@ -6,12 +6,12 @@
 //! Database trouble is transient (the worker retries); a result for a booking this service does
 //! not know is permanent (a dead letter and an alert: something upstream is wrong).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use contracts::Envelope;
 use platform::amqp::{EventHandler, HandlerError};
-use platform::batch::{BatchSettings, BatchWork, Batches};
+use platform::batch::{BatchSettings, BatchWork, Batches, first_of_each};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -88,15 +88,13 @@ impl BatchWork for ResultBatch {
     type Output = Option<Result<Applied, HandlerError>>;
 
     async fn run(&self, envelopes: Vec<Envelope>) -> Vec<Self::Output> {
-        let mut seen = HashSet::new();
+        let firsts = first_of_each(&envelopes, |e| e.booking_id);
         let mut answers: Vec<Self::Output> = vec![None; envelopes.len()];
         let mut batched = Vec::new();
-        for (index, envelope) in envelopes.iter().enumerate() {
+        for (index, (envelope, first)) in envelopes.iter().zip(firsts).enumerate() {
             match outcome_of(&envelope.event) {
                 None => answers[index] = Some(Err(not_a_result(envelope))),
-                Some(outcome) if seen.insert(envelope.booking_id) => {
-                    batched.push((index, envelope, outcome));
-                }
+                Some(outcome) if first => batched.push((index, envelope, outcome)),
                 Some(_) => {}
             }
         }

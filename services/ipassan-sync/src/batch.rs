@@ -21,11 +21,11 @@
 use contracts::Envelope;
 use futures::future::join_all;
 use platform::amqp::HandlerError;
-use platform::batch::BatchWork;
+use platform::batch::{BatchWork, first_of_each};
 use platform::snapshots;
 use platform::trace::TraceId;
 use sqlx::{Postgres, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::handler::{Done, Plan, Steps, transient};
@@ -47,11 +47,7 @@ impl BatchWork for Steps {
 
     async fn run(&self, visits: Vec<Visit>) -> Vec<Answer> {
         // Each booking's first message; the others alone.
-        let mut seen = HashSet::new();
-        let firsts: Vec<bool> = visits
-            .iter()
-            .map(|v| seen.insert(v.envelope.booking_id))
-            .collect();
+        let firsts = first_of_each(&visits, |v| v.envelope.booking_id);
         let batched: Vec<&Visit> = visits
             .iter()
             .zip(&firsts)
@@ -135,8 +131,8 @@ impl Steps {
             async move {
                 let done = match client {
                     Some(Err(error)) => Err(error),
-                    Some(Ok(client)) => self.in_trace(trace, self.act(plan, Some(&client))).await,
-                    None => self.in_trace(trace, self.act(plan, None)).await,
+                    Some(Ok(client)) => in_trace(trace, self.act(plan, Some(&client))).await,
+                    None => in_trace(trace, self.act(plan, None)).await,
                 };
                 (index, done)
             }
@@ -186,12 +182,12 @@ impl Steps {
             .await
             .map_err(|e| transient(StoreError::from(e)))
     }
+}
 
-    /// Runs `work` in the trace of its message, when it came with one.
-    async fn in_trace<F: Future>(&self, trace: Option<TraceId>, work: F) -> F::Output {
-        match trace {
-            Some(trace) => platform::trace::in_trace(trace, work).await,
-            None => work.await,
-        }
+/// Runs `work` in the trace of its message, when it came with one.
+async fn in_trace<F: Future>(trace: Option<TraceId>, work: F) -> F::Output {
+    match trace {
+        Some(trace) => platform::trace::in_trace(trace, work).await,
+        None => work.await,
     }
 }

@@ -222,6 +222,13 @@ where
     }
 }
 
+/// For each item, whether it is the first of its key in `items` (a batch handles one message per
+/// booking; the later ones of a booking are handled alone after it).
+pub fn first_of_each<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::new();
+    items.iter().map(|item| seen.insert(key(item))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -329,6 +336,14 @@ mod tests {
         assert!(!stuck.is_finished());
         work.gate.add_permits(1);
         assert_eq!(stuck.await.unwrap(), Some(1));
+    }
+
+    #[test]
+    fn only_the_first_item_of_a_key_is_marked() {
+        assert_eq!(
+            first_of_each(&[1, 2, 1, 3, 2], |n| *n),
+            [true, true, false, true, false]
+        );
     }
 
     #[tokio::test]
