@@ -383,8 +383,11 @@ pub fn salto_sync_settings(
     retry: RetrySettings,
     sim: &salto_sim::RunningSim,
 ) -> salto_sync::Settings {
+    let mut shared = shared_settings(database, amqp, retry, salto_sync::SCHEMA);
+    // As deployed: salto-sync's messages wait for their batch without a database connection.
+    shared.amqp.prefetch = salto_sync::settings::DEFAULT_PREFETCH;
     salto_sync::Settings {
-        shared: shared_settings(database, amqp, retry, salto_sync::SCHEMA),
+        shared,
         salto: Some(salto_sync::SaltoSettings {
             url: sim.url(),
             auth_kind: salto_sync::AuthKind::None,
@@ -399,6 +402,7 @@ pub fn salto_sync_settings(
         },
         cleaner: salto_sync::CleanerSettings::default(),
         connections: Default::default(),
+        batch: Default::default(),
     }
 }
 

@@ -18,6 +18,11 @@ use platform::amqp::{EventHandler, HandlerError};
 use platform::snapshots::{self, Recorded};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use platform::batch::{BatchSettings, Batches};
+
+use crate::batch::{self, BookingBatches};
 use crate::context::Context;
 use crate::decision::{self, BookingPlan, Intent, Placement, SaltoZone};
 use crate::error::SyncError;
@@ -26,13 +31,25 @@ use crate::ledger_transaction::LedgerTransaction;
 use crate::results::{self, Outcome};
 use crate::{servers, store};
 
+/// The worker's handler: a facility booking's part runs in a batch of its server's bookings
+/// ([`crate::batch`]), or alone when batching is off (`CONNECX__BATCH__MAX_MESSAGES=1`) or its
+/// batch could not answer for it.
 pub struct BookingEvents {
     ctx: Context,
+    batches: Option<Batches<String, BookingBatches>>,
 }
 
 impl BookingEvents {
-    pub fn new(ctx: Context) -> Self {
-        Self { ctx }
+    pub fn new(ctx: Context, batch: BatchSettings) -> Self {
+        let batches = batch.batching().then(|| {
+            Batches::new(
+                contracts::SALTO_SYNC_QUEUE.name,
+                Arc::new(BookingBatches::new(ctx.clone(), batch.max_running)),
+                batch.max_messages,
+                batch.max_running,
+            )
+        });
+        Self { ctx, batches }
     }
 }
 
@@ -87,6 +104,18 @@ impl EventHandler for BookingEvents {
                  salto_connection.changed only",
                 envelope.routing_key()
             )));
+        }
+        if let (Some(batches), Some(booking)) =
+            (&self.batches, decision::facility_booking(&envelope.event))
+        {
+            let group = batches.work().group_of(&booking.building.id);
+            let message = batch::Booking {
+                envelope: envelope.clone(),
+                trace: platform::trace::current(),
+            };
+            if let Some(Some(outcome)) = batches.submit(group, message).await {
+                return outcome;
+            }
         }
         let recorded = snapshots::record(&self.ctx.pool, &envelope)
             .await
@@ -168,8 +197,8 @@ async fn act(ctx: &Context, envelope: Envelope) -> Result<(), SyncError> {
     }
 }
 
-/// Reads what the ledger holds for the booking under its locks, asks
-/// [`decision::plan_booking`] what it should hold, carries that out, and commits.
+/// Takes the booking's locks, does its part ([`act_locked`]), makes Salto match the ledger and
+/// commits.
 async fn act_admitted(
     ctx: &Context,
     booking_id: Uuid,
@@ -183,6 +212,24 @@ async fn act_admitted(
     let mut tx = LedgerTransaction::begin_for_booking(ctx, booking_id).await?;
     tx.lock_levels_of(booking_id, decision::own_level(&booking, server))
         .await?;
+    act_locked(ctx, &mut tx, booking_id, version, intent, booking).await?;
+    let published = tx.finish().await?;
+    log_published(&published);
+    Ok(())
+}
+
+/// One booking's part of a ledger transaction that holds its locks (its own, and those of the
+/// access levels it is in and asks for): reads what the ledger holds for it, lets
+/// [`decision::plan_booking`] say what the ledger should hold, and carries that out. Alone or in
+/// a batch ([`crate::batch`]), a booking's part is this.
+pub(crate) async fn act_locked(
+    ctx: &Context,
+    tx: &mut LedgerTransaction,
+    booking_id: Uuid,
+    version: i64,
+    intent: Intent,
+    booking: FacilityBooking,
+) -> Result<(), SyncError> {
     if !decision::should_act(tx.last_acted_version(booking_id).await?, version) {
         tracing::info!(%booking_id, version, "version already acted on; nothing to do");
         return Ok(());
@@ -201,13 +248,14 @@ async fn act_admitted(
         slot_holder.as_ref(),
     );
     let today = ctx.local_today(&booking.building.timezone);
-    carry_out(&mut tx, plan, booking_id, version, booking, today).await?;
-    let published = tx.finish().await?;
-    for event in &published {
+    carry_out(tx, plan, booking_id, version, booking, today).await
+}
+
+pub(crate) fn log_published(published: &[Envelope]) {
+    for event in published {
         tracing::info!(booking_id = %event.booking_id, version = event.version,
                        result = event.routing_key(), "result published");
     }
-    Ok(())
 }
 
 /// Does what `plan` says on the ledger, and records the booking's result.
@@ -238,12 +286,19 @@ async fn carry_out(
                 .await
         }
         Placement::HoldIfSaltoAgrees { slot, window } => {
-            let group = tx.salto_group(&slot.level).await?;
-            let timetable = tx
-                .timetable(&slot.level.server, window.starts, window.ends)
-                .await?;
-            let wanted = window.permission(&slot.zone, timetable);
-            match decision::salto_zone(&group.permissions, &wanted) {
+            // A zone the ledger gave up earlier in this transaction (another booking of a
+            // batch left it) still shows its entry in Salto as read: ours, to be replaced.
+            let zone = if tx.released_here(&slot) {
+                SaltoZone::Free
+            } else {
+                let group = tx.salto_group(&slot.level).await?;
+                let timetable = tx
+                    .timetable(&slot.level.server, window.starts, window.ends)
+                    .await?;
+                let wanted = window.permission(&slot.zone, timetable);
+                decision::salto_zone(&group.permissions, &wanted)
+            };
+            match zone {
                 SaltoZone::Unknown(existing) => {
                     tx.stop_waiting(booking_id).await?;
                     let failure = results::unknown_permission(&booking, &existing);
@@ -332,9 +387,7 @@ fn database(error: sqlx::Error) -> HandlerError {
     HandlerError::Transient(format!("database: {error}"))
 }
 
-/// The building's Salto server now: its own, or the deployment default (`None`: neither). A
-/// snapshot made under a newer version of the building's connection than this worker holds
-/// waits (a transient error) until that version is here.
+/// The building's Salto server now: its own, or the deployment default (`None`: neither).
 async fn building_server(
     ctx: &Context,
     booking: &FacilityBooking,
@@ -343,6 +396,18 @@ async fn building_server(
         let mut conn = ctx.pool.acquire().await?;
         store::servers::building_connection(&mut *conn, &booking.building.id).await?
     };
+    server_under(held, booking, ctx.servers.default_key())
+}
+
+/// The server of `booking` under `held`, the building's connection as this worker holds it
+/// (`None`: the building never had one of its own), or the deployment `default`. A snapshot
+/// made under a newer version of the building's connection than this worker holds waits (a
+/// transient error) until that version is here.
+pub(crate) fn server_under(
+    held: Option<store::servers::HeldConnection>,
+    booking: &FacilityBooking,
+    default: Option<&str>,
+) -> Result<Option<String>, SyncError> {
     let wanted = booking.building.connection_versions.salto;
     let known = held.as_ref().map_or(0, |c| c.version);
     if wanted > known {
@@ -354,7 +419,7 @@ async fn building_server(
     }
     Ok(match held.and_then(|c| c.server) {
         Some(server) => Some(server),
-        None => ctx.servers.default_key().map(str::to_owned),
+        None => default.map(str::to_owned),
     })
 }
 

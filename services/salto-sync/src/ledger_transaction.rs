@@ -22,6 +22,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use contracts::{AccessFailure, Envelope, FacilityBooking};
 use platform::amqp::Publisher;
+use platform::trace::TraceId;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -33,7 +34,8 @@ use crate::results::{Holder, Outcome, result_event};
 use crate::servers::Servers;
 use crate::store;
 use crate::timetables::{self, Sweeper};
-use salto_ship::{DaySeconds, Group, ShipClient, ZonePermission};
+use futures::{StreamExt, stream};
+use salto_ship::{DaySeconds, Group, ShipClient, ShipError, ZonePermission};
 
 /// How a waiter's promotion went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,18 +64,32 @@ pub struct LedgerTransaction {
     orphans: BTreeMap<AccessLevelKey, Vec<ZonePermission>>,
     released: BTreeMap<AccessLevelKey, BTreeSet<String>>,
     touched: BTreeSet<AccessLevelKey>,
-    events: Vec<Envelope>,
+    /// The results to publish, each with the trace of the work that made it (in a batch, each
+    /// booking's own).
+    events: Vec<(Envelope, Option<TraceId>)>,
     /// The timetable IDs this transaction found or made, by (server, starts, ends): the row
     /// lock taken with the first look keeps each as it was, so it is not looked up twice.
     timetables: HashMap<(String, DaySeconds, DaySeconds), u32>,
     /// Bookings this transaction read under their locks as waiting for no slot (and did not
     /// queue since): nothing to delete when they take one.
     not_waiting: BTreeSet<Uuid>,
+    /// What was read under the locks and is kept current with this transaction's own writes,
+    /// so that a batch reads it for all its bookings at once ([`Self::read_ahead`]) and no
+    /// booking reads it twice: the ledger's entries of each booking (dropped when this
+    /// transaction writes one of the booking's rows), the holder of each slot, and the version
+    /// each booking was last acted on.
+    entries: HashMap<Uuid, BookingEntries>,
+    holders: BTreeMap<SlotKey, Option<Held>>,
+    outcome_versions: HashMap<Uuid, Option<i64>>,
+    /// The outcomes recorded here, by booking: written in one statement before the commit.
+    outcomes: BTreeMap<Uuid, (i64, Outcome)>,
+    /// Calls to Salto this transaction makes at once (see [`Self::allow_calls_at_once`]).
+    calls_at_once: usize,
 }
 
 impl LedgerTransaction {
     pub async fn begin(ctx: &Context) -> Result<LedgerTransaction, SyncError> {
-        Self::begin_holding(ctx, None).await
+        Self::begin_holding(ctx, &[]).await
     }
 
     /// Begins the transaction that acts on `booking_id`, holding the booking's own lock from the
@@ -86,14 +102,23 @@ impl LedgerTransaction {
         ctx: &Context,
         booking_id: Uuid,
     ) -> Result<LedgerTransaction, SyncError> {
-        Self::begin_holding(ctx, Some(booking_id)).await
+        Self::begin_holding(ctx, &[booking_id]).await
+    }
+
+    /// [`LedgerTransaction::begin_for_booking`] for several bookings at once (a batch,
+    /// [`crate::batch`]); then [`LedgerTransaction::lock_levels_of_all`].
+    pub async fn begin_for_bookings(
+        ctx: &Context,
+        bookings: &[Uuid],
+    ) -> Result<LedgerTransaction, SyncError> {
+        Self::begin_holding(ctx, bookings).await
     }
 
     async fn begin_holding(
         ctx: &Context,
-        booking: Option<Uuid>,
+        bookings: &[Uuid],
     ) -> Result<LedgerTransaction, SyncError> {
-        let tx = store::begin(&ctx.pool, booking).await?;
+        let tx = store::begin(&ctx.pool, bookings).await?;
         Ok(LedgerTransaction {
             tx,
             journal: ctx.journal.clone(),
@@ -109,7 +134,19 @@ impl LedgerTransaction {
             events: Vec::new(),
             timetables: HashMap::new(),
             not_waiting: BTreeSet::new(),
+            entries: HashMap::new(),
+            holders: BTreeMap::new(),
+            outcome_versions: HashMap::new(),
+            outcomes: BTreeMap::new(),
+            calls_at_once: 1,
         })
+    }
+
+    /// Lets the transaction read and write up to `calls` access levels at once (a batch: its
+    /// share of the calls its servers may have in flight). Otherwise it makes one call at a
+    /// time, as one booking's transaction always has.
+    pub fn allow_calls_at_once(&mut self, calls: usize) {
+        self.calls_at_once = calls.max(1);
     }
 
     /// The SHIP client of `server`, its stored settings read in this transaction.
@@ -150,13 +187,75 @@ impl LedgerTransaction {
         booking_id: Uuid,
         asked_for: Option<AccessLevelKey>,
     ) -> Result<(), SyncError> {
-        let entries = self.read_entries(booking_id).await?;
+        // Read before the access levels' locks: a promotion may move the booking meanwhile, so
+        // this read only says what to lock, and [`Self::entries_of`] reads again.
+        let (held, waiting) = store::ledger::entries_of_booking(&mut self.tx, booking_id).await?;
+        let entries = BookingEntries { held, waiting };
         self.lock(asked_for.into_iter().chain(entries.levels()))
             .await
     }
 
+    /// [`LedgerTransaction::lock_levels_of`] for several bookings, the access levels of all of
+    /// them locked in one statement (in one order, so two batches never wait for each other).
+    pub async fn lock_levels_of_all(
+        &mut self,
+        bookings: &[(Uuid, Option<AccessLevelKey>)],
+    ) -> Result<(), SyncError> {
+        let ids: Vec<Uuid> = bookings.iter().map(|(id, _)| *id).collect();
+        // As for one booking: the first read says what to lock, the second, under the locks,
+        // is what each booking's part works from (kept for [`Self::entries_of`]).
+        let before = store::ledger::entries_of_bookings(&mut self.tx, &ids).await?;
+        let mut levels: BTreeSet<AccessLevelKey> = bookings
+            .iter()
+            .filter_map(|(_, asked_for)| asked_for.clone())
+            .collect();
+        for (held, waiting) in before.into_values() {
+            let entries = BookingEntries { held, waiting };
+            levels.extend(entries.levels());
+        }
+        self.lock(levels).await?;
+        let mut locked = store::ledger::entries_of_bookings(&mut self.tx, &ids).await?;
+        for id in ids {
+            let (held, waiting) = locked.remove(&id).unwrap_or_default();
+            self.remember_entries(id, BookingEntries { held, waiting });
+        }
+        Ok(())
+    }
+
+    /// Reads for a batch at once what its bookings' parts read one by one: the versions
+    /// `bookings` were last acted on, the holders of `slots` (the ones they ask for) and Salto's
+    /// groups of their access levels (one statement each, and the groups' calls). Called with
+    /// the locks held.
+    pub async fn read_ahead(
+        &mut self,
+        bookings: &[Uuid],
+        slots: &[SlotKey],
+    ) -> Result<(), SyncError> {
+        let mut versions = store::bookings::outcome_versions(&mut self.tx, bookings).await?;
+        for id in bookings {
+            self.outcome_versions.insert(*id, versions.remove(id));
+        }
+        let slots: BTreeSet<&SlotKey> = slots.iter().collect();
+        let unread: Vec<SlotKey> = slots
+            .iter()
+            .filter(|s| !self.holders.contains_key(**s))
+            .map(|s| (*s).clone())
+            .collect();
+        for slot in &unread {
+            self.holders.insert(slot.clone(), None);
+        }
+        for held in store::ledger::holders_of(&mut self.tx, &unread).await? {
+            self.holders.insert(held.slot.clone(), Some(held));
+        }
+        let levels: BTreeSet<AccessLevelKey> = slots.iter().map(|s| s.level.clone()).collect();
+        let levels: Vec<AccessLevelKey> = levels.into_iter().collect();
+        self.groups_as_read(&levels).await?;
+        Ok(())
+    }
+
     /// What the ledger holds for the booking, read again under the locks (and the access levels
-    /// it is in locked, should a promotion have moved it meanwhile).
+    /// it is in locked, should a promotion have moved it meanwhile); read once per transaction
+    /// unless the transaction changed it since.
     pub async fn entries_of(&mut self, booking_id: Uuid) -> Result<BookingEntries, SyncError> {
         let entries = self.read_entries(booking_id).await?;
         self.lock(entries.levels()).await?;
@@ -164,24 +263,43 @@ impl LedgerTransaction {
     }
 
     async fn read_entries(&mut self, booking_id: Uuid) -> Result<BookingEntries, SyncError> {
+        if let Some(entries) = self.entries.get(&booking_id) {
+            return Ok(entries.clone());
+        }
         let (held, waiting) = store::ledger::entries_of_booking(&mut self.tx, booking_id).await?;
+        let entries = BookingEntries { held, waiting };
+        self.remember_entries(booking_id, entries.clone());
+        Ok(entries)
+    }
+
+    fn remember_entries(&mut self, booking_id: Uuid, entries: BookingEntries) {
         // Read under the booking's lock: only this transaction can queue the booking now.
-        if waiting.is_none() {
+        if entries.waiting.is_none() {
             self.not_waiting.insert(booking_id);
         } else {
             self.not_waiting.remove(&booking_id);
         }
-        Ok(BookingEntries { held, waiting })
+        self.entries.insert(booking_id, entries);
     }
 
     /// The version of the booking last acted on.
     pub async fn last_acted_version(&mut self, booking_id: Uuid) -> Result<Option<i64>, SyncError> {
-        Ok(store::bookings::outcome_version(&mut self.tx, booking_id).await?)
+        if let Some(version) = self.outcome_versions.get(&booking_id) {
+            return Ok(*version);
+        }
+        let version = store::bookings::outcome_version(&mut self.tx, booking_id).await?;
+        self.outcome_versions.insert(booking_id, version);
+        Ok(version)
     }
 
     /// The booking holding `slot`.
     pub async fn holder_of(&mut self, slot: &SlotKey) -> Result<Option<Held>, SyncError> {
-        Ok(store::ledger::holder_of(&mut self.tx, slot).await?)
+        if let Some(holder) = self.holders.get(slot) {
+            return Ok(holder.clone());
+        }
+        let holder = store::ledger::holder_of(&mut self.tx, slot).await?;
+        self.holders.insert(slot.clone(), holder.clone());
+        Ok(holder)
     }
 
     /// The facility booking of `booking_id`'s latest snapshot.
@@ -247,43 +365,48 @@ impl LedgerTransaction {
     }
 
     /// Salto's groups of the access levels `levels` (in their order), each read once per
-    /// transaction. The ones not read yet are read one after the other (a transaction makes one
-    /// call at a time to its server; the cleaner bounds how many transactions work with a server
-    /// at once), with the entries transactions that did not commit left there (one statement).
+    /// transaction. The ones not read yet are read as many at a time as
+    /// [`Self::allow_calls_at_once`] allows (one, but for a batch; the cleaner bounds how many transactions work with a server at once), with
+    /// the entries transactions that did not commit left there (one statement).
     async fn groups_as_read(&mut self, levels: &[AccessLevelKey]) -> Result<Vec<Group>, SyncError> {
-        let unread: Vec<AccessLevelKey> = levels
+        let unread: BTreeSet<AccessLevelKey> = levels
             .iter()
             .filter(|l| !self.groups.contains_key(*l))
             .cloned()
             .collect();
-        let mut unrecorded = if unread.is_empty() {
-            BTreeMap::new()
-        } else {
-            store::unrecorded::of_levels(&mut self.tx, &unread).await?
-        };
-        let mut groups = Vec::with_capacity(levels.len());
-        for level in levels {
-            let group = match self.groups.get(level) {
-                Some(group) => group.clone(),
-                None => {
-                    let noted = unrecorded.remove(level).unwrap_or_default();
-                    self.read_group(level, &noted).await?
-                }
-            };
-            groups.push(group);
+        if !unread.is_empty() {
+            let unread: Vec<AccessLevelKey> = unread.into_iter().collect();
+            let mut unrecorded = store::unrecorded::of_levels(&mut self.tx, &unread).await?;
+            let mut calls = Vec::with_capacity(unread.len());
+            for level in &unread {
+                calls.push((self.ship(&level.server).await?, level.access_level.clone()));
+            }
+            // Owned, not borrowed: the futures of a stream must not borrow what its closure is
+            // given, or the service's future is no longer `Send`.
+            let read: Vec<Result<Group, ShipError>> = stream::iter(calls)
+                .map(|(ship, access_level)| async move { ship.read_group(&access_level).await })
+                .buffered(self.calls_at_once)
+                .collect()
+                .await;
+            for (level, group) in unread.iter().zip(read) {
+                let noted = unrecorded.remove(level).unwrap_or_default();
+                self.remember_group(level, group?, &noted);
+            }
         }
-        Ok(groups)
+        Ok(levels
+            .iter()
+            .filter_map(|level| self.groups.get(level).cloned())
+            .collect())
     }
 
-    /// Reads an access level's group from Salto and remembers it, with the entries among
+    /// Remembers an access level's group as read from Salto, with the entries among
     /// `unrecorded` it shows as orphans (their zones count as released here).
-    async fn read_group(
+    fn remember_group(
         &mut self,
         level: &AccessLevelKey,
+        group: Group,
         unrecorded: &[ZonePermission],
-    ) -> Result<Group, SyncError> {
-        let ship = self.ship(&level.server).await?;
-        let group = ship.read_group(&level.access_level).await?;
+    ) {
         let orphans: Vec<ZonePermission> = group
             .permissions
             .iter()
@@ -302,8 +425,7 @@ impl LedgerTransaction {
             });
         }
         self.orphans.insert(level.clone(), orphans);
-        self.groups.insert(level.clone(), group.clone());
-        Ok(group)
+        self.groups.insert(level.clone(), group);
     }
 
     /// Salto must be brought to the ledger's state for this access level at the end of the
@@ -314,13 +436,15 @@ impl LedgerTransaction {
 
     /// Publishes `envelope` with the transaction's results, before it commits.
     pub fn emit(&mut self, envelope: Envelope) {
-        self.events.push(envelope);
+        self.events.push((envelope, platform::trace::current()));
     }
 
     /// Removes a holder from its slot (the permission goes from Salto at the end of the
     /// transaction) and grants the slot to its first waiter whose wait is still current.
     pub async fn leave(&mut self, held: &Held, today: NaiveDate) -> Result<Promotion, SyncError> {
         store::ledger::delete_held(&mut self.tx, held.booking_id).await?;
+        self.entries.remove(&held.booking_id);
+        self.holders.insert(held.slot.clone(), None);
         self.mark_released(&held.slot);
         self.promote_waiters(&held.slot, today).await
     }
@@ -341,7 +465,8 @@ impl LedgerTransaction {
         self.released.get(level).cloned().unwrap_or_default()
     }
 
-    fn released_here(&self, slot: &SlotKey) -> bool {
+    /// Whether the ledger gave `slot` up in this transaction.
+    pub fn released_here(&self, slot: &SlotKey) -> bool {
         self.released
             .get(&slot.level)
             .is_some_and(|zones| zones.contains(&slot.zone))
@@ -392,6 +517,8 @@ impl LedgerTransaction {
         if !self.not_waiting.contains(&booking_id) {
             store::ledger::delete_waiting(&mut self.tx, booking_id).await?;
         }
+        self.entries.remove(&booking_id);
+        self.holders.insert(slot.clone(), Some(held.clone()));
         self.touch(&slot.level);
         Ok(held)
     }
@@ -399,11 +526,13 @@ impl LedgerTransaction {
     /// Puts a booking in the queue of a slot (keeping its place if it is there already).
     pub async fn queue(&mut self, waiting: &Waiting) -> Result<(), SyncError> {
         self.not_waiting.remove(&waiting.booking_id);
+        self.entries.remove(&waiting.booking_id);
         Ok(store::ledger::upsert_waiting(&mut self.tx, waiting).await?)
     }
 
     /// Takes a booking out of the queue it waits in, if any.
     pub async fn stop_waiting(&mut self, booking_id: Uuid) -> Result<(), SyncError> {
+        self.entries.remove(&booking_id);
         Ok(store::ledger::delete_waiting(&mut self.tx, booking_id).await?)
     }
 
@@ -492,11 +621,9 @@ impl LedgerTransaction {
         // One statement may change a booking's row once: its newest version only.
         outcomes.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         outcomes.dedup_by_key(|o| o.0);
-        let rows: Vec<(Uuid, i64, &str)> = outcomes
-            .iter()
-            .map(|(id, version, outcome, _)| (*id, *version, outcome.as_str()))
-            .collect();
-        store::bookings::record_outcomes(&mut self.tx, &rows).await?;
+        for (booking_id, version, outcome, _) in &outcomes {
+            self.acted_on(*booking_id, *version, *outcome);
+        }
         for (booking_id, version, outcome, booking) in outcomes {
             self.emit(result_event(
                 outcome, booking_id, version, booking, None, None,
@@ -516,12 +643,23 @@ impl LedgerTransaction {
         held_by: Option<Holder>,
         failure: Option<AccessFailure>,
     ) -> Result<(), SyncError> {
-        store::bookings::record_outcomes(&mut self.tx, &[(booking_id, version, outcome.as_str())])
-            .await?;
+        self.acted_on(booking_id, version, outcome);
         self.emit(result_event(
             outcome, booking_id, version, booking, held_by, failure,
         ));
         Ok(())
+    }
+
+    /// Notes a booking's outcome, to be written with the others at the end (one statement), and
+    /// keeps [`Self::last_acted_version`] current. A booking's record never goes back; of two
+    /// outcomes of one version (deferred, then granted by a promotion), the later stands.
+    fn acted_on(&mut self, booking_id: Uuid, version: i64, outcome: Outcome) {
+        let known = self.outcome_versions.entry(booking_id).or_default();
+        if known.is_some_and(|v| v > version) {
+            return;
+        }
+        *known = Some(version);
+        self.outcomes.insert(booking_id, (version, outcome));
     }
 
     /// Every permission the ledger holds in an access level.
@@ -555,6 +693,8 @@ impl LedgerTransaction {
     ) -> Result<Vec<Held>, SyncError> {
         let ended =
             store::ledger::take_ended_permissions(&mut self.tx, levels, building, today).await?;
+        self.entries.clear();
+        self.holders.clear();
         for held in &ended {
             self.mark_released(&held.slot);
         }
@@ -569,6 +709,7 @@ impl LedgerTransaction {
         building: &str,
         today: NaiveDate,
     ) -> Result<Vec<Waiting>, SyncError> {
+        self.entries.clear();
         Ok(store::ledger::take_ended_waits(&mut self.tx, levels, building, today).await?)
     }
 
@@ -589,12 +730,20 @@ impl LedgerTransaction {
                 self.touch(level);
             }
         }
+        let outcomes: Vec<(Uuid, i64, &str)> = self
+            .outcomes
+            .iter()
+            .map(|(id, (version, outcome))| (*id, *version, outcome.as_str()))
+            .collect();
+        store::bookings::record_outcomes(&mut self.tx, &outcomes).await?;
         let touched: Vec<AccessLevelKey> = self.touched.iter().cloned().collect();
         if !touched.is_empty() {
             self.converge(&touched).await?;
         }
         if !self.events.is_empty() {
-            self.publisher.publish_events(&self.events).await?;
+            let traced: Vec<(&Envelope, Option<TraceId>)> =
+                self.events.iter().map(|(e, trace)| (e, *trace)).collect();
+            self.publisher.publish_traced_events(&traced).await?;
         }
         self.tx.commit().await?;
         // A permission written, moved or removed may have been the last one of its timetable.
@@ -602,7 +751,7 @@ impl LedgerTransaction {
         for server in servers {
             self.sweeper.request(&server);
         }
-        Ok(self.events)
+        Ok(self.events.into_iter().map(|(e, _)| e).collect())
     }
 
     /// Writes each of `levels` whose list in Salto differs from the ledger's: the ledger read
@@ -641,9 +790,17 @@ impl LedgerTransaction {
             })
             .collect();
         store::unrecorded::note(&self.journal, &notes).await?;
-        for (level, updated) in writes {
-            let ship = self.ship(&level.server).await?;
-            ship.update_group(&updated).await?;
+        let mut calls = Vec::with_capacity(writes.len());
+        for (level, updated) in &writes {
+            calls.push((self.ship(&level.server).await?, updated.clone()));
+        }
+        let written: Vec<Result<(), ShipError>> = stream::iter(calls)
+            .map(|(ship, updated)| async move { ship.update_group(&updated).await })
+            .buffered(self.calls_at_once)
+            .collect()
+            .await;
+        for ((level, updated), write) in writes.into_iter().zip(written) {
+            write?;
             self.groups.insert(level, updated);
         }
         store::unrecorded::forget(&mut self.tx, levels).await?;

@@ -27,13 +27,26 @@ pub struct Settings {
     pub connections: platform::bulkhead::ConnectionSettings,
     #[serde(default)]
     pub cleaner: CleanerSettings,
+    /// `CONNECX__BATCH__*`: the bookings of one Salto server handled together.
+    #[serde(default)]
+    pub batch: platform::batch::BatchSettings,
 }
 
+/// salto-sync's prefetch unless the deployment sets `CONNECX__AMQP__PREFETCH`: a message in hand
+/// waits for its batch without a database connection, and batches of 32 need that many
+/// delivered at once (README, Performance).
+pub const DEFAULT_PREFETCH: u16 = 64;
+
 impl Validate for Settings {
+    fn service_defaults() -> &'static [(&'static str, i64)] {
+        &[("amqp.prefetch", DEFAULT_PREFETCH as i64)]
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.shared.validate()?;
         self.secrets.validate()?;
         self.connections.validate()?;
+        self.batch.validate()?;
         if let Some(salto) = &self.salto {
             salto.validate()?;
         }
@@ -374,6 +387,27 @@ mod tests {
         assert_eq!(settings.cleaner.concurrency_per_server, 8);
         assert_eq!(settings.cleaner.buildings_at_once, 4);
         assert_eq!(settings.salto.as_ref().unwrap().auth_kind, AuthKind::None);
+    }
+
+    #[test]
+    fn unset_the_prefetch_is_salto_syncs_own_and_batches_are_on() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.shared.amqp.prefetch, DEFAULT_PREFETCH);
+        assert_eq!(settings.batch.max_messages, 32);
+        assert_eq!(settings.batch.max_running, 2);
+        assert!(settings.batch.batching());
+        let set = load(&[
+            ("CONNECX__BATCH__MAX_MESSAGES", "1"),
+            ("CONNECX__BATCH__MAX_RUNNING", "3"),
+        ])
+        .unwrap();
+        assert!(!set.batch.batching());
+        assert_eq!(set.batch.max_running, 3);
+        let err = load(&[("CONNECX__BATCH__MAX_RUNNING", "0")]).unwrap_err();
+        assert!(
+            err.to_string().contains("CONNECX__BATCH__MAX_RUNNING"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -76,7 +76,11 @@ impl Application {
             contracts::AccessSystem::Salto,
             &settings.connections,
         ));
-        bulkheads.warn_unless_below(shared.amqp.prefetch);
+        // Batched, the messages in flight to one server are its running batches, each one
+        // admission however many messages it holds.
+        if !settings.batch.batching() {
+            bulkheads.warn_unless_below(shared.amqp.prefetch);
+        }
         let servers = Arc::new(servers::Servers::new(
             settings.salto.as_ref().map(SaltoSettings::ship_settings),
             sealer.clone(),
@@ -152,7 +156,7 @@ impl Application {
             cleaner::schedule(Arc::new(self.cleaner()), &self.settings.cleaner.tick)
                 .await
                 .map_err(RunError::Scheduler)?;
-        let handler = handler::BookingEvents::new(self.ctx.clone());
+        let handler = handler::BookingEvents::new(self.ctx.clone(), self.settings.batch);
         let worker = Worker::new(
             SALTO_SYNC_QUEUE,
             self.settings.shared.amqp.clone(),

@@ -134,6 +134,11 @@ where
         }
     }
 
+    /// The work the batches run.
+    pub fn work(&self) -> &W {
+        &self.work
+    }
+
     /// Handles `item` in a batch of group `key` and answers its output; `None` when the batch
     /// gave no answer for it (it panicked, or its task was stopped), and the caller must handle
     /// the item alone.

@@ -341,6 +341,7 @@ impl Stage {
                     previous_keys: None,
                 },
                 cleaner,
+                batch: Default::default(),
             },
             clock,
         )

@@ -20,6 +20,21 @@ pub async fn outcome_version(
         .await
 }
 
+/// [`outcome_version`] of the bookings `ids`, in one statement (a booking without an outcome is
+/// absent).
+pub async fn outcome_versions(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT booking_id, version FROM booking_outcomes WHERE booking_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Records what was decided for booking versions, in one statement (each booking once); a
 /// booking's record never goes back to an older version.
 pub async fn record_outcomes(

@@ -1,6 +1,8 @@
 //! `permissions` (the booking holding each slot) and `waiting_bookings` (the bookings waiting
 //! for one, first come first served).
 
+use std::collections::HashMap;
+
 use chrono::NaiveDate;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -99,6 +101,60 @@ pub async fn entries_of_booking(
         }
     }
     Ok((held, waiting))
+}
+
+/// [`entries_of_booking`] for the bookings `ids`, in one statement: the entries of each booking
+/// that has any.
+pub async fn entries_of_bookings(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, (Option<Held>, Option<Waiting>)>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT true AS holds, {HELD_COLUMNS} FROM permissions WHERE booking_id = ANY($1)
+         UNION ALL
+         SELECT false, {WAITING_COLUMNS}, NULL::integer, NULL::timestamp, NULL::timestamp
+           FROM waiting_bookings WHERE booking_id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    let mut entries: HashMap<Uuid, (Option<Held>, Option<Waiting>)> = HashMap::new();
+    for row in &rows {
+        if row.try_get::<bool, _>("holds")? {
+            let held = held_from_row(row)?;
+            let id = held.booking_id;
+            entries.entry(id).or_default().0 = Some(held);
+        } else {
+            let waiting = waiting_from_row(row)?;
+            let id = waiting.booking_id;
+            entries.entry(id).or_default().1 = Some(waiting);
+        }
+    }
+    Ok(entries)
+}
+
+/// The holders of `slots`, in one statement (a free slot has none).
+pub async fn holders_of(
+    conn: &mut PgConnection,
+    slots: &[SlotKey],
+) -> Result<Vec<Held>, sqlx::Error> {
+    let servers: Vec<&str> = slots.iter().map(|s| s.level.server.as_str()).collect();
+    let levels: Vec<&str> = slots
+        .iter()
+        .map(|s| s.level.access_level.as_str())
+        .collect();
+    let zones: Vec<&str> = slots.iter().map(|s| s.zone.as_str()).collect();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {HELD_COLUMNS} FROM permissions
+           JOIN unnest($1::text[], $2::text[], $3::text[]) AS s(sv, a, z)
+             ON server = s.sv AND access_level_id = s.a AND zone_id = s.z"
+    )))
+    .bind(servers)
+    .bind(levels)
+    .bind(zones)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(held_from_row).collect()
 }
 
 /// Every permission the ledger holds in the access levels `levels` (what Salto must show for

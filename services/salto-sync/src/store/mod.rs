@@ -24,15 +24,19 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Begins a ledger transaction that waits at most 30 s for another replica's lock before it is
-/// retried later; with `booking`, holding that booking's lock ([`booking_lock_name`]) from the
-/// start. `BEGIN`, the lock timeout and the lock go to the server as one simple query: one round
-/// trip instead of three, for every booking.
+/// retried later, holding the locks of `bookings` ([`booking_lock_name`]) from the start, taken
+/// in booking order (so two batches never wait for each other's). `BEGIN`, the lock timeout and
+/// the locks go to the server as one simple query: one round trip instead of three, for every
+/// booking.
 pub async fn begin(
     pool: &PgPool,
-    booking: Option<Uuid>,
+    bookings: &[Uuid],
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut statement = String::from("BEGIN; SET LOCAL lock_timeout = '30s'");
-    if let Some(booking) = booking {
+    let mut bookings = bookings.to_vec();
+    bookings.sort_unstable();
+    bookings.dedup();
+    for booking in bookings {
         // A UUID's canonical text is hex digits and hyphens only, so the literal is safe; it is
         // the same key as `hashtextextended($1, 0)` with the name bound.
         statement.push_str(&format!(

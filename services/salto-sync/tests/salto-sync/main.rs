@@ -3,6 +3,7 @@
 //! [`support`] is what they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batches;
 mod cleaner;
 mod facility_access;
 mod faults;

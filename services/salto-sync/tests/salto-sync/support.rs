@@ -165,7 +165,8 @@ impl Harness {
                 amqp: AmqpSettings {
                     // As the service connects in a deployment: as its own RabbitMQ user.
                     url: self.broker.url_for(contracts::Service::SaltoSync),
-                    prefetch: 16,
+                    // As deployed: messages wait for their batch without a connection.
+                    prefetch: salto_sync::settings::DEFAULT_PREFETCH,
                     delivery_limit: 5,
                     drain_timeout_secs: 30,
                 },
@@ -192,6 +193,7 @@ impl Harness {
                 previous_keys: None,
             },
             cleaner: self.cleaner.clone(),
+            batch: Default::default(),
         }
     }
 
@@ -243,7 +245,7 @@ impl Harness {
     }
 
     /// The first replica's `counter`, summed over its labels.
-    async fn counter(&self, counter: &str) -> f64 {
+    pub async fn counter(&self, counter: &str) -> f64 {
         let port = self.health_ports.lock().unwrap()[0];
         let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await
