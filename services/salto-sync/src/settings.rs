@@ -33,9 +33,10 @@ pub struct Settings {
 }
 
 /// salto-sync's prefetch unless the deployment sets `CONNECX__AMQP__PREFETCH`: a message in hand
-/// waits for its batch without a database connection, and batches of 32 need that many
-/// delivered at once (README, Performance).
-pub const DEFAULT_PREFETCH: u16 = 64;
+/// waits for its batch without a database connection, and two batches of 32 running while the
+/// next two gather need that many delivered at once (README, Performance: 64 left batches of 19
+/// on average, and a quarter fewer messages a second).
+pub const DEFAULT_PREFETCH: u16 = 128;
 
 impl Validate for Settings {
     fn service_defaults() -> &'static [(&'static str, i64)] {

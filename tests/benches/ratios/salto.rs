@@ -100,13 +100,19 @@ async fn salto_sync_run(
     let (database, amqp, retry) = worker_settings(db, broker);
     let mut settings = tests::salto_sync_settings(database, amqp, retry, &sim);
     settings.batch = batch;
-    // `BENCH_WORKER_PREFETCH`: the worker's prefetch, other than its default (the raw
-    // consume+ack keeps the default prefetch).
+    // `BENCH_WORKER_PREFETCH`, `BENCH_MAX_IN_FLIGHT`: the worker's prefetch and its server's
+    // slots, other than the defaults (the raw consume+ack keeps the default prefetch).
     if let Some(prefetch) = std::env::var("BENCH_WORKER_PREFETCH")
         .ok()
         .and_then(|v| v.parse().ok())
     {
         settings.shared.amqp.prefetch = prefetch;
+    }
+    if let Some(slots) = std::env::var("BENCH_MAX_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.connections.max_in_flight = slots;
     }
     let app = salto_sync::Application::build(settings).await.unwrap();
     let done = expect_results(&mut results, n, "facility_access.granted.v1");
