@@ -415,6 +415,7 @@ pub fn notifier_settings(
 ) -> notifier::Settings {
     notifier::Settings {
         retention: Default::default(),
+        batch: Default::default(),
         shared: shared_settings(database, amqp, retry, notifier::SCHEMA),
         smtp: SmtpSettings {
             host: mail.host(),

@@ -95,10 +95,208 @@ pub async fn deliver_once(
     if !sent? {
         return Ok(());
     }
+    fall_back_unless_delivered(
+        pool,
+        mailer,
+        dedup_key,
+        (delivered, total),
+        fallback.as_ref(),
+    )
+    .await
+}
+
+/// One result's mails, as a batch delivers them ([`deliver_results`]).
+pub struct ResultDelivery {
+    pub dedup_key: String,
+    pub mails: Vec<Mail>,
+    pub fallback: Option<Mail>,
+    pub order: ResultOrder,
+}
+
+/// A delivery's answer from [`deliver_results`]: its outcome, or `None` when it could not be
+/// delivered together with the others (its booking's lock is held by another delivery; alone,
+/// it waits for that one as always).
+pub type DeliveryAnswer = Option<Result<(), HandlerError>>;
+
+/// [`deliver_once`] for the mails of several results, each of a booking of its own, together:
+/// every booking's lock taken in one statement on one connection, every mail claimed in one,
+/// the claimed ones sent at once, every claim settled in one, the locks released in one; then,
+/// for a result none of whose recipients accepted a mail, its fallback alone, as alone. An
+/// answer per delivery, in their order; `Err` when a shared statement failed before any mail
+/// was sent (then each result is delivered alone).
+pub async fn deliver_results(
+    pool: &PgPool,
+    mailer: &Mailer,
+    deliveries: &[ResultDelivery],
+) -> Result<Vec<DeliveryAnswer>, sqlx::Error> {
+    let mut answers: Vec<DeliveryAnswer> = vec![None; deliveries.len()];
+    let names: Vec<String> = deliveries
+        .iter()
+        .map(|d| store::booking_lock_name(d.order.booking_id))
+        .collect();
+    let mut conn = pool.acquire().await?;
+    let taken = match store::try_lock_all(&mut conn, &names).await {
+        Ok(taken) => taken,
+        Err(error) => {
+            // Some locks may be held by the session: they go with the connection.
+            drop(PoolConnection::detach(conn));
+            return Err(error);
+        }
+    };
+    let held: Vec<usize> = (0..deliveries.len()).filter(|&i| taken[i]).collect();
+    if held.is_empty() {
+        return Ok(answers);
+    }
+    let sent = send_claimed(pool, &mut conn, mailer, deliveries, &held).await;
+    let held_names: Vec<String> = held.iter().map(|&i| names[i].clone()).collect();
+    if store::unlock_all(&mut conn, &held_names).await.is_err() {
+        // The locks must not stay with a pooled connection: close it instead of returning it.
+        drop(PoolConnection::detach(conn));
+    }
+    for (index, progress) in held.into_iter().zip(sent?) {
+        let delivery = &deliveries[index];
+        answers[index] = Some(match progress {
+            Progress::Superseded => Ok(()),
+            Progress::Failed(error) => Err(error),
+            Progress::Delivered(delivered) => {
+                fall_back_unless_delivered(
+                    pool,
+                    mailer,
+                    &delivery.dedup_key,
+                    (delivered, delivery.mails.len()),
+                    delivery.fallback.as_ref(),
+                )
+                .await
+            }
+        });
+    }
+    Ok(answers)
+}
+
+/// How a delivery of a batch went.
+enum Progress {
+    /// Its mails were sent, refused for good or sent before: how many reached their recipient.
+    Delivered(usize),
+    /// A newer result of its booking is recorded: it mails nobody.
+    Superseded,
+    /// A mail failed for now (given back, to be retried) or its settling was not recorded.
+    Failed(HandlerError),
+}
+
+/// Claims, sends and settles the mails of `deliveries[held]` (their bookings' locks held on
+/// `conn`): a progress per held delivery. `Err` when the claims failed (nothing was sent).
+async fn send_claimed(
+    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
+    mailer: &Mailer,
+    deliveries: &[ResultDelivery],
+    held: &[usize],
+) -> Result<Vec<Progress>, sqlx::Error> {
+    // (delivery, mail, its dedup key) of every mail of the held deliveries.
+    let mails: Vec<(usize, &Mail, String)> = held
+        .iter()
+        .flat_map(|&i| {
+            let delivery = &deliveries[i];
+            delivery
+                .mails
+                .iter()
+                .map(move |mail| (i, mail, mail_key(&delivery.dedup_key, mail)))
+        })
+        .collect();
+    let claims: Vec<store::MailClaim<'_>> = mails
+        .iter()
+        .map(|(i, mail, key)| store::MailClaim {
+            dedup_key: key,
+            recipient: &mail.to,
+            order: &deliveries[*i].order,
+        })
+        .collect();
+    let found = store::claim_mails(conn, &claims).await?;
+    let mut delivered: Vec<usize> = vec![0; deliveries.len()];
+    let mut superseded: Vec<bool> = vec![false; deliveries.len()];
+    let mut to_send: Vec<usize> = Vec::new();
+    for (m, claim) in found.into_iter().enumerate() {
+        let (i, _, key) = &mails[m];
+        match claim {
+            store::Claim::Claimed => to_send.push(m),
+            store::Claim::Settled => delivered[*i] += 1,
+            store::Claim::Superseded => {
+                if !superseded[*i] {
+                    let booking_id = deliveries[*i].order.booking_id;
+                    tracing::info!(dedup_key = key.as_str(), %booking_id, "a newer result of the booking is recorded; not mailed");
+                }
+                superseded[*i] = true;
+            }
+        }
+    }
+    let outcomes =
+        futures::future::join_all(to_send.iter().map(|&m| mailer.send(mails[m].1))).await;
+    let mut failed: Vec<Option<HandlerError>> = vec![None; deliveries.len()];
+    let mut settlements: Vec<store::Settlement<'_>> = Vec::with_capacity(to_send.len());
+    for (&m, outcome) in to_send.iter().zip(&outcomes) {
+        let (i, mail, key) = &mails[m];
+        let settled = match outcome {
+            Ok(()) => {
+                tracing::info!(dedup_key = key.as_str(), "mail sent");
+                delivered[*i] += 1;
+                Some(("sent", None))
+            }
+            Err(MailError::Permanent(error)) => {
+                tracing::error!(dedup_key = key.as_str(), %error, "recipient refused for good");
+                Some(("rejected", Some(error.as_str())))
+            }
+            Err(MailError::Transient(error)) => {
+                failed[*i] = Some(HandlerError::Transient(error.clone()));
+                None
+            }
+        };
+        settlements.push(store::Settlement {
+            dedup_key: key,
+            recipient: &mail.to,
+            outcome: settled,
+        });
+    }
+    if !settlements.is_empty() && store::settle_mails(conn, &settlements).await.is_err() {
+        // The connection was lost while the mails went out (a database restart): record them
+        // on a fresh one, or the next delivery would send them again.
+        let recorded = match pool.acquire().await {
+            Ok(mut fresh) => store::settle_mails(&mut fresh, &settlements).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = recorded {
+            let error = format!("notifier database: {error}");
+            for &m in &to_send {
+                failed[mails[m].0] = Some(HandlerError::Transient(error.clone()));
+            }
+        }
+    }
+    Ok(held
+        .iter()
+        .map(|&i| {
+            if superseded[i] {
+                Progress::Superseded
+            } else if let Some(error) = failed[i].take() {
+                Progress::Failed(error)
+            } else {
+                Progress::Delivered(delivered[i])
+            }
+        })
+        .collect())
+}
+
+/// When none of an event's mails reached its recipient (`(delivered, total)`), `fallback` goes
+/// instead, under its own lock; a fallback refused too is a dead letter.
+async fn fall_back_unless_delivered(
+    pool: &PgPool,
+    mailer: &Mailer,
+    dedup_key: &str,
+    (delivered, total): (usize, usize),
+    fallback: Option<&Mail>,
+) -> Result<(), HandlerError> {
     if delivered == 0
         && total > 0
         && let Some(fallback) = fallback
-        && let Sent::Refused = send_once(pool, mailer, dedup_key, &fallback).await?
+        && let Sent::Refused = send_once(pool, mailer, dedup_key, fallback).await?
     {
         return Err(HandlerError::Permanent(
             "no recipient accepted the mail, not even the ops address".to_owned(),

@@ -24,6 +24,9 @@ pub struct Settings {
     /// `CONNECX__RETENTION__*`: how long PINs and visitors' personal data are kept.
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// `CONNECX__BATCH__*`: the results in hand mailed together.
+    #[serde(default)]
+    pub batch: platform::batch::BatchSettings,
 }
 
 impl Validate for Settings {
@@ -31,6 +34,7 @@ impl Validate for Settings {
         self.shared.validate()?;
         self.smtp.validate()?;
         self.retention.validate()?;
+        self.batch.validate()?;
         self.ops.validate()
     }
 }

@@ -99,7 +99,7 @@ impl Application {
             NOTIFIER_QUEUE,
             amqp.clone(),
             tiers.clone(),
-            ResultMails(mailroom),
+            ResultMails::new(mailroom, self.settings.batch),
         );
         let readiness = platform::health::worker_readiness(
             self.pool.clone(),

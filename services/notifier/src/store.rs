@@ -103,6 +103,33 @@ pub async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx:
         .await
 }
 
+/// [`try_lock`] for each of `names` (a batch's bookings), in one statement: whether each was
+/// taken, in their order.
+pub async fn try_lock_all(
+    conn: &mut PgConnection,
+    names: &[String],
+) -> Result<Vec<bool>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT pg_try_advisory_lock(hashtextextended(n.name, 0))
+           FROM unnest($1::text[]) WITH ORDINALITY AS n(name, position)
+          ORDER BY n.position",
+    )
+    .bind(names)
+    .fetch_all(conn)
+    .await
+}
+
+/// [`unlock`] for each of `names`, in one statement.
+pub async fn unlock_all(conn: &mut PgConnection, names: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_unlock(hashtextextended(name, 0)) FROM unnest($1::text[]) AS name",
+    )
+    .bind(names)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn unlock(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(name)
@@ -157,6 +184,62 @@ pub async fn record_result(
     })
 }
 
+/// [`record_result`] for the results of several bookings, in one statement (each booking at
+/// most once; the rows written in booking order, so two replicas' statements lock rows in one
+/// order): what recording each did, in their order.
+pub async fn record_results(
+    pool: &PgPool,
+    envelopes: &[&contracts::Envelope],
+) -> Result<Vec<platform::snapshots::Recorded>, sqlx::Error> {
+    use platform::snapshots::Recorded;
+    let ids: Vec<Uuid> = envelopes.iter().map(|e| e.booking_id).collect();
+    let versions: Vec<i64> = envelopes.iter().map(|e| e.version).collect();
+    let types: Vec<&str> = envelopes.iter().map(|e| e.routing_key()).collect();
+    let bodies: Vec<sqlx::types::Json<&contracts::Envelope>> =
+        envelopes.iter().map(|e| sqlx::types::Json(*e)).collect();
+    let occurred: Vec<DateTime<Utc>> = envelopes.iter().map(|e| e.occurred_at).collect();
+    let held: Vec<(i64, Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::jsonb[], $5::timestamptz[])
+                   WITH ORDINALITY AS i (booking_id, version, event_type, envelope, occurred_at, position)),
+              previous AS (
+                SELECT s.booking_id, s.version, s.occurred_at
+                  FROM booking_snapshots s JOIN input i ON i.booking_id = s.booking_id),
+              upsert AS (
+                INSERT INTO booking_snapshots (booking_id, version, event_type, envelope, occurred_at)
+                SELECT booking_id, version, event_type, envelope, occurred_at FROM input ORDER BY booking_id
+                ON CONFLICT (booking_id) DO UPDATE
+                   SET version = EXCLUDED.version, event_type = EXCLUDED.event_type,
+                       envelope = EXCLUDED.envelope, occurred_at = EXCLUDED.occurred_at,
+                       updated_at = now()
+                 WHERE (booking_snapshots.version, coalesce(booking_snapshots.occurred_at, '-infinity'))
+                     < (EXCLUDED.version, EXCLUDED.occurred_at))
+         SELECT i.position, p.version, p.occurred_at
+           FROM input i LEFT JOIN previous p ON p.booking_id = i.booking_id
+          ORDER BY i.position",
+    )
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&bodies)
+    .bind(&occurred)
+    .fetch_all(pool)
+    .await?;
+    Ok(envelopes
+        .iter()
+        .zip(held)
+        .map(|(envelope, (_, version, occurred_at))| {
+            let this = (envelope.version, Some(envelope.occurred_at));
+            match version.map(|v| (v, occurred_at)) {
+                None => Recorded::Newer,
+                Some(held) if held == this => Recorded::Same,
+                Some(held) if held > this => Recorded::Older,
+                Some(_) => Recorded::Newer,
+            }
+        })
+        .collect())
+}
+
 /// What [`claim_mail`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -208,6 +291,107 @@ pub async fn claim_mail(
     })
 }
 
+/// One mail of a batch to claim: its dedup key, its recipient, and the result it is about.
+pub struct MailClaim<'a> {
+    pub dedup_key: &'a str,
+    pub recipient: &'a str,
+    pub order: &'a crate::delivery::ResultOrder,
+}
+
+/// [`claim_mail`] for the result mails of several bookings, in one statement, each called
+/// holding its booking's lock: what each found, in their order. Each (dedup key, recipient) at
+/// most once.
+pub async fn claim_mails(
+    conn: &mut PgConnection,
+    claims: &[MailClaim<'_>],
+) -> Result<Vec<Claim>, sqlx::Error> {
+    let keys: Vec<&str> = claims.iter().map(|c| c.dedup_key).collect();
+    let recipients: Vec<&str> = claims.iter().map(|c| c.recipient).collect();
+    let bookings: Vec<Uuid> = claims.iter().map(|c| c.order.booking_id).collect();
+    let versions: Vec<i64> = claims.iter().map(|c| c.order.version).collect();
+    let occurred: Vec<DateTime<Utc>> = claims.iter().map(|c| c.order.occurred_at).collect();
+    let found: Vec<(bool, bool)> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::timestamptz[])
+                   WITH ORDINALITY AS i (dedup_key, recipient, booking_id, version, occurred_at, position)),
+         judged AS (
+            SELECT i.position, i.dedup_key, lower(i.recipient) AS recipient,
+                   EXISTS (SELECT 1 FROM booking_snapshots s
+                            WHERE s.booking_id = i.booking_id
+                              AND (s.version, coalesce(s.occurred_at, '-infinity'))
+                                > (i.version, i.occurred_at)) AS superseded
+              FROM input i),
+         claim AS (
+            INSERT INTO sent_mail (dedup_key, recipient, outcome)
+            SELECT dedup_key, recipient, 'sending' FROM judged WHERE NOT superseded
+             ORDER BY dedup_key, recipient
+            ON CONFLICT (dedup_key, recipient) DO UPDATE SET at = now()
+             WHERE sent_mail.outcome = 'sending'
+            RETURNING dedup_key, recipient)
+         SELECT j.superseded,
+                EXISTS (SELECT 1 FROM claim c
+                         WHERE c.dedup_key = j.dedup_key AND c.recipient = j.recipient)
+           FROM judged j ORDER BY j.position",
+    )
+    .bind(&keys)
+    .bind(&recipients)
+    .bind(&bookings)
+    .bind(&versions)
+    .bind(&occurred)
+    .fetch_all(conn)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|found| match found {
+            (true, _) => Claim::Superseded,
+            (false, true) => Claim::Claimed,
+            (false, false) => Claim::Settled,
+        })
+        .collect())
+}
+
+/// How a claimed mail ended: `sent`, `rejected` (for good, with why), or given back (`None`:
+/// the send failed for now, and a retry claims it again).
+pub struct Settlement<'a> {
+    pub dedup_key: &'a str,
+    pub recipient: &'a str,
+    pub outcome: Option<(&'static str, Option<&'a str>)>,
+}
+
+/// [`settle_mail`] and [`release_mail`] for several claims, in one statement.
+pub async fn settle_mails(
+    conn: &mut PgConnection,
+    settled: &[Settlement<'_>],
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<&str> = settled.iter().map(|s| s.dedup_key).collect();
+    let recipients: Vec<&str> = settled.iter().map(|s| s.recipient).collect();
+    let outcomes: Vec<Option<&str>> = settled.iter().map(|s| s.outcome.map(|o| o.0)).collect();
+    let details: Vec<Option<&str>> = settled
+        .iter()
+        .map(|s| s.outcome.and_then(|o| o.1))
+        .collect();
+    sqlx::query(
+        "WITH input AS (
+            SELECT i.dedup_key, lower(i.recipient) AS recipient, i.outcome, i.detail
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                   AS i (dedup_key, recipient, outcome, detail)),
+         released AS (
+            DELETE FROM sent_mail s USING input i
+             WHERE i.outcome IS NULL AND s.dedup_key = i.dedup_key
+               AND s.recipient = i.recipient AND s.outcome = 'sending')
+         UPDATE sent_mail s SET outcome = i.outcome, detail = i.detail, at = now()
+           FROM input i
+          WHERE i.outcome IS NOT NULL AND s.dedup_key = i.dedup_key AND s.recipient = i.recipient",
+    )
+    .bind(&keys)
+    .bind(&recipients)
+    .bind(&outcomes)
+    .bind(&details)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Settles a claim: `sent` or `rejected` (for good).
 pub async fn settle_mail(
     conn: &mut PgConnection,
@@ -252,6 +436,32 @@ pub async fn announce_visit(pool: &PgPool, booking_id: Uuid) -> Result<(), sqlx:
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// [`announce_visit`] for several bookings, in one statement.
+pub async fn announce_visits(pool: &PgPool, bookings: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO announced_visits (booking_id)
+         SELECT booking_id FROM unnest($1::uuid[]) AS booking_id ORDER BY booking_id
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(bookings)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Which of `bookings` had their visitor sent a code, in one statement.
+pub async fn visits_announced(
+    pool: &PgPool,
+    bookings: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    let announced: Vec<Uuid> =
+        sqlx::query_scalar("SELECT booking_id FROM announced_visits WHERE booking_id = ANY($1)")
+            .bind(bookings)
+            .fetch_all(pool)
+            .await?;
+    Ok(announced.into_iter().collect())
 }
 
 /// Whether the visitor of `booking_id` was ever sent a code.

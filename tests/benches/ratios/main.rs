@@ -12,7 +12,7 @@
 //!   until each has its result (a result event; for the notifier both mails accepted); against
 //!   raw lapin consume+ack of N messages of the same bodies. Target ≥ 30 % (salto-sync ≥ 15 %).
 //!   The simulators answer at once and the SMTP sink is in-process. For information, the same
-//!   backlog with each message alone (ipassan-sync, salto-sync) and ipassan-sync's floor: the
+//!   backlog with each message alone (ipassan-sync, salto-sync, notifier) and ipassan-sync's floor: the
 //!   least a worker of its shape does (one iPassan call, one row, one confirmed publish).
 //! - **end to end**: visitor bookings POSTed at 100/s; POST → `granted` (target p99 < 50 ms) →
 //!   both mails accepted (target p99 < 100 ms).
@@ -100,7 +100,7 @@ async fn main() {
         rows.extend(salto::salto_ratio(backlog).await);
     }
     if wanted("notifier") {
-        rows.push(notifier::notifier_ratio(backlog).await);
+        rows.extend(notifier::notifier_ratio(backlog).await);
     }
     if wanted("e2e") {
         rows.extend(end_to_end::end_to_end(e2e_n, e2e_rate).await);

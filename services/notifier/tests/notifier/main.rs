@@ -3,6 +3,7 @@
 //! they run in parallel; `migrate` runs the service binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batches;
 mod bookings;
 mod crashed_sender;
 mod dead_letters;

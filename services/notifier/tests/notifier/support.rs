@@ -107,6 +107,7 @@ pub fn settings(db: &TestDb, broker: &TestBroker, mail: &MailSink) -> notifier::
             alert_email: OPS.into(),
         },
         retention: Default::default(),
+        batch: Default::default(),
     }
 }
 
@@ -320,6 +321,14 @@ pub fn facility_booking(policy: DoubleBookingPolicy) -> FacilityBooking {
 pub async fn publish(stack: &Stack, envelope: &Envelope) {
     Publisher::new(&amqp(&stack.broker), "test")
         .publish_event(envelope)
+        .await
+        .unwrap();
+}
+
+/// Publishes `envelopes` at once (pipelined, one wait for their confirms): a burst.
+pub async fn publish_all(stack: &Stack, envelopes: &[Envelope]) {
+    Publisher::new(&amqp(&stack.broker), "test")
+        .publish_events(envelopes)
         .await
         .unwrap();
 }
