@@ -21,7 +21,7 @@
 use contracts::Envelope;
 use futures::future::join_all;
 use platform::amqp::HandlerError;
-use platform::batch::{BatchWork, first_of_each};
+use platform::batch::{BatchWork, first_of_each, firsts, spread};
 use platform::snapshots;
 use platform::trace::TraceId;
 use sqlx::{Postgres, Transaction};
@@ -47,29 +47,16 @@ impl BatchWork for Steps {
 
     async fn run(&self, visits: Vec<Visit>) -> Vec<Answer> {
         // Each booking's first message; the others alone.
-        let firsts = first_of_each(&visits, |v| v.envelope.booking_id);
-        let batched: Vec<&Visit> = visits
-            .iter()
-            .zip(&firsts)
-            .filter_map(|(visit, first)| first.then_some(visit))
-            .collect();
-        let mut answers = match self.run_together(&batched).await {
-            Ok(answers) => answers.into_iter(),
+        let marks = first_of_each(&visits, |v| v.envelope.booking_id);
+        let batched = firsts(&visits, &marks);
+        let answers = match self.run_together(&batched).await {
+            Ok(answers) => Some(answers),
             Err(error) => {
                 tracing::warn!(%error, messages = batched.len(), "handling the batch together failed; each message alone");
-                return visits.iter().map(|_| None).collect();
+                None
             }
         };
-        firsts
-            .into_iter()
-            .map(|first| {
-                if first {
-                    answers.next().flatten()
-                } else {
-                    None
-                }
-            })
-            .collect()
+        spread(&marks, answers)
     }
 }
 

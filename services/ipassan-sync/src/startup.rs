@@ -90,23 +90,9 @@ impl Application {
         let shared = &settings.shared;
         let pool = platform::db::connect_and_migrate(&shared.database, SCHEMA, &MIGRATOR).await?;
         check_sealed_secrets(&pool, sealer.as_deref()).await?;
-        // Alone, each message in flight holds one connection (its booking's lock) while it
-        // talks to iPassan; batched, each running batch holds one, whatever its size.
-        let batch = settings.batch;
-        let holding = if batch.batching() {
-            batch.max_running
-        } else {
-            usize::from(shared.amqp.prefetch)
-        };
-        if (shared.database.max_connections as usize) < holding {
-            tracing::warn!(
-                max_connections = shared.database.max_connections,
-                prefetch = shared.amqp.prefetch,
-                batch_max_running = batch.max_running,
-                "database pool smaller than the connections messages in flight hold; \
-                 messages may wait for a connection"
-            );
-        }
+        settings
+            .batch
+            .warn_unless_pool_holds(shared.database.max_connections, shared.amqp.prefetch);
         let health = platform::health::HealthServer::bind(&shared.health).await?;
         Ok(Self {
             settings,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use contracts::Envelope;
 use platform::amqp::{EventHandler, HandlerError};
-use platform::batch::{BatchSettings, BatchWork, Batches, first_of_each};
+use platform::batch::{BatchSettings, BatchWork, Batches, first_of_each, firsts, spread};
 use platform::snapshots::Recorded;
 use platform::trace::TraceId;
 use uuid::Uuid;
@@ -161,29 +161,16 @@ impl BatchWork for ResultBatches {
     type Output = DeliveryAnswer;
 
     async fn run(&self, results: Vec<Traced>) -> Vec<DeliveryAnswer> {
-        let firsts = first_of_each(&results, |r| r.envelope.booking_id);
-        let batched: Vec<&Traced> = results
-            .iter()
-            .zip(&firsts)
-            .filter_map(|(result, first)| first.then_some(result))
-            .collect();
-        let mut answers = match self.mail_together(&batched).await {
-            Ok(answers) => answers.into_iter(),
+        let marks = first_of_each(&results, |r| r.envelope.booking_id);
+        let batched = firsts(&results, &marks);
+        let answers = match self.mail_together(&batched).await {
+            Ok(answers) => Some(answers),
             Err(error) => {
                 tracing::warn!(%error, messages = batched.len(), "mailing the batch together failed; each result alone");
-                return results.iter().map(|_| None).collect();
+                None
             }
         };
-        firsts
-            .into_iter()
-            .map(|first| {
-                if first {
-                    answers.next().flatten()
-                } else {
-                    None
-                }
-            })
-            .collect()
+        spread(&marks, answers)
     }
 }
 

@@ -251,6 +251,17 @@ pub enum Claim {
     Superseded,
 }
 
+impl Claim {
+    /// What a claim statement found: a newer result recorded, or its row written.
+    fn found(superseded: bool, claimed: bool) -> Claim {
+        match (superseded, claimed) {
+            (true, _) => Claim::Superseded,
+            (false, true) => Claim::Claimed,
+            (false, false) => Claim::Settled,
+        }
+    }
+}
+
 /// Claims the right to send the mail about `dedup_key` to `recipient`, in one statement: unless
 /// it was sent or refused for good, and — for a booking's result mail (`order`) — unless a newer
 /// result of the booking is recorded. Called holding the mail's lock ([`try_lock`]), so a claim
@@ -284,11 +295,7 @@ pub async fn claim_mail(
     .bind(order.map(|o| o.occurred_at))
     .fetch_one(conn)
     .await?;
-    Ok(match (superseded, claimed) {
-        (true, _) => Claim::Superseded,
-        (false, true) => Claim::Claimed,
-        (false, false) => Claim::Settled,
-    })
+    Ok(Claim::found(superseded, claimed))
 }
 
 /// One mail of a batch to claim: its dedup key, its recipient, and the result it is about.
@@ -342,11 +349,7 @@ pub async fn claim_mails(
     .await?;
     Ok(found
         .into_iter()
-        .map(|found| match found {
-            (true, _) => Claim::Superseded,
-            (false, true) => Claim::Claimed,
-            (false, false) => Claim::Settled,
-        })
+        .map(|(superseded, claimed)| Claim::found(superseded, claimed))
         .collect())
 }
 

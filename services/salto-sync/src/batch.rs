@@ -35,7 +35,7 @@ use std::sync::{Mutex, PoisonError};
 
 use contracts::{Envelope, FacilityBooking};
 use platform::amqp::HandlerError;
-use platform::batch::{BatchWork, first_of_each};
+use platform::batch::{BatchWork, first_of_each, firsts, spread};
 use platform::bulkhead::Admission;
 use platform::snapshots::{self, Recorded};
 use platform::trace::TraceId;
@@ -278,22 +278,9 @@ impl BatchWork for BookingBatches {
 
     async fn run(&self, bookings: Vec<Booking>) -> Vec<Answer> {
         // Each booking's first message; the others alone.
-        let firsts = first_of_each(&bookings, |b| b.envelope.booking_id);
-        let batched: Vec<&Booking> = bookings
-            .iter()
-            .zip(&firsts)
-            .filter_map(|(booking, first)| first.then_some(booking))
-            .collect();
-        let mut answers = self.run_together(&batched).await.into_iter();
-        firsts
-            .into_iter()
-            .map(|first| {
-                if first {
-                    answers.next().flatten()
-                } else {
-                    None
-                }
-            })
-            .collect()
+        let marks = first_of_each(&bookings, |b| b.envelope.booking_id);
+        let batched = firsts(&bookings, &marks);
+        let answers = self.run_together(&batched).await;
+        spread(&marks, Some(answers))
     }
 }

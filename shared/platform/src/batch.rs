@@ -58,6 +58,27 @@ impl BatchSettings {
     pub fn batching(&self) -> bool {
         self.max_messages > 1
     }
+
+    /// Says so in the log when a pool of `max_connections` is smaller than the connections a
+    /// worker's messages hold while they talk to the outside system: batched, one per running
+    /// batch (per group: a pool this small makes even one group's batches wait); alone, one per
+    /// message in flight (`prefetch`).
+    pub fn warn_unless_pool_holds(&self, max_connections: u32, prefetch: u16) {
+        let holding = if self.batching() {
+            self.max_running
+        } else {
+            usize::from(prefetch)
+        };
+        if (max_connections as usize) < holding {
+            tracing::warn!(
+                max_connections,
+                prefetch,
+                batch_max_running = self.max_running,
+                "database pool smaller than the connections messages in flight hold; \
+                 messages may wait for a connection"
+            );
+        }
+    }
 }
 
 impl Validate for BatchSettings {
@@ -234,6 +255,32 @@ pub fn first_of_each<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec
     items.iter().map(|item| seen.insert(key(item))).collect()
 }
 
+/// The items [`first_of_each`] marked, in their order: what a batch handles together.
+pub fn firsts<'a, T>(items: &'a [T], marks: &[bool]) -> Vec<&'a T> {
+    items
+        .iter()
+        .zip(marks)
+        .filter_map(|(item, first)| first.then_some(item))
+        .collect()
+}
+
+/// A batch's answers for its [`firsts`], spread back over all its items in their order: `None`
+/// (handled alone) for the later items of a key, and for every item when `answers` is `None` —
+/// handling the firsts together failed before any of them was answered.
+pub fn spread<R>(marks: &[bool], answers: Option<Vec<Option<R>>>) -> Vec<Option<R>> {
+    let mut answers = answers.unwrap_or_default().into_iter();
+    marks
+        .iter()
+        .map(|first| {
+            if *first {
+                answers.next().flatten()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -341,6 +388,18 @@ mod tests {
         assert!(!stuck.is_finished());
         work.gate.add_permits(1);
         assert_eq!(stuck.await.unwrap(), Some(1));
+    }
+
+    #[test]
+    fn the_firsts_answers_go_back_to_their_items_and_the_later_ones_go_alone() {
+        let items = [("a", 1), ("b", 2), ("a", 3), ("c", 4)];
+        let marks = first_of_each(&items, |item| item.0);
+        let together = firsts(&items, &marks);
+        assert_eq!(together, vec![&("a", 1), &("b", 2), &("c", 4)]);
+        let answered = spread(&marks, Some(vec![Some(10), None, Some(40)]));
+        assert_eq!(answered, vec![Some(10), None, None, Some(40)]);
+        let failed: Vec<Option<i32>> = spread(&marks, None);
+        assert_eq!(failed, vec![None; 4]);
     }
 
     #[test]

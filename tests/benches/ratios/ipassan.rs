@@ -17,8 +17,9 @@ use tests::{IPASSAN_SITE, json_answer};
 use crate::common::consume_with_prefetch;
 use crate::cpu::CpuMeter;
 use crate::setup::{
-    DEFAULT_PREFETCH, WORKER_POOL, expect_results, fill_quorum_queue, fill_worker_queue,
-    fresh_with_raw_median, measure_service, visitor_booking_created, worker_settings,
+    DEFAULT_PREFETCH, WORKER_POOL, bench_batch_settings, bench_worker_overrides, expect_results,
+    fill_quorum_queue, fill_worker_queue, fresh_with_raw_median, measure_service,
+    visitor_booking_created, worker_settings,
 };
 use crate::table::Row;
 
@@ -27,13 +28,7 @@ pub async fn ipassan_ratio(n: usize) -> Vec<Row> {
     let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
     let (db, broker, raw) = fresh_with_raw_median(&events).await;
     let sim = ipassan_sim::spawn().await.unwrap();
-    // `BENCH_BATCH_MESSAGES` / `BENCH_BATCH_RUNNING`: other batch settings than the defaults.
-    let env = |key: &str| std::env::var(key).ok().and_then(|v| v.parse().ok());
-    let defaults = BatchSettings::default();
-    let batch = BatchSettings {
-        max_messages: env("BENCH_BATCH_MESSAGES").unwrap_or(defaults.max_messages),
-        max_running: env("BENCH_BATCH_RUNNING").unwrap_or(defaults.max_running),
-    };
+    let batch = bench_batch_settings();
     let batched = ipassan_sync_run(&db, &broker, &sim, &events, batch).await;
     let row = Row::ratio("ipassan-sync", "msg/s", batched, raw, 30.0);
 
@@ -68,20 +63,7 @@ async fn ipassan_sync_run(
     let (database, amqp, retry) = worker_settings(db, broker);
     let mut settings = tests::ipassan_sync_settings(database, amqp, retry, sim);
     settings.batch = batch;
-    // `BENCH_WORKER_PREFETCH`, `BENCH_MAX_IN_FLIGHT`: the worker's prefetch and its tenant's
-    // slots, other than the defaults (the raw consume+ack keeps the default prefetch).
-    if let Some(prefetch) = std::env::var("BENCH_WORKER_PREFETCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        settings.shared.amqp.prefetch = prefetch;
-    }
-    if let Some(slots) = std::env::var("BENCH_MAX_IN_FLIGHT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        settings.connections.max_in_flight = slots;
-    }
+    bench_worker_overrides(&mut settings.shared.amqp, Some(&mut settings.connections));
     let app = ipassan_sync::Application::build(settings).await.unwrap();
     let n = events.len();
     let done = expect_results(&mut results, n, "visitor_access.granted.v1");

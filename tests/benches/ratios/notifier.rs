@@ -11,7 +11,8 @@ use testkit::{TestBroker, TestDb};
 use uuid::Uuid;
 
 use crate::setup::{
-    fill_worker_queue, fresh_with_raw_median, measure_service, visitor_booking, worker_settings,
+    bench_batch_settings, bench_worker_overrides, fill_worker_queue, fresh_with_raw_median,
+    measure_service, visitor_booking, worker_settings,
 };
 use crate::table::Row;
 
@@ -31,13 +32,7 @@ pub async fn notifier_ratio(n: usize) -> Vec<Row> {
     println!("notifier ({n} visitor_access.granted, two mails each):");
     let events: Vec<Envelope> = (0..n).map(visitor_access_granted).collect();
     let (db, broker, raw) = fresh_with_raw_median(&events).await;
-    // `BENCH_BATCH_MESSAGES` / `BENCH_BATCH_RUNNING`: other batch settings than the defaults.
-    let env = |key: &str| std::env::var(key).ok().and_then(|v| v.parse().ok());
-    let defaults = BatchSettings::default();
-    let batch = BatchSettings {
-        max_messages: env("BENCH_BATCH_MESSAGES").unwrap_or(defaults.max_messages),
-        max_running: env("BENCH_BATCH_RUNNING").unwrap_or(defaults.max_running),
-    };
+    let batch = bench_batch_settings();
     let batched = notifier_run(&db, &broker, &events, batch).await;
     let row = Row::ratio("notifier", "msg/s", batched, raw, 30.0);
 
@@ -67,14 +62,7 @@ async fn notifier_run(
     let (database, amqp, retry) = worker_settings(db, broker);
     let mut settings = tests::notifier_settings(database, amqp, retry, &mail);
     settings.batch = batch;
-    // `BENCH_WORKER_PREFETCH`: the worker's prefetch, other than its default (the raw
-    // consume+ack keeps the default prefetch).
-    if let Some(prefetch) = std::env::var("BENCH_WORKER_PREFETCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        settings.shared.amqp.prefetch = prefetch;
-    }
+    bench_worker_overrides(&mut settings.shared.amqp, None);
     let app = notifier::Application::build(settings).await.unwrap();
     let done = async {
         let mails = mail.wait_for(2 * n, Duration::from_secs(300)).await;

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::common::{BENCH_FACILITIES, bench_apartment, bench_facility, booked_by_manager};
 use crate::setup::{
-    building, evening_window, expect_results, fill_worker_queue, fresh_with_raw_median,
-    measure_service, worker_settings,
+    bench_batch_settings, bench_worker_overrides, building, evening_window, expect_results,
+    fill_worker_queue, fresh_with_raw_median, measure_service, worker_settings,
 };
 use crate::table::Row;
 
@@ -49,13 +49,7 @@ pub async fn salto_ratio(n: usize) -> Vec<Row> {
         .map(|i| facility_booking_created(i, levels))
         .collect();
     let (db, broker, raw) = fresh_with_raw_median(&events).await;
-    // `BENCH_BATCH_MESSAGES` / `BENCH_BATCH_RUNNING`: other batch settings than the defaults.
-    let env = |key: &str| std::env::var(key).ok().and_then(|v| v.parse().ok());
-    let defaults = BatchSettings::default();
-    let batch = BatchSettings {
-        max_messages: env("BENCH_BATCH_MESSAGES").unwrap_or(defaults.max_messages),
-        max_running: env("BENCH_BATCH_RUNNING").unwrap_or(defaults.max_running),
-    };
+    let batch = bench_batch_settings();
     let batched = salto_sync_run(&db, &broker, &events, levels, batch).await;
     let row = Row::ratio("salto-sync", "msg/s", batched, raw, 15.0);
 
@@ -100,20 +94,7 @@ async fn salto_sync_run(
     let (database, amqp, retry) = worker_settings(db, broker);
     let mut settings = tests::salto_sync_settings(database, amqp, retry, &sim);
     settings.batch = batch;
-    // `BENCH_WORKER_PREFETCH`, `BENCH_MAX_IN_FLIGHT`: the worker's prefetch and its server's
-    // slots, other than the defaults (the raw consume+ack keeps the default prefetch).
-    if let Some(prefetch) = std::env::var("BENCH_WORKER_PREFETCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        settings.shared.amqp.prefetch = prefetch;
-    }
-    if let Some(slots) = std::env::var("BENCH_MAX_IN_FLIGHT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        settings.connections.max_in_flight = slots;
-    }
+    bench_worker_overrides(&mut settings.shared.amqp, Some(&mut settings.connections));
     let app = salto_sync::Application::build(settings).await.unwrap();
     let done = expect_results(&mut results, n, "facility_access.granted.v1");
     let run = |stop| app.run_until_stopped(stop);

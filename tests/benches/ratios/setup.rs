@@ -83,6 +83,34 @@ pub fn worker_settings(
     (database, amqp(broker), RetrySettings::default())
 }
 
+/// The batch settings of a worker row: the defaults, or `BENCH_BATCH_MESSAGES` /
+/// `BENCH_BATCH_RUNNING`.
+pub fn bench_batch_settings() -> platform::batch::BatchSettings {
+    let defaults = platform::batch::BatchSettings::default();
+    platform::batch::BatchSettings {
+        max_messages: env_parsed("BENCH_BATCH_MESSAGES").unwrap_or(defaults.max_messages),
+        max_running: env_parsed("BENCH_BATCH_RUNNING").unwrap_or(defaults.max_running),
+    }
+}
+
+/// `BENCH_WORKER_PREFETCH`, `BENCH_MAX_IN_FLIGHT`: a worker's prefetch and its connections'
+/// slots, when set, instead of the service's (the raw consume+ack keeps the default prefetch).
+pub fn bench_worker_overrides(
+    amqp: &mut AmqpSettings,
+    connections: Option<&mut platform::bulkhead::ConnectionSettings>,
+) {
+    if let Some(prefetch) = env_parsed("BENCH_WORKER_PREFETCH") {
+        amqp.prefetch = prefetch;
+    }
+    if let (Some(connections), Some(slots)) = (connections, env_parsed("BENCH_MAX_IN_FLIGHT")) {
+        connections.max_in_flight = slots;
+    }
+}
+
+fn env_parsed<T: std::str::FromStr>(key: &str) -> Option<T> {
+    std::env::var(key).ok().and_then(|v| v.parse().ok())
+}
+
 pub fn booking_api_settings(db: &TestDb, broker: &TestBroker) -> booking_api::Settings {
     tests::booking_api_settings(
         database(db),

@@ -3,6 +3,7 @@
 //! its fallback without holding up the others of its batch.
 
 use contracts::{Envelope, Event, VisitorAccessResult};
+use testkit::mail_sink::ReceivedMail;
 use uuid::Uuid;
 
 use crate::support::{
@@ -15,6 +16,20 @@ fn pin_of(result: &Envelope) -> &str {
     match &result.event {
         Event::VisitorAccessGranted(VisitorAccessResult { pin: Some(pin), .. }) => pin,
         other => panic!("not a granted visit: {other:?}"),
+    }
+}
+
+/// Each granted visit of `results` mailed its PIN once to the resident and once to the visitor.
+fn each_pin_mailed_once(mails: &[ReceivedMail], results: &[Envelope]) {
+    for result in results {
+        let pin = pin_of(result);
+        for to in [RESIDENT, VISITOR] {
+            let copies = mails
+                .iter()
+                .filter(|m| m.is_to(to) && m.text_body.contains(pin))
+                .count();
+            assert_eq!(copies, 1, "{to} gets PIN {pin} once");
+        }
     }
 }
 
@@ -40,19 +55,7 @@ async fn a_burst_of_results_is_mailed_in_batches_each_mail_once() {
         80,
         "a mail to the resident and one to the visitor per result"
     );
-    for result in &results {
-        let pin = pin_of(result);
-        for to in [RESIDENT, VISITOR] {
-            assert_eq!(
-                mails
-                    .iter()
-                    .filter(|m| m.is_to(to) && m.text_body.contains(pin))
-                    .count(),
-                1,
-                "{to} gets PIN {pin} once"
-            );
-        }
-    }
+    each_pin_mailed_once(&mails, &results);
     let batches = stack.counter("connecx_batches_total", RESULTS).await;
     let batched = stack
         .counter("connecx_batched_messages_total", RESULTS)
@@ -106,19 +109,10 @@ async fn a_result_nobody_accepts_gets_its_fallback_and_its_batch_goes_on() {
     .await;
     assert!(told.text_body.contains(&lost.booking_id.to_string()));
     assert!(!told.text_body.contains("777777"), "never the PIN");
-    let mails = stack.mail.mails();
-    for result in results.iter().filter(|r| r.booking_id != lost.booking_id) {
-        let pin = pin_of(result);
-        for to in [RESIDENT, VISITOR] {
-            assert_eq!(
-                mails
-                    .iter()
-                    .filter(|m| m.is_to(to) && m.text_body.contains(pin))
-                    .count(),
-                1,
-                "{to} gets PIN {pin} once"
-            );
-        }
-    }
+    let reached: Vec<Envelope> = results
+        .into_iter()
+        .filter(|r| r.booking_id != lost.booking_id)
+        .collect();
+    each_pin_mailed_once(&stack.mail.mails(), &reached);
     assert!(stack.stored_dead_letters().await.is_empty());
 }
