@@ -413,10 +413,13 @@ pub fn notifier_settings(
     retry: RetrySettings,
     mail: &MailSink,
 ) -> notifier::Settings {
+    let mut shared = shared_settings(database, amqp, retry, notifier::SCHEMA);
+    // As deployed: the results in hand wait for their batch without a database connection.
+    shared.amqp.prefetch = notifier::settings::DEFAULT_PREFETCH;
     notifier::Settings {
         retention: Default::default(),
         batch: Default::default(),
-        shared: shared_settings(database, amqp, retry, notifier::SCHEMA),
+        shared,
         smtp: SmtpSettings {
             host: mail.host(),
             port: mail.port(),

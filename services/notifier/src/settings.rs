@@ -29,7 +29,16 @@ pub struct Settings {
     pub batch: platform::batch::BatchSettings,
 }
 
+/// The notifier's prefetch unless the deployment sets `CONNECX__AMQP__PREFETCH`: the results in
+/// hand wait for their batch without a database connection, and a batch fills from them
+/// (README, Performance). The dead-letter consumer takes at most the pool's connections less two.
+pub const DEFAULT_PREFETCH: u16 = 64;
+
 impl Validate for Settings {
+    fn service_defaults() -> &'static [(&'static str, i64)] {
+        &[("amqp.prefetch", DEFAULT_PREFETCH as i64)]
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.shared.validate()?;
         self.smtp.validate()?;

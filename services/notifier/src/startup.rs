@@ -89,9 +89,16 @@ impl Application {
             ops_address: self.settings.ops.alert_email.clone(),
         };
         let (amqp, tiers) = (&shared.amqp, &shared.retry.tiers);
+        // Each dead letter holds a database connection while its alert is mailed (they are not
+        // batched), so that consumer takes no more at once than the pool can serve beside the
+        // results' batches.
+        let alerts_amqp = platform::config::AmqpSettings {
+            prefetch: alerts_prefetch(amqp.prefetch, shared.database.max_connections),
+            ..amqp.clone()
+        };
         let alerts = Worker::for_messages(
             NOTIFIER_DEAD_LETTERS_QUEUE,
-            amqp.clone(),
+            alerts_amqp,
             tiers.clone(),
             DeadLetterAlerts(mailroom.clone()),
         );
@@ -123,5 +130,24 @@ impl Application {
         mailed.map_err(RunError::ResultConsumer)?;
         self.pool.close().await;
         Ok(())
+    }
+}
+
+/// The dead-letter consumer's prefetch: the configured one, but at most the pool's connections
+/// less two (one for the results' batch, one spare), and at least one.
+fn alerts_prefetch(prefetch: u16, max_connections: u32) -> u16 {
+    let room = u16::try_from(max_connections.saturating_sub(2)).unwrap_or(u16::MAX);
+    prefetch.min(room).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alerts_prefetch;
+
+    #[test]
+    fn the_alerts_take_no_more_at_once_than_the_pool_serves() {
+        assert_eq!(alerts_prefetch(64, 10), 8);
+        assert_eq!(alerts_prefetch(4, 10), 4);
+        assert_eq!(alerts_prefetch(64, 2), 1);
     }
 }

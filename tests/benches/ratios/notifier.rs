@@ -11,8 +11,8 @@ use testkit::{TestBroker, TestDb};
 use uuid::Uuid;
 
 use crate::setup::{
-    bench_batch_settings, bench_worker_overrides, fill_worker_queue, fresh_with_raw_median,
-    measure_service, visitor_booking, worker_settings,
+    DEFAULT_PREFETCH, bench_batch_settings, bench_worker_overrides, fill_worker_queue,
+    fresh_with_raw_median, measure_service, visitor_booking, worker_settings,
 };
 use crate::table::Row;
 
@@ -62,6 +62,11 @@ async fn notifier_run(
     let (database, amqp, retry) = worker_settings(db, broker);
     let mut settings = tests::notifier_settings(database, amqp, retry, &mail);
     settings.batch = batch;
+    if !batch.batching() {
+        // Alone, as before batching: the shared prefetch, each message in flight holding a
+        // database connection (the pool is the prefetch + 2).
+        settings.shared.amqp.prefetch = DEFAULT_PREFETCH;
+    }
     bench_worker_overrides(&mut settings.shared.amqp, None);
     let app = notifier::Application::build(settings).await.unwrap();
     let done = async {
