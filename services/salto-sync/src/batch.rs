@@ -125,7 +125,7 @@ impl BookingBatches {
         let acting = match self.who_acts(bookings, &mut answers).await {
             Ok(acting) => acting,
             Err(error) => {
-                tracing::warn!(%error, messages = bookings.len(), "recording the batch's snapshots failed; each message alone");
+                tracing::warn!(%error, messages = bookings.len(), "recording the batch's snapshots or reading its buildings' connections failed; each message alone");
                 return answers;
             }
         };

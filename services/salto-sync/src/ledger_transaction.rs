@@ -366,8 +366,9 @@ impl LedgerTransaction {
 
     /// Salto's groups of the access levels `levels` (in their order), each read once per
     /// transaction. The ones not read yet are read as many at a time as
-    /// [`Self::allow_calls_at_once`] allows (one, but for a batch; the cleaner bounds how many transactions work with a server at once), with
-    /// the entries transactions that did not commit left there (one statement).
+    /// [`Self::allow_calls_at_once`] allows (one, but for a batch; the cleaner bounds how many
+    /// transactions work with a server at once), with the entries transactions that did not
+    /// commit left there (one statement).
     async fn groups_as_read(&mut self, levels: &[AccessLevelKey]) -> Result<Vec<Group>, SyncError> {
         let unread: BTreeSet<AccessLevelKey> = levels
             .iter()

@@ -13,7 +13,8 @@
 //!   [`store`]: the SQL that keeps them.
 //! - [`ledger_transaction`]: one locked read-modify-write of the ledger and Salto, and what it
 //!   needs ([`context`]); [`error`]: why one did not complete.
-//! - [`handler`]: booking and connection events, alone or in a [`batch`] of a server's; [`cleaner`]: the nightly run;
+//! - [`handler`]: booking and connection events, alone or in a [`batch`] of a server's;
+//!   [`cleaner`]: the nightly run;
 //!   [`timetables`]: the timetable pools and their sweeping; [`results`]: result events;
 //!   [`servers`]: which server and one SHIP client each (the client itself is the `salto-ship`
 //!   crate).
