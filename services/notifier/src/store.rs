@@ -154,34 +154,8 @@ pub async fn record_result(
     pool: &PgPool,
     envelope: &contracts::Envelope,
 ) -> Result<platform::snapshots::Recorded, sqlx::Error> {
-    use platform::snapshots::Recorded;
-    let held: Option<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "WITH previous AS (SELECT version, occurred_at FROM booking_snapshots WHERE booking_id = $1),
-              upsert AS (
-                INSERT INTO booking_snapshots (booking_id, version, event_type, envelope, occurred_at)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (booking_id) DO UPDATE
-                   SET version = EXCLUDED.version, event_type = EXCLUDED.event_type,
-                       envelope = EXCLUDED.envelope, occurred_at = EXCLUDED.occurred_at,
-                       updated_at = now()
-                 WHERE (booking_snapshots.version, coalesce(booking_snapshots.occurred_at, '-infinity'))
-                     < (EXCLUDED.version, EXCLUDED.occurred_at))
-         SELECT version, occurred_at FROM previous",
-    )
-    .bind(envelope.booking_id)
-    .bind(envelope.version)
-    .bind(envelope.routing_key())
-    .bind(sqlx::types::Json(envelope))
-    .bind(envelope.occurred_at)
-    .fetch_optional(pool)
-    .await?;
-    let this = (envelope.version, Some(envelope.occurred_at));
-    Ok(match held {
-        None => Recorded::Newer,
-        Some(held) if held == this => Recorded::Same,
-        Some(held) if held > this => Recorded::Older,
-        Some(_) => Recorded::Newer,
-    })
+    let recorded = record_results(pool, &[envelope]).await?;
+    recorded.into_iter().next().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// [`record_result`] for the results of several bookings, in one statement (each booking at
