@@ -427,7 +427,7 @@ pub(crate) fn server_under(
 async fn alert_pool_exhausted(ctx: &Context, server: &str, booking_id: Uuid) {
     let alert = async {
         let mut conn = ctx.pool.acquire().await?;
-        if !store::timetables::pool_exhausted(&mut conn, server).await? {
+        if !store::timetables::pool_exhausted(&mut conn, server, crate::timetables::MAX_ID).await? {
             return Ok::<_, SyncError>(());
         }
         let (held_by_connecx, held_by_others) =

@@ -26,7 +26,8 @@ use crate::servers::Servers;
 use crate::store;
 use salto_ship::{DaySeconds, Interval, ShipClient, Timetable, format_day_time};
 
-const MAX_ID: u32 = 1024;
+/// A server's timetable pool: IDs 1 to this (SHIP's limit).
+pub const MAX_ID: u32 = 1024;
 /// The shortest pause between two sweeps of one server.
 const SWEEP_PAUSE: Duration = Duration::from_millis(500);
 

@@ -137,15 +137,24 @@ pub async fn delete_refused(
     .map(|_| ())
 }
 
-/// Records that a server's pool ran out; `true` the first time since it last had room (ops are
-/// told once per exhaustion).
-pub async fn pool_exhausted(conn: &mut PgConnection, server: &str) -> Result<bool, sqlx::Error> {
+/// Records that a server's pool of `size` IDs ran out; `true` the first time since it last had
+/// room (ops are told once per exhaustion). The pool is counted in the same statement: a sweep
+/// that freed an ID since the caller found none deletes its row and clears the mark in one
+/// commit, so this sees either both (room: nothing recorded, no alert) or neither (the mark
+/// still set: no second alert).
+pub async fn pool_exhausted(
+    conn: &mut PgConnection,
+    server: &str,
+    size: u32,
+) -> Result<bool, sqlx::Error> {
     let alerted = sqlx::query(
-        "INSERT INTO pool_alerts (server) VALUES ($1)
+        "INSERT INTO pool_alerts (server)
+         SELECT $1 WHERE (SELECT count(*) FROM timetables WHERE server = $1) >= $2
          ON CONFLICT (server) DO UPDATE SET alerted_at = now(), cleared_at = NULL
           WHERE pool_alerts.cleared_at IS NOT NULL",
     )
     .bind(server)
+    .bind(i64::from(size))
     .execute(conn)
     .await?;
     Ok(alerted.rows_affected() == 1)
