@@ -208,7 +208,7 @@ async fn send_claimed(
         .map(|(i, mail, key)| store::MailClaim {
             dedup_key: key,
             recipient: &mail.to,
-            order: &deliveries[*i].order,
+            order: Some(&deliveries[*i].order),
         })
         .collect();
     let found = store::claim_mails(conn, &claims).await?;

@@ -248,49 +248,40 @@ pub async fn claim_mail(
     recipient: &str,
     order: Option<&crate::delivery::ResultOrder>,
 ) -> Result<Claim, sqlx::Error> {
-    let (superseded, claimed): (bool, bool) = sqlx::query_as(
-        "WITH newer AS (
-            SELECT $3::uuid IS NOT NULL AND EXISTS (
-                SELECT 1 FROM booking_snapshots
-                 WHERE booking_id = $3
-                   AND (version, coalesce(occurred_at, '-infinity')) > ($4, $5)) AS found),
-         claim AS (
-            INSERT INTO sent_mail (dedup_key, recipient, outcome)
-            SELECT $1, lower($2), 'sending' WHERE NOT (SELECT found FROM newer)
-            ON CONFLICT (dedup_key, recipient) DO UPDATE SET at = now()
-             WHERE sent_mail.outcome = 'sending'
-            RETURNING 1)
-         SELECT (SELECT found FROM newer), EXISTS (SELECT 1 FROM claim)",
-    )
-    .bind(dedup_key)
-    .bind(recipient)
-    .bind(order.map(|o| o.booking_id))
-    .bind(order.map(|o| o.version))
-    .bind(order.map(|o| o.occurred_at))
-    .fetch_one(conn)
-    .await?;
-    Ok(Claim::found(superseded, claimed))
+    let claim = MailClaim {
+        dedup_key,
+        recipient,
+        order,
+    };
+    let found = claim_mails(conn, &[claim]).await?;
+    found.into_iter().next().ok_or(sqlx::Error::RowNotFound)
 }
 
-/// One mail of a batch to claim: its dedup key, its recipient, and the result it is about.
+/// One mail to claim: its dedup key, its recipient, and the result it is about (none for a mail
+/// that is no booking's result).
 pub struct MailClaim<'a> {
     pub dedup_key: &'a str,
     pub recipient: &'a str,
-    pub order: &'a crate::delivery::ResultOrder,
+    pub order: Option<&'a crate::delivery::ResultOrder>,
 }
 
-/// [`claim_mail`] for the result mails of several bookings, in one statement, each called
-/// holding its booking's lock: what each found, in their order. Each (dedup key, recipient) at
-/// most once.
+/// [`claim_mail`] for several mails (a batch's, each of a booking whose lock is held), in one
+/// statement: what each found, in their order. Each (dedup key, recipient) at most once.
 pub async fn claim_mails(
     conn: &mut PgConnection,
     claims: &[MailClaim<'_>],
 ) -> Result<Vec<Claim>, sqlx::Error> {
     let keys: Vec<&str> = claims.iter().map(|c| c.dedup_key).collect();
     let recipients: Vec<&str> = claims.iter().map(|c| c.recipient).collect();
-    let bookings: Vec<Uuid> = claims.iter().map(|c| c.order.booking_id).collect();
-    let versions: Vec<i64> = claims.iter().map(|c| c.order.version).collect();
-    let occurred: Vec<DateTime<Utc>> = claims.iter().map(|c| c.order.occurred_at).collect();
+    let bookings: Vec<Option<Uuid>> = claims
+        .iter()
+        .map(|c| c.order.map(|o| o.booking_id))
+        .collect();
+    let versions: Vec<Option<i64>> = claims.iter().map(|c| c.order.map(|o| o.version)).collect();
+    let occurred: Vec<Option<DateTime<Utc>>> = claims
+        .iter()
+        .map(|c| c.order.map(|o| o.occurred_at))
+        .collect();
     let found: Vec<(bool, bool)> = sqlx::query_as(
         "WITH input AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::timestamptz[])
@@ -332,7 +323,7 @@ pub async fn claim_mails(
 pub struct Settlement<'a> {
     pub dedup_key: &'a str,
     pub recipient: &'a str,
-    pub outcome: Option<(&'static str, Option<&'a str>)>,
+    pub outcome: Option<(&'a str, Option<&'a str>)>,
 }
 
 /// [`settle_mail`] and [`release_mail`] for several claims, in one statement.
@@ -377,17 +368,12 @@ pub async fn settle_mail(
     outcome: &str,
     detail: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE sent_mail SET outcome = $3, detail = $4, at = now()
-          WHERE dedup_key = $1 AND recipient = lower($2)",
-    )
-    .bind(dedup_key)
-    .bind(recipient)
-    .bind(outcome)
-    .bind(detail)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let settled = Settlement {
+        dedup_key,
+        recipient,
+        outcome: Some((outcome, detail)),
+    };
+    settle_mails(conn, &[settled]).await
 }
 
 /// Gives a claim back (the send failed for now; a retry will claim it again).
@@ -396,14 +382,12 @@ pub async fn release_mail(
     dedup_key: &str,
     recipient: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM sent_mail WHERE dedup_key = $1 AND recipient = lower($2) AND outcome = 'sending'",
-    )
-    .bind(dedup_key)
-    .bind(recipient)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let released = Settlement {
+        dedup_key,
+        recipient,
+        outcome: None,
+    };
+    settle_mails(conn, &[released]).await
 }
 
 /// Remembers that the visitor of `booking_id` was sent a code.
