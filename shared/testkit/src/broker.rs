@@ -214,30 +214,10 @@ impl TestBroker {
         depth
     }
 
-    /// Waits until `queue` exists (a service declares its queues when it starts consuming).
-    pub async fn wait_for_queue(&self, queue: &str, timeout: Duration) {
-        self.wait_for_queue_state(queue, timeout, "was not declared", |_| true)
-            .await;
-    }
-
     /// Waits until `queue` has a consumer: its worker has declared and bound it and is taking
-    /// messages (a queue that merely exists may not be bound yet).
+    /// messages. A queue that merely exists may not be bound yet, and an event published then is
+    /// unroutable, so tests wait for this rather than for the queue.
     pub async fn wait_for_consumer(&self, queue: &str, timeout: Duration) {
-        self.wait_for_queue_state(queue, timeout, "had no consumer", |q| {
-            q.consumer_count() > 0
-        })
-        .await;
-    }
-
-    /// Polls `queue` (a passive declare) until it exists and `ready` holds; panics after
-    /// `timeout` saying the queue `failed`.
-    async fn wait_for_queue_state(
-        &self,
-        queue: &str,
-        timeout: Duration,
-        failed: &str,
-        ready: impl Fn(&lapin::Queue) -> bool,
-    ) {
         let connection = self.connect().await;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -252,13 +232,13 @@ impl TestBroker {
                     FieldTable::default(),
                 )
                 .await;
-            if declared.is_ok_and(|q| ready(&q)) {
+            if declared.is_ok_and(|q| q.consumer_count() > 0) {
                 let _ = connection.close(200, "bye".into()).await;
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "queue {queue} {failed} within {timeout:?}"
+                "queue {queue} had no consumer within {timeout:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

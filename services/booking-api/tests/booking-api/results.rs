@@ -35,7 +35,7 @@ async fn announced_visit(app: &TestApp) -> (String, VisitorBooking) {
 
 async fn results_queue_ready(app: &TestApp) {
     app.broker()
-        .wait_for_queue(
+        .wait_for_consumer(
             contracts::BOOKING_API_RESULTS_QUEUE.name,
             Duration::from_secs(15),
         )

@@ -133,7 +133,7 @@ async fn sigterm_under_load_finishes_what_it_holds_exits_0_and_loses_nothing() {
     let first = Replica::start(&harness.process_env(), "first");
     harness
         .broker
-        .wait_for_queue(QUEUE, Duration::from_secs(30))
+        .wait_for_consumer(QUEUE, Duration::from_secs(30))
         .await;
     // All at once, on one connection: the load must still be there when the SIGTERM comes.
     let ids: Vec<Uuid> = (0..BOOKINGS).map(|_| Uuid::new_v4()).collect();
@@ -205,7 +205,7 @@ async fn work_that_outlasts_the_drain_bound_is_handed_back_and_done_by_the_next_
     let first = Replica::start(&env, "bounded");
     harness
         .broker
-        .wait_for_queue(QUEUE, Duration::from_secs(30))
+        .wait_for_consumer(QUEUE, Duration::from_secs(30))
         .await;
     let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
