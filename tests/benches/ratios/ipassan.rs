@@ -122,6 +122,9 @@ async fn ipassan_floor(
     let cpu = CpuMeter::start(&db.name);
     let started = Instant::now();
     let url = format!("{}/api/v1/access/site/{IPASSAN_SITE}/visitor", sim.base_url);
+    // A clone kept here holds the pool's connections open until the CPU is counted: a backend
+    // that has exited takes its CPU time out of the count.
+    let spawner_pool = pool.clone();
     let work = tokio::spawn(async move {
         for _ in 0..n {
             let delivery = consumer.next().await.unwrap().unwrap();
@@ -129,7 +132,7 @@ async fn ipassan_floor(
                 http.clone(),
                 url.clone(),
                 token.clone(),
-                pool.clone(),
+                spawner_pool.clone(),
                 publish_channel.clone(),
             );
             tokio::spawn(async move {
@@ -197,6 +200,7 @@ async fn ipassan_floor(
     let rate = n as f64 / started.elapsed().as_secs_f64();
     println!("{}", cpu.report("floor", n));
     work.await.unwrap();
+    pool.close().await;
     let _ = connection.close(200, "bye".into()).await;
     rate
 }

@@ -12,8 +12,9 @@
 //!   until each has its result (a result event; for the notifier both mails accepted); against
 //!   raw lapin consume+ack of N messages of the same bodies. Target ≥ 30 % (salto-sync ≥ 15 %).
 //!   The simulators answer at once and the SMTP sink is in-process. For information, the same
-//!   backlog with each message alone (ipassan-sync, salto-sync, notifier) and ipassan-sync's floor: the
-//!   least a worker of its shape does (one iPassan call, one row, one confirmed publish).
+//!   backlog with each message alone (ipassan-sync, salto-sync, notifier), and floors: the least
+//!   a worker of the shape does (ipassan-sync: one iPassan call, one row, one confirmed publish;
+//!   the notifier: its two mails composed and sent, one row).
 //! - **end to end**: visitor bookings POSTed at 100/s; POST → `granted` (target p99 < 50 ms) →
 //!   both mails accepted (target p99 < 100 ms).
 //! - **sustained load**: visitor and facility bookings alternating at 300/s for 60 s; POST →
