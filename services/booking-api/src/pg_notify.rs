@@ -1,23 +1,21 @@
 //! PostgreSQL LISTEN/NOTIFY (not the notifier's emails): the process listens on one connection
 //! and passes each NOTIFY on to whoever inside it waits for one.
 //!
-//! Two channels: `booking_outbox` (an event was committed: wake the relay) and `booking_access`
-//! (a result changed a booking's access: wake requests waiting with `Prefer: wait`). NOTIFY is sent
-//! inside the writing transaction, so it is delivered only on commit, and it reaches every replica
-//! listening on the database, so a request waits correctly whichever replica applied the result.
-//! A NOTIFY sent while the listening connection was down is lost; after reconnecting the hub
-//! tells everyone to re-read (`Resync`), and the relay also polls.
+//! One channel, `booking_access`: a result changed a booking's access, so requests waiting with
+//! `Prefer: wait` re-read it. NOTIFY is sent inside the writing transaction, so it is delivered
+//! only on commit, and it reaches every replica listening on the database, so a request waits
+//! correctly whichever replica applied the result. A NOTIFY sent while the listening connection
+//! was down is lost; after reconnecting the hub tells everyone to re-read (`Resync`). (The outbox's
+//! relay is woken in process instead: `outbox::RelayWake`.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgNotification};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const OUTBOX_CHANNEL: &str = "booking_outbox";
 pub const ACCESS_CHANNEL: &str = "booking_access";
 
 /// A change of some booking's access outcome.
@@ -31,7 +29,6 @@ pub enum AccessChanged {
 /// The process's one listener on the NOTIFY channels, and what it wakes. Cheap to clone.
 #[derive(Clone)]
 pub struct PgNotifyHub {
-    outbox: Arc<Notify>,
     access: broadcast::Sender<AccessChanged>,
 }
 
@@ -44,15 +41,7 @@ impl Default for PgNotifyHub {
 impl PgNotifyHub {
     pub fn new() -> Self {
         let (access, _) = broadcast::channel(1024);
-        Self {
-            outbox: Arc::new(Notify::new()),
-            access,
-        }
-    }
-
-    /// Completes when an event may be waiting in the outbox.
-    pub fn outbox_wake(&self) -> Arc<Notify> {
-        self.outbox.clone()
+        Self { access }
     }
 
     /// Access changes from now on. Subscribe *before* reading the state you wait on.
@@ -61,22 +50,16 @@ impl PgNotifyHub {
     }
 
     fn resync(&self) {
-        self.outbox.notify_one();
         let _ = self.access.send(AccessChanged::Resync);
     }
 
+    /// The listener listens on [`ACCESS_CHANNEL`] alone, so every notification is an access change.
     fn dispatch(&self, notification: &PgNotification) {
-        match notification.channel() {
-            OUTBOX_CHANNEL => self.outbox.notify_one(),
-            ACCESS_CHANNEL => {
-                let change = Uuid::parse_str(notification.payload())
-                    .map(AccessChanged::Booking)
-                    .unwrap_or(AccessChanged::Resync);
-                // No receiver is fine: nobody is waiting.
-                let _ = self.access.send(change);
-            }
-            _ => {}
-        }
+        let change = Uuid::parse_str(notification.payload())
+            .map(AccessChanged::Booking)
+            .unwrap_or(AccessChanged::Resync);
+        // No receiver is fine: nobody is waiting.
+        let _ = self.access.send(change);
     }
 
     /// Listens until `shutdown`, reconnecting after failures.
@@ -115,9 +98,7 @@ impl PgNotifyHub {
 
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener
-        .listen_all([OUTBOX_CHANNEL, ACCESS_CHANNEL])
-        .await?;
+    listener.listen(ACCESS_CHANNEL).await?;
     Ok(listener)
 }
 

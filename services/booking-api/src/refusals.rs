@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::window::BookingWindow;
+use crate::outbox::RelayWake;
 use crate::problem::Problem;
 use crate::store::buildings::{BuildingRow, UnknownZone};
 use crate::store::directory::{ApartmentRow, FacilityRow, ResidentRow};
@@ -206,7 +207,7 @@ impl RefusedRequest {
 }
 
 /// Puts the managers' email about `request` in the outbox, unless they were told of the same
-/// missing thing today (building-local) already. Returns whether it was queued. Its own
+/// missing thing today (building-local) already. Returns whether it was queued (the caller then wakes the relay). Its own
 /// transaction: the refused booking itself was rolled back.
 pub async fn tell_managers(pool: &PgPool, request: RefusedRequest) -> Result<bool, TellError> {
     let zone = request.building.zone().map_err(TellError::Zone)?;
@@ -236,11 +237,14 @@ pub async fn tell_managers(pool: &PgPool, request: RefusedRequest) -> Result<boo
 
 /// Tells the managers of a refusal (once a day per missing thing). The booker's 422 does not
 /// depend on it: a failure here is logged, not answered.
-pub async fn refuse_and_tell(pool: &PgPool, request: RefusedRequest) {
+pub async fn refuse_and_tell(pool: &PgPool, relay_wake: &RelayWake, request: RefusedRequest) {
     let code = request.missing.code();
     let reference = request.reference;
     match tell_managers(pool, request).await {
-        Ok(true) => tracing::warn!(%reference, code, "booking refused; managers will be told"),
+        Ok(true) => {
+            relay_wake.committed();
+            tracing::warn!(%reference, code, "booking refused; managers will be told")
+        }
         Ok(false) => {
             tracing::info!(%reference, code, "booking refused; managers were told today already")
         }

@@ -122,6 +122,7 @@ impl Application {
         } = self;
         let publisher = Publisher::new(&settings.shared.amqp, "booking-api");
         let pg_notify = PgNotifyHub::new();
+        let relay_wake = crate::outbox::RelayWake::default();
         let state = AppState {
             pool: pool.clone(),
             authenticator: Arc::new(
@@ -133,6 +134,7 @@ impl Application {
             ),
             broker: crate::broker_health::BrokerHealth::default(),
             pg_notify: pg_notify.clone(),
+            relay_wake: relay_wake.clone(),
             shutdown: token.clone(),
             prometheus: crate::http_metrics::prometheus(),
             sealer,
@@ -144,12 +146,7 @@ impl Application {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(pg_notify.clone().run_listener(pool.clone(), token.clone()));
         tasks.spawn(state.broker.clone().watch(publisher.clone(), token.clone()));
-        let relay = Relay::new(
-            pool.clone(),
-            publisher,
-            pg_notify.outbox_wake(),
-            settings.outbox.clone(),
-        );
+        let relay = Relay::new(pool.clone(), publisher, relay_wake, settings.outbox.clone());
         tasks.spawn(relay.run(token.clone()));
         tasks.spawn(Arc::clone(&state.write_limiter).forget_idle(token.clone()));
         tasks.spawn(platform::retention::run(

@@ -18,6 +18,8 @@ pub struct AppState {
     pub broker: crate::broker_health::BrokerHealth,
     /// Wakes `Prefer: wait` requests when a result lands (PostgreSQL NOTIFY).
     pub pg_notify: PgNotifyHub,
+    /// Wakes this process's outbox relay after a transaction that stored an event commits.
+    pub relay_wake: crate::outbox::RelayWake,
     /// Cancelled at shutdown: `Prefer: wait` stops waiting.
     pub shutdown: CancellationToken,
     pub prometheus: PrometheusHandle,

@@ -210,8 +210,8 @@ where
 }
 
 /// [`api_create_statements`]' work in four statements instead of seven (and no read-back): the
-/// building and the resident in one query, the outbox row and the relay's wake-up in one, and
-/// the answer from the insert's `RETURNING`.
+/// building and the resident in one query, the booking (the answer from its `RETURNING`), the
+/// outbox row, and the commit. No NOTIFY: booking-api wakes its relay in process.
 async fn fewer_create_statements(pool: PgPool, i: usize) {
     let envelope = visitor_booking_created(i);
     let mut tx = pool.begin().await.unwrap();
@@ -228,19 +228,7 @@ async fn fewer_create_statements(pool: PgPool, i: usize) {
     .await
     .unwrap();
     insert_visitor_booking(&mut tx, &envelope, Returning::Row).await;
-    sqlx::query(
-        "WITH stored AS (
-            INSERT INTO outbox (event_id, booking_id, event_type, envelope)
-            VALUES ($1, $2, $3, $4) RETURNING id)
-         SELECT pg_notify('booking_outbox', '') FROM stored",
-    )
-    .bind(envelope.event_id)
-    .bind(envelope.booking_id)
-    .bind(envelope.routing_key())
-    .bind(Json(&envelope))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    insert_outbox_row(&mut tx, &envelope).await;
     tx.commit().await.unwrap();
 }
 

@@ -1,17 +1,15 @@
 //! The outbox relay (`BENCH_ONLY=relay`): a pre-filled outbox, until every row is sent, against
 //! raw pipelined confirm-publish of the same events. Target ≥ 50 %.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use booking_api::outbox::{OutboxSettings, Relay};
+use booking_api::outbox::{OutboxSettings, Relay, RelayWake};
 use contracts::Envelope;
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions};
 use platform::amqp::Publisher;
 use serde_json::Value;
 use testkit::{TestBroker, TestDb};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::common::declare_quorum_queue;
@@ -121,7 +119,7 @@ pub async fn relay_ratio(n: usize) -> Row {
         println!("    relay batch size {batch} (BENCH_RELAY_BATCH)");
         settings.batch_size = batch;
     }
-    let relay = Relay::new(pool.clone(), publisher, Arc::new(Notify::new()), settings);
+    let relay = Relay::new(pool.clone(), publisher, RelayWake::default(), settings);
     let done = wait_for_none(
         &pool,
         "SELECT count(*) FROM outbox WHERE sent_at IS NULL",

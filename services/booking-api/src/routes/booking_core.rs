@@ -286,6 +286,7 @@ async fn commit<K: BookingRoutes>(
         Ok(Changed { row, event }) => {
             crate::outbox::enqueue(&mut tx, &event).await?;
             tx.commit().await?;
+            app.relay_wake.committed();
             K::log_committed(change, &row);
             Ok(row)
         }
@@ -296,7 +297,7 @@ async fn commit<K: BookingRoutes>(
             // is free before the managers' note takes one.
             tx.rollback().await?;
             let problem = refused.missing.problem();
-            refusals::refuse_and_tell(&app.pool, *refused).await;
+            refusals::refuse_and_tell(&app.pool, &app.relay_wake, *refused).await;
             Err(problem)
         }
     }

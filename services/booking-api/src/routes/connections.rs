@@ -141,6 +141,7 @@ async fn save(
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
     tx.commit().await?;
+    app.relay_wake.committed();
     tracing::info!(
         building_id, %system, version = saved.version, operator = %operator.user_id,
         connected = row.settings.is_some(), "building connection changed"

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use contracts::Event;
 
-use crate::support::{body, booking_path, spawn_app_behind_proxy, visit};
+use crate::support::{
+    BUILDING, body, booking_path, problem, spawn_app_behind_proxy, spawn_app_with, visit,
+};
 
 async fn unsent(app: &crate::support::TestApp) -> Vec<(i32, Option<String>)> {
     sqlx::query_as("SELECT attempts, last_error FROM outbox WHERE sent_at IS NULL ORDER BY id")
@@ -268,4 +270,58 @@ async fn an_outbox_row_that_no_longer_decodes_is_set_aside_and_a_person_is_told(
             .is_none(),
         "told once"
     );
+}
+
+#[tokio::test]
+async fn every_committed_event_goes_out_at_once_not_at_the_relays_next_poll() {
+    // The relay would look on its own only every ten minutes: each event below reaches the
+    // broker within seconds only because its transaction woke the relay when it committed.
+    let app = spawn_app_with(|settings| {
+        settings.outbox.poll_interval_ms = 600_000;
+        settings.ipassan.base_url = None;
+    })
+    .await;
+    let mut tap = app.broker().tap("#").await;
+    app.seed().await;
+    let ana = app.resident_ana();
+    let soon = Duration::from_secs(5);
+    let mut next_event = async || {
+        tap.next(soon)
+            .await
+            .expect("the event is published at once")
+            .routing_key()
+            .to_owned()
+    };
+
+    // A refused request: the managers' note is committed in a transaction of its own.
+    let refused = problem(
+        app.post("/v1/visitor-bookings", &ana, visit(true)).await,
+        422,
+    )
+    .await;
+    assert_eq!(refused["code"], "ipassan_not_connected");
+    assert_eq!(next_event().await, "visitor_request.refused.v1");
+
+    // A building's connection changed by an operator.
+    let connected = app
+        .put(
+            &format!("/v1/buildings/{BUILDING}/connections/ipassan"),
+            &app.operator(),
+            serde_json::json!({"base_url": "https://harbour.ipassan.example",
+                               "client_id": "connecx-harbour", "client_secret": "s3cret-harbour",
+                               "site": "harbour-site"}),
+        )
+        .await;
+    assert_eq!(connected.status(), 201);
+    assert_eq!(next_event().await, "ipassan_connection.changed.v1");
+
+    // A booking created, then cancelled.
+    let created = body(app.post("/v1/visitor-bookings", &ana, visit(true)).await).await;
+    assert_eq!(next_event().await, "visitor_booking.created.v1");
+    let cancelled = app
+        .delete(&booking_path("/v1/visitor-bookings", &created), &ana)
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(next_event().await, "visitor_booking.cancelled.v1");
+    app.stop().await;
 }

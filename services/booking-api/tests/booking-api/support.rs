@@ -86,6 +86,17 @@ pub async fn spawn_app_with_amqp(broker: TestBroker, amqp_url: String) -> TestAp
     spawn(Some(broker), amqp_url).await
 }
 
+/// booking-api as [`spawn_app`], with its settings changed by `tweak` first.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let broker = TestBroker::create().await;
+    let own = broker.url_for(contracts::Service::BookingApi);
+    let amqp_url = testkit::broker::with_credentials_of(&broker.url, &own);
+    let db = TestDb::create().await;
+    let mut settings = settings_for(db.service_url(booking_api::SCHEMA), amqp_url);
+    tweak(&mut settings);
+    spawn_with(settings, Some(broker)).await
+}
+
 /// booking-api as [`spawn_app_offline`], with its settings changed by `tweak` first.
 pub async fn spawn_app_offline_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let nowhere = BrokerProxy::start(false).await;
