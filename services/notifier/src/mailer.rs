@@ -22,6 +22,7 @@ use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::sync::Semaphore;
 
 use platform::config::{SmtpSettings, SmtpTls};
 
@@ -56,15 +57,26 @@ pub struct CalendarPart {
     pub content: String,
 }
 
-/// Idle connections kept for reuse, and how long one may stay idle (as lettre's pool was set).
-const POOL_IDLE: usize = 8;
+/// Conversations with the mail server at once, and connections kept idle for reuse: a batch's
+/// mails beyond these wait for a connection rather than each opening one of its own (opening
+/// and closing a connection a mail cost more than the mail; measured, README, Performance).
+const CONNECTIONS: usize = 8;
+/// How long a connection may stay idle (as lettre's pool was set).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection idle longer than this is asked whether it still answers (`NOOP`) before it is
+/// used. One that carried a mail a moment ago is used as it is: the check is a round trip, a
+/// fifth of a mail's conversation, and servers close idle connections after minutes, not
+/// milliseconds. A connection that died meanwhile all the same (a server restarted) fails its
+/// mail as transient, and the worker retries it, as any other connection failure.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The SMTP client; cheap to clone (clones share the connections).
 #[derive(Clone)]
 pub struct Mailer {
     transport: Transport,
     from: Mailbox,
+    /// A permit a conversation: at most [`CONNECTIONS`] at once.
+    conversations: Arc<Semaphore>,
 }
 
 #[derive(Clone)]
@@ -108,7 +120,7 @@ impl Mailer {
                     .timeout(Some(timeout))
                     .pool_config(
                         PoolConfig::new()
-                            .max_size(POOL_IDLE as u32)
+                            .max_size(CONNECTIONS as u32)
                             .idle_timeout(IDLE_TIMEOUT),
                     );
                 if let Some(credentials) = credentials {
@@ -121,7 +133,11 @@ impl Mailer {
             .from
             .parse()
             .map_err(|e| MailError::Permanent(format!("smtp.from: {e}")))?;
-        Ok(Self { transport, from })
+        Ok(Self {
+            transport,
+            from,
+            conversations: Arc::new(Semaphore::new(CONNECTIONS)),
+        })
     }
 
     pub async fn send(&self, mail: &Mail) -> Result<(), MailError> {
@@ -150,6 +166,13 @@ impl Mailer {
             .message_id(None)
             .multipart(body)
             .map_err(|e| MailError::Permanent(format!("cannot build the mail: {e}")))?;
+        // Waiting here is not the server's time: the conversation's timeout starts once it has a
+        // connection. Each conversation ends within that timeout, so the wait is bounded too.
+        let _conversation = self
+            .conversations
+            .acquire()
+            .await
+            .map_err(|_| MailError::Transient("the mailer is shutting down".into()))?;
         let started = Instant::now();
         let result = match &self.transport {
             Transport::Direct(connections) => {
@@ -211,7 +234,8 @@ impl Connections {
             })
     }
 
-    /// An idle connection that still answers (`NOOP`, as lettre's pool checks), or a new one.
+    /// An idle connection — used a moment ago, or still answering (`NOOP`, as lettre's pool
+    /// checks) — or a new one.
     async fn connection(&self) -> Result<AsyncSmtpConnection, MailError> {
         loop {
             let idle = self
@@ -220,6 +244,9 @@ impl Connections {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
             match idle {
+                Some((connection, since)) if since.elapsed() < CHECK_AFTER_IDLE => {
+                    return Ok(connection);
+                }
                 Some((mut connection, since)) => {
                     if since.elapsed() < IDLE_TIMEOUT && connection.test_connected().await {
                         return Ok(connection);
@@ -263,7 +290,7 @@ impl Connections {
 
     fn keep(&self, connection: AsyncSmtpConnection) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < POOL_IDLE {
+        if idle.len() < CONNECTIONS {
             idle.push((connection, Instant::now()));
         }
     }

@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -170,6 +170,11 @@ struct Shared {
     refusing: AtomicBool,
     /// Lower-cased addresses answered with 550.
     rejected_recipients: Mutex<HashSet<String>>,
+    /// SMTP sessions (a client's greeting on a connection): open now, the most open at once,
+    /// and every one begun.
+    sessions_open: AtomicUsize,
+    most_sessions_at_once: AtomicUsize,
+    sessions_begun: AtomicUsize,
 }
 
 impl Shared {
@@ -224,6 +229,9 @@ impl MailSink {
             mails: watch::Sender::new(Vec::new()),
             refusing: AtomicBool::new(false),
             rejected_recipients: Mutex::new(HashSet::new()),
+            sessions_open: AtomicUsize::new(0),
+            most_sessions_at_once: AtomicUsize::new(0),
+            sessions_begun: AtomicUsize::new(0),
         });
         let mut server = Server::new(SinkSession::new(Arc::clone(&shared)));
         server
@@ -313,12 +321,24 @@ impl MailSink {
             .rejected_recipients()
             .remove(&address.to_ascii_lowercase());
     }
+
+    /// The most SMTP sessions (connections that greeted) that were open at once so far.
+    pub fn most_sessions_at_once(&self) -> usize {
+        self.shared.most_sessions_at_once.load(Ordering::SeqCst)
+    }
+
+    /// Every SMTP session begun so far: a client that reuses its connections begins few.
+    pub fn sessions_begun(&self) -> usize {
+        self.shared.sessions_begun.load(Ordering::SeqCst)
+    }
 }
 
 /// The state of one SMTP session; mailin-embedded clones a fresh one per connection.
 #[derive(Clone)]
 struct SinkSession {
     shared: Arc<Shared>,
+    /// Whether this connection greeted, and so is counted among the open sessions.
+    greeted: bool,
     envelope_from: String,
     recipients: Vec<String>,
     data: Vec<u8>,
@@ -328,6 +348,7 @@ impl SinkSession {
     fn new(shared: Arc<Shared>) -> Self {
         SinkSession {
             shared,
+            greeted: false,
             envelope_from: String::new(),
             recipients: Vec::new(),
             data: Vec::new(),
@@ -342,7 +363,27 @@ fn refused() -> Response {
     )
 }
 
+impl Drop for SinkSession {
+    fn drop(&mut self) {
+        if self.greeted {
+            self.shared.sessions_open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Handler for SinkSession {
+    fn helo(&mut self, _ip: IpAddr, _domain: &str) -> Response {
+        if !self.greeted {
+            self.greeted = true;
+            self.shared.sessions_begun.fetch_add(1, Ordering::SeqCst);
+            let open = self.shared.sessions_open.fetch_add(1, Ordering::SeqCst) + 1;
+            self.shared
+                .most_sessions_at_once
+                .fetch_max(open, Ordering::SeqCst);
+        }
+        response::OK
+    }
+
     fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
         if self.shared.refusing() {
             return refused();

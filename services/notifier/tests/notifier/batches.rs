@@ -65,6 +65,18 @@ async fn a_burst_of_results_is_mailed_in_batches_each_mail_once() {
         batches < batched,
         "results were gathered: {batches} batches for {batched} results"
     );
+    // A batch's 64 mails wait for the notifier's eight connections rather than each opening
+    // one, and the connections carry mail after mail.
+    assert!(
+        stack.mail.most_sessions_at_once() <= 8,
+        "{} SMTP sessions at once",
+        stack.mail.most_sessions_at_once()
+    );
+    assert!(
+        stack.mail.sessions_begun() <= 8,
+        "{} SMTP sessions for 80 mails",
+        stack.mail.sessions_begun()
+    );
 }
 
 #[tokio::test]
