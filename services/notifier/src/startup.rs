@@ -93,7 +93,11 @@ impl Application {
         // batched), so that consumer takes no more at once than the pool can serve beside the
         // results' batches.
         let alerts_amqp = platform::config::AmqpSettings {
-            prefetch: alerts_prefetch(amqp.prefetch, shared.database.max_connections),
+            prefetch: alerts_prefetch(
+                amqp.prefetch,
+                shared.database.max_connections,
+                self.settings.batch.max_running,
+            ),
             ..amqp.clone()
         };
         let alerts = Worker::for_messages(
@@ -134,9 +138,10 @@ impl Application {
 }
 
 /// The dead-letter consumer's prefetch: the configured one, but at most the pool's connections
-/// less two (one for the results' batch, one spare), and at least one.
-fn alerts_prefetch(prefetch: u16, max_connections: u32) -> u16 {
-    let room = u16::try_from(max_connections.saturating_sub(2)).unwrap_or(u16::MAX);
+/// less one for each running batch of results, and at least one.
+fn alerts_prefetch(prefetch: u16, max_connections: u32, running_batches: usize) -> u16 {
+    let batches = u32::try_from(running_batches).unwrap_or(u32::MAX);
+    let room = u16::try_from(max_connections.saturating_sub(batches)).unwrap_or(u16::MAX);
     prefetch.min(room).max(1)
 }
 
@@ -146,8 +151,8 @@ mod tests {
 
     #[test]
     fn the_alerts_take_no_more_at_once_than_the_pool_serves() {
-        assert_eq!(alerts_prefetch(64, 10), 8);
-        assert_eq!(alerts_prefetch(4, 10), 4);
-        assert_eq!(alerts_prefetch(64, 2), 1);
+        assert_eq!(alerts_prefetch(128, 10, 4), 6);
+        assert_eq!(alerts_prefetch(4, 10, 4), 4);
+        assert_eq!(alerts_prefetch(128, 2, 4), 1);
     }
 }
