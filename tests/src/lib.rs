@@ -414,11 +414,15 @@ pub fn notifier_settings(
     mail: &MailSink,
 ) -> notifier::Settings {
     let mut shared = shared_settings(database, amqp, retry, notifier::SCHEMA);
-    // As deployed: the results in hand wait for their batch without a database connection.
+    // As deployed: the results in hand wait for their batch without a database connection, and
+    // the notifier runs more batches at once than the shared default.
     shared.amqp.prefetch = notifier::settings::DEFAULT_PREFETCH;
     notifier::Settings {
         retention: Default::default(),
-        batch: Default::default(),
+        batch: platform::batch::BatchSettings {
+            max_running: notifier::settings::DEFAULT_MAX_RUNNING,
+            ..Default::default()
+        },
         shared,
         smtp: SmtpSettings {
             host: mail.host(),

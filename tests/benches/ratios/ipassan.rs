@@ -28,7 +28,7 @@ pub async fn ipassan_ratio(n: usize) -> Vec<Row> {
     let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
     let (db, broker, raw) = fresh_with_raw_median(&events).await;
     let sim = ipassan_sim::spawn().await.unwrap();
-    let batch = bench_batch_settings();
+    let batch = bench_batch_settings(BatchSettings::default());
     let batched = ipassan_sync_run(&db, &broker, &sim, &events, batch).await;
     let row = Row::ratio("ipassan-sync", "msg/s", batched, raw, 30.0);
 

@@ -38,7 +38,10 @@ pub async fn notifier_ratio(n: usize) -> Vec<Row> {
     println!("notifier ({n} visitor_access.granted, two mails each):");
     let events: Vec<Envelope> = (0..n).map(visitor_access_granted).collect();
     let (db, broker, raw) = fresh_with_raw_median(&events).await;
-    let batch = bench_batch_settings();
+    let batch = bench_batch_settings(BatchSettings {
+        max_running: notifier::settings::DEFAULT_MAX_RUNNING,
+        ..BatchSettings::default()
+    });
     let batched = notifier_run(&db, &broker, &events, batch).await;
     let row = Row::ratio("notifier", "msg/s", batched, raw, 30.0);
 
@@ -92,7 +95,7 @@ async fn notifier_run(
 }
 
 /// The least any worker of the notifier's kind must do per result: consume (the notifier's
-/// prefetch of 64, a task per message), compose its two mails (the notifier's own templates, so
+/// prefetch, a task per message), compose its two mails (the notifier's own templates, so
 /// the same bytes cross SMTP), send both at once over pooled SMTP connections, one durable row
 /// in PostgreSQL (that the mails went), ack. No lock, claim, dedup, order or retries. The mails
 /// go through the notifier's `Mailer` rather than lettre's transport: the latter leaves Nagle's
@@ -120,7 +123,8 @@ async fn notifier_floor(db: &TestDb, broker: &TestBroker, events: &[Envelope]) -
     let settings = tests::notifier_settings(database, amqp, retry, &mail);
     let mailer = notifier::mailer::Mailer::new(&settings.smtp).unwrap();
     let ops = settings.ops.alert_email.clone();
-    let mut consumer = consume_with_prefetch(&channel, queue, 64).await;
+    let mut consumer =
+        consume_with_prefetch(&channel, queue, notifier::settings::DEFAULT_PREFETCH).await;
     let cpu = CpuMeter::start(&db.name);
     let started = Instant::now();
     let spawner_pool = pool.clone();

@@ -49,7 +49,7 @@ pub async fn salto_ratio(n: usize) -> Vec<Row> {
         .map(|i| facility_booking_created(i, levels))
         .collect();
     let (db, broker, raw) = fresh_with_raw_median(&events).await;
-    let batch = bench_batch_settings();
+    let batch = bench_batch_settings(BatchSettings::default());
     let batched = salto_sync_run(&db, &broker, &events, levels, batch).await;
     let row = Row::ratio("salto-sync", "msg/s", batched, raw, 15.0);
 

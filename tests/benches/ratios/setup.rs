@@ -83,10 +83,11 @@ pub fn worker_settings(
     (database, amqp(broker), RetrySettings::default())
 }
 
-/// The batch settings of a worker row: the defaults, or `BENCH_BATCH_MESSAGES` /
+/// The batch settings of a worker row: the service's `defaults`, or `BENCH_BATCH_MESSAGES` /
 /// `BENCH_BATCH_RUNNING`.
-pub fn bench_batch_settings() -> platform::batch::BatchSettings {
-    let defaults = platform::batch::BatchSettings::default();
+pub fn bench_batch_settings(
+    defaults: platform::batch::BatchSettings,
+) -> platform::batch::BatchSettings {
     platform::batch::BatchSettings {
         max_messages: env_parsed("BENCH_BATCH_MESSAGES").unwrap_or(defaults.max_messages),
         max_running: env_parsed("BENCH_BATCH_RUNNING").unwrap_or(defaults.max_running),
