@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 /// Relay tuning (`CONNECX__OUTBOX__*`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct OutboxSettings {
-    /// How often the relay looks for rows even without a notification.
+    /// How often the relay looks for rows without being woken: what a replica that stopped
+    /// between its commit and its relay's round left is found here.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// Rows published per round. A round waits for the broker's confirms and then commits, so
