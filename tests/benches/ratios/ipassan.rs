@@ -9,7 +9,6 @@ use futures::StreamExt;
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
 use platform::batch::BatchSettings;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
 use testkit::{TestBroker, TestDb};
 use tests::{IPASSAN_SITE, json_answer};
@@ -17,8 +16,8 @@ use tests::{IPASSAN_SITE, json_answer};
 use crate::common::consume_with_prefetch;
 use crate::cpu::CpuMeter;
 use crate::setup::{
-    DEFAULT_PREFETCH, WORKER_POOL, bench_batch_settings, bench_worker_overrides, expect_results,
-    fill_quorum_queue, fill_worker_queue, fresh_with_raw_median, measure_service,
+    DEFAULT_PREFETCH, bench_batch_settings, bench_worker_overrides, expect_results,
+    fill_worker_queue, floor_setup, fresh_with_raw_median, measure_service,
     visitor_booking_created, worker_settings,
 };
 use crate::table::Row;
@@ -88,21 +87,15 @@ async fn ipassan_floor(
 ) -> f64 {
     let queue = "bench.floor";
     let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
-    let bodies: Vec<Vec<u8>> = events.iter().map(Envelope::to_json).collect();
-    let (connection, channel) = fill_quorum_queue(broker, "bench.floor.fill", queue, &bodies).await;
-    let options: PgConnectOptions = db.url.parse().unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(WORKER_POOL)
-        .connect_with(options)
-        .await
-        .unwrap();
-    sqlx::query(
+    let (connection, channel, pool) = floor_setup(
+        db,
+        broker,
+        queue,
+        &events,
         "CREATE TABLE bench_floor (booking_id uuid PRIMARY KEY, version bigint NOT NULL,
                                    envelope jsonb NOT NULL)",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     let http = reqwest::Client::new();
     let token = json_answer(http.post(format!("{}/api/v1/token", sim.base_url)).form(&[
         ("grant_type", "client_credentials"),

@@ -9,7 +9,6 @@ use contracts::{Envelope, Event, VisitorAccessResult};
 use futures::StreamExt;
 use lapin::options::BasicAckOptions;
 use platform::batch::BatchSettings;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use testkit::mail_sink::MailSink;
 use testkit::{TestBroker, TestDb};
 use uuid::Uuid;
@@ -17,8 +16,8 @@ use uuid::Uuid;
 use crate::common::consume_with_prefetch;
 use crate::cpu::CpuMeter;
 use crate::setup::{
-    DEFAULT_PREFETCH, WORKER_POOL, bench_batch_settings, bench_worker_overrides, fill_quorum_queue,
-    fill_worker_queue, fresh_with_raw_median, measure_service, visitor_booking, worker_settings,
+    DEFAULT_PREFETCH, bench_batch_settings, bench_worker_overrides, fill_worker_queue, floor_setup,
+    fresh_with_raw_median, measure_service, visitor_booking, worker_settings,
 };
 use crate::table::Row;
 
@@ -104,20 +103,14 @@ async fn notifier_run(
 async fn notifier_floor(db: &TestDb, broker: &TestBroker, events: &[Envelope]) -> f64 {
     let n = events.len();
     let queue = "bench.notifier.floor";
-    let bodies: Vec<Vec<u8>> = events.iter().map(Envelope::to_json).collect();
-    let (connection, channel) = fill_quorum_queue(broker, "bench.floor.fill", queue, &bodies).await;
-    let options: PgConnectOptions = db.url.parse().unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(WORKER_POOL)
-        .connect_with(options)
-        .await
-        .unwrap();
-    sqlx::query(
+    let (connection, channel, pool) = floor_setup(
+        db,
+        broker,
+        queue,
+        events,
         "CREATE TABLE bench_notifier_floor (booking_id uuid PRIMARY KEY, mails int NOT NULL)",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     let mail = MailSink::start();
     let (database, amqp, retry) = worker_settings(db, broker);
     let settings = tests::notifier_settings(database, amqp, retry, &mail);

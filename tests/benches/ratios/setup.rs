@@ -281,6 +281,28 @@ pub async fn fill_quorum_queue(
     (connection, channel)
 }
 
+/// What a floor row starts from, untimed: `events` in a fresh quorum `queue` (the connection and
+/// a channel to consume them), and a pool of a worker's size on `db` where `create_table` made
+/// the floor's one table.
+pub async fn floor_setup(
+    db: &TestDb,
+    broker: &TestBroker,
+    queue: &str,
+    events: &[Envelope],
+    create_table: &'static str,
+) -> (lapin::Connection, Channel, PgPool) {
+    let bodies: Vec<Vec<u8>> = events.iter().map(Envelope::to_json).collect();
+    let (connection, channel) = fill_quorum_queue(broker, "bench.floor.fill", queue, &bodies).await;
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(WORKER_POOL)
+        .connect_with(options)
+        .await
+        .unwrap();
+    sqlx::query(create_table).execute(&pool).await.unwrap();
+    (connection, channel, pool)
+}
+
 /// Runs `future` (a service's `run_until_stopped`) until the returned token is cancelled.
 pub fn run_service<F>(
     run: impl FnOnce(CancellationToken) -> F,
