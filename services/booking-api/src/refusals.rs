@@ -207,8 +207,8 @@ impl RefusedRequest {
 }
 
 /// Puts the managers' email about `request` in the outbox, unless they were told of the same
-/// missing thing today (building-local) already. Returns whether it was queued (the caller then wakes the relay). Its own
-/// transaction: the refused booking itself was rolled back.
+/// missing thing today (building-local) already. Returns whether it was queued (the caller then
+/// wakes the relay). Its own transaction: the refused booking itself was rolled back.
 pub async fn tell_managers(pool: &PgPool, request: RefusedRequest) -> Result<bool, TellError> {
     let zone = request.building.zone().map_err(TellError::Zone)?;
     let today = Utc::now().with_timezone(&zone).date_naive();
