@@ -56,6 +56,9 @@ impl Application {
         let shared = &settings.shared;
         let pool = platform::db::connect_and_migrate(&shared.database, SCHEMA, &MIGRATOR).await?;
         let mailer = Mailer::new(&settings.smtp)?;
+        settings
+            .batch
+            .warn_unless_pool_holds(shared.database.max_connections, shared.amqp.prefetch);
         let health = platform::health::HealthServer::bind(&shared.health).await?;
         Ok(Self {
             settings,
