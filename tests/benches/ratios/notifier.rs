@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::common::consume_with_prefetch;
 use crate::cpu::CpuMeter;
 use crate::setup::{
-    DEFAULT_PREFETCH, bench_batch_settings, bench_worker_overrides, fill_worker_queue, floor_setup,
-    fresh_with_raw_median, measure_service, visitor_booking, worker_settings,
+    bench_batch_settings, bench_batching, fill_worker_queue, floor_setup, fresh_with_raw_median,
+    measure_service, visitor_booking, worker_settings,
 };
 use crate::table::Row;
 
@@ -72,13 +72,7 @@ async fn notifier_run(
     fill_worker_queue(broker, &contracts::NOTIFIER_QUEUE, events).await;
     let (database, amqp, retry) = worker_settings(db, broker);
     let mut settings = tests::notifier_settings(database, amqp, retry, &mail);
-    settings.batch = batch;
-    if !batch.batching() {
-        // Alone, as before batching: the shared prefetch, each message in flight holding a
-        // database connection (the pool is the prefetch + 2).
-        settings.shared.amqp.prefetch = DEFAULT_PREFETCH;
-    }
-    bench_worker_overrides(&mut settings.shared.amqp, None);
+    bench_batching(&mut settings.batch, batch, &mut settings.shared.amqp, None);
     let app = notifier::Application::build(settings).await.unwrap();
     let done = async {
         let mails = mail.wait_for(2 * n, Duration::from_secs(300)).await;

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::common::{BENCH_FACILITIES, bench_apartment, bench_facility, booked_by_manager};
 use crate::setup::{
-    DEFAULT_PREFETCH, bench_batch_settings, bench_worker_overrides, building, evening_window,
-    expect_results, fill_worker_queue, fresh_with_raw_median, measure_service, worker_settings,
+    bench_batch_settings, bench_batching, building, evening_window, expect_results,
+    fill_worker_queue, fresh_with_raw_median, measure_service, worker_settings,
 };
 use crate::table::Row;
 
@@ -93,13 +93,12 @@ async fn salto_sync_run(
     fill_worker_queue(broker, &contracts::SALTO_SYNC_QUEUE, events).await;
     let (database, amqp, retry) = worker_settings(db, broker);
     let mut settings = tests::salto_sync_settings(database, amqp, retry, &sim);
-    settings.batch = batch;
-    if !batch.batching() {
-        // Alone, as before batching: the shared prefetch, each message in flight holding a
-        // database connection (the pool is the prefetch + 2).
-        settings.shared.amqp.prefetch = DEFAULT_PREFETCH;
-    }
-    bench_worker_overrides(&mut settings.shared.amqp, Some(&mut settings.connections));
+    bench_batching(
+        &mut settings.batch,
+        batch,
+        &mut settings.shared.amqp,
+        Some(&mut settings.connections),
+    );
     let app = salto_sync::Application::build(settings).await.unwrap();
     let done = expect_results(&mut results, n, "facility_access.granted.v1");
     let run = |stop| app.run_until_stopped(stop);

@@ -108,6 +108,22 @@ pub fn bench_worker_overrides(
     }
 }
 
+/// A worker row batching as `batch` says, into the worker's `batching` settings: a row without
+/// batching runs at the shared prefetch, as before batching (each message in flight holding a
+/// database connection: the pool is the prefetch + 2); then [`bench_worker_overrides`].
+pub fn bench_batching(
+    batching: &mut platform::batch::BatchSettings,
+    batch: platform::batch::BatchSettings,
+    amqp: &mut AmqpSettings,
+    connections: Option<&mut platform::bulkhead::ConnectionSettings>,
+) {
+    *batching = batch;
+    if !batch.batching() {
+        amqp.prefetch = DEFAULT_PREFETCH;
+    }
+    bench_worker_overrides(amqp, connections);
+}
+
 fn env_parsed<T: std::str::FromStr>(key: &str) -> Option<T> {
     std::env::var(key).ok().and_then(|v| v.parse().ok())
 }
