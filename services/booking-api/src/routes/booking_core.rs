@@ -108,7 +108,15 @@ pub trait BookingRoutes: Send + Sync + 'static {
 /// A booking as a change left it, and the event that announces the change.
 pub struct Changed<R> {
     pub row: R,
-    pub event: Envelope,
+    pub event: Announcement,
+}
+
+/// The event of a change, as the change leaves it to the core.
+pub enum Announcement {
+    /// The core stores it in the outbox, in the change's transaction.
+    ToStore(Box<Envelope>),
+    /// The change's own statement stored it already (a visit's creation: one round trip fewer).
+    Stored,
 }
 
 /// Why a change of a booking is not made. Either way nothing is stored.
@@ -284,7 +292,9 @@ async fn commit<K: BookingRoutes>(
 ) -> Result<K::Row, Problem> {
     match changed {
         Ok(Changed { row, event }) => {
-            crate::outbox::enqueue(&mut tx, &event).await?;
+            if let Announcement::ToStore(event) = event {
+                crate::outbox::enqueue(&mut tx, &event).await?;
+            }
             tx.commit().await?;
             app.relay_wake.committed();
             K::log_committed(change, &row);

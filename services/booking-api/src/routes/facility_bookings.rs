@@ -15,7 +15,9 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::booking_core::{self, BookingRoutes, BookingState, Changed, Refusal, window_problem};
+use super::booking_core::{
+    self, Announcement, BookingRoutes, BookingState, Changed, Refusal, window_problem,
+};
 use super::registered_building;
 use crate::auth::{BuildingRole, Caller};
 use crate::domain::access::AccessStatus;
@@ -247,7 +249,10 @@ impl FacilityAndApartment {
             &row,
             booker.as_ref(),
         )?;
-        Ok(Changed { row, event })
+        Ok(Changed {
+            row,
+            event: Announcement::ToStore(Box::new(event)),
+        })
     }
 }
 

@@ -13,7 +13,9 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::booking_core::{self, BookingRoutes, BookingState, Changed, Refusal, window_problem};
+use super::booking_core::{
+    self, Announcement, BookingRoutes, BookingState, Changed, Refusal, window_problem,
+};
 use super::building_not_registered;
 use crate::auth::{BuildingRole, Caller};
 use crate::domain::access::AccessStatus;
@@ -316,7 +318,10 @@ fn announced(
     row: VisitorBookingRow,
 ) -> Result<Changed<VisitorBookingRow>, Problem> {
     let event = snapshot::visitor_envelope(change, building, resident, &row)?;
-    Ok(Changed { row, event })
+    Ok(Changed {
+        row,
+        event: Announcement::ToStore(Box::new(event)),
+    })
 }
 
 /// Visitor bookings in the shared booking core.
@@ -398,10 +403,18 @@ impl BookingRoutes for VisitorBookings {
             visitor_email: &request.visitor_email,
             provide_access: request.provide_access,
         };
-        let row = store::insert_within_limit(conn, &new, app.limits.max_live_bookings)
-            .await?
-            .ok_or_else(|| booking_core::too_many_live_bookings::<Self>(&app.limits))?;
-        Ok(announced(Change::Created, &building, &resident, row)?)
+        // The event is made before the row is stored: the row is known in full (a new visit's
+        // version, state and access), and one statement then stores both.
+        let row = new.stored_row();
+        let event = snapshot::visitor_envelope(Change::Created, &building, &resident, &row)?;
+        let max_live = app.limits.max_live_bookings;
+        if !store::insert_within_limit(conn, &new, max_live, &event).await? {
+            return Err(booking_core::too_many_live_bookings::<Self>(&app.limits).into());
+        }
+        Ok(Changed {
+            row,
+            event: Announcement::Stored,
+        })
     }
 
     async fn reschedule(

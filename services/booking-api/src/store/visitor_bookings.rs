@@ -1,11 +1,13 @@
 //! `visitor_bookings`: the booking, its version, and the latest access outcome (with the PIN).
 
+use contracts::Envelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::bookings::{BookingRow, BookingTable, NewBooking, booking_columns, returning};
 use crate::domain::access::{AccessOutcome, AccessStatus, AppliedResult, BookingKind};
 use crate::domain::window::BookingWindow;
+use crate::outbox::{bind_outbox_row, outbox_columns};
 
 /// A stored visitor booking. No `Debug`: the row holds the PIN, which must never be logged.
 #[derive(Clone, sqlx::FromRow)]
@@ -41,47 +43,88 @@ pub struct NewVisitorBooking<'a> {
     pub provide_access: bool,
 }
 
-/// Inserts `visit` unless its resident already holds `max_live` live visits (booked, not yet
-/// ended): `None` then. The count and the insert are one statement; the caller holds
-/// [`live_visits_lock`], taken in an earlier statement, so this statement's snapshot already
-/// sees every creation that held the lock before. Counting stops at `max_live` (more cannot
-/// change the answer), which keeps its cost bounded.
+impl NewVisitorBooking<'_> {
+    /// The row [`insert_within_limit`] stores for this visit, as reading it back would give it:
+    /// version 1, booked, its access pending when asked for, no PIN yet.
+    pub fn stored_row(&self) -> VisitorBookingRow {
+        let booking = &self.booking;
+        VisitorBookingRow {
+            booking: BookingRow {
+                id: booking.id,
+                building_id: booking.building_id.to_owned(),
+                starts_at: booking.window.starts_at(),
+                ends_at: booking.window.ends_at(),
+                state: super::state_to_stored(contracts::BookingState::Booked).to_owned(),
+                version: 1,
+                access_status: self.access_status().as_str().to_owned(),
+                access_reason_code: None,
+                access_reason: None,
+                booked_by_user_id: booking.booked_by_user_id.to_owned(),
+                booked_by_role: super::role_to_stored(booking.booked_by_role).to_owned(),
+            },
+            resident_id: self.resident_id.to_owned(),
+            visitor_name: self.visitor_name.to_owned(),
+            visitor_email: self.visitor_email.to_owned(),
+            provide_access: self.provide_access,
+            access_pin: None,
+        }
+    }
+
+    fn access_status(&self) -> AccessStatus {
+        if self.provide_access {
+            AccessStatus::Pending
+        } else {
+            AccessStatus::NotRequested
+        }
+    }
+}
+
+/// Inserts `visit` ([`NewVisitorBooking::stored_row`]) and the event `announcing` it in the
+/// outbox, unless its resident already holds `max_live` live visits (booked, not yet ended):
+/// `false` then, and neither is stored.
+///
+/// The count, the booking and its outbox row are one statement (one round trip of a creation's
+/// four). The caller holds [`live_visits_lock`], taken in an earlier statement, so this
+/// statement's snapshot already sees every creation that held the lock before. Counting stops at
+/// `max_live` (more cannot change the answer), which keeps its cost bounded.
 pub async fn insert_within_limit(
     conn: &mut PgConnection,
     visit: &NewVisitorBooking<'_>,
     max_live: u32,
-) -> Result<Option<VisitorBookingRow>, sqlx::Error> {
+    announcing: &Envelope,
+) -> Result<bool, sqlx::Error> {
     let booking = &visit.booking;
-    let status = if visit.provide_access {
-        AccessStatus::Pending
-    } else {
-        AccessStatus::NotRequested
-    };
-    sqlx::query_as(returning::<VisitorBookingRow>(
-        "INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name, visitor_email,
-             provide_access, starts_at, ends_at, state, version, access_status,
-             booked_by_user_id, booked_by_role)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'booked', 1, $9, $10, $11
-          WHERE (SELECT count(*) FROM (
-                     SELECT 1 FROM visitor_bookings
-                      WHERE building_id = $2 AND resident_id = $3 AND state = 'booked'
-                        AND ends_at > now()
-                      LIMIT $12) AS live) < $12",
-    ))
-    .bind(booking.id)
-    .bind(booking.building_id)
-    .bind(visit.resident_id)
-    .bind(visit.visitor_name)
-    .bind(visit.visitor_email)
-    .bind(visit.provide_access)
-    .bind(booking.window.starts_at())
-    .bind(booking.window.ends_at())
-    .bind(status.as_str())
-    .bind(booking.booked_by_user_id)
-    .bind(super::role_to_stored(booking.booked_by_role))
-    .bind(i64::from(max_live))
-    .fetch_optional(conn)
-    .await
+    let insert = concat!(
+        "WITH booked AS (
+             INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name,
+                 visitor_email, provide_access, starts_at, ends_at, state, version, access_status,
+                 booked_by_user_id, booked_by_role)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'booked', 1, $9, $10, $11
+              WHERE (SELECT count(*) FROM (
+                         SELECT 1 FROM visitor_bookings
+                          WHERE building_id = $2 AND resident_id = $3 AND state = 'booked'
+                            AND ends_at > now()
+                          LIMIT $12) AS live) < $12
+             RETURNING 1)
+         INSERT INTO outbox (",
+        outbox_columns!(),
+        ") SELECT $13, $14, $15, $16, $17 FROM booked"
+    );
+    let query = sqlx::query(insert)
+        .bind(booking.id)
+        .bind(booking.building_id)
+        .bind(visit.resident_id)
+        .bind(visit.visitor_name)
+        .bind(visit.visitor_email)
+        .bind(visit.provide_access)
+        .bind(booking.window.starts_at())
+        .bind(booking.window.ends_at())
+        .bind(visit.access_status().as_str())
+        .bind(booking.booked_by_user_id)
+        .bind(super::role_to_stored(booking.booked_by_role))
+        .bind(i64::from(max_live));
+    let stored = bind_outbox_row(query, announcing).execute(conn).await?;
+    Ok(stored.rows_affected() == 1)
 }
 
 /// Moves the window: a new version whose access (if asked for) is pending again. The PIN stays:

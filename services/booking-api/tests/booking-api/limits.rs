@@ -124,7 +124,10 @@ async fn a_resident_holds_at_most_the_limit_of_live_bookings_of_each_kind() {
         let (starts_at, ends_at) = local_tomorrow(hour, hour + 1);
         let visit = visit_between(&starts_at, &ends_at);
         let created = app.book("/v1/visitor-bookings", &ana, visit).await;
-        ids.push(booking_path("/v1/visitor-bookings", &created));
+        let path = booking_path("/v1/visitor-bookings", &created);
+        // The answer is the booking as stored.
+        assert_eq!(body(app.get(&path, &ana).await).await, created);
+        ids.push(path);
     }
     let (starts_at, ends_at) = local_tomorrow(16, 17);
     let later = visit_between(&starts_at, &ends_at);
@@ -169,6 +172,7 @@ async fn concurrent_creations_never_pass_the_live_bookings_limit_together() {
     .await;
     app.seed().await;
     let ana = app.resident_ana();
+    let outbox_before = app.outbox_rows().await;
     let requests = (0..12).map(|n| {
         let (starts_at, ends_at) = local_tomorrow(6 + n, 7 + n);
         app.post(
@@ -181,6 +185,9 @@ async fn concurrent_creations_never_pass_the_live_bookings_limit_together() {
     let created = answers.iter().filter(|a| a.status() == 201).count();
     let refused = answers.iter().filter(|a| a.status() == 422).count();
     assert_eq!((created, refused), (5, 7));
+    // A creation stores its booking and its event in one statement: a refused one neither.
+    assert_eq!(app.rows("visitor_bookings").await, 5);
+    assert_eq!(app.outbox_rows().await, outbox_before + 5);
 }
 
 #[tokio::test]
