@@ -2,13 +2,16 @@
 //! residents, [`CONCURRENCY`] at a time, against the raw transaction that stores the same two
 //! rows. Target ≥ 60 %. For information: the same create with the relay looking again as soon as
 //! a round ends (before `CONNECX__OUTBOX__LINGER_MS`), booking-api's former statements without
-//! HTTP, the same work in four statements, and the floor: those four behind a bare axum handler.
+//! HTTP, the same work in four statements, and the floors: those four behind a bare axum handler,
+//! and the same with booking-api's relay publishing their events.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use booking_api::outbox::{OutboxSettings, Relay, RelayWake};
 use contracts::{Envelope, Event, Role};
+use platform::amqp::Publisher;
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -23,7 +26,7 @@ use crate::common::{
 };
 use crate::cpu::CpuMeter;
 use crate::setup::{
-    BUILDING, DEFAULT_POOL, RAW_RUNS, booking_api_settings, declare_event_sink, median,
+    BUILDING, DEFAULT_POOL, RAW_RUNS, amqp, booking_api_settings, declare_event_sink, median,
     run_service, token, visitor_booking_created, wait_for_none,
 };
 use crate::table::Row;
@@ -79,7 +82,8 @@ pub async fn create_ratio(n: usize) -> Vec<Row> {
     )
     .await;
     let http = reqwest::Client::new();
-    let bare_http = bare_http_rate(&db, raw_pool.clone(), &http, n).await;
+    let bare_http = bare_http_rate(&db, raw_pool.clone(), &http, n, None).await;
+    let bare_published = bare_http_rate(&db, raw_pool.clone(), &http, n, Some(&broker)).await;
     raw_pool.close().await;
 
     // Before: a relay that looks again as soon as a round ends; after: as shipped, it lingers
@@ -102,7 +106,13 @@ pub async fn create_ratio(n: usize) -> Vec<Row> {
         raw,
         "/s",
     );
-    vec![row, before, statements, fewer, floor]
+    let floor_published = Row::floor(
+        "  floor: the same, its events published",
+        bare_published,
+        raw,
+        "/s",
+    );
+    vec![row, before, statements, fewer, floor, floor_published]
 }
 
 /// `POST /v1/visitor-bookings` `n` times, [`CONCURRENCY`] at a time, spread over the
@@ -445,33 +455,63 @@ where
 
 /// The least an HTTP create can cost here: [`fewer_create_statements`] behind a bare axum handler
 /// (booking-api's server crate) that reads the JSON body and answers 201 with a small JSON body —
-/// no token, no validation, no limits, no relay — POSTed by the same client, [`CONCURRENCY`] at
-/// a time; per second.
-async fn bare_http_rate(db: &TestDb, pool: PgPool, http: &reqwest::Client, n: usize) -> f64 {
+/// no token, no validation, no limits — POSTed by the same client, [`CONCURRENCY`] at a time; per
+/// second. With `relay`, booking-api's outbox relay (its shipped settings, on the same pool)
+/// publishes the events meanwhile, woken after each commit as booking-api's requests wake it;
+/// without, nothing is published.
+async fn bare_http_rate(
+    db: &TestDb,
+    pool: PgPool,
+    http: &reqwest::Client,
+    n: usize,
+    relay: Option<&TestBroker>,
+) -> f64 {
     use axum::extract::{Json as Body, State};
     use axum::http::StatusCode;
 
     async fn create(
-        State((pool, next)): State<(PgPool, Arc<AtomicUsize>)>,
+        State((pool, next, wake)): State<(PgPool, Arc<AtomicUsize>, RelayWake)>,
         Body(body): Body<serde_json::Value>,
     ) -> (StatusCode, Body<serde_json::Value>) {
         let i = next.fetch_add(1, Ordering::Relaxed);
         fewer_create_statements(pool, i).await;
+        wake.committed();
         (
             StatusCode::CREATED,
             Body(json!({"visitor": body["visitor"], "state": "booked"})),
         )
     }
 
+    // The earlier rows' events are not this row's to publish.
+    sqlx::query("TRUNCATE outbox").execute(&pool).await.unwrap();
+    let wake = RelayWake::default();
+    let stop = CancellationToken::new();
+    let relay = match relay {
+        Some(broker) => {
+            let publisher = Publisher::new(&amqp(broker), "bench.bare-relay");
+            publisher.check().await.unwrap();
+            let relay = Relay::new(
+                pool.clone(),
+                publisher,
+                wake.clone(),
+                OutboxSettings::default(),
+            );
+            Some(tokio::spawn(relay.run(stop.clone())))
+        }
+        None => None,
+    };
+    let label = match relay {
+        Some(_) => "those statements behind a bare handler, events published",
+        None => "those statements behind a bare handler",
+    };
     let app = axum::Router::new()
         .route("/v1/visitor-bookings", axum::routing::post(create))
-        .with_state((pool, Arc::new(AtomicUsize::new(0))));
+        .with_state((pool.clone(), Arc::new(AtomicUsize::new(0)), wake));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/v1/visitor-bookings",
         listener.local_addr().unwrap()
     );
-    let stop = CancellationToken::new();
     let server = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -495,10 +535,19 @@ async fn bare_http_rate(db: &TestDb, pool: PgPool, http: &reqwest::Client, n: us
         }
     })
     .await;
-    println!(
-        "{}",
-        cpu.report("those statements behind a bare handler", n)
-    );
+    println!("{}", cpu.report(label, n));
+    if let Some(relay) = relay {
+        wait_for_none(
+            &pool,
+            "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            |unsent| format!("the relay left {unsent} events unpublished"),
+        )
+        .await;
+        stop.cancel();
+        relay.await.unwrap();
+    }
     stop.cancel();
     server.await.unwrap();
     rate
