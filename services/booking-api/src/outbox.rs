@@ -112,8 +112,8 @@ macro_rules! outbox_columns {
 }
 pub(crate) use outbox_columns;
 
-/// Binds the outbox row of `envelope` ([`outbox_columns`], five parameters) after those `query`
-/// has: the event, and the trace of the work in hand.
+/// Binds the outbox row of `envelope` — five parameters in [`outbox_columns`]' order, the event
+/// and the trace of the work in hand — after the parameters `query` already has.
 pub fn bind_outbox_row<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     envelope: &'q Envelope,

@@ -265,8 +265,8 @@ pub async fn connect_pool(
 ///
 /// sqlx checks each connection with a round trip before handing it out, and again when it comes
 /// back. Under load a connection comes back and goes out again within milliseconds, and the check
-/// on its way back has just shown it alive: the second round trip is one of six in a booking's
-/// creation. A connection idle longer is still checked, and replaced when the check fails (a
+/// on its way back has just shown it alive: the check before handing it out would be one of the
+/// five round trips of a booking's creation. A connection idle longer is still checked, and replaced when the check fails (a
 /// server that restarted, a session an administrator ended). One that died within the last second
 /// all the same fails its statement as any lost connection does (booking-api answers 503, a
 /// worker retries), and is dropped on its way back.
