@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
 
 use crate::config::{ConfigError, DatabaseSettings, MigrateSettings, redact_url};
 
@@ -247,30 +247,10 @@ pub async fn connect_pool(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(false)
-        .before_acquire(|connection, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= CHECK_AFTER_IDLE {
-                    connection.ping().await?;
-                }
-                Ok(true)
-            })
-        })
         .connect_with(options.options([("search_path", schema)]))
         .await
         .map_err(|source| DbError::Connect { url, source })
 }
-
-/// How long a pooled connection may lie idle and still be handed out without a check.
-///
-/// sqlx checks each connection with a round trip before handing it out, and again when it comes
-/// back. Under load a connection comes back and goes out again within milliseconds, and the check
-/// on its way back has just shown it alive: the check before handing it out would be one of the
-/// five round trips of a booking's creation. A connection idle longer is still checked, and replaced when the check fails (a
-/// server that restarted, a session an administrator ended). One that died within the last second
-/// all the same fails its statement as any lost connection does (booking-api answers 503, a
-/// worker retries), and is dropped on its way back.
-const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 async fn run_migrations(
     pool: &PgPool,
