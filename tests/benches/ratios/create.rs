@@ -172,14 +172,7 @@ async fn api_create_rate(
     .await;
     println!("{}", cpu.report(label, n));
     // The relay published every event meanwhile (into a sink queue): nothing was refused.
-    wait_for_none(
-        &check,
-        "SELECT count(*) FROM outbox WHERE sent_at IS NULL OR attempts > 1",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |unsent| format!("{unsent} events not published once"),
-    )
-    .await;
+    all_published_once(&check).await;
     check.close().await;
     stop.cancel();
     running.await.unwrap();
@@ -213,6 +206,18 @@ async fn as_history(pool: &PgPool) {
     .execute(pool)
     .await
     .unwrap();
+}
+
+/// Waits until the relay has published every stored event, each at its first attempt.
+async fn all_published_once(pool: &PgPool) {
+    wait_for_none(
+        pool,
+        "SELECT count(*) FROM outbox WHERE sent_at IS NULL OR attempts > 1",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |unsent| format!("{unsent} events not published once"),
+    )
+    .await;
 }
 
 /// booking-api with `settings`, running: its URL, and the token and task that stop it.
@@ -537,14 +542,7 @@ async fn bare_http_rate(
     .await;
     println!("{}", cpu.report(label, n));
     if let Some(relay) = relay {
-        wait_for_none(
-            &pool,
-            "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            |unsent| format!("the relay left {unsent} events unpublished"),
-        )
-        .await;
+        all_published_once(&pool).await;
         stop.cancel();
         relay.await.unwrap();
     }
