@@ -408,7 +408,7 @@ impl BookingRoutes for VisitorBookings {
         let row = new.stored_row();
         let event = snapshot::visitor_envelope(Change::Created, &building, &resident, &row)?;
         let max_live = app.limits.max_live_bookings;
-        if !store::insert_within_limit(conn, &new, max_live, &event).await? {
+        if !store::insert_within_limit(conn, &row, max_live, &event).await? {
             return Err(booking_core::too_many_live_bookings::<Self>(&app.limits).into());
         }
         Ok(Changed {

@@ -48,6 +48,11 @@ impl NewVisitorBooking<'_> {
     /// version 1, booked, its access pending when asked for, no PIN yet.
     pub fn stored_row(&self) -> VisitorBookingRow {
         let booking = &self.booking;
+        let access = if self.provide_access {
+            AccessStatus::Pending
+        } else {
+            AccessStatus::NotRequested
+        };
         VisitorBookingRow {
             booking: BookingRow {
                 id: booking.id,
@@ -56,7 +61,7 @@ impl NewVisitorBooking<'_> {
                 ends_at: booking.window.ends_at(),
                 state: super::state_to_stored(contracts::BookingState::Booked).to_owned(),
                 version: 1,
-                access_status: self.access_status().as_str().to_owned(),
+                access_status: access.as_str().to_owned(),
                 access_reason_code: None,
                 access_reason: None,
                 booked_by_user_id: booking.booked_by_user_id.to_owned(),
@@ -69,18 +74,10 @@ impl NewVisitorBooking<'_> {
             access_pin: None,
         }
     }
-
-    fn access_status(&self) -> AccessStatus {
-        if self.provide_access {
-            AccessStatus::Pending
-        } else {
-            AccessStatus::NotRequested
-        }
-    }
 }
 
-/// Inserts `visit` ([`NewVisitorBooking::stored_row`]) and the event `announcing` it in the
-/// outbox, unless its resident already holds `max_live` live visits (booked, not yet ended):
+/// Inserts `visit` (a new booking's row, [`NewVisitorBooking::stored_row`]) and the event
+/// `announcing` it in the outbox, unless its resident already holds `max_live` live visits (booked, not yet ended):
 /// `false` then, and neither is stored.
 ///
 /// The count, the booking and its outbox row are one statement (one round trip of a creation's
@@ -89,7 +86,7 @@ impl NewVisitorBooking<'_> {
 /// `max_live` (more cannot change the answer), which keeps its cost bounded.
 pub async fn insert_within_limit(
     conn: &mut PgConnection,
-    visit: &NewVisitorBooking<'_>,
+    visit: &VisitorBookingRow,
     max_live: u32,
     announcing: &Envelope,
 ) -> Result<bool, sqlx::Error> {
@@ -99,29 +96,31 @@ pub async fn insert_within_limit(
              INSERT INTO visitor_bookings (id, building_id, resident_id, visitor_name,
                  visitor_email, provide_access, starts_at, ends_at, state, version, access_status,
                  booked_by_user_id, booked_by_role)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'booked', 1, $9, $10, $11
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
               WHERE (SELECT count(*) FROM (
                          SELECT 1 FROM visitor_bookings
                           WHERE building_id = $2 AND resident_id = $3 AND state = 'booked'
                             AND ends_at > now()
-                          LIMIT $12) AS live) < $12
+                          LIMIT $14) AS live) < $14
              RETURNING 1)
          INSERT INTO outbox (",
         outbox_columns!(),
-        ") SELECT $13, $14, $15, $16, $17 FROM booked"
+        ") SELECT $15, $16, $17, $18, $19 FROM booked"
     );
     let query = sqlx::query(insert)
         .bind(booking.id)
-        .bind(booking.building_id)
-        .bind(visit.resident_id)
-        .bind(visit.visitor_name)
-        .bind(visit.visitor_email)
+        .bind(&booking.building_id)
+        .bind(&visit.resident_id)
+        .bind(&visit.visitor_name)
+        .bind(&visit.visitor_email)
         .bind(visit.provide_access)
-        .bind(booking.window.starts_at())
-        .bind(booking.window.ends_at())
-        .bind(visit.access_status().as_str())
-        .bind(booking.booked_by_user_id)
-        .bind(super::role_to_stored(booking.booked_by_role))
+        .bind(booking.starts_at)
+        .bind(booking.ends_at)
+        .bind(&booking.state)
+        .bind(booking.version)
+        .bind(&booking.access_status)
+        .bind(&booking.booked_by_user_id)
+        .bind(&booking.booked_by_role)
         .bind(i64::from(max_live));
     let stored = bind_outbox_row(query, announcing).execute(conn).await?;
     Ok(stored.rows_affected() == 1)
