@@ -300,6 +300,23 @@ pub fn converge_list(
     (wanted != current).then_some(list)
 }
 
+/// Of the entries a write is about to leave in an access level (`wanted`, the ledger's), the
+/// ones Salto does not show already (`salto`, its list as read under the lock): only these must
+/// be noted before the write. Should the transaction then not commit, an entry Salto showed
+/// before is still explained by whatever explained it before (the ledger as it was, or an
+/// earlier note); a new one is explained only by its note. A write that only removes entries
+/// (most of a night's clearing) notes nothing.
+pub fn entries_new_to_salto(
+    wanted: &[ZonePermission],
+    salto: &[ZonePermission],
+) -> Vec<ZonePermission> {
+    wanted
+        .iter()
+        .filter(|entry| !salto.contains(entry))
+        .cloned()
+        .collect()
+}
+
 /// The local date whose clearing is due at `local_now`: today's once the clearing time has passed,
 /// else yesterday's. Comparing wall-clock times makes DST harmless: a clearing time skipped by a
 /// spring-forward is passed at the first minute after the gap, and one repeated by a fall-back
@@ -562,6 +579,23 @@ mod tests {
                 &BTreeSet::new()
             ),
             Some(vec![lobby, gym])
+        );
+    }
+
+    #[test]
+    fn only_entries_salto_does_not_show_yet_are_noted_before_a_write() {
+        let games = permission("GAMES", 1, 7);
+        let gym = permission("GYM", 2, 8);
+        let moved_gym = permission("GYM", 3, 8);
+        // A clearing removing an ended entry: what stays is in Salto already.
+        assert!(
+            entries_new_to_salto(std::slice::from_ref(&gym), &[games.clone(), gym.clone()])
+                .is_empty()
+        );
+        // A new grant, and an entry whose period changes, are new to Salto.
+        assert_eq!(
+            entries_new_to_salto(&[games.clone(), moved_gym.clone()], &[gym, games]),
+            vec![moved_gym]
         );
     }
 

@@ -768,10 +768,15 @@ impl LedgerTransaction {
             }
         }
         let mut writes: Vec<(AccessLevelKey, Group)> = Vec::new();
+        let mut notes: Vec<(&AccessLevelKey, Vec<ZonePermission>)> = Vec::new();
         for (level, group) in levels.iter().zip(groups) {
             let wanted = desired.get(level).map(Vec::as_slice).unwrap_or_default();
             let released = self.released.get(level).cloned().unwrap_or_default();
             if let Some(permissions) = converge_list(&group.permissions, wanted, &released) {
+                notes.push((
+                    level,
+                    decision::entries_new_to_salto(wanted, &group.permissions),
+                ));
                 writes.push((
                     level.clone(),
                     Group {
@@ -781,14 +786,9 @@ impl LedgerTransaction {
                 ));
             }
         }
-        let notes: Vec<(&AccessLevelKey, &[ZonePermission])> = writes
+        let notes: Vec<(&AccessLevelKey, &[ZonePermission])> = notes
             .iter()
-            .map(|(level, _)| {
-                (
-                    level,
-                    desired.get(level).map(Vec::as_slice).unwrap_or_default(),
-                )
-            })
+            .map(|(level, entries)| (*level, entries.as_slice()))
             .collect();
         store::unrecorded::note(&self.journal, &notes).await?;
         let mut calls = Vec::with_capacity(writes.len());
