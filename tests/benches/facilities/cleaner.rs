@@ -234,9 +234,11 @@ async fn cleaner_pass(shape: LedgerShape, way: Way) -> PassFigures {
 
     let requests_before = sim.state.lock().requests.len();
     let cleaner = app.cleaner();
+    perf_control("enable");
     let started = Instant::now();
     let clearings = cleaner.tick().await.expect("the clearing runs");
     let seconds = started.elapsed().as_secs_f64();
+    perf_control("disable");
     let ship_requests = sim.state.lock().requests.len() - requests_before;
 
     // Correctness: every expired permission is gone from the ledger and from Salto, the rest
@@ -664,4 +666,14 @@ pub async fn drop_database(db: &TestDb) {
     .execute(&mut admin)
     .await
     .unwrap();
+}
+
+/// With `BENCH_PERF_CTL` set to the control FIFO of `perf record --control fifo:… -D -1`, turns
+/// the profile on and off around each timed pass, so that it holds the pass alone.
+pub fn perf_control(command: &str) {
+    if let Ok(path) = std::env::var("BENCH_PERF_CTL") {
+        use std::io::Write;
+        let mut fifo = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        writeln!(fifo, "{command}").unwrap();
+    }
 }
