@@ -193,9 +193,9 @@ pub struct CleanerSettings {
     /// it (default 8).
     #[serde(default = "default_concurrency_per_server")]
     pub concurrency_per_server: usize,
-    /// Buildings cleared side by side (default 4). Each holds one database connection for its
-    /// whole clearing (its claim on the night), so keep it well below
-    /// `CONNECX__DATABASE__MAX_CONNECTIONS`.
+    /// Buildings cleared side by side (default 4). Each holds one connection of the clearing's
+    /// own pool for its whole clearing (its claim on the night; see
+    /// [`CleanerSettings::connections`]).
     #[serde(default = "default_buildings_at_once")]
     pub buildings_at_once: usize,
 }
@@ -243,6 +243,15 @@ impl Default for CleanerSettings {
 }
 
 impl CleanerSettings {
+    /// The connections of the clearing's own database pool: one per building cleared at once
+    /// (its claim) and one per batch working with a server at once. The clearing never takes
+    /// the connections the messages need (`CONNECX__DATABASE__MAX_CONNECTIONS`), nor waits for
+    /// them; the pool opens connections when a night runs and closes them after ten idle
+    /// minutes.
+    pub fn connections(&self) -> u32 {
+        u32::try_from(self.buildings_at_once + self.concurrency_per_server).unwrap_or(u32::MAX)
+    }
+
     /// The clearing time; `validate` has checked it parses.
     pub fn clearing_time(&self) -> NaiveTime {
         parse_local_time(&self.local_time).unwrap_or(NaiveTime::MIN)
@@ -387,6 +396,8 @@ mod tests {
         assert_eq!(settings.cleaner.batch_levels, 32);
         assert_eq!(settings.cleaner.concurrency_per_server, 8);
         assert_eq!(settings.cleaner.buildings_at_once, 4);
+        // The clearing's own pool: the four claims and eight batches.
+        assert_eq!(settings.cleaner.connections(), 12);
         assert_eq!(settings.salto.as_ref().unwrap().auth_kind, AuthKind::None);
     }
 

@@ -57,6 +57,8 @@ pub enum RunError {
 pub struct Application {
     settings: Settings,
     ctx: Context,
+    /// The nightly clearing's own pool ([`crate::settings::CleanerSettings::connections`]).
+    cleaner_pool: PgPool,
     health: platform::health::HealthServer,
 }
 
@@ -117,6 +119,11 @@ impl Application {
         }
         let journal =
             platform::db::connect_pool(&shared.database, SCHEMA, JOURNAL_CONNECTIONS).await?;
+        // The night's claims and batches on a pool of their own: at midnight the messages still
+        // find every connection of theirs, and the batches never wait behind the messages'.
+        let cleaner_pool =
+            platform::db::connect_pool(&shared.database, SCHEMA, settings.cleaner.connections())
+                .await?;
         let sweeper = timetables::Sweeper::new(pool.clone(), servers.clone());
         let ctx = Context {
             pool,
@@ -131,6 +138,7 @@ impl Application {
         Ok(Self {
             settings,
             ctx,
+            cleaner_pool,
             health,
         })
     }
@@ -146,7 +154,11 @@ impl Application {
 
     /// The nightly cleaner, for running a tick by hand (tools, tests).
     pub fn cleaner(&self) -> cleaner::Cleaner {
-        cleaner::Cleaner::new(self.ctx.clone(), &self.settings.cleaner)
+        let ctx = Context {
+            pool: self.cleaner_pool.clone(),
+            ..self.ctx.clone()
+        };
+        cleaner::Cleaner::new(ctx, &self.settings.cleaner)
     }
 
     /// Consumes and runs the cleaner until `shutdown` completes; in-flight messages finish first.
@@ -182,6 +194,7 @@ impl Application {
         if let Err(error) = scheduler.shutdown().await {
             tracing::warn!(%error, "cleaner scheduler did not stop cleanly");
         }
+        self.cleaner_pool.close().await;
         self.ctx.pool.close().await;
         outcome.map_err(RunError::Worker)
     }

@@ -460,3 +460,68 @@ async fn an_access_level_the_night_does_not_touch_is_compared_with_salto_once_in
     assert!(reports.next(DELIVERED).await.is_none(), "reported once");
     h.no_more_results().await;
 }
+
+#[tokio::test]
+async fn a_booking_is_granted_while_a_nights_batches_hold_their_connections() {
+    // The night's eight batches, one access level each, all at once on the one server, each
+    // holding a database connection while Salto answers its write after 0.9 s (the harness's
+    // pool holds 5). A booking arriving meanwhile must not wait for them.
+    let settings = CleanerSettings {
+        batch_levels: 1,
+        concurrency_per_server: 8,
+        ..every_second("00:05")
+    };
+    let mut h = Harness::start_with(settings, sydney("2026-11-30", "12:00:00"), 1).await;
+    let levels: Vec<String> = (1..=8).map(|n| format!("L-{n}")).collect();
+    h.control(
+        "seed",
+        serde_json::json!({"groups": levels.iter().map(|l| serde_json::json!({"ext_id": l, "name": l})).collect::<Vec<_>>()}),
+    )
+    .await;
+    for level in &levels {
+        let mut booking = Booking::games("2026-12-01");
+        booking.access_level = level.clone();
+        h.publish(&booking.created()).await;
+    }
+    h.granted(levels.len()).await;
+    cleared(&h, "2026-11-30").await;
+
+    let mut granted = h.broker.tap("facility_access.granted.#").await;
+    // Requests are logged once answered: a batch whose read is logged holds its connection and
+    // is writing; none of the night's writes is answered before 0.9 s.
+    let reads_before = h.requests_named("SaltoDBGroup.Read").await;
+    let writes_before = h.requests_named("SaltoDBGroup.Update").await;
+    h.fault(
+        "SaltoDBGroup.Update",
+        serde_json::json!({"delay_ms": 900}),
+        levels.len() as u32,
+    )
+    .await;
+    h.clock.set(sydney("2026-12-02", "00:06:00"));
+    let booking = Booking::games("2026-12-05");
+    let night = async {
+        h.tick_every_replica().await;
+        cleared(&h, "2026-12-02").await
+    };
+    let meanwhile = async {
+        until("the night's batches all writing", async || {
+            h.requests_named("SaltoDBGroup.Read").await >= reads_before + levels.len()
+        })
+        .await;
+        h.publish(&booking.created()).await;
+        let result = granted
+            .next(std::time::Duration::from_secs(15))
+            .await
+            .expect("the booking is granted");
+        let writes_answered = h.requests_named("SaltoDBGroup.Update").await - writes_before;
+        (result.booking_id, writes_answered)
+    };
+    let (night, (granted_id, writes_answered)) = tokio::join!(night, meanwhile);
+    assert_eq!(granted_id, booking.id);
+    assert_eq!(
+        writes_answered, 1,
+        "only the booking's own write was answered when it was granted; more means it waited \
+         for batches of the night"
+    );
+    assert_eq!(night.expired, levels.len() as i32);
+}
