@@ -13,6 +13,7 @@ pub use error::{Remedy, ShipError, remedy_for_code, remedy_for_http_status};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::format::{Item, Numeric, Pad, Parsed};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -124,6 +125,9 @@ pub struct ShipSettings {
 pub struct ShipClient {
     http: reqwest::Client,
     url: String,
+    /// `url`, parsed once rather than at every call (`None` if it does not parse: each call then
+    /// fails as reqwest reports it).
+    parsed_url: Option<reqwest::Url>,
     auth: ShipAuth,
     timeout: Duration,
     /// Told of every call (the server's bulkhead).
@@ -150,9 +154,11 @@ impl ShipClient {
             .connect_timeout(settings.timeout)
             .build()
             .map_err(ClientBuildError)?;
+        let url = settings.url.trim().to_owned();
         Ok(Self {
             http,
-            url: settings.url.trim().to_owned(),
+            parsed_url: reqwest::Url::parse(&url).ok(),
+            url,
             auth: settings.auth.clone(),
             timeout: settings.timeout,
             observer: None,
@@ -326,9 +332,11 @@ impl ShipClient {
         params: P,
     ) -> Result<R, ShipError> {
         let body = request_xml(request, params)?;
-        let mut builder = self
-            .http
-            .post(&self.url)
+        let post = match &self.parsed_url {
+            Some(url) => self.http.post(url.clone()),
+            None => self.http.post(&self.url),
+        };
+        let mut builder = post
             .timeout(self.timeout)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .body(body);
@@ -442,6 +450,22 @@ fn parse_response<R: DeserializeOwned + Default>(
     Ok(answer.params.unwrap_or_default())
 }
 
+/// `%Y-%m-%dT%H:%M:%S` as chrono's items: written and read without parsing the format string
+/// again for every date of every answer (a group's list holds two per entry).
+const DATE_TIME: &[Item<'static>] = &[
+    Item::Numeric(Numeric::Year, Pad::Zero),
+    Item::Literal("-"),
+    Item::Numeric(Numeric::Month, Pad::Zero),
+    Item::Literal("-"),
+    Item::Numeric(Numeric::Day, Pad::Zero),
+    Item::Literal("T"),
+    Item::Numeric(Numeric::Hour, Pad::Zero),
+    Item::Literal(":"),
+    Item::Numeric(Numeric::Minute, Pad::Zero),
+    Item::Literal(":"),
+    Item::Numeric(Numeric::Second, Pad::Zero),
+];
+
 /// SHIP date-times: `yyyy-MM-ddTHH:mm:ss`, local, no zone; `T24:00:00` = the next day's 00:00:00.
 pub fn parse_date_time(text: &str) -> Option<NaiveDateTime> {
     let text = text.trim();
@@ -451,11 +475,13 @@ pub fn parse_date_time(text: &str) -> Option<NaiveDateTime> {
             .succ_opt()
             .map(|d| d.and_time(NaiveTime::MIN));
     }
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok()
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, text, DATE_TIME.iter()).ok()?;
+    parsed.to_naive_datetime_with_offset(0).ok()
 }
 
 pub fn format_date_time(at: NaiveDateTime) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S").to_string()
+    at.format_with_items(DATE_TIME.iter()).to_string()
 }
 
 /// SHIP times of day, `HH:mm:ss`; `24:00:00` ends the day.
@@ -706,6 +732,32 @@ mod tests {
         assert_eq!(format_day_time(END_OF_DAY), "24:00:00");
         assert_eq!(parse_day_time("24:00:00"), Some(END_OF_DAY));
         assert_eq!(parse_day_time("18:30:00"), Some(18 * 3600 + 1800));
+    }
+
+    mod date_times {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const STRFTIME: &str = "%Y-%m-%dT%H:%M:%S";
+
+        proptest! {
+            /// The items read and write exactly what the format string did.
+            #[test]
+            fn read_as_the_format_string_reads(text in "[ 0-9T:-]{0,24}") {
+                // The end of a day is read apart (`a_group_answer_is_read_…`).
+                prop_assume!(!text.trim().ends_with("T24:00:00"));
+                let expected = NaiveDateTime::parse_from_str(text.trim(), STRFTIME).ok();
+                prop_assert_eq!(parse_date_time(&text), expected);
+            }
+
+            #[test]
+            fn written_as_the_format_string_writes(seconds in 0i64..4_102_444_800) {
+                let at = chrono::DateTime::from_timestamp(seconds, 0).unwrap().naive_utc();
+                prop_assert_eq!(format_date_time(at), at.format(STRFTIME).to_string());
+                prop_assert_eq!(parse_date_time(&format_date_time(at)), Some(at));
+            }
+        }
     }
 
     mod malformed_answers {
