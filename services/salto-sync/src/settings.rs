@@ -246,8 +246,8 @@ impl CleanerSettings {
     /// The connections of the clearing's own database pool: one per building cleared at once
     /// (its claim) and one per batch working with a server at once. The clearing never takes
     /// the connections the messages need (`CONNECX__DATABASE__MAX_CONNECTIONS`), nor waits for
-    /// them. Past the one opened at start, the pool opens connections as a night needs them and
-    /// closes them after ten idle minutes.
+    /// them. The pool opens connections as a night needs them and closes them after ten idle
+    /// minutes.
     pub fn connections(&self) -> u32 {
         u32::try_from(self.buildings_at_once + self.concurrency_per_server).unwrap_or(u32::MAX)
     }

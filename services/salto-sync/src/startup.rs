@@ -121,9 +121,7 @@ impl Application {
             platform::db::connect_pool(&shared.database, SCHEMA, JOURNAL_CONNECTIONS).await?;
         // The night's claims and batches on a pool of their own: at midnight the messages still
         // find every connection of theirs, and the batches never wait behind the messages'.
-        let cleaner_pool =
-            platform::db::connect_pool(&shared.database, SCHEMA, settings.cleaner.connections())
-                .await?;
+        let cleaner_pool = platform::db::sibling_pool(&pool, settings.cleaner.connections());
         let sweeper = timetables::Sweeper::new(pool.clone(), servers.clone());
         let ctx = Context {
             pool,

@@ -252,6 +252,16 @@ pub async fn connect_pool(
         .map_err(|source| DbError::Connect { url, source })
 }
 
+/// A second pool on `pool`'s database and schema, of `max_connections`, that holds no
+/// connection until one is asked for (work that runs now and then, such as a nightly job, on
+/// connections of its own). Idle connections close after sqlx's ten minutes.
+pub fn sibling_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(pool.connect_options().as_ref().clone())
+}
+
 async fn run_migrations(
     pool: &PgPool,
     schema: &'static str,

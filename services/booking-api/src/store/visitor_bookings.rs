@@ -77,8 +77,8 @@ impl NewVisitorBooking<'_> {
 }
 
 /// Inserts `visit` (a new booking's row, [`NewVisitorBooking::stored_row`]) and the event
-/// `announcing` it in the outbox, unless its resident already holds `max_live` live visits (booked, not yet ended):
-/// `false` then, and neither is stored.
+/// `announcing` it in the outbox, unless its resident already holds `max_live` live visits
+/// (booked, not yet ended): `false` then, and neither is stored.
 ///
 /// The count, the booking and its outbox row are one statement (one round trip of a creation's
 /// four). The caller holds [`live_visits_lock`], taken in an earlier statement, so this
