@@ -35,6 +35,8 @@ struct Scripted {
     delay: Duration,
     /// When set, each handling takes a permit first: the test decides how far the worker gets.
     permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// When set, the handling of this one booking takes a permit of its own first.
+    gate: Option<(Uuid, Arc<tokio::sync::Semaphore>)>,
 }
 
 impl Scripted {
@@ -65,6 +67,11 @@ impl EventHandler for Scripted {
             .unwrap()
             .entry(envelope.booking_id)
             .or_default() += 1;
+        if let Some((booking, gate)) = &self.gate
+            && *booking == envelope.booking_id
+        {
+            gate.acquire().await.unwrap().forget();
+        }
         tokio::time::sleep(self.delay).await;
         if self.panics.lock().unwrap().contains(&envelope.booking_id) {
             panic!("scripted panic for {}", envelope.booking_id);
@@ -382,6 +389,60 @@ async fn killing_the_broker_connections_mid_stream_loses_no_message() {
         run.broker.queue_depth("ipassan-sync").await == 0
     })
     .await;
+    run.stop.cancel();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_finished_behind_a_slow_one_are_acked_and_the_slow_one_is_not() {
+    // The first message delivered is held in its handler; the ten behind it finish. Their acks
+    // may not be one `multiple` ack (it would settle the first too), nor wait for the first: with
+    // a prefetch of 8 the worker would then stall after seven of them.
+    let slow = Uuid::new_v4();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handler = Scripted {
+        gate: Some((slow, Arc::clone(&gate))),
+        ..Default::default()
+    };
+    let run = start_worker("100ms", handler.clone()).await;
+    let publisher = publisher(&run.broker).await;
+    publisher
+        .publish_event(&visitor_booking_created(slow))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        run.handler.attempts(slow) == 1
+    })
+    .await;
+    let others: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
+    let events: Vec<Envelope> = others.iter().map(|b| visitor_booking_created(*b)).collect();
+    publisher.publish_events(&events).await.unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        let handled = run.handler.handled();
+        others.iter().all(|b| handled.contains(b))
+    })
+    .await;
+
+    // Give the last acks time to reach the broker, then cut the connection: what was acked stays
+    // settled, what was not comes back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(run.broker.close_connections().await > 0);
+    gate.add_permits(2);
+    wait_until(Duration::from_secs(30), || async {
+        run.handler.handled().contains(&slow) && run.handler.attempts(slow) == 2
+    })
+    .await;
+    wait_until(Duration::from_secs(10), || async {
+        run.broker.queue_depth("ipassan-sync").await == 0
+    })
+    .await;
+    for booking in &others {
+        assert_eq!(
+            run.handler.attempts(*booking),
+            1,
+            "a finished message was not acked"
+        );
+    }
     run.stop.cancel();
     run.task.await.unwrap();
 }

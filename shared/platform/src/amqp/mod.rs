@@ -1,6 +1,7 @@
 //! RabbitMQ (docs/architecture.md, "Messaging topology"): connecting, declaring the topology, confirmed publishing, and the worker
 //! runtime. This is the only place in the workspace that talks to lapin.
 
+mod acks;
 mod headers;
 mod publisher;
 pub mod topology;

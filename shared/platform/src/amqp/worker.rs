@@ -15,8 +15,7 @@ use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -26,6 +25,7 @@ use tracing::Instrument;
 
 use contracts::{DEAD_LETTER_EXCHANGE, Envelope, QueueSpec, headers, retry_queue_name};
 
+use super::acks::{self, Settlement, Settler};
 use super::publisher::{Outgoing, publish_confirmed};
 use super::{AmqpError, Headers, connect, topology};
 use crate::config::{AmqpSettings, RetryTiers};
@@ -306,6 +306,7 @@ impl<H: MessageHandler> Worker<H> {
         self.attached.set(true);
         backoff.reset();
 
+        let (settler, settling) = acks::spawn(consume_channel.clone(), self.queue.name);
         let mut in_flight = JoinSet::new();
         let outcome = loop {
             tokio::select! {
@@ -313,11 +314,13 @@ impl<H: MessageHandler> Worker<H> {
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
+                        settler.delivered(delivery.delivery_tag);
                         let task = DeliveryTask {
                             queue: self.queue,
                             tiers: self.tiers.clone(),
                             handler: Arc::clone(&self.handler),
                             publish_channel: publish_channel.clone(),
+                            settler: settler.clone(),
                         };
                         in_flight.spawn(task.run(delivery));
                     }
@@ -344,7 +347,12 @@ impl<H: MessageHandler> Worker<H> {
                 "drain timed out; unfinished messages will be redelivered"
             );
             in_flight.abort_all();
+            // Wait for the aborted tasks to be dropped, and their settlers with them.
+            while in_flight.join_next().await.is_some() {}
         }
+        // The last acks go out before the channel closes; what was not finished is redelivered.
+        drop(settler);
+        let _ = settling.await;
         close(&connection, &consume_channel, &publish_channel).await;
         outcome
     }
@@ -362,6 +370,7 @@ struct DeliveryTask<H> {
     tiers: RetryTiers,
     handler: Arc<H>,
     publish_channel: Channel,
+    settler: Settler,
 }
 
 impl<H: MessageHandler> DeliveryTask<H> {
@@ -461,23 +470,15 @@ impl<H: MessageHandler> DeliveryTask<H> {
                 self.publish_dead_letter(&message, kind, error).await
             }
         };
-        let acked = match published {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+        let settlement = match published {
+            Ok(()) => Settlement::Ack,
             Err(error) => {
                 // The outcome is not on the broker: hand the message back rather than lose it.
                 tracing::error!(%error, "could not record the outcome; requeueing");
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
+                Settlement::Requeue
             }
         };
-        if let Err(error) = acked {
-            tracing::warn!(%error, "ack/nack failed; the broker will redeliver");
-        }
+        self.settler.finished(delivery.delivery_tag, settlement);
     }
 
     fn carried_headers(&self, message: &Message, error: &str) -> Headers {
