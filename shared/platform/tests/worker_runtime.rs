@@ -396,8 +396,8 @@ async fn killing_the_broker_connections_mid_stream_loses_no_message() {
 #[tokio::test]
 async fn messages_finished_behind_a_slow_one_are_acked_and_the_slow_one_is_not() {
     // The first message delivered is held in its handler; the ten behind it finish. Their acks
-    // may not be one `multiple` ack (it would settle the first too), nor wait for the first: with
-    // a prefetch of 8 the worker would then stall after seven of them.
+    // may not be one `multiple` ack (it would settle the first too), nor wait for the first (with
+    // a prefetch of 8 the worker would then stall after seven of them).
     let slow = Uuid::new_v4();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let handler = Scripted {
