@@ -201,3 +201,54 @@ async fn two_versions_of_a_booking_in_one_burst_end_at_the_newer() {
     harness.no_more_results(Duration::from_millis(500)).await;
     harness.no_dead_letters(Duration::from_millis(100)).await;
 }
+
+#[tokio::test]
+async fn a_step_waits_for_the_step_holding_one_of_its_bookings_and_for_no_other() {
+    let db = testkit::TestDb::create().await;
+    let pool = db.pool(ipassan_sync::SCHEMA).await;
+    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    let mut first = pool.acquire().await.unwrap();
+    let held = ipassan_sync::store::lock_bookings(&mut first, &ids[..3])
+        .await
+        .unwrap();
+
+    // Bookings nobody holds: taken at once.
+    let mut other = pool.acquire().await.unwrap();
+    let free = tokio::time::timeout(
+        Duration::from_secs(5),
+        ipassan_sync::store::lock_bookings(&mut other, &ids[3..]),
+    )
+    .await
+    .expect("bookings nobody holds are locked at once")
+    .unwrap();
+    free.commit().await.unwrap();
+    drop(other);
+
+    // One booking of the first step's among others: the step waits until the first one ends.
+    let (connected, connected_seen) = tokio::sync::oneshot::channel();
+    let (locked, mut locked_seen) = tokio::sync::oneshot::channel();
+    let overlapping = vec![ids[4], ids[1]];
+    let second = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            let _ = connected.send(());
+            let tx = ipassan_sync::store::lock_bookings(&mut conn, &overlapping)
+                .await
+                .unwrap();
+            let _ = locked.send(());
+            tx.commit().await.unwrap();
+        }
+    });
+    connected_seen.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        locked_seen.try_recv().is_err(),
+        "a booking held by another step was locked again"
+    );
+    held.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the waiting step goes on once the first one ends")
+        .unwrap();
+}
