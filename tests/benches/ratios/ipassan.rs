@@ -44,9 +44,9 @@ pub async fn ipassan_ratio(n: usize) -> Vec<Row> {
     let alone = ipassan_sync_run(&alone_db, &alone_broker, &alone_sim, &events, alone).await;
     let alone_row = Row::floor("  each message alone (no batching)", alone, raw, "msg/s");
 
-    let floor = ipassan_floor(&db, &broker, &sim, n).await;
+    let floor = run_floor(&db, &broker, &sim, n, &FLOOR).await;
     let floor_row = Row::floor("  floor: 1 POST + 1 write + publish", floor, raw, "msg/s");
-    let batched_floor = ipassan_floor_batched(&db, &broker, &sim, n).await;
+    let batched_floor = run_floor(&db, &broker, &sim, n, &FLOOR_IN_BATCHES).await;
     let batched_floor_row = Row::floor(
         "  floor in batches: POSTs, 1 write, publishes, 1 ack",
         batched_floor,
@@ -84,77 +84,42 @@ async fn ipassan_sync_run(
     measure_service(db, label, n, run, done).await
 }
 
-/// The least any worker of ipassan-sync's kind must do per message, written straight on the
-/// crates: consume (prefetch 16, a task per message), one iPassan call (the create), one durable
-/// row in PostgreSQL (the snapshot), one confirmed publish (the result), ack. No version rule, no
-/// lock, no dedup, no retries: the speed of light for this shape of work on this machine.
-async fn ipassan_floor(
-    db: &TestDb,
-    broker: &TestBroker,
-    sim: &ipassan_sim::RunningSim,
+/// The floor: the least any worker of ipassan-sync's kind must do per message, written straight
+/// on the crates: consume (prefetch 16, a task per message), one iPassan call (the create), one
+/// durable row in PostgreSQL (the snapshot), one confirmed publish (the result), ack. No version
+/// rule, no lock, no dedup, no retries: the speed of light for this shape of work on this machine.
+const FLOOR: Floor = Floor {
+    label: "floor",
+    queue: "bench.floor",
+    create_table: "CREATE TABLE bench_floor (booking_id uuid PRIMARY KEY,
+                                             version bigint NOT NULL, envelope jsonb NOT NULL)",
+    prefetch: DEFAULT_PREFETCH,
+    work: each_message_alone,
+};
+
+fn each_message_alone(
+    mut consumer: lapin::Consumer,
+    handles: FloorHandles,
     n: usize,
-) -> f64 {
-    let queue = "bench.floor";
-    let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
-    let (connection, channel, pool) = floor_setup(
-        db,
-        broker,
-        queue,
-        &events,
-        "CREATE TABLE bench_floor (booking_id uuid PRIMARY KEY, version bigint NOT NULL,
-                                   envelope jsonb NOT NULL)",
-    )
-    .await;
-    let http = reqwest::Client::new();
-    let token = floor_token(&http, sim).await;
-    let publish_channel = connection.create_channel().await.unwrap();
-    publish_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut results = broker.tap("visitor_access.#").await;
-    let mut consumer = consume_with_prefetch(&channel, queue, DEFAULT_PREFETCH).await;
-    let cpu = CpuMeter::start(&db.name);
-    let started = Instant::now();
-    let url = format!("{}/api/v1/access/site/{IPASSAN_SITE}/visitor", sim.base_url);
-    // A clone kept here holds the pool's connections open until the CPU is counted: a backend
-    // that has exited takes its CPU time out of the count.
-    let spawner_pool = pool.clone();
-    let work = tokio::spawn(async move {
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         for _ in 0..n {
             let delivery = consumer.next().await.unwrap().unwrap();
-            let (http, url, token, pool, publish_channel) = (
-                http.clone(),
-                url.clone(),
-                token.clone(),
-                spawner_pool.clone(),
-                publish_channel.clone(),
-            );
+            let handles = handles.clone();
             tokio::spawn(async move {
                 let envelope = Envelope::from_json(&delivery.data).unwrap();
-                let result = create_visitor(&http, &url, &token, &envelope).await;
+                let result = handles.create_visitor(&envelope).await;
                 sqlx::query(
-                    "INSERT INTO bench_floor (booking_id, version, envelope) VALUES ($1, $2, $3)",
+                    "INSERT INTO bench_floor (booking_id, version, envelope)
+                     VALUES ($1, $2, $3)",
                 )
                 .bind(envelope.booking_id)
                 .bind(envelope.version)
                 .bind(Json(&envelope))
-                .execute(&pool)
+                .execute(&handles.pool)
                 .await
                 .unwrap();
-                let confirm = publish_channel
-                    .basic_publish(
-                        contracts::EVENTS_EXCHANGE.into(),
-                        result.routing_key().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &result.to_json(),
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await
-                    .unwrap();
+                let confirm = handles.publish(&result).await;
                 assert!(confirm.await.unwrap().is_ack());
                 delivery
                     .acker
@@ -163,19 +128,7 @@ async fn ipassan_floor(
                     .unwrap();
             });
         }
-    });
-    for _ in 0..n {
-        results
-            .next(Duration::from_secs(60))
-            .await
-            .expect("a result per message");
-    }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    println!("{}", cpu.report("floor", n));
-    work.await.unwrap();
-    pool.close().await;
-    let _ = connection.close(200, "bye".into()).await;
-    rate
+    })
 }
 
 /// The floors' iPassan token (the simulator's client credentials).
@@ -190,36 +143,50 @@ async fn floor_token(http: &reqwest::Client, sim: &ipassan_sim::RunningSim) -> S
     token["access_token"].as_str().unwrap().to_owned()
 }
 
-/// The floors' one iPassan call for a visit (the create), and the result event it gives.
-async fn create_visitor(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    envelope: &Envelope,
-) -> Envelope {
-    let Event::VisitorBookingCreated(booking) = &envelope.event else {
-        unreachable!()
-    };
-    let window = |at: chrono::NaiveDateTime| at.format("%Y-%m-%dT%H:%M:%S").to_string();
-    let visitor = json_answer(http.post(url).bearer_auth(token).form(&[
-        ("visiteeId", "p-ana".to_owned()),
-        ("firstName", "Visitor".to_owned()),
-        ("lastName", booking.visitor.name.clone()),
-        ("email", booking.visitor.email.clone()),
-        ("validFrom", window(booking.window.local_starts_at)),
-        ("validTo", window(booking.window.local_ends_at)),
-        ("externalRef", envelope.booking_id.to_string()),
-    ]))
-    .await;
-    Envelope::new(
-        envelope.booking_id,
-        envelope.version,
-        Event::VisitorAccessGranted(VisitorAccessResult {
-            booking: booking.clone(),
-            pin: visitor["credential"]["pin"].as_str().map(str::to_owned),
-            failure: None,
-        }),
-    )
+impl FloorHandles {
+    /// The floors' one iPassan call for a visit (the create), and the result event it gives.
+    async fn create_visitor(&self, envelope: &Envelope) -> Envelope {
+        let Event::VisitorBookingCreated(booking) = &envelope.event else {
+            unreachable!()
+        };
+        let window = |at: chrono::NaiveDateTime| at.format("%Y-%m-%dT%H:%M:%S").to_string();
+        let visitor = json_answer(self.http.post(&self.url).bearer_auth(&self.token).form(&[
+            ("visiteeId", "p-ana".to_owned()),
+            ("firstName", "Visitor".to_owned()),
+            ("lastName", booking.visitor.name.clone()),
+            ("email", booking.visitor.email.clone()),
+            ("validFrom", window(booking.window.local_starts_at)),
+            ("validTo", window(booking.window.local_ends_at)),
+            ("externalRef", envelope.booking_id.to_string()),
+        ]))
+        .await;
+        Envelope::new(
+            envelope.booking_id,
+            envelope.version,
+            Event::VisitorAccessGranted(VisitorAccessResult {
+                booking: booking.clone(),
+                pin: visitor["credential"]["pin"].as_str().map(str::to_owned),
+                failure: None,
+            }),
+        )
+    }
+
+    /// Publishes a result (mandatory, persistent); the caller waits for its confirm.
+    async fn publish(&self, result: &Envelope) -> lapin::PublisherConfirm {
+        self.publish_channel
+            .basic_publish(
+                contracts::EVENTS_EXCHANGE.into(),
+                result.routing_key().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &result.to_json(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+    }
 }
 
 /// Batches ipassan-sync's shape takes: its prefetch, its batches' size and how many run at once.
@@ -234,38 +201,22 @@ const BATCHES_RUNNING: usize = 2;
 /// results published back to back with one wait for their confirms, and one `multiple` ack, sent
 /// after the batch before it acked so that it never settles another batch's messages. No version
 /// rule, lock, dedup, outcome record or retries.
-async fn ipassan_floor_batched(
-    db: &TestDb,
-    broker: &TestBroker,
-    sim: &ipassan_sim::RunningSim,
+const FLOOR_IN_BATCHES: Floor = Floor {
+    label: "floor in batches",
+    queue: "bench.floor_batched",
+    create_table: "CREATE TABLE bench_floor_batched (booking_id uuid PRIMARY KEY,
+                                                     version bigint NOT NULL,
+                                                     envelope jsonb NOT NULL)",
+    prefetch: BATCH_PREFETCH,
+    work: in_batches,
+};
+
+fn in_batches(
+    mut consumer: lapin::Consumer,
+    handles: FloorHandles,
     n: usize,
-) -> f64 {
-    let queue = "bench.floor_batched";
-    let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
-    let (connection, channel, pool) = floor_setup(
-        db,
-        broker,
-        queue,
-        &events,
-        "CREATE TABLE bench_floor_batched (booking_id uuid PRIMARY KEY, version bigint NOT NULL,
-                                           envelope jsonb NOT NULL)",
-    )
-    .await;
-    let http = reqwest::Client::new();
-    let token = floor_token(&http, sim).await;
-    let publish_channel = connection.create_channel().await.unwrap();
-    publish_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut results = broker.tap("visitor_access.#").await;
-    let mut consumer = consume_with_prefetch(&channel, queue, BATCH_PREFETCH).await;
-    let cpu = CpuMeter::start(&db.name);
-    let started = Instant::now();
-    let url = format!("{}/api/v1/access/site/{IPASSAN_SITE}/visitor", sim.base_url);
-    // Kept here until the CPU is counted, as in the floor above.
-    let spawner_pool = pool.clone();
-    let work = tokio::spawn(async move {
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let running = Arc::new(tokio::sync::Semaphore::new(BATCHES_RUNNING));
         let mut acked_before: Option<tokio::sync::oneshot::Receiver<()>> = None;
         let mut taken = 0;
@@ -281,13 +232,7 @@ async fn ipassan_floor_batched(
             taken += batch.len();
             let (acked, this_acked) = tokio::sync::oneshot::channel();
             let before = acked_before.replace(this_acked);
-            let (http, url, token, pool, publish_channel) = (
-                http.clone(),
-                url.clone(),
-                token.clone(),
-                spawner_pool.clone(),
-                publish_channel.clone(),
-            );
+            let handles = handles.clone();
             tokio::spawn(async move {
                 let envelopes: Vec<Envelope> = batch
                     .iter()
@@ -296,7 +241,7 @@ async fn ipassan_floor_batched(
                 let granted = futures::future::join_all(
                     envelopes
                         .iter()
-                        .map(|envelope| create_visitor(&http, &url, &token, envelope)),
+                        .map(|envelope| handles.create_visitor(envelope)),
                 )
                 .await;
                 let ids: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.booking_id).collect();
@@ -306,33 +251,19 @@ async fn ipassan_floor_batched(
                     .map(|delivery| String::from_utf8(delivery.data.clone()).unwrap())
                     .collect();
                 sqlx::query(
-                    "INSERT INTO bench_floor_batched (booking_id, version, envelope)
-                     SELECT id, version, body::jsonb
-                       FROM UNNEST($1::uuid[], $2::bigint[], $3::text[]) AS b(id, version, body)",
-                )
-                .bind(ids)
-                .bind(versions)
-                .bind(bodies)
-                .execute(&pool)
-                .await
-                .unwrap();
+                        "INSERT INTO bench_floor_batched (booking_id, version, envelope)
+                         SELECT id, version, body::jsonb
+                           FROM UNNEST($1::uuid[], $2::bigint[], $3::text[]) AS b(id, version, body)",
+                    )
+                    .bind(ids)
+                    .bind(versions)
+                    .bind(bodies)
+                    .execute(&handles.pool)
+                    .await
+                    .unwrap();
                 let mut confirms = Vec::with_capacity(granted.len());
                 for result in &granted {
-                    confirms.push(
-                        publish_channel
-                            .basic_publish(
-                                contracts::EVENTS_EXCHANGE.into(),
-                                result.routing_key().into(),
-                                BasicPublishOptions {
-                                    mandatory: true,
-                                    ..Default::default()
-                                },
-                                &result.to_json(),
-                                BasicProperties::default().with_delivery_mode(2),
-                            )
-                            .await
-                            .unwrap(),
-                    );
+                    confirms.push(handles.publish(result).await);
                 }
                 for confirm in confirms {
                     assert!(confirm.await.unwrap().is_ack());
@@ -351,7 +282,65 @@ async fn ipassan_floor_batched(
                 drop(turn);
             });
         }
-    });
+    })
+}
+
+/// A floor: its name in the CPU report, its queue and table, its consumer's prefetch, and the
+/// loop that consumes `n` messages.
+struct Floor {
+    label: &'static str,
+    queue: &'static str,
+    create_table: &'static str,
+    prefetch: u16,
+    work: fn(lapin::Consumer, FloorHandles, usize) -> tokio::task::JoinHandle<()>,
+}
+
+/// What a floor's handling of a message works with; cheap to clone into each task.
+#[derive(Clone)]
+struct FloorHandles {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    /// A clone of the floor's pool. Held by the loop until the CPU is counted, it keeps the
+    /// pool's connections open: a backend that has exited takes its CPU time out of the count.
+    pool: sqlx::PgPool,
+    publish_channel: lapin::Channel,
+}
+
+/// Runs a floor: `n` created events on its queue, its table made, then its loop,
+/// timed until every result is on the broker (messages per second), its CPU printed.
+async fn run_floor(
+    db: &TestDb,
+    broker: &TestBroker,
+    sim: &ipassan_sim::RunningSim,
+    n: usize,
+    floor: &Floor,
+) -> f64 {
+    let events: Vec<Envelope> = (0..n).map(visitor_booking_created).collect();
+    let (connection, channel, pool) =
+        floor_setup(db, broker, floor.queue, &events, floor.create_table).await;
+    let http = reqwest::Client::new();
+    let token = floor_token(&http, sim).await;
+    let publish_channel = connection.create_channel().await.unwrap();
+    publish_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut results = broker.tap("visitor_access.#").await;
+    let consumer = consume_with_prefetch(&channel, floor.queue, floor.prefetch).await;
+    let cpu = CpuMeter::start(&db.name);
+    let started = Instant::now();
+    let work = (floor.work)(
+        consumer,
+        FloorHandles {
+            http,
+            url: format!("{}/api/v1/access/site/{IPASSAN_SITE}/visitor", sim.base_url),
+            token,
+            pool: pool.clone(),
+            publish_channel,
+        },
+        n,
+    );
     for _ in 0..n {
         results
             .next(Duration::from_secs(60))
@@ -359,7 +348,7 @@ async fn ipassan_floor_batched(
             .expect("a result per message");
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    println!("{}", cpu.report("floor in batches", n));
+    println!("{}", cpu.report(floor.label, n));
     work.await.unwrap();
     pool.close().await;
     let _ = connection.close(200, "bye".into()).await;
